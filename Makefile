@@ -1,0 +1,31 @@
+# gnnseg: `make demo` and `make test` are all a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+STAMP  := $(VENV)/.installed
+DATA   ?= ../shared/datasets
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# Rebuilt only when the dependency list changes; torch is pinned to the CPU build by constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gnnseg demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/gnn_node_classification.py --root $(DATA)/planetoid
+	$(PY) benchmarks/gnn_speed.py --root $(DATA)/planetoid
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

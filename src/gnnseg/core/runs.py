@@ -1,0 +1,89 @@
+"""Run directories: ``runs/<task>/<timestamp>/`` holding ``config.json``, ``metrics.json`` and plots.
+
+A run never overwrites an earlier one: the directory name carries the time down to microseconds and
+is created with ``exist_ok=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # plots are files, never windows
+import torch  # noqa: E402
+
+
+def machine_info() -> dict[str, Any]:
+    """What a benchmark or run needs to say about where it ran."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "date": datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn tensors, numpy scalars, paths and non-finite floats into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON atomically (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class RunDirectory:
+    """One run's output folder. Create it with :func:`new_run`."""
+
+    path: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def save_config(self, config: dict[str, Any]) -> Path:
+        return write_json(self.path / "config.json", {**config, "machine": machine_info()})
+
+    def log_metrics(self, **values: Any) -> Path:
+        """Merge ``values`` into ``metrics.json`` (rewritten each call, so it is current after a crash)."""
+        self.metrics.update(values)
+        return write_json(self.path / "metrics.json", self.metrics)
+
+    def figure_path(self, name: str) -> Path:
+        return self.path / (name if name.endswith(".png") else f"{name}.png")
+
+
+def new_run(task: str, root: str | os.PathLike = "runs") -> RunDirectory:
+    """Create ``<root>/<task>/<timestamp>/`` and return it; never reuses an existing folder."""
+    if not task or any(sep in task for sep in ("/", "\\", "..")):
+        raise ValueError(f"task name must be a plain folder name, got {task!r}")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    path = Path(root) / task / stamp
+    path.mkdir(parents=True, exist_ok=False)
+    return RunDirectory(path)

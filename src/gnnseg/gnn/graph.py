@@ -1,0 +1,263 @@
+"""The ``Graph`` container: edges, node features and labels, split masks; validation and conversions.
+
+``edge_index`` has shape ``(2, E)``: row 0 holds sources, row 1 targets (messages flow ``source -> target``).
+An undirected graph stores both directions. Transforms return new graphs and never modify their input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gnnseg.gnn import ops
+
+if TYPE_CHECKING:  # pragma: no cover
+    import networkx
+    import scipy.sparse
+
+MASK_NAMES = ("train_mask", "val_mask", "test_mask")
+
+
+class GraphValidationError(ValueError):
+    """A graph's tensors are inconsistent: the message names the field and the offending value."""
+
+
+@dataclass(eq=False)
+class Graph:
+    """A graph with optional node features ``x (N, F)``, labels ``y (N,)``, split masks ``(N,)`` and
+    edge weights ``(E,)``. ``name`` is informational."""
+
+    edge_index: Tensor
+    num_nodes: int
+    x: Tensor | None = None
+    y: Tensor | None = None
+    edge_weight: Tensor | None = None
+    train_mask: Tensor | None = None
+    val_mask: Tensor | None = None
+    test_mask: Tensor | None = None
+    name: str = "graph"
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.edge_index = torch.as_tensor(self.edge_index)
+        self.num_nodes = int(self.num_nodes)
+
+    # ----------------------------------------------------------------------------------- basic facts
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.size(1))
+
+    @property
+    def num_features(self) -> int:
+        return 0 if self.x is None else int(self.x.size(1))
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.y is None else int(self.y.max().item()) + 1
+
+    def __repr__(self) -> str:
+        parts = [f"name={self.name!r}", f"num_nodes={self.num_nodes}", f"num_edges={self.num_edges}"]
+        if self.x is not None:
+            parts.append(f"x={tuple(self.x.shape)}")
+        if self.y is not None:
+            parts.append(f"classes={self.num_classes}")
+        for mask in MASK_NAMES:
+            value = getattr(self, mask)
+            if value is not None:
+                parts.append(f"{mask.removesuffix('_mask')}={int(value.sum())}")
+        return f"Graph({', '.join(parts)})"
+
+    # ----------------------------------------------------------------------------------- validation
+    def validate(self) -> "Graph":
+        """Check every field; raise :class:`GraphValidationError` naming the first problem. Returns self."""
+        ei = self.edge_index
+        if self.num_nodes < 0:
+            raise GraphValidationError(f"num_nodes must be >= 0, got {self.num_nodes}")
+        if ei.dim() != 2 or ei.size(0) != 2:
+            raise GraphValidationError(f"edge_index must have shape (2, E), got {tuple(ei.shape)}")
+        if ei.dtype != torch.int64:
+            raise GraphValidationError(f"edge_index must be int64, got {ei.dtype}")
+        if ei.numel():
+            low, high = int(ei.min()), int(ei.max())
+            if low < 0:
+                column = int((ei < 0).any(0).nonzero()[0])
+                raise GraphValidationError(
+                    f"edge_index has a negative node index {low} (edge {column}: {ei[:, column].tolist()})")
+            if high >= self.num_nodes:
+                column = int((ei >= self.num_nodes).any(0).nonzero()[0])
+                raise GraphValidationError(
+                    f"edge_index refers to node {high} but num_nodes is {self.num_nodes} "
+                    f"(edge {column}: {ei[:, column].tolist()})")
+        if self.edge_weight is not None:
+            if self.edge_weight.shape != (self.num_edges,):
+                raise GraphValidationError(
+                    f"edge_weight must have shape ({self.num_edges},), got {tuple(self.edge_weight.shape)}")
+            _require_finite("edge_weight", self.edge_weight)
+        if self.x is not None:
+            if self.x.dim() != 2 or self.x.size(0) != self.num_nodes:
+                raise GraphValidationError(
+                    f"x must have shape ({self.num_nodes}, F), got {tuple(self.x.shape)}")
+            _require_finite("x", self.x)
+        if self.y is not None:
+            if self.y.shape[:1] != (self.num_nodes,):
+                raise GraphValidationError(f"y must have {self.num_nodes} rows, got shape {tuple(self.y.shape)}")
+            if not self.y.is_floating_point() and self.y.numel() and int(self.y.min()) < 0:
+                raise GraphValidationError(f"y has a negative class label {int(self.y.min())}")
+        for name in MASK_NAMES:
+            mask = getattr(self, name)
+            if mask is None:
+                continue
+            if mask.dtype != torch.bool or mask.shape != (self.num_nodes,):
+                raise GraphValidationError(
+                    f"{name} must be a bool tensor of shape ({self.num_nodes},), "
+                    f"got {mask.dtype} {tuple(mask.shape)}")
+        return self
+
+    # ----------------------------------------------------------------------------------- derived views
+    def csr(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Incoming-edge CSR, cached: ``(row_ptr (N+1,), sources (E,), edge_ids (E,))``.
+
+        ``sources[row_ptr[i]:row_ptr[i+1]]`` are the sources of the edges into node ``i``, and
+        ``edge_ids`` maps each CSR slot back to its column in ``edge_index``.
+        """
+        if "csr" not in self._cache:
+            target = self.edge_index[1]
+            edge_ids = torch.argsort(target * max(self.num_nodes, 1) + self.edge_index[0], stable=True)
+            row_ptr = torch.zeros(self.num_nodes + 1, dtype=torch.int64)
+            row_ptr[1:] = torch.bincount(target, minlength=self.num_nodes).cumsum(0)
+            self._cache["csr"] = (row_ptr, self.edge_index[0, edge_ids], edge_ids)
+        return self._cache["csr"]
+
+    def in_degree(self) -> Tensor:
+        """Number of incoming edges per node, shape ``(N,)``."""
+        row_ptr = self.csr()[0]
+        return row_ptr[1:] - row_ptr[:-1]
+
+    def is_undirected(self) -> bool:
+        """True when every edge ``u -> v`` has its reverse ``v -> u`` (weights ignored)."""
+        forward = self._edge_keys(self.edge_index).unique()
+        backward = self._edge_keys(self.edge_index.flip(0)).unique()
+        return forward.numel() == backward.numel() and bool(torch.equal(forward, backward))
+
+    def _edge_keys(self, edge_index: Tensor) -> Tensor:
+        return edge_index[0] * max(self.num_nodes, 1) + edge_index[1]
+
+    # ----------------------------------------------------------------------------------- transforms
+    def _with_edges(self, edge_index: Tensor, edge_weight: Tensor | None) -> "Graph":
+        return replace(self, edge_index=edge_index, edge_weight=edge_weight, _cache={})
+
+    def coalesce(self) -> "Graph":
+        """Sort edges and merge duplicates (their weights are summed)."""
+        keys = self._edge_keys(self.edge_index)
+        unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+        edge_index = torch.stack([unique // max(self.num_nodes, 1), unique % max(self.num_nodes, 1)])
+        weight = None
+        if self.edge_weight is not None:
+            weight = self.edge_weight.new_zeros(unique.numel()).index_add_(0, inverse, self.edge_weight)
+        return self._with_edges(edge_index, weight)
+
+    def to_undirected(self) -> "Graph":
+        """Add the reverse of every edge, then merge duplicates (weights of ``u->v`` and ``v->u`` summed)."""
+        edge_index = torch.cat([self.edge_index, self.edge_index.flip(0)], dim=1)
+        weight = None if self.edge_weight is None else torch.cat([self.edge_weight, self.edge_weight])
+        return self._with_edges(edge_index, weight).coalesce()
+
+    def remove_self_loops(self) -> "Graph":
+        return self._with_edges(*ops.remove_self_loops(self.edge_index, self.edge_weight))
+
+    def add_self_loops(self, fill_value: float = 1.0) -> "Graph":
+        """Exactly one self-loop per node (an existing loop keeps its weight)."""
+        edge_index, weight = ops.add_remaining_self_loops(self.edge_index, self.num_nodes, self.edge_weight,
+                                                          fill_value)
+        return self._with_edges(edge_index, weight if self.edge_weight is not None else None)
+
+    def row_normalize_features(self) -> "Graph":
+        """Scale each feature row to sum to 1 (rows of zeros stay zero), as in Kipf & Welling's preprocessing."""
+        if self.x is None:
+            raise GraphValidationError("row_normalize_features needs node features x, but x is None")
+        sums = self.x.sum(dim=1, keepdim=True)
+        return replace(self, x=self.x / sums.masked_fill(sums == 0, 1.0), _cache=self._cache)
+
+    # ----------------------------------------------------------------------------------- conversions
+    def to_scipy(self) -> "scipy.sparse.csr_matrix":
+        """Adjacency as ``scipy.sparse.csr_matrix`` with ``A[source, target] = weight`` (duplicates summed)."""
+        import scipy.sparse as sp
+
+        weight = np.ones(self.num_edges) if self.edge_weight is None else self.edge_weight.numpy()
+        source, target = self.edge_index.numpy()
+        return sp.csr_matrix((weight, (source, target)), shape=(self.num_nodes, self.num_nodes))
+
+    @classmethod
+    def from_scipy(cls, matrix: "scipy.sparse.spmatrix", **fields_: Any) -> "Graph":
+        """Edges from the nonzeros of a square sparse matrix (``matrix[source, target]``); values become
+        weights unless they are all one."""
+        if matrix.shape[0] != matrix.shape[1]:
+            raise GraphValidationError(f"adjacency matrix must be square, got shape {matrix.shape}")
+        coo = matrix.tocoo()
+        edge_index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+        values = torch.from_numpy(coo.data.astype(np.float32))
+        weight = None if bool((values == 1).all()) else values
+        return cls(edge_index=edge_index, num_nodes=matrix.shape[0], edge_weight=weight, **fields_)
+
+    def to_networkx(self) -> "networkx.Graph":
+        """An undirected ``networkx.Graph`` when the edges are symmetric, else a ``DiGraph``.
+        Features and labels become node attributes ``x`` and ``y``."""
+        import networkx as nx
+
+        graph = nx.Graph() if self.is_undirected() else nx.DiGraph()
+        for node in range(self.num_nodes):
+            attributes = {}
+            if self.x is not None:
+                attributes["x"] = self.x[node].tolist()
+            if self.y is not None:
+                attributes["y"] = self.y[node].tolist()
+            graph.add_node(node, **attributes)
+        weights = None if self.edge_weight is None else self.edge_weight.tolist()
+        for k, (u, v) in enumerate(self.edge_index.t().tolist()):
+            graph.add_edge(u, v, **({} if weights is None else {"weight": weights[k]}))
+        return graph
+
+    @classmethod
+    def from_networkx(cls, graph: "networkx.Graph", name: str = "networkx") -> "Graph":
+        """Nodes are relabeled 0..N-1 in ``graph.nodes`` order; undirected edges are stored both ways.
+        A ``weight`` edge attribute becomes ``edge_weight`` when every edge has one."""
+        index = {node: k for k, node in enumerate(graph.nodes)}
+        pairs, weights = [], []
+        for u, v, data in graph.edges(data=True):
+            both_ways = not graph.is_directed() and u != v
+            for source, target in ((u, v), (v, u)) if both_ways else ((u, v),):
+                pairs.append((index[source], index[target]))
+                weights.append(data.get("weight"))
+        edge_index = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2).t().contiguous()
+        edge_weight = None
+        if weights and all(w is not None for w in weights):
+            edge_weight = torch.tensor(weights, dtype=torch.float32)
+        return cls(edge_index=edge_index, num_nodes=len(index), edge_weight=edge_weight, name=name)
+
+    def to_pyg(self):
+        """A ``torch_geometric.data.Data`` (PyG is imported only here, and only when installed)."""
+        try:
+            from torch_geometric.data import Data
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("Graph.to_pyg needs torch-geometric: pip install torch-geometric") from exc
+        values = {f.name: getattr(self, f.name) for f in fields(self)
+                  if f.name not in ("name", "_cache", "num_nodes") and getattr(self, f.name) is not None}
+        return Data(**values, num_nodes=self.num_nodes)
+
+    @classmethod
+    def from_pyg(cls, data: Any, name: str = "pyg") -> "Graph":
+        """From a PyG ``Data`` object (any attribute it lacks stays ``None``)."""
+        values = {key: getattr(data, key, None)
+                  for key in ("x", "y", "edge_weight", *MASK_NAMES)}
+        return cls(edge_index=data.edge_index, num_nodes=int(data.num_nodes), name=name, **values)
+
+
+def _require_finite(name: str, tensor: Tensor) -> None:
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = (~torch.isfinite(tensor)).nonzero()[0].tolist()
+        raise GraphValidationError(
+            f"{name} has a non-finite value {tensor[tuple(bad)].item()} at index {tuple(bad)}")

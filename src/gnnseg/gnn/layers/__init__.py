@@ -1,0 +1,8 @@
+"""Message-passing layers, one operator per file. Each aggregates messages from neighbors, then transforms."""
+
+from gnnseg.gnn.layers.gat import GATConv
+from gnnseg.gnn.layers.gcn import GCNConv
+from gnnseg.gnn.layers.gin import GINConv
+from gnnseg.gnn.layers.sgc import SGConv
+
+__all__ = ["GATConv", "GCNConv", "GINConv", "SGConv"]

@@ -1,0 +1,78 @@
+"""Graph attention (Veličković et al., ICLR 2018): neighbors weighted by learned, per-target softmax scores."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gnnseg.gnn import ops
+
+
+class GATConv(nn.Module):
+    """Multi-head graph attention.
+
+    Transform: ``z = x W`` split into ``heads`` of ``out_channels``. Score every edge ``j -> i`` with
+    ``e_ij = LeakyReLU(a_src . z_j + a_dst . z_i)``, normalize over the edges into ``i`` (self-loop included)
+    to get ``alpha_ij``, drop some scores out (``dropout``), and aggregate ``sum_j alpha_ij z_j``.
+    Heads are concatenated (hidden layers) or averaged (output layer).
+
+    Duplicate edges are separate messages, each with its own score. ``cached=True`` keeps the
+    self-looped edge list for a fixed graph.
+    Shapes: ``x (N, in_channels)``, ``edge_index (2, E)`` -> ``(N, heads * out_channels)`` when
+    ``concat`` else ``(N, out_channels)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1, concat: bool = True,
+                 negative_slope: float = 0.2, dropout: float = 0.0, self_loops: bool = True,
+                 bias: bool = True, cached: bool = False) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.heads, self.concat = in_channels, out_channels, heads, concat
+        self.negative_slope, self.dropout, self.self_loops, self.cached = negative_slope, dropout, self_loops, cached
+        self.linear = nn.Linear(in_channels, heads * out_channels, bias=False)
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.bias = nn.Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
+        self._cached_edges: Tensor | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.linear.weight)
+        nn.init.xavier_uniform_(self.att_src)
+        nn.init.xavier_uniform_(self.att_dst)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self._cached_edges = None
+
+    def attention_edges(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        """The edges attention runs over: the input's, with exactly one self-loop per node."""
+        if self._cached_edges is not None:
+            return self._cached_edges
+        if self.self_loops:
+            edge_index, _ = ops.remove_self_loops(edge_index)
+            edge_index, _ = ops.add_self_loops(edge_index, num_nodes)
+        if self.cached:
+            self._cached_edges = edge_index
+        return edge_index
+
+    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):
+        num_nodes = x.size(0)
+        source, target = self.attention_edges(edge_index, num_nodes)
+        z = self.linear(x).view(num_nodes, self.heads, self.out_channels)           # transform
+        score_src = (z * self.att_src).sum(-1)                                      # (N, H)
+        score_dst = (z * self.att_dst).sum(-1)
+        scores = F.leaky_relu(score_src.index_select(0, source) + score_dst.index_select(0, target),
+                              self.negative_slope)                                   # (E, H)
+        alpha = ops.segment_softmax(scores, target, num_nodes)
+        alpha_dropped = F.dropout(alpha, p=self.dropout, training=self.training)
+        messages = z.index_select(0, source) * alpha_dropped.unsqueeze(-1)           # (E, H, C)
+        out = z.new_zeros(z.shape).index_add_(0, target, messages)                  # aggregate
+        out = out.reshape(num_nodes, -1) if self.concat else out.mean(dim=1)
+        if self.bias is not None:
+            out = out + self.bias
+        if return_attention:
+            return out, (torch.stack([source, target]), alpha)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, heads={self.heads}, concat={self.concat}"

@@ -1,0 +1,61 @@
+"""Graph convolution (Kipf & Welling, ICLR 2017): ``H' = A_hat (H W) + b``."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from gnnseg.gnn import ops
+
+
+class GCNConv(nn.Module):
+    """One GCN layer.
+
+    The lecture's two steps: *aggregate* neighbor messages with the normalized adjacency ``A_hat``
+    (``D^-1/2 (A+I) D^-1/2`` by default, or the mean ``(D+I)^-1 (A+I)``), and *transform* with a shared
+    weight matrix. Both are linear, so ``A_hat (H W) = (A_hat H) W``: the layer transforms first when that
+    makes the sparse product narrower (``out_channels < in_channels``), as tkipf/gcn does.
+
+    ``cached=True`` keeps ``A_hat`` after the first call (transductive training on one fixed graph).
+    Shapes: ``x (N, in_channels)``, ``edge_index (2, E)``, ``edge_weight (E,)`` -> ``(N, out_channels)``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, normalization: ops.Normalization = "symmetric",
+                 self_loops: bool = True, cached: bool = False, bias: bool = True) -> None:
+        super().__init__()
+        if normalization not in ("symmetric", "mean"):
+            raise ValueError(f"normalization must be 'symmetric' or 'mean', got {normalization!r}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.normalization, self.self_loops, self.cached = normalization, self_loops, cached
+        self.linear = nn.Linear(in_channels, out_channels, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self._cached_matrix: ops.SparseMatrix | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.linear.weight)  # Glorot, as in the paper
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self._cached_matrix = None
+
+    def normalized_adjacency(self, edge_index: Tensor, num_nodes: int,
+                             edge_weight: Tensor | None = None) -> ops.SparseMatrix:
+        if self._cached_matrix is not None:
+            return self._cached_matrix
+        edge_index, weight = ops.normalize_edge_weights(edge_index, num_nodes, edge_weight,
+                                                        self.normalization, self.self_loops)
+        matrix = ops.SparseMatrix.from_edges(edge_index, weight, (num_nodes, num_nodes))
+        if self.cached:
+            self._cached_matrix = matrix
+        return matrix
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        adjacency = self.normalized_adjacency(edge_index, x.size(0), edge_weight)
+        if self.out_channels < self.in_channels:
+            out = adjacency @ self.linear(x)  # transform, then aggregate
+        else:
+            out = self.linear(adjacency @ x)  # aggregate, then transform
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, normalization={self.normalization!r}"

@@ -1,0 +1,145 @@
+"""Sparse building blocks shared by every layer: self-loops, normalization, SpMM, segment softmax.
+
+Convention (as in PyG): ``edge_index[0]`` holds the source node ``j`` and ``edge_index[1]`` the target
+node ``i`` of a message ``j -> i``. Aggregation sums messages at the target, so the aggregation matrix
+has targets as rows and sources as columns: ``(A_hat @ X)[i] = sum_j A_hat[i, j] X[j]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+# torch marks sparse CSR as beta; the operations used here are stable, so the notice is noise for users.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+Normalization = Literal["symmetric", "mean"]
+
+
+def remove_self_loops(edge_index: Tensor, edge_weight: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Drop every edge ``i -> i``. Shapes: ``(2, E) -> (2, E')``."""
+    keep = edge_index[0] != edge_index[1]
+    return edge_index[:, keep], (None if edge_weight is None else edge_weight[keep])
+
+
+def add_self_loops(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None,
+                   fill_value: float = 1.0) -> tuple[Tensor, Tensor | None]:
+    """Append one loop ``i -> i`` per node (existing loops are kept: call :func:`remove_self_loops` first)."""
+    loops = torch.arange(num_nodes, device=edge_index.device).repeat(2, 1)
+    edge_index = torch.cat([edge_index, loops], dim=1)
+    if edge_weight is not None:
+        edge_weight = torch.cat([edge_weight, edge_weight.new_full((num_nodes,), fill_value)])
+    return edge_index, edge_weight
+
+
+def add_remaining_self_loops(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None,
+                             fill_value: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Give every node exactly one self-loop.
+
+    A node that already had a loop keeps that loop's weight (the last one, if it had several); the others
+    get ``fill_value``. Returns weights always, ones where none were given.
+    """
+    if edge_weight is None:
+        edge_weight = torch.ones(edge_index.size(1), device=edge_index.device)
+    is_loop = edge_index[0] == edge_index[1]
+    loop_weight = edge_weight.new_full((num_nodes,), fill_value)
+    loop_weight[edge_index[0, is_loop]] = edge_weight[is_loop]
+    loops = torch.arange(num_nodes, device=edge_index.device).repeat(2, 1)
+    return (torch.cat([edge_index[:, ~is_loop], loops], dim=1),
+            torch.cat([edge_weight[~is_loop], loop_weight]))
+
+
+def normalize_edge_weights(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None,
+                           normalization: Normalization = "symmetric",
+                           self_loops: bool = True) -> tuple[Tensor, Tensor]:
+    """GCN propagation weights for every edge.
+
+    ``symmetric``: ``D^-1/2 (A + I) D^-1/2`` (Kipf & Welling 2017, eq. 2).
+    ``mean``: ``(D + I)^-1 (A + I)``, the row-normalized average over a node and its neighbors.
+    ``D`` is the weighted in-degree after self-loops; nodes of degree 0 get weight 0, never inf.
+    """
+    if self_loops:
+        edge_index, edge_weight = add_remaining_self_loops(edge_index, num_nodes, edge_weight)
+    elif edge_weight is None:
+        edge_weight = torch.ones(edge_index.size(1), device=edge_index.device)
+    source, target = edge_index
+    degree = torch.zeros(num_nodes, dtype=edge_weight.dtype, device=edge_weight.device)
+    degree.index_add_(0, target, edge_weight)
+    if normalization == "symmetric":
+        inv_sqrt = degree.pow(-0.5).masked_fill_(degree == 0, 0.0)
+        return edge_index, inv_sqrt[source] * edge_weight * inv_sqrt[target]
+    if normalization == "mean":
+        inverse = degree.reciprocal().masked_fill_(degree == 0, 0.0)
+        return edge_index, edge_weight * inverse[target]
+    raise ValueError(f"normalization must be 'symmetric' or 'mean', got {normalization!r}")
+
+
+def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A coalesced CSR matrix (duplicate entries summed)."""
+    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False).coalesce()
+    rows, cols = coo.indices()
+    row_ptr = torch.zeros(shape[0] + 1, dtype=torch.int64, device=rows.device)
+    row_ptr[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
+    return torch.sparse_csr_tensor(row_ptr, cols, coo.values(), shape, check_invariants=False)
+
+
+class _SpMM(torch.autograd.Function):
+    """``A @ X`` whose backward uses a precomputed CSR of ``A^T`` (no transpose per step)."""
+
+    @staticmethod
+    def forward(ctx, matrix: Tensor, transposed: Tensor, dense: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.transposed = transposed
+        return torch.sparse.mm(matrix, dense)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return None, None, torch.sparse.mm(ctx.transposed, grad)
+
+
+@dataclass(frozen=True)
+class SparseMatrix:
+    """A constant sparse aggregation matrix (rows = targets, columns = sources) and its transpose.
+
+    ``matrix @ x`` is differentiable with respect to ``x`` only; the weights are fixed, as in GCN and SGC.
+    """
+
+    matrix: Tensor
+    transposed: Tensor
+
+    @classmethod
+    def from_edges(cls, edge_index: Tensor, edge_weight: Tensor | None,
+                   shape: tuple[int, int]) -> "SparseMatrix":
+        """Build from messages ``source -> target``; ``shape = (num_targets, num_sources)``."""
+        source, target = edge_index
+        if edge_weight is None:
+            edge_weight = torch.ones(source.numel(), device=source.device)
+        edge_weight = edge_weight.detach()
+        return cls(_csr(target, source, edge_weight, shape), _csr(source, target, edge_weight, shape[::-1]))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.matrix.shape)  # type: ignore[return-value]
+
+    def __matmul__(self, dense: Tensor) -> Tensor:
+        """``(num_targets, num_sources) @ (num_sources, F) -> (num_targets, F)``."""
+        if dense.requires_grad:
+            return _SpMM.apply(self.matrix, self.transposed, dense)
+        return torch.sparse.mm(self.matrix, dense)
+
+
+def segment_softmax(scores: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+    """Softmax of ``scores`` (shape ``(E, ...)``) over the entries that share a ``segment`` id (shape ``(E,)``).
+
+    Used by attention to normalize over the incoming edges of each target node. Stable: the per-segment
+    maximum is subtracted first.
+    """
+    index = segment.view(-1, *([1] * (scores.dim() - 1))).expand_as(scores)
+    maxima = scores.new_full((num_segments, *scores.shape[1:]), float("-inf"))
+    maxima = maxima.scatter_reduce(0, index, scores.detach(), reduce="amax", include_self=True)
+    exp = (scores - maxima.gather(0, index)).exp()
+    sums = exp.new_zeros((num_segments, *scores.shape[1:])).index_add_(0, segment, exp)
+    return exp / (sums.gather(0, index) + 1e-16)

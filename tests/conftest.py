@@ -1,0 +1,35 @@
+"""Shared test fixtures: where the real datasets live, and small random graphs with awkward features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def require_dataset(relative: str) -> Path:
+    """Path under ``../shared/datasets``, or skip the test saying which file is missing."""
+    path = DATASETS / relative
+    if not path.exists():
+        pytest.skip(f"dataset file not found: {path} (tests read real data from ../shared/datasets)")
+    return path
+
+
+def awkward_graph(num_nodes: int = 30, num_edges: int = 120, seed: int = 0) -> torch.Tensor:
+    """A random directed edge list with self-loops, duplicate edges and isolated nodes.
+
+    Nodes ``num_nodes - 3 ..`` never appear in an edge (isolated).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    edges = torch.randint(0, num_nodes - 3, (2, num_edges), generator=generator)
+    loops = torch.tensor([[0, 1, 1], [0, 1, 1]])              # a loop and a duplicated loop
+    duplicates = edges[:, :10]                                 # ten repeated edges
+    return torch.cat([edges, loops, duplicates], dim=1)
+
+
+@pytest.fixture
+def planetoid_root() -> Path:
+    return require_dataset("planetoid")
