@@ -143,3 +143,44 @@ def segment_softmax(scores: Tensor, segment: Tensor, num_segments: int) -> Tenso
     exp = (scores - maxima.gather(0, index)).exp()
     sums = exp.new_zeros((num_segments, *scores.shape[1:])).index_add_(0, segment, exp)
     return exp / (sums.gather(0, index) + 1e-16)
+
+
+# ------------------------------------------------------------------------------------- sparse node features
+def is_sparse(x: Tensor) -> bool:
+    return x.layout in (torch.sparse_csr, torch.sparse_coo)
+
+
+def sparse_features(x: Tensor, max_density: float = 0.1) -> Tensor:
+    """``x`` as a CSR tensor when at most ``max_density`` of it is nonzero (bag-of-words features), else as is.
+
+    Sparse features make input dropout and the first transform cost O(nonzeros) instead of O(N * F),
+    as in tkipf/gcn.
+    """
+    if is_sparse(x) or x.numel() == 0:
+        return x
+    density = float((x != 0).sum()) / x.numel()
+    return x.to_sparse_csr() if density <= max_density else x
+
+
+def dense(x: Tensor) -> Tensor:
+    return x.to_dense() if is_sparse(x) else x
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Dropout that, for sparse ``x``, drops stored values only (dropping a zero changes nothing)."""
+    if not training or p == 0.0:
+        return x
+    if not is_sparse(x):
+        return torch.nn.functional.dropout(x, p=p, training=True)
+    if x.layout != torch.sparse_csr:
+        x = x.to_sparse_csr()
+    values = x.values()
+    keep = torch.rand_like(values) >= p
+    return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values * keep / (1.0 - p), x.shape,
+                                   check_invariants=False)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight.T + bias`` for dense or sparse ``x`` of shape ``(N, in)``; ``weight (out, in)``."""
+    out = torch.sparse.mm(x, weight.t()) if is_sparse(x) else x @ weight.t()
+    return out if bias is None else out + bias

@@ -18,7 +18,7 @@ class GATConv(nn.Module):
     Heads are concatenated (hidden layers) or averaged (output layer).
 
     Duplicate edges are separate messages, each with its own score. ``cached=True`` keeps the
-    self-looped edge list for a fixed graph.
+    self-looped edge list for a fixed graph. ``x`` may be a sparse CSR tensor.
     Shapes: ``x (N, in_channels)``, ``edge_index (2, E)`` -> ``(N, heads * out_channels)`` when
     ``concat`` else ``(N, out_channels)``.
     """
@@ -58,7 +58,7 @@ class GATConv(nn.Module):
     def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):
         num_nodes = x.size(0)
         source, target = self.attention_edges(edge_index, num_nodes)
-        z = self.linear(x).view(num_nodes, self.heads, self.out_channels)           # transform
+        z = ops.linear(x, self.linear.weight).view(num_nodes, self.heads, self.out_channels)           # transform
         score_src = (z * self.att_src).sum(-1)                                      # (N, H)
         score_dst = (z * self.att_dst).sum(-1)
         scores = F.leaky_relu(score_src.index_select(0, source) + score_dst.index_select(0, target),

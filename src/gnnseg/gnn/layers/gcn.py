@@ -17,6 +17,7 @@ class GCNConv(nn.Module):
     makes the sparse product narrower (``out_channels < in_channels``), as tkipf/gcn does.
 
     ``cached=True`` keeps ``A_hat`` after the first call (transductive training on one fixed graph).
+    ``x`` may be a sparse CSR tensor (bag-of-words features).
     Shapes: ``x (N, in_channels)``, ``edge_index (2, E)``, ``edge_weight (E,)`` -> ``(N, out_channels)``.
     """
 
@@ -51,10 +52,10 @@ class GCNConv(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
         adjacency = self.normalized_adjacency(edge_index, x.size(0), edge_weight)
-        if self.out_channels < self.in_channels:
-            out = adjacency @ self.linear(x)  # transform, then aggregate
+        if self.out_channels < self.in_channels or ops.is_sparse(x):
+            out = adjacency @ ops.linear(x, self.linear.weight)  # transform, then aggregate
         else:
-            out = self.linear(adjacency @ x)  # aggregate, then transform
+            out = ops.linear(adjacency @ x, self.linear.weight)  # aggregate, then transform
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:

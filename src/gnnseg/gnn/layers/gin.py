@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gnnseg.gnn import ops
+
 
 class GINConv(nn.Module):
     """Sum aggregation over incoming edges, then a learnable transform ``mlp``.
@@ -36,4 +38,5 @@ class GINConv(nn.Module):
         return torch.zeros_like(x).index_add_(0, target, x.index_select(0, source))
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        x = ops.dense(x)
         return self.mlp((1 + self.eps) * x + self.aggregate(x, edge_index))

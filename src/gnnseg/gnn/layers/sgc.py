@@ -36,6 +36,7 @@ class SGConv(nn.Module):
         edge_index, weight = ops.normalize_edge_weights(edge_index, x.size(0), edge_weight, "symmetric",
                                                         self.self_loops)
         adjacency = ops.SparseMatrix.from_edges(edge_index, weight, (x.size(0), x.size(0)))
+        x = ops.dense(x)
         for _ in range(self.K):
             x = adjacency @ x
         if self.cached:

@@ -1,0 +1,243 @@
+"""Semi-supervised node classification: full-batch training with early stopping on the validation set.
+
+The presets are the papers' settings (see ``docs/gnn.md`` for sources):
+
+* GCN — Kipf & Welling 2017, Section 5.2: 16 hidden, dropout 0.5, Adam lr 0.01, L2 5e-4 on the first layer
+  only, at most 200 epochs, stop when the validation loss exceeds the mean of the previous 10.
+* GAT — Veličković et al. 2018, Section 3.3: 8 heads x 8 hidden, ELU, dropout 0.6, lr 0.005, L2 5e-4,
+  patience 100 on validation loss and accuracy.
+* SGC — Wu et al. 2019: K = 2, lr 0.2, 100 epochs, no hidden layer; weight decay chosen on validation
+  accuracy (the paper tunes it with hyperopt).
+* GIN — Xu et al. 2019's layer used for node classification (no paper figure): 2 GIN-0 layers of 64,
+  dropout 0.8 and L2 5e-3 (sum aggregation overfits 140 labels quickly), patience 50.
+
+Model selection: the reported test accuracy is the one at the epoch with the lowest validation loss
+(``select="val_loss"``) or after the last epoch (``select="last"``, SGC's protocol).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gnnseg.core import progress
+from gnnseg.gnn import models, ops
+from gnnseg.gnn.graph import Graph, GraphValidationError
+
+MODELS = ("gcn", "sgc", "gin", "gat")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything that defines one training run of a node classifier."""
+
+    model: Literal["gcn", "sgc", "gin", "gat"] = "gcn"
+    hidden: int = 16
+    num_layers: int = 2
+    dropout: float = 0.5
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    decay_first_layer_only: bool = True
+    epochs: int = 200
+    stopping: Literal["window", "patience", "none"] = "window"
+    stopping_epochs: int = 10
+    select: Literal["val_loss", "last"] = "val_loss"
+    heads: int = 8
+    K: int = 2
+    normalization: Literal["symmetric", "mean"] = "symmetric"
+    row_normalize_features: bool = True
+
+    def build(self, in_channels: int, num_classes: int) -> models.StackedGNN:
+        if self.model == "gcn":
+            return models.gcn(in_channels, self.hidden, num_classes, num_layers=self.num_layers,
+                              dropout=self.dropout, normalization=self.normalization)
+        if self.model == "gat":
+            return models.gat(in_channels, self.hidden, num_classes, heads=self.heads, num_layers=self.num_layers,
+                              dropout=self.dropout)
+        if self.model == "sgc":
+            return models.sgc(in_channels, num_classes, K=self.K)
+        if self.model == "gin":
+            return models.gin(in_channels, self.hidden, num_classes, num_layers=self.num_layers,
+                              dropout=self.dropout)
+        raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+
+
+# The SGC weight decay per dataset was picked by validation accuracy over 1e-6..1e-3 (benchmarks/README.md).
+SGC_WEIGHT_DECAY = {"cora": 1e-5, "citeseer": 1e-4}
+
+PRESETS: dict[str, NodeConfig] = {
+    "gcn": NodeConfig(model="gcn"),
+    "gat": NodeConfig(model="gat", hidden=8, heads=8, dropout=0.6, lr=0.005, weight_decay=5e-4,
+                      decay_first_layer_only=False, epochs=1000, stopping="patience", stopping_epochs=100),
+    "sgc": NodeConfig(model="sgc", dropout=0.0, lr=0.2, weight_decay=5e-6, decay_first_layer_only=False,
+                      epochs=100, stopping="none", select="last"),
+    "gin": NodeConfig(model="gin", hidden=64, dropout=0.8, lr=0.01, weight_decay=5e-3,
+                      decay_first_layer_only=False, epochs=200, stopping="patience", stopping_epochs=50),
+}
+
+
+def preset(model: str, dataset: str | None = None, **overrides: Any) -> NodeConfig:
+    """The paper preset for ``model`` (dataset-specific where the paper tunes per dataset), with overrides."""
+    if model not in PRESETS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    config = PRESETS[model]
+    if model == "sgc" and dataset in SGC_WEIGHT_DECAY:
+        config = replace(config, weight_decay=SGC_WEIGHT_DECAY[dataset])
+    return replace(config, **overrides)
+
+
+@dataclass
+class NodeResult:
+    """What one seed's training produced."""
+
+    seed: int
+    test_acc: float
+    val_acc: float
+    train_acc: float
+    best_epoch: int
+    epochs_run: int
+    epoch_times_ms: list[float]
+    history: dict[str, list[float]] = field(repr=False)
+    state_dict: dict[str, Tensor] = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("state_dict"), values.pop("history"), values.pop("epoch_times_ms")
+        values["epoch_time_ms_median"] = statistics.median(self.epoch_times_ms)
+        return values
+
+
+class _StoppingRule:
+    """Kipf's window rule or GAT's patience rule, fed one validation result per epoch."""
+
+    def __init__(self, kind: str, epochs: int) -> None:
+        self.kind, self.epochs = kind, epochs
+        self.losses: list[float] = []
+        self.best_loss, self.best_acc, self.waited = float("inf"), 0.0, 0
+
+    def should_stop(self, val_loss: float, val_acc: float) -> bool:
+        self.losses.append(val_loss)
+        if self.kind == "window":
+            window = self.losses[-(self.epochs + 1):-1]
+            return len(self.losses) > self.epochs and val_loss > sum(window) / len(window)
+        if self.kind == "patience":
+            if val_loss <= self.best_loss or val_acc >= self.best_acc:
+                self.best_loss, self.best_acc = min(val_loss, self.best_loss), max(val_acc, self.best_acc)
+                self.waited = 0
+                return False
+            self.waited += 1
+            return self.waited >= self.epochs
+        return False
+
+
+def accuracy(logits: Tensor, labels: Tensor) -> float:
+    return float((logits.argmax(-1) == labels).float().mean()) if labels.numel() else float("nan")
+
+
+def optimizer_for(model: models.StackedGNN, config: NodeConfig) -> torch.optim.Optimizer:
+    """Adam; with ``decay_first_layer_only`` the L2 penalty touches only the first layer (Kipf & Welling)."""
+    if config.decay_first_layer_only:
+        first = list(model.layers[0].parameters())
+        first_ids = {id(p) for p in first}
+        rest = [p for p in model.parameters() if id(p) not in first_ids]
+        groups = [{"params": first, "weight_decay": config.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        return torch.optim.Adam(groups, lr=config.lr)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def prepare_graph(graph: Graph, config: NodeConfig) -> Graph:
+    """Validate, require what training needs, and apply the feature preprocessing of the config."""
+    graph.validate()
+    for name in ("x", "y", "train_mask"):
+        if getattr(graph, name) is None:
+            raise GraphValidationError(f"node classification needs graph.{name}, but it is None")
+    if not bool(graph.train_mask.any()):
+        raise GraphValidationError("train_mask selects no node: nothing to learn from")
+    return graph.row_normalize_features() if config.row_normalize_features else graph
+
+
+def train_node_classifier(graph: Graph, config: NodeConfig, seed: int = 0, *,
+                          show_progress: bool | None = None) -> NodeResult:
+    """Train one model on ``graph`` from seed ``seed`` and return its selected-epoch accuracies.
+
+    ``graph`` needs ``x``, ``y`` and ``train_mask``; without ``val_mask`` no early stopping or selection
+    happens (the last epoch counts). Accuracies are fractions in [0, 1].
+    """
+    graph = prepare_graph(graph, config)
+    torch.manual_seed(seed)
+    model = config.build(graph.num_features, graph.num_classes)
+    optimizer = optimizer_for(model, config)
+    x, y, edge_index = ops.sparse_features(graph.x), graph.y, graph.edge_index
+    masks = {split: getattr(graph, f"{split}_mask") for split in ("train", "val", "test")}
+    has_val = masks["val"] is not None and bool(masks["val"].any())
+    rule = _StoppingRule(config.stopping if has_val else "none", config.stopping_epochs)
+    select = config.select if has_val else "last"
+
+    history: dict[str, list[float]] = {key: [] for key in ("train_loss", "val_loss", "train_acc", "val_acc",
+                                                          "test_acc")}
+    epoch_times, best_loss, best = [], float("inf"), None
+    epochs = progress(range(config.epochs), desc=f"{config.model} seed {seed}", enabled=show_progress)
+    for epoch in epochs:
+        model.train()
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x, edge_index)[masks["train"]], y[masks["train"]])
+        loss.backward()
+        optimizer.step()
+        epoch_times.append((time.perf_counter() - start) * 1e3)
+
+        scores = evaluate(model, graph, x)
+        history["train_loss"].append(float(loss.detach()))
+        for key, value in scores.items():
+            if key in history:
+                history[key].append(value)
+        improved = select == "last" or scores["val_loss"] < best_loss
+        if improved:
+            best_loss = scores.get("val_loss", float("inf"))
+            best = (epoch, scores, copy.deepcopy(model.state_dict()))
+        if rule.should_stop(scores.get("val_loss", 0.0), scores.get("val_acc", 0.0)):
+            break
+    assert best is not None  # at least one epoch ran
+    best_epoch, scores, state = best
+    return NodeResult(seed=seed, test_acc=scores.get("test_acc", float("nan")),
+                      val_acc=scores.get("val_acc", float("nan")), train_acc=scores["train_acc"],
+                      best_epoch=best_epoch, epochs_run=epoch + 1, epoch_times_ms=epoch_times,
+                      history=history, state_dict=state)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, graph: Graph, features: Tensor | None = None) -> dict[str, float]:
+    """Loss and accuracy on every split the graph has (``{split}_loss``, ``{split}_acc``).
+
+    ``features`` replaces ``graph.x`` (for instance its sparse form) when given.
+    """
+    model.eval()
+    logits = model(graph.x if features is None else features, graph.edge_index)
+    scores = {}
+    for split in ("train", "val", "test"):
+        mask = getattr(graph, f"{split}_mask")
+        if mask is not None and bool(mask.any()):
+            scores[f"{split}_loss"] = float(F.cross_entropy(logits[mask], graph.y[mask]))
+            scores[f"{split}_acc"] = accuracy(logits[mask], graph.y[mask])
+    return scores
+
+
+def summarize(results: list[NodeResult]) -> dict[str, float]:
+    """Mean and standard deviation over seeds (population std, as the papers report)."""
+    test = torch.tensor([r.test_acc for r in results], dtype=torch.float64)
+    val = torch.tensor([r.val_acc for r in results], dtype=torch.float64)
+    times = [t for r in results for t in r.epoch_times_ms]
+    return {
+        "seeds": len(results),
+        "test_acc_mean": float(test.mean()), "test_acc_std": float(test.std(unbiased=False)),
+        "val_acc_mean": float(val.mean()), "val_acc_std": float(val.std(unbiased=False)),
+        "epoch_time_ms_median": statistics.median(times),
+        "epochs_run_mean": statistics.fmean(r.epochs_run for r in results),
+    }
