@@ -89,7 +89,7 @@ def gin_mlp(in_channels: int, out_channels: int) -> nn.Sequential:
                          nn.Linear(out_channels, out_channels))
 
 
-class _Linear(nn.Linear):
+class NodeLinear(nn.Linear):
     """A per-node linear classifier that ignores the graph, so it can close a ``StackedGNN``."""
 
     def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:  # noqa: ARG002
@@ -102,5 +102,5 @@ def gin(in_channels: int, hidden_channels: int, out_channels: int, *, num_layers
     linear classifier."""
     widths = [in_channels] + [hidden_channels] * num_layers
     layers: list[nn.Module] = [GINConv(gin_mlp(a, b), train_eps=train_eps) for a, b in zip(widths, widths[1:])]
-    layers.append(_Linear(hidden_channels, out_channels))
+    layers.append(NodeLinear(hidden_channels, out_channels))
     return StackedGNN(layers, dropout=dropout)

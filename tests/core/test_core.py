@@ -1,0 +1,63 @@
+"""Seeding, run directories and checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gnnseg.core import CheckpointError, load_checkpoint, new_run, save_checkpoint, seed_everything
+
+
+def test_seed_everything_repeats_random_streams():
+    seed_everything(7)
+    first = torch.rand(5)
+    seed_everything(7)
+    torch.testing.assert_close(torch.rand(5), first)
+    with pytest.raises(ValueError, match="non-negative"):
+        seed_everything(-1)
+
+
+def test_new_run_never_reuses_a_directory(tmp_path):
+    first, second = new_run("task", tmp_path), new_run("task", tmp_path)
+    assert first.path != second.path
+    assert first.path.parent == tmp_path / "task"
+    first.save_config({"lr": 0.1})
+    first.log_metrics(acc=torch.tensor(0.5))
+    first.log_metrics(loss=float("nan"))
+    metrics = json.loads((first.path / "metrics.json").read_text())
+    assert metrics == {"acc": 0.5, "loss": None}
+    config = json.loads((first.path / "config.json").read_text())
+    assert config["lr"] == 0.1 and config["machine"]["torch"] == torch.__version__
+    with pytest.raises(ValueError, match="plain folder name"):
+        new_run("../escape", tmp_path)
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    payload = {"state_dict": {"w": torch.arange(6.0).view(2, 3)}, "epoch": 3, "name": "x"}
+    path = save_checkpoint(payload, tmp_path / "sub" / "model.pt")
+    loaded = load_checkpoint(path, required_keys=("state_dict", "epoch"))
+    torch.testing.assert_close(loaded["state_dict"]["w"], payload["state_dict"]["w"])
+    assert loaded["epoch"] == 3
+    assert not list((tmp_path / "sub").glob(".*tmp*")), "temporary file left behind"
+
+    with pytest.raises(CheckpointError, match="lacks keys \\['optimizer'\\]"):
+        load_checkpoint(path, required_keys=("optimizer",))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(corrupt)
+
+
+class Custom:
+    """A class a stranger's checkpoint could smuggle in."""
+
+
+def test_checkpoint_refuses_arbitrary_objects(tmp_path):
+    path = tmp_path / "unsafe.pt"
+    torch.save({"obj": Custom()}, path)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(path)
