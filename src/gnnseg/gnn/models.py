@@ -33,13 +33,25 @@ class StackedGNN(nn.Module):
         self.layers = nn.ModuleList(layers)
         self.activation, self.dropout, self.final_activation = activation, dropout, final_activation
 
-    def forward(self, x: Tensor, edge_index: Tensor, return_hidden: bool = False):
-        """``x (N, F)``, ``edge_index (2, E)`` -> logits ``(N, C)`` [, list of per-layer outputs]."""
+    def forward(self, x: Tensor, edge_index: Tensor, return_hidden: bool = False,
+                output_nodes: Tensor | None = None):
+        """``x (N, F)``, ``edge_index (2, E)`` -> logits ``(N, C)`` [, list of per-layer outputs].
+
+        ``output_nodes`` (indices or a bool mask) asks for those rows of the logits only. A last layer that
+        works row by row (``accepts_output_nodes``, e.g. SGC after its cached propagation) then computes only
+        them: SGC's training becomes a logistic regression over the labeled nodes, as in Wu et al.
+        """
         hidden = []
         for position, layer in enumerate(self.layers):
             x = ops.dropout(x, self.dropout, self.training)
-            x = layer(x, edge_index)
             last = position == len(self.layers) - 1
+            if last and output_nodes is not None:
+                if getattr(layer, "accepts_output_nodes", False):
+                    x = layer(x, edge_index, output_nodes=output_nodes)
+                else:
+                    x = layer(x, edge_index)[output_nodes]
+            else:
+                x = layer(x, edge_index)
             if not last:
                 x = self.activation(x)
             elif self.final_activation is not None:
@@ -92,7 +104,12 @@ def gin_mlp(in_channels: int, out_channels: int) -> nn.Sequential:
 class NodeLinear(nn.Linear):
     """A per-node linear classifier that ignores the graph, so it can close a ``StackedGNN``."""
 
-    def forward(self, x: Tensor, edge_index: Tensor | None = None) -> Tensor:  # noqa: ARG002
+    accepts_output_nodes = True
+
+    def forward(self, x: Tensor, edge_index: Tensor | None = None,  # noqa: ARG002
+                output_nodes: Tensor | None = None) -> Tensor:
+        if output_nodes is not None:
+            x = ops.dense(x)[output_nodes]
         return ops.linear(x, self.weight, self.bias)
 
 

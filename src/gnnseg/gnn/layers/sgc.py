@@ -43,8 +43,15 @@ class SGConv(nn.Module):
             self._cached_features = x.detach()
         return x
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
-        return self.linear(self.propagate(x, edge_index, edge_weight))
+    accepts_output_nodes = True
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
+                output_nodes: Tensor | None = None) -> Tensor:
+        """``output_nodes`` (indices or bool mask) restricts the linear map to those rows."""
+        features = self.propagate(x, edge_index, edge_weight)
+        if output_nodes is not None:
+            features = features[output_nodes]
+        return self.linear(features)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, K={self.K}"

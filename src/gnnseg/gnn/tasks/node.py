@@ -164,7 +164,8 @@ def prepare_graph(graph: Graph, config: NodeConfig) -> Graph:
     return graph.row_normalize_features() if config.row_normalize_features else graph
 
 
-def train_node_classifier(graph: Graph, config: NodeConfig, seed: int = 0, *, model: nn.Module | None = None,
+def train_node_classifier(graph: Graph, config: NodeConfig, seed: int = 0, *,
+                          model: models.StackedGNN | None = None,
                           show_progress: bool | None = None) -> NodeResult:
     """Train one model on ``graph`` from seed ``seed`` and return its selected-epoch accuracies.
 
@@ -191,7 +192,8 @@ def train_node_classifier(graph: Graph, config: NodeConfig, seed: int = 0, *, mo
         model.train()
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x, edge_index)[masks["train"]], y[masks["train"]])
+        logits = model(x, edge_index, output_nodes=masks["train"])
+        loss = F.cross_entropy(logits, y[masks["train"]])
         loss.backward()
         optimizer.step()
         epoch_times.append((time.perf_counter() - start) * 1e3)
