@@ -92,3 +92,26 @@ def test_karate_club():
     assert graph.y[0] == 0 and graph.y[33] == 1 and int(graph.y.sum()) == 17
     with pytest.raises(ValueError, match="outside 0..33"):
         load_karate(labeled=(0, 40))
+
+
+def test_download_verifies_checksums(planetoid_root, tmp_path):
+    from gnnseg.gnn.datasets import download_planetoid
+
+    source = planetoid_root.resolve().as_uri() + "/{file}"        # a file:// mirror stands in for GitHub
+    target = download_planetoid("cora", tmp_path / "cora", url=source)
+    graph = load_planetoid("cora", target)
+    assert graph.num_nodes == 2708
+
+    tampered = tmp_path / "mirror"
+    tampered.mkdir()
+    for file in planetoid_root.glob("ind.citeseer.*"):
+        shutil.copy(file, tampered / file.name)
+    (tampered / "ind.citeseer.x").write_bytes(b"tampered")
+    with pytest.raises(PlanetoidError, match="checksum mismatch for ind.citeseer.x"):
+        download_planetoid("citeseer", tmp_path / "citeseer", url=tampered.as_uri() + "/{file}")
+    assert not (tmp_path / "citeseer" / "ind.citeseer.x").exists()
+
+    (tmp_path / "cora" / "ind.cora.y").write_bytes(b"user's own edit")      # never overwritten
+    with pytest.raises(PlanetoidError, match="exists but its sha256"):
+        download_planetoid("cora", tmp_path / "cora", url=source)
+    assert (tmp_path / "cora" / "ind.cora.y").read_bytes() == b"user's own edit"
