@@ -1,0 +1,1 @@
+"""Biomedical image segmentation: medical image I/O, metrics, U-Net."""

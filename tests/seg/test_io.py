@@ -1,0 +1,167 @@
+"""Medical image I/O: round trips, DICOM ordering and rescaling, raw-layout checks, converters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from gnnseg.seg.io import (ImageFormatError, MedicalImage, RawDataset, convert_drive, convert_isbi2012,
+                           convert_kvasir, read_dicom_series, read_image_2d, read_nifti, reorient_like,
+                           write_image_2d, write_nifti, write_raw_dataset)
+from tests.conftest import require_dataset
+
+TOTALSEG = "totalsegmentator_examples"
+
+
+def test_nifti_round_trip_keeps_values_spacing_and_affine(tmp_path):
+    affine = np.array([[-1.5, 0, 0, 10], [0, 0.8, 0, -20], [0, 0, 3.0, 5], [0, 0, 0, 1]])
+    data = np.random.default_rng(0).integers(-1000, 1000, size=(7, 6, 5)).astype(np.int16)   # (x, y, z)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "ct.nii.gz")
+    image = read_nifti(tmp_path / "ct.nii.gz")
+    assert image.array.shape == (5, 6, 7) and image.array.dtype == np.int16   # (z, y, x)
+    assert image.spacing == pytest.approx((3.0, 0.8, 1.5))   # the header stores float32
+    np.testing.assert_array_equal(image.array[2, 3, 4], data[4, 3, 2])
+    write_nifti(image, tmp_path / "copy.nii.gz")
+    again = nib.load(tmp_path / "copy.nii.gz")
+    np.testing.assert_array_equal(np.asanyarray(again.dataobj), data)
+    np.testing.assert_allclose(again.affine, affine)
+    with pytest.raises(FileExistsError, match="copy.nii.gz exists"):
+        write_nifti(image, tmp_path / "copy.nii.gz")
+
+
+def test_nifti_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.nii.gz"):
+        read_nifti(tmp_path / "missing.nii.gz")
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b\x08garbage")
+    with pytest.raises(ImageFormatError, match="cannot read NIfTI file .*broken.nii.gz"):
+        read_nifti(broken)
+
+
+def test_real_ct_volume():
+    image = read_nifti(require_dataset(f"{TOTALSEG}/example_ct_sm.nii.gz"))
+    assert image.array.shape == (30, 101, 122) and image.spacing == (3.0, 3.0, 3.0)
+    assert image.array.min() == -1100 and image.array.max() == 1207
+
+
+def test_dicom_series_sorted_by_position_and_rescaled(tmp_path):
+    source = require_dataset(f"{TOTALSEG}/example_ct_dicom")
+    shuffled = tmp_path / "series"
+    shuffled.mkdir()
+    files = sorted(source.iterdir())
+    for k, path in enumerate(reversed(files)):            # file names now run against slice order
+        shutil.copy(path, shuffled / f"slice_{k:03d}.dcm")
+    (shuffled / "README.txt").write_text("not a DICOM file")
+    volume = read_dicom_series(shuffled)
+    assert volume.array.shape == (20, 512, 512)
+    assert volume.spacing == pytest.approx((2.0, 0.9765625, 0.9765625))
+    positions = [float(pydicom.dcmread(shuffled / name).ImagePositionPatient[2]) for name in volume.metadata["files"]]
+    assert positions == sorted(positions)
+    first = pydicom.dcmread(shuffled / volume.metadata["files"][0])
+    expected = first.pixel_array.astype(np.int32) * int(first.RescaleSlope) + int(first.RescaleIntercept)
+    np.testing.assert_array_equal(volume.array[0], expected)
+    assert volume.array.min() == -1024                     # air in Hounsfield units after the intercept
+
+
+def test_dicom_orientation_matches_its_label_map():
+    volume = read_dicom_series(require_dataset(f"{TOTALSEG}/example_ct_dicom"))
+    labels = read_nifti(require_dataset(f"{TOTALSEG}/example_seg_dicom.nii.gz"))
+    aligned = reorient_like(volume, labels)
+    np.testing.assert_allclose(aligned.affine, labels.affine, atol=1e-2)
+    liver = aligned.array[labels.array == 5]
+    assert 40 < liver.mean() < 150          # enhanced liver parenchyma in HU: the grids really line up
+    spleen = aligned.array[labels.array == 1]
+    assert 40 < spleen.mean() < 150
+
+
+def test_dicom_errors(tmp_path):
+    with pytest.raises(ImageFormatError, match="no DICOM image files"):
+        (tmp_path / "empty").mkdir()
+        read_dicom_series(tmp_path / "empty")
+    source = require_dataset(f"{TOTALSEG}/example_ct_dicom")
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    first = sorted(source.iterdir())[0]
+    shutil.copy(first, twins / "a.dcm")
+    shutil.copy(first, twins / "b.dcm")
+    with pytest.raises(ImageFormatError, match="share the position"):
+        read_dicom_series(twins)
+
+
+def test_2d_round_trip_and_errors(tmp_path):
+    array = np.random.default_rng(1).integers(0, 255, size=(9, 11, 3)).astype(np.uint8)
+    write_image_2d(array, tmp_path / "rgb.png")
+    image = read_image_2d(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(image.array, array)
+    assert image.num_channels == 3 and image.spatial_shape == (9, 11)
+    with pytest.raises(ImageFormatError, match="lossless"):
+        write_image_2d(array, tmp_path / "x.jpg")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ImageFormatError, match="cannot read image .*bad.png"):
+        read_image_2d(tmp_path / "bad.png")
+
+
+def _grey(values) -> MedicalImage:
+    return MedicalImage(array=np.asarray(values, dtype=np.uint8), spacing=(1.0, 1.0))
+
+
+def test_raw_dataset_checks_name_the_case(tmp_path):
+    image, label = _grey(np.zeros((4, 5))), _grey(np.eye(4, 5))
+    dataset = write_raw_dataset(tmp_path / "ds", channel_names=["grey"], labels={"background": 0, "thing": 1},
+                                file_ending=".png", training=[("case_a", [image], label), ("case_b", [image], label)])
+    assert dataset.case_ids() == ["case_a", "case_b"]
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["numTraining"] == 2
+    case = dataset.load_case("case_b")
+    assert case.stacked().shape == (1, 4, 5) and case.label.array.sum() == 4
+
+    write_image_2d(np.zeros((4, 6), np.uint8), dataset.label_path("case_b"), overwrite=True)
+    with pytest.raises(ImageFormatError, match="case case_b: label has shape \\(4, 6\\) but image has \\(4, 5\\)"):
+        dataset.load_case("case_b")
+    write_image_2d((np.eye(4, 5) * 3).astype(np.uint8), dataset.label_path("case_b"), overwrite=True)
+    with pytest.raises(ImageFormatError, match="case case_b: label values \\[3\\] are not declared"):
+        dataset.load_case("case_b")
+    dataset.label_path("case_a").unlink()
+    with pytest.raises(ImageFormatError, match="case case_a: label file .* is missing"):
+        dataset.load_case("case_a")
+    with pytest.raises(FileExistsError, match="already holds a dataset"):
+        write_raw_dataset(tmp_path / "ds", channel_names=["grey"], labels={"background": 0}, file_ending=".png",
+                          training=[])
+
+
+def test_raw_dataset_spacing_mismatch_and_non_integer_labels(tmp_path):
+    image = MedicalImage(array=np.zeros((3, 4, 5), np.float32), spacing=(2.0, 1.0, 1.0))
+    shifted = MedicalImage(array=np.zeros((3, 4, 5), np.float32), spacing=(2.5, 1.0, 1.0))
+    fractional = MedicalImage(array=np.full((3, 4, 5), 0.5, np.float32), spacing=(2.0, 1.0, 1.0))
+    dataset = write_raw_dataset(tmp_path / "vol", channel_names=["MR"], labels={"background": 0, "x": 1},
+                                file_ending=".nii.gz", training=[("v1", [image], shifted), ("v2", [image], fractional)])
+    with pytest.raises(ImageFormatError, match="case v1: label has spacing \\(2.5, 1.0, 1.0\\)"):
+        dataset.load_case("v1")
+    with pytest.raises(ImageFormatError, match="case v2: label map has non-integer values \\[0.5\\]"):
+        dataset.load_case("v2")
+
+
+def test_raw_dataset_open_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset.json is missing"):
+        RawDataset.open(tmp_path)
+    (tmp_path / "dataset.json").write_text('{"labels": {"background": 0}}')
+    with pytest.raises(ImageFormatError, match="lacks \\['channel_names', 'file_ending'\\]"):
+        RawDataset.open(tmp_path)
+
+
+@pytest.mark.parametrize("converter,source,cases,test_cases,channels,foreground", [
+    (convert_isbi2012, "isbi2012_em", 30, 30, 1, (0.15, 0.3)),
+    (convert_drive, "drive", 20, 20, 3, (0.05, 0.15)),
+    (convert_kvasir, "kvasir_seg_subset", 200, 0, 3, (0.1, 0.5)),
+])
+def test_converters_on_real_data(tmp_path, converter, source, cases, test_cases, channels, foreground):
+    dataset = converter(require_dataset(source), tmp_path / source)
+    assert len(dataset.case_ids()) == cases and len(dataset.case_ids("Ts")) == test_cases
+    assert dataset.num_channels == channels
+    case = dataset.load_case(dataset.case_ids()[0])
+    assert set(np.unique(case.label.array).tolist()) == {0, 1}
+    assert foreground[0] < case.label.array.mean() < foreground[1]
