@@ -1,0 +1,94 @@
+"""The dataset fingerprint: what nnU-Net measures before it plans (Isensee et al. 2021, Fig. 2).
+
+Per case: spacing, shape after cropping to the nonzero region, and how much the crop kept. Over the
+dataset: intensity statistics of the foreground voxels per channel (a random sample of at most
+``1e8 / num_cases`` voxels per case, as nnU-Net v2's fingerprint extractor does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gnnseg.core import progress
+from gnnseg.core.runs import write_json
+from gnnseg.seg.io import RawDataset
+from gnnseg.seg.unet.cropping import crop_to_nonzero
+
+FOREGROUND_SAMPLES_TOTAL = 10e7
+
+
+@dataclass
+class Fingerprint:
+    """Everything the planner reads. Spacings and shapes are ``(z, y, x)`` (2D: ``(1, y, x)`` with spacing
+    999 on the first axis, as nnU-Net stores 2D data as single-slice volumes)."""
+
+    dataset_name: str
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    num_training: int
+    spacings: list[list[float]]
+    shapes_after_crop: list[list[int]]
+    median_relative_size_after_cropping: float
+    foreground_intensity_properties_per_channel: dict[str, dict[str, float]]
+    is_2d: bool
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Fingerprint":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def as_volume(array: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, tuple[float, ...]]:
+    """2D ``(C, y, x)`` becomes ``(C, 1, y, x)`` with a dummy spacing of 999 on the new axis."""
+    if len(spacing) == 2:
+        return array[:, None], (999.0, *spacing)
+    return array, tuple(spacing)
+
+
+def intensity_statistics(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {key: float("nan") for key in ("mean", "median", "std", "min", "max", "percentile_99_5",
+                                              "percentile_00_5")}
+    return {"mean": float(values.mean()), "median": float(np.median(values)), "std": float(values.std()),
+            "min": float(values.min()), "max": float(values.max()),
+            "percentile_99_5": float(np.percentile(values, 99.5)),
+            "percentile_00_5": float(np.percentile(values, 0.5))}
+
+
+def extract_fingerprint(dataset: RawDataset, *, seed: int = 1234, show_progress: bool | None = None) -> Fingerprint:
+    """Measure ``dataset`` (every training case is read and checked once)."""
+    case_ids = dataset.case_ids()
+    if not case_ids:
+        raise ValueError(f"{dataset.root} has no training cases in imagesTr")
+    rng = np.random.default_rng(seed)
+    per_case_samples = int(FOREGROUND_SAMPLES_TOTAL // len(case_ids))
+    spacings, shapes, relative_sizes = [], [], []
+    samples: list[list[np.ndarray]] = [[] for _ in range(dataset.num_channels)]
+    is_2d = None
+    for case_id in progress(case_ids, desc="fingerprint", enabled=show_progress):
+        case = dataset.load_case(case_id)
+        data, spacing = as_volume(case.stacked(), case.spacing)
+        seg, _ = as_volume(case.label.array[None].astype(np.int16), case.spacing)
+        is_2d = len(case.spacing) == 2 if is_2d is None else is_2d
+        cropped, cropped_seg, _ = crop_to_nonzero(data, seg)
+        spacings.append([float(s) for s in spacing])
+        shapes.append([int(s) for s in cropped.shape[1:]])
+        relative_sizes.append(np.prod(cropped.shape[1:]) / np.prod(data.shape[1:]))
+        foreground = cropped_seg[0] > 0
+        for channel in range(dataset.num_channels):
+            values = cropped[channel][foreground]
+            if values.size > per_case_samples:
+                values = rng.choice(values, per_case_samples, replace=False)
+            samples[channel].append(values.astype(np.float64))
+    properties = {str(c): intensity_statistics(np.concatenate(samples[c])) for c in range(dataset.num_channels)}
+    return Fingerprint(dataset_name=dataset.name, channel_names=dataset.channel_names, labels=dataset.labels,
+                       num_training=len(case_ids), spacings=spacings, shapes_after_crop=shapes,
+                       median_relative_size_after_cropping=float(np.median(relative_sizes)),
+                       foreground_intensity_properties_per_channel=properties, is_2d=bool(is_2d))
