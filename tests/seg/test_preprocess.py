@@ -1,0 +1,104 @@
+"""Preprocessing: normalisation schemes, cropping, resampling of images and labels, the case files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gnnseg.seg.io import MedicalImage, write_raw_dataset
+from gnnseg.seg.unet.cropping import crop_to_nonzero
+from gnnseg.seg.unet.fingerprint import extract_fingerprint
+from gnnseg.seg.unet.plans import plan_experiment
+from gnnseg.seg.unet.preprocess import load_preprocessed, normalize, preprocess_case, preprocess_dataset
+from gnnseg.seg.unet.resampling import resample_image, resample_labels, separate_axis
+
+
+def plans_for(schemes, use_mask, stats=None):
+    return {"normalization_schemes": schemes, "use_mask_for_norm": use_mask,
+            "foreground_intensity_properties_per_channel": {"0": stats or {}}}
+
+
+def test_ct_normalization_clips_then_standardizes():
+    data = np.array([[[-2000.0, 0.0, 100.0, 3000.0]]])
+    stats = {"percentile_00_5": -1000.0, "percentile_99_5": 1000.0, "mean": 100.0, "std": 50.0}
+    out = normalize(data, np.zeros((1, 1, 4), np.int8), plans_for(["ct"], [False], stats))
+    np.testing.assert_allclose(out[0, 0], [(-1000 - 100) / 50, -2.0, 0.0, (1000 - 100) / 50])
+
+
+def test_zscore_inside_the_nonzero_region_only():
+    data = np.array([[[0.0, 2.0, 4.0, 6.0]]])
+    seg = np.array([[[-1, 0, 0, 1]]], np.int8)
+    out = normalize(data, seg, plans_for(["zscore"], [True]))
+    inside = np.array([2.0, 4.0, 6.0])
+    np.testing.assert_allclose(out[0, 0], [0.0, *((inside - inside.mean()) / inside.std())], rtol=1e-6)
+    whole = normalize(data, seg, plans_for(["zscore"], [False]))
+    assert abs(whole.mean()) < 1e-6 and abs(whole.std() - 1) < 1e-5
+
+
+def test_crop_to_nonzero_marks_outside_voxels():
+    data = np.zeros((1, 6, 6), np.float32)
+    data[0, 1:4, 2:5] = 1.0
+    data[0, 2, 3] = 0.0                      # a hole inside: filled, so still "inside"
+    seg = np.zeros((1, 6, 6), np.int16)
+    cropped, cropped_seg, box = crop_to_nonzero(data, seg)
+    assert box == [(1, 4), (2, 5)] and cropped.shape == (1, 3, 3)
+    assert (cropped_seg >= 0).all()
+    data[0, 3, 4] = 0.0                      # a corner notch: outside the nonzero region
+    _, notch_seg, _ = crop_to_nonzero(data, seg)
+    assert notch_seg[0, 2, 2] == -1
+
+
+def test_resampling_shapes_and_label_volume():
+    seg = np.zeros((1, 20, 40, 40), np.int16)
+    seg[0, 5:15, 10:30, 10:30] = 2
+    up = resample_labels(seg, (2.0, 1.0, 1.0), (1.0, 1.0, 1.0))
+    assert up.shape == (1, 40, 40, 40) and set(np.unique(up)) == {0, 2}
+    assert abs((up == 2).sum() - 2 * (seg == 2).sum()) <= 0.05 * (up == 2).sum()
+    image = np.random.default_rng(0).normal(size=(2, 10, 16, 16)).astype(np.float32)
+    down = resample_image(image, (1.0, 1.0, 1.0), (2.0, 2.0, 2.0))
+    assert down.shape == (2, 5, 8, 8) and down.dtype == np.float32
+    assert separate_axis((5.0, 1.0, 1.0), (5.0, 1.0, 1.0)) == 0
+    assert separate_axis((1.0, 1.0, 1.0), (1.5, 1.5, 1.5)) is None
+    anisotropic = resample_image(image, (5.0, 1.0, 1.0), (5.0, 0.5, 0.5))
+    np.testing.assert_allclose(anisotropic[:, :, ::2, ::2].mean(), image.mean(), atol=0.05)
+
+
+def test_preprocess_case_geometry_and_errors():
+    rng = np.random.default_rng(0)
+    volume = rng.normal(100, 20, size=(1, 12, 30, 30)).astype(np.float32)
+    seg = np.zeros((1, 12, 30, 30), np.int16)
+    seg[0, 4:8, 10:20, 10:20] = 1
+    fingerprint_like = {"normalization_schemes": ["zscore"], "use_mask_for_norm": [False], "channel_names": {"0": "MR"},
+                        "foreground_intensity_properties_per_channel": {"0": {}}, "transpose_forward": [0, 1, 2],
+                        "resampling": {"image_order": 3, "label_order": 1},
+                        "configurations": {"3d_fullres": {"spacing": [2.0, 1.0, 1.0]}, "2d": {"spacing": [1.0, 1.0]}}}
+    data, out_seg, properties = preprocess_case(volume, seg, (4.0, 1.0, 1.0), fingerprint_like, "3d_fullres")
+    assert data.shape == (1, 24, 30, 30) and out_seg.shape == (1, 24, 30, 30)
+    assert properties["original_shape"] == [12, 30, 30] and properties["spacing"] == [2.0, 1.0, 1.0]
+    data_2d, _, properties_2d = preprocess_case(volume, seg, (4.0, 1.0, 1.0), fingerprint_like, "2d")
+    assert data_2d.shape == (1, 12, 30, 30) and properties_2d["spacing"] == [4.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="configuration '3d_lowres' is not in the plans"):
+        preprocess_case(volume, seg, (4.0, 1.0, 1.0), fingerprint_like, "3d_lowres")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        preprocess_case(np.full_like(volume, np.nan), seg, (4.0, 1.0, 1.0), fingerprint_like, "2d")
+    with pytest.raises(ValueError, match="the plans expect 1"):
+        preprocess_case(np.concatenate([volume, volume]), seg, (4.0, 1.0, 1.0), fingerprint_like, "2d")
+
+
+def test_preprocess_dataset_end_to_end(tmp_path):
+    rng = np.random.default_rng(1)
+    cases = []
+    for k in range(3):
+        image = rng.integers(1, 200, size=(24, 24)).astype(np.uint8)
+        label = np.zeros((24, 24), np.uint8)
+        label[5 + k:12 + k, 6:14] = 1
+        cases.append((f"c{k}", [MedicalImage(image, (1.0, 1.0))], MedicalImage(label, (1.0, 1.0))))
+    dataset = write_raw_dataset(tmp_path / "raw", channel_names=["grey"], labels={"background": 0, "spot": 1},
+                                file_ending=".png", training=cases)
+    plans = plan_experiment(extract_fingerprint(dataset))
+    folder = preprocess_dataset(dataset, plans, "2d", tmp_path / "pre")
+    data, seg, properties = load_preprocessed(folder, "c1")
+    assert data.shape == (1, 1, 24, 24) and seg.shape == (1, 1, 24, 24)
+    assert (seg == 1).sum() == 56
+    assert len(properties["class_locations"]["1"]) == 56
+    assert all(seg[0][tuple(c)] == 1 for c in properties["class_locations"]["1"])
