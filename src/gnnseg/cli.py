@@ -35,6 +35,52 @@ def _gnn_eval(args: argparse.Namespace) -> dict:
     return evaluate_checkpoint(args.checkpoint, args.root, args.dataset)
 
 
+def _seg_convert(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.io import CONVERTERS
+
+    dataset = CONVERTERS[args.dataset](args.source, args.target)
+    return {"dataset": str(dataset.root), "training_cases": len(dataset.case_ids()),
+            "test_cases": len(dataset.case_ids("Ts"))}
+
+
+def _seg_plan(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.unet.workflow import plan_dataset
+
+    return plan_dataset(args.dataset_dir, args.work_dir or f"{args.dataset_dir.rstrip('/')}_work",
+                        memory_gb=args.memory_gb, device=args.device, base_features=args.base_features)
+
+
+def _seg_preprocess(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.unet.workflow import preprocess
+
+    return preprocess(args.work_dir, args.configuration)
+
+
+def _seg_train(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.unet.train import TrainConfig
+    from gnnseg.seg.unet.workflow import train
+
+    config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, optimizer=args.optimizer,
+                         lr=args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 1e-3),
+                         weight_decay=3e-5 if args.optimizer == "sgd" else 1e-2, seed=args.seed,
+                         batch_size=args.batch_size)
+    fold = args.fold if args.fold == "all" else int(args.fold)
+    return train(args.work_dir, args.configuration, fold, config, runs_root=args.runs_dir, resume_run=args.resume,
+                 show_progress=False if args.json else None)
+
+
+def _seg_predict(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.unet.workflow import predict_folder
+
+    return predict_folder(args.model, args.input, args.output, checkpoint=args.checkpoint, mirror=args.mirror)
+
+
+def _seg_metrics(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.unet.workflow import metrics_folder
+
+    return metrics_folder(args.pred, args.gt, tolerance_mm=args.tolerance)
+
+
 def _demo(args: argparse.Namespace) -> dict:
     from gnnseg.demo import run_demo
 
@@ -67,6 +113,62 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=_gnn_eval)
 
+    seg = halves.add_parser("seg", help="biomedical image segmentation").add_subparsers(dest="seg_command",
+                                                                                        required=True)
+    convert = seg.add_parser("convert", help="turn a shared 2D dataset into the nnU-Net raw layout")
+    convert.add_argument("dataset", choices=("isbi2012", "drive", "kvasir"))
+    convert.add_argument("source", help="e.g. ../shared/datasets/drive")
+    convert.add_argument("target", help="new folder for the raw dataset")
+    convert.add_argument("--json", action="store_true")
+    convert.set_defaults(handler=_seg_convert)
+
+    plan = seg.add_parser("plan", help="fingerprint a raw dataset and derive its plans")
+    plan.add_argument("dataset_dir", help="raw dataset folder (dataset.json, imagesTr, labelsTr)")
+    plan.add_argument("--work-dir", help="where fingerprint, plans and preprocessed data go (default DATASET_work)")
+    plan.add_argument("--memory-gb", type=float, default=8.0, help="memory budget for one training step")
+    plan.add_argument("--device", choices=("gpu", "cpu"), default="gpu",
+                      help="cpu: the budget is float32 RAM (half the activations of a mixed-precision GPU)")
+    plan.add_argument("--base-features", type=int, default=32, help="first-stage width (nnU-Net: 32)")
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(handler=_seg_plan)
+
+    prep = seg.add_parser("preprocess", help="preprocess the training cases for one configuration")
+    prep.add_argument("work_dir")
+    prep.add_argument("--configuration", "-c", default="2d")
+    prep.add_argument("--json", action="store_true")
+    prep.set_defaults(handler=_seg_preprocess)
+
+    fit = seg.add_parser("train", help="train one cross-validation fold")
+    fit.add_argument("work_dir")
+    fit.add_argument("--configuration", "-c", default="2d")
+    fit.add_argument("--fold", "-f", default="0", help="0..4 or 'all'")
+    fit.add_argument("--epochs", type=int, default=1000)
+    fit.add_argument("--iterations", type=int, default=250, help="iterations per epoch")
+    fit.add_argument("--batch-size", type=int, help="override the plans' batch size")
+    fit.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    fit.add_argument("--lr", type=float)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--runs-dir", default="runs")
+    fit.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    fit.add_argument("--json", action="store_true")
+    fit.set_defaults(handler=_seg_train)
+
+    infer = seg.add_parser("predict", help="segment every case of a folder with a trained run")
+    infer.add_argument("-i", "--input", required=True)
+    infer.add_argument("-o", "--output", required=True)
+    infer.add_argument("-m", "--model", required=True, help="a run folder made by `gnnseg seg train`")
+    infer.add_argument("--checkpoint", default="checkpoint_best.pt")
+    infer.add_argument("--mirror", action="store_true", help="test-time mirroring on every axis")
+    infer.add_argument("--json", action="store_true")
+    infer.set_defaults(handler=_seg_predict)
+
+    score = seg.add_parser("metrics", help="Dice, NSD and HD95 of predictions against ground truth")
+    score.add_argument("--pred", required=True)
+    score.add_argument("--gt", required=True)
+    score.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(handler=_seg_metrics)
+
     demo = halves.add_parser("demo", help="the offline demo: karate-club GCN embeddings by depth")
     demo.add_argument("--runs-dir", default="runs")
     demo.add_argument("--seed", type=int, default=0)
@@ -79,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
         print(f"gnnseg: error: {exc}", file=sys.stderr)
         return 2
     _print(result, args.json)

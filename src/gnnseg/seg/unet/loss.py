@@ -1,0 +1,73 @@
+"""Dice + cross-entropy with deep supervision, as nnU-Net trains (Isensee et al. 2021).
+
+Soft Dice over foreground classes (``do_bg=False``), computed over the whole batch ("batch Dice") or
+per sample, plus cross-entropy, weighted 1:1. With deep supervision every decoder output gets the
+loss against the labels downsampled (nearest) to its resolution, weighted ``1 / 2^i`` with the coarsest
+output's weight set to 0, then normalised to sum to 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def soft_dice(logits: Tensor, target: Tensor, *, batch_dice: bool = True, smooth: float = 1e-5) -> Tensor:
+    """Mean soft Dice over foreground classes. ``logits (B, K, *spatial)``, ``target (B, 1, *spatial)``
+    integer labels (values < 0 are ignored)."""
+    probabilities = logits.softmax(1)
+    valid = (target >= 0).to(logits.dtype)
+    one_hot = torch.zeros_like(logits).scatter_(1, target.clamp_min(0).long(), 1.0) * valid
+    probabilities = probabilities * valid
+    axes = tuple(range(2, logits.dim()))
+    if batch_dice:
+        axes = (0, *axes)
+    intersection = (probabilities * one_hot).sum(axes)
+    denominator = probabilities.sum(axes) + one_hot.sum(axes)
+    dice = (2 * intersection + smooth) / (denominator + smooth).clamp_min(1e-8)
+    foreground = dice[1:] if batch_dice else dice[:, 1:]
+    return foreground.mean()
+
+
+class DiceCrossEntropyLoss(nn.Module):
+    def __init__(self, batch_dice: bool = True, dice_weight: float = 1.0, ce_weight: float = 1.0) -> None:
+        super().__init__()
+        self.batch_dice, self.dice_weight, self.ce_weight = batch_dice, dice_weight, ce_weight
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits (B, K, *spatial)``, ``target (B, 1, *spatial)``; label -1 is ignored."""
+        ce = F.cross_entropy(logits, target[:, 0].long(), ignore_index=-1)
+        dice_loss = 1.0 - soft_dice(logits, target, batch_dice=self.batch_dice)
+        return self.ce_weight * ce + self.dice_weight * dice_loss
+
+
+def deep_supervision_weights(num_outputs: int) -> list[float]:
+    """``1/2^i`` for output ``i`` (0 = full resolution), the coarsest set to 0, normalised (nnU-Net)."""
+    weights = [1 / 2 ** i for i in range(num_outputs)]
+    if num_outputs > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def downsample_target(target: Tensor, shape: Sequence[int]) -> Tensor:
+    """Nearest-neighbour downsampling of integer labels ``(B, 1, *spatial)`` to ``shape``."""
+    if tuple(target.shape[2:]) == tuple(shape):
+        return target
+    return F.interpolate(target.float(), size=tuple(shape), mode="nearest").to(target.dtype)
+
+
+class DeepSupervisionLoss(nn.Module):
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, outputs: Tensor | Sequence[Tensor], target: Tensor) -> Tensor:
+        if isinstance(outputs, Tensor):
+            return self.loss(outputs, target)
+        weights = deep_supervision_weights(len(outputs))
+        return sum(w * self.loss(out, downsample_target(target, out.shape[2:]))
+                   for w, out in zip(weights, outputs) if w > 0)

@@ -1,0 +1,114 @@
+"""Inference: Gaussian-weighted sliding windows over a preprocessed case, then back to the original grid.
+
+Windows overlap by ``1 - step`` of the patch (50% by default) and each window's logits are weighted by a
+Gaussian centred on the patch (sigma = patch / 8) before averaging, as nnU-Net does, so that patch
+borders, where the network sees less context, count less. Probabilities are resampled back to the
+cropped shape (linear), argmaxed, put back into the uncropped box and transposed to the input axis order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gnnseg.seg.unet.preprocess import preprocess_case
+from gnnseg.seg.unet.resampling import resample_image
+
+
+def window_starts(size: int, patch: int, step: float) -> list[int]:
+    """Start offsets along one axis: evenly spread, first at 0, last flush with the end."""
+    if size <= patch:
+        return [0]
+    count = math.ceil((size - patch) / (patch * step)) + 1
+    spacing = (size - patch) / (count - 1)
+    return [int(round(spacing * k)) for k in range(count)]
+
+
+def gaussian_importance(patch_size: Sequence[int], sigma_scale: float = 1 / 8) -> Tensor:
+    """A Gaussian bump over the patch, maximum 1, no zeros (zeros would leave voxels unweighted)."""
+    axes = [torch.arange(p, dtype=torch.float32) - (p - 1) / 2 for p in patch_size]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    exponent = sum(g ** 2 / (2 * (p * sigma_scale) ** 2) for g, p in zip(grids, patch_size))
+    weights = torch.exp(-exponent)
+    weights = weights / weights.max()
+    return weights.clamp_min(weights[weights > 0].min())
+
+
+@torch.no_grad()
+def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequence[int], num_classes: int, *,
+                          step: float = 0.5, gaussian: bool = True, mirror_axes: Sequence[int] = (),
+                          batch_size: int = 4) -> Tensor:
+    """``image (C, *spatial)`` -> averaged logits ``(num_classes, *spatial)``.
+
+    Images smaller than the patch are zero-padded (and the padding cut off again). ``mirror_axes`` adds
+    test-time augmentation: predictions on mirrored inputs, mirrored back and averaged.
+    """
+    if not 0 < step <= 1:
+        raise ValueError(f"step must be in (0, 1], got {step}")
+    patch = [int(p) for p in patch_size]
+    spatial = list(image.shape[1:])
+    padded_shape = [max(s, p) for s, p in zip(spatial, patch)]
+    padding = [(0, p - s) for s, p in zip(spatial, padded_shape)]
+    if any(after for _, after in padding):
+        flat = [v for before_after in reversed(padding) for v in before_after]
+        image = torch.nn.functional.pad(image, flat)
+    weights = gaussian_importance(patch) if gaussian else torch.ones(patch)
+    logits = torch.zeros((num_classes, *padded_shape))
+    counts = torch.zeros(padded_shape)
+    starts = [window_starts(s, p, step) for s, p in zip(padded_shape, patch)]
+    windows = [tuple(slice(starts[d][i], starts[d][i] + patch[d]) for d, i in enumerate(corner))
+               for corner in np.ndindex(*map(len, starts))]
+    network.eval()
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first:first + batch_size]
+        batch = torch.stack([image[(slice(None), *w)] for w in chunk])
+        prediction = network(batch)
+        for axis in mirror_axes:
+            prediction = prediction + network(batch.flip(axis + 2)).flip(axis + 2)
+        prediction = prediction / (1 + len(mirror_axes))
+        for window, out in zip(chunk, prediction):
+            logits[(slice(None), *window)] += out * weights
+            counts[window] += weights
+    logits = logits / counts
+    return logits[(slice(None), *[slice(0, s) for s in spatial])]
+
+
+def network_logits(network: nn.Module, data: np.ndarray, configuration: dict[str, Any], num_classes: int,
+                   **options: Any) -> Tensor:
+    """Logits for a preprocessed case ``data (C, z, y, x)``: 3D windows, or 2D windows slice by slice."""
+    image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    if len(configuration["patch_size"]) == 3:
+        return sliding_window_logits(network, image, configuration["patch_size"], num_classes, **options)
+    slices = [sliding_window_logits(network, image[:, z], configuration["patch_size"], num_classes, **options)
+              for z in range(image.shape[1])]
+    return torch.stack(slices, dim=1)
+
+
+def predict_case(network: nn.Module, data: np.ndarray, spacing, plans: dict[str, Any], configuration: str,
+                 **options: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Segment one raw case ``data (C, *spatial)`` with spacing in its own axis order.
+
+    Returns ``(labels (*spatial) int16, probabilities (K, *spatial) float32)`` on the input grid.
+    """
+    num_classes = len(plans["labels"])
+    preprocessed, _, properties = preprocess_case(data, None, spacing, plans, configuration)
+    logits = network_logits(network, preprocessed, plans["configurations"][configuration], num_classes, **options)
+    probabilities = logits.softmax(0).numpy()
+    probabilities = resample_image(probabilities, properties["spacing"], properties["transposed_spacing"],
+                                   new_shape=properties["shape_after_crop"], order=1)
+    transposed_shape = [properties["original_shape"][a] for a in plans["transpose_forward"]]
+    full = np.zeros((num_classes, *transposed_shape), np.float32)
+    full[0] = 1.0                                   # outside the nonzero box: background
+    box = tuple(slice(a, b) for a, b in properties["bbox"])
+    full[(slice(None), *box)] = probabilities
+    backward = plans["transpose_backward"]
+    full = full.transpose(0, *[a + 1 for a in backward])
+    squeeze = len(spacing) == 2                     # 2D inputs were stored as single-slice volumes
+    if squeeze:
+        full = full[:, 0]
+    return full.argmax(0).astype(np.int16), full

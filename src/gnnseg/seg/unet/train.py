@@ -1,0 +1,226 @@
+"""Training a planned U-Net on one cross-validation fold, with checkpoints that survive interruption.
+
+Recipe (nnU-Net v2's ``nnUNetTrainer``): SGD with Nesterov momentum 0.99, lr 0.01, weight decay 3e-5 and
+a poly schedule ``lr * (1 - epoch / epochs) ** 0.9`` (AdamW as an option); Dice + cross-entropy with deep
+supervision; 33% foreground oversampling; augmentation (``augment.py``); an epoch is a fixed number of
+iterations. After each epoch: the pseudo Dice of validation patches, its moving average (which picks
+``checkpoint_best.pt``), ``checkpoint_latest.pt`` and ``progress.png``. ``resume=True`` continues from the
+latest checkpoint. At the end every validation case is segmented with sliding windows in its original
+geometry and scored (Dice per class).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from gnnseg.core import load_checkpoint, progress, save_checkpoint, seed_everything  # noqa: E402
+from gnnseg.core.runs import write_json  # noqa: E402
+from gnnseg.seg.io import RawDataset  # noqa: E402
+from gnnseg.seg.metrics import dice  # noqa: E402
+from gnnseg.seg.unet.augment import AugmentationConfig, augment  # noqa: E402
+from gnnseg.seg.unet.dataloader import PatchSampler  # noqa: E402
+from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss  # noqa: E402
+from gnnseg.seg.unet.network import UNet  # noqa: E402
+from gnnseg.seg.unet.predict import predict_case  # noqa: E402
+from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits  # noqa: E402
+
+CHECKPOINT_FORMAT = "gnnseg.unet/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1000
+    iterations_per_epoch: int = 250
+    validation_iterations: int = 50
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    poly_exponent: float = 0.9
+    oversample_foreground: float = 0.33
+    deep_supervision: bool = True
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    batch_size: int | None = None          # None: the plans' batch size
+    seed: int = 0
+
+
+def build_network(plans: dict[str, Any], configuration: str, deep_supervision: bool = True) -> UNet:
+    network = plans["configurations"][configuration]["network"]
+    return UNet(len(plans["channel_names"]), len(plans["labels"]), deep_supervision=deep_supervision, **network)
+
+
+def poly_lr(initial: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
+    return initial * (1 - epoch / epochs) ** exponent
+
+
+def _optimizer(network: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(network.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+
+
+def _pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
+    """True positives, false positives, false negatives per foreground class, ``(3, K-1)``."""
+    predicted = logits.argmax(1)
+    truth = target[:, 0]
+    counts = np.zeros((3, num_classes - 1))
+    for label in range(1, num_classes):
+        p, t = predicted == label, truth == label
+        counts[:, label - 1] = [(p & t).sum().item(), (p & ~t).sum().item(), (~p & t).sum().item()]
+    return counts
+
+
+def _plot_progress(log: dict[str, list[float]], path: Path) -> None:
+    figure, loss_axis = plt.subplots(figsize=(8, 4))
+    epochs = range(1, len(log["train_loss"]) + 1)
+    loss_axis.plot(epochs, log["train_loss"], label="train loss")
+    loss_axis.plot(epochs, log["val_loss"], label="validation loss")
+    loss_axis.set(xlabel="epoch", ylabel="loss")
+    dice_axis = loss_axis.twinx()
+    dice_axis.plot(epochs, log["pseudo_dice"], "g.", label="pseudo Dice")
+    dice_axis.plot(epochs, log["pseudo_dice_ema"], "g-", label="pseudo Dice (EMA)")
+    dice_axis.set(ylabel="Dice", ylim=(0, 1))
+    lines = loss_axis.get_legend_handles_labels()[0] + dice_axis.get_legend_handles_labels()[0]
+    loss_axis.legend(lines, [line.get_label() for line in lines], loc="center right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configuration: str, fold: int | str,
+               output: str | os.PathLike, config: TrainConfig = TrainConfig(), *, raw_dataset: RawDataset | None = None,
+               resume: bool = False, show_progress: bool | None = None) -> dict[str, Any]:
+    """Train ``configuration`` on ``fold`` from ``preprocessed/<configuration>``; write into ``output``.
+
+    ``raw_dataset`` enables the final full-image validation in original geometry.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    folder = Path(preprocessed) / configuration
+    case_ids = sorted(p.stem for p in folder.glob("*.json"))
+    if not case_ids:
+        raise FileNotFoundError(f"no preprocessed cases in {folder}; run `gnnseg seg preprocess` first")
+    splits = load_or_create_splits(Path(preprocessed) / "splits_final.json", case_ids)
+    train_ids, val_ids = fold_cases(splits, fold)
+    plan = plans["configurations"][configuration]
+    num_classes = len(plans["labels"])
+    batch_size = config.batch_size or plan["batch_size"]
+
+    generator = seed_everything(config.seed)
+    network = build_network(plans, configuration, config.deep_supervision)
+    optimizer = _optimizer(network, config)
+    loss_fn = DeepSupervisionLoss(DiceCrossEntropyLoss(batch_dice=True))
+    log: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "pseudo_dice", "pseudo_dice_ema",
+                                                  "lr", "epoch_seconds")}
+    start_epoch, best_ema = 0, -1.0
+    latest = output / "checkpoint_latest.pt"
+    if resume and latest.is_file():
+        state = load_checkpoint(latest, required_keys=("network", "optimizer", "epoch", "log", "format"))
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, log, best_ema = state["epoch"], state["log"], state["best_ema"]
+        generator.manual_seed(config.seed + start_epoch)
+
+    write_json(output / "plans.json", plans)
+    write_json(output / "train_config.json", {**dataclasses.asdict(config), "configuration": configuration,
+                                               "fold": fold, "train_cases": train_ids, "val_cases": val_ids})
+    train_sampler = PatchSampler(folder, train_ids, plan["patch_size"], batch_size,
+                                 oversample_foreground=config.oversample_foreground, seed=config.seed + start_epoch)
+    val_sampler = PatchSampler(folder, val_ids, plan["patch_size"], batch_size,
+                               oversample_foreground=config.oversample_foreground, seed=10_000 + config.seed)
+
+    bar = progress(range(start_epoch, config.epochs), desc=f"train {configuration} fold {fold}",
+                   total=config.epochs - start_epoch, enabled=show_progress)
+    for epoch in bar:
+        began = time.perf_counter()
+        lr = poly_lr(config.lr, epoch, config.epochs, config.poly_exponent)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        network.train()
+        network.deep_supervision = config.deep_supervision
+        losses = []
+        for _ in range(config.iterations_per_epoch):
+            image, target = train_sampler.batch()
+            image, target = augment(image, target, config.augmentation, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(network(image), target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
+            optimizer.step()
+            losses.append(loss.item())
+
+        network.eval()
+        network.deep_supervision = False
+        val_losses, counts = [], np.zeros((3, num_classes - 1))
+        with torch.no_grad():
+            for _ in range(config.validation_iterations):
+                image, target = val_sampler.batch()
+                logits = network(image)
+                val_losses.append(loss_fn.loss(logits, target).item())
+                counts += _pseudo_dice_counts(logits, target, num_classes)
+        tp, fp, fn = counts
+        pseudo_dice = float(np.mean(2 * tp / np.maximum(2 * tp + fp + fn, 1)))
+        ema = pseudo_dice if not log["pseudo_dice_ema"] else 0.9 * log["pseudo_dice_ema"][-1] + 0.1 * pseudo_dice
+        for key, value in (("train_loss", np.mean(losses)), ("val_loss", np.mean(val_losses)),
+                           ("pseudo_dice", pseudo_dice), ("pseudo_dice_ema", ema), ("lr", lr),
+                           ("epoch_seconds", time.perf_counter() - began)):
+            log[key].append(float(value))
+        state = {"format": CHECKPOINT_FORMAT, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
+                 "epoch": epoch + 1, "log": log, "best_ema": max(best_ema, ema), "configuration": configuration,
+                 "plans": plans, "deep_supervision": config.deep_supervision}
+        if ema > best_ema:
+            best_ema = ema
+            save_checkpoint(state, output / "checkpoint_best.pt")
+        save_checkpoint(state, latest)
+        _plot_progress(log, output / "progress.png")
+
+    summary: dict[str, Any] = {"configuration": configuration, "fold": fold, "epochs": config.epochs,
+                               "final_pseudo_dice": log["pseudo_dice"][-1] if log["pseudo_dice"] else None,
+                               "best_pseudo_dice_ema": best_ema,
+                               "train_seconds": float(np.sum(log["epoch_seconds"]))}
+    if raw_dataset is not None:
+        summary["validation"] = validate_cases(network, raw_dataset, val_ids, plans, configuration)
+    write_json(output / "summary.json", summary)
+    return summary
+
+
+def validate_cases(network: UNet, dataset: RawDataset, case_ids, plans: dict[str, Any], configuration: str,
+                   **options: Any) -> dict[str, Any]:
+    """Segment each case in its original geometry and report Dice per foreground class and their mean."""
+    network.deep_supervision = False
+    per_case = {}
+    labels = {name: value for name, value in plans["labels"].items() if value != 0}
+    for case_id in case_ids:
+        case = dataset.load_case(case_id)
+        predicted, _ = predict_case(network, case.stacked(), case.spacing, plans, configuration, **options)
+        per_case[case_id] = {name: dice(predicted == value, case.label.array == value)
+                             for name, value in labels.items()}
+    mean = {name: float(np.mean([scores[name] for scores in per_case.values()])) for name in labels}
+    return {"per_case": per_case, "mean_dice": mean}
+
+
+def load_trained_network(checkpoint: str | os.PathLike) -> tuple[UNet, dict[str, Any], str]:
+    """``(network, plans, configuration)`` from a training checkpoint, ready for inference."""
+    state = load_checkpoint(checkpoint, required_keys=("format", "network", "plans", "configuration"))
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"{checkpoint} is a {state['format']!r} checkpoint, not a gnnseg U-Net")
+    network = build_network(state["plans"], state["configuration"], state.get("deep_supervision", True))
+    network.load_state_dict(state["network"])
+    network.deep_supervision = False
+    network.eval()
+    return network, state["plans"], state["configuration"]

@@ -1,0 +1,130 @@
+"""The command-line workflow as library functions: plan -> preprocess -> train -> predict -> metrics.
+
+A *work folder* holds one dataset's ``dataset_fingerprint.json``, ``plans.json`` and ``preprocessed/``;
+it records the raw dataset's location. Training creates ``runs/seg-train/<time>/`` (or continues one
+with ``resume``); prediction reads only a run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gnnseg.core import new_run
+from gnnseg.core.runs import write_json
+from gnnseg.seg.io import ImageFormatError, MedicalImage, RawDataset, read_any, write_image_2d, write_nifti
+from gnnseg.seg.metrics import evaluate_case
+from gnnseg.seg.unet.fingerprint import extract_fingerprint
+from gnnseg.seg.unet.plans import load_plans, plan_experiment, save_plans
+from gnnseg.seg.unet.preprocess import preprocess_dataset
+from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
+from gnnseg.seg.unet.predict import predict_case
+
+
+def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *, memory_gb: float = 8.0,
+                 device: str = "gpu", base_features: int = 32) -> dict[str, Any]:
+    dataset = RawDataset.open(dataset_dir)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    fingerprint = extract_fingerprint(dataset)
+    fingerprint.save(work / "dataset_fingerprint.json")
+    plans = plan_experiment(fingerprint, memory_gb=memory_gb, device=device, base_features=base_features)
+    plans["raw_dataset"] = str(Path(dataset_dir).resolve())
+    save_plans(plans, work / "plans.json")
+    return {"work_dir": str(work), "plans": str(work / "plans.json"),
+            "configurations": {name: {"patch_size": c["patch_size"], "batch_size": c["batch_size"],
+                                      "spacing": c["spacing"], "stages": len(c["network"]["strides"])}
+                               for name, c in plans["configurations"].items()}}
+
+
+def _work(work_dir) -> tuple[Path, dict[str, Any], RawDataset]:
+    work = Path(work_dir)
+    plans = load_plans(work / "plans.json")
+    return work, plans, RawDataset.open(plans["raw_dataset"])
+
+
+def preprocess(work_dir: str | os.PathLike, configuration: str) -> dict[str, Any]:
+    work, plans, dataset = _work(work_dir)
+    folder = preprocess_dataset(dataset, plans, configuration, work / "preprocessed")
+    return {"configuration": configuration, "folder": str(folder), "cases": len(list(folder.glob("*.json")))}
+
+
+def train(work_dir: str | os.PathLike, configuration: str, fold: int | str, config: TrainConfig, *,
+          runs_root: str | os.PathLike = "runs", resume_run: str | os.PathLike | None = None,
+          show_progress: bool | None = None) -> dict[str, Any]:
+    work, plans, dataset = _work(work_dir)
+    run_dir = Path(resume_run) if resume_run else new_run("seg-train", runs_root).path
+    summary = train_fold(work / "preprocessed", plans, configuration, fold, run_dir, config, raw_dataset=dataset,
+                         resume=resume_run is not None, show_progress=show_progress)
+    return {"run_dir": str(run_dir), **summary}
+
+
+def _inputs_by_case(input_dir: Path, file_ending: str, channels: int) -> dict[str, list[Path]]:
+    """Group ``CASE_XXXX<ending>`` files; a folder of single-channel files named freely is also accepted."""
+    files = sorted(p for p in input_dir.iterdir() if p.name.endswith(file_ending))
+    cases: dict[str, list[Path]] = {}
+    for path in files:
+        stem = path.name[: -len(file_ending)]
+        case_id, _, channel = stem.rpartition("_")
+        if case_id and channel.isdigit() and len(channel) == 4:
+            cases.setdefault(case_id, []).append(path)
+        elif channels == 1:
+            cases[stem] = [path]
+    incomplete = {c: len(p) for c, p in cases.items() if len(p) != channels}
+    if incomplete:
+        raise ImageFormatError(f"cases {incomplete} do not have the {channels} channel files the model needs")
+    return cases
+
+
+def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
+                   checkpoint: str = "checkpoint_best.pt", step: float = 0.5,
+                   mirror: bool = False) -> dict[str, Any]:
+    """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting)."""
+    network, plans, configuration = load_trained_network(Path(run_dir) / checkpoint)
+    raw = RawDataset.open(plans["raw_dataset"]) if "raw_dataset" in plans else None
+    ending = raw.file_ending if raw else ".nii.gz"
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    dims = len(plans["configurations"][configuration]["patch_size"])
+    written = []
+    for case_id, paths in _inputs_by_case(Path(input_dir), ending, len(plans["channel_names"])).items():
+        channels = [read_any(p) for p in paths]
+        data = np.stack([c.array.astype(np.float32) for c in channels])
+        labels, _ = predict_case(network, data, channels[0].spacing, plans, configuration, step=step,
+                                 mirror_axes=tuple(range(dims)) if mirror else ())
+        target = output / f"{case_id}{ending}"
+        image = MedicalImage(labels.astype(np.uint8), channels[0].spacing, channels[0].affine)
+        if ending in (".nii", ".nii.gz"):
+            write_nifti(image, target)
+        else:
+            write_image_2d(image.array, target)
+        written.append(str(target))
+    return {"run_dir": str(run_dir), "configuration": configuration, "predictions": written}
+
+
+def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, tolerance_mm: float = 2.0,
+                   labels: list[int] | None = None) -> dict[str, Any]:
+    """Dice, NSD and HD95 per case and label for files present in both folders (same names)."""
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    names = sorted({p.name for p in pred_dir.iterdir()} & {p.name for p in gt_dir.iterdir()})
+    if not names:
+        raise FileNotFoundError(f"no file names shared by {pred_dir} and {gt_dir}")
+    per_case, collected = {}, {}
+    for name in names:
+        predicted, truth = read_any(pred_dir / name), read_any(gt_dir / name)
+        if predicted.array.shape != truth.array.shape:
+            raise ImageFormatError(f"{name}: prediction shape {predicted.array.shape} != ground truth "
+                                   f"{truth.array.shape}")
+        present = labels or sorted(set(np.unique(truth.array).tolist()) - {0})
+        scores = evaluate_case(predicted.array, truth.array, present, spacing=truth.spacing, tolerance_mm=tolerance_mm)
+        per_case[name] = {str(k): v for k, v in scores.items()}
+        for label, values in scores.items():
+            for metric, value in values.items():
+                collected.setdefault(str(label), {}).setdefault(metric, []).append(value)
+    mean = {label: {metric: float(np.mean(values)) for metric, values in metrics.items()}
+            for label, metrics in collected.items()}
+    return {"cases": len(names), "mean": mean, "per_case": per_case}

@@ -1,0 +1,117 @@
+"""A tiny end-to-end run: raw dataset -> plan -> preprocess -> train (and resume) -> predict -> metrics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gnnseg.cli import main
+from gnnseg.seg.io import MedicalImage, read_image_2d, write_raw_dataset
+from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss, deep_supervision_weights, soft_dice
+from gnnseg.seg.unet.predict import gaussian_importance, sliding_window_logits, window_starts
+from gnnseg.seg.unet.splits import fold_cases, make_splits
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def squares_dataset(root, count=6, size=40, seed=0):
+    """Grey images with one bright square each: an easy, real segmentation problem."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for k in range(count):
+        image = rng.normal(80, 10, size=(size, size))
+        label = np.zeros((size, size), np.uint8)
+        y, x = rng.integers(4, size - 16, 2)
+        label[y:y + 12, x:x + 12] = 1
+        image[label == 1] += 60
+        cases.append((f"sq{k}", [MedicalImage(np.clip(image, 1, 255).astype(np.uint8), (1.0, 1.0))],
+                      MedicalImage(label, (1.0, 1.0))))
+    return write_raw_dataset(root, channel_names=["grey"], labels={"background": 0, "square": 1},
+                             file_ending=".png", training=cases)
+
+
+class Identity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+def test_sliding_window_reconstructs_exactly_with_an_identity_network():
+    image = torch.randn(3, 45, 70)
+    torch.testing.assert_close(sliding_window_logits(Identity(), image, [32, 32], 3), image)
+    volume = torch.randn(2, 9, 20, 33)           # smaller than the patch on one axis: padded, then cut
+    out = sliding_window_logits(Identity(), volume, [16, 16, 16], 2, mirror_axes=(0, 1, 2))
+    assert out.shape == volume.shape
+    torch.testing.assert_close(out, volume)
+    assert window_starts(100, 32, 0.5) == [0, 14, 27, 41, 54, 68]
+    weights = gaussian_importance([9, 9])
+    assert weights[4, 4] == 1.0 and weights.min() > 0 and weights[0, 0] < weights[2, 2]
+    with pytest.raises(ValueError, match="step must be in"):
+        sliding_window_logits(Identity(), image, [32, 32], 3, step=0)
+
+
+def test_loss_pieces():
+    assert deep_supervision_weights(4) == pytest.approx([1 / 1.75, 0.5 / 1.75, 0.25 / 1.75, 0.0])
+    target = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    target[:, :, 2:6, 2:6] = 1
+    perfect = torch.zeros(2, 2, 8, 8)
+    perfect.scatter_(1, target, 50.0)
+    assert soft_dice(perfect, target).item() == pytest.approx(1.0, abs=1e-4)
+    loss = DeepSupervisionLoss(DiceCrossEntropyLoss())
+    outputs = [perfect, torch.zeros(2, 2, 4, 4)]
+    assert loss(outputs, target).item() == pytest.approx(DiceCrossEntropyLoss()(perfect, target).item())
+
+
+def test_splits_cover_every_case_once():
+    cases = [f"c{k}" for k in range(11)]
+    splits = make_splits(cases, 5)
+    validated = sorted(c for split in splits for c in split["val"])
+    assert validated == sorted(cases)
+    for split in splits:
+        assert not set(split["train"]) & set(split["val"])
+    assert fold_cases(splits, "all")[0] == sorted(cases)
+    with pytest.raises(ValueError, match="fold 7 does not exist"):
+        fold_cases(splits, 7)
+    with pytest.raises(ValueError, match="3 cases cannot fill 5 folds"):
+        make_splits(cases[:3], 5)
+
+
+def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys):
+    dataset = squares_dataset(tmp_path / "raw")
+    work = tmp_path / "work"
+
+    def run(*args):
+        assert main([*map(str, args), "--json"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    planned = run("seg", "plan", dataset.root, "--work-dir", work, "--base-features", "8", "--device", "cpu",
+                  "--memory-gb", "1")
+    assert planned["configurations"]["2d"]["patch_size"] == [40, 40]
+    assert run("seg", "preprocess", work, "-c", "2d")["cases"] == 6
+    first = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "2", "--iterations", "8",
+                "--runs-dir", tmp_path / "runs")
+    run_dir = first["run_dir"]
+    resumed = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "5", "--iterations", "8",
+                  "--resume", run_dir)
+    state = torch.load(f"{run_dir}/checkpoint_latest.pt", weights_only=True)
+    assert state["epoch"] == 5 and len(state["log"]["train_loss"]) == 5
+    assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]
+    assert resumed["validation"]["mean_dice"]["square"] > 0.8
+
+    predicted = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "pred", "-m", run_dir)
+    assert len(predicted["predictions"]) == 6
+    mask = read_image_2d(predicted["predictions"][0]).array
+    assert mask.shape == (40, 40) and set(np.unique(mask)) <= {0, 1}
+    scores = run("seg", "metrics", "--pred", tmp_path / "pred", "--gt", dataset.root / "labelsTr")
+    assert scores["cases"] == 6 and scores["mean"]["1"]["dice"] > 0.8
+    assert (tmp_path / "runs" / "seg-train").exists() and (tmp_path / "pred").exists()
+    assert main(["seg", "predict", "-i", str(dataset.root / "imagesTr"), "-o", str(tmp_path / "pred"),
+                 "-m", run_dir]) == 2      # refuses to overwrite earlier predictions
