@@ -36,11 +36,8 @@ def load_or_create_splits(path: str | os.PathLike, case_ids: Sequence[str], fold
     return splits
 
 
-def fold_cases(splits: list[dict[str, list[str]]], fold: int | str) -> tuple[list[str], list[str]]:
-    """Train and validation ids of ``fold``; ``"all"`` trains on everything and validates on the training set."""
-    if fold == "all":
-        everything = sorted({c for split in splits for c in split["train"] + split["val"]})
-        return everything, everything
+def fold_cases(splits: list[dict[str, list[str]]], fold: int) -> tuple[list[str], list[str]]:
+    """Train and validation ids of ``fold``."""
     fold = int(fold)
     if not 0 <= fold < len(splits):
         raise ValueError(f"fold {fold} does not exist; choose 0..{len(splits) - 1} or 'all'")

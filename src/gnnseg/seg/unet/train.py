@@ -105,7 +105,8 @@ def _plot_progress(log: dict[str, list[float]], path: Path) -> None:
 def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configuration: str, fold: int | str,
                output: str | os.PathLike, config: TrainConfig = TrainConfig(), *, raw_dataset: RawDataset | None = None,
                resume: bool = False, show_progress: bool | None = None) -> dict[str, Any]:
-    """Train ``configuration`` on ``fold`` from ``preprocessed/<configuration>``; write into ``output``.
+    """Train ``configuration`` on ``fold`` (0..4, or "all": train on every case and validate on them too)
+    from ``preprocessed/<configuration>``; write into ``output``.
 
     ``raw_dataset`` enables the final full-image validation in original geometry.
     """
@@ -115,8 +116,10 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
     case_ids = sorted(p.stem for p in folder.glob("*.json"))
     if not case_ids:
         raise FileNotFoundError(f"no preprocessed cases in {folder}; run `gnnseg seg preprocess` first")
-    splits = load_or_create_splits(Path(preprocessed) / "splits_final.json", case_ids)
-    train_ids, val_ids = fold_cases(splits, fold)
+    if fold == "all":
+        train_ids = val_ids = case_ids
+    else:
+        train_ids, val_ids = fold_cases(load_or_create_splits(Path(preprocessed) / "splits_final.json", case_ids), fold)
     plan = plans["configurations"][configuration]
     num_classes = len(plans["labels"])
     batch_size = config.batch_size or plan["batch_size"]

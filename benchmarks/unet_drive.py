@@ -1,0 +1,102 @@
+"""U-Net on DRIVE retinal vessels: train on the 20 training images, score the 20 test images in the FOV.
+
+Pipeline: convert -> fingerprint -> plans (CPU memory budget) -> preprocess -> train (fold "all", a fixed
+budget of epochs x iterations) -> sliding-window prediction -> F1 (= Dice), AUC and accuracy over the
+pixels inside each image's field-of-view mask, pooled over the test set (as Alom et al. 2018 report).
+Writes benchmarks/results/unet_drive.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnnseg.core import machine_info, write_json
+from gnnseg.seg.io import convert_drive, read_image_2d
+from gnnseg.seg.unet.fingerprint import extract_fingerprint
+from gnnseg.seg.unet.plans import plan_experiment
+from gnnseg.seg.unet.predict import predict_case
+from gnnseg.seg.unet.preprocess import preprocess_dataset
+from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve from ranks (ties averaged): the Mann-Whitney U statistic."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    positives = labels.astype(bool)
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="../shared/datasets/drive")
+    parser.add_argument("--work", default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--memory-gb", type=float, default=0.5)
+    parser.add_argument("--base-features", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work or tempfile.mkdtemp(prefix="drive_"))
+    started = time.perf_counter()
+    dataset = convert_drive(args.source, work / "raw")
+    plans = plan_experiment(extract_fingerprint(dataset), memory_gb=args.memory_gb, device="cpu",
+                            base_features=args.base_features)
+    preprocess_dataset(dataset, plans, "2d", work / "preprocessed")
+    config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=5)
+    train_started = time.perf_counter()
+    summary = train_fold(work / "preprocessed", plans, "2d", "all", work / "run", config, show_progress=True)
+    train_seconds = time.perf_counter() - train_started
+
+    network, plans, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")
+    probabilities, truths, per_image = [], [], {}
+    predict_started = time.perf_counter()
+    for case_id in dataset.case_ids("Ts"):
+        case = dataset.load_case(case_id, "Ts")
+        labels, probs = predict_case(network, case.stacked(), case.spacing, plans, configuration)
+        fov = read_image_2d(dataset.root / "fovTs" / f"{case_id}.png").array > 0
+        truth = case.label.array.astype(bool)
+        probabilities.append(probs[1][fov])
+        truths.append(truth[fov])
+        tp = (labels.astype(bool) & truth)[fov].sum()
+        per_image[case_id] = float(2 * tp / (labels.astype(bool)[fov].sum() + truth[fov].sum()))
+    predict_seconds = (time.perf_counter() - predict_started) / len(per_image)
+    scores, truth = np.concatenate(probabilities), np.concatenate(truths)
+    predicted = scores >= 0.5
+    tp = float((predicted & truth).sum())
+    result = {
+        "benchmark": "unet_drive", "machine": machine_info(),
+        "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
+        "f1": 2 * tp / (predicted.sum() + truth.sum()), "auc": roc_auc(scores, truth),
+        "accuracy": float((predicted == truth).mean()),
+        "sensitivity": tp / truth.sum(), "specificity": float((~predicted & ~truth).sum() / (~truth).sum()),
+        "f1_per_image": per_image, "targets": {"f1": 0.80, "auc": 0.97},
+        "reference": "U-Net as reported by Alom et al. 2018 (R2U-Net paper, Table 2): F1 0.8142, AUC 0.9755, "
+                     "accuracy 0.9531",
+        "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "train_seconds": train_seconds,
+                     "patch_size": plans["configurations"]["2d"]["patch_size"],
+                     "batch_size": plans["configurations"]["2d"]["batch_size"],
+                     "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],
+                     "final_pseudo_dice": summary["final_pseudo_dice"]},
+        "predict_seconds_per_image": predict_seconds, "total_seconds": time.perf_counter() - started,
+    }
+    write_json(RESULTS / "unet_drive.json", result)
+    print({k: result[k] for k in ("f1", "auc", "accuracy", "sensitivity", "specificity")}, result["training"])
+
+
+if __name__ == "__main__":
+    main()

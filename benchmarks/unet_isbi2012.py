@@ -1,0 +1,103 @@
+"""U-Net on ISBI 2012 EM membranes: 5-fold cross-validation over the 30 labelled sections.
+
+The challenge's test labels are not public, so every section is predicted by the fold that did not train
+on it. Reported over all 30 sections: pixel error (fraction of pixels whose membrane / cell label is
+wrong, the challenge's pixel error at threshold 0.5), foreground (membrane) Dice, and the adapted Rand
+error of the cell regions (connected components of non-membrane pixels; ``skimage.metrics``), the
+challenge's main metric. Writes benchmarks/results/unet_isbi2012.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+from skimage.metrics import adapted_rand_error
+
+from gnnseg.core import machine_info, write_json
+from gnnseg.seg.io import convert_isbi2012
+from gnnseg.seg.metrics import dice
+from gnnseg.seg.unet.augment import AugmentationConfig
+from gnnseg.seg.unet.fingerprint import extract_fingerprint
+from gnnseg.seg.unet.plans import plan_experiment
+from gnnseg.seg.unet.predict import predict_case
+from gnnseg.seg.unet.preprocess import preprocess_dataset
+from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits
+from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="../shared/datasets/isbi2012_em")
+    parser.add_argument("--work", default=None)
+    parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--memory-gb", type=float, default=0.5)
+    parser.add_argument("--base-features", type=int, default=16)
+    parser.add_argument("--elastic", type=float, default=0.2, help="probability of U-Net-style elastic deformation")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(args.work or tempfile.mkdtemp(prefix="isbi_"))
+    started = time.perf_counter()
+    dataset = convert_isbi2012(args.source, work / "raw")
+    plans = plan_experiment(extract_fingerprint(dataset), memory_gb=args.memory_gb, device="cpu",
+                            base_features=args.base_features)
+    preprocess_dataset(dataset, plans, "2d", work / "preprocessed")
+    splits = load_or_create_splits(work / "preprocessed" / "splits_final.json", dataset.case_ids())
+    config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=5,
+                         augmentation=AugmentationConfig(elastic_p=args.elastic))
+    wrong = total = 0
+    per_case, fold_seconds = {}, {}
+    for fold in args.folds:
+        fold_started = time.perf_counter()
+        run = work / f"fold_{fold}"
+        train_fold(work / "preprocessed", plans, "2d", fold, run, config, show_progress=True)
+        fold_seconds[fold] = time.perf_counter() - fold_started
+        network, fold_plans, configuration = load_trained_network(run / "checkpoint_latest.pt")
+        for case_id in fold_cases(splits, fold)[1]:
+            case = dataset.load_case(case_id)
+            predicted, _ = predict_case(network, case.stacked(), case.spacing, fold_plans, configuration)
+            membrane_pred, membrane_true = predicted == 1, case.label.array == 1
+            wrong += int((membrane_pred != membrane_true).sum())
+            total += membrane_true.size
+            cells_true = ndimage.label(~membrane_true)[0]
+            cells_pred = ndimage.label(~membrane_pred)[0]
+            rand_error = adapted_rand_error(cells_true, cells_pred)[0]
+            per_case[case_id] = {"pixel_error": float((membrane_pred != membrane_true).mean()),
+                                 "dice": dice(membrane_pred, membrane_true), "rand_error": float(rand_error)}
+    result = {
+        "benchmark": "unet_isbi2012", "machine": machine_info(),
+        "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
+        "folds": args.folds, "cases": len(per_case),
+        "pixel_error": wrong / total,
+        "dice": float(np.mean([c["dice"] for c in per_case.values()])),
+        "rand_error": float(np.mean([c["rand_error"] for c in per_case.values()])),
+        "target": {"pixel_error": 0.075},
+        "reference": "U-Net paper (Ronneberger et al. 2015, Table 1): pixel error 0.0611, Rand error 0.0382 on "
+                     "the hidden test set",
+        "per_case": per_case,
+        "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "fold_seconds": fold_seconds,
+                     "patch_size": plans["configurations"]["2d"]["patch_size"],
+                     "batch_size": plans["configurations"]["2d"]["batch_size"],
+                     "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],
+                     "elastic_p": args.elastic},
+        "total_seconds": time.perf_counter() - started,
+    }
+    write_json(RESULTS / "unet_isbi2012.json", result)
+    print({k: result[k] for k in ("pixel_error", "dice", "rand_error", "cases")}, result["training"])
+
+
+if __name__ == "__main__":
+    main()

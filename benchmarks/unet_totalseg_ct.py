@@ -1,0 +1,94 @@
+"""3D U-Net on CT: train on one TotalSegmentator example volume, segment an independent DICOM series.
+
+Training data: ``example_ct_sm.nii.gz`` (3 mm, 122 x 101 x 30) with five large organs from its label map
+(liver, spleen, right and left kidney, stomach). Test: the 20-slice CT DICOM series, read with gnnseg's
+DICOM reader, brought onto the grid of its label map (``example_seg_dicom.nii.gz``) and scored per organ.
+The label maps are TotalSegmentator's outputs (silver standard). Writes
+benchmarks/results/unet_totalseg_ct.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnnseg.core import machine_info, write_json
+from gnnseg.seg.io import MedicalImage, read_dicom_series, read_nifti, reorient_like, write_raw_dataset
+from gnnseg.seg.metrics import dice
+from gnnseg.seg.unet.fingerprint import extract_fingerprint
+from gnnseg.seg.unet.plans import plan_experiment
+from gnnseg.seg.unet.predict import predict_case
+from gnnseg.seg.unet.preprocess import preprocess_dataset
+from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ORGANS = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "stomach": 6}  # TotalSegmentator ids
+
+
+def remap(labels: np.ndarray) -> np.ndarray:
+    out = np.zeros(labels.shape, np.uint8)
+    for new, old in enumerate(ORGANS.values(), start=1):
+        out[labels == old] = new
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="../shared/datasets/totalsegmentator_examples")
+    parser.add_argument("--work", default=None)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--memory-gb", type=float, default=1.0)
+    parser.add_argument("--base-features", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    source, work = Path(args.source), Path(args.work or tempfile.mkdtemp(prefix="totalseg_"))
+    started = time.perf_counter()
+    ct, labels = read_nifti(source / "example_ct_sm.nii.gz"), read_nifti(source / "example_seg.nii.gz")
+    dataset = write_raw_dataset(
+        work / "raw", channel_names=["CT"], labels={"background": 0, **{n: k for k, n in enumerate(ORGANS, 1)}},
+        file_ending=".nii.gz",
+        training=[("ct_sm", [ct], MedicalImage(remap(labels.array), labels.spacing, labels.affine))])
+    plans = plan_experiment(extract_fingerprint(dataset), memory_gb=args.memory_gb, device="cpu",
+                            base_features=args.base_features)
+    preprocess_dataset(dataset, plans, "3d_fullres", work / "preprocessed")
+    config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=4)
+    train_started = time.perf_counter()
+    train_fold(work / "preprocessed", plans, "3d_fullres", "all", work / "run", config, show_progress=True)
+    train_seconds = time.perf_counter() - train_started
+
+    network, plans, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")
+    truth = read_nifti(source / "example_seg_dicom.nii.gz")
+    series = reorient_like(read_dicom_series(source / "example_ct_dicom"), truth)
+    predict_started = time.perf_counter()
+    predicted, _ = predict_case(network, series.array[None].astype(np.float32), series.spacing, plans, configuration)
+    predict_seconds = time.perf_counter() - predict_started
+    truth_remapped = remap(truth.array)
+    scores = {name: dice(predicted == k, truth_remapped == k) for k, name in enumerate(ORGANS, start=1)
+              if (truth_remapped == k).any()}
+    result = {
+        "benchmark": "unet_totalseg_ct", "machine": machine_info(),
+        "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
+        "dice": scores, "target": {"liver": 0.80},
+        "organs_absent_from_the_series": [n for k, n in enumerate(ORGANS, 1) if not (truth_remapped == k).any()],
+        "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "train_seconds": train_seconds,
+                     "patch_size": plans["configurations"][configuration]["patch_size"],
+                     "spacing": plans["configurations"][configuration]["spacing"],
+                     "batch_size": plans["configurations"][configuration]["batch_size"]},
+        "predict_seconds": predict_seconds, "total_seconds": time.perf_counter() - started,
+    }
+    write_json(RESULTS / "unet_totalseg_ct.json", result)
+    print(scores, result["training"])
+
+
+if __name__ == "__main__":
+    main()
