@@ -23,9 +23,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Benchmarks write benchmarks/results/; the U-Net trainings take 20-45 minutes each on 2 cores.
 bench: $(STAMP)
+	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	$(PY) benchmarks/gnn_node_classification.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_speed.py --root $(DATA)/planetoid
+	$(PY) benchmarks/unet_sliding_window_speed.py
+	$(PY) benchmarks/unet_drive.py --source $(DATA)/drive
+	$(PY) benchmarks/unet_isbi2012.py --source $(DATA)/isbi2012_em
+	$(PY) benchmarks/unet_totalseg_ct.py --source $(DATA)/totalsegmentator_examples
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
