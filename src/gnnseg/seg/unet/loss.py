@@ -69,5 +69,5 @@ class DeepSupervisionLoss(nn.Module):
         if isinstance(outputs, Tensor):
             return self.loss(outputs, target)
         weights = deep_supervision_weights(len(outputs))
-        return sum(w * self.loss(out, downsample_target(target, out.shape[2:]))
-                   for w, out in zip(weights, outputs) if w > 0)
+        # zero-weighted outputs stay in the graph (with zero gradient) so that DDP sees every head used
+        return sum(w * self.loss(out, downsample_target(target, out.shape[2:])) for w, out in zip(weights, outputs))

@@ -7,6 +7,10 @@ iterations. After each epoch: the pseudo Dice of validation patches, its moving 
 ``checkpoint_best.pt``), ``checkpoint_latest.pt`` and ``progress.png``. ``resume=True`` continues from the
 latest checkpoint. At the end every validation case is segmented with sliding windows in its original
 geometry and scored (Dice per class).
+
+Launched with ``torchrun --nproc_per_node=N``, training is data parallel (DDP): every rank draws its own
+patches (seeded by rank), gradients are averaged across ranks, validation counts are summed, and rank 0
+alone writes checkpoints, plots and the summary.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gnnseg.core import load_checkpoint, progress, save_checkpoint, seed_everything  # noqa: E402
+from gnnseg.core.distributed import distributed_context  # noqa: E402
 from gnnseg.core.runs import write_json  # noqa: E402
 from gnnseg.seg.io import RawDataset  # noqa: E402
 from gnnseg.seg.metrics import dice  # noqa: E402
@@ -124,7 +129,8 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
     num_classes = len(plans["labels"])
     batch_size = config.batch_size or plan["batch_size"]
 
-    generator = seed_everything(config.seed)
+    context = distributed_context()
+    generator = seed_everything(config.seed)            # same initial weights on every rank
     network = build_network(plans, configuration, config.deep_supervision)
     optimizer = _optimizer(network, config)
     loss_fn = DeepSupervisionLoss(DiceCrossEntropyLoss(batch_dice=True))
@@ -137,37 +143,43 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, log, best_ema = state["epoch"], state["log"], state["best_ema"]
-        generator.manual_seed(config.seed + start_epoch)
+    generator.manual_seed(config.seed + 1000 * context.rank + start_epoch)
+    model = network
+    if context.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(network)
 
-    write_json(output / "plans.json", plans)
-    write_json(output / "train_config.json", {**dataclasses.asdict(config), "configuration": configuration,
-                                               "fold": fold, "train_cases": train_ids, "val_cases": val_ids})
+    if context.is_main:
+        write_json(output / "plans.json", plans)
+        write_json(output / "train_config.json", {**dataclasses.asdict(config), "configuration": configuration,
+                                                   "fold": fold, "train_cases": train_ids, "val_cases": val_ids,
+                                                   "world_size": context.world_size})
     train_sampler = PatchSampler(folder, train_ids, plan["patch_size"], batch_size,
-                                 oversample_foreground=config.oversample_foreground, seed=config.seed + start_epoch)
+                                 oversample_foreground=config.oversample_foreground,
+                                 seed=config.seed + 1000 * context.rank + start_epoch)
     val_sampler = PatchSampler(folder, val_ids, plan["patch_size"], batch_size,
                                oversample_foreground=config.oversample_foreground, seed=10_000 + config.seed)
 
     bar = progress(range(start_epoch, config.epochs), desc=f"train {configuration} fold {fold}",
-                   total=config.epochs - start_epoch, enabled=show_progress)
+                   total=config.epochs - start_epoch, enabled=show_progress if context.is_main else False)
     for epoch in bar:
         began = time.perf_counter()
         lr = poly_lr(config.lr, epoch, config.epochs, config.poly_exponent)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        network.train()
+        model.train()
         network.deep_supervision = config.deep_supervision
         losses = []
         for _ in range(config.iterations_per_epoch):
             image, target = train_sampler.batch()
             image, target = augment(image, target, config.augmentation, generator)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(network(image), target)
+            loss = loss_fn(model(image), target)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
             optimizer.step()
             losses.append(loss.item())
 
-        network.eval()
+        model.eval()
         network.deep_supervision = False
         val_losses, counts = [], np.zeros((3, num_classes - 1))
         with torch.no_grad():
@@ -176,6 +188,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
                 logits = network(image)
                 val_losses.append(loss_fn.loss(logits, target).item())
                 counts += _pseudo_dice_counts(logits, target, num_classes)
+        counts = context.all_reduce_sum(torch.from_numpy(counts)).numpy()
         tp, fp, fn = counts
         pseudo_dice = float(np.mean(2 * tp / np.maximum(2 * tp + fp + fn, 1)))
         ema = pseudo_dice if not log["pseudo_dice_ema"] else 0.9 * log["pseudo_dice_ema"][-1] + 0.1 * pseudo_dice
@@ -186,6 +199,9 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
         state = {"format": CHECKPOINT_FORMAT, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch + 1, "log": log, "best_ema": max(best_ema, ema), "configuration": configuration,
                  "plans": plans, "deep_supervision": config.deep_supervision}
+        if not context.is_main:
+            best_ema = max(best_ema, ema)
+            continue
         if ema > best_ema:
             best_ema = ema
             save_checkpoint(state, output / "checkpoint_best.pt")
@@ -196,9 +212,10 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
                                "final_pseudo_dice": log["pseudo_dice"][-1] if log["pseudo_dice"] else None,
                                "best_pseudo_dice_ema": best_ema,
                                "train_seconds": float(np.sum(log["epoch_seconds"]))}
-    if raw_dataset is not None:
+    if raw_dataset is not None and context.is_main:
         summary["validation"] = validate_cases(network, raw_dataset, val_ids, plans, configuration)
-    write_json(output / "summary.json", summary)
+    if context.is_main:
+        write_json(output / "summary.json", summary)
     return summary
 
 
