@@ -29,6 +29,14 @@ def _gnn_train(args: argparse.Namespace) -> dict:
                                    show_progress=False if args.json else None)
 
 
+def _gnn_linkpred(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.tasks.link_runs import run_link_prediction
+
+    return run_link_prediction(args.dataset, args.root, seeds=args.seeds, first_seed=args.seed,
+                               variational=args.variational, objective=args.objective, epochs=args.epochs,
+                               runs_root=args.runs_dir)
+
+
 def _gnn_eval(args: argparse.Namespace) -> dict:
     from gnnseg.gnn.tasks.node_runs import evaluate_checkpoint
 
@@ -105,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default="runs", help="where run directories are created (default runs/)")
     train.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     train.set_defaults(handler=_gnn_train)
+
+    link = gnn.add_parser("linkpred", help="link prediction with a graph auto-encoder (GAE / VGAE)")
+    link.add_argument("--dataset", choices=NODE_DATASETS, default="cora")
+    link.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
+    link.add_argument("--seeds", type=int, default=1)
+    link.add_argument("--seed", type=int, default=0, help="first seed")
+    link.add_argument("--variational", action="store_true", help="VGAE instead of GAE")
+    link.add_argument("--objective", choices=("full", "sampled"), default="full",
+                      help="full: all node pairs (GAE paper); sampled: one sampled non-edge per edge")
+    link.add_argument("--epochs", type=int, default=200)
+    link.add_argument("--runs-dir", default="runs")
+    link.add_argument("--json", action="store_true")
+    link.set_defaults(handler=_gnn_linkpred)
 
     evaluate = gnn.add_parser("eval", help="re-evaluate a saved node classifier")
     evaluate.add_argument("--checkpoint", required=True)
