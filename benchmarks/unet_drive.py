@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from gnnseg.core import machine_info, write_json
+from gnnseg.core.ranking import roc_auc
 from gnnseg.seg.io import convert_drive, read_image_2d
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
@@ -27,16 +28,6 @@ from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve from ranks (ties averaged): the Mann-Whitney U statistic."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores)
-    positives = labels.astype(bool)
-    n_pos, n_neg = positives.sum(), (~positives).sum()
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def main() -> None:
