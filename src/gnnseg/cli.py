@@ -37,6 +37,18 @@ def _gnn_linkpred(args: argparse.Namespace) -> dict:
                                runs_root=args.runs_dir)
 
 
+def _gnn_graphclass(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.datasets.tu import load_tu
+    from gnnseg.gnn.tasks.graph import GraphConfig, cross_validate
+
+    config = GraphConfig(folds=args.folds, epochs=args.epochs, hidden=args.hidden, train_eps=args.train_eps,
+                         readout=args.readout)
+    result = cross_validate(load_tu(args.dataset, args.root), config, seed=args.seed,
+                            show_progress=False if args.json else None)
+    result.pop("curves")
+    return {"dataset": args.dataset, "model": "gin-eps" if args.train_eps else "gin-0", **result}
+
+
 def _gnn_eval(args: argparse.Namespace) -> dict:
     from gnnseg.gnn.tasks.node_runs import evaluate_checkpoint
 
@@ -126,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--runs-dir", default="runs")
     link.add_argument("--json", action="store_true")
     link.set_defaults(handler=_gnn_linkpred)
+
+    graphclass = gnn.add_parser("graphclass", help="graph classification with GIN, 10-fold cross-validation")
+    graphclass.add_argument("--dataset", required=True, help="TU dataset name, e.g. MUTAG, PROTEINS, NCI1")
+    graphclass.add_argument("--root", required=True, help="folder holding <NAME>/<NAME>_A.txt and friends")
+    graphclass.add_argument("--folds", type=int, default=10)
+    graphclass.add_argument("--epochs", type=int, default=350)
+    graphclass.add_argument("--hidden", type=int, default=32)
+    graphclass.add_argument("--readout", choices=("sum", "mean", "max"), default="sum")
+    graphclass.add_argument("--train-eps", action="store_true", help="GIN-eps instead of GIN-0")
+    graphclass.add_argument("--seed", type=int, default=0)
+    graphclass.add_argument("--json", action="store_true")
+    graphclass.set_defaults(handler=_gnn_graphclass)
 
     evaluate = gnn.add_parser("eval", help="re-evaluate a saved node classifier")
     evaluate.add_argument("--checkpoint", required=True)

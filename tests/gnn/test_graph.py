@@ -25,7 +25,7 @@ def path_graph() -> Graph:
     (dict(x=torch.ones(3, 2)), "x must have shape \\(4, F\\)"),
     (dict(x=torch.tensor([[1.0, float("nan")]] * 4)), "non-finite value nan at index \\(0, 1\\)"),
     (dict(x=torch.tensor([[1.0, float("inf")]] * 4)), "non-finite value inf"),
-    (dict(y=torch.tensor([0, 1])), "y must have 4 rows"),
+    (dict(y=torch.tensor([0, 1])), "y must be one graph label or have 4 rows"),
     (dict(y=torch.tensor([0, -2, 1, 1])), "negative class label -2"),
     (dict(edge_weight=torch.ones(3)), "edge_weight must have shape \\(4,\\)"),
     (dict(train_mask=torch.ones(4)), "train_mask must be a bool tensor"),

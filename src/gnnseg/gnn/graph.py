@@ -28,8 +28,8 @@ class GraphValidationError(ValueError):
 
 @dataclass(eq=False)
 class Graph:
-    """A graph with optional node features ``x (N, F)``, labels ``y (N,)``, split masks ``(N,)`` and
-    edge weights ``(E,)``. ``name`` is informational."""
+    """A graph with optional node features ``x (N, F)``, labels ``y`` (``(N,)`` per node, or a scalar for
+    the whole graph), split masks ``(N,)`` and edge weights ``(E,)``. ``name`` is informational."""
 
     edge_index: Tensor
     num_nodes: int
@@ -103,8 +103,10 @@ class Graph:
                     f"x must have shape ({self.num_nodes}, F), got {tuple(self.x.shape)}")
             _require_finite("x", self.x)
         if self.y is not None:
-            if self.y.shape[:1] != (self.num_nodes,):
-                raise GraphValidationError(f"y must have {self.num_nodes} rows, got shape {tuple(self.y.shape)}")
+            graph_level = self.y.dim() == 0
+            if not graph_level and self.y.shape[:1] != (self.num_nodes,):
+                raise GraphValidationError(f"y must be one graph label or have {self.num_nodes} rows (one per "
+                                           f"node), got shape {tuple(self.y.shape)}")
             if not self.y.is_floating_point() and self.y.numel() and int(self.y.min()) < 0:
                 raise GraphValidationError(f"y has a negative class label {int(self.y.min())}")
         for name in MASK_NAMES:
