@@ -30,6 +30,29 @@ from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def save_figure(dataset, network, plans, configuration, path: Path) -> Path:
+    """Image, manual vessels and our prediction for the first test image, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    case_id = dataset.case_ids("Ts")[0]
+    case = dataset.load_case(case_id, "Ts")
+    labels, probabilities = predict_case(network, case.stacked(), case.spacing, plans, configuration)
+    rgb = np.stack([c.array for c in case.channels], axis=-1)
+    figure, axes = plt.subplots(1, 3, figsize=(13, 4.6))
+    for axis, (title, picture) in zip(axes, [(f"{case_id}", rgb), ("manual vessels", case.label.array),
+                                             ("U-Net vessel probability", probabilities[1])]):
+        axis.imshow(picture, cmap=None if picture.ndim == 3 else "gray")
+        axis.set_title(title)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="../shared/datasets/drive")
@@ -86,6 +109,7 @@ def main() -> None:
         "predict_seconds_per_image": predict_seconds, "total_seconds": time.perf_counter() - started,
     }
     write_json(RESULTS / "unet_drive.json", result)
+    save_figure(dataset, network, plans, configuration, RESULTS / "unet_drive.png")
     print({k: result[k] for k in ("f1", "auc", "accuracy", "sensitivity", "specificity")}, result["training"])
 
 
