@@ -7,7 +7,6 @@ with ``resume``); prediction reads only a run folder.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from gnnseg.core import new_run
-from gnnseg.core.runs import write_json
 from gnnseg.seg.io import ImageFormatError, MedicalImage, RawDataset, read_any, write_image_2d, write_nifti
 from gnnseg.seg.metrics import evaluate_case
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
@@ -34,6 +32,7 @@ def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *,
     fingerprint.save(work / "dataset_fingerprint.json")
     plans = plan_experiment(fingerprint, memory_gb=memory_gb, device=device, base_features=base_features)
     plans["raw_dataset"] = str(Path(dataset_dir).resolve())
+    plans["file_ending"] = dataset.file_ending
     save_plans(plans, work / "plans.json")
     return {"work_dir": str(work), "plans": str(work / "plans.json"),
             "configurations": {name: {"patch_size": c["patch_size"], "batch_size": c["batch_size"],
@@ -85,8 +84,7 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
                    mirror: bool = False) -> dict[str, Any]:
     """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting)."""
     network, plans, configuration = load_trained_network(Path(run_dir) / checkpoint)
-    raw = RawDataset.open(plans["raw_dataset"]) if "raw_dataset" in plans else None
-    ending = raw.file_ending if raw else ".nii.gz"
+    ending = plans.get("file_ending", ".nii.gz")     # the raw dataset itself is not needed to predict
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     dims = len(plans["configurations"][configuration]["patch_size"])
