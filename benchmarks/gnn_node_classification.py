@@ -7,6 +7,7 @@ may run with one thread while other work uses the second core (``--threads``).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from gnnseg.gnn.datasets import load_planetoid
 from gnnseg.gnn.tasks.node import preset, summarize, train_node_classifier
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DATASET_ORDER, MODEL_ORDER = ["cora", "citeseer"], ["gcn", "sgc", "gat"]
 
 # Paper numbers on the public split: GCN Kipf & Welling 2017 Table 2; GAT Veličković et al. 2018 Table 2
 # (mean +- std of 100 runs); SGC Wu et al. 2019 Table 2 (mean +- std of 10 runs).
@@ -39,6 +41,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["gcn", "sgc", "gat"])
     parser.add_argument("--datasets", nargs="+", default=["cora", "citeseer"])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the rerun (model, dataset) rows of an existing result file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -63,11 +67,16 @@ def main() -> None:
             print(f"{model:4s} {dataset:9s} {mean:5.2f} +- {100 * summary['test_acc_std']:.2f}  "
                   f"(paper {paper_mean}, target {TARGET[(model, dataset)]})", flush=True)
 
+    output = RESULTS / "gnn_node_classification.json"
+    if args.merge and output.is_file():
+        rerun = {(row["model"], row["dataset"]) for row in rows}
+        kept = [row for row in json.loads(output.read_text())["rows"] if (row["model"], row["dataset"]) not in rerun]
+        rows = sorted(kept + rows, key=lambda row: (DATASET_ORDER.index(row["dataset"]), MODEL_ORDER.index(row["model"])))
     report = {"benchmark": "gnn_node_classification", "seeds": args.seeds, "machine": machine_info(),
               "protocol": "public Planetoid split; test accuracy at the selected epoch (lowest validation loss "
                           "for GCN and GAT, last epoch for SGC); population std over seeds",
               "rows": rows}
-    write_json(RESULTS / "gnn_node_classification.json", report)
+    write_json(output, report)
     lines = ["| model | dataset | ours (mean ± std, %d seeds) | paper | target | met |" % args.seeds,
              "|---|---|---|---|---|---|"]
     for row in rows:

@@ -99,3 +99,14 @@ def test_gat_attention_sums_to_one_per_target():
     _, (edges, alpha) = layer(torch.randn(30, 4), edge_index, return_attention=True)
     totals = torch.zeros(30, 2).index_add_(0, edges[1], alpha)
     torch.testing.assert_close(totals, torch.ones(30, 2))  # isolated nodes attend to their self-loop
+
+
+def test_gat_value_dropout_only_acts_while_training():
+    edge_index = awkward_graph(seed=6)
+    x = torch.randn(30, 4)
+    layer = GATConv(4, 3, heads=2, value_dropout=1.0)
+    layer.bias.data.copy_(torch.arange(6.0))
+    assert torch.equal(layer.train()(x, edge_index), torch.arange(6.0).expand(30, 6))  # every value dropped
+    reference = GATConv(4, 3, heads=2)
+    reference.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer.eval()(x, edge_index), reference.eval()(x, edge_index))

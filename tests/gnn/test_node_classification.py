@@ -14,7 +14,7 @@ from gnnseg.core import CheckpointError, save_checkpoint
 from gnnseg.gnn import Graph, GraphValidationError
 from gnnseg.gnn.datasets import load_karate, load_planetoid
 from gnnseg.gnn.tasks.karate import karate_embeddings
-from gnnseg.gnn.tasks.node import NodeConfig, _StoppingRule, preset, train_node_classifier
+from gnnseg.gnn.tasks.node import NodeConfig, _Selection, _StoppingRule, preset, train_node_classifier
 from gnnseg.gnn.tasks.node_runs import evaluate_checkpoint, run_node_classification
 
 
@@ -49,6 +49,17 @@ def test_stopping_rules():
     assert not patience.should_stop(1.0, 0.5)
     assert not patience.should_stop(1.1, 0.4)
     assert patience.should_stop(1.2, 0.3)       # two epochs without any improvement
+
+
+def test_selection_rules():
+    epochs = [{"val_loss": 1.0, "val_acc": 0.5}, {"val_loss": 0.8, "val_acc": 0.4},
+              {"val_loss": 0.7, "val_acc": 0.6}, {"val_loss": 0.9, "val_acc": 0.7}]
+    picks = {rule: [_Selection(rule)] for rule in ("val_loss", "val_acc_and_loss", "last")}
+    chosen = {rule: [e for e, scores in enumerate(epochs) if selection[0].improved(scores)]
+              for rule, selection in picks.items()}
+    assert chosen == {"val_loss": [0, 1, 2], "val_acc_and_loss": [0, 2], "last": [0, 1, 2, 3]}
+    with pytest.raises(ValueError, match="unknown selection rule"):
+        _Selection("test_acc").improved(epochs[0])
 
 
 def test_training_rejects_unusable_graphs():

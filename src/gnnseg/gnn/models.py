@@ -76,17 +76,20 @@ def gcn(in_channels: int, hidden_channels: int, out_channels: int, *, num_layers
 
 
 def gat(in_channels: int, hidden_channels: int, out_channels: int, *, heads: int = 8, output_heads: int = 1,
-        num_layers: int = 2, dropout: float = 0.6, cached: bool = True) -> StackedGNN:
+        num_layers: int = 2, dropout: float = 0.6, value_dropout: float = 0.0, cached: bool = True) -> StackedGNN:
     """Veličković et al.'s GAT: hidden layers of ``heads x hidden_channels`` concatenated with ELU, and an
-    output layer averaging ``output_heads``; dropout 0.6 on inputs and on attention coefficients."""
+    output layer averaging ``output_heads``; dropout 0.6 on inputs and on attention coefficients
+    (``value_dropout`` adds the reference code's dropout on the aggregated values)."""
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     layers: list[nn.Module] = []
     width = in_channels
     for _ in range(num_layers - 1):
-        layers.append(GATConv(width, hidden_channels, heads=heads, dropout=dropout, cached=cached))
+        layers.append(GATConv(width, hidden_channels, heads=heads, dropout=dropout, value_dropout=value_dropout,
+                              cached=cached))
         width = heads * hidden_channels
-    layers.append(GATConv(width, out_channels, heads=output_heads, concat=False, dropout=dropout, cached=cached))
+    layers.append(GATConv(width, out_channels, heads=output_heads, concat=False, dropout=dropout,
+                          value_dropout=value_dropout, cached=cached))
     return StackedGNN(layers, activation=F.elu, dropout=dropout)
 
 

@@ -17,6 +17,10 @@ class GATConv(nn.Module):
     to get ``alpha_ij``, drop some scores out (``dropout``), and aggregate ``sum_j alpha_ij z_j``.
     Heads are concatenated (hidden layers) or averaged (output layer).
 
+    ``dropout`` acts on the attention coefficients (as in PyG). ``value_dropout`` also drops the transformed
+    features before they are aggregated (not where the scores are computed), as the GAT reference code
+    does (PetarV-/GAT ``attn_head``); it is 0 by default, which matches PyG's ``GATConv``.
+
     Duplicate edges are separate messages, each with its own score. ``cached=True`` keeps the
     self-looped edge list for a fixed graph. ``x`` may be a sparse CSR tensor.
     Shapes: ``x (N, in_channels)``, ``edge_index (2, E)`` -> ``(N, heads * out_channels)`` when
@@ -24,11 +28,12 @@ class GATConv(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1, concat: bool = True,
-                 negative_slope: float = 0.2, dropout: float = 0.0, self_loops: bool = True,
-                 bias: bool = True, cached: bool = False) -> None:
+                 negative_slope: float = 0.2, dropout: float = 0.0, value_dropout: float = 0.0,
+                 self_loops: bool = True, bias: bool = True, cached: bool = False) -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.heads, self.concat = in_channels, out_channels, heads, concat
         self.negative_slope, self.dropout, self.self_loops, self.cached = negative_slope, dropout, self_loops, cached
+        self.value_dropout = value_dropout
         self.linear = nn.Linear(in_channels, heads * out_channels, bias=False)
         self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
         self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
@@ -65,7 +70,8 @@ class GATConv(nn.Module):
                               self.negative_slope)                                   # (E, H)
         alpha = ops.segment_softmax(scores, target, num_nodes)
         alpha_dropped = F.dropout(alpha, p=self.dropout, training=self.training)
-        messages = z.index_select(0, source) * alpha_dropped.unsqueeze(-1)           # (E, H, C)
+        values = F.dropout(z, p=self.value_dropout, training=self.training)
+        messages = values.index_select(0, source) * alpha_dropped.unsqueeze(-1)      # (E, H, C)
         out = z.new_zeros(z.shape).index_add_(0, target, messages)                  # aggregate
         out = out.reshape(num_nodes, -1) if self.concat else out.mean(dim=1)
         if self.bias is not None:
