@@ -102,3 +102,29 @@ def test_preprocess_dataset_end_to_end(tmp_path):
     assert (seg == 1).sum() == 56
     assert len(properties["class_locations"]["1"]) == 56
     assert all(seg[0][tuple(c)] == 1 for c in properties["class_locations"]["1"])
+
+
+def test_fingerprint_weighs_every_case_equally(tmp_path):
+    """nnU-Net samples the same number of foreground voxels per case; a case with a tiny object counts
+    as much as one with a large object."""
+    small_image = np.full((10, 10), 50, np.uint8)
+    small_label = np.zeros((10, 10), np.uint8)
+    small_label[0, 0] = 1
+    small_image[0, 0] = 10
+    large_image = np.full((10, 10), 50, np.uint8)
+    large_label = np.zeros((10, 10), np.uint8)
+    large_label[:, :5] = 1
+    large_image[:, :5] = 210
+    dataset = write_raw_dataset(tmp_path / "raw", channel_names=["grey"], labels={"background": 0, "x": 1},
+                                file_ending=".png",
+                                training=[("a", [MedicalImage(small_image, (1.0, 1.0))], MedicalImage(small_label, (1.0, 1.0))),
+                                          ("b", [MedicalImage(large_image, (1.0, 1.0))], MedicalImage(large_label, (1.0, 1.0)))])
+    stats = extract_fingerprint(dataset).foreground_intensity_properties_per_channel["0"]
+    assert stats["mean"] == pytest.approx(110.0)          # (10 + 210) / 2, not (10 + 50 * 210) / 51
+    assert stats["std"] == pytest.approx(100.0)
+    assert (stats["min"], stats["max"], stats["percentile_99_5"]) == (10, 210, 210)
+    assert 10 < stats["percentile_00_5"] < 15                # interpolated inside the light case's share
+    values = np.random.default_rng(0).normal(size=101)
+    from gnnseg.seg.unet.fingerprint import weighted_percentile
+    for percent in (0.5, 50, 99.5):                            # equal weights: exactly numpy's percentile
+        assert weighted_percentile(values, np.ones(101), percent) == pytest.approx(np.percentile(values, percent))

@@ -1,8 +1,11 @@
 """The dataset fingerprint: what nnU-Net measures before it plans (Isensee et al. 2021, Fig. 2).
 
 Per case: spacing, shape after cropping to the nonzero region, and how much the crop kept. Over the
-dataset: intensity statistics of the foreground voxels per channel (a random sample of at most
-``1e8 / num_cases`` voxels per case, as nnU-Net v2's fingerprint extractor does).
+dataset: intensity statistics of the foreground voxels per channel. nnU-Net v2 draws the same number of
+foreground voxels from every case (``1e8 / num_cases``, with replacement), so every case weighs the same
+however large its foreground; here each case's foreground voxels (at most that many, drawn without
+replacement) carry weights summing to one per case, which gives the statistics nnU-Net's sampling
+estimates, without its sampling noise.
 """
 
 from __future__ import annotations
@@ -52,14 +55,28 @@ def as_volume(array: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray
     return array, tuple(spacing)
 
 
-def intensity_statistics(values: np.ndarray) -> dict[str, float]:
+def weighted_percentile(values: np.ndarray, weights: np.ndarray, percent: float) -> float:
+    """Linearly interpolated weighted percentile; with equal weights it equals ``np.percentile``."""
+    order = np.argsort(values, kind="stable")
+    ordered, share = values[order], weights[order] / weights.sum()
+    if ordered.size == 1:
+        return float(ordered[0])
+    positions = (np.cumsum(share) - share) / (1.0 - share[-1])       # 0 for the smallest, 1 for the largest
+    return float(np.interp(percent / 100.0, positions, ordered))
+
+
+def intensity_statistics(values: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """Mean, std, median, extremes and 0.5 / 99.5 percentiles of ``values`` under ``weights``."""
     if values.size == 0:
         return {key: float("nan") for key in ("mean", "median", "std", "min", "max", "percentile_99_5",
                                               "percentile_00_5")}
-    return {"mean": float(values.mean()), "median": float(np.median(values)), "std": float(values.std()),
+    weights = np.ones_like(values) if weights is None else weights
+    mean = float(np.average(values, weights=weights))
+    return {"mean": mean, "median": weighted_percentile(values, weights, 50.0),
+            "std": float(np.sqrt(np.average((values - mean) ** 2, weights=weights))),
             "min": float(values.min()), "max": float(values.max()),
-            "percentile_99_5": float(np.percentile(values, 99.5)),
-            "percentile_00_5": float(np.percentile(values, 0.5))}
+            "percentile_99_5": weighted_percentile(values, weights, 99.5),
+            "percentile_00_5": weighted_percentile(values, weights, 0.5)}
 
 
 def extract_fingerprint(dataset: RawDataset, *, seed: int = 1234, show_progress: bool | None = None) -> Fingerprint:
@@ -87,7 +104,11 @@ def extract_fingerprint(dataset: RawDataset, *, seed: int = 1234, show_progress:
             if values.size > per_case_samples:
                 values = rng.choice(values, per_case_samples, replace=False)
             samples[channel].append(values.astype(np.float64))
-    properties = {str(c): intensity_statistics(np.concatenate(samples[c])) for c in range(dataset.num_channels)}
+    properties = {}
+    for channel in range(dataset.num_channels):
+        weights = np.concatenate([np.full(v.size, 1.0 / v.size) for v in samples[channel] if v.size])
+        values = np.concatenate([v for v in samples[channel] if v.size]) if weights.size else np.empty(0)
+        properties[str(channel)] = intensity_statistics(values, weights if weights.size else None)
     return Fingerprint(dataset_name=dataset.name, channel_names=dataset.channel_names, labels=dataset.labels,
                        num_training=len(case_ids), spacings=spacings, shapes_after_crop=shapes,
                        median_relative_size_after_cropping=float(np.median(relative_sizes)),

@@ -1,0 +1,123 @@
+"""Our fingerprint and plans beside nnU-Net v2's own planner, on the same raw datasets and the same budget.
+
+nnU-Net (``nnunetv2``) is not a dependency: install it in a separate environment that keeps torch 2.13.0
+(``python -m venv NN && NN/bin/pip install torch==2.13.0 torchvision==0.28.0 nnunetv2``) and pass
+``--nnunet-python NN/bin/python``. Both planners get nnU-Net's default budget (8 GB GPU); we plan with
+``device="gpu", memory_gb=8, base_features=32``. Compared per configuration: target spacing, patch size,
+batch size, strides (pooling per axis), kernel sizes, features per stage, normalisation, and the
+foreground intensity statistics of the fingerprint. Writes benchmarks/results/unet_planner_fidelity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from gnnseg.core import machine_info, write_json
+from gnnseg.seg.io import MedicalImage, RawDataset, convert_drive, convert_isbi2012, convert_kvasir, read_nifti
+from gnnseg.seg.io import write_raw_dataset
+from gnnseg.seg.unet.fingerprint import extract_fingerprint
+from gnnseg.seg.unet.plans import plan_experiment
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from unet_totalseg_ct import ORGANS, remap  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SCHEMES = {"ZScoreNormalization": "zscore", "CTNormalization": "ct"}
+
+
+def build_ct(source: Path, target: Path) -> RawDataset:
+    ct, labels = read_nifti(source / "example_ct_sm.nii.gz"), read_nifti(source / "example_seg.nii.gz")
+    return write_raw_dataset(target, channel_names=["CT"], file_ending=".nii.gz",
+                             labels={"background": 0, **{n: k for k, n in enumerate(ORGANS, 1)}},
+                             training=[("ct_sm", [ct], MedicalImage(remap(labels.array), labels.spacing,
+                                                                    labels.affine))])
+
+
+def nnunet_plans(python: str, dataset: RawDataset, number: int, scratch: Path) -> tuple[dict, dict]:
+    name = f"Dataset{number:03d}_{dataset.name.replace('-', '_')}"
+    raw = scratch / "raw" / name
+    shutil.copytree(dataset.root, raw)
+    env = {**os.environ, "nnUNet_raw": str(scratch / "raw"), "nnUNet_preprocessed": str(scratch / "pre"),
+           "nnUNet_results": str(scratch / "res"), "OMP_NUM_THREADS": "1"}
+    bin_dir = Path(python).parent
+    for command in (["nnUNetv2_extract_fingerprint", "-d", str(number), "-np", "1"],
+                    ["nnUNetv2_plan_experiment", "-d", str(number)]):
+        subprocess.run([str(bin_dir / command[0]), *command[1:]], env=env, check=True, capture_output=True)
+    folder = scratch / "pre" / name
+    return (json.loads((folder / "nnUNetPlans.json").read_text()),
+            json.loads((folder / "dataset_fingerprint.json").read_text()))
+
+
+def compare(ours: dict, fingerprint, theirs: dict, their_fingerprint: dict) -> dict:
+    rows = {}
+    for name, config in theirs["configurations"].items():
+        if "architecture" not in config:
+            continue                                     # cascade entries only point at other configurations
+        mine = ours["configurations"].get(name)
+        arch = config["architecture"]["arch_kwargs"]
+        theirs_row = {"spacing": [round(float(s), 4) for s in config["spacing"]],
+                      "patch_size": [int(p) for p in config["patch_size"]], "batch_size": int(config["batch_size"]),
+                      "strides": [list(s) for s in arch["strides"]], "kernel_sizes": [list(k) for k in arch["kernel_sizes"]],
+                      "features_per_stage": list(arch["features_per_stage"]),
+                      "normalization": [SCHEMES.get(s, s) for s in config["normalization_schemes"]],
+                      "use_mask_for_norm": list(config["use_mask_for_norm"])}
+        if mine is None:
+            rows[name] = {"nnunet": theirs_row, "ours": None, "equal": False}
+            continue
+        ours_row = {"spacing": [round(float(s), 4) for s in mine["spacing"]], "patch_size": mine["patch_size"],
+                    "batch_size": mine["batch_size"], "strides": mine["network"]["strides"],
+                    "kernel_sizes": mine["network"]["kernel_sizes"],
+                    "features_per_stage": mine["network"]["features_per_stage"],
+                    "normalization": ours["normalization_schemes"], "use_mask_for_norm": ours["use_mask_for_norm"]}
+        differences = {key: {"ours": ours_row[key], "nnunet": theirs_row[key]}
+                       for key in theirs_row if ours_row[key] != theirs_row[key]}
+        rows[name] = {"ours": ours_row, "nnunet": theirs_row, "differences": differences, "equal": not differences}
+    stats = {}
+    for channel, mine in fingerprint.foreground_intensity_properties_per_channel.items():
+        other = their_fingerprint["foreground_intensity_properties_per_channel"][channel]
+        stats[channel] = {key: {"ours": round(mine[key], 3), "nnunet": round(float(other[key]), 3)}
+                          for key in ("mean", "std", "percentile_00_5", "percentile_99_5")}
+    return {"configurations": rows, "intensity_statistics": stats,
+            "median_relative_size_after_cropping": {"ours": fingerprint.median_relative_size_after_cropping,
+                                                    "nnunet": their_fingerprint["median_relative_size_after_cropping"]}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nnunet-python", required=True, help="python of an environment with nnunetv2")
+    parser.add_argument("--data", default="../shared/datasets")
+    args = parser.parse_args()
+    data = Path(args.data)
+    scratch = Path(tempfile.mkdtemp(prefix="fidelity_"))
+    builders = [("ISBI2012_EM", lambda t: convert_isbi2012(data / "isbi2012_em", t)),
+                ("DRIVE", lambda t: convert_drive(data / "drive", t)),
+                ("Kvasir_SEG_subset", lambda t: convert_kvasir(data / "kvasir_seg_subset", t)),
+                ("TotalSegmentator_CT", lambda t: build_ct(data / "totalsegmentator_examples", t))]
+    report = {"benchmark": "unet_planner_fidelity", "machine": machine_info(), "budget": "8 GB GPU (nnU-Net default)",
+              "datasets": {}}
+    for number, (name, build) in enumerate(builders, start=1):
+        dataset = build(scratch / "ours" / name)
+        fingerprint = extract_fingerprint(dataset)
+        ours = plan_experiment(fingerprint, memory_gb=8.0, device="gpu", base_features=32)
+        theirs, their_fingerprint = nnunet_plans(args.nnunet_python, dataset, number, scratch / "nnunet")
+        report["datasets"][name] = compare(ours, fingerprint, theirs, their_fingerprint)
+        for config, row in report["datasets"][name]["configurations"].items():
+            print(f"{name:20s} {config:10s} equal={row['equal']}  differences: "
+                  f"{sorted(row.get('differences', {})) if row['ours'] else 'configuration not planned by us'}",
+                  flush=True)
+    report["all_equal"] = bool(np.all([row["equal"] for d in report["datasets"].values()
+                                       for row in d["configurations"].values()]))
+    write_json(RESULTS / "unet_planner_fidelity.json", report)
+
+
+if __name__ == "__main__":
+    main()
