@@ -110,3 +110,16 @@ def test_gat_value_dropout_only_acts_while_training():
     reference = GATConv(4, 3, heads=2)
     reference.load_state_dict(layer.state_dict())
     torch.testing.assert_close(layer.eval()(x, edge_index), reference.eval()(x, edge_index))
+
+
+@pytest.mark.parametrize("make", [lambda: GCNConv(5, 3, cached=True), lambda: SGConv(5, 3, K=2, cached=True),
+                                  lambda: GATConv(5, 3, cached=True)])
+def test_cached_layers_recompute_for_a_different_graph(make):
+    layer = make().eval()
+    x = torch.randn(30, 5)
+    first, second = awkward_graph(seed=7), awkward_graph(seed=8)
+    on_first = layer(x, first)
+    fresh = make().eval()
+    fresh.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x, second), fresh(x, second))      # not the first graph's cache
+    torch.testing.assert_close(layer(x, first), on_first)

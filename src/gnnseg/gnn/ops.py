@@ -78,6 +78,20 @@ def normalize_edge_weights(edge_index: Tensor, num_nodes: int, edge_weight: Tens
     raise ValueError(f"normalization must be 'symmetric' or 'mean', got {normalization!r}")
 
 
+def tensor_key(tensor: Tensor | None) -> tuple:
+    """Identity of a tensor's contents for caches: storage, shape and in-place version counter."""
+    if tensor is None:
+        return ()
+    if is_sparse(tensor):
+        tensor = tensor.values()
+    return (tensor.data_ptr(), tuple(tensor.shape), tensor._version)
+
+
+def graph_key(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None) -> tuple:
+    """What a cached per-graph quantity depends on; a layer recomputes when the key changes."""
+    return (num_nodes, tensor_key(edge_index), tensor_key(edge_weight))
+
+
 def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
     """A coalesced CSR matrix (duplicate entries summed)."""
     coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, shape, check_invariants=False).coalesce()

@@ -38,7 +38,7 @@ class GATConv(nn.Module):
         self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
         self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
         self.bias = nn.Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
-        self._cached_edges: Tensor | None = None
+        self._cache: tuple[tuple, Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -47,17 +47,18 @@ class GATConv(nn.Module):
         nn.init.xavier_uniform_(self.att_dst)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-        self._cached_edges = None
+        self._cache = None
 
     def attention_edges(self, edge_index: Tensor, num_nodes: int) -> Tensor:
         """The edges attention runs over: the input's, with exactly one self-loop per node."""
-        if self._cached_edges is not None:
-            return self._cached_edges
+        key = ops.graph_key(edge_index, num_nodes)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
         if self.self_loops:
             edge_index, _ = ops.remove_self_loops(edge_index)
             edge_index, _ = ops.add_self_loops(edge_index, num_nodes)
         if self.cached:
-            self._cached_edges = edge_index
+            self._cache = (key, edge_index)
         return edge_index
 
     def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):

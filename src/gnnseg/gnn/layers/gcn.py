@@ -16,7 +16,8 @@ class GCNConv(nn.Module):
     weight matrix. Both are linear, so ``A_hat (H W) = (A_hat H) W``: the layer transforms first when that
     makes the sparse product narrower (``out_channels < in_channels``), as tkipf/gcn does.
 
-    ``cached=True`` keeps ``A_hat`` after the first call (transductive training on one fixed graph).
+    ``cached=True`` keeps ``A_hat`` for the graph it was computed from (transductive training on one
+    fixed graph); a different ``edge_index`` (or node count or weights) recomputes it.
     ``x`` may be a sparse CSR tensor (bag-of-words features).
     Shapes: ``x (N, in_channels)``, ``edge_index (2, E)``, ``edge_weight (E,)`` -> ``(N, out_channels)``.
     """
@@ -30,24 +31,25 @@ class GCNConv(nn.Module):
         self.normalization, self.self_loops, self.cached = normalization, self_loops, cached
         self.linear = nn.Linear(in_channels, out_channels, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self._cached_matrix: ops.SparseMatrix | None = None
+        self._cache: tuple[tuple, ops.SparseMatrix] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.linear.weight)  # Glorot, as in the paper
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-        self._cached_matrix = None
+        self._cache = None
 
     def normalized_adjacency(self, edge_index: Tensor, num_nodes: int,
                              edge_weight: Tensor | None = None) -> ops.SparseMatrix:
-        if self._cached_matrix is not None:
-            return self._cached_matrix
+        key = ops.graph_key(edge_index, num_nodes, edge_weight)
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
         edge_index, weight = ops.normalize_edge_weights(edge_index, num_nodes, edge_weight,
                                                         self.normalization, self.self_loops)
         matrix = ops.SparseMatrix.from_edges(edge_index, weight, (num_nodes, num_nodes))
         if self.cached:
-            self._cached_matrix = matrix
+            self._cache = (key, matrix)
         return matrix
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:

@@ -11,7 +11,7 @@ class SGConv(nn.Module):
     """``K`` hops of symmetric-normalized propagation, then one linear map.
 
     Propagation has no parameters, so with ``cached=True`` (the paper's setting) ``A_hat^K X`` is computed
-    once and every later step is a plain logistic regression.
+    once per graph and feature matrix, and every later step is a plain logistic regression.
     Shapes: ``x (N, in_channels)``, ``edge_index (2, E)`` -> ``(N, out_channels)``.
     """
 
@@ -23,16 +23,17 @@ class SGConv(nn.Module):
         self.in_channels, self.out_channels, self.K = in_channels, out_channels, K
         self.cached, self.self_loops = cached, self_loops
         self.linear = nn.Linear(in_channels, out_channels, bias=bias)
-        self._cached_features: Tensor | None = None
+        self._cache: tuple[tuple, Tensor] | None = None
 
     def reset_parameters(self) -> None:
         self.linear.reset_parameters()
-        self._cached_features = None
+        self._cache = None
 
     def propagate(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
         """``A_hat^K x``: the aggregation step, repeated ``K`` times."""
-        if self._cached_features is not None:
-            return self._cached_features
+        key = (ops.graph_key(edge_index, x.size(0), edge_weight), ops.tensor_key(x))
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
         edge_index, weight = ops.normalize_edge_weights(edge_index, x.size(0), edge_weight, "symmetric",
                                                         self.self_loops)
         adjacency = ops.SparseMatrix.from_edges(edge_index, weight, (x.size(0), x.size(0)))
@@ -40,7 +41,7 @@ class SGConv(nn.Module):
         for _ in range(self.K):
             x = adjacency @ x
         if self.cached:
-            self._cached_features = x.detach()
+            self._cache = (key, x.detach())
         return x
 
     accepts_output_nodes = True
