@@ -7,13 +7,14 @@ import json
 import sys
 from collections.abc import Sequence
 
+from gnnseg.core.runs import jsonable
 from gnnseg.gnn.datasets import NODE_DATASETS
 from gnnseg.gnn.tasks.node import MODELS
 
 
 def _print(result: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result, sort_keys=True))  # the last stdout line is the machine-readable result
+    if as_json:   # the last stdout line is the machine-readable result (NaN / inf become null)
+        print(json.dumps(jsonable(result), sort_keys=True, allow_nan=False))
         return
     for key, value in result.items():
         print(f"{key:>22s}: {value:.4f}" if isinstance(value, float) else f"{key:>22s}: {value}")
@@ -81,9 +82,7 @@ def _seg_train(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.workflow import train
 
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, optimizer=args.optimizer,
-                         lr=args.lr if args.lr is not None else (0.01 if args.optimizer == "sgd" else 1e-3),
-                         weight_decay=3e-5 if args.optimizer == "sgd" else 1e-2, seed=args.seed,
-                         batch_size=args.batch_size)
+                         lr=args.lr, seed=args.seed, batch_size=args.batch_size)
     fold = args.fold if args.fold == "all" else int(args.fold)
     return train(args.work_dir, args.configuration, fold, config, runs_root=args.runs_dir, resume_run=args.resume,
                  show_progress=False if args.json else None)
@@ -214,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true")
     score.set_defaults(handler=_seg_metrics)
 
-    demo = halves.add_parser("demo", help="the offline demo: karate-club GCN embeddings by depth")
+    demo = halves.add_parser("demo", help="the offline demo: karate-club GCN embeddings by depth and a U-Net "
+                                          "on generated cells")
     demo.add_argument("--runs-dir", default="runs")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", action="store_true")
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
         print(f"gnnseg: error: {exc}", file=sys.stderr)
         return 2
     _print(result, args.json)

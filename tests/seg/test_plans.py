@@ -114,3 +114,9 @@ def test_plans_round_trip(tmp_path):
     (tmp_path / "other.json").write_text('{"format": "nnUNetPlans"}')
     with pytest.raises(ValueError, match="not a gnnseg plans file"):
         load_plans(tmp_path / "other.json")
+
+
+def test_budget_too_small_for_a_unet_is_refused():
+    fp = fingerprint([[999.0, 1.0, 1.0]] * 2, [[1, 6, 5]] * 2, is_2d=True)
+    with pytest.raises(ValueError, match="single resolution stage"):
+        plan_experiment(fp)

@@ -100,6 +100,9 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys):
     run_dir = first["run_dir"]
     resumed = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "5", "--iterations", "8",
                   "--resume", run_dir)
+    for wrong in (["--resume", str(tmp_path / "nowhere")], ["--resume", run_dir, "-f", "1"]):
+        assert main(["seg", "train", str(work), "-c", "2d", "--epochs", "6", *wrong]) == 2   # named, not raw
+    assert "cannot resume" in capsys.readouterr().err
     state = torch.load(f"{run_dir}/checkpoint_latest.pt", weights_only=True)
     assert state["epoch"] == 5 and len(state["log"]["train_loss"]) == 5
     assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]
@@ -114,3 +117,26 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys):
     assert (tmp_path / "runs" / "seg-train").exists() and (tmp_path / "pred").exists()
     assert main(["seg", "predict", "-i", str(dataset.root / "imagesTr"), "-o", str(tmp_path / "pred"),
                  "-m", run_dir]) == 2      # refuses to overwrite earlier predictions
+
+
+def test_guards_against_misuse(tmp_path):
+    from gnnseg.seg.unet.splits import load_or_create_splits
+    from gnnseg.seg.unet.train import TrainConfig
+
+    cases = [f"c{k}" for k in range(6)]
+    load_or_create_splits(tmp_path / "splits.json", cases)
+    with pytest.raises(ValueError, match="made for other cases .*1 new"):
+        load_or_create_splits(tmp_path / "splits.json", cases + ["c6"])
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        TrainConfig(epochs=0)
+    assert (TrainConfig(optimizer="adamw").lr, TrainConfig().lr) == (1e-3, 0.01)
+
+
+def test_rotation_is_a_rotation_on_non_square_patches():
+    from gnnseg.seg.unet.augment import AugmentationConfig, spatial_transform
+
+    image = torch.zeros(1, 1, 32, 64)
+    image[0, 0, 12:20, 28:36] = 1.0                                      # an 8 x 8 square in the centre
+    config = AugmentationConfig(rotation_p=1.0, scale_p=0.0, rotation_max_degrees=90.0)
+    rotated, _ = spatial_transform(image, image.long(), config, torch.Generator().manual_seed(0))
+    assert rotated.sum().item() == pytest.approx(64, rel=0.1)            # area kept: no stretching

@@ -34,18 +34,20 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Turn tensors, numpy scalars, paths and non-finite floats into plain JSON values."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, Path):
         return str(value)
+    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:   # numpy arrays
+        return jsonable(value.tolist())
     if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -55,7 +57,7 @@ def write_json(path: str | os.PathLike, payload: Any) -> Path:
     """Write ``payload`` as indented JSON atomically (temp file, then rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(jsonable(payload), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return path
 

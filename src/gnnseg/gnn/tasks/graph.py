@@ -66,6 +66,13 @@ class GraphConfig:
     batch_size: int = 32
     folds: int = 10
 
+    def __post_init__(self) -> None:
+        for name in ("hidden", "epochs", "iterations_per_epoch", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.folds < 2:
+            raise ValueError(f"folds must be >= 2, got {self.folds}")
+
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     """Test indices of each fold: every class shuffled and dealt round-robin, so folds keep the class mix."""

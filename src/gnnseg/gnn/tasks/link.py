@@ -138,6 +138,10 @@ class LinkConfig:
     val_fraction: float = 0.05
     test_fraction: float = 0.10
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.hidden < 1 or self.latent < 1:
+            raise ValueError(f"epochs, hidden and latent must be >= 1, got {self.epochs}, {self.hidden}, {self.latent}")
+
 
 @dataclass
 class LinkResult:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -57,6 +57,13 @@ class NodeConfig:
     K: int = 2
     normalization: Literal["symmetric", "mean"] = "symmetric"
     row_normalize_features: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "hidden", "num_layers", "heads", "K", "stopping_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
 
     def build(self, in_channels: int, num_classes: int) -> models.StackedGNN:
         if self.model == "gcn":
@@ -114,10 +121,9 @@ class NodeResult:
     state_dict: dict[str, Tensor] = field(repr=False)
 
     def summary(self) -> dict[str, Any]:
-        values = asdict(self)
-        values.pop("state_dict"), values.pop("history"), values.pop("epoch_times_ms")
-        values["epoch_time_ms_median"] = statistics.median(self.epoch_times_ms)
-        return values
+        return {"seed": self.seed, "test_acc": self.test_acc, "val_acc": self.val_acc, "train_acc": self.train_acc,
+                "best_epoch": self.best_epoch, "epochs_run": self.epochs_run,
+                "epoch_time_ms_median": statistics.median(self.epoch_times_ms)}
 
 
 class _StoppingRule:

@@ -24,7 +24,7 @@ REQUIRED_KEYS = ("channel_names", "labels", "file_ending")
 
 
 def read_any(path: str | os.PathLike) -> MedicalImage:
-    """Read a NIfTI or a 2D image by its suffix (2D images as single grey channels)."""
+    """Read a NIfTI or a 2D image by its suffix (colour 2D images keep their channel axis)."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
@@ -101,6 +101,10 @@ class RawDataset:
         if missing:
             raise ImageFormatError(f"case {case_id}: missing channel files {missing}")
         channels = [read_any(p) for p in self.image_paths(case_id, split)]
+        for path, channel in zip(self.image_paths(case_id, split), channels):
+            if channel.num_channels != 1 or channel.array.ndim != len(channel.spacing):
+                raise ImageFormatError(f"case {case_id}: {path.name} has shape {channel.array.shape}; the raw layout "
+                                       f"stores one single-channel file per channel (split colour into _0000.._0002)")
         for index, channel in enumerate(channels[1:], start=1):
             _same_grid(case_id, f"channel {index}", channel, "channel 0", channels[0])
         label = None

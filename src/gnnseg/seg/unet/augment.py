@@ -24,7 +24,7 @@ from torch import Tensor
 @dataclass(frozen=True)
 class AugmentationConfig:
     rotation_p: float = 0.2
-    rotation_max_degrees: float = 180.0   # in-plane for 2D; 3D uses +-30 degrees per axis
+    rotation_max_degrees: float = 180.0   # 2D: in-plane range; 3D: per axis, capped at 30 as in nnU-Net
     scale_p: float = 0.2
     scale_range: tuple[float, float] = (0.7, 1.4)
     elastic_p: float = 0.0
@@ -58,7 +58,7 @@ def _rotation_matrix(dims: int, generator: torch.Generator, max_degrees: float) 
         return torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
     matrix = torch.eye(3)
     for first, second in ((0, 1), (0, 2), (1, 2)):
-        a = angle(30.0)
+        a = angle(min(30.0, max_degrees))
         rotation = torch.eye(3)
         rotation[first, first] = rotation[second, second] = math.cos(a)
         rotation[first, second], rotation[second, first] = -math.sin(a), math.sin(a)
@@ -95,6 +95,10 @@ def spatial_transform(image: Tensor, seg: Tensor, config: AugmentationConfig, ge
         if scale:
             low, high = config.scale_range
             matrix = matrix / (low + (high - low) * torch.rand(1, generator=generator).item())
+        # affine_grid works in coordinates normalised per axis to [-1, 1] and ordered (x, y[, z]);
+        # conjugating with the half sizes makes the rotation a true rotation on non-square patches
+        half = torch.tensor([s / 2 for s in reversed(shape)], dtype=matrix.dtype)
+        matrix = torch.diag(1 / half) @ matrix @ torch.diag(half)
         theta = torch.cat([matrix, torch.zeros(dims, 1)], dim=1).unsqueeze(0)
         grid = F.affine_grid(theta, (1, 1, *shape), align_corners=False)[0]
         if elastic:

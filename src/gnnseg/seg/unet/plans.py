@@ -173,6 +173,9 @@ def configuration(spacing, median_shape, *, num_channels: int, num_classes: int,
         patch = topology["patch_size"]
         elements = estimate(topology)
 
+    if len(topology["strides"]) < 2:
+        raise ValueError(f"the memory budget leaves a {patch} patch with a single resolution stage, too small for a "
+                         f"U-Net; raise memory_gb (images of median shape {median_shape.astype(int).tolist()})")
     batch = round(reference / elements * reference_batch)
     five_percent = round(dataset_voxels * MAX_DATASET_FRACTION_PER_BATCH / float(np.prod(patch, dtype=np.float64)))
     batch = max(min(batch, five_percent), MIN_BATCH_SIZE)

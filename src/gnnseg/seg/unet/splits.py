@@ -30,7 +30,12 @@ def load_or_create_splits(path: str | os.PathLike, case_ids: Sequence[str], fold
     """Reuse ``splits_final.json`` when it exists (so every fold and rerun sees the same split)."""
     path = Path(path)
     if path.is_file():
-        return json.loads(path.read_text())
+        splits = json.loads(path.read_text())
+        stored = {c for split in splits for c in split["val"]}
+        if stored != set(case_ids):
+            raise ValueError(f"{path} was made for other cases ({len(stored - set(case_ids))} no longer present, "
+                             f"{len(set(case_ids) - stored)} new); delete it to split again")
+        return splits
     splits = make_splits(case_ids, folds)
     write_json(path, splits)
     return splits

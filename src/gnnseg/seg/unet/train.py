@@ -50,8 +50,8 @@ class TrainConfig:
     iterations_per_epoch: int = 250
     validation_iterations: int = 50
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.01
-    weight_decay: float = 3e-5
+    lr: float | None = None                # None: 0.01 for SGD (nnU-Net), 1e-3 for AdamW
+    weight_decay: float | None = None      # None: 3e-5 for SGD (nnU-Net), 1e-2 for AdamW
     momentum: float = 0.99
     poly_exponent: float = 0.9
     oversample_foreground: float = 0.33
@@ -59,6 +59,22 @@ class TrainConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     batch_size: int | None = None          # None: the plans' batch size
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        defaults = {"sgd": (0.01, 3e-5), "adamw": (1e-3, 1e-2)}[self.optimizer]
+        if self.lr is None:
+            object.__setattr__(self, "lr", defaults[0])
+        if self.weight_decay is None:
+            object.__setattr__(self, "weight_decay", defaults[1])
+        for name in ("epochs", "iterations_per_epoch", "validation_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
 
 
 def build_network(plans: dict[str, Any], configuration: str, deep_supervision: bool = True) -> UNet:
@@ -74,9 +90,7 @@ def _optimizer(network: torch.nn.Module, config: TrainConfig) -> torch.optim.Opt
     if config.optimizer == "sgd":
         return torch.optim.SGD(network.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+    return torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -116,6 +130,9 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
     ``raw_dataset`` enables the final full-image validation in original geometry.
     """
     output = Path(output)
+    latest = output / "checkpoint_latest.pt"
+    if resume and not latest.is_file():
+        raise FileNotFoundError(f"cannot resume: {latest} does not exist (is {output} a training run?)")
     output.mkdir(parents=True, exist_ok=True)
     folder = Path(preprocessed) / configuration
     case_ids = sorted(p.stem for p in folder.glob("*.json"))
@@ -127,7 +144,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
         train_ids, val_ids = fold_cases(load_or_create_splits(Path(preprocessed) / "splits_final.json", case_ids), fold)
     plan = plans["configurations"][configuration]
     num_classes = len(plans["labels"])
-    batch_size = config.batch_size or plan["batch_size"]
+    batch_size = plan["batch_size"] if config.batch_size is None else config.batch_size
 
     context = distributed_context()
     generator = seed_everything(config.seed)            # same initial weights on every rank
@@ -137,11 +154,13 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
     log: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "pseudo_dice", "pseudo_dice_ema",
                                                   "lr", "epoch_seconds")}
     start_epoch, best_ema = 0, -1.0
-    latest = output / "checkpoint_latest.pt"
-    if resume and latest.is_file():
-        state = load_checkpoint(latest, required_keys=("network", "optimizer", "epoch", "log", "format"))
+    if resume:
+        state = load_checkpoint(latest, required_keys=("network", "optimizer", "epoch", "log", "format", "best_ema"))
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
+        if (state.get("configuration"), str(state.get("fold", fold))) != (configuration, str(fold)):
+            raise ValueError(f"{latest} belongs to configuration {state.get('configuration')!r} fold "
+                             f"{state.get('fold')!r}, not {configuration!r} fold {fold!r}")
         start_epoch, log, best_ema = state["epoch"], state["log"], state["best_ema"]
     generator.manual_seed(config.seed + 1000 * context.rank + start_epoch)
     model = network
@@ -157,7 +176,8 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
                                  oversample_foreground=config.oversample_foreground,
                                  seed=config.seed + 1000 * context.rank + start_epoch)
     val_sampler = PatchSampler(folder, val_ids, plan["patch_size"], batch_size,
-                               oversample_foreground=config.oversample_foreground, seed=10_000 + config.seed)
+                               oversample_foreground=config.oversample_foreground,
+                               seed=10_000 + config.seed + 1000 * context.rank)
 
     bar = progress(range(start_epoch, config.epochs), desc=f"train {configuration} fold {fold}",
                    total=config.epochs - start_epoch, enabled=show_progress if context.is_main else False)
@@ -198,7 +218,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
             log[key].append(float(value))
         state = {"format": CHECKPOINT_FORMAT, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch + 1, "log": log, "best_ema": max(best_ema, ema), "configuration": configuration,
-                 "plans": plans, "deep_supervision": config.deep_supervision}
+                 "plans": plans, "deep_supervision": config.deep_supervision, "fold": fold}
         if not context.is_main:
             best_ema = max(best_ema, ema)
             continue

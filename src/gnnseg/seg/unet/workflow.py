@@ -15,6 +15,7 @@ import numpy as np
 
 from gnnseg.core import new_run
 from gnnseg.seg.io import ImageFormatError, MedicalImage, RawDataset, read_any, write_image_2d, write_nifti
+from gnnseg.seg.io.image2d import SUFFIXES_2D
 from gnnseg.seg.metrics import evaluate_case
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import load_plans, plan_experiment, save_plans
@@ -88,8 +89,15 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     dims = len(plans["configurations"][configuration]["patch_size"])
+    cases = _inputs_by_case(Path(input_dir), ending, len(plans["channel_names"]))
+    if not cases:
+        raise FileNotFoundError(f"no input files ending in {ending} in {input_dir}")
+    existing = [str(output / f"{case_id}{ending}") for case_id in cases if (output / f"{case_id}{ending}").exists()]
+    if existing:
+        raise FileExistsError(f"{len(existing)} predictions already exist in {output} (e.g. {existing[0]}); "
+                              f"choose a new output folder")
     written = []
-    for case_id, paths in _inputs_by_case(Path(input_dir), ending, len(plans["channel_names"])).items():
+    for case_id, paths in cases.items():
         channels = [read_any(p) for p in paths]
         data = np.stack([c.array.astype(np.float32) for c in channels])
         labels, _ = predict_case(network, data, channels[0].spacing, plans, configuration, step=step,
@@ -108,7 +116,11 @@ def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, to
                    labels: list[int] | None = None) -> dict[str, Any]:
     """Dice, NSD and HD95 per case and label for files present in both folders (same names)."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    names = sorted({p.name for p in pred_dir.iterdir()} & {p.name for p in gt_dir.iterdir()})
+    def images(folder: Path) -> set[str]:
+        return {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                and p.name.lower().endswith((".nii", ".nii.gz", *SUFFIXES_2D))}
+
+    names = sorted(images(pred_dir) & images(gt_dir))
     if not names:
         raise FileNotFoundError(f"no file names shared by {pred_dir} and {gt_dir}")
     per_case, collected = {}, {}
@@ -117,7 +129,8 @@ def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, to
         if predicted.array.shape != truth.array.shape:
             raise ImageFormatError(f"{name}: prediction shape {predicted.array.shape} != ground truth "
                                    f"{truth.array.shape}")
-        present = labels or sorted(set(np.unique(truth.array).tolist()) - {0})
+        present = labels or sorted((set(np.unique(truth.array).tolist()) | set(np.unique(predicted.array).tolist()))
+                                   - {0})   # a class predicted but absent from the truth counts too
         scores = evaluate_case(predicted.array, truth.array, present, spacing=truth.spacing, tolerance_mm=tolerance_mm)
         per_case[name] = {str(k): v for k, v in scores.items()}
         for label, values in scores.items():
