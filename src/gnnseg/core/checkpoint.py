@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from gnnseg.core.atomic import atomic_path
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not what the caller expected."""
@@ -23,14 +25,8 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     An interrupted save leaves the previous checkpoint intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
     return path
 
 

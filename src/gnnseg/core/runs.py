@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")  # plots are files, never windows
 import torch  # noqa: E402
 
+from gnnseg.core.atomic import atomic_path  # noqa: E402
+
 
 def machine_info() -> dict[str, Any]:
     """What a benchmark or run needs to say about where it ran."""
@@ -56,9 +58,8 @@ def jsonable(value: Any) -> Any:
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
     """Write ``payload`` as indented JSON atomically (temp file, then rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(jsonable(payload), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(jsonable(payload), indent=2, sort_keys=True) + "\n")
     return path
 
 

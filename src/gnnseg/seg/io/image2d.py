@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from gnnseg.core.atomic import atomic_path
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 
 SUFFIXES_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
@@ -48,8 +49,6 @@ def write_image_2d(array: np.ndarray, path: str | os.PathLike, *, overwrite: boo
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     if array.dtype not in (np.uint8, np.uint16):
         raise ImageFormatError(f"{path}: expected uint8 or uint16 pixels, got {array.dtype}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    Image.fromarray(array).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(array).save(temporary)
     return path

@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from gnnseg.core.atomic import atomic_path
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 
 
@@ -46,8 +47,6 @@ def write_nifti(image: MedicalImage, path: str | os.PathLike, *, overwrite: bool
         affine = np.diag([*image.spacing[::-1], *([1.0] * (4 - len(image.spacing)))])
     nifti = nib.Nifti1Image(data, affine)
     nifti.header.set_zooms(image.spacing[::-1])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{''.join(path.suffixes)}")
-    nib.save(nifti, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        nib.save(nifti, str(temporary))
     return path

@@ -41,8 +41,8 @@ import numpy as np
 from gnnseg.core.runs import write_json
 from gnnseg.seg.unet.fingerprint import Fingerprint
 from gnnseg.seg.unet.network import features_per_stage
+from gnnseg.seg.unet.resampling import ANISOTROPY_THRESHOLD
 
-ANISOTROPY_THRESHOLD = 3.0
 FEATUREMAP_MIN_EDGE = 4
 REFERENCE_ELEMENTS = {2: 85_000_000, 3: 560_000_000}
 REFERENCE_BATCH = {2: 12, 3: 2}
