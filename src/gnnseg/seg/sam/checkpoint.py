@@ -1,0 +1,152 @@
+"""Reading and writing SAM / MedSAM weights.
+
+Three layouts arrive in practice:
+
+- **official**: a flat state dict with SAM's key names (``image_encoder.*``, ``prompt_encoder.*``,
+  ``mask_decoder.*``), as in ``sam_vit_b_01ec64.pth`` and ``medsam_vit_b.pth``;
+- **training**: ``{"model": state_dict, "optimizer": ..., "epoch": ...}``, with ``module.`` prefixes when saved
+  from DistributedDataParallel (MedSAM's ``train_multi_gpus.py``; the cause of its "Missing key(s)" reports);
+- **gnnseg**: ``{"format": "gnnseg-sam", "config": ..., "model": ..., "meta": ...}``, which rebuilds itself.
+
+Every load is ``weights_only=True`` and exact: a missing, unexpected or wrongly shaped tensor is an error that names
+it. A flat checkpoint carries no configuration, so the architecture is read off the tensor shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gnnseg.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from gnnseg.seg.sam.model import Normalization, Sam, SamConfig, build_sam
+
+FORMAT = "gnnseg-sam"
+_DDP_PREFIX = "module."
+
+
+def unwrap_state_dict(payload: dict[str, Any]) -> tuple[dict[str, Tensor], str]:
+    """The model's tensors from any of the three layouts, ``module.`` prefixes removed, and the layout's name."""
+    state, layout = payload, "official"
+    for wrapper in ("model", "state_dict"):
+        if isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            layout = "gnnseg" if payload.get("format") == FORMAT else "training"
+            break
+    tensors = {key: value for key, value in state.items() if isinstance(value, Tensor)}
+    if not tensors:
+        raise CheckpointError(f"no tensors found; top-level keys are {sorted(payload)[:10]}")
+    if all(key.startswith(_DDP_PREFIX) for key in tensors):
+        tensors = {key[len(_DDP_PREFIX):]: value for key, value in tensors.items()}
+    return tensors, layout
+
+
+def config_from_state_dict(state: dict[str, Tensor], normalization: Normalization = "imagenet") -> SamConfig:
+    """Infer the architecture of a flat SAM state dict from its tensor shapes.
+
+    Attention head counts leave no trace in the weights: the encoder's follow from the relative-position tables
+    (their width is the head dimension); the decoder's are taken as SAM's 8 (the only value any released SAM,
+    MedSAM or fine-tune uses).
+    """
+    try:
+        patch_weight = state["image_encoder.patch_embed.proj.weight"]
+        encoder_dim, _, patch, _ = patch_weight.shape
+        grid = state["image_encoder.pos_embed"].shape[1]
+        depth = 1 + max(int(m.group(1)) for key in state
+                        if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", key)))
+        table_lengths = [state[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] for i in range(depth)]
+        head_dim = state["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
+        global_blocks = tuple(i for i, length in enumerate(table_lengths) if length == 2 * grid - 1)
+        windowed = [length for length in table_lengths if length != 2 * grid - 1]
+        decoder_depth = 1 + max(int(m.group(1)) for key in state
+                                if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", key)))
+        return SamConfig(
+            image_size=grid * patch,
+            patch_size=patch,
+            encoder_dim=encoder_dim,
+            encoder_depth=depth,
+            encoder_heads=encoder_dim // head_dim,
+            global_attention=global_blocks,
+            window_size=(windowed[0] + 1) // 2 if windowed else 14,
+            prompt_dim=state["image_encoder.neck.0.weight"].shape[0],
+            decoder_depth=decoder_depth,
+            decoder_heads=8,
+            decoder_mlp_dim=state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
+            iou_head_hidden=state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
+            mask_in_chans=state["prompt_encoder.mask_downscaling.3.weight"].shape[0],
+            normalization=normalization,
+        )
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"not a SAM state dict: cannot read its architecture ({exc!r})") from exc
+
+
+def load_state_exactly(model: Sam, state: dict[str, Tensor]) -> None:
+    """``load_state_dict`` that reports every missing, unexpected and mis-shaped tensor by name and shape."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+                        for key in set(expected) & set(state) if state[key].shape != expected[key].shape)
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            shown = ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    if problems:
+        raise CheckpointError("checkpoint does not fit the model; " + "; ".join(problems))
+    model.load_state_dict({key: value.float() for key, value in state.items()})
+
+
+def _default_normalization(path: Path) -> Normalization:
+    """MedSAM checkpoints expect min-max input; SAM's expect ImageNet statistics. The file name is the only hint."""
+    return "minmax" if "medsam" in path.name.lower() else "imagenet"
+
+
+def load_sam(path: str | os.PathLike, *, normalization: Normalization | None = None) -> tuple[Sam, dict[str, Any]]:
+    """Load any SAM / MedSAM checkpoint; returns the model (in eval mode) and the checkpoint's metadata.
+
+    ``normalization`` overrides the input normalisation of a flat checkpoint (default: ``minmax`` when the file
+    name contains "medsam", else ``imagenet``); gnnseg checkpoints carry their own.
+    """
+    path = Path(path)
+    payload = load_checkpoint(path)
+    state, layout = unwrap_state_dict(payload)
+    if layout == "gnnseg":
+        config = SamConfig.from_dict(payload["config"])
+        if normalization is not None:
+            config = SamConfig.from_dict({**config.to_dict(), "normalization": normalization})
+        meta = dict(payload.get("meta", {}))
+    else:
+        config = config_from_state_dict(state, normalization or _default_normalization(path))
+        meta = {"source_layout": layout}
+    model = build_sam(config)
+    try:
+        load_state_exactly(model, state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return model.eval(), meta
+
+
+def save_sam(model: Sam, path: str | os.PathLike, *, meta: dict[str, Any] | None = None,
+             half_precision: bool = False) -> Path:
+    """Write a self-describing gnnseg checkpoint (atomically). ``half_precision`` halves the file size."""
+    dtype = torch.float16 if half_precision else torch.float32
+    state = {key: value.detach().to("cpu", dtype) for key, value in model.state_dict().items()}
+    return save_checkpoint({"format": FORMAT, "config": model.config.to_dict(), "model": state,
+                            "meta": meta or {}}, path)
+
+
+def export_official(model: Sam, path: str | os.PathLike) -> Path:
+    """Write the flat state dict that the official ``segment-anything`` builders load (MedSAM's ``ckpt_convert``)."""
+    return save_checkpoint({key: value.detach().cpu().float() for key, value in model.state_dict().items()}, path)
+
+
+def convert_training_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Turn a training checkpoint (``{"model": ...}``, ``module.`` prefixes) into the flat official layout."""
+    state, _ = unwrap_state_dict(load_checkpoint(source))
+    config_from_state_dict(state)  # refuse anything that is not a SAM
+    return save_checkpoint({key: value.float() for key, value in state.items()}, target)

@@ -1,0 +1,84 @@
+"""SAM checkpoints: every layout loads, conversions round-trip, and a bad file names what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gnnseg.core.checkpoint import CheckpointError
+from gnnseg.seg.sam.checkpoint import convert_training_checkpoint, load_sam, save_sam
+from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    sam = build_sam("vit_mini")
+    with torch.no_grad():
+        for parameter in sam.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return sam
+
+
+def same_weights(a, b, atol=0.0):
+    return all(torch.allclose(x, y, atol=atol) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_gnnseg_checkpoint_rebuilds_itself(tmp_path, model):
+    path = save_sam(model, tmp_path / "model.pt", meta={"trained_on": "test"})
+    loaded, meta = load_sam(path)
+    assert loaded.config == SAM_CONFIGS["vit_mini"]
+    assert meta == {"trained_on": "test"}
+    assert same_weights(model, loaded)
+
+
+def test_half_precision_checkpoint_is_half_the_size_and_close(tmp_path, model):
+    full = save_sam(model, tmp_path / "full.pt")
+    half = save_sam(model, tmp_path / "half.pt", half_precision=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, _ = load_sam(half)
+    assert next(loaded.parameters()).dtype == torch.float32
+    assert same_weights(model, loaded, atol=1e-3)
+
+
+def test_ddp_training_checkpoint_converts_to_the_official_layout(tmp_path, model):
+    wrapped = {"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "optimizer": {}, "epoch": 3}
+    torch.save(wrapped, tmp_path / "medsam_model_latest.pth")
+    flat = convert_training_checkpoint(tmp_path / "medsam_model_latest.pth", tmp_path / "medsam_flat.pth")
+    state = torch.load(flat, weights_only=True)
+    assert set(state) == set(model.state_dict())
+    loaded, meta = load_sam(flat)
+    assert meta["source_layout"] == "official"
+    assert loaded.config.normalization == "minmax"  # a MedSAM file name means MedSAM's min-max input
+    assert same_weights(model, loaded)
+    direct, meta = load_sam(tmp_path / "medsam_model_latest.pth")
+    assert meta["source_layout"] == "training" and same_weights(model, direct)
+
+
+def test_missing_and_mismatched_keys_are_named(tmp_path, model):
+    state = dict(model.state_dict())
+    del state["mask_decoder.iou_token.weight"]
+    state["mask_decoder.mask_tokens.weight"] = torch.zeros(5, 7)
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError) as error:
+        load_sam(tmp_path / "broken.pth")
+    message = str(error.value)
+    assert "missing: mask_decoder.iou_token.weight" in message
+    assert "mask_decoder.mask_tokens.weight: checkpoint (5, 7) vs model (4, 32)" in message
+
+
+def test_unexpected_keys_are_refused(tmp_path, model):
+    state = dict(model.state_dict())
+    state["image_encoder.extra_head.weight"] = torch.zeros(3)
+    torch.save(state, tmp_path / "extra.pth")
+    with pytest.raises(CheckpointError, match="unexpected: image_encoder.extra_head.weight"):
+        load_sam(tmp_path / "extra.pth")
+
+
+def test_not_a_sam_and_corrupt_files(tmp_path):
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match="not a SAM state dict"):
+        load_sam(tmp_path / "other.pth")
+    (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_sam(tmp_path / "corrupt.pth")
