@@ -1,0 +1,490 @@
+"""Image and box preprocessing for MedSAM and Lite MedSAM, re-derived from the published recipe.
+
+MedSAM (Ma et al., Nat Commun 2024, Methods) was trained on images that went through one fixed chain, and a
+checkpoint only gives its published accuracy on inputs prepared the same way. The chain, as in bowang-lab/MedSAM
+``pre_CT_MR.py``, ``utils/pre_grey_rgb.py`` and ``MedSAM_Inference.py``:
+
+1. **Intensities to [0, 255].** CT: clip Hounsfield units to a window and rescale (:func:`window_ct`).
+   MR, X-ray, ultrasound: clip to the 0.5th and 99.5th percentiles and rescale (:func:`clip_percentiles`).
+   Stored as uint8 (:func:`to_uint8`); grey images become three identical channels (:func:`to_rgb_uint8`).
+2. **Resize to 1024 x 1024** with bicubic interpolation, ignoring the aspect ratio (:func:`resize_image`).
+   Label masks use nearest neighbour (:func:`resize_mask`).
+3. **Min-max to [0, 1]** over the whole resized image (:func:`normalize_for_model`). MedSAM feeds this straight
+   to its image encoder; SAM's ImageNet ``pixel_mean`` / ``pixel_std`` are *not* applied (``mode="imagenet"``
+   is there for the original SAM weights).
+4. **Boxes** ``(x0, y0, x1, y1)`` in pixel index coordinates of the original image are checked and clipped
+   (:func:`validate_boxes`) and scaled with the image: ``box / [W, H, W, H] * 1024`` (:func:`scale_boxes`),
+   x and y independently because step 2 stretches the image.
+
+Lite MedSAM (bowang-lab/MedSAM, LiteMedSAM branch, ``CVPR24_LiteMedSAM_infer.py``) keeps the aspect ratio instead:
+the longest side goes to 256 (:func:`resize_longest_side`), the image is min-max normalized, then zero-padded at
+the bottom and right to 256 x 256 (:func:`pad_to_square`); boxes scale by the single factor
+``256 / max(H, W)`` (:func:`scale_boxes_longest_side`). :func:`lite_model_input` chains these in that order.
+
+Where this differs from the reference scripts
+---------------------------------------------
+* :func:`window_ct` maps the window's bounds to 0 and 255; ``pre_CT_MR.py`` min-maxes the clipped volume
+  instead. The two agree whenever the volume reaches both bounds (CT nearly always holds air below and bone
+  above a soft-tissue window), and step 3 re-stretches every image anyway.
+* :func:`to_rgb_uint8` min-maxes every non-uint8 image; ``pre_grey_rgb.py`` does so only when its maximum
+  exceeds 255.
+* :func:`resize_longest_side` uses Pillow's area-weighted box filter when shrinking and bilinear interpolation
+  when enlarging, standing in for OpenCV's ``INTER_AREA`` (OpenCV is not a dependency); it returns float32
+  rather than rounding back to uint8. :func:`scale_boxes_longest_side` keeps fractional coordinates where the
+  reference truncates them with ``int``.
+* ``MedSAM_Inference.py`` casts the resized image back to uint8 (truncating) before step 3; here it stays
+  float32, a difference below one grey level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage.transform import resize
+
+__all__ = [
+    "CT_WINDOWS",
+    "IMAGENET_PIXEL_MEAN",
+    "IMAGENET_PIXEL_STD",
+    "boxes_from_mask",
+    "clip_percentiles",
+    "lite_model_input",
+    "medsam_model_input",
+    "minmax_normalize",
+    "normalize_for_model",
+    "pad_to_square",
+    "resize_image",
+    "resize_longest_side",
+    "resize_mask",
+    "scale_boxes",
+    "scale_boxes_longest_side",
+    "to_rgb_uint8",
+    "to_uint8",
+    "validate_boxes",
+    "window_ct",
+]
+
+#: CT display windows as ``(width, level)`` in Hounsfield units; a window keeps ``level +- width / 2``.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    # Abdominal organs, muscle, fat: [-160, 240] HU. MedSAM's default (pre_CT_MR.py) and the usual soft-tissue window.
+    "soft_tissue": (400.0, 40.0),
+    # Lung parenchyma and airways: [-910, 590] HU. The level follows the MedSAM paper (W:1500, L:-160);
+    # radiology references often centre the lung window lower, at about -600 HU.
+    "lung": (1500.0, -160.0),
+    # Brain parenchyma, grey against white matter: [0, 80] HU. A narrow window for small density differences.
+    "brain": (80.0, 40.0),
+    # Cortical and trabecular bone: [-500, 1300] HU.
+    "bone": (1800.0, 400.0),
+}
+
+#: SAM's ``pixel_mean`` / ``pixel_std`` (ImageNet statistics on the 0..255 scale), for ``mode="imagenet"``.
+IMAGENET_PIXEL_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_PIXEL_STD = (58.395, 57.12, 57.375)
+
+_NORMALIZE_MODES = ("minmax", "imagenet")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Intensities
+# ----------------------------------------------------------------------------------------------------
+
+def _finite_real(name: str, value: object) -> np.ndarray:
+    """``value`` as a non-empty real array with no NaN or infinity."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(array)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            kind = "NaN" if np.isnan(array[first]) else "infinity"
+            raise ValueError(f"{name} contains {kind} (first at index {first})")
+    return array
+
+
+def _rescale_to_255(clipped: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map ``[low, high]`` linearly onto ``[0, 255]`` as float32; all zeros when ``high == low``."""
+    if high <= low:
+        return np.zeros(clipped.shape, np.float32)
+    return ((clipped - low) / (high - low) * 255.0).astype(np.float32)
+
+
+def window_ct(hu: np.ndarray, window: str | tuple[float, float] = "soft_tissue") -> np.ndarray:
+    """Clip a CT image to a display window and map it linearly onto ``[0, 255]``.
+
+    Args:
+        hu: any-shaped array of Hounsfield units.
+        window: a name from :data:`CT_WINDOWS` or a ``(width, level)`` pair; values in
+            ``[level - width / 2, level + width / 2]`` map to ``[0, 255]``, values outside saturate.
+
+    Returns:
+        float32 array of ``hu``'s shape in ``[0, 255]`` (:func:`to_uint8` stores it as uint8).
+    """
+    if isinstance(window, str):
+        if window not in CT_WINDOWS:
+            raise ValueError(f"unknown CT window {window!r}; presets are {sorted(CT_WINDOWS)} "
+                             "or pass (width, level)")
+        width, level = CT_WINDOWS[window]
+    else:
+        pair = np.asarray(window, dtype=float)
+        if pair.shape != (2,) or not np.all(np.isfinite(pair)):
+            raise ValueError(f"window must be a preset name or a finite (width, level) pair, got {window!r}")
+        width, level = float(pair[0]), float(pair[1])
+        if width <= 0:
+            raise ValueError(f"window width must be positive, got {width}")
+    values = _finite_real("hu", hu).astype(np.float64)
+    low, high = level - width / 2, level + width / 2
+    return _rescale_to_255(np.clip(values, low, high), low, high)
+
+
+def clip_percentiles(image: np.ndarray, low: float = 0.5, high: float = 99.5, *,
+                     nonzero_only: bool = True) -> np.ndarray:
+    """Clip an MR, X-ray or ultrasound image to two intensity percentiles and map them onto ``[0, 255]``.
+
+    With ``nonzero_only=True`` (the default, as MedSAM's ``pre_CT_MR.py`` for MR and ``pre_grey_rgb.py`` for grey
+    2D images do) the percentiles come from the voxels ``> 0`` only, so a large empty background does not pull the
+    lower percentile to zero. MR intensities are not negative, so these are the nonzero voxels. The background
+    lies below the lower percentile and still maps to 0 (the reference's extra ``image_data_pre[image_data == 0]
+    = 0`` changes nothing). ``nonzero_only=False`` takes the percentiles over every voxel.
+
+    Args:
+        image: any-shaped real array.
+        low, high: percentiles in ``[0, 100]`` with ``low < high`` (numpy's default linear interpolation).
+
+    Returns:
+        float32 array of ``image``'s shape in ``[0, 255]``; all zeros when the percentiles coincide (a constant
+        image) or no voxel is positive.
+    """
+    if not (0.0 <= low < high <= 100.0):
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got low={low}, high={high}")
+    values = _finite_real("image", image).astype(np.float64)
+    sample = values[values > 0] if nonzero_only else values
+    if sample.size == 0:
+        return np.zeros(values.shape, np.float32)
+    lower, upper = (float(p) for p in np.percentile(sample, [low, high]))
+    return _rescale_to_255(np.clip(values, lower, upper), lower, upper)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Store a ``[0, 255]`` float image as uint8, truncating like the reference's ``np.uint8(...)`` cast.
+
+    Values within 1e-3 outside the range (rounding error) are clipped; anything further out is refused.
+    """
+    values = _finite_real("image", image)
+    if values.dtype == np.uint8:
+        return values.copy()
+    if values.min() < -1e-3 or values.max() > 255.0 + 1e-3:
+        raise ValueError(f"to_uint8 expects values in [0, 255], got range [{values.min()}, {values.max()}]")
+    return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Bring a 2D image to the ``(H, W, 3)`` uint8 layout MedSAM expects.
+
+    Accepts ``(H, W)``, ``(H, W, 1)`` (repeated to three channels), ``(H, W, 3)`` and ``(H, W, 4)`` (alpha
+    dropped). uint8 input keeps its values; any other dtype is min-maxed over all channels onto ``0..255``
+    (a constant image becomes zeros).
+    """
+    array = np.asarray(image)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got shape {array.shape}")
+    array = _finite_real("image", array)
+    if array.ndim == 3 and array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected 1, 3 or 4 channels, got shape {array.shape}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.shape[2] == 4:
+        array = array[:, :, :3]
+    if array.dtype != np.uint8:
+        values = array.astype(np.float64)
+        array = to_uint8(_rescale_to_255(values, float(values.min()), float(values.max())))
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.array(array, dtype=np.uint8, order="C")          # always a copy: the caller's array is never shared
+
+
+# ----------------------------------------------------------------------------------------------------
+# Resizing and normalization
+# ----------------------------------------------------------------------------------------------------
+
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+    return int(size)
+
+
+def _check_hwc(name: str, image: np.ndarray) -> np.ndarray:
+    array = _finite_real(name, image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"{name} must have shape (H, W, 3), got {array.shape}")
+    return array
+
+
+def resize_image(rgb_uint8: np.ndarray, size: int = 1024, *, anti_aliasing: bool = True) -> np.ndarray:
+    """Resize an ``(H, W, 3)`` image to ``(size, size, 3)`` with bicubic interpolation, as MedSAM does.
+
+    ``skimage.transform.resize(order=3, preserve_range=True)``; the aspect ratio is not kept. ``anti_aliasing``
+    (a Gaussian blur before shrinking; it has no effect when enlarging) defaults to True as in
+    ``MedSAM_Inference.py`` and ``pre_grey_rgb.py``.
+
+    Returns:
+        float32 ``(size, size, 3)`` within the input's value range.
+    """
+    array = _check_hwc("rgb_uint8", rgb_uint8)
+    size = _check_size(size)
+    resized = resize(array, (size, size), order=3, preserve_range=True, anti_aliasing=anti_aliasing)
+    return resized.astype(np.float32)
+
+
+def resize_mask(mask: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Resize a label mask (2D or 3D) to ``shape`` by nearest neighbour, keeping its dtype and label values.
+
+    ``skimage.transform.resize(order=0, anti_aliasing=False)``, as MedSAM resizes its ground truth.
+    """
+    array = np.asarray(mask)
+    if array.dtype.kind not in "biu":
+        raise ValueError(f"mask must hold integer or boolean labels, got dtype {array.dtype}")
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise ValueError(f"mask must be a non-empty 2D or 3D array, got shape {array.shape}")
+    target = tuple(int(s) for s in shape)
+    if len(target) != array.ndim or any(s < 1 for s in target):
+        raise ValueError(f"shape {tuple(shape)} must give {array.ndim} positive sizes for a mask of shape "
+                         f"{array.shape}")
+    resized = resize(array, target, order=0, preserve_range=True, anti_aliasing=False)
+    return resized.astype(array.dtype)
+
+
+def minmax_normalize(image: np.ndarray) -> np.ndarray:
+    """``(x - min) / max(max - min, 1e-8)`` over the whole array (all channels together), as float32.
+
+    MedSAM's only intensity normalization before the image encoder; a constant image becomes zeros.
+    """
+    values = _finite_real("image", image).astype(np.float64)
+    low = values.min()
+    return ((values - low) / max(float(values.max() - low), 1e-8)).astype(np.float32)
+
+
+def normalize_for_model(resized_float_hwc: np.ndarray, mode: str = "minmax") -> torch.Tensor:
+    """Normalize a resized ``(S, S, 3)`` image and lay it out as the encoder's ``(1, 3, S, S)`` float32 input.
+
+    Args:
+        resized_float_hwc: output of :func:`resize_image` (values on the 0..255 scale).
+        mode: ``"minmax"`` (MedSAM, Lite MedSAM: :func:`minmax_normalize`) or ``"imagenet"`` (original SAM:
+            ``(x - IMAGENET_PIXEL_MEAN) / IMAGENET_PIXEL_STD`` per channel).
+    """
+    if mode not in _NORMALIZE_MODES:
+        raise ValueError(f"unknown normalization mode {mode!r}; choose one of {list(_NORMALIZE_MODES)}")
+    array = _check_hwc("resized_float_hwc", resized_float_hwc)
+    if mode == "minmax":
+        normalized = minmax_normalize(array)
+    else:
+        mean, std = np.asarray(IMAGENET_PIXEL_MEAN), np.asarray(IMAGENET_PIXEL_STD)
+        normalized = ((array.astype(np.float64) - mean) / std).astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)))[None]
+
+
+def medsam_model_input(image: np.ndarray, size: int = 1024) -> torch.Tensor:
+    """Steps 1 (layout) to 3 for an already windowed image: :func:`to_rgb_uint8`, :func:`resize_image`,
+    :func:`normalize_for_model` (min-max). Returns ``(1, 3, size, size)`` float32."""
+    return normalize_for_model(resize_image(to_rgb_uint8(image), size), "minmax")
+
+
+def resize_longest_side(image: np.ndarray, size: int = 256) -> np.ndarray:
+    """Scale a 2D image so its longest side is ``size``, keeping the aspect ratio (Lite MedSAM).
+
+    The new sides are ``int(side * size / max(H, W) + 0.5)`` (at least 1), as in the reference. Shrinking
+    averages the covered pixels by area (Pillow's box filter); enlarging interpolates bilinearly.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, C)``.
+
+    Returns:
+        float32 ``(H', W')`` or ``(H', W', C)``.
+    """
+    array = _finite_real("image", image)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got shape {array.shape}")
+    size = _check_size(size)
+    height, width = array.shape[:2]
+    scale = size / max(height, width)
+    new_height, new_width = max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    channels = array[:, :, None] if array.ndim == 2 else array
+    resized = np.stack([
+        np.asarray(Image.fromarray(np.ascontiguousarray(channels[:, :, c], np.float32))
+                   .resize((new_width, new_height), method))
+        for c in range(channels.shape[2])
+    ], axis=2)
+    return resized[:, :, 0] if array.ndim == 2 else resized
+
+
+def pad_to_square(image: np.ndarray, size: int = 256) -> np.ndarray:
+    """Zero-pad an ``(H, W)`` or ``(H, W, C)`` array at the bottom and right to ``size x size`` (Lite MedSAM).
+
+    Padding only at the far sides keeps pixel ``(y, x)`` at ``(y, x)``, so boxes need no offset.
+    """
+    array = np.asarray(image)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got shape {array.shape}")
+    size = _check_size(size)
+    height, width = array.shape[:2]
+    if height > size or width > size:
+        raise ValueError(f"image of shape {array.shape} is larger than the {size} x {size} target; "
+                         "resize it first (resize_longest_side)")
+    padding = [(0, size - height), (0, size - width)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, padding)
+
+
+def lite_model_input(image: np.ndarray, size: int = 256) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Lite MedSAM's image chain: :func:`to_rgb_uint8`, :func:`resize_longest_side`, :func:`minmax_normalize`
+    (before padding, so the padding does not change the minimum), :func:`pad_to_square`.
+
+    Returns:
+        ``(1, 3, size, size)`` float32 tensor and the ``(H', W')`` of the image inside the padding, which
+        post-processing crops back to before resizing masks to the original size.
+    """
+    resized = minmax_normalize(resize_longest_side(to_rgb_uint8(image), size))
+    padded = pad_to_square(resized, size)
+    tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
+    return tensor, (int(resized.shape[0]), int(resized.shape[1]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Boxes
+# ----------------------------------------------------------------------------------------------------
+
+def _image_hw(image_shape: Sequence[int], name: str = "image_shape") -> tuple[int, int]:
+    dims = tuple(int(s) for s in image_shape)
+    if len(dims) < 2 or dims[0] < 1 or dims[1] < 1:
+        raise ValueError(f"{name} must start with a positive (H, W), got {tuple(image_shape)}")
+    return dims[0], dims[1]
+
+
+def _as_box_array(boxes: np.ndarray) -> np.ndarray:
+    """``boxes`` as float64 ``(N, 4)``; a single ``(4,)`` box becomes ``(1, 4)``."""
+    array = np.asarray(boxes)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"boxes must hold numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if array.ndim == 1 and array.shape == (4,):
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (4,) or (N, 4) as (x0, y0, x1, y1), got {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError("boxes is empty: give at least one (x0, y0, x1, y1) box")
+    return array
+
+
+def validate_boxes(boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
+    """Check ``(x0, y0, x1, y1)`` boxes against an image and clip them to it.
+
+    Coordinates are pixel indices: x is the column in ``[0, W - 1]``, y the row in ``[0, H - 1]``. A box that
+    sticks out of the image is clipped to those ranges (a box drawn slightly past the border still means the
+    object at the border). Refused, with the box index and values: NaN or infinite coordinates, ``x1 <= x0``
+    or ``y1 <= y0``, and a box with no area left inside the image after clipping.
+
+    Args:
+        boxes: ``(4,)`` or ``(N, 4)``.
+        image_shape: ``(H, W)`` or ``(H, W, C)``.
+
+    Returns:
+        float64 ``(N, 4)`` clipped boxes.
+    """
+    height, width = _image_hw(image_shape)
+    array = _as_box_array(boxes)
+    for index, box in enumerate(array):
+        values = [float(v) for v in box]
+        if not np.all(np.isfinite(box)):
+            raise ValueError(f"box {index} {values} has a NaN or infinite coordinate")
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"box {index} {values} must have x1 > x0 and y1 > y0 (x0, y0, x1, y1)")
+    clipped = array.copy()
+    clipped[:, [0, 2]] = np.clip(array[:, [0, 2]], 0, width - 1)
+    clipped[:, [1, 3]] = np.clip(array[:, [1, 3]], 0, height - 1)
+    for index, box in enumerate(clipped):
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"box {index} {[float(v) for v in array[index]]} lies outside the image of height "
+                             f"{height} and width {width} (x in [0, {width - 1}], y in [0, {height - 1}])")
+    return clipped
+
+
+def scale_boxes(boxes: np.ndarray, original_hw: Sequence[int], size: int = 1024) -> np.ndarray:
+    """Boxes in the original image -> boxes in the ``size x size`` resized image (MedSAM).
+
+    ``boxes / [W, H, W, H] * size``: x and y scale separately because :func:`resize_image` stretches.
+
+    Returns:
+        float64 array of ``boxes``' shape (``(4,)`` or ``(N, 4)``).
+    """
+    height, width = _image_hw(original_hw, "original_hw")
+    size = _check_size(size)
+    array = np.asarray(boxes, dtype=np.float64)
+    if array.shape[-1:] != (4,) or array.ndim > 2:
+        raise ValueError(f"boxes must have shape (4,) or (N, 4), got {array.shape}")
+    return array / np.array([width, height, width, height], np.float64) * size
+
+
+def scale_boxes_longest_side(boxes: np.ndarray, original_hw: Sequence[int], size: int = 256) -> np.ndarray:
+    """Boxes in the original image -> boxes in the :func:`resize_longest_side` image (Lite MedSAM).
+
+    One factor ``size / max(H, W)`` for both axes, since the aspect ratio is kept; :func:`pad_to_square` adds
+    no offset. Returns float64 of ``boxes``' shape.
+    """
+    height, width = _image_hw(original_hw, "original_hw")
+    size = _check_size(size)
+    array = np.asarray(boxes, dtype=np.float64)
+    if array.shape[-1:] != (4,) or array.ndim > 2:
+        raise ValueError(f"boxes must have shape (4,) or (N, 4), got {array.shape}")
+    return array * (size / max(height, width))
+
+
+def boxes_from_mask(mask: np.ndarray, margin: int = 0, labels: Sequence[int] | None = None) -> np.ndarray:
+    """The tight bounding box of each label in a mask, grown by ``margin`` pixels and clipped to the image.
+
+    Coordinates are pixel indices, inclusive: a label covering columns 3..7 has ``x0 = 3, x1 = 7``. MedSAM
+    makes its training and evaluation prompts this way (its scripts add a margin, ``bbox_shift``, of a few
+    pixels).
+
+    Args:
+        mask: ``(H, W)`` or ``(D, H, W)`` integer or boolean labels; 0 is background.
+        margin: non-negative pixels added on every side (in-plane and along z).
+        labels: which labels, in output order; default all nonzero labels in increasing order.
+
+    Returns:
+        int64 ``(N, 4)`` rows ``(x0, y0, x1, y1)`` for a 2D mask, or ``(N, 6)`` rows
+        ``(x_min, y_min, z_min, x_max, y_max, z_max)`` for a 3D mask (the challenge npz order).
+    """
+    array = np.asarray(mask)
+    if array.dtype.kind not in "biu":
+        raise ValueError(f"mask must hold integer or boolean labels, got dtype {array.dtype}")
+    if array.ndim not in (2, 3):
+        raise ValueError(f"mask must be 2D (H, W) or 3D (D, H, W), got shape {array.shape}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
+        raise ValueError(f"margin must be a non-negative integer, got {margin!r}")
+    if not array.any():
+        raise ValueError(f"mask is empty: no nonzero label in a mask of shape {array.shape}")
+    if labels is None:
+        wanted = [int(v) for v in np.unique(array) if v != 0]
+    else:
+        wanted = [int(v) for v in labels]
+        if not wanted:
+            raise ValueError("labels is empty; pass None for all nonzero labels")
+        if 0 in wanted:
+            raise ValueError(f"labels {wanted} include 0, the background")
+    # Axes in (x, y[, z]) order: columns, rows, slices.
+    axes = (1, 0) if array.ndim == 2 else (2, 1, 0)
+    limits = [array.shape[a] - 1 for a in axes]
+    rows = []
+    for label in wanted:
+        where = np.nonzero(array == label)
+        if where[0].size == 0:
+            raise ValueError(f"label {label} does not occur in the mask")
+        lows = [max(0, int(where[a].min()) - margin) for a in axes]
+        highs = [min(limit, int(where[a].max()) + margin) for a, limit in zip(axes, limits, strict=True)]
+        rows.append(lows + highs)
+    return np.array(rows, dtype=np.int64)
