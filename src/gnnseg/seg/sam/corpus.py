@@ -1,0 +1,107 @@
+"""The multi-modality corpus that gnnseg's box-prompted model trains and is evaluated on.
+
+MedSAM's point is one model for many modalities. The public data in ``../shared/datasets`` gives five, each split
+into training and held-out parts here (the split is part of the model card):
+
+========== =========================================== ====================================================
+modality   training                                    held out
+========== =========================================== ====================================================
+endoscopy  Kvasir-SEG subset, first 160 in sorted order the other 40 (the issue's protocol)
+EM         ISBI 2012 training images 0-23, each cell    images 24-29
+fundus     DRIVE training set (vessel trees)            DRIVE test images 01-05
+CT         ``example_ct_sm`` (every labelled slice)     the independent DICOM series ``example_ct_dicom``
+MR         ``example_mr_sm`` slices 0-13                slices 14-19 (same scan: a weaker test)
+========== =========================================== ====================================================
+
+Each object is a connected component of a label (:mod:`gnnseg.seg.sam.samples`); ISBI's objects are the cells
+between membranes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gnnseg.seg.io import read_dicom_series, read_image_2d, read_nifti, reorient_like
+from gnnseg.seg.sam.samples import PromptSample, samples_from_image, samples_from_volume
+
+MODALITIES = ("endoscopy", "EM", "fundus", "CT", "MR")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    return path
+
+
+def kvasir(root: Path, part: str) -> list[PromptSample]:
+    """Kvasir-SEG polyps; ``part`` is ``train`` (first 160 sorted) or ``val`` (the last 40)."""
+    images = sorted(_require(root / "kvasir_seg_subset" / "images").glob("*.jpg"))
+    chosen = images[:160] if part == "train" else images[160:]
+    samples = []
+    for path in chosen:
+        image = read_image_2d(path).array
+        mask = read_image_2d(root / "kvasir_seg_subset" / "masks" / path.name, grayscale=True).array > 127
+        samples += samples_from_image(image, mask.astype(np.uint8), f"kvasir/{path.stem}")
+    return samples
+
+
+def isbi_cells(root: Path, part: str) -> list[PromptSample]:
+    """ISBI 2012 EM: every cell (dark membranes separate them) of images 0-23 (train) or 24-29 (val)."""
+    folder = root / "isbi2012_em" / "train"
+    numbers = range(24) if part == "train" else range(24, 30)
+    samples = []
+    for number in numbers:
+        image = read_image_2d(_require(folder / "image" / f"{number}.png"), grayscale=True).array
+        cells = read_image_2d(folder / "label" / f"{number}.png", grayscale=True).array > 127
+        samples += samples_from_image(image, cells.astype(np.uint8), f"isbi/{number}")
+    return samples
+
+
+def drive_vessels(root: Path, part: str) -> list[PromptSample]:
+    """DRIVE vessel trees: the 20 training images (train) or test images 01-05 (val)."""
+    split, suffix = ("training", "training") if part == "train" else ("test", "test")
+    folder = _require(root / "drive" / split)
+    paths = sorted((folder / "images").glob("*.tif"))
+    if part != "train":
+        paths = paths[:5]
+    samples = []
+    for path in paths:
+        number = path.stem.split("_")[0]
+        vessels = read_image_2d(folder / "1st_manual" / f"{number}_manual1.gif", grayscale=True).array > 127
+        samples += samples_from_image(read_image_2d(path).array, vessels.astype(np.uint8), f"drive/{number}")
+    return samples
+
+
+def ct_organs(root: Path, part: str) -> list[PromptSample]:
+    """CT organs: ``example_ct_sm`` (train) or the DICOM series on its label map's grid (val)."""
+    folder = root / "totalsegmentator_examples"
+    if part == "train":
+        volume, labels = read_nifti(_require(folder / "example_ct_sm.nii.gz")), read_nifti(folder / "example_seg.nii.gz")
+        return samples_from_volume(volume.array, labels.array, "ct_sm", modality="ct")
+    labels = read_nifti(_require(folder / "example_seg_dicom.nii.gz"))
+    series = reorient_like(read_dicom_series(folder / "example_ct_dicom"), labels)
+    return samples_from_volume(series.array, labels.array, "ct_dicom", modality="ct")
+
+
+def mr_organs(root: Path, part: str) -> list[PromptSample]:
+    """MR organs of ``example_mr_sm``: slices 0-13 (train) or 14-19 (val)."""
+    folder = root / "totalsegmentator_examples"
+    volume = read_nifti(_require(folder / "example_mr_sm.nii.gz")).array
+    labels = read_nifti(_require(folder / "example_seg_mr.nii.gz")).array
+    slices = range(14) if part == "train" else range(14, volume.shape[0])
+    return samples_from_volume(volume, labels, "mr_sm", modality="mr", slices=slices)
+
+
+_READERS = {"endoscopy": kvasir, "EM": isbi_cells, "fundus": drive_vessels, "CT": ct_organs, "MR": mr_organs}
+
+
+def load_corpus(root: str | Path, part: str, modalities: tuple[str, ...] = MODALITIES) -> dict[str, list[PromptSample]]:
+    """Samples per modality for ``part`` in ``{"train", "val"}``."""
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+    unknown = sorted(set(modalities) - set(_READERS))
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; choose from {list(MODALITIES)}")
+    return {modality: _READERS[modality](Path(root), part) for modality in modalities}

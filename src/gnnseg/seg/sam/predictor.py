@@ -1,0 +1,188 @@
+"""Box- and point-prompted segmentation with numpy in and numpy out.
+
+:class:`SamPredictor` wraps a :class:`~gnnseg.seg.sam.model.Sam` the way the official ``SamPredictor`` does:
+``set_image`` prepares the image once, ``predict`` answers many prompts in one batch. How the image reaches the
+encoder depends on the model:
+
+- **MedSAM** (``normalization="minmax"``, whole image): bicubic resize to a square ``S x S`` ignoring the aspect
+  ratio, min-max to [0, 1]; boxes scale by ``S / [W, H, W, H]``; low-resolution probabilities are resized
+  bilinearly to the image and thresholded at 0.5 (``MedSAM_Inference.py``).
+- **SAM** (``normalization="imagenet"``, whole image): longest side to ``S``, ImageNet mean/std, zero padding to
+  ``S x S``; logits are upscaled, the padding cut away, resized to the image and thresholded at 0 (SAM's
+  ``postprocess_masks``).
+- **Box-centred models** (``crop_margin`` set, such as the shipped ``vit_cpu`` model): each prompt gets its own
+  window around the box (:mod:`gnnseg.seg.sam.crop`); the encoder runs once per window rather than once per
+  image, which at 128 pixels is cheap.
+
+The whole-image embedding is cached by ``set_image``; box-centred windows are encoded in one batch per
+``predict`` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from gnnseg.seg.sam.crop import CropWindow, resize_crop
+from gnnseg.seg.sam.model import Sam
+from gnnseg.seg.sam.preprocess import (
+    normalize_for_model,
+    pad_to_square,
+    resize_image,
+    resize_longest_side,
+    scale_boxes,
+    to_rgb_uint8,
+    validate_boxes,
+)
+
+
+@dataclass
+class Prediction:
+    """Masks ``(N, M, H, W)`` bool, predicted IoU ``(N, M)`` and logits ``(N, M, H, W)`` at the image's size.
+
+    ``N`` prompts, ``M`` masks per prompt (3 with ``multimask``, else 1).
+    """
+
+    masks: np.ndarray
+    iou: np.ndarray
+    logits: np.ndarray
+
+
+class SamPredictor:
+    """``set_image`` once, ``predict`` many times."""
+
+    def __init__(self, model: Sam) -> None:
+        self.model = model.eval()
+        self._image: np.ndarray | None = None
+        self._embedding: Tensor | None = None
+        self._input_hw: tuple[int, int] | None = None
+
+    @property
+    def box_centred(self) -> bool:
+        return self.model.config.crop_margin is not None
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        if self._image is None:
+            raise RuntimeError("no image set: call set_image(image) before predict()")
+        return self._image.shape[:2]
+
+    @torch.inference_mode()
+    def set_image(self, image: np.ndarray) -> None:
+        """Take an ``(H, W)`` or ``(H, W, 3)`` image (already windowed / clipped to 0..255 for CT and MR)."""
+        rgb = to_rgb_uint8(image)
+        self._image = rgb
+        self._embedding = None
+        if not self.box_centred:
+            pixels, self._input_hw = self._whole_image_input(rgb)
+            self._embedding = self.model.encode(pixels)
+
+    def _whole_image_input(self, rgb: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
+        size = self.model.image_size
+        if self.model.config.normalization == "minmax":
+            return normalize_for_model(resize_image(rgb, size), "minmax"), (size, size)
+        resized = resize_longest_side(rgb, size)
+        normalized = normalize_for_model(pad_to_square(resized, size), "imagenet")
+        height, width = resized.shape[:2]
+        normalized[..., height:, :] = 0  # SAM pads after normalising, so the padding is zero in the input
+        normalized[..., :, width:] = 0
+        return normalized, (height, width)
+
+    def _to_input_coords(self, xy: np.ndarray) -> np.ndarray:
+        """Scale ``(..., 2k)`` x, y pairs from the image to the model input of the whole-image modes."""
+        height, width = self.image_shape
+        size = self.model.image_size
+        if self.model.config.normalization == "minmax":
+            factors = np.array([size / width, size / height])
+        else:  # SAM's ResizeLongestSide scales each axis by its rounded new length
+            factors = np.array([self._input_hw[1] / width, self._input_hw[0] / height])
+        return xy * np.tile(factors, xy.shape[-1] // 2)
+
+    @torch.inference_mode()
+    def predict(self, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
+                point_labels: np.ndarray | None = None, *, multimask: bool = False) -> Prediction:
+        """Segment the object in each prompt.
+
+        Args:
+            boxes: ``(4,)`` or ``(N, 4)`` boxes ``x0, y0, x1, y1`` in pixel indices of the image.
+            points: ``(N, P, 2)`` (or ``(P, 2)`` for one prompt) x, y clicks; with boxes, ``N`` must match.
+            point_labels: ``(N, P)`` labels, 1 foreground and 0 background.
+            multimask: return SAM's three candidate masks per prompt instead of one.
+        """
+        height, width = self.image_shape
+        box_array = validate_boxes(boxes, (height, width)) if boxes is not None else None
+        point_array, label_array = self._check_points(points, point_labels, box_array)
+        if box_array is None and point_array is None:
+            raise ValueError("give at least one prompt: boxes and/or points")
+        if self.box_centred:
+            logits, iou = self._predict_in_windows(box_array, point_array, label_array, multimask)
+            masks = logits > 0
+        else:
+            logits, iou, masks = self._predict_whole_image(box_array, point_array, label_array, multimask)
+        return Prediction(masks.numpy(), iou.numpy(), logits.numpy())
+
+    def _check_points(self, points, labels, boxes) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if points is None:
+            if labels is not None:
+                raise ValueError("point_labels given without points")
+            return None, None
+        coords = np.asarray(points, dtype=np.float64)
+        if coords.ndim == 2:
+            coords = coords[None]
+        if coords.ndim != 3 or coords.shape[-1] != 2 or coords.shape[1] == 0:
+            raise ValueError(f"points must have shape (N, P, 2) or (P, 2), got {np.shape(points)}")
+        if labels is None:
+            raise ValueError("points need point_labels (1 foreground, 0 background)")
+        labels = np.asarray(labels).reshape(coords.shape[:2])
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError(f"point labels must be 0 (background) or 1 (foreground), got {np.unique(labels)}")
+        if not np.isfinite(coords).all():
+            raise ValueError("points contain NaN or infinite coordinates")
+        height, width = self.image_shape
+        outside = (coords[..., 0] < 0) | (coords[..., 0] > width - 1) | (coords[..., 1] < 0) | (coords[..., 1] > height - 1)
+        if outside.any():
+            raise ValueError(f"points {coords[outside].tolist()} lie outside the image of height {height} "
+                             f"and width {width}")
+        if boxes is not None and len(boxes) != len(coords):
+            raise ValueError(f"{len(boxes)} boxes but {len(coords)} point sets: give one point set per box")
+        return coords, labels
+
+    def _predict_whole_image(self, boxes, points, labels, multimask) -> tuple[Tensor, Tensor, Tensor]:
+        height, width = self.image_shape
+        box_tensor = None if boxes is None else torch.as_tensor(self._to_input_coords(boxes), dtype=torch.float32)
+        point_prompt = None
+        if points is not None:
+            point_prompt = (torch.as_tensor(self._to_input_coords(points), dtype=torch.float32),
+                            torch.as_tensor(labels, dtype=torch.int64))
+        low_res, iou = self.model.decode(self._embedding, points=point_prompt, boxes=box_tensor, multimask=multimask)
+        if self.model.config.normalization == "minmax":
+            probabilities = F.interpolate(torch.sigmoid(low_res), (height, width), mode="bilinear",
+                                          align_corners=False)
+            return torch.logit(probabilities, eps=1e-6), iou, probabilities > 0.5
+        logits = self.model.upscale(low_res, self._input_hw, (height, width))
+        return logits, iou, logits > 0
+
+    def _predict_in_windows(self, boxes, points, labels, multimask) -> tuple[Tensor, Tensor]:
+        """One window per prompt around its box (or, without a box, around its points)."""
+        config = self.model.config
+        size = self.model.image_size
+        extents = boxes if boxes is not None else np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1)
+        windows = [CropWindow.around(extent, config.crop_margin) for extent in extents]
+        pixels = torch.stack([resize_crop(window.cut(self._image), size) for window in windows])
+        embeddings = self.model.encode(self.model.normalize(pixels))
+        box_tensor = None
+        if boxes is not None:
+            box_tensor = torch.as_tensor(np.stack([w.to_input(b, size) for w, b in zip(windows, boxes)]),
+                                         dtype=torch.float32)
+        point_prompt = None
+        if points is not None:
+            local = np.stack([w.to_input(p, size) for w, p in zip(windows, points)])
+            point_prompt = (torch.as_tensor(local, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64))
+        low_res, iou = self.model.decode(embeddings, points=point_prompt, boxes=box_tensor, multimask=multimask)
+        image_hw = self.image_shape
+        logits = torch.cat([window.paste(low_res[i : i + 1], image_hw) for i, window in enumerate(windows)])
+        return logits, iou

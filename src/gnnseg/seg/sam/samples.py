@@ -1,0 +1,96 @@
+"""Training samples for box-prompted segmentation: one (image, object mask) pair per object.
+
+MedSAM trains on image-mask pairs with one box per object (Ma et al. 2024, Methods): every label of a 2D mask or of
+a 3D volume's slice, split into connected components so that one box holds one object, with tiny objects dropped
+(``pre_CT_MR.py`` drops components under 100 pixels in 2D). CT slices are windowed and MR slices clipped to
+percentiles before they become 8-bit RGB, as at inference.
+
+Boxes are drawn when a sample is used: the object's tight box grown by a random 0-``max_shift`` pixels per side
+(MedSAM's ``bbox_shift``), so the model learns to tolerate loose boxes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from gnnseg.seg.sam.preprocess import clip_percentiles, to_rgb_uint8, window_ct
+
+MIN_OBJECT_PIXELS = 100
+"""Objects smaller than this are dropped, as MedSAM's preprocessing drops them in 2D."""
+
+
+@dataclass(frozen=True)
+class PromptSample:
+    """One object: ``image`` ``(H, W, 3)`` uint8 (shared between the objects of an image), ``mask`` ``(H, W)`` bool."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    source: str
+
+    def tight_box(self) -> np.ndarray:
+        rows = np.flatnonzero(self.mask.any(axis=1))
+        cols = np.flatnonzero(self.mask.any(axis=0))
+        return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+
+
+def object_masks(labels: np.ndarray, min_pixels: int = MIN_OBJECT_PIXELS) -> list[np.ndarray]:
+    """Boolean masks of the connected components (8-connected) of every nonzero label, largest first per label."""
+    objects = []
+    for value in np.unique(labels[labels > 0]):
+        components, count = ndimage.label(labels == value, structure=np.ones((3, 3), dtype=bool))
+        sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
+        for index in np.argsort(-sizes):
+            if sizes[index] >= min_pixels:
+                objects.append(components == index + 1)
+    return objects
+
+
+def samples_from_image(image: np.ndarray, labels: np.ndarray, source: str,
+                       min_pixels: int = MIN_OBJECT_PIXELS) -> list[PromptSample]:
+    """Every object of a 2D label map over its image (grey or RGB, any intensity range)."""
+    if image.shape[:2] != labels.shape:
+        raise ValueError(f"{source}: image {image.shape[:2]} and labels {labels.shape} differ in size")
+    rgb = to_rgb_uint8(image)
+    return [PromptSample(rgb, mask, source) for mask in object_masks(labels, min_pixels)]
+
+
+def samples_from_volume(volume: np.ndarray, labels: np.ndarray, source: str, *, modality: str,
+                        min_pixels: int = MIN_OBJECT_PIXELS, slices: Iterable[int] | None = None) -> list[PromptSample]:
+    """Objects on the axial slices of a ``(Z, Y, X)`` volume; CT is soft-tissue windowed, MR percentile-clipped.
+
+    The intensity transform is applied to the whole volume (MedSAM's ``pre_CT_MR.py`` does the same), so all
+    slices share one scale.
+    """
+    if volume.shape != labels.shape:
+        raise ValueError(f"{source}: volume {volume.shape} and labels {labels.shape} differ in shape")
+    if modality == "ct":
+        scaled = window_ct(volume, "soft_tissue")
+    elif modality == "mr":
+        scaled = clip_percentiles(volume)
+    else:
+        raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
+    scaled = np.round(scaled).astype(np.uint8)
+    samples = []
+    for z in slices if slices is not None else range(volume.shape[0]):
+        if labels[z].any():
+            samples += samples_from_image(scaled[z], labels[z], f"{source}/z{z}", min_pixels)
+    return samples
+
+
+def jittered_box(sample: PromptSample, rng: np.random.Generator, max_shift: int = 20) -> np.ndarray:
+    """The tight box grown by an independent random 0..``max_shift`` pixels per side, clipped to the image.
+
+    The shift is capped at a quarter of the box's size along that axis: 20 pixels around a 30-pixel cell
+    would otherwise make the box meaningless.
+    """
+    box = sample.tight_box()
+    height, width = sample.mask.shape
+    size = np.array([box[2] - box[0] + 1, box[3] - box[1] + 1])
+    cap = np.minimum(max_shift, np.floor(size / 4)).astype(int)
+    shifts = np.array([rng.integers(0, cap[axis % 2] + 1) for axis in range(4)])
+    grown = box + shifts * np.array([-1, -1, 1, 1])
+    return np.clip(grown, 0, [width - 1, height - 1, width - 1, height - 1])
