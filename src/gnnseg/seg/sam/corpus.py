@@ -61,8 +61,7 @@ def isbi_cells(root: Path, part: str) -> list[PromptSample]:
 
 def drive_vessels(root: Path, part: str) -> list[PromptSample]:
     """DRIVE vessel trees: the 20 training images (train) or test images 01-05 (val)."""
-    split, suffix = ("training", "training") if part == "train" else ("test", "test")
-    folder = _require(root / "drive" / split)
+    folder = _require(root / "drive" / ("training" if part == "train" else "test"))
     paths = sorted((folder / "images").glob("*.tif"))
     if part != "train":
         paths = paths[:5]

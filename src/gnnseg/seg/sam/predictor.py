@@ -34,7 +34,6 @@ from gnnseg.seg.sam.preprocess import (
     pad_to_square,
     resize_image,
     resize_longest_side,
-    scale_boxes,
     to_rgb_uint8,
     validate_boxes,
 )

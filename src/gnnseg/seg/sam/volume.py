@@ -1,0 +1,85 @@
+"""3D box prompts: segment a volume slice by slice, starting in the middle of the box and propagating outwards.
+
+The CVPR 2024 "MedSAM on Laptop" baseline (``CVPR24_LiteMedSAM_infer.py``) turns one 3D box
+``(x_min, y_min, z_min, x_max, y_max, z_max)`` into 2D prompts this way:
+
+1. the middle slice ``z_min + (z_max - z_min) // 2`` is segmented with the box's in-plane rectangle;
+2. each following slice up to ``z_max`` is prompted with the bounding box of the previous slice's mask (grown by
+   ``margin`` pixels); if the previous mask came out empty, with the original rectangle;
+3. the same downwards to ``z_min``.
+
+Label ``k`` of the result is box ``k`` (1-based); later boxes overwrite earlier ones where they overlap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gnnseg.seg.io.challenge_npz import ChallengeCase, segs_from_masks
+from gnnseg.seg.sam.predictor import SamPredictor
+from gnnseg.seg.sam.preprocess import validate_boxes
+
+
+def validate_boxes_3d(boxes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Check ``(N, 6)`` boxes ``x_min, y_min, z_min, x_max, y_max, z_max`` against a ``(D, H, W)`` volume.
+
+    In-plane coordinates are checked and clipped as 2D boxes are; ``z`` must satisfy ``z_min <= z_max`` and
+    overlap ``0..D-1`` (it is then clipped). Returns int64 ``(N, 6)``.
+    """
+    array = np.asarray(boxes, dtype=np.float64)
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != 6 or len(array) == 0:
+        raise ValueError(f"3D boxes must have shape (N, 6) as (x_min, y_min, z_min, x_max, y_max, z_max), "
+                         f"got {np.shape(boxes)}")
+    depth = shape[0]
+    in_plane = validate_boxes(array[:, [0, 1, 3, 4]], shape[1:])
+    for index, (z0, z1) in enumerate(array[:, [2, 5]]):
+        if not (np.isfinite(z0) and np.isfinite(z1)) or z1 < z0 or z1 < 0 or z0 > depth - 1:
+            raise ValueError(f"3D box {index} {array[index].tolist()}: need finite z_min <= z_max within the "
+                             f"volume's {depth} slices (0..{depth - 1})")
+    z = np.clip(array[:, [2, 5]], 0, depth - 1)
+    return np.round(np.column_stack([in_plane[:, :2], z[:, 0], in_plane[:, 2:], z[:, 1]])).astype(np.int64)
+
+
+def _mask_box(mask: np.ndarray, margin: int) -> np.ndarray:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    height, width = mask.shape
+    return np.array([max(cols[0] - margin, 0), max(rows[0] - margin, 0),
+                     min(cols[-1] + margin, width - 1), min(rows[-1] + margin, height - 1)], dtype=np.float64)
+
+
+def segment_box_3d(predictor: SamPredictor, volume: np.ndarray, box: np.ndarray, margin: int = 3) -> np.ndarray:
+    """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice."""
+    x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
+    rectangle = np.array([x0, y0, x1, y1], dtype=np.float64)
+    mask = np.zeros(volume.shape[:3], dtype=bool)
+    middle = z0 + (z1 - z0) // 2
+    for order in (range(middle, z1 + 1), range(middle - 1, z0 - 1, -1)):
+        previous = None
+        if order.start != middle:  # going down starts next to the middle slice
+            previous = mask[middle]
+        for z in order:
+            prompt = rectangle if previous is None or not previous.any() else _mask_box(previous, margin)
+            predictor.set_image(volume[z])
+            mask[z] = predictor.predict(boxes=prompt).masks[0, 0]
+            previous = mask[z]
+    return mask
+
+
+def segment_volume(predictor: SamPredictor, volume: np.ndarray, boxes: np.ndarray, margin: int = 3) -> np.ndarray:
+    """``(D, H, W)`` uint16 labels for ``(N, 6)`` 3D boxes over a ``(D, H, W)`` volume already scaled to 0..255."""
+    volume = np.asarray(volume)
+    if volume.ndim != 3 or min(volume.shape) == 0:
+        raise ValueError(f"volume must be (D, H, W), got shape {volume.shape}")
+    checked = validate_boxes_3d(boxes, volume.shape)
+    return segs_from_masks([segment_box_3d(predictor, volume, box, margin) for box in checked])
+
+
+def segment_challenge_case(predictor: SamPredictor, case: ChallengeCase) -> np.ndarray:
+    """The ``segs`` array for one challenge case (2D: one batched call for all boxes; 3D: propagation)."""
+    if case.is_3d:
+        return segment_volume(predictor, case.image, case.boxes)
+    predictor.set_image(case.image)
+    return segs_from_masks(list(predictor.predict(boxes=case.boxes).masks[:, 0]))

@@ -1,0 +1,112 @@
+"""Fine-tuning: the loss falls on a learnable toy task, a run resumes where it stopped, bad setups are refused."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from gnnseg.seg.sam.checkpoint import load_sam
+from gnnseg.seg.sam.finetune import (
+    FinetuneConfig,
+    box_prompt_loss,
+    finetune,
+    learning_rate,
+    prompt_batch,
+)
+from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.samples import samples_from_image
+
+MODEL = replace(SAM_CONFIGS["vit_mini"], crop_margin=0.25)
+
+
+def disk_samples(count: int, seed: int = 0):
+    """Bright disks of random size on a noisy dark background: the box says where, the pixels say what."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for index in range(count):
+        y, x = np.mgrid[:64, :64]
+        cy, cx, r = rng.integers(20, 44), rng.integers(20, 44), rng.integers(7, 14)
+        disk = (y - cy) ** 2 + (x - cx) ** 2 <= r ** 2
+        image = rng.normal(60, 20, (64, 64)) + 120 * disk
+        samples += samples_from_image(np.clip(image, 0, 255).astype(np.uint8), disk.astype(np.uint8), f"disk{index}")
+    return samples
+
+
+def test_prompt_batch_boxes_enclose_their_masks_after_augmentation():
+    model = build_sam(MODEL)
+    pixels, boxes, masks = prompt_batch(disk_samples(6), model, np.random.default_rng(0), box_shift=5, augment=True)
+    assert pixels.shape == (6, 3, 64, 64) and boxes.shape == (6, 4) and masks.shape == (6, 64, 64)
+    for box, mask in zip(boxes, masks):
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        assert box[0] <= cols.min() + 1 and box[2] >= cols.max() - 1
+        assert box[1] <= rows.min() + 1 and box[3] >= rows.max() - 1
+
+
+def test_loss_is_small_for_a_confident_correct_prediction():
+    masks = torch.zeros(2, 32, 32)
+    masks[:, 8:24, 8:24] = 1
+    logits = (masks * 40 - 20)[:, None, ::2, ::2].contiguous()
+    assert box_prompt_loss(logits, torch.ones(2, 1), masks).item() < 0.1
+    assert box_prompt_loss(-logits, torch.ones(2, 1), masks).item() > 2
+
+
+def test_learning_rate_warms_up_then_decays():
+    config = FinetuneConfig(rounds=2, iterations_per_round=50, lr=1e-3, warmup_iterations=10)
+    rates = [learning_rate(config, i) for i in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert rates[50] < rates[10] and rates[-1] < 1e-5
+
+
+@pytest.mark.slow
+def test_finetune_reduces_the_loss(tmp_path):
+    torch.manual_seed(0)
+    model = build_sam(MODEL)
+    config = FinetuneConfig(rounds=3, iterations_per_round=20, batch_size=6, lr=2e-3, warmup_iterations=5)
+    finetune(model, disk_samples(24), disk_samples(4, seed=1), config, tmp_path, show_progress=False)
+    log = json.loads((tmp_path / "log.json").read_text())
+    assert log["train_loss"][-1] < 0.8 * log["train_loss"][0]
+    assert (tmp_path / "progress.png").stat().st_size > 0
+    trained, meta = load_sam(tmp_path / "model.pt")
+    assert trained.config == MODEL and meta["finetune"]["rounds"] == 3
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import gnnseg.seg.sam.finetune as module
+
+    train, val = disk_samples(8), disk_samples(2, seed=1)
+    config = FinetuneConfig(rounds=3, iterations_per_round=2, batch_size=2, warmup_iterations=1)
+    scored = module.box_dice_scores
+    calls = []
+
+    def interrupted_after_one_round(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(module, "box_dice_scores", interrupted_after_one_round)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(build_sam(MODEL), train, val, config, tmp_path, show_progress=False)
+    first = json.loads((tmp_path / "log.json").read_text())
+    assert len(first["train_loss"]) == 1 and not (tmp_path / "model.pt").exists()
+    monkeypatch.setattr(module, "box_dice_scores", scored)
+    with pytest.raises(ValueError, match="another configuration"):
+        finetune(build_sam(MODEL), train, val, replace(config, lr=5e-4), tmp_path, resume=True)
+    finetune(build_sam(MODEL), train, val, config, tmp_path, resume=True, show_progress=False)
+    resumed = json.loads((tmp_path / "log.json").read_text())
+    assert len(resumed["train_loss"]) == 3 and resumed["train_loss"][0] == first["train_loss"][0]
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_finetune_refuses_empty_training_sets_and_bad_weights(tmp_path):
+    model = build_sam(MODEL)
+    with pytest.raises(ValueError, match="no training samples"):
+        finetune(model, [], [], FinetuneConfig(), tmp_path)
+    with pytest.raises(ValueError, match="weights"):
+        finetune(model, disk_samples(2), [], FinetuneConfig(), tmp_path, weights=[1.0])
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        finetune(model, disk_samples(2), [], FinetuneConfig(), tmp_path / "new", resume=True)

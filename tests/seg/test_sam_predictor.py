@@ -1,0 +1,172 @@
+"""Box-centred crops, the numpy predictor's checks and shapes, samples, and 3D propagation."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from gnnseg.seg.sam.crop import BACKGROUND_LOGIT, CropWindow, resize_crop
+from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.predictor import SamPredictor
+from gnnseg.seg.sam.samples import (
+    PromptSample,
+    jittered_box,
+    object_masks,
+    samples_from_volume,
+)
+from gnnseg.seg.sam.volume import segment_volume, validate_boxes_3d
+
+
+def test_crop_window_is_square_centred_and_maps_boxes_into_the_input():
+    window = CropWindow.around(np.array([10, 20, 29, 29]), margin=0.25)  # 20 x 10 box
+    assert window.side == 30  # 1.5 x the longer side
+    assert (window.left + window.side / 2, window.top + window.side / 2) == pytest.approx((20.0, 25.0), abs=0.5)
+    box = window.to_input(np.array([10, 20, 29, 29]), 100)
+    scale = 100 / 30
+    assert box == pytest.approx([(10 - window.left) * scale, (20 - window.top) * scale,
+                                 (29 - window.left) * scale, (29 - window.top) * scale])
+
+
+def test_crop_cut_pads_outside_the_image_and_paste_inverts_it():
+    image = np.arange(20 * 30, dtype=np.uint8).reshape(20, 30)
+    window = CropWindow(left=-5, top=12, side=10)
+    cut = window.cut(image)
+    assert cut.shape == (10, 10)
+    assert (cut[:, :5] == 0).all() and (cut[8:] == 0).all()        # left of column 0, below row 19
+    assert np.array_equal(cut[:8, 5:], image[12:20, 0:5])
+    logits = torch.full((1, 1, 40, 40), 5.0)
+    pasted = window.paste(logits, (20, 30))[0, 0]
+    assert (pasted[12:20, 0:5] == 5).all()
+    assert (pasted[:12] == BACKGROUND_LOGIT).all() and (pasted[:, 5:] == BACKGROUND_LOGIT).all()
+
+
+def test_resize_crop_keeps_the_pixel_range():
+    crop = np.random.default_rng(0).integers(0, 256, (50, 50, 3), dtype=np.uint8)
+    pixels = resize_crop(crop, 32)
+    assert pixels.shape == (3, 32, 32) and 0 <= pixels.min() and pixels.max() <= 255
+
+
+@pytest.mark.parametrize("mode", ["medsam", "sam", "box-centred"])
+def test_predictor_shapes_for_every_input_mode(mode):
+    config = SAM_CONFIGS["vit_mini"]
+    config = {"medsam": config, "sam": replace(config, normalization="imagenet"),
+              "box-centred": replace(config, crop_margin=0.25)}[mode]
+    predictor = SamPredictor(build_sam(config))
+    predictor.set_image(np.random.default_rng(0).integers(0, 256, (90, 120), dtype=np.uint8))
+    result = predictor.predict(boxes=np.array([[10, 10, 50, 60], [0, 0, 119, 89]]), multimask=True)
+    assert result.masks.shape == (2, 3, 90, 120) and result.masks.dtype == bool
+    assert result.iou.shape == (2, 3) and result.logits.shape == (2, 3, 90, 120)
+    both = predictor.predict(boxes=np.array([10, 10, 50, 60]), points=np.array([[20, 30]]), point_labels=[1])
+    assert both.masks.shape == (1, 1, 90, 120)
+
+
+def test_box_centred_predictions_are_background_outside_the_window():
+    predictor = SamPredictor(build_sam(replace(SAM_CONFIGS["vit_mini"], crop_margin=0.25)))
+    predictor.set_image(np.full((200, 200, 3), 128, dtype=np.uint8))
+    logits = predictor.predict(boxes=np.array([10, 10, 30, 30])).logits[0, 0]
+    assert (logits[60:, :] == BACKGROUND_LOGIT).all() and (logits[:, 60:] == BACKGROUND_LOGIT).all()
+
+
+@pytest.mark.parametrize("boxes, message", [
+    (np.array([50, 10, 40, 60]), "x1 > x0"),
+    (np.array([np.nan, 10, 40, 60]), "NaN"),
+    (np.array([300, 300, 400, 400]), "outside the image"),
+    (np.zeros((0, 4)), "empty"),
+    (np.array([1, 2, 3]), "shape"),
+])
+def test_bad_boxes_are_refused_with_the_reason(boxes, message):
+    predictor = SamPredictor(build_sam("vit_mini"))
+    predictor.set_image(np.zeros((90, 120), dtype=np.uint8))
+    with pytest.raises(ValueError, match=message):
+        predictor.predict(boxes=boxes)
+
+
+def test_bad_points_and_missing_image_are_refused():
+    predictor = SamPredictor(build_sam("vit_mini"))
+    with pytest.raises(RuntimeError, match="set_image"):
+        predictor.predict(boxes=np.array([1, 1, 5, 5]))
+    predictor.set_image(np.zeros((90, 120), dtype=np.uint8))
+    with pytest.raises(ValueError, match="outside the image"):
+        predictor.predict(points=np.array([[500, 10]]), point_labels=[1])
+    with pytest.raises(ValueError, match="point_labels"):
+        predictor.predict(points=np.array([[5, 10]]))
+    with pytest.raises(ValueError, match="0 \\(background\\) or 1"):
+        predictor.predict(points=np.array([[5, 10]]), point_labels=[2])
+    with pytest.raises(ValueError, match="at least one prompt"):
+        predictor.predict()
+    with pytest.raises(ValueError, match="NaN"):
+        predictor.set_image(np.full((10, 10), np.nan))
+
+
+def test_objects_are_split_into_components_and_tiny_ones_dropped():
+    labels = np.zeros((40, 40), dtype=np.uint8)
+    labels[2:14, 2:14] = 1      # 144 px
+    labels[20:35, 20:35] = 1    # 225 px, same label, separate component
+    labels[2:6, 30:34] = 2      # 16 px: dropped
+    objects = object_masks(labels)
+    assert [int(o.sum()) for o in objects] == [225, 144]
+
+
+def test_jittered_boxes_grow_within_limits():
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[40:60, 30:70] = True
+    sample = PromptSample(np.zeros((100, 100, 3), np.uint8), mask, "test")
+    rng = np.random.default_rng(0)
+    boxes = np.array([jittered_box(sample, rng, max_shift=20) for _ in range(200)])
+    tight = sample.tight_box()
+    assert (boxes[:, :2] <= tight[:2]).all() and (boxes[:, 2:] >= tight[2:]).all()
+    assert (tight[0] - boxes[:, 0]).max() == 10   # x grows by at most 20, capped at 40 / 4
+    assert (tight[1] - boxes[:, 1]).max() == 5    # y capped at 20 / 4
+    assert len(np.unique(boxes, axis=0)) > 20
+
+
+def test_ct_slices_are_windowed_to_soft_tissue():
+    volume = np.full((2, 20, 20), -1000, dtype=np.int16)
+    volume[:, 5:15, 5:15] = 40        # the window's level maps to 127.5
+    labels = np.zeros_like(volume, dtype=np.uint8)
+    labels[1, 5:15, 5:15] = 3
+    samples = samples_from_volume(volume, labels, "ct", modality="ct")
+    assert len(samples) == 1 and samples[0].source == "ct/z1"
+    assert samples[0].image[10, 10, 0] in (127, 128) and samples[0].image[0, 0, 0] == 0
+
+
+class _OraclePredictor:
+    """Stands in for a model: the true mask of the current slice inside the prompt box; records the prompts."""
+
+    def __init__(self, truth: np.ndarray) -> None:
+        self.truth, self.prompts, self._slice = truth, [], None
+
+    def set_image(self, image: np.ndarray) -> None:
+        self._slice = next(z for z in range(len(self.truth)) if np.shares_memory(image, self.volume[z]))
+
+    def predict(self, boxes):
+        x0, y0, x1, y1 = np.asarray(boxes, dtype=int).reshape(4)
+        self.prompts.append((self._slice, (x0, y0, x1, y1)))
+        mask = np.zeros_like(self.truth[self._slice])
+        mask[y0 : y1 + 1, x0 : x1 + 1] = self.truth[self._slice, y0 : y1 + 1, x0 : x1 + 1]
+        return type("Prediction", (), {"masks": mask[None, None]})
+
+
+def test_propagation_through_a_sphere_follows_the_object_from_the_middle_slice():
+    z, y, x = np.mgrid[:21, :40, :40]
+    sphere = (z - 10) ** 2 + (y - 20) ** 2 + (x - 20) ** 2 <= 8 ** 2
+    volume = np.zeros(sphere.shape, dtype=np.uint8)
+    oracle = _OraclePredictor(sphere)
+    oracle.volume = volume
+    segs = segment_volume(oracle, volume, np.array([[11, 11, 2, 29, 29, 18]]), margin=2)
+    assert np.array_equal(segs == 1, sphere)
+    slices = [z for z, _ in oracle.prompts]
+    assert slices[0] == 10 and slices[:9] == list(range(10, 19)) and slices[9:] == list(range(9, 1, -1))
+    first_up, next_up = oracle.prompts[0][1], oracle.prompts[1][1]
+    assert first_up == (11, 11, 29, 29) and next_up == (10, 10, 30, 30)  # middle slice's mask box, grown by 2
+
+
+def test_3d_boxes_are_checked():
+    with pytest.raises(ValueError, match="z_min <= z_max"):
+        validate_boxes_3d(np.array([1, 1, 5, 10, 10, 3]), (8, 20, 20))
+    with pytest.raises(ValueError, match="\\(N, 6\\)"):
+        validate_boxes_3d(np.array([1, 1, 10, 10]), (8, 20, 20))
+    assert validate_boxes_3d(np.array([1, 1, -2, 10, 30, 12]), (8, 20, 20)).tolist() == [[1, 1, 0, 10, 19, 7]]
