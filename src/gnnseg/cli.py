@@ -100,6 +100,62 @@ def _seg_metrics(args: argparse.Namespace) -> dict:
     return metrics_folder(args.pred, args.gt, tolerance_mm=args.tolerance)
 
 
+def _numbers(text: str, count: int, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be {count} comma-separated numbers, got {text!r}") from None
+    if len(values) != count:
+        raise argparse.ArgumentTypeError(f"{what} must be {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _box(text: str) -> list[float]:
+    return _numbers(text, 4, "a box (x0,y0,x1,y1)")
+
+
+def _box3d(text: str) -> list[float]:
+    return _numbers(text, 6, "a 3D box (x_min,y_min,z_min,x_max,y_max,z_max)")
+
+
+def _seg_segment(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from gnnseg.seg.sam.workflow import segment_image, segment_volume_file
+
+    if bool(args.image) == bool(args.volume):
+        raise ValueError("give exactly one of --image (with --box) or --volume (with --box3d)")
+    if args.image:
+        if not args.box:
+            raise ValueError("--image needs at least one --box x0,y0,x1,y1")
+        return segment_image(args.image, np.array(args.box), args.output, checkpoint=args.checkpoint)
+    if not args.box3d:
+        raise ValueError("--volume needs at least one --box3d x_min,y_min,z_min,x_max,y_max,z_max")
+    return segment_volume_file(args.volume, np.array(args.box3d), args.output, modality=args.modality,
+                               window=args.window, checkpoint=args.checkpoint)
+
+
+def _seg_finetune(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.sam.finetune import FinetuneConfig
+    from gnnseg.seg.sam.workflow import finetune_folders
+
+    config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
+                            lr=args.lr, box_shift=args.box_shift, seed=args.seed)
+    return finetune_folders(args.images, args.masks, args.output, val_images=args.val_images,
+                            val_masks=args.val_masks, checkpoint=args.checkpoint, model=args.model,
+                            modality=args.modality, config=config, resume=args.resume)
+
+
+def _seg_evaluate(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.sam.workflow import evaluate_folders
+
+    result = evaluate_folders(args.images, args.masks, checkpoint=args.checkpoint, box_margin=args.box_margin,
+                              tolerance=args.tolerance, modality=args.modality)
+    if not args.json:
+        result.pop("per_object")
+    return result
+
+
 def _demo(args: argparse.Namespace) -> dict:
     from gnnseg.demo import run_demo
 
@@ -212,6 +268,48 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm")
     score.add_argument("--json", action="store_true")
     score.set_defaults(handler=_seg_metrics)
+
+    segment = seg.add_parser("segment", help="box-prompted segmentation of a 2D image or a 3D volume (MedSAM)")
+    segment.add_argument("--image", help="a PNG / JPEG / TIFF image")
+    segment.add_argument("--box", type=_box, action="append", help="x0,y0,x1,y1 in pixels (repeatable)")
+    segment.add_argument("--volume", help="a NIfTI file or a DICOM series folder")
+    segment.add_argument("--box3d", type=_box3d, action="append",
+                         help="x_min,y_min,z_min,x_max,y_max,z_max in voxel indices of the (Z, Y, X) array")
+    segment.add_argument("--modality", choices=("ct", "mr"), default="ct", help="volume intensity handling")
+    segment.add_argument("--window", default="soft_tissue", help="CT window preset (soft_tissue, lung, brain, bone)")
+    segment.add_argument("--checkpoint", help="SAM / MedSAM / gnnseg checkpoint (default: the packaged model)")
+    segment.add_argument("-o", "--output", required=True, help="mask PNG (2D) or NIfTI (3D); never overwritten")
+    segment.add_argument("--json", action="store_true")
+    segment.set_defaults(handler=_seg_segment)
+
+    tune = seg.add_parser("finetune", help="fine-tune a box-prompted model on image/mask folders")
+    tune.add_argument("--images", required=True, help="2D images or NIfTI volumes")
+    tune.add_argument("--masks", required=True, help="label masks with the same names")
+    tune.add_argument("--val-images")
+    tune.add_argument("--val-masks")
+    tune.add_argument("--checkpoint", help="start from this checkpoint (default: the packaged model)")
+    tune.add_argument("--model", help="train this configuration from scratch instead (e.g. vit_cpu)")
+    tune.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
+    tune.add_argument("-o", "--output", required=True, help="run folder")
+    tune.add_argument("--rounds", type=int, default=20)
+    tune.add_argument("--iterations", type=int, default=100, help="iterations per round")
+    tune.add_argument("--batch-size", type=int, default=8)
+    tune.add_argument("--lr", type=float, default=1e-4)
+    tune.add_argument("--box-shift", type=int, default=20, help="random box growth, 0..N pixels per side")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--resume", action="store_true", help="continue the run in --output")
+    tune.add_argument("--json", action="store_true")
+    tune.set_defaults(handler=_seg_finetune)
+
+    assess = seg.add_parser("evaluate", help="DSC and NSD of box-prompted segmentation against masks")
+    assess.add_argument("--images", required=True)
+    assess.add_argument("--masks", required=True)
+    assess.add_argument("--checkpoint", help="default: the packaged model")
+    assess.add_argument("--box-margin", type=int, default=5, help="pixels added around each ground-truth box")
+    assess.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in pixels (mm for volumes)")
+    assess.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
+    assess.add_argument("--json", action="store_true")
+    assess.set_defaults(handler=_seg_evaluate)
 
     demo = halves.add_parser("demo", help="the offline demo: karate-club GCN embeddings by depth and a U-Net "
                                           "on generated cells")

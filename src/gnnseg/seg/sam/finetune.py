@@ -135,26 +135,34 @@ def box_prompt_loss(low_res: Tensor, iou_pred: Tensor, masks: Tensor, iou_weight
     return dice_loss.mean() + bce + iou_weight * iou_loss
 
 
-def box_dice_scores(model: Sam, samples: Sequence[PromptSample], margin: int = 5) -> np.ndarray:
-    """Dice of the predicted mask for each sample, prompted with its tight box grown by ``margin`` pixels.
+def grown_box(sample: PromptSample, margin: int) -> np.ndarray:
+    """The sample's tight box grown by ``margin`` pixels per side, clipped to the image."""
+    height, width = sample.mask.shape
+    return np.clip(sample.tight_box() + margin * np.array([-1, -1, 1, 1]), 0, [width - 1, height - 1] * 2)
 
-    Samples that share an image share one ``set_image`` (and one batched ``predict``).
+
+def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int = 5) -> list[np.ndarray]:
+    """The predicted mask of each sample, prompted with its tight box grown by ``margin`` pixels.
+
+    Samples that share an image share one ``set_image`` and one batched ``predict``.
     """
     predictor = SamPredictor(model)
-    scores = np.zeros(len(samples))
+    masks: list[np.ndarray | None] = [None] * len(samples)
     by_image: dict[int, list[int]] = {}
     for index, sample in enumerate(samples):
         by_image.setdefault(id(sample.image), []).append(index)
     for indices in by_image.values():
-        image = samples[indices[0]].image
-        height, width = image.shape[:2]
-        boxes = np.stack([samples[i].tight_box() for i in indices])
-        boxes = np.clip(boxes + margin * np.array([-1, -1, 1, 1]), 0, [width - 1, height - 1] * 2)
-        predictor.set_image(image)
-        masks = predictor.predict(boxes=boxes).masks[:, 0]
-        for i, mask in zip(indices, masks):
-            scores[i] = dice(mask, samples[i].mask)
-    return scores
+        predictor.set_image(samples[indices[0]].image)
+        predicted = predictor.predict(boxes=np.stack([grown_box(samples[i], margin) for i in indices])).masks
+        for i, mask in zip(indices, predicted[:, 0]):
+            masks[i] = mask
+    return masks
+
+
+def box_dice_scores(model: Sam, samples: Sequence[PromptSample], margin: int = 5) -> np.ndarray:
+    """Dice of each sample's box-prompted mask (:func:`box_prompted_masks`) against its ground truth."""
+    masks = box_prompted_masks(model, samples, margin)
+    return np.array([dice(mask, sample.mask) for mask, sample in zip(masks, samples)])
 
 
 def _plot_curve(log: dict[str, list[float]], path: Path) -> None:

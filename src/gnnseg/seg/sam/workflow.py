@@ -1,0 +1,163 @@
+"""File-level tasks behind ``gnnseg seg segment | finetune | evaluate``: read files, call the library, write files.
+
+Everything here takes paths and returns a JSON-able summary; nothing overwrites an existing output.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gnnseg.seg.io import (
+    MedicalImage,
+    read_dicom_series,
+    read_image_2d,
+    read_nifti,
+    write_image_2d,
+    write_nifti,
+)
+from gnnseg.seg.io.image import ImageFormatError
+from gnnseg.seg.io.image2d import SUFFIXES_2D
+from gnnseg.seg.metrics import dice, normalized_surface_dice
+from gnnseg.seg.sam.finetune import FinetuneConfig, box_prompted_masks, finetune
+from gnnseg.seg.sam.model import build_sam
+from gnnseg.seg.sam.predictor import SamPredictor
+from gnnseg.seg.sam.preprocess import CT_WINDOWS, clip_percentiles, window_ct
+from gnnseg.seg.sam.samples import PromptSample, samples_from_image, samples_from_volume
+from gnnseg.seg.sam.shipped import load_model
+from gnnseg.seg.sam.volume import segment_volume
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz")
+
+
+def _refuse_existing(path: Path) -> None:
+    if path.exists():
+        raise FileExistsError(f"{path} exists; choose another output path")
+
+
+def segment_image(image_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
+                  checkpoint: str | None = None) -> dict[str, Any]:
+    """Segment the objects in ``(N, 4)`` boxes of a 2D image; write a PNG with label ``k`` for box ``k``.
+
+    With one box the PNG holds 0/255 so that it is visible in any viewer.
+    """
+    output = Path(output)
+    _refuse_existing(output)
+    image = read_image_2d(image_path).array
+    predictor = SamPredictor(load_model(checkpoint))
+    started = time.perf_counter()
+    predictor.set_image(image)
+    prediction = predictor.predict(boxes=boxes)
+    seconds = time.perf_counter() - started
+    masks = prediction.masks[:, 0]
+    labels = np.zeros(masks.shape[1:], dtype=np.uint8)
+    for index, mask in enumerate(masks):
+        labels[mask] = 255 if len(masks) == 1 else index + 1
+    write_image_2d(labels, output)
+    return {"output": str(output), "boxes": len(masks), "predicted_iou": prediction.iou[:, 0].tolist(),
+            "foreground_pixels": [int(m.sum()) for m in masks], "seconds": seconds}
+
+
+def read_volume(path: str | os.PathLike) -> MedicalImage:
+    """A NIfTI file or a DICOM series folder as ``(Z, Y, X)``."""
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path)
+    if path.name.lower().endswith(VOLUME_SUFFIXES):
+        return read_nifti(path)
+    raise ImageFormatError(f"{path}: give a NIfTI file (.nii, .nii.gz) or a folder holding a DICOM series")
+
+
+def scale_volume(array: np.ndarray, modality: str, window: str = "soft_tissue") -> np.ndarray:
+    """CT through a window, MR (and anything else) clipped to its 0.5-99.5 percentiles; uint8 ``(Z, Y, X)``."""
+    if modality == "ct":
+        if window not in CT_WINDOWS:
+            raise ValueError(f"unknown CT window {window!r}; choose one of {sorted(CT_WINDOWS)}")
+        scaled = window_ct(array, window)
+    elif modality == "mr":
+        scaled = clip_percentiles(array)
+    else:
+        raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
+    return np.round(scaled).astype(np.uint8)
+
+
+def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
+                        modality: str = "ct", window: str = "soft_tissue",
+                        checkpoint: str | None = None) -> dict[str, Any]:
+    """Segment ``(N, 6)`` 3D boxes ``x_min, y_min, z_min, x_max, y_max, z_max`` (voxel indices of the ``(Z, Y, X)``
+    array) in a volume; write the labels as NIfTI on the volume's grid."""
+    output = Path(output)
+    _refuse_existing(output)
+    volume = read_volume(volume_path)
+    predictor = SamPredictor(load_model(checkpoint))
+    started = time.perf_counter()
+    labels = segment_volume(predictor, scale_volume(volume.array, modality, window), boxes)
+    seconds = time.perf_counter() - started
+    write_nifti(MedicalImage(labels.astype(np.uint16), volume.spacing, volume.affine), output)
+    return {"output": str(output), "boxes": len(np.atleast_2d(boxes)), "seconds": seconds,
+            "voxels_per_label": {int(k): int((labels == k).sum()) for k in np.unique(labels) if k}}
+
+
+def _paired_files(images: Path, masks: Path) -> list[tuple[Path, Path]]:
+    if not images.is_dir() or not masks.is_dir():
+        raise FileNotFoundError(f"expected two folders, got {images} and {masks}")
+    by_stem = {}
+    for path in masks.iterdir():
+        name = path.name.lower()
+        if name.endswith(SUFFIXES_2D + VOLUME_SUFFIXES):
+            by_stem[name.split(".")[0]] = path
+    pairs = [(path, by_stem[path.name.lower().split(".")[0]]) for path in sorted(images.iterdir())
+             if path.name.lower().endswith(SUFFIXES_2D + VOLUME_SUFFIXES) and path.name.lower().split(".")[0] in by_stem]
+    if not pairs:
+        raise FileNotFoundError(f"no image in {images} has a mask of the same name in {masks}")
+    return pairs
+
+
+def load_samples(images: str | os.PathLike, masks: str | os.PathLike, modality: str = "ct") -> list[PromptSample]:
+    """Samples from image/mask pairs with the same name: 2D images, or NIfTI volumes cut into axial slices."""
+    samples = []
+    for image_path, mask_path in _paired_files(Path(images), Path(masks)):
+        if image_path.name.lower().endswith(VOLUME_SUFFIXES):
+            volume, labels = read_nifti(image_path), read_nifti(mask_path)
+            samples += samples_from_volume(volume.array, labels.array.astype(np.int64), image_path.name,
+                                           modality=modality)
+        else:
+            image = read_image_2d(image_path).array
+            labels = read_image_2d(mask_path, grayscale=True).array
+            samples += samples_from_image(image, labels, image_path.name)
+    if not samples:
+        raise ValueError(f"the masks in {masks} hold no object of at least 100 pixels")
+    return samples
+
+
+def finetune_folders(images: str, masks: str, output: str, *, val_images: str | None = None,
+                     val_masks: str | None = None, checkpoint: str | None = None, model: str | None = None,
+                     modality: str = "ct", config: FinetuneConfig | None = None,
+                     resume: bool = False) -> dict[str, Any]:
+    """Fine-tune a checkpoint (or the packaged model, or a fresh ``model`` configuration) on folder pairs."""
+    if checkpoint and model:
+        raise ValueError("give either --checkpoint (to fine-tune) or --model (to train from scratch), not both")
+    sam = build_sam(model) if model else load_model(checkpoint)
+    train = load_samples(images, masks, modality)
+    val = load_samples(val_images, val_masks, modality) if val_images and val_masks else []
+    summary = finetune(sam, train, val, config or FinetuneConfig(), output, resume=resume,
+                       meta={"trained_on": str(images), "started_from": checkpoint or model or "packaged model"})
+    return {**summary, "train_objects": len(train), "val_objects": len(val), "output": str(output)}
+
+
+def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, checkpoint: str | None = None,
+                     box_margin: int = 5, tolerance: float = 2.0, modality: str = "ct") -> dict[str, Any]:
+    """DSC and NSD (tolerance in pixels) of every object, prompted by its ground-truth box grown by ``box_margin``."""
+    samples = load_samples(images, masks, modality)
+    started = time.perf_counter()
+    predicted = box_prompted_masks(load_model(checkpoint), samples, box_margin)
+    dsc = [dice(mask, sample.mask) for mask, sample in zip(predicted, samples)]
+    nsd = [normalized_surface_dice(mask, sample.mask, tolerance) for mask, sample in zip(predicted, samples)]
+    return {"dsc_mean": float(np.mean(dsc)), "nsd_mean": float(np.mean(nsd)), "n": len(samples),
+            "box_margin": box_margin, "seconds": time.perf_counter() - started,
+            "per_object": [{"source": s.source, "dsc": float(d), "nsd": float(n)} for s, d, n in zip(samples, dsc, nsd)]}
+

@@ -1,0 +1,92 @@
+"""``gnnseg seg segment | evaluate | finetune`` on small files, with a small checkpoint standing in for the model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gnnseg.cli import main
+from gnnseg.seg.io import MedicalImage, read_image_2d, read_nifti, write_image_2d, write_nifti
+from gnnseg.seg.sam.checkpoint import save_sam
+from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    return str(save_sam(build_sam(replace(SAM_CONFIGS["vit_mini"], crop_margin=0.25)), tmp_path / "mini.pt"))
+
+
+@pytest.fixture
+def image_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        y, x = np.mgrid[:64, :80]
+        disk = (y - 30) ** 2 + (x - 40 - index) ** 2 <= 12 ** 2
+        image = np.clip(rng.normal(60, 10, (64, 80)) + 120 * disk, 0, 255).astype(np.uint8)
+        write_image_2d(image, tmp_path / "images" / f"case{index}.png")
+        write_image_2d(disk.astype(np.uint8), tmp_path / "masks" / f"case{index}.png")
+    return tmp_path / "images", tmp_path / "masks"
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_segment_image_writes_a_mask_and_never_overwrites(tmp_path, checkpoint, image_folders, capsys):
+    output = tmp_path / "mask.png"
+    args = ["seg", "segment", "--image", str(image_folders[0] / "case0.png"), "--box", "20,10,60,50",
+            "--checkpoint", checkpoint, "-o", str(output), "--json"]
+    assert main(args) == 0
+    result = last_json(capsys)
+    assert result["boxes"] == 1 and read_image_2d(output).array.shape == (64, 80)
+    assert set(np.unique(read_image_2d(output).array)) <= {0, 255}
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_segment_refuses_bad_boxes_and_unreadable_images(tmp_path, checkpoint, image_folders, capsys):
+    image = str(image_folders[0] / "case0.png")
+    assert main(["seg", "segment", "--image", image, "--box", "60,10,20,50", "--checkpoint", checkpoint,
+                 "-o", str(tmp_path / "a.png")]) == 2
+    assert "x1 > x0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["seg", "segment", "--image", image, "--box", "1,2,3", "-o", str(tmp_path / "b.png")])
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert main(["seg", "segment", "--image", str(tmp_path / "broken.png"), "--box", "1,1,5,5",
+                 "--checkpoint", checkpoint, "-o", str(tmp_path / "c.png")]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_segment_volume_writes_labels_on_the_volume_grid(tmp_path, checkpoint, capsys):
+    volume = np.full((6, 40, 50), -100, dtype=np.int16)
+    volume[1:5, 10:30, 15:35] = 60
+    affine = np.diag([2.0, 1.5, 1.5, 1.0])
+    write_nifti(MedicalImage(volume, (2.0, 1.5, 1.5), affine), tmp_path / "ct.nii.gz")
+    output = tmp_path / "labels.nii.gz"
+    assert main(["seg", "segment", "--volume", str(tmp_path / "ct.nii.gz"), "--box3d", "15,10,1,34,29,4",
+                 "--checkpoint", checkpoint, "-o", str(output), "--json"]) == 0
+    labels = read_nifti(output)
+    assert labels.array.shape == (6, 40, 50) and np.allclose(labels.spacing, (2.0, 1.5, 1.5))
+    assert labels.array[0].max() == 0 and labels.array[5].max() == 0  # outside the box's slices
+
+
+def test_evaluate_reports_dsc_nsd_and_count(image_folders, checkpoint, capsys):
+    images, masks = image_folders
+    assert main(["seg", "evaluate", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,
+                 "--box-margin", "5", "--json"]) == 0
+    result = last_json(capsys)
+    assert result["n"] == 2 and 0 <= result["dsc_mean"] <= 1 and 0 <= result["nsd_mean"] <= 1
+    assert len(result["per_object"]) == 2
+
+
+def test_finetune_runs_from_a_checkpoint(tmp_path, image_folders, checkpoint, capsys):
+    images, masks = image_folders
+    assert main(["seg", "finetune", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,
+                 "-o", str(tmp_path / "run"), "--rounds", "1", "--iterations", "2", "--batch-size", "2",
+                 "--json"]) == 0
+    assert last_json(capsys)["train_objects"] == 2
+    assert (tmp_path / "run" / "model.pt").is_file()
