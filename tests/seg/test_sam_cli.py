@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from gnnseg.cli import main
-from gnnseg.seg.io import MedicalImage, read_image_2d, read_nifti, write_image_2d, write_nifti
+from gnnseg.seg.io import (
+    MedicalImage,
+    read_image_2d,
+    read_nifti,
+    write_image_2d,
+    write_nifti,
+)
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
 
