@@ -68,7 +68,8 @@ def _seg_plan(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.workflow import plan_dataset
 
     return plan_dataset(args.dataset_dir, args.work_dir or f"{args.dataset_dir.rstrip('/')}_work",
-                        memory_gb=args.memory_gb, device=args.device, base_features=args.base_features)
+                        memory_gb=args.memory_gb, device=args.device, base_features=args.base_features,
+                        overwrite=args.overwrite)
 
 
 def _seg_preprocess(args: argparse.Namespace) -> dict:
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--device", choices=("gpu", "cpu"), default="gpu",
                       help="cpu: the budget is float32 RAM (half the activations of a mixed-precision GPU)")
     plan.add_argument("--base-features", type=int, default=32, help="first-stage width (nnU-Net: 32)")
+    plan.add_argument("--overwrite", action="store_true", help="replace an existing plans.json")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(handler=_seg_plan)
 

@@ -140,3 +140,20 @@ def test_rotation_is_a_rotation_on_non_square_patches():
     config = AugmentationConfig(rotation_p=1.0, scale_p=0.0, rotation_max_degrees=90.0)
     rotated, _ = spatial_transform(image, image.long(), config, torch.Generator().manual_seed(0))
     assert rotated.sum().item() == pytest.approx(64, rel=0.1)            # area kept: no stretching
+
+
+def test_replanning_needs_overwrite_and_redoes_stale_preprocessing(tmp_path, capsys):
+    dataset = squares_dataset(tmp_path / "raw")
+    work = tmp_path / "work"
+    plan = ["seg", "plan", str(dataset.root), "--work-dir", str(work), "--device", "cpu", "--memory-gb", "1"]
+    assert main([*plan, "--base-features", "8"]) == 0
+    assert main(["seg", "preprocess", str(work), "-c", "2d"]) == 0
+    marker = work / "preprocessed" / "2d" / f"{dataset.case_ids()[0]}.json"
+    first = marker.stat().st_mtime_ns
+    assert main(["seg", "preprocess", str(work), "-c", "2d"]) == 0
+    assert marker.stat().st_mtime_ns == first                     # same plan: done cases are kept
+    assert main([*plan, "--base-features", "16"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*plan, "--base-features", "16", "--overwrite"]) == 0
+    assert main(["seg", "preprocess", str(work), "-c", "2d"]) == 0
+    assert marker.stat().st_mtime_ns > first                      # new plan: the case was redone

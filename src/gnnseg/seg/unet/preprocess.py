@@ -8,6 +8,7 @@ oversampling).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -106,9 +107,21 @@ def class_locations(seg: np.ndarray, labels, rng: np.random.Generator) -> dict[s
 def preprocess_dataset(dataset: RawDataset, plans: dict[str, Any], configuration: str,
                        output: str | os.PathLike, *, seed: int = 1234,
                        show_progress: bool | None = None) -> Path:
-    """Preprocess every training case into ``output/<configuration>/``; cases already done are kept."""
+    """Preprocess every training case into ``output/<configuration>/``.
+
+    Cases already done under the same plan are kept (an interrupted run continues). The folder records a
+    signature of the plan it was made with; when the plan has changed since (re-planned with another memory
+    budget, say), the stale cases are derived data and are redone rather than silently mixed with new ones.
+    """
     folder = Path(output) / configuration
     folder.mkdir(parents=True, exist_ok=True)
+    signature_file = folder / "plan_signature.json"
+    signature = plan_signature(plans, configuration)
+    if signature_file.is_file() and json.loads(signature_file.read_text()).get("signature") != signature:
+        for stale in folder.glob("*.json"):
+            if stale != signature_file:
+                stale.unlink()  # the per-case .json marks completion; without it the case is redone
+    write_json(signature_file, {"signature": signature, "configuration": configuration})
     rng = np.random.default_rng(seed)
     for case_id in progress(dataset.case_ids(), desc=f"preprocess {configuration}", enabled=show_progress):
         if (folder / f"{case_id}.json").is_file():
@@ -121,6 +134,14 @@ def preprocess_dataset(dataset: RawDataset, plans: dict[str, Any], configuration
         np.save(folder / f"{case_id}_seg.npy", seg)
         write_json(folder / f"{case_id}.json", properties)  # written last: marks the case complete
     return folder
+
+
+def plan_signature(plans: dict[str, Any], configuration: str) -> str:
+    """A hash of everything preprocessing reads from the plans for ``configuration``."""
+    relevant = {"configuration": plans["configurations"][configuration], "labels": plans["labels"],
+                "intensity": plans.get("foreground_intensity_properties_per_channel"),
+                "normalization": plans.get("normalization_schemes")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_preprocessed(folder: str | os.PathLike, case_id: str, mmap: bool = True):

@@ -25,9 +25,13 @@ from gnnseg.seg.unet.predict import predict_case
 
 
 def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *, memory_gb: float = 8.0,
-                 device: str = "gpu", base_features: int = 32) -> dict[str, Any]:
+                 device: str = "gpu", base_features: int = 32, overwrite: bool = False) -> dict[str, Any]:
+    """Fingerprint and plan; an existing ``plans.json`` (perhaps hand-edited) is replaced only with ``overwrite``."""
     dataset = RawDataset.open(dataset_dir)
     work = Path(work_dir)
+    if (work / "plans.json").exists() and not overwrite:
+        raise FileExistsError(f"{work / 'plans.json'} exists; pass --overwrite to re-plan (preprocessed cases made "
+                              "with the old plan are then redone)")
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = extract_fingerprint(dataset)
     fingerprint.save(work / "dataset_fingerprint.json")
