@@ -49,6 +49,7 @@ from gnnseg.core import CheckpointError, machine_info, seed_everything, write_js
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.crop import CropWindow, resize_crop, resize_mask_crop
+from gnnseg.seg.sam.finetune import grown_box
 from gnnseg.seg.sam.model import Sam, build_sam
 from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.samples import PromptSample, jittered_box
@@ -70,13 +71,6 @@ SPECIALIST_REPORTED_DSC = 0.92
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(image (H, W, 3) uint8, boxes (N, 4))`` -> masks ``(N, H, W)`` bool, one per box."""
-
-
-def grown_box(sample: PromptSample, margin: int) -> np.ndarray:
-    """The tight box ``x0, y0, x1, y1`` grown by ``margin`` pixels per side, clipped to the image."""
-    height, width = sample.mask.shape
-    box = sample.tight_box() + margin * np.array([-1, -1, 1, 1])
-    return np.clip(box, 0, [width - 1, height - 1, width - 1, height - 1])
 
 
 def box_masks(image_hw: tuple[int, int], boxes: np.ndarray) -> np.ndarray:
