@@ -50,6 +50,35 @@ def _gnn_graphclass(args: argparse.Namespace) -> dict:
     return {"dataset": args.dataset, "model": "gin-eps" if args.train_eps else "gin-0", **result}
 
 
+def _gnn_molecules(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.tasks.molecule_runs import run_molecule_property
+
+    overrides = {key: value for key, value in (("epochs", args.epochs), ("hidden", args.hidden),
+                                               ("num_layers", args.layers), ("batch_size", args.batch_size),
+                                               ("lr", args.lr), ("patience", args.patience),
+                                               ("dropout", args.dropout)) if value is not None}
+    if args.no_bond_features:
+        overrides["bond_features"] = False
+    return run_molecule_property(args.csv, args.targets, smiles_column=args.smiles_column, task=args.task,
+                                 split=args.split, seeds=args.seeds, first_seed=args.seed, runs_root=args.runs_dir,
+                                 overrides=overrides, show_progress=False if args.json else None)
+
+
+def _gnn_screen(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.tasks.molecule_runs import screen_library
+
+    return screen_library(args.model, args.csv, args.out, smiles_column=args.smiles_column, top=args.top,
+                          target=args.target, ascending=args.ascending)
+
+
+def _gnn_oversmooth(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.tasks.oversmoothing import run_oversmoothing
+
+    return run_oversmoothing(args.dataset, args.root, model=args.model, depths=args.depths, remedies=args.remedies,
+                             seeds=args.seeds, first_seed=args.seed, epochs=args.epochs, runs_root=args.runs_dir,
+                             karate=not args.no_karate, show_progress=False if args.json else None)
+
+
 def _gnn_eval(args: argparse.Namespace) -> dict:
     from gnnseg.gnn.tasks.node_runs import evaluate_checkpoint
 
@@ -111,6 +140,17 @@ def _numbers(text: str, count: int, what: str) -> list[float]:
     return values
 
 
+def _depths(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"depths must be comma-separated layer counts, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [] if text.strip().lower() in ("", "none") else [v.strip() for v in text.split(",")]
+
+
 def _box(text: str) -> list[float]:
     return _numbers(text, 4, "a box (x0,y0,x1,y1)")
 
@@ -122,10 +162,16 @@ def _box3d(text: str) -> list[float]:
 def _seg_segment(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from gnnseg.seg.sam.workflow import segment_image, segment_volume_file
+    from gnnseg.seg.sam.workflow import (
+        segment_challenge_file,
+        segment_image,
+        segment_volume_file,
+    )
 
-    if bool(args.image) == bool(args.volume):
-        raise ValueError("give exactly one of --image (with --box) or --volume (with --box3d)")
+    if sum(map(bool, (args.image, args.volume, args.npz))) != 1:
+        raise ValueError("give exactly one of --image (with --box), --volume (with --box3d) or --npz")
+    if args.npz:
+        return segment_challenge_file(args.npz, args.output, checkpoint=args.checkpoint)
     if args.image:
         if not args.box:
             raise ValueError("--image needs at least one --box x0,y0,x1,y1")
@@ -207,6 +253,57 @@ def build_parser() -> argparse.ArgumentParser:
     graphclass.add_argument("--json", action="store_true")
     graphclass.set_defaults(handler=_gnn_graphclass)
 
+    molecules = gnn.add_parser("molecules", help="molecular property prediction from a SMILES table (GIN with "
+                                                 "bond features; needs RDKit)")
+    molecules.add_argument("--csv", required=True, help="a CSV with a SMILES column and target columns")
+    molecules.add_argument("--smiles-column", default="smiles")
+    molecules.add_argument("--targets", nargs="+", required=True, help="target column(s); blank cells = missing")
+    molecules.add_argument("--task", choices=("classification", "regression"), default="classification",
+                           help="classification: 0/1 labels, ROC-AUC; regression: RMSE")
+    molecules.add_argument("--split", choices=("scaffold", "random"), default="scaffold",
+                           help="80/10/10 by Bemis-Murcko scaffold (deterministic) or at random (per seed)")
+    molecules.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
+    molecules.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    molecules.add_argument("--epochs", type=int, help="maximum epochs (default 100)")
+    molecules.add_argument("--patience", type=int, help="epochs without validation gain before stopping (default 20)")
+    molecules.add_argument("--hidden", type=int, help="hidden width (default 128)")
+    molecules.add_argument("--layers", type=int, help="GIN layers (default 5)")
+    molecules.add_argument("--batch-size", type=int, help="molecules per batch (default 32)")
+    molecules.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    molecules.add_argument("--dropout", type=float, help="dropout after every layer (default 0.5)")
+    molecules.add_argument("--no-bond-features", action="store_true", help="plain GIN: bonds give edges only")
+    molecules.add_argument("--runs-dir", default="runs", help="where run directories are created (default runs/)")
+    molecules.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    molecules.set_defaults(handler=_gnn_molecules)
+
+    screen = gnn.add_parser("screen", help="rank a library of SMILES with a model from `gnnseg gnn molecules`")
+    screen.add_argument("--model", required=True, help="model.pt from a molecules run directory")
+    screen.add_argument("--csv", required=True, help="the library: a CSV with a SMILES column")
+    screen.add_argument("--smiles-column", default="smiles")
+    screen.add_argument("--top", type=int, default=100, help="rows to write (default 100)")
+    screen.add_argument("--target", help="which of the model's tasks to rank by (default: its first)")
+    screen.add_argument("--ascending", action="store_true", help="lowest score first (e.g. a regression target)")
+    screen.add_argument("--out", required=True, help="ranked CSV to write; an existing file is never overwritten")
+    screen.add_argument("--json", action="store_true")
+    screen.set_defaults(handler=_gnn_screen)
+
+    smooth = gnn.add_parser("oversmooth", help="depth sweep: accuracy, MAD, MADGap and Dirichlet energy of GCN "
+                                               "and its over-smoothing remedies")
+    smooth.add_argument("--dataset", choices=NODE_DATASETS, default="cora")
+    smooth.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
+    smooth.add_argument("--model", choices=("gcn",), default="gcn", help="the base model (default gcn)")
+    smooth.add_argument("--depths", type=_depths, default=[1, 2, 4, 8, 16, 32],
+                        help="comma-separated layer counts (default 1,2,4,8,16,32)")
+    smooth.add_argument("--remedies", type=_names, default=["pairnorm", "gcnii"],
+                        help="comma-separated: pairnorm, gcnii, or none (default pairnorm,gcnii)")
+    smooth.add_argument("--seeds", type=int, default=1, help="seeds per point (default 1)")
+    smooth.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    smooth.add_argument("--epochs", type=int, help="cap the maximum epochs (default: each variant's own, 1500)")
+    smooth.add_argument("--no-karate", action="store_true", help="skip the karate-club embedding figure")
+    smooth.add_argument("--runs-dir", default="runs", help="where run directories are created (default runs/)")
+    smooth.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    smooth.set_defaults(handler=_gnn_oversmooth)
+
     evaluate = gnn.add_parser("eval", help="re-evaluate a saved node classifier")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--root", help="folder holding the raw Planetoid files")
@@ -277,10 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--volume", help="a NIfTI file or a DICOM series folder")
     segment.add_argument("--box3d", type=_box3d, action="append",
                          help="x_min,y_min,z_min,x_max,y_max,z_max in voxel indices of the (Z, Y, X) array")
+    segment.add_argument("--npz", help="a CVPR 2024 'MedSAM on Laptop' case (imgs, boxes); writes its segs npz")
     segment.add_argument("--modality", choices=("ct", "mr"), default="ct", help="volume intensity handling")
     segment.add_argument("--window", default="soft_tissue", help="CT window preset (soft_tissue, lung, brain, bone)")
     segment.add_argument("--checkpoint", help="SAM / MedSAM / gnnseg checkpoint (default: the packaged model)")
-    segment.add_argument("-o", "--output", required=True, help="mask PNG (2D) or NIfTI (3D); never overwritten")
+    segment.add_argument("-o", "--output", required=True, help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)
 
@@ -326,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.handler(args)
-    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+    except (ValueError, OSError, RuntimeError, KeyError, ImportError) as exc:
         print(f"gnnseg: error: {exc}", file=sys.stderr)
         return 2
     _print(result, args.json)

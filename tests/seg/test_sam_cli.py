@@ -96,3 +96,21 @@ def test_finetune_runs_from_a_checkpoint(tmp_path, image_folders, checkpoint, ca
                  "--json"]) == 0
     assert last_json(capsys)["train_objects"] == 2
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_challenge_npz_case_gets_labels_in_box_order(tmp_path, checkpoint, capsys):
+    from gnnseg.seg.io.challenge_npz import read_challenge_npz
+
+    volume = np.zeros((5, 40, 50), dtype=np.uint8)
+    volume[1:4, 5:20, 5:20] = 200
+    volume[1:4, 25:35, 30:45] = 120
+    np.savez(tmp_path / "3DBox_CT_toy.npz", imgs=volume, boxes=np.array([[5, 5, 1, 19, 19, 3], [30, 25, 1, 44, 34, 3]]),
+             spacing=np.array([1.0, 1.0, 2.0]))
+    output = tmp_path / "out" / "3DBox_CT_toy.npz"
+    output.parent.mkdir()
+    assert main(["seg", "segment", "--npz", str(tmp_path / "3DBox_CT_toy.npz"), "--checkpoint", checkpoint,
+                 "-o", str(output), "--json"]) == 0
+    assert last_json(capsys)["boxes"] == 2
+    segs = np.load(output)["segs"]
+    assert segs.shape == (5, 40, 50) and segs.dtype == np.uint16 and set(np.unique(segs)) <= {0, 1, 2}
+    assert read_challenge_npz(tmp_path / "3DBox_CT_toy.npz").is_3d

@@ -20,6 +20,7 @@ from gnnseg.seg.io import (
     write_image_2d,
     write_nifti,
 )
+from gnnseg.seg.io.challenge_npz import read_challenge_npz, write_challenge_segs
 from gnnseg.seg.io.image import ImageFormatError
 from gnnseg.seg.io.image2d import SUFFIXES_2D
 from gnnseg.seg.metrics import dice, normalized_surface_dice
@@ -29,7 +30,7 @@ from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.preprocess import CT_WINDOWS, clip_percentiles, window_ct
 from gnnseg.seg.sam.samples import PromptSample, samples_from_image, samples_from_volume
 from gnnseg.seg.sam.shipped import load_model
-from gnnseg.seg.sam.volume import segment_volume
+from gnnseg.seg.sam.volume import segment_challenge_case, segment_volume
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 
@@ -100,6 +101,21 @@ def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, outpu
     write_nifti(MedicalImage(labels.astype(np.uint16), volume.spacing, volume.affine), output)
     return {"output": str(output), "boxes": len(np.atleast_2d(boxes)), "seconds": seconds,
             "voxels_per_label": {int(k): int((labels == k).sum()) for k in np.unique(labels) if k}}
+
+
+def segment_challenge_file(case_path: str | os.PathLike, output: str | os.PathLike, *,
+                           checkpoint: str | None = None) -> dict[str, Any]:
+    """Answer one CVPR 2024 "MedSAM on Laptop" case: ``imgs`` + ``boxes`` in, ``segs`` out (labels in box order)."""
+    output = Path(output)
+    _refuse_existing(output)
+    case = read_challenge_npz(case_path)
+    predictor = SamPredictor(load_model(checkpoint))
+    started = time.perf_counter()
+    segs = segment_challenge_case(predictor, case)
+    seconds = time.perf_counter() - started
+    write_challenge_segs(output, segs, case=case)
+    return {"output": str(output), "case": case.name, "is_3d": case.is_3d, "boxes": case.num_boxes,
+            "seconds": seconds}
 
 
 def _paired_files(images: Path, masks: Path) -> list[tuple[Path, Path]]:
