@@ -260,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     molecules.add_argument("--targets", nargs="+", required=True, help="target column(s); blank cells = missing")
     molecules.add_argument("--task", choices=("classification", "regression"), default="classification",
                            help="classification: 0/1 labels, ROC-AUC; regression: RMSE")
-    molecules.add_argument("--split", choices=("scaffold", "random"), default="scaffold",
-                           help="80/10/10 by Bemis-Murcko scaffold (deterministic) or at random (per seed)")
+    molecules.add_argument("--split", choices=("scaffold", "scaffold_balanced", "random"), default="scaffold",
+                           help="80/10/10 by Bemis-Murcko scaffold (deterministic, MoleculeNet/OGB), by scaffold "
+                                "shuffled per seed (chemprop's balanced split) or at random (per seed)")
     molecules.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
     molecules.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     molecules.add_argument("--epochs", type=int, help="maximum epochs (default 100)")

@@ -29,13 +29,15 @@ class GraphValidationError(ValueError):
 @dataclass(eq=False)
 class Graph:
     """A graph with optional node features ``x (N, F)``, labels ``y`` (``(N,)`` per node, or a scalar for
-    the whole graph), split masks ``(N,)`` and edge weights ``(E,)``. ``name`` is informational."""
+    the whole graph), split masks ``(N,)``, edge weights ``(E,)`` and edge features ``edge_attr (E, D)``
+    (e.g. bond features; row ``k`` belongs to edge ``edge_index[:, k]``). ``name`` is informational."""
 
     edge_index: Tensor
     num_nodes: int
     x: Tensor | None = None
     y: Tensor | None = None
     edge_weight: Tensor | None = None
+    edge_attr: Tensor | None = None
     train_mask: Tensor | None = None
     val_mask: Tensor | None = None
     test_mask: Tensor | None = None
@@ -56,6 +58,10 @@ class Graph:
         return 0 if self.x is None else int(self.x.size(1))
 
     @property
+    def num_edge_features(self) -> int:
+        return 0 if self.edge_attr is None else int(self.edge_attr.size(1))
+
+    @property
     def num_classes(self) -> int:
         return 0 if self.y is None else int(self.y.max().item()) + 1
 
@@ -63,6 +69,8 @@ class Graph:
         parts = [f"name={self.name!r}", f"num_nodes={self.num_nodes}", f"num_edges={self.num_edges}"]
         if self.x is not None:
             parts.append(f"x={tuple(self.x.shape)}")
+        if self.edge_attr is not None:
+            parts.append(f"edge_attr={tuple(self.edge_attr.shape)}")
         if self.y is not None:
             parts.append(f"classes={self.num_classes}")
         for mask in MASK_NAMES:
@@ -97,6 +105,11 @@ class Graph:
                 raise GraphValidationError(
                     f"edge_weight must have shape ({self.num_edges},), got {tuple(self.edge_weight.shape)}")
             _require_finite("edge_weight", self.edge_weight)
+        if self.edge_attr is not None:
+            if self.edge_attr.dim() != 2 or self.edge_attr.size(0) != self.num_edges:
+                raise GraphValidationError(
+                    f"edge_attr must have shape ({self.num_edges}, D), got {tuple(self.edge_attr.shape)}")
+            _require_finite("edge_attr", self.edge_attr)
         if self.x is not None:
             if self.x.dim() != 2 or self.x.size(0) != self.num_nodes:
                 raise GraphValidationError(
@@ -149,30 +162,43 @@ class Graph:
         return edge_index[0] * max(self.num_nodes, 1) + edge_index[1]
 
     # ----------------------------------------------------------------------------------- transforms
-    def _with_edges(self, edge_index: Tensor, edge_weight: Tensor | None) -> "Graph":
-        return replace(self, edge_index=edge_index, edge_weight=edge_weight, _cache={})
+    def _with_edges(self, edge_index: Tensor, edge_weight: Tensor | None,
+                    edge_attr: Tensor | None = None) -> "Graph":
+        return replace(self, edge_index=edge_index, edge_weight=edge_weight, edge_attr=edge_attr, _cache={})
 
     def coalesce(self) -> "Graph":
-        """Sort edges and merge duplicates (their weights are summed)."""
+        """Sort edges and merge duplicates (their weights and edge features are summed, as PyG's default)."""
         keys = self._edge_keys(self.edge_index)
         unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
         edge_index = torch.stack([unique // max(self.num_nodes, 1), unique % max(self.num_nodes, 1)])
-        weight = None
+        weight = attr = None
         if self.edge_weight is not None:
             weight = self.edge_weight.new_zeros(unique.numel()).index_add_(0, inverse, self.edge_weight)
-        return self._with_edges(edge_index, weight)
+        if self.edge_attr is not None:
+            attr = self.edge_attr.new_zeros((unique.numel(), self.edge_attr.size(1))).index_add_(
+                0, inverse, self.edge_attr)
+        return self._with_edges(edge_index, weight, attr)
 
     def to_undirected(self) -> "Graph":
-        """Add the reverse of every edge, then merge duplicates (weights of ``u->v`` and ``v->u`` summed)."""
+        """Add the reverse of every edge, then merge duplicates (weights and edge features of ``u->v`` and
+        ``v->u`` summed)."""
         edge_index = torch.cat([self.edge_index, self.edge_index.flip(0)], dim=1)
         weight = None if self.edge_weight is None else torch.cat([self.edge_weight, self.edge_weight])
-        return self._with_edges(edge_index, weight).coalesce()
+        attr = None if self.edge_attr is None else torch.cat([self.edge_attr, self.edge_attr])
+        return self._with_edges(edge_index, weight, attr).coalesce()
 
     def remove_self_loops(self) -> "Graph":
-        return self._with_edges(*ops.remove_self_loops(self.edge_index, self.edge_weight))
+        keep = self.edge_index[0] != self.edge_index[1]
+        return self._with_edges(self.edge_index[:, keep],
+                                None if self.edge_weight is None else self.edge_weight[keep],
+                                None if self.edge_attr is None else self.edge_attr[keep])
 
     def add_self_loops(self, fill_value: float = 1.0) -> "Graph":
-        """Exactly one self-loop per node (an existing loop keeps its weight)."""
+        """Exactly one self-loop per node (an existing loop keeps its weight). Graphs with ``edge_attr``
+        are refused: a self-loop has no natural edge feature."""
+        if self.edge_attr is not None:
+            raise GraphValidationError("add_self_loops cannot invent edge_attr rows for the new loops; "
+                                       "drop edge_attr (replace(graph, edge_attr=None)) first")
         edge_index, weight = ops.add_remaining_self_loops(self.edge_index, self.num_nodes, self.edge_weight,
                                                           fill_value)
         return self._with_edges(edge_index, weight if self.edge_weight is not None else None)
@@ -254,7 +280,7 @@ class Graph:
     def from_pyg(cls, data: Any, name: str = "pyg") -> "Graph":
         """From a PyG ``Data`` object (any attribute it lacks stays ``None``)."""
         values = {key: getattr(data, key, None)
-                  for key in ("x", "y", "edge_weight", *MASK_NAMES)}
+                  for key in ("x", "y", "edge_weight", "edge_attr", *MASK_NAMES)}
         return cls(edge_index=data.edge_index, num_nodes=int(data.num_nodes), name=name, **values)
 
 
