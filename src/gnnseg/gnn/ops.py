@@ -17,7 +17,7 @@ from torch import Tensor
 # torch marks sparse CSR as beta; the operations used here are stable, so the notice is noise for users.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
-Normalization = Literal["symmetric", "mean"]
+Normalization = Literal["symmetric", "mean", "none"]
 
 
 def remove_self_loops(edge_index: Tensor, edge_weight: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
@@ -54,28 +54,58 @@ def add_remaining_self_loops(edge_index: Tensor, num_nodes: int, edge_weight: Te
 
 
 def normalize_edge_weights(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None,
-                           normalization: Normalization = "symmetric",
-                           self_loops: bool = True) -> tuple[Tensor, Tensor]:
+                           normalization: Normalization = "symmetric", self_loops: bool = True,
+                           num_targets: int | None = None) -> tuple[Tensor, Tensor]:
     """GCN propagation weights for every edge.
 
     ``symmetric``: ``D^-1/2 (A + I) D^-1/2`` (Kipf & Welling 2017, eq. 2).
     ``mean``: ``(D + I)^-1 (A + I)``, the row-normalized average over a node and its neighbors.
+    ``none``: the weights as given (ones when there are none), after the optional self-loops; for
+    propagation matrices a sampler has already normalized (FastGCN / LADIES blocks).
     ``D`` is the weighted in-degree after self-loops; nodes of degree 0 get weight 0, never inf.
+
+    ``num_targets`` makes the edges a bipartite block (``gnnseg.gnn.sampling.blocks``): the edges point into
+    the first ``num_targets`` of the ``num_nodes`` source nodes, which are the targets themselves; self-loops
+    are added for the targets only and degrees are the targets' in-degrees within the block. Symmetric
+    normalization also needs every *source's* degree in the whole graph, which a block does not hold, so it
+    is refused there: use ``mean`` (exact when a block holds whole neighbourhoods) or ``none``.
     """
+    if normalization not in ("symmetric", "mean", "none"):
+        raise ValueError(f"normalization must be 'symmetric' or 'mean', or 'none' for weights used as given, "
+                         f"got {normalization!r}")
+    if normalization == "symmetric" and num_targets is not None:
+        raise ValueError("symmetric normalization D^-1/2 (A+I) D^-1/2 needs the degree of every source node in "
+                         "the whole graph, which a sampled block does not hold; use normalization='mean' "
+                         "(row-normalized, exact for full neighbourhoods) or 'none' (weights as given)")
+    rows = num_nodes if num_targets is None else num_targets
     if self_loops:
-        edge_index, edge_weight = add_remaining_self_loops(edge_index, num_nodes, edge_weight)
+        edge_index, edge_weight = add_remaining_self_loops(edge_index, rows, edge_weight)
     elif edge_weight is None:
         edge_weight = torch.ones(edge_index.size(1), device=edge_index.device)
+    if normalization == "none":
+        return edge_index, edge_weight
     source, target = edge_index
-    degree = torch.zeros(num_nodes, dtype=edge_weight.dtype, device=edge_weight.device)
+    degree = torch.zeros(rows, dtype=edge_weight.dtype, device=edge_weight.device)
     degree.index_add_(0, target, edge_weight)
     if normalization == "symmetric":
         inv_sqrt = degree.pow(-0.5).masked_fill_(degree == 0, 0.0)
         return edge_index, inv_sqrt[source] * edge_weight * inv_sqrt[target]
-    if normalization == "mean":
-        inverse = degree.reciprocal().masked_fill_(degree == 0, 0.0)
-        return edge_index, edge_weight * inverse[target]
-    raise ValueError(f"normalization must be 'symmetric' or 'mean', got {normalization!r}")
+    inverse = degree.reciprocal().masked_fill_(degree == 0, 0.0)
+    return edge_index, edge_weight * inverse[target]
+
+
+def target_count(num_sources: int, num_targets: int | None) -> int:
+    """Rows a layer outputs: ``num_sources`` on a full graph (``num_targets=None``), else ``num_targets``.
+
+    The block convention (``gnnseg.gnn.sampling.blocks``): a layer gets the ``num_sources`` source rows and
+    the first ``num_targets`` of them are the targets, so ``num_targets`` may not exceed ``num_sources``.
+    """
+    if num_targets is None:
+        return num_sources
+    if not 0 <= num_targets <= num_sources:
+        raise ValueError(f"num_targets must be between 0 and the number of source rows ({num_sources}), "
+                         f"got {num_targets}: a block's targets are its first num_targets source nodes")
+    return int(num_targets)
 
 
 def tensor_key(tensor: Tensor | None) -> tuple:
@@ -126,7 +156,7 @@ class SparseMatrix:
 
     @classmethod
     def from_edges(cls, edge_index: Tensor, edge_weight: Tensor | None,
-                   shape: tuple[int, int]) -> "SparseMatrix":
+                   shape: tuple[int, int]) -> SparseMatrix:
         """Build from messages ``source -> target``; ``shape = (num_targets, num_sources)``."""
         source, target = edge_index
         if edge_weight is None:
@@ -137,6 +167,11 @@ class SparseMatrix:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.matrix.shape)  # type: ignore[return-value]
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored entries (duplicates merged)."""
+        return int(self.matrix.values().numel())
 
     def __matmul__(self, dense: Tensor) -> Tensor:
         """``(num_targets, num_sources) @ (num_sources, F) -> (num_targets, F)``."""

@@ -25,6 +25,11 @@ class GATConv(nn.Module):
     self-looped edge list for a fixed graph. ``x`` may be a sparse CSR tensor.
     Shapes: ``x (N, in_channels)``, ``edge_index (2, E)`` -> ``(N, heads * out_channels)`` when
     ``concat`` else ``(N, out_channels)``.
+
+    On a sampled block (``num_targets=block.num_targets``, ``x`` the source features, see
+    ``gnnseg.gnn.sampling.blocks``) every target ``i`` gets its self-loop from source ``i`` (itself, as the
+    first ``num_targets`` sources are the targets) and the output has ``num_targets`` rows; this equals PyG's
+    ``GATConv((x, x[:num_targets]), edge_index, size=(num_sources, num_targets))``. Blocks are never cached.
     """
 
     def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1, concat: bool = True,
@@ -49,32 +54,38 @@ class GATConv(nn.Module):
             nn.init.zeros_(self.bias)
         self._cache = None
 
-    def attention_edges(self, edge_index: Tensor, num_nodes: int) -> Tensor:
-        """The edges attention runs over: the input's, with exactly one self-loop per node."""
+    def attention_edges(self, edge_index: Tensor, num_nodes: int, *, cache: bool = True) -> Tensor:
+        """The edges attention runs over: the input's, with exactly one self-loop per node (per target,
+        ``num_nodes`` of them, on a block). ``cache=False`` neither reads nor fills the cache (blocks: every
+        batch brings a new one, and an address-based key could match a block allocated where a freed one was)."""
+        use_cache = cache and self.cached
         key = ops.graph_key(edge_index, num_nodes)
-        if self._cache is not None and self._cache[0] == key:
+        if use_cache and self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         if self.self_loops:
             edge_index, _ = ops.remove_self_loops(edge_index)
             edge_index, _ = ops.add_self_loops(edge_index, num_nodes)
-        if self.cached:
+        if use_cache:
             self._cache = (key, edge_index)
         return edge_index
 
-    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False):
-        num_nodes = x.size(0)
-        source, target = self.attention_edges(edge_index, num_nodes)
-        z = ops.linear(x, self.linear.weight).view(num_nodes, self.heads, self.out_channels)           # transform
-        score_src = (z * self.att_src).sum(-1)                                      # (N, H)
-        score_dst = (z * self.att_dst).sum(-1)
+    def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False, *,
+                num_targets: int | None = None):
+        num_sources = x.size(0)
+        block = num_targets is not None
+        num_targets = ops.target_count(num_sources, num_targets)
+        source, target = self.attention_edges(edge_index, num_targets, cache=not block)
+        z = ops.linear(x, self.linear.weight).view(num_sources, self.heads, self.out_channels)         # transform
+        score_src = (z * self.att_src).sum(-1)                                      # (S, H)
+        score_dst = (z[:num_targets] * self.att_dst).sum(-1)                        # (T, H)
         scores = F.leaky_relu(score_src.index_select(0, source) + score_dst.index_select(0, target),
                               self.negative_slope)                                   # (E, H)
-        alpha = ops.segment_softmax(scores, target, num_nodes)
+        alpha = ops.segment_softmax(scores, target, num_targets)
         alpha_dropped = F.dropout(alpha, p=self.dropout, training=self.training)
         values = F.dropout(z, p=self.value_dropout, training=self.training)
         messages = values.index_select(0, source) * alpha_dropped.unsqueeze(-1)      # (E, H, C)
-        out = z.new_zeros(z.shape).index_add_(0, target, messages)                  # aggregate
-        out = out.reshape(num_nodes, -1) if self.concat else out.mean(dim=1)
+        out = z.new_zeros((num_targets, *z.shape[1:])).index_add_(0, target, messages)  # aggregate
+        out = out.reshape(num_targets, -1) if self.concat else out.mean(dim=1)
         if self.bias is not None:
             out = out + self.bias
         if return_attention:

@@ -14,6 +14,9 @@ class GINConv(nn.Module):
     Every edge is one message: duplicate edges count twice and an explicit self-loop adds ``h_i`` again,
     exactly as a multiset sum should. ``eps`` is fixed (GIN-0 when 0) or trained (``train_eps=True``, GIN-eps).
     Shapes: ``x (N, F)``, ``edge_index (2, E)`` -> ``mlp`` applied to ``(N, F)``.
+
+    On a sampled block (``num_targets=block.num_targets``, ``x`` the source features, see
+    ``gnnseg.gnn.sampling.blocks``) the root term is ``x[:num_targets]`` and ``mlp`` sees ``(num_targets, F)``.
     """
 
     def __init__(self, mlp: nn.Module, *, eps: float = 0.0, train_eps: bool = False) -> None:
@@ -32,11 +35,13 @@ class GINConv(nn.Module):
         self.eps.data.fill_(self.initial_eps)
 
     @staticmethod
-    def aggregate(x: Tensor, edge_index: Tensor) -> Tensor:
-        """``sum_{j -> i} x_j`` for every node ``i``."""
+    def aggregate(x: Tensor, edge_index: Tensor, num_targets: int | None = None) -> Tensor:
+        """``sum_{j -> i} x_j`` for every node ``i`` (every target ``i < num_targets`` on a block)."""
         source, target = edge_index
-        return torch.zeros_like(x).index_add_(0, target, x.index_select(0, source))
+        rows = ops.target_count(x.size(0), num_targets)
+        return x.new_zeros((rows, x.size(1))).index_add_(0, target, x.index_select(0, source))
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+    def forward(self, x: Tensor, edge_index: Tensor, *, num_targets: int | None = None) -> Tensor:
         x = ops.dense(x)
-        return self.mlp((1 + self.eps) * x + self.aggregate(x, edge_index))
+        root = x[:ops.target_count(x.size(0), num_targets)]
+        return self.mlp((1 + self.eps) * root + self.aggregate(x, edge_index, num_targets))
