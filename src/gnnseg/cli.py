@@ -8,8 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from gnnseg.core.runs import jsonable
-from gnnseg.gnn.datasets import NODE_DATASETS
+from gnnseg.gnn.datasets import NODE_DATASETS, check_node_dataset
 from gnnseg.gnn.tasks.node import MODELS
+
+SAMPLERS = ("neighbor", "fastgcn", "ladies")
 
 
 def _print(result: dict, as_json: bool) -> None:
@@ -21,13 +23,39 @@ def _print(result: dict, as_json: bool) -> None:
 
 
 def _gnn_train(args: argparse.Namespace) -> dict:
-    from gnnseg.gnn.tasks.node_runs import run_node_classification
-
     overrides = {key: value for key, value in (("epochs", args.epochs), ("lr", args.lr),
                                                ("hidden", args.hidden)) if value is not None}
-    return run_node_classification(args.model, args.dataset, args.root, seeds=args.seeds, first_seed=args.seed,
-                                   runs_root=args.runs_dir, overrides=overrides,
+    minibatch = {key: value for key, value in (("fanouts", args.fanouts), ("num_samples", args.num_samples),
+                                               ("batch_size", args.batch_size), ("num_workers", args.num_workers),
+                                               ("patience", args.patience), ("eval_every", args.eval_every))
+                 if value is not None}
+    if args.model == "sage" or args.sampler is not None:     # mini-batch training on sampled blocks
+        from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
+
+        return run_minibatch_classification(args.model, args.sampler, args.dataset, args.root, seeds=args.seeds,
+                                            first_seed=args.seed, runs_root=args.runs_dir,
+                                            overrides={**overrides, **minibatch}, resume_run=args.resume,
+                                            show_progress=False if args.json else None)
+    if minibatch or args.resume:
+        given = ", ".join(f"--{key.replace('_', '-')}" for key in minibatch) or "--resume"
+        raise ValueError(f"{given} apply to mini-batch training: add --sampler neighbor|fastgcn|ladies "
+                         f"(or --model sage)")
+    from gnnseg.gnn.tasks.node_runs import run_node_classification
+
+    return run_node_classification(args.model or "gcn", args.dataset, args.root, seeds=args.seeds,
+                                   first_seed=args.seed, runs_root=args.runs_dir, overrides=overrides,
                                    show_progress=False if args.json else None)
+
+
+def _gnn_synth(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.datasets.synthetic import SyntheticConfig, write_synthetic
+
+    config = SyntheticConfig(num_nodes=args.nodes, avg_degree=args.avg_degree, num_classes=args.classes,
+                             num_features=args.features, degree_exponent=args.degree_exponent,
+                             homophily=args.homophily, feature_noise=args.feature_noise,
+                             label_noise=args.label_noise, train_fraction=args.train_fraction,
+                             val_fraction=args.val_fraction, seed=args.seed)
+    return write_synthetic(config, args.out)
 
 
 def _gnn_linkpred(args: argparse.Namespace) -> dict:
@@ -140,6 +168,20 @@ def _numbers(text: str, count: int, what: str) -> list[float]:
     return values
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 25,10, got {text!r}") from None
+
+
+def _dataset(text: str) -> str:
+    try:
+        return check_node_dataset(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _depths(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
@@ -215,10 +257,29 @@ def build_parser() -> argparse.ArgumentParser:
     halves = parser.add_subparsers(dest="command", required=True)
 
     gnn = halves.add_parser("gnn", help="graph neural networks").add_subparsers(dest="gnn_command", required=True)
-    train = gnn.add_parser("train", help="semi-supervised node classification over several seeds")
-    train.add_argument("--model", choices=MODELS, default="gcn")
-    train.add_argument("--dataset", choices=NODE_DATASETS, default="cora")
+    train = gnn.add_parser("train", help="node classification over several seeds: full-batch, or on sampled "
+                                         "mini-batches with --sampler (or --model sage)")
+    train.add_argument("--model", choices=(*MODELS, "sage"), default=None,
+                       help="gcn (default), sgc, gin, gat full-batch; sage trains on sampled mini-batches, and "
+                            "with --sampler gcn/gat/gin do too (fastgcn/ladies: gcn by default)")
+    train.add_argument("--dataset", type=_dataset, default="cora",
+                       help=f"{', '.join(NODE_DATASETS)}, synth:PATH (gnnseg gnn synth) or ogb:PATH (an OGB "
+                            f"node-property folder such as dataset/ogbn_products)")
     train.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
+    train.add_argument("--sampler", choices=SAMPLERS, help="mini-batch training with uniform neighbour "
+                                                           "(GraphSAGE), FastGCN or LADIES sampling")
+    train.add_argument("--fanouts", type=_int_list, help="neighbours per hop from the seeds (default 25,10)")
+    train.add_argument("--num-samples", type=_int_list,
+                       help="fastgcn/ladies: nodes sampled per layer (defaults: fastgcn 400,400; ladies 64 x 5)")
+    train.add_argument("--batch-size", type=int, help="seed nodes per mini-batch (default 512)")
+    train.add_argument("--num-workers", type=int, help="DataLoader processes that sample ahead (default 0: "
+                                                       "sample in the training process)")
+    train.add_argument("--patience", type=int, help="mini-batch: epochs without a better validation accuracy "
+                                                    "before stopping")
+    train.add_argument("--eval-every", type=int, help="mini-batch: evaluate (exactly, over whole neighbourhoods) "
+                                                      "every N epochs and after the last (default 1)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="mini-batch: continue the run in RUN_DIR from its "
+                                                          "checkpoints (same arguments)")
     train.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
     train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     train.add_argument("--epochs", type=int, help="override the preset's maximum epochs")
@@ -227,6 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default="runs", help="where run directories are created (default runs/)")
     train.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     train.set_defaults(handler=_gnn_train)
+
+    synth = gnn.add_parser("synth", help="write a large synthetic node-classification graph (degree-corrected "
+                                         "SBM with power-law degrees) to a folder of .npy files")
+    synth.add_argument("--nodes", type=int, required=True)
+    synth.add_argument("--avg-degree", type=float, default=50.0, help="mean neighbours per node (default 50)")
+    synth.add_argument("--classes", type=int, default=47, help="communities = classes (default 47)")
+    synth.add_argument("--features", type=int, default=100, help="feature dimensions (default 100)")
+    synth.add_argument("--degree-exponent", type=float, default=2.5, help="power-law tail P(k) ~ k^-g (default 2.5)")
+    synth.add_argument("--homophily", type=float, default=0.5, help="share of a node's edges inside its community")
+    synth.add_argument("--feature-noise", type=float, default=4.0, help="noise std around the class means")
+    synth.add_argument("--label-noise", type=float, default=0.1, help="share of labels flipped to another class")
+    synth.add_argument("--train-fraction", type=float, default=0.08)
+    synth.add_argument("--val-fraction", type=float, default=0.02)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, help="new folder to write (never overwritten)")
+    synth.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    synth.set_defaults(handler=_gnn_synth)
 
     link = gnn.add_parser("linkpred", help="link prediction with a graph auto-encoder (GAE / VGAE)")
     link.add_argument("--dataset", choices=NODE_DATASETS, default="cora")
@@ -308,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = gnn.add_parser("eval", help="re-evaluate a saved node classifier")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--root", help="folder holding the raw Planetoid files")
-    evaluate.add_argument("--dataset", choices=NODE_DATASETS, help="default: the checkpoint's dataset")
+    evaluate.add_argument("--dataset", type=_dataset, help="default: the checkpoint's dataset")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(handler=_gnn_eval)
 

@@ -133,11 +133,12 @@ class Graph:
         return self
 
     # ----------------------------------------------------------------------------------- derived views
-    def csr(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Incoming-edge CSR, cached: ``(row_ptr (N+1,), sources (E,), edge_ids (E,))``.
+    def csr(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Incoming-edge CSR, cached: ``(row_ptr (N+1,), sources (E,), edge_ids (E,) or None)``.
 
         ``sources[row_ptr[i]:row_ptr[i+1]]`` are the sources of the edges into node ``i``, and
-        ``edge_ids`` maps each CSR slot back to its column in ``edge_index``.
+        ``edge_ids`` maps each CSR slot back to its column in ``edge_index``; it is ``None`` for a graph made
+        by :meth:`from_csr`, whose edges are stored in CSR order (slot ``k`` is edge ``k``).
         """
         if "csr" not in self._cache:
             target = self.edge_index[1]
@@ -146,6 +147,48 @@ class Graph:
             row_ptr[1:] = torch.bincount(target, minlength=self.num_nodes).cumsum(0)
             self._cache["csr"] = (row_ptr, self.edge_index[0, edge_ids], edge_ids)
         return self._cache["csr"]
+
+    @classmethod
+    def from_csr(cls, row_ptr: Any, sources: Any, *, chunk_rows: int = 1 << 20, **fields_: Any) -> Graph:
+        """A graph from an incoming-edge CSR (targets as rows): ``row_ptr (N+1,)`` offsets, ``sources (E,)``
+        (int32 or int64, numpy arrays or tensors, memory-mapped ones included).
+
+        Edge ``k`` is CSR slot ``k``, so :meth:`csr` is ready at once and needs no edge-id table: the only
+        ``E``-sized allocation is ``edge_index (2, E)`` int64 (16 bytes per edge), whose first row is also the
+        CSR's ``sources``. Targets are filled ``chunk_rows`` rows at a time. Raises
+        :class:`GraphValidationError` for offsets that do not start at 0, decrease, or do not end at ``E``,
+        and for sources outside ``[0, N)``.
+        """
+        row_ptr = torch.as_tensor(np.asarray(row_ptr)).to(torch.int64)
+        num_nodes = row_ptr.numel() - 1
+        num_edges = len(sources)
+        if num_nodes < 0 or int(row_ptr[0]) != 0 or int(row_ptr[-1]) != num_edges:
+            raise GraphValidationError(f"row_ptr must start at 0 and end at the number of sources ({num_edges}), "
+                                       f"got {int(row_ptr[0]) if num_nodes >= 0 else None} .. "
+                                       f"{int(row_ptr[-1]) if num_nodes >= 0 else None}")
+        degree = row_ptr[1:] - row_ptr[:-1]
+        if num_nodes and int(degree.min()) < 0:
+            node = int((degree < 0).nonzero()[0])
+            raise GraphValidationError(f"row_ptr decreases at node {node}: {int(row_ptr[node])} -> "
+                                       f"{int(row_ptr[node + 1])}")
+        edge_index = torch.empty((2, num_edges), dtype=torch.int64)
+        for first in range(0, max(num_nodes, 1), chunk_rows):
+            last = min(first + chunk_rows, num_nodes)
+            begin, end = int(row_ptr[first]), int(row_ptr[last])
+            chunk = torch.as_tensor(np.asarray(sources[begin:end]))
+            edge_index[0, begin:end] = chunk
+            edge_index[1, begin:end] = torch.repeat_interleave(torch.arange(first, last), degree[first:last],
+                                                               output_size=end - begin)
+        if num_edges:
+            low, high = int(edge_index[0].min()), int(edge_index[0].max())
+            if low < 0 or high >= num_nodes:
+                bad = low if low < 0 else high
+                slot = int((edge_index[0] == bad).nonzero()[0])
+                raise GraphValidationError(f"sources refers to node {bad} (CSR slot {slot}) but the graph has "
+                                           f"{num_nodes} nodes")
+        graph = cls(edge_index=edge_index, num_nodes=num_nodes, **fields_)
+        graph._cache["csr"] = (row_ptr, edge_index[0], None)
+        return graph
 
     def in_degree(self) -> Tensor:
         """Number of incoming edges per node, shape ``(N,)``."""

@@ -49,6 +49,12 @@ class GCNConv(nn.Module):
             nn.init.zeros_(self.bias)
         self._cache = None
 
+    @property
+    def accepts_block_weights(self) -> bool:
+        """Whether a sampler's propagation weights (FastGCN / LADIES blocks) can be used as this layer's
+        ``A_hat``: only as given (``normalization="none"``) and without extra self-loops."""
+        return self.normalization == "none" and not self.self_loops
+
     def normalized_adjacency(self, edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None,
                              num_targets: int | None = None) -> ops.SparseMatrix:
         """``A_hat`` of shape ``(num_targets, num_nodes)`` (``num_targets`` defaults to ``num_nodes``).

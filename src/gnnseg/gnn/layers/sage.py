@@ -59,6 +59,12 @@ class SAGEConv(nn.Module):
         self.lin_l = nn.Linear(aggregated_channels, out_channels, bias=bias)   # aggregated neighbours
         self.lin_r = nn.Linear(in_channels, out_channels, bias=False) if root_weight else None  # the node itself
 
+    @property
+    def accepts_block_weights(self) -> bool:
+        """Whether a sampler's propagation weights (FastGCN / LADIES blocks) can be used: the mean aggregator
+        takes them as a weighted mean; a max cannot be reweighted."""
+        return self.aggregator == "mean"
+
     def reset_parameters(self) -> None:
         for module in (self.pool_linear, self.lin_l, self.lin_r):
             if module is not None:
@@ -72,9 +78,13 @@ class SAGEConv(nn.Module):
             x = torch.relu(self.pool_linear(x))
         messages = x.index_select(0, source)                                         # (E, F)
         if self.aggregator == "mean":
-            weight = x.new_ones(source.numel()) if edge_weight is None else edge_weight.to(x.dtype)
-            total = x.new_zeros((num_targets, x.size(1))).index_add_(0, target, messages * weight.unsqueeze(1))
-            norm = x.new_zeros(num_targets).index_add_(0, target, weight)
+            if edge_weight is None:      # plain mean: no (E, F) product with ones (full-neighbourhood inference)
+                total = x.new_zeros((num_targets, x.size(1))).index_add_(0, target, messages)
+                norm = torch.bincount(target, minlength=num_targets).to(x.dtype)
+            else:
+                weight = edge_weight.to(x.dtype)
+                total = x.new_zeros((num_targets, x.size(1))).index_add_(0, target, messages * weight.unsqueeze(1))
+                norm = x.new_zeros(num_targets).index_add_(0, target, weight)
             return total / norm.masked_fill(norm == 0, 1.0).unsqueeze(1)
         if edge_weight is not None:
             raise ValueError(f"edge_weight applies to the 'mean' aggregator only; the {self.aggregator!r} "

@@ -45,6 +45,7 @@ class SGConv(nn.Module):
         return x
 
     accepts_output_nodes = True
+    has_block_form = False      # A_hat^K X is computed once over the whole graph; blocks are refused
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None,
                 output_nodes: Tensor | None = None) -> Tensor:

@@ -1,7 +1,7 @@
 """Mini-batch sampling into bipartite blocks: uniform neighbours (GraphSAGE), FastGCN and LADIES."""
 
-from gnnseg.gnn.sampling.blocks import Block
+from gnnseg.gnn.sampling.blocks import Block, FullNeighborhood
 from gnnseg.gnn.sampling.importance import FastGCNSampler, LADIESSampler
 from gnnseg.gnn.sampling.neighbor import NeighborSampler
 
-__all__ = ["Block", "FastGCNSampler", "LADIESSampler", "NeighborSampler"]
+__all__ = ["Block", "FastGCNSampler", "FullNeighborhood", "LADIESSampler", "NeighborSampler"]

@@ -21,7 +21,8 @@ For results that do not depend on the number of workers, give each batch its own
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -196,3 +197,61 @@ def segment_slots(row_ptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
     first_slot = torch.cumsum(degree, 0) - degree
     slots = start[owner] + torch.arange(owner.numel()) - first_slot[owner]
     return slots, owner
+
+
+class FullNeighborhood:
+    """Whole incoming neighbourhoods as blocks: the exact layer a sampler estimates, for evaluation.
+
+    ``row_ptr (N + 1,)`` and ``columns (E,)`` are a CSR with targets as rows (``columns[row_ptr[i]:
+    row_ptr[i + 1]]`` are the sources of the edges into ``i``); ``values (E,)``, when given, become every
+    block's ``edge_weight`` (a sampler's ``A_hat``, self-loops included). ``block(nodes)`` holds every
+    in-edge of ``nodes`` (duplicates kept, as in the graph), following the block conventions (targets first;
+    ``edge_ids`` is not set). Samplers give theirs with ``sampler.full_neighborhood()``.
+    """
+
+    def __init__(self, row_ptr: Tensor, columns: Tensor, values: Tensor | None = None) -> None:
+        if row_ptr.dim() != 1 or row_ptr.numel() < 1:
+            raise ValueError(f"row_ptr must be a 1-D tensor of N + 1 offsets, got shape {tuple(row_ptr.shape)}")
+        if values is not None and values.shape != columns.shape:
+            raise ValueError(f"values must match columns {tuple(columns.shape)}, got {tuple(values.shape)}")
+        self.row_ptr, self.columns, self.values = row_ptr, columns, values
+        self.num_nodes = int(row_ptr.numel()) - 1
+
+    def __repr__(self) -> str:
+        weighted = ", weighted" if self.values is not None else ""
+        return f"FullNeighborhood(num_nodes={self.num_nodes}, num_edges={self.columns.numel()}{weighted})"
+
+    def block(self, nodes: Tensor | Sequence[int]) -> Block:
+        """One block with every in-edge of the (unique) ``nodes``: ``O(sum of their degrees)``."""
+        targets = check_seeds(nodes, self.num_nodes)
+        slots, owner = segment_slots(self.row_ptr, targets)
+        source_nodes, local = relabel(targets, self.columns[slots].to(torch.int64))
+        weight = None if self.values is None else self.values[slots]
+        return Block(source_nodes, targets.numel(), torch.stack([local, owner]), edge_weight=weight)
+
+    def boundaries(self, nodes: Tensor, max_nodes: int, max_edges: int) -> list[int]:
+        """Chunk boundaries over ``nodes``: each chunk has at most ``max_nodes`` nodes and at most
+        ``max_edges`` in-edges, except a single node with more edges, which is a chunk of its own."""
+        if max_nodes < 1 or max_edges < 1:
+            raise ValueError(f"max_nodes and max_edges must be positive, got {max_nodes} and {max_edges}")
+        nodes = torch.as_tensor(nodes, dtype=torch.int64)
+        cumulative = torch.cumsum(self.row_ptr[nodes + 1] - self.row_ptr[nodes], 0)
+        bounds, start, total = [0], 0, nodes.numel()
+        while start < total:
+            before = int(cumulative[start - 1]) if start else 0
+            stop = int(torch.searchsorted(cumulative, torch.tensor(before + max_edges), right=True))
+            stop = min(max(stop, start + 1), start + max_nodes, total)
+            bounds.append(stop)
+            start = stop
+        return bounds
+
+    def num_chunks(self, nodes: Tensor, max_nodes: int, max_edges: int) -> int:
+        return len(self.boundaries(nodes, max_nodes, max_edges)) - 1
+
+    def chunks(self, nodes: Tensor, *, max_nodes: int = 8192,
+               max_edges: int = 1 << 19) -> Iterator[tuple[int, int, Block]]:
+        """``(start, stop, block of nodes[start:stop])`` over ``nodes`` in order (see :meth:`boundaries`)."""
+        nodes = torch.as_tensor(nodes, dtype=torch.int64)
+        bounds = self.boundaries(nodes, max_nodes, max_edges)
+        for start, stop in itertools.pairwise(bounds):
+            yield start, stop, self.block(nodes[start:stop])

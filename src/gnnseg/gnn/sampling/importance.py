@@ -44,6 +44,7 @@ from gnnseg.gnn import ops
 from gnnseg.gnn.graph import Graph
 from gnnseg.gnn.sampling.blocks import (
     Block,
+    FullNeighborhood,
     Generator,
     as_generator,
     check_seeds,
@@ -134,6 +135,11 @@ class LayerwiseSampler:
             targets = source_nodes
         blocks.reverse()
         return blocks
+
+    def full_neighborhood(self) -> FullNeighborhood:
+        """The layer these blocks estimate: ``A_hat`` itself (self-loops included) as block weights, for exact
+        layer-wise evaluation (the reference evaluates with the full ``A_hat``)."""
+        return FullNeighborhood(self.row_ptr, self.columns, self.values)
 
     __call__ = sample
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from gnnseg.gnn.graph import Graph
 from gnnseg.gnn.sampling.blocks import (
     Block,
+    FullNeighborhood,
     Generator,
     as_generator,
     check_seeds,
@@ -110,11 +111,16 @@ class NeighborSampler:
         blocks = []
         for fanout in self.fanouts:
             slots, owner = sample_slots(self.row_ptr, targets, fanout, self.replace, generator)
-            source_nodes, local = relabel(targets, self.neighbors[slots])
-            blocks.append(Block(source_nodes, targets.numel(), torch.stack([local, owner]),
-                                edge_ids=self.edge_ids[slots]))
+            source_nodes, local = relabel(targets, self.neighbors[slots].to(torch.int64))
+            edge_ids = slots if self.edge_ids is None else self.edge_ids[slots]   # None: CSR order = edge order
+            blocks.append(Block(source_nodes, targets.numel(), torch.stack([local, owner]), edge_ids=edge_ids))
             targets = source_nodes
         blocks.reverse()
         return blocks
+
+    def full_neighborhood(self) -> FullNeighborhood:
+        """The layer this sampler estimates: every node's whole in-neighbourhood, unweighted (for exact
+        layer-wise evaluation, :meth:`gnnseg.gnn.models.StackedGNN.layerwise_inference`)."""
+        return FullNeighborhood(self.row_ptr, self.neighbors)
 
     __call__ = sample

@@ -1,0 +1,183 @@
+"""Uniform neighbour sampling throughput, ours beside PyG's NeighborLoader, same run, same seeds, same machine.
+
+For each graph (Cora, and a synthetic DC-SBM graph of ``--nodes`` nodes, by default ogbn-products' 2,449,029
+with about 62M undirected edges) and each fanout list ([15, 10, 5] and [25, 10]), ``--batches`` batches of
+``--batch-size`` (1024) seed nodes, taken in order from one random permutation of all nodes, are sampled
+without replacement by ``NeighborSampler.sample`` and by PyG's ``NeighborLoader`` (``num_workers=0``, no node
+features attached, so both sides only sample and relabel). Reported: seed nodes per second, sampled edges per
+second and sampled (input) nodes per batch, and ours / PyG ratios of seeds per second.
+
+What the two produce differs, and the table says so: ours returns one block per layer in which *every* node of
+the layer above samples again (DGL's blocks, what layer-wise message passing consumes), PyG returns one
+subgraph in which each hop samples only the nodes new at that hop. Ours therefore draws more edges for the
+same seeds; seeds per second is the like-for-like figure (the work a training step needs), edges per second
+the raw sampling rate.
+
+PyG's NeighborLoader needs ``pyg-lib`` or ``torch-sparse``. Neither installs from a wheel for this torch, so
+the PyG side is skipped (with that message in the report) unless one of them is importable; build it in a
+benchmark-only environment: ``pip install --no-build-isolation torch-scatter torch-sparse`` (20-30 minutes
+on 2 cores). Writes ``benchmarks/results/gnn_sampling.{json,md}`` (``--out-dir`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from gnnseg.core import machine_info, write_json
+from gnnseg.gnn.datasets import load_planetoid
+from gnnseg.gnn.datasets.synthetic import (
+    SyntheticConfig,
+    load_synthetic,
+    make_synthetic_parts,
+)
+from gnnseg.gnn.graph import Graph
+from gnnseg.gnn.sampling import NeighborSampler
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FANOUTS = ([15, 10, 5], [25, 10])
+PYG_MISSING = ("PyG's NeighborLoader needs pyg-lib or torch-sparse, neither of which is importable here; build "
+               "one in a benchmark-only environment: pip install --no-build-isolation torch-scatter torch-sparse "
+               "(20-30 minutes on 2 cores)")
+
+
+def pyg_backend() -> str | None:
+    """``"pyg-lib"`` or ``"torch-sparse"`` when PyG can sample, else ``None``."""
+    try:
+        import torch_geometric.typing as pyg_typing
+    except ImportError:
+        return None
+    if getattr(pyg_typing, "WITH_PYG_LIB", False):
+        return "pyg-lib"
+    if getattr(pyg_typing, "WITH_TORCH_SPARSE", False):
+        return "torch-sparse"
+    return None
+
+
+def synthetic_graph(args: argparse.Namespace) -> tuple[Graph, dict]:
+    """The synthetic graph's structure only (sampling needs no features)."""
+    if args.synthetic:
+        graph = load_synthetic(args.synthetic)
+        return graph, {"source": str(args.synthetic)}
+    config = SyntheticConfig(num_nodes=args.nodes, avg_degree=args.avg_degree, num_classes=47, num_features=1,
+                             seed=args.seed)
+    began = time.perf_counter()
+    parts = make_synthetic_parts(config)
+    seconds = time.perf_counter() - began
+    graph = Graph.from_csr(parts.row_ptr, parts.sources, name=f"synthetic-{args.nodes}")
+    del parts
+    return graph, {"generated_seconds": seconds, "avg_degree": args.avg_degree}
+
+
+def seed_batches(num_nodes: int, batch_size: int, batches: int, seed: int) -> list[torch.Tensor]:
+    order = torch.randperm(num_nodes, generator=torch.Generator().manual_seed(seed))
+    return [order[k * batch_size:(k + 1) * batch_size] for k in range(min(batches, num_nodes // batch_size or 1))]
+
+
+def time_ours(graph: Graph, fanouts: list[int], batches: list[torch.Tensor], warmup: int) -> dict[str, float]:
+    sampler = NeighborSampler(graph, fanouts)
+    for k in range(warmup):
+        sampler.sample(batches[k % len(batches)], generator=k)
+    edges = nodes = 0
+    began = time.perf_counter()
+    for k, seeds in enumerate(batches):
+        blocks = sampler.sample(seeds, generator=1000 + k)
+        edges += sum(block.num_edges for block in blocks)
+        nodes += blocks[0].num_sources
+    seconds = time.perf_counter() - began
+    seeds_total = sum(b.numel() for b in batches)
+    return {"seconds": seconds, "seeds_per_s": seeds_total / seconds, "edges_per_s": edges / seconds,
+            "edges_per_batch": edges / len(batches), "nodes_per_batch": nodes / len(batches)}
+
+
+def time_pyg(graph: Graph, fanouts: list[int], batches: list[torch.Tensor], warmup: int) -> dict[str, float]:
+    from torch_geometric.data import Data
+    from torch_geometric.loader import NeighborLoader
+
+    data = Data(edge_index=graph.edge_index, num_nodes=graph.num_nodes)
+    seeds = torch.cat(batches)
+    loader = NeighborLoader(data, num_neighbors=fanouts, batch_size=batches[0].numel(), input_nodes=seeds,
+                            shuffle=False, num_workers=0)
+    iterator = iter(loader)                    # the first batches build PyG's CSC: warm-up, not timed
+    for _ in range(warmup):
+        next(iterator)
+    iterator = iter(loader)
+    edges = nodes = count = 0
+    began = time.perf_counter()
+    for batch in iterator:
+        edges += int(batch.edge_index.size(1))
+        nodes += int(batch.num_nodes)
+        count += 1
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "seeds_per_s": seeds.numel() / seconds, "edges_per_s": edges / seconds,
+            "edges_per_batch": edges / count, "nodes_per_batch": nodes / count}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="../shared/datasets/planetoid", help="folder with the Planetoid files")
+    parser.add_argument("--nodes", type=int, default=2_449_029, help="synthetic graph size (ogbn-products: 2449029)")
+    parser.add_argument("--avg-degree", type=float, default=50.5, help="synthetic mean degree (50.5: 61.8M edges)")
+    parser.add_argument("--synthetic", help="use this `gnnseg gnn synth` folder instead of generating a graph")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batches", type=int, default=50, help="timed batches per configuration")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: sampling is serial)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", default=str(RESULTS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    backend = pyg_backend()
+    if backend is None:
+        print(f"PyG side skipped: {PYG_MISSING}", flush=True)
+
+    graphs = [("cora", lambda: (load_planetoid("cora", args.root), {})), ("synthetic", lambda: synthetic_graph(args))]
+    rows, graph_info = [], {}
+    for name, load in graphs:
+        graph, info = load()
+        graph_info[name] = {"nodes": graph.num_nodes, "directed_edges": graph.num_edges, **info}
+        print(f"{name}: {graph.num_nodes} nodes, {graph.num_edges} directed edges", flush=True)
+        batches = seed_batches(graph.num_nodes, args.batch_size, args.batches, args.seed)
+        for fanouts in FANOUTS:
+            row = {"graph": name, "fanouts": fanouts, "batch_size": args.batch_size, "batches": len(batches),
+                   "ours": time_ours(graph, fanouts, batches, args.warmup)}
+            if backend is not None:
+                row["pyg"] = time_pyg(graph, fanouts, batches, args.warmup)
+                row["ratio_seeds_per_s"] = row["ours"]["seeds_per_s"] / row["pyg"]["seeds_per_s"]
+            rows.append(row)
+            pyg = row.get("pyg")
+            print(f"{name:9s} {fanouts!s:12s} ours {row['ours']['seeds_per_s']:10.0f} seeds/s "
+                  f"{row['ours']['edges_per_s']:12.0f} edges/s"
+                  + (f" | PyG {pyg['seeds_per_s']:10.0f} seeds/s {pyg['edges_per_s']:12.0f} edges/s | ours/PyG "
+                     f"{row['ratio_seeds_per_s']:.2f}" if pyg else " | PyG skipped"), flush=True)
+        del graph
+
+    import torch_geometric
+
+    report = {"benchmark": "gnn_sampling", "machine": machine_info(), "threads": args.threads,
+              "torch_geometric": torch_geometric.__version__, "pyg_backend": backend,
+              "pyg_skipped_reason": None if backend else PYG_MISSING, "graphs": graph_info,
+              "definition": "uniform neighbour sampling without replacement, batch of seed nodes -> per-layer "
+                            "blocks (ours) / one sampled subgraph (PyG NeighborLoader, num_workers=0, no features); "
+                            "ratio = ours / PyG seeds per second (above 1: ours is faster)", "rows": rows}
+    out = Path(args.out_dir)
+    write_json(out / "gnn_sampling.json", report)
+    lines = [("| graph | fanouts | ours seeds/s | ours edges/s | ours nodes/batch | PyG seeds/s | PyG edges/s | "
+              "PyG nodes/batch | ours / PyG (seeds/s) |"), "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        o, p = r["ours"], r.get("pyg")
+        theirs = (f"{p['seeds_per_s']:.0f} | {p['edges_per_s']:.0f} | {p['nodes_per_batch']:.0f} | "
+                  f"{r['ratio_seeds_per_s']:.2f}") if p else "skipped | - | - | -"
+        lines.append(f"| {r['graph']} | {r['fanouts']} | {o['seeds_per_s']:.0f} | {o['edges_per_s']:.0f} | "
+                     f"{o['nodes_per_batch']:.0f} | {theirs} |")
+    if backend is None:
+        lines.append(f"\nPyG skipped: {PYG_MISSING}.")
+    (out / "gnn_sampling.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

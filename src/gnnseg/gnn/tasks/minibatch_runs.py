@@ -1,0 +1,134 @@
+"""Mini-batch node classification as a user runs it: seeds, a run directory, checkpoints, resume, torchrun.
+
+``runs/gnn-train/<time>/`` gets ``config.json``, ``metrics.json`` (per seed and summary, rewritten after each
+seed), ``checkpoint_seed<k>.pt`` (after every epoch, for resuming), ``model.pt`` (the seed with the best
+validation accuracy, loadable by ``gnnseg gnn eval``) and ``curves.png``. Under ``torchrun`` only rank 0
+writes; every rank returns the same summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gnnseg.core import (
+    CheckpointError,
+    load_checkpoint,
+    new_run,
+    progress,
+    save_checkpoint,
+)
+from gnnseg.core.distributed import distributed_context
+from gnnseg.core.runs import RunDirectory
+from gnnseg.gnn.datasets import DATASET_PREFIXES, check_node_dataset, load_node_dataset
+from gnnseg.gnn.plots import plot_training_curves
+from gnnseg.gnn.tasks.minibatch import (
+    _config_dict,
+    config_from_dict,
+    evaluate_layerwise,
+    minibatch_config,
+    prepare_minibatch_graph,
+    same_run_settings,
+    summarize_minibatch,
+    train_minibatch,
+)
+
+MODEL_FORMAT = "gnnseg.minibatch_classifier/1"
+
+
+def run_minibatch_classification(model: str | None, sampler: str | None, dataset: str,
+                                 root: str | os.PathLike | None, *, seeds: int = 1, first_seed: int = 0,
+                                 runs_root: str | os.PathLike = "runs", overrides: dict[str, Any] | None = None,
+                                 resume_run: str | os.PathLike | None = None,
+                                 show_progress: bool | None = None) -> dict[str, Any]:
+    """Train ``seeds`` mini-batch models (seeds ``first_seed..``) and return the summary with ``run_dir``,
+    ``checkpoint``, ``sampled_nodes_per_batch_mean`` and ``peak_rss_mb``. ``resume_run`` continues an
+    interrupted run in that folder (same arguments), each seed from its last checkpoint."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    context = distributed_context(backend="gloo")        # the mini-batch trainer computes on the CPU
+    config = minibatch_config(model, sampler, dataset, **(overrides or {}))
+    graph = load_node_dataset(dataset, root)
+    spec = check_node_dataset(dataset)
+    for prefix in DATASET_PREFIXES:            # folders as absolute paths, so the checkpoint finds its data
+        if spec.startswith(prefix):
+            spec = prefix + str(Path(spec[len(prefix):]).resolve())
+    settings = {"model": config.model, "sampler": config.sampler, "dataset": graph.name, "root": str(root),
+                "seeds": seeds, "first_seed": first_seed, "world_size": context.world_size,
+                "config": _config_dict(config)}
+    run: RunDirectory | None = None
+    if resume_run is not None:
+        folder = Path(resume_run)
+        saved = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+        if saved is None:
+            raise FileNotFoundError(f"cannot resume: {folder / 'config.json'} does not exist")
+        others = {k: v for k, v in settings.items() if k != "config"}
+        if {k: saved.get(k) for k in others} != others or not same_run_settings(saved.get("config", {}), config):
+            raise ValueError(f"{folder} was started with other settings ({saved.get('config')}); resume it with "
+                             f"the same command, or start a new run")
+        run = RunDirectory(folder)
+        metrics_file = folder / "metrics.json"
+        run.metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    elif context.is_main:
+        run = new_run("gnn-train", runs_root)
+        run.save_config(settings)
+    if context.enabled:        # every rank needs the folder (to resume); rank 0 made it
+        shared = [str(run.path) if run is not None else None]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        folder = Path(shared[0])
+    else:
+        folder = run.path if run is not None else Path(runs_root)
+
+    results = []
+    for seed in progress(range(first_seed, first_seed + seeds), desc=f"{config.model} on {graph.name}",
+                         total=seeds, enabled=show_progress if context.is_main else False):
+        checkpoint = folder / f"checkpoint_seed{seed}.pt"
+        resume = resume_run is not None and checkpoint.is_file()
+        results.append(train_minibatch(graph, config, seed, checkpoint=checkpoint, resume=resume,
+                                       show_progress=show_progress, context=context))
+        if context.is_main and run is not None:
+            run.log_metrics(per_seed=[r.summary() for r in results])
+    best = max(results, key=lambda r: (r.val_acc, -r.seed))
+    summary = {"model": config.model, "sampler": config.sampler, "dataset": graph.name,
+               **summarize_minibatch(results)}
+    model_path = folder / "model.pt"
+    if context.is_main and run is not None:
+        save_checkpoint({"format": MODEL_FORMAT, "model": config.model, "dataset": spec,
+                         "config": _config_dict(config), "in_channels": graph.num_features,
+                         "num_classes": graph.num_classes, "seed": best.seed, "state_dict": best.state_dict,
+                         "metrics": best.summary()}, model_path)
+        curves = {key: best.history[key] for key in ("train_loss", "val_loss", "train_acc", "val_acc", "test_acc")}
+        plot_training_curves(curves, run.figure_path("curves"),
+                             f"{config.model.upper()} ({config.sampler} sampling) on {graph.name}, seed {best.seed}")
+        run.log_metrics(summary=summary)
+    return {**summary, "run_dir": str(folder), "checkpoint": str(model_path)}
+
+
+def evaluate_minibatch_checkpoint(path: str | os.PathLike, root: str | os.PathLike | None,
+                                  dataset: str | None = None) -> dict[str, Any]:
+    """Rebuild the model saved by :func:`run_minibatch_classification` and score it exactly (full
+    neighbourhoods, layer by layer) on its dataset's splits."""
+    payload = load_checkpoint(path, required_keys=("format", "config", "state_dict", "dataset", "in_channels",
+                                                   "num_classes"))
+    if payload["format"] != MODEL_FORMAT:
+        raise CheckpointError(f"{path} is a {payload['format']!r} checkpoint, not a mini-batch node classifier")
+    config = replace(config_from_dict(payload["config"]), num_workers=0)
+    graph = prepare_minibatch_graph(load_node_dataset(dataset or payload["dataset"], root), config)
+    if (graph.num_features, graph.num_classes) != (payload["in_channels"], payload["num_classes"]):
+        raise CheckpointError(
+            f"{path} was trained on {payload['in_channels']} features / {payload['num_classes']} classes, "
+            f"but {graph.name} has {graph.num_features} / {graph.num_classes}")
+    model = config.build(payload["in_channels"], payload["num_classes"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit the {config.model} model: missing {missing}, "
+                              f"unexpected {unexpected}")
+    neighborhood = config.build_sampler(graph).full_neighborhood()
+    scores = evaluate_layerwise(model, graph, neighborhood, graph.x, config)
+    return {"model": config.model, "sampler": config.sampler, "dataset": graph.name, "checkpoint": str(Path(path)),
+            **scores}
