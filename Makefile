@@ -32,6 +32,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/unet_drive.py --source $(DATA)/drive
 	$(PY) benchmarks/unet_isbi2012.py --source $(DATA)/isbi2012_em
 	$(PY) benchmarks/unet_totalseg_ct.py --source $(DATA)/totalsegmentator_examples
+	$(PY) benchmarks/sam_box_prompt.py --data $(DATA)
+	$(PY) benchmarks/sam_speed.py
+	$(PY) benchmarks/gnn_oversmoothing.py --root $(DATA)/planetoid
+	$(PY) benchmarks/gnn_molecules.py --root $(DATA)/molecules
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

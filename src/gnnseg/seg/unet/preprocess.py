@@ -115,13 +115,12 @@ def preprocess_dataset(dataset: RawDataset, plans: dict[str, Any], configuration
     """
     folder = Path(output) / configuration
     folder.mkdir(parents=True, exist_ok=True)
-    signature_file = folder / "plan_signature.json"
+    signature_file = folder / "plan_signature.txt"  # not .json: every .json here names a preprocessed case
     signature = plan_signature(plans, configuration)
-    if signature_file.is_file() and json.loads(signature_file.read_text()).get("signature") != signature:
+    if signature_file.is_file() and signature_file.read_text().strip() != signature:
         for stale in folder.glob("*.json"):
-            if stale != signature_file:
-                stale.unlink()  # the per-case .json marks completion; without it the case is redone
-    write_json(signature_file, {"signature": signature, "configuration": configuration})
+            stale.unlink()  # the per-case .json marks completion; without it the case is redone
+    signature_file.write_text(signature + "\n")
     rng = np.random.default_rng(seed)
     for case_id in progress(dataset.case_ids(), desc=f"preprocess {configuration}", enabled=show_progress):
         if (folder / f"{case_id}.json").is_file():

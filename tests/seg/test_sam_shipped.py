@@ -1,0 +1,28 @@
+"""The packaged box-prompted model: present, small, and segmenting real held-out polyps out of the box."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from gnnseg.seg.sam.finetune import box_dice_scores
+from gnnseg.seg.sam.model import SAM_CONFIGS
+from gnnseg.seg.sam.shipped import SHIPPED_MODEL_PATH, load_shipped_model
+from tests.conftest import require_dataset
+
+
+def test_packaged_model_is_small_half_precision_and_the_cpu_configuration():
+    assert SHIPPED_MODEL_PATH.stat().st_size <= 25e6
+    payload = torch.load(SHIPPED_MODEL_PATH, weights_only=True)
+    assert {tensor.dtype for tensor in payload["model"].values()} == {torch.float16}
+    assert set(payload["meta"]["val_dice_margin5"]) == {"endoscopy", "EM", "fundus", "CT", "MR"}
+    assert load_shipped_model().config == SAM_CONFIGS["vit_cpu"]
+
+
+def test_packaged_model_segments_held_out_polyps():
+    require_dataset("kvasir_seg_subset/images")
+    from gnnseg.seg.sam.corpus import kvasir
+
+    held_out = kvasir(require_dataset(""), "val")[:10]
+    scores = box_dice_scores(load_shipped_model(), held_out, margin=5)
+    assert np.mean(scores) > 0.85, scores
