@@ -64,6 +64,7 @@ from gnnseg.gnn import models, ops
 from gnnseg.gnn.graph import Graph, GraphValidationError
 from gnnseg.gnn.sampling import FastGCNSampler, LADIESSampler, NeighborSampler
 from gnnseg.gnn.sampling.blocks import Block, check_sizes
+from gnnseg.gnn.tasks.node import summarize
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
 MINIBATCH_MODELS = ("sage", "gcn", "gat", "gin")
@@ -515,16 +516,9 @@ def train_minibatch(graph: Graph, config: MiniBatchConfig, seed: int = 0, *,
 
 
 def summarize_minibatch(results: Sequence[MiniBatchResult]) -> dict[str, Any]:
-    """Mean and population standard deviation over seeds, the mean batch size in sampled nodes, peak RSS."""
-    test = torch.tensor([r.test_acc for r in results], dtype=torch.float64)
-    val = torch.tensor([r.val_acc for r in results], dtype=torch.float64)
-    times = [t for r in results for t in r.epoch_times_ms]
+    """:func:`~gnnseg.gnn.tasks.node.summarize` plus the mean batch size in sampled nodes and edges, peak RSS."""
     return {
-        "seeds": len(results),
-        "test_acc_mean": float(test.mean()), "test_acc_std": float(test.std(unbiased=False)),
-        "val_acc_mean": float(val.mean()), "val_acc_std": float(val.std(unbiased=False)),
-        "epoch_time_ms_median": statistics.median(times) if times else None,
-        "epochs_run_mean": statistics.fmean(r.epochs_run for r in results),
+        **summarize(results),
         "sampled_nodes_per_batch_mean": statistics.fmean(r.sampled_nodes_per_batch_mean for r in results),
         "sampled_edges_per_batch_mean": statistics.fmean(r.sampled_edges_per_batch_mean for r in results),
         "train_seconds_mean": statistics.fmean(r.train_seconds for r in results),

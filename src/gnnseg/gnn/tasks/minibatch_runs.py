@@ -37,6 +37,7 @@ from gnnseg.gnn.tasks.minibatch import (
     summarize_minibatch,
     train_minibatch,
 )
+from gnnseg.gnn.tasks.node_runs import rebuild_classifier
 
 MODEL_FORMAT = "gnnseg.minibatch_classifier/1"
 
@@ -119,15 +120,7 @@ def evaluate_minibatch_checkpoint(path: str | os.PathLike, root: str | os.PathLi
         raise CheckpointError(f"{path} is a {payload['format']!r} checkpoint, not a mini-batch node classifier")
     config = replace(config_from_dict(payload["config"]), num_workers=0)
     graph = prepare_minibatch_graph(load_node_dataset(dataset or payload["dataset"], root), config)
-    if (graph.num_features, graph.num_classes) != (payload["in_channels"], payload["num_classes"]):
-        raise CheckpointError(
-            f"{path} was trained on {payload['in_channels']} features / {payload['num_classes']} classes, "
-            f"but {graph.name} has {graph.num_features} / {graph.num_classes}")
-    model = config.build(payload["in_channels"], payload["num_classes"])
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit the {config.model} model: missing {missing}, "
-                              f"unexpected {unexpected}")
+    model = rebuild_classifier(payload, config, graph, path)
     neighborhood = config.build_sampler(graph).full_neighborhood()
     scores = evaluate_layerwise(model, graph, neighborhood, graph.x, config)
     return {"model": config.model, "sampler": config.sampler, "dataset": graph.name, "checkpoint": str(Path(path)),

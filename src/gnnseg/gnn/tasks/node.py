@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -264,8 +265,11 @@ def evaluate(model: nn.Module, graph: Graph, features: Tensor | None = None) -> 
     return scores
 
 
-def summarize(results: list[NodeResult]) -> dict[str, float]:
-    """Mean and standard deviation over seeds (population std, as the papers report)."""
+def summarize(results: Sequence[NodeResult]) -> dict[str, float]:
+    """Mean and standard deviation over seeds (population std, as the papers report).
+
+    Any results with ``test_acc``, ``val_acc``, ``epoch_times_ms`` and ``epochs_run`` will do (the mini-batch
+    trainer's too)."""
     test = torch.tensor([r.test_acc for r in results], dtype=torch.float64)
     val = torch.tensor([r.val_acc for r in results], dtype=torch.float64)
     times = [t for r in results for t in r.epoch_times_ms]
@@ -273,6 +277,6 @@ def summarize(results: list[NodeResult]) -> dict[str, float]:
         "seeds": len(results),
         "test_acc_mean": float(test.mean()), "test_acc_std": float(test.std(unbiased=False)),
         "val_acc_mean": float(val.mean()), "val_acc_std": float(val.std(unbiased=False)),
-        "epoch_time_ms_median": statistics.median(times),
+        "epoch_time_ms_median": statistics.median(times) if times else None,
         "epochs_run_mean": statistics.fmean(r.epochs_run for r in results),
     }

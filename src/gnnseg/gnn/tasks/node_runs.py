@@ -9,11 +9,25 @@ from typing import Any
 
 import torch
 
-from gnnseg.core import CheckpointError, load_checkpoint, new_run, progress, save_checkpoint
+from gnnseg.core import (
+    CheckpointError,
+    load_checkpoint,
+    new_run,
+    progress,
+    save_checkpoint,
+)
 from gnnseg.gnn import ops
 from gnnseg.gnn.datasets import load_node_dataset
+from gnnseg.gnn.graph import Graph
 from gnnseg.gnn.plots import plot_training_curves
-from gnnseg.gnn.tasks.node import NodeConfig, evaluate, prepare_graph, preset, summarize, train_node_classifier
+from gnnseg.gnn.tasks.node import (
+    NodeConfig,
+    evaluate,
+    prepare_graph,
+    preset,
+    summarize,
+    train_node_classifier,
+)
 
 CHECKPOINT_FORMAT = "gnnseg.node_classifier/1"
 
@@ -50,6 +64,21 @@ def run_node_classification(model: str, dataset: str, root: str | os.PathLike | 
     return {**summary, "run_dir": str(run.path), "checkpoint": str(checkpoint)}
 
 
+def rebuild_classifier(payload: dict[str, Any], config: Any, graph: Graph,
+                       path: str | os.PathLike) -> torch.nn.Module:
+    """The model of a node-classifier checkpoint, checked against the graph it is about to score."""
+    if (graph.num_features, graph.num_classes) != (payload["in_channels"], payload["num_classes"]):
+        raise CheckpointError(
+            f"{path} was trained on {payload['in_channels']} features / {payload['num_classes']} classes, "
+            f"but {graph.name} has {graph.num_features} / {graph.num_classes}")
+    model = config.build(payload["in_channels"], payload["num_classes"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit the {config.model} model: missing {missing}, "
+                              f"unexpected {unexpected}")
+    return model
+
+
 def evaluate_checkpoint(path: str | os.PathLike, root: str | os.PathLike | None,
                         dataset: str | None = None) -> dict[str, Any]:
     """Rebuild the model saved by :func:`run_node_classification` and score it on its dataset's splits."""
@@ -64,15 +93,7 @@ def evaluate_checkpoint(path: str | os.PathLike, root: str | os.PathLike | None,
     known = {f.name for f in fields(NodeConfig)}
     config = NodeConfig(**{k: v for k, v in payload["config"].items() if k in known})
     graph = prepare_graph(load_node_dataset(dataset or payload["dataset"], root), config)
-    if (graph.num_features, graph.num_classes) != (payload["in_channels"], payload["num_classes"]):
-        raise CheckpointError(
-            f"{path} was trained on {payload['in_channels']} features / {payload['num_classes']} classes, "
-            f"but {graph.name} has {graph.num_features} / {graph.num_classes}")
-    model = config.build(payload["in_channels"], payload["num_classes"])
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path} does not fit the {config.model} model: missing {missing}, "
-                              f"unexpected {unexpected}")
+    model = rebuild_classifier(payload, config, graph, path)
     with torch.no_grad():
         scores = evaluate(model, graph, ops.sparse_features(graph.x))
     return {"model": config.model, "dataset": graph.name, "checkpoint": str(Path(path)), **scores}
