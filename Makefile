@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/sam_box_prompt.py --data $(DATA)
 	$(PY) benchmarks/sam_speed.py
 	$(PY) benchmarks/gnn_oversmoothing.py --root $(DATA)/planetoid
+	$(PY) benchmarks/gnn_sampling.py --root $(DATA)/planetoid
+	$(PY) benchmarks/gnn_minibatch.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_molecules.py --root $(DATA)/molecules
 
 clean:
