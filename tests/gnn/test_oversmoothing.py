@@ -24,9 +24,10 @@ from gnnseg.gnn.oversmoothing import (
     mean_average_distance,
     smoothness,
 )
+from gnnseg.gnn.tasks.node import optimizer_for
 from gnnseg.gnn.tasks.oversmoothing import (
-    GCNII,
     GCNII_LAYER_WEIGHT_DECAY,
+    SWEEP_CONFIGS,
     build_variant,
     depth_sweep,
     karate_smoothing,
@@ -242,19 +243,15 @@ def test_gcnii_matches_pyg(shared_weights, layer):
             torch.testing.assert_close(ours.weight_initial.grad, theirs.weight2.grad, **TOLERANCE)
 
 
-def test_gcnii_layer_weight_decay_reaches_the_gradient():
-    torch.manual_seed(0)
-    graph = load_karate()
+def test_gcnii_layers_get_their_own_weight_decay():
     model = build_variant("gcnii", 34, 2, depth=3)
-    plain = GCNII(34, 64, 2, num_layers=3)                       # the same network without the hooks
-    plain.load_state_dict(model.state_dict())
-    for network in (model, plain):
-        network.eval()
-        network(graph.x, graph.edge_index).sum().backward()
-    extra = GCNII_LAYER_WEIGHT_DECAY - 5e-4
-    for hooked, bare in zip(model.convs, plain.convs):
-        torch.testing.assert_close(hooked.weight.grad, bare.weight.grad + extra * hooked.weight.detach())
-    torch.testing.assert_close(model.output.weight.grad, plain.output.weight.grad)   # linear layers: no extra
+    optimizer = optimizer_for(model, SWEEP_CONFIGS["gcnii"])
+    decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert len(decay) == len(list(model.parameters()))            # every parameter is optimised, once
+    assert {decay[id(p)] for p in model.convs.parameters()} == {GCNII_LAYER_WEIGHT_DECAY}
+    linear = [*model.input.parameters(), *model.output.parameters()]
+    assert {decay[id(p)] for p in linear} == {SWEEP_CONFIGS["gcnii"].weight_decay}
+    assert GCNII_LAYER_WEIGHT_DECAY != SWEEP_CONFIGS["gcnii"].weight_decay
 
 
 # ----------------------------------------------------------------------------------------------- sweeps

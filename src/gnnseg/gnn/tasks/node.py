@@ -176,7 +176,12 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 
 
 def optimizer_for(model: models.StackedGNN, config: NodeConfig) -> torch.optim.Optimizer:
-    """Adam; with ``decay_first_layer_only`` the L2 penalty touches only the first layer (Kipf & Welling)."""
+    """Adam; with ``decay_first_layer_only`` the L2 penalty touches only the first layer (Kipf & Welling).
+
+    A model with its own ``parameter_groups(weight_decay)`` (GCNII's two decay rates) defines the groups itself.
+    """
+    if hasattr(model, "parameter_groups"):
+        return torch.optim.Adam(model.parameter_groups(config.weight_decay), lr=config.lr)
     if config.decay_first_layer_only:
         first = list(model.layers[0].parameters())
         first_ids = {id(p) for p in first}

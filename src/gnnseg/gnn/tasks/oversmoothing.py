@@ -72,8 +72,8 @@ DEEP_GCN_CONFIG = NodeConfig(model="gcn", hidden=64, dropout=0.6, lr=0.005, weig
 PAIRNORM_MODE, PAIRNORM_SCALE = "PN-SI", 1.0
 # GCNII reference train.py defaults, which semi.sh uses for Cora (chennnM/GCNII): --layer 64 --hidden 64
 # --dropout 0.6 --lr 0.01 --wd1 0.01 (GCNII layers) --wd2 5e-4 (linear layers) --alpha 0.1 --lamda 0.5
-# --epochs 1500 --patience 100. The trainer's Adam applies weight_decay to every parameter; the GCNII layers
-# get the difference to wd1 through gradient hooks (see _add_l2).
+# --epochs 1500 --patience 100. The GCNII layers get wd1 through the model's own parameter groups
+# (GCNII.parameter_groups, which the trainer's optimizer_for uses).
 GCNII_CONFIG = replace(DEEP_GCN_CONFIG, lr=0.01, weight_decay=5e-4)
 GCNII_LAYER_WEIGHT_DECAY, GCNII_ALPHA, GCNII_LAMBDA = 0.01, 0.1, 0.5
 SWEEP_CONFIGS = {"gcn": DEEP_GCN_CONFIG, "pairnorm": DEEP_GCN_CONFIG, "gcnii": GCNII_CONFIG}
@@ -115,6 +115,13 @@ class GCNII(nn.Module):
                                    for layer in range(1, num_layers + 1))
         self.output = nn.Linear(hidden_channels, out_channels)
 
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """Adam groups as in the reference: ``GCNII_LAYER_WEIGHT_DECAY`` on the GCNII layers, ``weight_decay`` on
+        the input and output linear layers."""
+        linear = [*self.input.parameters(), *self.output.parameters()]
+        return [{"params": list(self.convs.parameters()), "weight_decay": GCNII_LAYER_WEIGHT_DECAY},
+                {"params": linear, "weight_decay": weight_decay}]
+
     def forward(self, x: Tensor, edge_index: Tensor, return_hidden: bool = False,
                 output_nodes: Tensor | None = None):
         x = ops.dropout(x, self.dropout, self.training)
@@ -129,13 +136,6 @@ class GCNII(nn.Module):
         return (logits, hidden) if return_hidden else logits
 
 
-def _add_l2(parameters: Sequence[nn.Parameter], coefficient: float) -> None:
-    """Add ``coefficient * p`` to each parameter's gradient: with Adam's own (coupled) weight decay ``w`` this
-    is exactly an L2 coefficient of ``w + coefficient`` on these parameters."""
-    for parameter in parameters:
-        parameter.register_hook(lambda grad, p=parameter: grad + coefficient * p.detach())
-
-
 def build_variant(variant: str, in_channels: int, num_classes: int, depth: int,
                   config: NodeConfig | None = None) -> nn.Module:
     """The ``variant`` network at ``depth`` message-passing layers (widths and dropout from ``config``)."""
@@ -147,9 +147,7 @@ def build_variant(variant: str, in_channels: int, num_classes: int, depth: int,
                 model.layers[k] = ConvThenNorm(model.layers[k], PairNorm(PAIRNORM_MODE, PAIRNORM_SCALE))
         return model
     if variant == "gcnii":
-        model = GCNII(in_channels, config.hidden, num_classes, num_layers=depth, dropout=config.dropout)
-        _add_l2(list(model.convs.parameters()), GCNII_LAYER_WEIGHT_DECAY - config.weight_decay)
-        return model
+        return GCNII(in_channels, config.hidden, num_classes, num_layers=depth, dropout=config.dropout)
     raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
 
