@@ -101,9 +101,8 @@ def time_pyg(graph: Graph, fanouts: list[int], batches: list[torch.Tensor], warm
     seeds = torch.cat(batches)
     loader = NeighborLoader(data, num_neighbors=fanouts, batch_size=batches[0].numel(), input_nodes=seeds,
                             shuffle=False, num_workers=0)
-    iterator = iter(loader)                    # the first batches build PyG's CSC: warm-up, not timed
-    for _ in range(warmup):
-        next(iterator)
+    for _ in zip(range(warmup), loader):       # the first batches build PyG's CSC: warm-up, not timed
+        pass
     iterator = iter(loader)
     edges = nodes = count = 0
     began = time.perf_counter()
