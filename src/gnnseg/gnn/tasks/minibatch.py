@@ -61,10 +61,10 @@ from gnnseg.core import (
 )
 from gnnseg.core.distributed import DistributedContext, distributed_context
 from gnnseg.gnn import models, ops
-from gnnseg.gnn.graph import Graph, GraphValidationError
+from gnnseg.gnn.graph import Graph
 from gnnseg.gnn.sampling import FastGCNSampler, LADIESSampler, NeighborSampler
 from gnnseg.gnn.sampling.blocks import Block, check_sizes
-from gnnseg.gnn.tasks.node import summarize
+from gnnseg.gnn.tasks.node import check_trainable, summarize
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
 MINIBATCH_MODELS = ("sage", "gcn", "gat", "gin")
@@ -327,12 +327,7 @@ def peak_rss_mb() -> float:
 
 def prepare_minibatch_graph(graph: Graph, config: MiniBatchConfig) -> Graph:
     """Validate and require what training needs; normalize feature rows as configured."""
-    graph.validate()
-    for name in ("x", "y", "train_mask"):
-        if getattr(graph, name) is None:
-            raise GraphValidationError(f"node classification needs graph.{name}, but it is None")
-    if not bool(graph.train_mask.any()):
-        raise GraphValidationError("train_mask selects no node: nothing to learn from")
+    check_trainable(graph)
     normalize = config.row_normalize_features
     if normalize is None:
         normalize = not ops.is_sparse(graph.x) and bool((graph.x >= 0).all())

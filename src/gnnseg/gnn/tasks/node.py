@@ -191,14 +191,19 @@ def optimizer_for(model: models.StackedGNN, config: NodeConfig) -> torch.optim.O
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def prepare_graph(graph: Graph, config: NodeConfig) -> Graph:
-    """Validate, require what training needs, and apply the feature preprocessing of the config."""
+def check_trainable(graph: Graph) -> None:
+    """Validate ``graph`` and require what node-classification training needs (features, labels, a train mask)."""
     graph.validate()
     for name in ("x", "y", "train_mask"):
         if getattr(graph, name) is None:
             raise GraphValidationError(f"node classification needs graph.{name}, but it is None")
     if not bool(graph.train_mask.any()):
         raise GraphValidationError("train_mask selects no node: nothing to learn from")
+
+
+def prepare_graph(graph: Graph, config: NodeConfig) -> Graph:
+    """Validate, require what training needs, and apply the feature preprocessing of the config."""
+    check_trainable(graph)
     return graph.row_normalize_features() if config.row_normalize_features else graph
 
 
