@@ -40,7 +40,7 @@ from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.crop import CropWindow, resize_crop, resize_mask_crop
 from gnnseg.seg.sam.model import Sam
 from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.preprocess import resize_image, scale_boxes
+from gnnseg.seg.sam.preprocess import boxes_from_mask, resize_image, scale_boxes
 from gnnseg.seg.sam.samples import PromptSample, jittered_box
 
 TRAINING_FORMAT = "gnnseg-sam-training"
@@ -137,8 +137,7 @@ def box_prompt_loss(low_res: Tensor, iou_pred: Tensor, masks: Tensor, iou_weight
 
 def grown_box(sample: PromptSample, margin: int) -> np.ndarray:
     """The sample's tight box grown by ``margin`` pixels per side, clipped to the image."""
-    height, width = sample.mask.shape
-    return np.clip(sample.tight_box() + margin * np.array([-1, -1, 1, 1]), 0, [width - 1, height - 1] * 2)
+    return boxes_from_mask(sample.mask, margin)[0].astype(np.float64)
 
 
 def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int = 5) -> list[np.ndarray]:

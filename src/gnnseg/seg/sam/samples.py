@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from gnnseg.seg.sam.preprocess import clip_percentiles, to_rgb_uint8, window_ct
+from gnnseg.seg.sam.preprocess import (
+    boxes_from_mask,
+    clip_percentiles,
+    to_rgb_uint8,
+    window_ct,
+)
 
 MIN_OBJECT_PIXELS = 100
 """Objects smaller than this are dropped, as MedSAM's preprocessing drops them in 2D."""
@@ -32,9 +37,8 @@ class PromptSample:
     source: str
 
     def tight_box(self) -> np.ndarray:
-        rows = np.flatnonzero(self.mask.any(axis=1))
-        cols = np.flatnonzero(self.mask.any(axis=0))
-        return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
+        """``x0, y0, x1, y1`` (inclusive pixel indices) of the object."""
+        return boxes_from_mask(self.mask)[0].astype(np.float64)
 
 
 def object_masks(labels: np.ndarray, min_pixels: int = MIN_OBJECT_PIXELS) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from gnnseg.seg.io.challenge_npz import ChallengeCase, segs_from_masks
 from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.preprocess import validate_boxes
+from gnnseg.seg.sam.preprocess import boxes_from_mask, validate_boxes
 
 
 def validate_boxes_3d(boxes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -42,14 +42,6 @@ def validate_boxes_3d(boxes: np.ndarray, shape: tuple[int, int, int]) -> np.ndar
     return np.round(np.column_stack([in_plane[:, :2], z[:, 0], in_plane[:, 2:], z[:, 1]])).astype(np.int64)
 
 
-def _mask_box(mask: np.ndarray, margin: int) -> np.ndarray:
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    height, width = mask.shape
-    return np.array([max(cols[0] - margin, 0), max(rows[0] - margin, 0),
-                     min(cols[-1] + margin, width - 1), min(rows[-1] + margin, height - 1)], dtype=np.float64)
-
-
 def segment_box_3d(predictor: SamPredictor, volume: np.ndarray, box: np.ndarray, margin: int = 3) -> np.ndarray:
     """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice."""
     x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
@@ -61,7 +53,7 @@ def segment_box_3d(predictor: SamPredictor, volume: np.ndarray, box: np.ndarray,
         if order.start != middle:  # going down starts next to the middle slice
             previous = mask[middle]
         for z in order:
-            prompt = rectangle if previous is None or not previous.any() else _mask_box(previous, margin)
+            prompt = rectangle if previous is None or not previous.any() else boxes_from_mask(previous, margin)[0].astype(np.float64)
             predictor.set_image(volume[z])
             mask[z] = predictor.predict(boxes=prompt).masks[0, 0]
             previous = mask[z]
