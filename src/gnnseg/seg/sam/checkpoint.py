@@ -46,13 +46,27 @@ def unwrap_state_dict(payload: dict[str, Any]) -> tuple[dict[str, Tensor], str]:
 
 
 def config_from_state_dict(state: dict[str, Tensor], normalization: Normalization = "imagenet") -> SamConfig:
-    """Infer the architecture of a flat SAM state dict from its tensor shapes.
+    """Infer the architecture of a flat SAM, MedSAM, MobileSAM or Lite MedSAM state dict from its tensor shapes.
 
-    Attention head counts leave no trace in the weights: the encoder's follow from the relative-position tables
+    Attention head counts leave no trace in ViT weights: the encoder's follow from the relative-position tables
     (their width is the head dimension); the decoder's are taken as SAM's 8 (the only value any released SAM,
-    MedSAM or fine-tune uses).
+    MedSAM or fine-tune uses). TinyViT's heads are the rows of its attention-bias tables. A TinyViT embedding
+    grid is not stored either: it is taken as the 64 x 64 of MobileSAM and Lite MedSAM.
     """
     try:
+        decoder_depth = 1 + max(int(m.group(1)) for key in state
+                                if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", key)))
+        common = {
+            "prompt_dim": state["image_encoder.neck.0.weight"].shape[0],
+            "decoder_depth": decoder_depth,
+            "decoder_heads": 8,
+            "decoder_mlp_dim": state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
+            "iou_head_hidden": state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
+            "mask_in_chans": state["prompt_encoder.mask_downscaling.3.weight"].shape[0],
+            "normalization": normalization,
+        }
+        if "image_encoder.patch_embed.seq.0.c.weight" in state:
+            return SamConfig(**_tiny_vit_fields(state), **common)
         patch_weight = state["image_encoder.patch_embed.proj.weight"]
         encoder_dim, _, patch, _ = patch_weight.shape
         grid = state["image_encoder.pos_embed"].shape[1]
@@ -62,8 +76,6 @@ def config_from_state_dict(state: dict[str, Tensor], normalization: Normalizatio
         head_dim = state["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
         global_blocks = tuple(i for i, length in enumerate(table_lengths) if length == 2 * grid - 1)
         windowed = [length for length in table_lengths if length != 2 * grid - 1]
-        decoder_depth = 1 + max(int(m.group(1)) for key in state
-                                if (m := re.match(r"mask_decoder\.transformer\.layers\.(\d+)\.", key)))
         return SamConfig(
             image_size=grid * patch,
             patch_size=patch,
@@ -72,16 +84,37 @@ def config_from_state_dict(state: dict[str, Tensor], normalization: Normalizatio
             encoder_heads=encoder_dim // head_dim,
             global_attention=global_blocks,
             window_size=(windowed[0] + 1) // 2 if windowed else 14,
-            prompt_dim=state["image_encoder.neck.0.weight"].shape[0],
-            decoder_depth=decoder_depth,
-            decoder_heads=8,
-            decoder_mlp_dim=state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
-            iou_head_hidden=state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
-            mask_in_chans=state["prompt_encoder.mask_downscaling.3.weight"].shape[0],
-            normalization=normalization,
+            **common,
         )
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"not a SAM state dict: cannot read its architecture ({exc!r})") from exc
+
+
+_TINY_VIT_GRID = 64
+
+
+def _tiny_vit_fields(state: dict[str, Tensor]) -> dict[str, Any]:
+    """TinyViT's stage widths, depths, heads and windows, and its stride (a 1x1 stem is Lite MedSAM's stride 4).
+
+    Stage 0 is convolutional: its head count and window are unused and keep the registry's values.
+    """
+    dims = [state["image_encoder.patch_embed.seq.2.c.weight"].shape[0]]
+    depths, heads, windows = [], [], []
+    for stage in range(4):
+        blocks = {int(m.group(1)) for key in state
+                  if (m := re.match(rf"image_encoder\.layers\.{stage}\.blocks\.(\d+)\.", key))}
+        depths.append(len(blocks))
+        if stage > 0:
+            biases = state[f"image_encoder.layers.{stage}.blocks.0.attn.attention_biases"]
+            heads.append(biases.shape[0])
+            windows.append(round(biases.shape[1] ** 0.5))
+            dims.append(state[f"image_encoder.layers.{stage}.blocks.0.attn.proj.weight"].shape[0])
+    stem_kernel = state["image_encoder.patch_embed.seq.0.c.weight"].shape[-1]
+    patch = 4 if stem_kernel == 1 else 16
+    return {"encoder": "tiny_vit", "image_size": _TINY_VIT_GRID * patch, "patch_size": patch,
+            "stage_dims": tuple(dims), "stage_depths": tuple(depths),
+            "stage_heads": (SamConfig.stage_heads[0], *heads), "stage_windows": (SamConfig.stage_windows[0], *windows),
+            "image_layout": "padded" if patch == 4 else None}
 
 
 def load_state_exactly(model: Sam, state: dict[str, Tensor]) -> None:

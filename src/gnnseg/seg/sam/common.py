@@ -21,10 +21,11 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
+        self.channels = channels  # a plain int, so that traced exports see a constant shape
 
     def forward(self, x: Tensor) -> Tensor:
         # channels-last LayerNorm is one fused kernel; the result equals normalising over dim 1.
-        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (self.channels,), self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
 
 

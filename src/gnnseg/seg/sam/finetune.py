@@ -7,7 +7,9 @@ error between the predicted IoU and the IoU of the predicted mask, which keeps t
 
 Additions here, because a small model trained from scratch on a few hundred images needs them (MedSAM started from
 SAM's weights and 1.5 million images): flips and 90-degree rotations of each sample, and a learning rate with a
-linear warm-up and a cosine decay. Training runs in rounds of ``iterations_per_round`` steps; after each round the
+linear warm-up and a cosine decay. Whole-image models train on a :class:`~gnnseg.seg.sam.prepared.PreparedSet`
+(each image resized once); box-centred models cut a window per draw. On a GPU the steps run under bfloat16
+autocast. Training runs in rounds of ``iterations_per_round`` steps; after each round the
 model is scored on held-out samples (Dice with tight boxes plus ``val_box_margin``), a checkpoint is written and
 the curve is plotted. A run resumes from its last checkpoint; under ``torchrun`` every rank draws its own samples
 and the gradients are averaged over ranks with an all-reduce before every step (what DistributedDataParallel does,
@@ -40,7 +42,8 @@ from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.crop import CropWindow, resize_crop, resize_mask_crop
 from gnnseg.seg.sam.model import Sam
 from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.preprocess import boxes_from_mask, resize_image, scale_boxes
+from gnnseg.seg.sam.prepared import PreparedSet
+from gnnseg.seg.sam.preprocess import boxes_from_mask
 from gnnseg.seg.sam.samples import PromptSample, jittered_box
 
 TRAINING_FORMAT = "gnnseg-sam-training"
@@ -90,21 +93,19 @@ def _rotate_box(box: Tensor, size: int, quarter_turns: int, flip: bool) -> Tenso
 
 def prompt_batch(samples: Sequence[PromptSample], model: Sam, rng: np.random.Generator, *, box_shift: int,
                  augment: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Model inputs for a batch: ``(B, 3, S, S)`` normalised pixels, ``(B, 4)`` boxes and ``(B, S, S)`` masks."""
+    """Inputs of a box-centred model for a batch: ``(B, 3, S, S)`` normalised windows, ``(B, 4)`` boxes and
+    ``(B, S, S)`` masks (whole-image models draw from a :class:`PreparedSet` instead)."""
     config = model.config
+    if config.crop_margin is None:
+        raise ValueError("prompt_batch cuts box-centred windows; this model takes whole images (PreparedSet.batch)")
     size = config.image_size
     pixels, boxes, masks = [], [], []
     for sample in samples:
         box = jittered_box(sample, rng, box_shift)
-        if config.crop_margin is not None:
-            window = CropWindow.around(box, config.crop_margin)
-            pixels.append(resize_crop(window.cut(sample.image), size))
-            masks.append(resize_mask_crop(window.cut(sample.mask), size))
-            boxes.append(torch.as_tensor(window.to_input(box, size), dtype=torch.float32))
-        else:
-            pixels.append(torch.from_numpy(resize_image(sample.image, size)).permute(2, 0, 1))
-            masks.append(resize_mask_crop(sample.mask, size))
-            boxes.append(torch.as_tensor(scale_boxes(box, sample.mask.shape, size), dtype=torch.float32))
+        window = CropWindow.around(box, config.crop_margin)
+        pixels.append(resize_crop(window.cut(sample.image), size))
+        masks.append(resize_mask_crop(window.cut(sample.mask), size))
+        boxes.append(torch.as_tensor(window.to_input(box, size), dtype=torch.float32))
         if augment:
             turns, flip = int(rng.integers(4)), bool(rng.integers(2))
             pixels[-1] = torch.rot90(pixels[-1], turns, dims=(1, 2))
@@ -182,22 +183,56 @@ def _plot_curve(log: dict[str, list[float]], path: Path) -> None:
     plt.close(figure)
 
 
-def finetune(model: Sam, train: Sequence[PromptSample], val: Sequence[PromptSample], config: FinetuneConfig,
-             output: str | os.PathLike, *, weights: Sequence[float] | None = None, resume: bool = False,
-             meta: dict[str, Any] | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+class BatchSource:
+    """Draws training batches on ``device``: from a prepared set (whole-image models) or by cutting windows."""
+
+    def __init__(self, model: Sam, train: Sequence[PromptSample] | PreparedSet, weights: Sequence[float] | None,
+                 config: FinetuneConfig, device: torch.device) -> None:
+        if not len(train):
+            raise ValueError("no training samples")
+        sample_count = len(train) if not isinstance(train, PreparedSet) else int(train.object_sample.max()) + 1
+        probabilities = None
+        if weights is not None:
+            probabilities = np.asarray(weights, dtype=np.float64)
+            if probabilities.shape != (sample_count,) or not (probabilities >= 0).all() or probabilities.sum() <= 0:
+                raise ValueError(f"weights must be {sample_count} non-negative numbers with a positive sum")
+        self.prepared = None
+        if model.config.crop_margin is None:
+            self.prepared = train if isinstance(train, PreparedSet) else PreparedSet.from_samples(train, model.config)
+            self.prepared.check_fits(model.config)
+            if probabilities is not None:
+                probabilities = probabilities[self.prepared.object_sample]
+        elif isinstance(train, PreparedSet):
+            raise ValueError("a box-centred model cuts its own windows: give it PromptSamples, not a PreparedSet")
+        self.samples = train
+        self.probabilities = None if probabilities is None else probabilities / probabilities.sum()
+        self.model, self.config, self.device = model, config, device
+
+    def draw(self, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        count = len(self.prepared) if self.prepared is not None else len(self.samples)
+        chosen = rng.choice(count, size=self.config.batch_size, p=self.probabilities)
+        if self.prepared is not None:
+            return self.prepared.batch(chosen, rng, box_shift=self.config.box_shift, augment=self.config.augment,
+                                       normalization=self.model.config.normalization, device=self.device)
+        batch = prompt_batch([self.samples[i] for i in chosen], self.model, rng, box_shift=self.config.box_shift,
+                             augment=self.config.augment)
+        return tuple(tensor.to(self.device) for tensor in batch)
+
+
+def finetune(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Sequence[PromptSample],
+             config: FinetuneConfig, output: str | os.PathLike, *, weights: Sequence[float] | None = None,
+             resume: bool = False, meta: dict[str, Any] | None = None, show_progress: bool | None = None,
+             device: str | torch.device = "cpu") -> dict[str, Any]:
     """Train ``model`` in place; write ``checkpoint_latest.pt``, ``model.pt``, ``log.json`` and ``progress.png``.
 
     ``weights`` (one per training sample, any positive scale) sets how often each sample is drawn; by default
     all are equally likely. Modalities with few, large objects need more weight than EM's thousands of cells.
+    ``train`` may be a ready :class:`PreparedSet` for a whole-image model (``weights`` then follow its
+    ``object_sample`` indices).
     """
-    if not train:
-        raise ValueError("no training samples")
-    probabilities = None
-    if weights is not None:
-        probabilities = np.asarray(weights, dtype=np.float64)
-        if probabilities.shape != (len(train),) or not (probabilities >= 0).all() or probabilities.sum() <= 0:
-            raise ValueError(f"weights must be {len(train)} non-negative numbers with a positive sum")
-        probabilities = probabilities / probabilities.sum()
+    device = torch.device(device)
+    model.to(device)
+    source = BatchSource(model, train, weights, config, device)
     output = Path(output)
     latest = output / "checkpoint_latest.pt"
     if resume and not latest.is_file():
@@ -216,6 +251,7 @@ def finetune(model: Sam, train: Sequence[PromptSample], val: Sequence[PromptSamp
         if state["config"] != dataclasses.asdict(config):
             raise ValueError(f"{latest} was written with another configuration: {state['config']}")
         model.load_state_dict(state["model"])
+        model.to(device)
         optimizer.load_state_dict(state["optimizer"])
         start_round, log = state["round"], state["log"]
     if context.enabled:  # every rank starts from rank 0's weights
@@ -236,11 +272,10 @@ def finetune(model: Sam, train: Sequence[PromptSample], val: Sequence[PromptSamp
             iteration = round_index * config.iterations_per_round + step
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, iteration)
-            chosen = rng.choice(len(train), size=config.batch_size, p=probabilities)
-            pixels, boxes, masks = prompt_batch([train[i] for i in chosen], model, rng, box_shift=config.box_shift,
-                                                augment=config.augment)
-            low_res, iou = model.decode(model.encode(pixels), boxes=boxes)
-            loss = box_prompt_loss(low_res, iou, masks, config.iou_loss_weight)
+            pixels, boxes, masks = source.draw(rng)
+            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+                low_res, iou = model.decode(model.encode(pixels), boxes=boxes)
+            loss = box_prompt_loss(low_res.float(), iou.float(), masks, config.iou_loss_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if context.enabled:  # data parallel: average the gradients over ranks

@@ -8,7 +8,10 @@ shared by the prompt encoder and decoder, and mask upscaling. The heavy encoder 
 Configurations (:data:`SAM_CONFIGS`): ``vit_b``, ``vit_l``, ``vit_h`` are SAM's (Kirillov et al. 2023: 1024 input,
 patch 16, window 14, global attention every quarter of the depth); MedSAM (Ma et al. 2024) is ``vit_b`` with
 min-max input instead of ImageNet normalisation. ``vit_cpu`` is a small model that trains on a 2-core CPU (the model
-shipped with gnnseg); ``vit_mini`` is for tests.
+shipped with gnnseg); ``vit_mini`` is for tests. ``lite_medsam`` is Lite MedSAM (MobileSAM's TinyViT at 256 input,
+longest side resized and padded, min-max input; :mod:`gnnseg.seg.sam.tiny_vit`), ``mobile_sam`` is MobileSAM's
+``vit_t`` and ``tiny_vit_mini`` a TinyViT for tests. ``vit_teacher_256`` is a ViT with Lite MedSAM's input and
+embedding grid (256 in, 64 x 64 out), the teacher that gnnseg's Lite model is distilled from.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from torch.nn import functional as F
 from gnnseg.seg.sam.image_encoder import ImageEncoderViT
 from gnnseg.seg.sam.mask_decoder import MaskDecoder
 from gnnseg.seg.sam.prompt_encoder import PromptEncoder
+from gnnseg.seg.sam.tiny_vit import TinyViT
 from gnnseg.seg.sam.transformer import TwoWayTransformer
 
 Normalization = Literal["imagenet", "minmax"]
+EncoderKind = Literal["vit", "tiny_vit"]
+ImageLayout = Literal["square", "padded"]
 """``imagenet``: SAM's per-channel mean/std on 0-255 pixels. ``minmax``: MedSAM's rescale of each image to [0, 1]."""
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -38,11 +44,18 @@ class SamConfig:
 
     image_size: int = 1024
     patch_size: int = 16
+    """Total stride from the input to the embedding grid (the ViT's patch; TinyViT's stem and mergings together)."""
+    encoder: EncoderKind = "vit"
     encoder_dim: int = 768
     encoder_depth: int = 12
     encoder_heads: int = 12
     global_attention: tuple[int, ...] = (2, 5, 8, 11)
     window_size: int = 14
+    stage_dims: tuple[int, ...] = (64, 128, 160, 320)
+    """TinyViT only: channels, blocks, heads and attention windows of its four stages (MobileSAM's ``vit_t``)."""
+    stage_depths: tuple[int, ...] = (2, 2, 6, 2)
+    stage_heads: tuple[int, ...] = (2, 4, 5, 10)
+    stage_windows: tuple[int, ...] = (7, 7, 14, 7)
     prompt_dim: int = 256
     decoder_depth: int = 2
     decoder_heads: int = 8
@@ -54,6 +67,16 @@ class SamConfig:
     """Where set, the model sees the box's neighbourhood instead of the whole image: a square crop around the box,
     ``crop_margin`` box sizes wide on each side, resized to ``image_size`` (how the small CPU model keeps its
     resolution on small objects). ``None``: the whole image, as SAM and MedSAM do."""
+    image_layout: ImageLayout | None = None
+    """How a whole image becomes the square input: ``square`` resizes it to ``S x S`` (MedSAM), ``padded`` resizes its
+    longest side to ``S`` and zero-pads (SAM, Lite MedSAM). ``None``: ``square`` for min-max models, else
+    ``padded``."""
+
+    @property
+    def layout(self) -> ImageLayout:
+        if self.image_layout is not None:
+            return self.image_layout
+        return "square" if self.normalization == "minmax" else "padded"
 
     @property
     def embedding_size(self) -> int:
@@ -65,14 +88,14 @@ class SamConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown SAM config fields {unknown}")
-        values = dict(values)
-        values["global_attention"] = tuple(values.get("global_attention", ()))
+        values = {key: tuple(value) if key in _TUPLE_FIELDS else value for key, value in values.items()}
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        values["global_attention"] = list(self.global_attention)
-        return values
+        return {key: list(value) if key in _TUPLE_FIELDS else value for key, value in asdict(self).items()}
+
+
+_TUPLE_FIELDS = ("global_attention", "stage_dims", "stage_depths", "stage_heads", "stage_windows")
 
 
 SAM_CONFIGS: dict[str, SamConfig] = {
@@ -86,21 +109,24 @@ SAM_CONFIGS: dict[str, SamConfig] = {
     "vit_mini": SamConfig(image_size=64, patch_size=8, encoder_dim=32, encoder_depth=2, encoder_heads=2,
                           global_attention=(1,), window_size=4, prompt_dim=32, decoder_heads=2, decoder_mlp_dim=64,
                           iou_head_hidden=32, normalization="minmax"),
+    "vit_teacher_256": SamConfig(image_size=256, patch_size=4, encoder_dim=320, encoder_depth=8, encoder_heads=8,
+                                 global_attention=(3, 7), window_size=16, normalization="minmax",
+                                 image_layout="padded"),
+    "lite_medsam": SamConfig(image_size=256, patch_size=4, encoder="tiny_vit", normalization="minmax",
+                             image_layout="padded"),
+    "mobile_sam": SamConfig(patch_size=16, encoder="tiny_vit"),
+    "tiny_vit_mini": SamConfig(image_size=64, patch_size=4, encoder="tiny_vit", stage_dims=(16, 32, 32, 48),
+                               stage_depths=(1, 1, 1, 1), stage_heads=(1, 2, 2, 3), stage_windows=(4, 4, 4, 4),
+                               prompt_dim=32, decoder_heads=2, decoder_mlp_dim=64, iou_head_hidden=32,
+                               normalization="minmax", image_layout="padded"),
 }
 
 
-class Sam(nn.Module):
-    """Image encoder + prompt encoder + mask decoder, and the glue between them."""
+class SamGlue:
+    """What ties an encoder and a decoder to images: input normalisation and mask upscaling, for any object with a
+    ``config`` (the PyTorch :class:`Sam` and the onnxruntime ``OnnxSam`` alike)."""
 
-    def __init__(self, image_encoder: ImageEncoderViT, prompt_encoder: PromptEncoder, mask_decoder: MaskDecoder,
-                 config: SamConfig) -> None:
-        super().__init__()
-        self.image_encoder = image_encoder
-        self.prompt_encoder = prompt_encoder
-        self.mask_decoder = mask_decoder
-        self.config = config
-        self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(-1, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(-1, 1, 1), persistent=False)
+    config: SamConfig
 
     @property
     def image_size(self) -> int:
@@ -109,10 +135,33 @@ class Sam(nn.Module):
     def normalize(self, pixels: Tensor) -> Tensor:
         """``(B, 3, S, S)`` pixels in 0..255 -> the encoder's input under the configured normalisation."""
         if self.config.normalization == "imagenet":
-            return (pixels - self.pixel_mean) / self.pixel_std
+            mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(-1, 1, 1)
+            std = torch.tensor(IMAGENET_STD, device=pixels.device).view(-1, 1, 1)
+            return (pixels - mean) / std
         low = pixels.amin(dim=(1, 2, 3), keepdim=True)
         high = pixels.amax(dim=(1, 2, 3), keepdim=True)
         return (pixels - low) / (high - low).clamp_min(1e-8)
+
+    def upscale(self, low_res: Tensor, input_hw: tuple[int, int], original_hw: tuple[int, int]) -> Tensor:
+        """Low-resolution logits -> logits at the original image size (SAM's ``postprocess_masks``).
+
+        Bilinear to the model's input size, crop away padding to ``input_hw``, bilinear to ``original_hw``.
+        """
+        logits = F.interpolate(low_res, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        logits = logits[..., : input_hw[0], : input_hw[1]]
+        return F.interpolate(logits, original_hw, mode="bilinear", align_corners=False)
+
+
+class Sam(SamGlue, nn.Module):
+    """Image encoder + prompt encoder + mask decoder, and the glue between them."""
+
+    def __init__(self, image_encoder: ImageEncoderViT | TinyViT, prompt_encoder: PromptEncoder,
+                 mask_decoder: MaskDecoder, config: SamConfig) -> None:
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.config = config
 
     def encode(self, images: Tensor) -> Tensor:
         """``(B, 3, S, S)`` encoder input (already normalised) -> ``(B, prompt_dim, S/p, S/p)`` embeddings."""
@@ -128,15 +177,6 @@ class Sam(nn.Module):
         sparse, dense = self.prompt_encoder(points, boxes, mask_inputs)
         return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask)
 
-    def upscale(self, low_res: Tensor, input_hw: tuple[int, int], original_hw: tuple[int, int]) -> Tensor:
-        """Low-resolution logits -> logits at the original image size (SAM's ``postprocess_masks``).
-
-        Bilinear to the model's input size, crop away padding to ``input_hw``, bilinear to ``original_hw``.
-        """
-        logits = F.interpolate(low_res, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        logits = logits[..., : input_hw[0], : input_hw[1]]
-        return F.interpolate(logits, original_hw, mode="bilinear", align_corners=False)
-
 
 def build_sam(config: SamConfig | str) -> Sam:
     """Build an untrained model from a config or a registry name (see :data:`SAM_CONFIGS`)."""
@@ -145,11 +185,18 @@ def build_sam(config: SamConfig | str) -> Sam:
             raise ValueError(f"unknown SAM model {config!r}; choose one of {sorted(SAM_CONFIGS)}")
         config = SAM_CONFIGS[config]
     grid = config.embedding_size
-    encoder = ImageEncoderViT(
-        img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.encoder_dim,
-        depth=config.encoder_depth, num_heads=config.encoder_heads, out_chans=config.prompt_dim,
-        window_size=config.window_size, global_attn_indexes=config.global_attention,
-    )
+    if config.encoder == "tiny_vit":
+        encoder = TinyViT(img_size=config.image_size, patch_size=config.patch_size, embed_dims=config.stage_dims,
+                          depths=config.stage_depths, num_heads=config.stage_heads,
+                          window_sizes=config.stage_windows, out_chans=config.prompt_dim)
+    elif config.encoder == "vit":
+        encoder = ImageEncoderViT(
+            img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.encoder_dim,
+            depth=config.encoder_depth, num_heads=config.encoder_heads, out_chans=config.prompt_dim,
+            window_size=config.window_size, global_attn_indexes=config.global_attention,
+        )
+    else:
+        raise ValueError(f"unknown image encoder {config.encoder!r}; choose 'vit' or 'tiny_vit'")
     prompt_encoder = PromptEncoder(embed_dim=config.prompt_dim, image_embedding_size=(grid, grid),
                                    input_image_size=(config.image_size, config.image_size),
                                    mask_in_chans=config.mask_in_chans)

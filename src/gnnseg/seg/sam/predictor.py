@@ -4,12 +4,15 @@
 ``set_image`` prepares the image once, ``predict`` answers many prompts in one batch. How the image reaches the
 encoder depends on the model:
 
-- **MedSAM** (``normalization="minmax"``, whole image): bicubic resize to a square ``S x S`` ignoring the aspect
+- **MedSAM** (``layout="square"``, min-max input, whole image): bicubic resize to a square ``S x S`` ignoring the aspect
   ratio, min-max to [0, 1]; boxes scale by ``S / [W, H, W, H]``; low-resolution probabilities are resized
   bilinearly to the image and thresholded at 0.5 (``MedSAM_Inference.py``).
-- **SAM** (``normalization="imagenet"``, whole image): longest side to ``S``, ImageNet mean/std, zero padding to
-  ``S x S``; logits are upscaled, the padding cut away, resized to the image and thresholded at 0 (SAM's
+- **SAM** (``layout="padded"``, ImageNet input, whole image): longest side to ``S``, ImageNet mean/std, zero
+  padding to ``S x S``; logits are upscaled, the padding cut away, resized to the image and thresholded at 0 (SAM's
   ``postprocess_masks``).
+- **Lite MedSAM** (``layout="padded"``, min-max input): as SAM, but min-max normalised before the padding
+  (:func:`~gnnseg.seg.sam.preprocess.lite_model_input`); the same post-processing with a 0.5 probability threshold,
+  which is logit 0.
 - **Box-centred models** (``crop_margin`` set, such as the shipped ``vit_cpu`` model): each prompt gets its own
   window around the box (:mod:`gnnseg.seg.sam.crop`); the encoder runs once per window rather than once per
   image, which at 128 pixels is cheap.
@@ -29,14 +32,7 @@ from torch.nn import functional as F
 
 from gnnseg.seg.sam.crop import CropWindow, resize_crop
 from gnnseg.seg.sam.model import Sam
-from gnnseg.seg.sam.preprocess import (
-    normalize_for_model,
-    pad_to_square,
-    resize_image,
-    resize_longest_side,
-    to_rgb_uint8,
-    validate_boxes,
-)
+from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes, whole_image_input
 
 
 @dataclass
@@ -81,21 +77,23 @@ class SamPredictor:
             self._embedding = self.model.encode(pixels)
 
     def _whole_image_input(self, rgb: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
-        size = self.model.image_size
-        if self.model.config.normalization == "minmax":
-            return normalize_for_model(resize_image(rgb, size), "minmax"), (size, size)
-        resized = resize_longest_side(rgb, size)
-        normalized = normalize_for_model(pad_to_square(resized, size), "imagenet")
-        height, width = resized.shape[:2]
-        normalized[..., height:, :] = 0  # SAM pads after normalising, so the padding is zero in the input
-        normalized[..., :, width:] = 0
-        return normalized, (height, width)
+        config = self.model.config
+        pixels, input_hw = whole_image_input(rgb, config.image_size, layout=config.layout,
+                                             normalization=config.normalization)
+        return pixels.to(self.device), input_hw
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _tensor(self, values: np.ndarray, dtype: torch.dtype) -> Tensor:
+        return torch.as_tensor(values, dtype=dtype, device=self.device)
 
     def _to_input_coords(self, xy: np.ndarray) -> np.ndarray:
         """Scale ``(..., 2k)`` x, y pairs from the image to the model input of the whole-image modes."""
         height, width = self.image_shape
         size = self.model.image_size
-        if self.model.config.normalization == "minmax":
+        if self.model.config.layout == "square":
             factors = np.array([size / width, size / height])
         else:  # SAM's ResizeLongestSide scales each axis by its rounded new length
             factors = np.array([self._input_hw[1] / width, self._input_hw[0] / height])
@@ -152,13 +150,14 @@ class SamPredictor:
 
     def _predict_whole_image(self, boxes, points, labels, multimask) -> tuple[Tensor, Tensor, Tensor]:
         height, width = self.image_shape
-        box_tensor = None if boxes is None else torch.as_tensor(self._to_input_coords(boxes), dtype=torch.float32)
+        box_tensor = None if boxes is None else self._tensor(self._to_input_coords(boxes), torch.float32)
         point_prompt = None
         if points is not None:
-            point_prompt = (torch.as_tensor(self._to_input_coords(points), dtype=torch.float32),
-                            torch.as_tensor(labels, dtype=torch.int64))
+            point_prompt = (self._tensor(self._to_input_coords(points), torch.float32),
+                            self._tensor(labels, torch.int64))
         low_res, iou = self.model.decode(self._embedding, points=point_prompt, boxes=box_tensor, multimask=multimask)
-        if self.model.config.normalization == "minmax":
+        low_res, iou = low_res.float().cpu(), iou.float().cpu()
+        if self.model.config.layout == "square":
             probabilities = F.interpolate(torch.sigmoid(low_res), (height, width), mode="bilinear",
                                           align_corners=False)
             return torch.logit(probabilities, eps=1e-6), iou, probabilities > 0.5
@@ -172,16 +171,16 @@ class SamPredictor:
         extents = boxes if boxes is not None else np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1)
         windows = [CropWindow.around(extent, config.crop_margin) for extent in extents]
         pixels = torch.stack([resize_crop(window.cut(self._image), size) for window in windows])
-        embeddings = self.model.encode(self.model.normalize(pixels))
+        embeddings = self.model.encode(self.model.normalize(pixels.to(self.device)))
         box_tensor = None
         if boxes is not None:
-            box_tensor = torch.as_tensor(np.stack([w.to_input(b, size) for w, b in zip(windows, boxes)]),
-                                         dtype=torch.float32)
+            box_tensor = self._tensor(np.stack([w.to_input(b, size) for w, b in zip(windows, boxes)]), torch.float32)
         point_prompt = None
         if points is not None:
             local = np.stack([w.to_input(p, size) for w, p in zip(windows, points)])
-            point_prompt = (torch.as_tensor(local, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64))
+            point_prompt = (self._tensor(local, torch.float32), self._tensor(labels, torch.int64))
         low_res, iou = self.model.decode(embeddings, points=point_prompt, boxes=box_tensor, multimask=multimask)
+        low_res, iou = low_res.float().cpu(), iou.float().cpu()
         image_hw = self.image_shape
         logits = torch.cat([window.paste(low_res[i : i + 1], image_hw) for i, window in enumerate(windows)])
         return logits, iou

@@ -354,6 +354,29 @@ def lite_model_input(image: np.ndarray, size: int = 256) -> tuple[torch.Tensor, 
     return tensor, (int(resized.shape[0]), int(resized.shape[1]))
 
 
+def whole_image_input(rgb: np.ndarray, size: int, *, layout: str, normalization: str
+                      ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A whole RGB image as a ``(1, 3, size, size)`` model input, and the ``(H', W')`` of the image inside it.
+
+    ``layout="square"``: MedSAM's chain (:func:`medsam_model_input`), ``H' = W' = size``. ``layout="padded"``:
+    longest side to ``size`` and zero padding at the bottom and right; with min-max normalisation that is Lite
+    MedSAM's chain (:func:`lite_model_input`), with ImageNet statistics SAM's (normalised first, so the padding is
+    zero in the input).
+    """
+    if layout == "square":
+        return normalize_for_model(resize_image(rgb, size), normalization), (size, size)
+    if layout != "padded":
+        raise ValueError(f"layout must be 'square' or 'padded', got {layout!r}")
+    if normalization == "minmax":
+        return lite_model_input(rgb, size)
+    resized = resize_longest_side(rgb, size)
+    normalized = normalize_for_model(pad_to_square(resized, size), normalization)
+    height, width = resized.shape[:2]
+    normalized[..., height:, :] = 0
+    normalized[..., :, width:] = 0
+    return normalized, (height, width)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Boxes
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""Train gnnseg's Lite MedSAM the way Lite MedSAM was made: a teacher, a distilled TinyViT, then fine-tuning.
+
+1. **Teacher**: ``vit_teacher_256`` (a ViT with Lite MedSAM's 256 input and 64 x 64 embedding) trained from scratch
+   with MedSAM's recipe (:mod:`gnnseg.seg.sam.finetune`) on the five-modality corpus. No released MedSAM weights can
+   be downloaded here; with them, ``medsam_vit_b.pth`` would be the teacher.
+2. **Stage 1**: teacher embeddings of every training image cached on disk (:class:`EmbeddingCache`); TinyViT
+   (``lite_medsam``) learns them with an MSE loss (:func:`distill_encoder`).
+3. **Stage 2**: the student takes the teacher's prompt encoder and mask decoder and the whole model is fine-tuned
+   with Dice + BCE + IoU loss and 0-5 px box jitter at 256 (Lite MedSAM's ``bbox_shift=5``).
+
+Every phase has a wall-clock budget: a few timed steps measure the machine, and the phase gets as many iterations
+as fit. The corpus arrives prepared (``--prepared``, from ``--prepare``), so a machine without the raw datasets
+(a rented GPU) can train. Evaluation on the held-out corpus is ``benchmarks/lite_medsam_eval.py``.
+
+    python benchmarks/lite_medsam_train.py --prepare runs/lite/train256.npz        # here, from ../shared/datasets
+    python benchmarks/lite_medsam_train.py --prepared runs/lite/train256.npz --out runs/lite \\
+        --device cuda --teacher-seconds 200 --distill-seconds 100 --finetune-seconds 160
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnnseg.seg.sam.checkpoint import save_sam
+from gnnseg.seg.sam.distill import (
+    DistillConfig,
+    cache_teacher_embeddings,
+    distill_encoder,
+    student_from_teacher,
+)
+from gnnseg.seg.sam.finetune import (
+    BatchSource,
+    FinetuneConfig,
+    box_prompt_loss,
+    finetune,
+)
+from gnnseg.seg.sam.model import Sam, build_sam
+from gnnseg.seg.sam.prepared import PreparedSet
+
+SHARES = {"endoscopy": 0.35, "EM": 0.2, "fundus": 0.05, "CT": 0.25, "MR": 0.15}
+"""Probability that a training object comes from each modality (as for the shipped box-centred model)."""
+
+
+def prepare(data: str, target: Path) -> None:
+    from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
+
+    corpus = load_corpus(data, "train")
+    samples = [sample for modality in MODALITIES for sample in corpus[modality]]
+    weights = np.array([SHARES[m] / len(corpus[m]) for m in MODALITIES for _ in corpus[m]])
+    prepared = PreparedSet.from_samples(samples, build_sam("lite_medsam").config)
+    prepared.save(target)
+    np.save(target.with_suffix(".weights.npy"), weights)
+    print(f"{len(prepared)} objects on {len(prepared.images)} images -> {target}")
+
+
+def seconds_per_step(model: Sam, source: BatchSource, device: torch.device, steps: int = 6) -> float:
+    """Wall time of one training step (after two warm-up steps), on a throwaway copy of the model."""
+    trial = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.AdamW([p for p in trial.parameters() if p.requires_grad], lr=1e-5)
+    rng = np.random.default_rng(123)
+    for step in range(steps + 2):
+        if step == 2:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            began = time.perf_counter()
+        pixels, boxes, masks = source.draw(rng)
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            low_res, iou = trial.decode(trial.encode(pixels), boxes=boxes)
+        loss = box_prompt_loss(low_res.float(), iou.float(), masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - began) / steps
+
+
+def budgeted_finetune(model: Sam, prepared: PreparedSet, weights: np.ndarray, base: FinetuneConfig, seconds: float,
+                      output: Path, device: torch.device, rounds: int) -> dict:
+    source = BatchSource(model, prepared, weights, base, device)
+    per_step = seconds_per_step(model, source, device)
+    iterations = max(rounds, int(seconds / per_step) // rounds * rounds)
+    config = replace(base, rounds=rounds, iterations_per_round=iterations // rounds,
+                     warmup_iterations=min(base.warmup_iterations, iterations // 10))
+    print(f"{output.name}: {per_step * 1000:.1f} ms per step -> {config.iterations} iterations", flush=True)
+    summary = finetune(model, prepared, [], config, output, weights=weights, device=device, show_progress=False)
+    return {**summary, "iterations": config.iterations, "seconds_per_step": per_step}
+
+
+def budgeted_distill(student: Sam, prepared: PreparedSet, cache, base: DistillConfig, seconds: float,
+                     output: Path, device: torch.device) -> dict:
+    probe = replace(base, iterations=8, warmup_iterations=1)
+    trial = copy.deepcopy(student)
+    distill_encoder(trial, prepared, cache, replace(probe, iterations=2), device=device, show_progress=False)
+    began = time.perf_counter()
+    distill_encoder(trial, prepared, cache, probe, device=device, show_progress=False)
+    per_step = (time.perf_counter() - began) / probe.iterations
+    config = replace(base, iterations=max(10, int(seconds / per_step)))
+    config = replace(config, warmup_iterations=min(base.warmup_iterations, config.iterations // 10))
+    print(f"distill: {per_step * 1000:.1f} ms per step -> {config.iterations} iterations", flush=True)
+    log = distill_encoder(student, prepared, cache, config, output, device=device, show_progress=False)
+    losses = log["loss"]
+    return {"iterations": config.iterations, "seconds": log["seconds"], "seconds_per_step": per_step,
+            "mse_first_50": float(np.mean(losses[:50])), "mse_last_50": float(np.mean(losses[-50:]))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/datasets")
+    parser.add_argument("--prepare", type=Path, help="write the prepared training set here and stop")
+    parser.add_argument("--prepared", type=Path, help="the prepared training set (from --prepare)")
+    parser.add_argument("--out", type=Path, default=Path("runs/lite_medsam"))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--teacher", default="vit_teacher_256")
+    parser.add_argument("--teacher-seconds", type=float, default=200)
+    parser.add_argument("--distill-seconds", type=float, default=100)
+    parser.add_argument("--finetune-seconds", type=float, default=160)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args()
+    if args.prepare:
+        prepare(args.data, args.prepare)
+        return
+    began = time.perf_counter()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    prepared = PreparedSet.load(args.prepared)
+    weights = np.load(args.prepared.with_suffix(".weights.npy"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+                    "torch": torch.__version__, "objects": len(prepared), "images": len(prepared.images)}
+
+    teacher = build_sam(args.teacher)
+    teacher_config = FinetuneConfig(batch_size=args.batch_size, lr=4e-4, warmup_iterations=200, box_shift=5)
+    report["teacher"] = budgeted_finetune(teacher, prepared, weights, teacher_config, args.teacher_seconds,
+                                          args.out / "teacher", device, args.rounds)
+    save_sam(teacher, args.out / "teacher.pt", half_precision=True,
+             meta={"role": "Lite MedSAM teacher", "train": report["teacher"]})
+
+    cache = cache_teacher_embeddings(teacher, prepared, args.out / "teacher_embeddings.npy", batch_size=16,
+                                     device=device, show_progress=False)
+    student = build_sam("lite_medsam")
+    report["distill"] = budgeted_distill(student, prepared, cache,
+                                         DistillConfig(batch_size=args.batch_size, lr=1e-3, warmup_iterations=100),
+                                         args.distill_seconds, args.out / "student", device)
+    student_from_teacher(student, teacher)
+    stage2 = FinetuneConfig(batch_size=args.batch_size, lr=2e-4, warmup_iterations=100, box_shift=5,
+                            freeze_prompt_encoder=False)
+    report["finetune"] = budgeted_finetune(student, prepared, weights, stage2, args.finetune_seconds,
+                                           args.out / "student", device, args.rounds)
+    save_sam(student, args.out / "lite_medsam.pt", half_precision=True,
+             meta={"role": "Lite MedSAM student", "distill": report["distill"], "finetune": report["finetune"]})
+    report["total_seconds"] = time.perf_counter() - began
+    (args.out / "train_report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
