@@ -14,7 +14,11 @@ as fit. The corpus arrives prepared (``--prepared``, from ``--prepare``), so a m
 
     python benchmarks/lite_medsam_train.py --prepare runs/lite/train256.npz        # here, from ../shared/datasets
     python benchmarks/lite_medsam_train.py --prepared runs/lite/train256.npz --out runs/lite \\
-        --device cuda --teacher-seconds 200 --distill-seconds 100 --finetune-seconds 160
+        --device cuda --teacher-seconds 190 --distill-seconds 90 --finetune-seconds 140
+    python benchmarks/lite_medsam_train.py --prepared runs/lite/train256.npz --out runs/lite \\
+        --device cuda --stage2-from runs/lite/lite_medsam.pt --finetune-seconds 235 --finetune-lr 1e-4
+
+The packaged ``lite_medsam`` is the result of those two commands on an NVIDIA H200 (docs/MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gnnseg.seg.sam.checkpoint import save_sam
+from gnnseg.seg.sam.checkpoint import load_sam, save_sam
 from gnnseg.seg.sam.distill import (
     DistillConfig,
     cache_teacher_embeddings,
@@ -125,6 +129,8 @@ def main() -> None:
     parser.add_argument("--finetune-seconds", type=float, default=160)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--finetune-lr", type=float, default=2e-4)
+    parser.add_argument("--stage2-from", type=Path, help="only continue stage 2 from this student checkpoint")
     args = parser.parse_args()
     if args.prepare:
         prepare(args.data, args.prepare)
@@ -140,6 +146,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
                     "torch": torch.__version__, "objects": len(prepared), "images": len(prepared.images)}
+    stage2 = FinetuneConfig(batch_size=args.batch_size, lr=args.finetune_lr, warmup_iterations=100, box_shift=5,
+                            freeze_prompt_encoder=False)
+    if args.stage2_from:
+        student, meta = load_sam(args.stage2_from)
+        report["finetune_continued"] = budgeted_finetune(student, prepared, weights, stage2, args.finetune_seconds,
+                                                         args.out / "student_continued", device, args.rounds)
+        save_sam(student, args.out / "lite_medsam_continued.pt", half_precision=True,
+                 meta={**meta, "finetune_continued": report["finetune_continued"]})
+        print(json.dumps(report))
+        return
 
     teacher = build_sam(args.teacher)
     teacher_config = FinetuneConfig(batch_size=args.batch_size, lr=4e-4, warmup_iterations=200, box_shift=5)
@@ -155,8 +171,6 @@ def main() -> None:
                                          DistillConfig(batch_size=args.batch_size, lr=1e-3, warmup_iterations=100),
                                          args.distill_seconds, args.out / "student", device)
     student_from_teacher(student, teacher)
-    stage2 = FinetuneConfig(batch_size=args.batch_size, lr=2e-4, warmup_iterations=100, box_shift=5,
-                            freeze_prompt_encoder=False)
     report["finetune"] = budgeted_finetune(student, prepared, weights, stage2, args.finetune_seconds,
                                            args.out / "student", device, args.rounds)
     save_sam(student, args.out / "lite_medsam.pt", half_precision=True,

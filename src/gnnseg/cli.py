@@ -235,6 +235,24 @@ def _seg_finetune(args: argparse.Namespace) -> dict:
                             modality=args.modality, config=config, resume=args.resume)
 
 
+def _seg_distill(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.sam.distill import DistillConfig
+    from gnnseg.seg.sam.finetune import FinetuneConfig
+    from gnnseg.seg.sam.workflow import distill_folders
+
+    distill = DistillConfig(iterations=args.distill_iterations, batch_size=args.batch_size, seed=args.seed)
+    stage2 = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
+                            lr=args.lr, box_shift=5, freeze_prompt_encoder=False, seed=args.seed)
+    return distill_folders(args.images, args.masks, args.output, teacher=args.teacher, student=args.student,
+                           modality=args.modality, distill=distill, config=stage2)
+
+
+def _seg_export_onnx(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.sam.workflow import export_onnx_folder
+
+    return export_onnx_folder(args.output, checkpoint=args.checkpoint)
+
+
 def _seg_evaluate(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.workflow import evaluate_folders
 
@@ -456,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--npz", help="a CVPR 2024 'MedSAM on Laptop' case (imgs, boxes); writes its segs npz")
     segment.add_argument("--modality", choices=("ct", "mr"), default="ct", help="volume intensity handling")
     segment.add_argument("--window", default="soft_tissue", help="CT window preset (soft_tissue, lung, brain, bone)")
-    segment.add_argument("--checkpoint", help="SAM / MedSAM / gnnseg checkpoint (default: the packaged model)")
+    segment.add_argument("--checkpoint", help="SAM / MedSAM / Lite MedSAM / gnnseg checkpoint, an ONNX export folder, "
+                                              "or a packaged model (vit_cpu, lite_medsam; default vit_cpu)")
     segment.add_argument("-o", "--output", required=True, help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)
@@ -479,6 +498,30 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--resume", action="store_true", help="continue the run in --output")
     tune.add_argument("--json", action="store_true")
     tune.set_defaults(handler=_seg_finetune)
+
+    distil = seg.add_parser("distill", help="Lite MedSAM: distil a TinyViT student from a teacher checkpoint, then "
+                                            "fine-tune it, on image/mask folders")
+    distil.add_argument("--teacher", required=True, help="teacher checkpoint (e.g. medsam_vit_b.pth) or packaged name")
+    distil.add_argument("--student", default="lite_medsam", help="student configuration (default: lite_medsam)")
+    distil.add_argument("--images", required=True, help="2D images or NIfTI volumes")
+    distil.add_argument("--masks", required=True, help="label masks with the same names")
+    distil.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
+    distil.add_argument("-o", "--output", required=True, help="run folder (embedding cache, logs, model.pt)")
+    distil.add_argument("--distill-iterations", type=int, default=2000, help="stage 1 steps")
+    distil.add_argument("--rounds", type=int, default=10, help="stage 2 rounds")
+    distil.add_argument("--iterations", type=int, default=100, help="stage 2 iterations per round")
+    distil.add_argument("--batch-size", type=int, default=8)
+    distil.add_argument("--lr", type=float, default=1e-4, help="stage 2 learning rate")
+    distil.add_argument("--seed", type=int, default=0)
+    distil.add_argument("--json", action="store_true")
+    distil.set_defaults(handler=_seg_distill)
+
+    export = seg.add_parser("export-onnx", help="write a whole-image model as encoder.onnx + decoder.onnx "
+                                                "(run with onnxruntime by passing the folder as --checkpoint)")
+    export.add_argument("--checkpoint", default="lite_medsam", help="checkpoint or packaged model (default: lite_medsam)")
+    export.add_argument("-o", "--output", required=True, help="a new or empty folder")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(handler=_seg_export_onnx)
 
     assess = seg.add_parser("evaluate", help="DSC and NSD of box-prompted segmentation against masks")
     assess.add_argument("--images", required=True)

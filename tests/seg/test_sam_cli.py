@@ -114,3 +114,34 @@ def test_challenge_npz_case_gets_labels_in_box_order(tmp_path, checkpoint, capsy
     segs = np.load(output)["segs"]
     assert segs.shape == (5, 40, 50) and segs.dtype == np.uint16 and set(np.unique(segs)) <= {0, 1, 2}
     assert read_challenge_npz(tmp_path / "3DBox_CT_toy.npz").is_3d
+
+
+def test_distill_then_export_then_segment_with_onnxruntime(tmp_path, image_folders, capsys):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[test]')")
+    teacher = save_sam(build_sam(replace(SAM_CONFIGS["vit_mini"], patch_size=4, image_layout="padded")),
+                       tmp_path / "teacher.pt")
+    run = tmp_path / "distilled"
+    assert main(["seg", "distill", "--teacher", str(teacher), "--student", "tiny_vit_mini",
+                 "--images", str(image_folders[0]), "--masks", str(image_folders[1]), "-o", str(run),
+                 "--distill-iterations", "3", "--rounds", "1", "--iterations", "2", "--batch-size", "2",
+                 "--json"]) == 0
+    result = last_json(capsys)
+    assert result["objects"] == 2 and result["images"] == 2 and (run / "model.pt").is_file()
+    assert (run / "teacher_embeddings.npy").is_file() and (run / "distill_log.json").is_file()
+    onnx_folder = tmp_path / "onnx"
+    assert main(["seg", "export-onnx", "--checkpoint", str(run / "model.pt"), "-o", str(onnx_folder), "--json"]) == 0
+    assert (onnx_folder / "encoder.onnx").is_file() and (onnx_folder / "decoder.onnx").is_file()
+    assert main(["seg", "export-onnx", "--checkpoint", str(run / "model.pt"), "-o", str(onnx_folder)]) == 2
+    assert "not empty" in capsys.readouterr().err
+    output = tmp_path / "mask.png"
+    assert main(["seg", "segment", "--image", str(image_folders[0] / "case0.png"), "--box", "20,10,60,50",
+                 "--checkpoint", str(onnx_folder), "-o", str(output), "--json"]) == 0
+    assert read_image_2d(output).array.shape == (64, 80)
+
+
+def test_box_centred_models_are_not_distilled_or_exported(tmp_path, image_folders, checkpoint, capsys):
+    assert main(["seg", "export-onnx", "--checkpoint", checkpoint, "-o", str(tmp_path / "onnx")]) == 2
+    assert "box-centred" in capsys.readouterr().err
+    assert main(["seg", "distill", "--teacher", checkpoint, "--student", "vit_cpu", "--images",
+                 str(image_folders[0]), "--masks", str(image_folders[1]), "-o", str(tmp_path / "d")]) == 2
+    assert "box-centred" in capsys.readouterr().err

@@ -170,3 +170,29 @@ def test_3d_boxes_are_checked():
     with pytest.raises(ValueError, match="\\(N, 6\\)"):
         validate_boxes_3d(np.array([1, 1, 10, 10]), (8, 20, 20))
     assert validate_boxes_3d(np.array([1, 1, -2, 10, 30, 12]), (8, 20, 20)).tolist() == [[1, 1, 0, 10, 19, 7]]
+
+
+def test_embeddings_are_reused_for_an_image_seen_before():
+    predictor = SamPredictor(build_sam("tiny_vit_mini"), cache_size=2)
+    rng = np.random.default_rng(0)
+    first, second, third = ((rng.random((20, 30)) * 255).astype(np.uint8) for _ in range(3))
+    predictor.set_image(first)
+    embedding = predictor._embedding
+    predictor.set_image(first.copy())  # same pixels, another array
+    assert predictor.encoder_calls == 1 and predictor._embedding is embedding
+    predictor.set_image(second)
+    predictor.set_image(third)  # evicts the least recently used: first
+    predictor.set_image(first)
+    assert predictor.encoder_calls == 4
+    predictor.set_image(first.T.copy())  # same bytes in another shape is another image
+    assert predictor.encoder_calls == 5
+
+
+def test_overlapping_3d_boxes_encode_each_slice_once():
+    volume = (np.random.default_rng(1).random((6, 24, 24)) * 255).astype(np.uint8)
+    predictor = SamPredictor(build_sam("tiny_vit_mini"))
+    segment_volume(predictor, volume, np.array([[2, 2, 0, 12, 12, 4], [8, 8, 1, 20, 20, 5]]))
+    assert predictor.encoder_calls == 6
+    uncached = SamPredictor(build_sam("tiny_vit_mini"), cache_size=0)
+    segment_volume(uncached, volume, np.array([[2, 2, 0, 12, 12, 4], [8, 8, 1, 20, 20, 5]]))
+    assert uncached.encoder_calls == 10

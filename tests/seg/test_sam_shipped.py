@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from gnnseg.seg.sam.finetune import box_dice_scores
 from gnnseg.seg.sam.model import SAM_CONFIGS
-from gnnseg.seg.sam.shipped import SHIPPED_MODEL_PATH, load_shipped_model
+from gnnseg.seg.sam.shipped import PACKAGED_MODELS, SHIPPED_MODEL_PATH, load_model, load_shipped_model
 from tests.conftest import require_dataset
 
 
@@ -26,3 +27,25 @@ def test_packaged_model_segments_held_out_polyps():
     held_out = kvasir(require_dataset(""), "val")[:10]
     scores = box_dice_scores(load_shipped_model(), held_out, margin=5)
     assert np.mean(scores) > 0.85, scores
+
+
+def test_packaged_lite_medsam_is_the_released_architecture_in_half_precision():
+    payload = torch.load(PACKAGED_MODELS["lite_medsam"], weights_only=True)
+    assert {tensor.dtype for tensor in payload["model"].values()} == {torch.float16}
+    assert payload["meta"]["distill"]["mse_last_50"] < payload["meta"]["distill"]["mse_first_50"] / 10
+    assert load_shipped_model("lite_medsam").config == SAM_CONFIGS["lite_medsam"]
+    assert load_model("lite_medsam").config.encoder == "tiny_vit"
+
+
+def test_packaged_lite_medsam_segments_held_out_polyps():
+    require_dataset("kvasir_seg_subset/images")
+    from gnnseg.seg.sam.corpus import kvasir
+
+    held_out = kvasir(require_dataset(""), "val")[:6]
+    scores = box_dice_scores(load_shipped_model("lite_medsam"), held_out, margin=5)
+    assert np.mean(scores) > 0.85, scores
+
+
+def test_unknown_packaged_model_is_named():
+    with pytest.raises(ValueError, match="choose one of"):
+        load_shipped_model("medsam_vit_h")

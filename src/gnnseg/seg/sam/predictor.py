@@ -17,12 +17,16 @@ encoder depends on the model:
   window around the box (:mod:`gnnseg.seg.sam.crop`); the encoder runs once per window rather than once per
   image, which at 128 pixels is cheap.
 
-The whole-image embedding is cached by ``set_image``; box-centred windows are encoded in one batch per
-``predict`` call.
+The whole-image embedding is kept by ``set_image`` for every later ``predict``, and the last
+``cache_size`` embeddings are remembered by the image's content (a BLAKE2 digest of its pixels), so setting an image
+again (a slice shared by overlapping 3D boxes, the same upload twice) skips the encoder. Box-centred windows are
+encoded in one batch per ``predict`` call.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,8 +54,13 @@ class Prediction:
 class SamPredictor:
     """``set_image`` once, ``predict`` many times."""
 
-    def __init__(self, model: Sam) -> None:
+    def __init__(self, model: Sam, *, cache_size: int = 16) -> None:
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.model = model.eval()
+        self.cache_size = cache_size
+        self.encoder_calls = 0
+        self._cache: OrderedDict[str, tuple[Tensor, tuple[int, int]]] = OrderedDict()
         self._image: np.ndarray | None = None
         self._embedding: Tensor | None = None
         self._input_hw: tuple[int, int] | None = None
@@ -72,9 +81,22 @@ class SamPredictor:
         rgb = to_rgb_uint8(image)
         self._image = rgb
         self._embedding = None
-        if not self.box_centred:
-            pixels, self._input_hw = self._whole_image_input(rgb)
-            self._embedding = self.model.encode(pixels)
+        if self.box_centred:
+            return
+        digest = hashlib.blake2b(repr(rgb.shape).encode(), digest_size=16)
+        digest.update(np.ascontiguousarray(rgb).data)
+        key = digest.hexdigest()
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            self._embedding, self._input_hw = self._cache[key]
+            return
+        pixels, self._input_hw = self._whole_image_input(rgb)
+        self._embedding = self.model.encode(pixels)
+        self.encoder_calls += 1
+        if self.cache_size:
+            self._cache[key] = (self._embedding, self._input_hw)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def _whole_image_input(self, rgb: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
         config = self.model.config

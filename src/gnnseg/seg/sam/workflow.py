@@ -1,4 +1,4 @@
-"""File-level tasks behind ``gnnseg seg segment | finetune | evaluate``: read files, call the library, write files.
+"""File-level tasks behind ``gnnseg seg segment | finetune | distill | export-onnx | evaluate``: read files, call the library, write files.
 
 Everything here takes paths and returns a JSON-able summary; nothing overwrites an existing output.
 """
@@ -24,8 +24,11 @@ from gnnseg.seg.io.challenge_npz import read_challenge_npz, write_challenge_segs
 from gnnseg.seg.io.image import ImageFormatError
 from gnnseg.seg.io.image2d import SUFFIXES_2D
 from gnnseg.seg.metrics import dice, normalized_surface_dice
+from gnnseg.seg.sam.checkpoint import save_sam
+from gnnseg.seg.sam.distill import DistillConfig, cache_teacher_embeddings, distill_encoder, student_from_teacher
 from gnnseg.seg.sam.finetune import FinetuneConfig, box_prompted_masks, finetune
 from gnnseg.seg.sam.model import build_sam
+from gnnseg.seg.sam.prepared import PreparedSet
 from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.preprocess import CT_WINDOWS, clip_percentiles, window_ct
 from gnnseg.seg.sam.samples import PromptSample, samples_from_image, samples_from_volume
@@ -163,6 +166,46 @@ def finetune_folders(images: str, masks: str, output: str, *, val_images: str | 
     summary = finetune(sam, train, val, config or FinetuneConfig(), output, resume=resume,
                        meta={"trained_on": str(images), "started_from": checkpoint or model or "packaged model"})
     return {**summary, "train_objects": len(train), "val_objects": len(val), "output": str(output)}
+
+
+def distill_folders(images: str, masks: str, output: str, *, teacher: str, student: str = "lite_medsam",
+                    modality: str = "ct", distill: DistillConfig | None = None,
+                    config: FinetuneConfig | None = None) -> dict[str, Any]:
+    """Lite MedSAM's two stages on folder pairs: distil ``student``'s encoder from the ``teacher`` checkpoint
+    (embeddings cached in ``output``), hand it the teacher's prompt encoder and decoder, fine-tune everything."""
+    output_path = Path(output)
+    _refuse_existing(output_path / "model.pt")
+    teacher_model = load_model(teacher)
+    student_model = build_sam(student)
+    if student_model.config.crop_margin is not None:
+        raise ValueError(f"{student} is a box-centred model; distillation needs a whole-image student")
+    samples = load_samples(images, masks, modality)
+    prepared = PreparedSet.from_samples(samples, student_model.config)
+    cache = cache_teacher_embeddings(teacher_model, prepared, output_path / "teacher_embeddings.npy")
+    stage1 = distill_encoder(student_model, prepared, cache, distill or DistillConfig(), output_path)
+    student_from_teacher(student_model, teacher_model)
+    stage2 = config or FinetuneConfig(box_shift=5, freeze_prompt_encoder=False)
+    summary = finetune(student_model, prepared, [], stage2, output_path / "stage2",
+                       meta={"distilled_from": str(teacher), "trained_on": str(images)})
+    save_sam(student_model, output_path / "model.pt", meta={"distilled_from": str(teacher),
+                                                             "distill_mse_last": stage1["loss"][-1]})
+    return {"objects": len(prepared), "images": len(prepared.images), "distill_mse_first": stage1["loss"][0],
+            "distill_mse_last": stage1["loss"][-1], **summary, "output": str(output_path / "model.pt")}
+
+
+def export_onnx_folder(output: str | os.PathLike, *, checkpoint: str | None = None) -> dict[str, Any]:
+    """Write a model as ``encoder.onnx`` + ``decoder.onnx`` into a new folder (``gnnseg seg export-onnx``)."""
+    from gnnseg.seg.sam.export import export_onnx
+
+    output_path = Path(output)
+    if output_path.exists() and any(output_path.iterdir()):
+        raise FileExistsError(f"{output_path} is not empty; choose another output folder")
+    model = load_model(checkpoint)
+    if model.config.crop_margin is not None:
+        raise ValueError("box-centred models encode one window per box and are not exported; export a "
+                         "whole-image model such as the packaged lite_medsam")
+    encoder, decoder = export_onnx(model, output_path)
+    return {"encoder": str(encoder), "decoder": str(decoder), "image_size": model.config.image_size}
 
 
 def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, checkpoint: str | None = None,
