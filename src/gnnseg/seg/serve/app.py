@@ -1,0 +1,214 @@
+"""The HTTP API (FastAPI) and the web page it serves; ``gnnseg serve`` runs it with uvicorn.
+
+Routes (all errors are JSON ``{"error": {"status": ..., "message": ...}}`` with a 4xx code naming the problem):
+
+- ``POST /v1/images`` (multipart field ``file``; optional ``modality`` ``auto|ct|mr`` and ``window`` for volumes):
+  PNG / JPEG / TIFF / GIF, NIfTI, a zip of a DICOM series or a challenge npz -> ``{id, kind, shape, spacing, ...}``.
+  The id is a hash of the bytes, so the same upload gets the same id; a 2D image is encoded at once, and embeddings
+  are kept by content in a memory-bounded cache.
+- ``POST /v1/images/{id}/segment`` with JSON ``{"boxes": [[x0, y0, x1, y1], ...], "slice": k}`` (2D boxes; ``slice``
+  for volumes) or ``{"boxes3d": [[x_min, y_min, z_min, x_max, y_max, z_max], ...]}`` and ``"format"``: ``png``
+  (default; label ``k`` is box ``k``, one box gives 0/255; predicted IoU in the ``X-Predicted-IoU`` header),
+  ``npz`` (``segs``, ``iou``), ``nifti`` (volumes, original geometry) or ``json`` (run-length masks and IoU).
+- ``GET /v1/images/{id}``, ``GET /v1/images/{id}/slices/{k}`` (PNG), ``DELETE /v1/images/{id}``, ``GET /healthz``,
+  ``GET /openapi.json`` and ``/docs``; ``GET /`` is the web page.
+
+One lock serialises model calls, so concurrent requests are answered one model call at a time; a bad request is
+refused before it reaches the model and never changes what other clients uploaded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gnnseg.seg.io.challenge_npz import segs_from_masks
+from gnnseg.seg.sam.predictor import SamPredictor
+from gnnseg.seg.sam.preprocess import validate_boxes
+from gnnseg.seg.sam.shipped import load_model
+from gnnseg.seg.sam.volume import segment_volume, validate_boxes_3d
+from gnnseg.seg.serve.encoding import image_png_bytes, nifti_bytes, npz_bytes, png_bytes, rle_encode
+from gnnseg.seg.serve.uploads import ImageStore, UploadedImage, UploadError, decode_upload
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    max_upload_bytes: int = 256 * 2**20
+    max_pixels: int = 64_000_000
+    """Pixels of a 2D image or voxels of a volume."""
+    max_boxes: int = 64
+    store_bytes: int = 2 * 2**30
+    """Pixels of uploaded images kept in memory; the least recently used go first."""
+    embedding_cache_bytes: int = 512 * 2**20
+
+
+class SegmentRequest(BaseModel):
+    boxes: list[list[float]] | None = Field(None, description="2D boxes x0, y0, x1, y1 in pixel indices")
+    slice: int | None = Field(None, description="the slice the 2D boxes are drawn on (volumes only)")
+    boxes3d: list[list[float]] | None = Field(None, description="x_min, y_min, z_min, x_max, y_max, z_max")
+    format: Literal["png", "npz", "nifti", "json"] = "png"
+
+
+class Segmenter:
+    """The model behind one lock, with an embedding cache sized by memory rather than by count."""
+
+    def __init__(self, model, cache_bytes: int) -> None:
+        config = model.config
+        embedding_bytes = 4 * config.prompt_dim * config.embedding_size ** 2
+        self.predictor = SamPredictor(model, cache_size=max(1, cache_bytes // embedding_bytes))
+        self.lock = threading.Lock()
+
+    def prepare(self, rgb: np.ndarray) -> None:
+        with self.lock:
+            self.predictor.set_image(rgb)
+
+    def segment_2d(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            self.predictor.set_image(rgb)
+            prediction = self.predictor.predict(boxes=boxes)
+        return prediction.masks[:, 0], prediction.iou[:, 0]
+
+    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return segment_volume(self.predictor, volume, boxes)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+
+
+def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: ServiceLimits | None = None) -> FastAPI:
+    """The service around ``model`` (or the model loaded from ``checkpoint``: a path, an ONNX folder or a packaged
+    name; default the packaged Lite MedSAM)."""
+    limits = limits or ServiceLimits()
+    model = model if model is not None else load_model(checkpoint)
+    segmenter = Segmenter(model, limits.embedding_cache_bytes)
+    store = ImageStore(limits.store_bytes)
+    app = FastAPI(title="gnnseg box-prompted segmentation", version="1",
+                  description="Upload an image or volume, then ask for the object inside each box.")
+    app.state.store, app.state.segmenter, app.state.limits = store, segmenter, limits
+
+    @app.exception_handler(UploadError)
+    async def upload_error(_: Request, exc: UploadError) -> JSONResponse:
+        return _error(exc.status, str(exc))
+
+    @app.exception_handler(ValueError)
+    async def value_error(_: Request, exc: ValueError) -> JSONResponse:
+        return _error(422, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return _error(422, f"invalid request: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok", "model": model.config.to_dict(), "images": len(store)}
+
+    @app.post("/v1/images", status_code=201)
+    def upload(file: UploadFile = File(...), modality: Literal["auto", "ct", "mr"] = Form("auto"),
+               window: str = Form("soft_tissue")) -> dict:
+        data = file.file.read(limits.max_upload_bytes + 1)
+        if len(data) > limits.max_upload_bytes:
+            raise UploadError(f"the upload exceeds {limits.max_upload_bytes:,} bytes", status=413)
+        image = store.add(decode_upload(file.filename or "", data, modality=modality, window=window,
+                                        max_pixels=limits.max_pixels))
+        if not image.is_volume:
+            segmenter.prepare(image.slice_rgb(0))
+        return image.describe()
+
+    @app.get("/v1/images/{image_id}")
+    def describe(image_id: str) -> dict:
+        return store.get(image_id).describe()
+
+    @app.get("/v1/images/{image_id}/slices/{index}")
+    def slice_png(image_id: str, index: int) -> Response:
+        return Response(image_png_bytes(store.get(image_id).slice_rgb(index)), media_type="image/png")
+
+    @app.delete("/v1/images/{image_id}", status_code=204)
+    def delete(image_id: str) -> Response:
+        store.delete(image_id)
+        return Response(status_code=204)
+
+    @app.post("/v1/images/{image_id}/segment")
+    def segment(image_id: str, request: SegmentRequest) -> Response:
+        image = store.get(image_id)
+        began = time.perf_counter()
+        labels, iou, masks = _answer(image, request, segmenter, limits)
+        headers = {"X-Predicted-IoU": ",".join(f"{v:.4f}" for v in iou) if iou is not None else "",
+                   "X-Seconds": f"{time.perf_counter() - began:.3f}"}
+        if request.format == "png":
+            if labels.ndim != 2:
+                raise UploadError("a PNG holds one 2D mask; ask for format npz or nifti for 3D boxes")
+            return Response(png_bytes(labels), media_type="image/png", headers=headers)
+        if request.format == "npz":
+            return Response(npz_bytes(labels, np.asarray(iou if iou is not None else [])),
+                            media_type="application/octet-stream", headers=headers)
+        if request.format == "nifti":
+            if not image.is_volume:
+                raise UploadError("NIfTI masks are for volumes; ask for png or npz for a 2D image")
+            if labels.ndim == 2:  # 2D boxes on one slice: place the slice in an empty volume
+                volume = np.zeros(image.shape, dtype=labels.dtype)
+                volume[request.slice] = labels
+                labels = volume
+            return Response(nifti_bytes(labels, image.spacing, image.affine), media_type="application/gzip",
+                            headers=headers)
+        objects = [{"label": k + 1, "iou": None if iou is None else float(iou[k]),
+                    "pixels": int(mask.sum()), "rle": rle_encode(mask)} for k, mask in enumerate(masks)]
+        return JSONResponse({"shape": list(labels.shape), "masks": objects,
+                             "seconds": time.perf_counter() - began})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
+            limits: ServiceLimits) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+    """Labels (box order, later boxes win), predicted IoU (2D only) and one mask per box."""
+    if (request.boxes is None) == (request.boxes3d is None):
+        raise UploadError("give either boxes (2D) or boxes3d (3D), not both and not neither")
+    given = request.boxes if request.boxes is not None else request.boxes3d
+    if not given:
+        raise UploadError("the box list is empty")
+    if len(given) > limits.max_boxes:
+        raise UploadError(f"{len(given)} boxes exceed the limit of {limits.max_boxes} per request")
+    if request.boxes3d is not None:
+        if not image.is_volume:
+            raise UploadError("3D boxes need a volume; this is a 2D image")
+        boxes = validate_boxes_3d(np.array(request.boxes3d, dtype=np.float64), image.shape)
+        labels = segmenter.segment_3d(image.pixels, boxes)
+        return labels, None, [labels == k + 1 for k in range(len(boxes))]
+    if image.is_volume and request.slice is None:
+        raise UploadError(f"2D boxes on a volume need the slice they are drawn on (0..{image.shape[0] - 1})")
+    if not image.is_volume and request.slice not in (None, 0):
+        raise UploadError("a 2D image has only slice 0")
+    rgb = image.slice_rgb(request.slice or 0)
+    boxes = validate_boxes(np.array(request.boxes, dtype=np.float64), rgb.shape[:2])
+    masks, iou = segmenter.segment_2d(rgb, boxes)
+    return segs_from_masks(list(masks)), iou, list(masks)

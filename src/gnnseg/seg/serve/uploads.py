@@ -1,0 +1,211 @@
+"""Uploaded images for the HTTP service: decoding any supported file, and a store bounded in memory.
+
+An upload is recognised by its content, not its name: PNG, JPEG, TIFF and GIF by their magic bytes, NIfTI by its
+header (plain or gzipped), a zip holding a DICOM series, and a CVPR 2024 challenge ``.npz``. Volumes are scaled to
+0..255 as the command line does (CT through a window, MR and the rest clipped to percentiles); the original
+geometry (spacing, affine) is kept so that masks can be returned as NIfTI on the same grid.
+
+Every failure is an :class:`UploadError` whose message names the problem; nothing is kept of a failed upload.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tempfile
+import threading
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gnnseg.seg.io import MedicalImage, read_dicom_series, read_image_2d, read_nifti
+from gnnseg.seg.io.challenge_npz import read_challenge_npz
+from gnnseg.seg.sam.preprocess import to_rgb_uint8
+
+
+class UploadError(ValueError):
+    """A file that cannot be served: unsupported, corrupt, or over a limit (``status`` is the HTTP code)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class UploadedImage:
+    """``pixels``: ``(H, W, 3)`` uint8 for 2D, ``(D, H, W)`` uint8 for volumes; geometry of the original file."""
+
+    id: str
+    name: str
+    kind: str
+    """``2d`` or ``3d``."""
+    pixels: np.ndarray
+    spacing: tuple[float, ...]
+    affine: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    """Boxes that came with the file (challenge npz), else ``None``."""
+
+    @property
+    def is_volume(self) -> bool:
+        return self.kind == "3d"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(H, W)`` or ``(D, H, W)``."""
+        return tuple(self.pixels.shape[:3] if self.is_volume else self.pixels.shape[:2])
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixels.nbytes
+
+    def slice_rgb(self, index: int) -> np.ndarray:
+        """The 2D image (``index`` 0) or slice ``index`` of a volume as ``(H, W, 3)`` uint8."""
+        depth = self.shape[0] if self.is_volume else 1
+        if not 0 <= index < depth:
+            raise UploadError(f"slice {index} is outside 0..{depth - 1}", status=404)
+        return to_rgb_uint8(self.pixels[index]) if self.is_volume else self.pixels
+
+    def describe(self) -> dict:
+        described = {"id": self.id, "name": self.name, "kind": self.kind,
+                     "shape": list(self.shape), "spacing": list(self.spacing),
+                     "slices": self.shape[0] if self.is_volume else 1}
+        if self.boxes is not None:
+            described["boxes"] = self.boxes.tolist()
+        return described
+
+
+_MAGIC_2D = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF8")
+_SUFFIX_2D = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"II*\x00": ".tif", b"MM\x00*": ".tif", b"GIF8": ".gif"}
+
+
+def _nifti_header(data: bytes) -> bytes | None:
+    """The first 348 bytes of a NIfTI file (gunzipped if needed) when ``data`` is one, else ``None``."""
+    head = data[:348]
+    if data[:2] == b"\x1f\x8b":
+        try:
+            head = gzip.GzipFile(fileobj=io.BytesIO(data)).read(348)
+        except (OSError, EOFError):
+            return None
+    magic = head[344:348]
+    return head if len(head) == 348 and magic in (b"n+1\x00", b"ni1\x00") else None
+
+
+def scale_volume_for_display(array: np.ndarray, modality: str, window: str) -> np.ndarray:
+    """A volume's intensities as uint8: ``ct`` through a window, ``mr`` clipped to percentiles, ``auto`` picks CT
+    when the values reach below -200 (Hounsfield units of air and fat)."""
+    from gnnseg.seg.sam.workflow import scale_volume
+
+    if modality == "auto":
+        modality = "ct" if float(np.min(array)) < -200 else "mr"
+    return scale_volume(array, modality, window)
+
+
+def decode_upload(name: str, data: bytes, *, modality: str = "auto", window: str = "soft_tissue",
+                  max_pixels: int = 64_000_000) -> UploadedImage:
+    """Read an uploaded file into an :class:`UploadedImage` (its id is the SHA-256 of the bytes, shortened)."""
+    if not data:
+        raise UploadError("the uploaded file is empty")
+    upload_id = hashlib.sha256(data).hexdigest()[:24]
+    with tempfile.TemporaryDirectory(prefix="gnnseg-upload-") as folder:
+        try:
+            image = _decode(Path(folder), name, data, modality, window)
+        except UploadError:
+            raise
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise UploadError(f"{name or 'the upload'} could not be read: {exc}") from None
+    pixels = image.pixels
+    if pixels.size > max_pixels * (1 if image.is_volume else 3):
+        raise UploadError(f"{name}: {pixels.size:,} values exceed the limit of {max_pixels:,} pixels", status=413)
+    if min(pixels.shape) == 0:
+        raise UploadError(f"{name}: the image is empty (shape {pixels.shape})")
+    image.id = upload_id
+    return image
+
+
+def _decode(folder: Path, name: str, data: bytes, modality: str, window: str) -> UploadedImage:
+    for magic in _MAGIC_2D:
+        if data.startswith(magic):
+            path = folder / f"upload{_SUFFIX_2D[magic]}"
+            path.write_bytes(data)
+            loaded = read_image_2d(path)
+            return UploadedImage("", name, "2d", to_rgb_uint8(loaded.array), tuple(loaded.spacing))
+    if _nifti_header(data) is not None:
+        path = folder / ("upload.nii.gz" if data[:2] == b"\x1f\x8b" else "upload.nii")
+        path.write_bytes(data)
+        return _volume(name, read_nifti(path), modality, window)
+    if data.startswith(b"PK"):
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        if any(entry.endswith(".npy") for entry in archive.namelist()):
+            return _challenge_case(folder, name, data)
+        series = folder / "series"
+        for entry in archive.infolist():
+            target = (series / entry.filename).resolve()
+            if not str(target).startswith(str(series.resolve())):
+                raise UploadError(f"{name}: the zip holds an unsafe path {entry.filename!r}")
+        archive.extractall(series)
+        candidates = [path for path in series.rglob("*") if path.is_file()]
+        if not candidates:
+            raise UploadError(f"{name}: the zip is empty")
+        return _volume(name, read_dicom_series(candidates[0].parent), modality, window)
+    raise UploadError(f"{name or 'the upload'}: unsupported file; send a PNG, JPEG, TIFF or GIF image, a NIfTI "
+                      "volume, a zip of a DICOM series, or a challenge .npz", status=415)
+
+
+def _volume(name: str, volume: MedicalImage, modality: str, window: str) -> UploadedImage:
+    array = volume.array
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise UploadError(f"{name}: expected a 3D volume, got shape {array.shape}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise UploadError(f"{name}: the volume contains NaN or infinite values")
+    pixels = scale_volume_for_display(array, modality, window)
+    return UploadedImage("", name, "3d", pixels, tuple(volume.spacing), volume.affine)
+
+
+def _challenge_case(folder: Path, name: str, data: bytes) -> UploadedImage:
+    path = folder / ("3D_upload.npz" if name.upper().startswith("3D") else "upload.npz")
+    path.write_bytes(data)
+    case = read_challenge_npz(path)
+    pixels = np.round(case.image).astype(np.uint8) if case.image.dtype != np.uint8 else case.image
+    spacing = case.spacing or (1.0,) * (3 if case.is_3d else 2)
+    return UploadedImage("", name, "3d" if case.is_3d else "2d", pixels, spacing, boxes=case.boxes)
+
+
+class ImageStore:
+    """Uploaded images by id, least recently used dropped first once ``max_bytes`` would be exceeded."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._images: OrderedDict[str, UploadedImage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, image: UploadedImage) -> UploadedImage:
+        if image.nbytes > self.max_bytes:
+            raise UploadError(f"{image.name}: {image.nbytes:,} bytes of pixels exceed the store's "
+                              f"{self.max_bytes:,}", status=413)
+        with self._lock:
+            self._images.pop(image.id, None)
+            self._images[image.id] = image
+            while sum(item.nbytes for item in self._images.values()) > self.max_bytes:
+                self._images.popitem(last=False)
+        return image
+
+    def get(self, image_id: str) -> UploadedImage:
+        with self._lock:
+            if image_id not in self._images:
+                raise UploadError(f"no image with id {image_id!r} (never uploaded, deleted, or evicted)", status=404)
+            self._images.move_to_end(image_id)
+            return self._images[image_id]
+
+    def delete(self, image_id: str) -> None:
+        with self._lock:
+            if self._images.pop(image_id, None) is None:
+                raise UploadError(f"no image with id {image_id!r}", status=404)
+
+    def __len__(self) -> int:
+        return len(self._images)

@@ -1,0 +1,212 @@
+"""The HTTP API: every route, every error, formats, geometry and concurrent clients (small model, no network)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="fastapi is not installed (pip install -e '.[test]')")
+pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[test]')")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from gnnseg.seg.io import MedicalImage, read_dicom_series, read_nifti, write_nifti  # noqa: E402
+from gnnseg.seg.sam.model import build_sam  # noqa: E402
+from gnnseg.seg.serve.app import ServiceLimits, create_app  # noqa: E402
+from gnnseg.seg.serve.encoding import rle_decode  # noqa: E402
+from tests.conftest import require_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_sam("tiny_vit_mini")
+
+
+@pytest.fixture
+def client(model):
+    return TestClient(create_app(model, limits=ServiceLimits(max_boxes=4, max_upload_bytes=2_000_000)))
+
+
+def png_upload(height=48, width=64, seed=0) -> bytes:
+    pixels = (np.random.default_rng(seed).random((height, width, 3)) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def flat_png(height: int, width: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((height, width), 7, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def nifti_upload(shape=(5, 20, 24)) -> tuple[bytes, MedicalImage]:
+    volume = np.random.default_rng(1).normal(40, 300, shape).astype(np.float32)
+    affine = np.diag([0.8, 0.9, 2.5, 1.0])
+    affine[:3, 3] = [10, -20, 5]
+    image = MedicalImage(volume, (2.5, 0.9, 0.8), affine)
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_nifti(image, Path(folder) / "ct.nii.gz")
+        return path.read_bytes(), read_nifti(path)
+
+
+def upload(client, data: bytes, name: str = "image.png", **form):
+    return client.post("/v1/images", files={"file": (name, data)}, data=form)
+
+
+def error_of(response) -> str:
+    return response.json()["error"]["message"]
+
+
+def test_health_openapi_and_page(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/images", "/v1/images/{image_id}/segment", "/v1/images/{image_id}/slices/{index}"} <= set(paths)
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+
+
+def test_2d_upload_then_png_npz_and_json_masks(client):
+    response = upload(client, png_upload())
+    assert response.status_code == 201
+    described = response.json()
+    assert described["kind"] == "2d" and described["shape"] == [48, 64] and described["slices"] == 1
+    assert upload(client, png_upload()).json()["id"] == described["id"]  # same bytes, same id
+    image_id = described["id"]
+    png = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[5, 5, 40, 30]]})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    mask = np.asarray(Image.open(io.BytesIO(png.content)))
+    assert mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 255}
+    assert len(png.headers["x-predicted-iou"].split(",")) == 1
+    npz = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[5, 5, 40, 30], [30, 10, 63, 47]],
+                                                             "format": "npz"})
+    arrays = np.load(io.BytesIO(npz.content))
+    assert arrays["segs"].shape == (48, 64) and arrays["iou"].shape == (2,)
+    listed = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[5, 5, 40, 30]], "format": "json"})
+    first = listed.json()["masks"][0]
+    assert rle_decode(first["rle"]).shape == (48, 64) and rle_decode(first["rle"]).sum() == first["pixels"]
+    assert np.array_equal(rle_decode(first["rle"]), mask > 0)
+    slice_png = client.get(f"/v1/images/{image_id}/slices/0")
+    assert np.asarray(Image.open(io.BytesIO(slice_png.content))).shape == (48, 64, 3)
+
+
+def test_volume_upload_slices_3d_boxes_and_nifti_in_the_original_geometry(client):
+    data, original = nifti_upload()
+    described = upload(client, data, "ct.nii.gz").json()
+    assert described["kind"] == "3d" and described["shape"] == [5, 20, 24] and described["slices"] == 5
+    image_id = described["id"]
+    assert np.asarray(Image.open(io.BytesIO(client.get(f"/v1/images/{image_id}/slices/4").content))).shape == \
+        (20, 24, 3)
+    response = client.post(f"/v1/images/{image_id}/segment", json={"boxes3d": [[2, 2, 1, 15, 12, 3]],
+                                                                   "format": "nifti"})
+    assert response.status_code == 200
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "mask.nii.gz"
+        path.write_bytes(response.content)
+        mask = read_nifti(path)
+    assert mask.array.shape == (5, 20, 24) and np.allclose(mask.affine, original.affine)
+    assert not mask.array[0].any() and not mask.array[4].any()  # outside the box's slices
+    on_slice = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[2, 2, 15, 12]], "slice": 2})
+    assert np.asarray(Image.open(io.BytesIO(on_slice.content))).shape == (20, 24)
+
+
+def test_dicom_zip_and_challenge_npz_uploads(client, tmp_path):
+    series = require_dataset("totalsegmentator_examples/example_ct_dicom")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(series.iterdir()):
+            archive.write(path, f"series/{path.name}")
+    limits = ServiceLimits(max_upload_bytes=64_000_000)
+    client = TestClient(create_app(build_sam("tiny_vit_mini"), limits=limits))
+    described = upload(client, buffer.getvalue(), "ct.zip").json()
+    assert described["kind"] == "3d" and described["shape"] == list(read_dicom_series(series).array.shape)
+    case = io.BytesIO()
+    np.savez(case, imgs=np.zeros((30, 40, 3), np.uint8) + 9, boxes=np.array([[1, 2, 20, 25]]))
+    described = upload(client, case.getvalue(), "2D_case.npz").json()
+    assert described["kind"] == "2d" and described["boxes"] == [[1, 2, 20, 25]]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"boxes": [[50, 5, 40, 30]]}, 422, "x1 > x0"),
+    ({"boxes": [[100, 5, 400, 30]]}, 422, "outside the image"),
+    ({"boxes": [[1, 1, 5, 5]] * 5}, 422, "limit of 4"),
+    ({"boxes": []}, 422, "empty"),
+    ({"boxes": [[1, 2, 3]]}, 422, "shape"),
+    ({"boxes": [[1, 1, 5, 5]], "boxes3d": [[1, 1, 0, 5, 5, 0]]}, 422, "not both"),
+    ({"boxes3d": [[1, 1, 0, 5, 5, 0]]}, 422, "need a volume"),
+    ({"boxes": [[1, 1, 5, 5]], "slice": 3}, 422, "only slice 0"),
+    ({"boxes": [[1, 1, 5, 5]], "format": "nifti"}, 422, "for volumes"),
+    ({"boxes": [[1, 1, 5, 5]], "format": "gif"}, 422, "format"),
+    ({"boxes": "none"}, 422, "boxes"),
+])
+def test_bad_segment_requests_are_refused_with_the_reason(client, body, status, message):
+    image_id = upload(client, png_upload()).json()["id"]
+    response = client.post(f"/v1/images/{image_id}/segment", json=body)
+    assert response.status_code == status and message in error_of(response), response.json()
+
+
+def test_volume_requests_need_a_slice_and_stay_in_range(client):
+    image_id = upload(client, nifti_upload()[0], "v.nii.gz").json()["id"]
+    missing = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[1, 1, 5, 5]]})
+    assert missing.status_code == 422 and "slice" in error_of(missing)
+    outside = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[1, 1, 5, 5]], "slice": 9})
+    assert outside.status_code == 404 and "outside 0..4" in error_of(outside)
+    assert client.get(f"/v1/images/{image_id}/slices/5").status_code == 404
+    png_3d = client.post(f"/v1/images/{image_id}/segment", json={"boxes3d": [[1, 1, 0, 5, 5, 2]]})
+    assert png_3d.status_code == 422 and "npz or nifti" in error_of(png_3d)
+    flipped = client.post(f"/v1/images/{image_id}/segment", json={"boxes3d": [[1, 1, 3, 5, 5, 2]]})
+    assert flipped.status_code == 422 and "z_min <= z_max" in error_of(flipped)
+
+
+def test_bad_uploads_are_refused_with_the_reason(model):
+    client = TestClient(create_app(model, limits=ServiceLimits(max_upload_bytes=5_000, max_pixels=2_000)))
+    cases = [
+        (b"", 422, "empty"),
+        (b"hello, world", 415, "unsupported"),
+        (b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, 422, "could not be read"),
+        (png_upload(10, 10) + b"\0" * 6_000, 413, "exceeds 5,000 bytes"),
+        (flat_png(50, 60), 413, "limit of 2,000 pixels"),
+    ]
+    for data, status, message in cases:
+        response = upload(client, data)
+        assert response.status_code == status and message in error_of(response), (message, response.json())
+    assert client.post("/v1/images").status_code == 422  # no file field
+    assert len(client.app.state.store) == 0  # nothing of a failed upload is kept
+
+
+def test_unknown_deleted_and_evicted_ids_are_404(model):
+    client = TestClient(create_app(model, limits=ServiceLimits(store_bytes=2 * 48 * 64 * 3)))
+    first = upload(client, png_upload(seed=1)).json()["id"]
+    second = upload(client, png_upload(seed=2)).json()["id"]
+    assert client.delete(f"/v1/images/{second}").status_code == 204
+    for method, path in [("get", f"/v1/images/{second}"), ("delete", f"/v1/images/{second}"),
+                         ("get", "/v1/images/nope/slices/0")]:
+        response = getattr(client, method)(path)
+        assert response.status_code == 404 and "no image" in error_of(response)
+    upload(client, png_upload(seed=3))
+    upload(client, png_upload(seed=4))  # the store holds two images: the first one is evicted
+    assert client.get(f"/v1/images/{first}").status_code == 404
+    assert client.get("/v1/nothing").status_code == 404
+
+
+def test_concurrent_clients_get_their_own_answers(client):
+    ids = [upload(client, png_upload(seed=seed)).json()["id"] for seed in range(3)]
+    boxes = [[[2, 2, 30, 30]], [[10, 5, 60, 40]], [[0, 0, 63, 47]]]
+
+    def ask(index: int) -> bytes:
+        return client.post(f"/v1/images/{ids[index % 3]}/segment",
+                           json={"boxes": boxes[index % 3], "format": "npz"}).content
+
+    expected = [ask(i) for i in range(3)]
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, range(12)))
+    for index, answer in enumerate(answers):
+        assert np.array_equal(np.load(io.BytesIO(answer))["segs"], np.load(io.BytesIO(expected[index % 3]))["segs"])
+    assert json.loads(client.get("/healthz").content)["images"] == 3
