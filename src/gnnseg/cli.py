@@ -263,6 +263,21 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
     return result
 
 
+def _serve(args: argparse.Namespace) -> dict:
+    try:
+        import uvicorn
+
+        from gnnseg.seg.serve.app import ServiceLimits, create_app
+    except ImportError as exc:
+        raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
+    limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes)
+    app = create_app(checkpoint=args.checkpoint, limits=limits)
+    print(f"gnnseg: serving http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl+C stops",
+          file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return {"stopped": True}
+
+
 def _demo(args: argparse.Namespace) -> dict:
     from gnnseg.demo import run_demo
 
@@ -532,6 +547,16 @@ def build_parser() -> argparse.ArgumentParser:
     assess.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
     assess.add_argument("--json", action="store_true")
     assess.set_defaults(handler=_seg_evaluate)
+
+    serve = halves.add_parser("serve", help="HTTP service and web page for box-prompted segmentation")
+    serve.add_argument("--checkpoint", default="lite_medsam",
+                       help="checkpoint, ONNX export folder or packaged model (default: lite_medsam)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-upload-mb", type=int, default=256)
+    serve.add_argument("--max-boxes", type=int, default=64, help="boxes per request")
+    serve.add_argument("--json", action="store_true")
+    serve.set_defaults(handler=_serve)
 
     demo = halves.add_parser("demo", help="the offline demo: karate-club GCN embeddings by depth and a U-Net "
                                           "on generated cells")

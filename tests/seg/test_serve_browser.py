@@ -1,0 +1,109 @@
+"""The web page in a real browser: Playwright drives Debian's chromium, uploads a polyp, drags a box around it, and
+the overlay must cover the polyp inside the box and nothing far outside. A screenshot is kept as an artifact in
+``runs/test-artifacts/serve_page.png``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import require_dataset
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "runs" / "test-artifacts"
+
+
+def chromium_path() -> str:
+    path = os.environ.get("GNNSEG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("no chromium on PATH (Debian: apt-get install chromium; or set GNNSEG_CHROMIUM)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -e '.[test]')")
+    import uvicorn
+
+    from gnnseg.seg.serve.app import create_app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(checkpoint="lite_medsam"), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+OVERLAY_CHECK = """([x0, y0, x1, y1, margin]) => {
+  // pixels where the visible canvas differs from the bare image are the overlay (and the box outline)
+  const canvas = document.getElementById('view');
+  const bare = new OffscreenCanvas(canvas.width, canvas.height).getContext('2d');
+  bare.imageSmoothingEnabled = false;
+  bare.drawImage(state.picture, 0, 0, canvas.width, canvas.height);
+  const shown = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  const plain = bare.getImageData(0, 0, canvas.width, canvas.height).data;
+  let inside = 0, farOutside = 0;
+  for (let y = 0; y < canvas.height; y++) for (let x = 0; x < canvas.width; x++) {
+    const i = 4 * (y * canvas.width + x);
+    if (Math.abs(shown[i] - plain[i]) + Math.abs(shown[i + 1] - plain[i + 1]) + Math.abs(shown[i + 2] - plain[i + 2]) < 30) continue;
+    if (x > x0 + 3 && x < x1 - 3 && y > y0 + 3 && y < y1 - 3) inside++;
+    else if (x < x0 - margin || x > x1 + margin || y < y0 - margin || y > y1 + margin) farOutside++;
+  }
+  return {inside, farOutside, area: (x1 - x0) * (y1 - y0)};
+}"""
+
+
+def test_page_segments_a_dragged_box_in_chromium(server_url, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = chromium_path()
+    image = require_dataset("kvasir_seg_subset/images")
+    name = sorted(image.glob("*.jpg"))[170].name
+    from gnnseg.seg.io import read_image_2d
+
+    truth = read_image_2d(image.parent / "masks" / name, grayscale=True).array > 127
+    rows, cols = np.nonzero(truth)
+    box = [int(cols.min()) - 5, int(rows.min()) - 5, int(cols.max()) + 5, int(rows.max()) + 5]
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=executable, headless=True, args=["--no-sandbox"],
+            viewport={"width": 1400, "height": 1000})
+        try:
+            page = context.new_page()
+            page.goto(server_url)
+            page.set_input_files("#file", str(image / name))
+            page.wait_for_function("document.getElementById('status').textContent.includes('Drag a box')",
+                                   timeout=60_000)
+            scale = page.evaluate("state.scale")
+            frame = page.locator("#view").bounding_box()
+            css = frame["width"] / page.evaluate("document.getElementById('view').width")
+            corners = [(frame["x"] + v * scale * css, frame["y"] + w * scale * css)
+                       for v, w in ((box[0], box[1]), (box[2], box[3]))]
+            page.mouse.move(*corners[0])
+            page.mouse.down()
+            page.mouse.move(*corners[1], steps=8)
+            page.mouse.up()
+            page.wait_for_function("document.getElementById('view').dataset.masks === '1'", timeout=60_000)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "serve_page.png"))
+            canvas_box = [float(v * scale) for v in box]
+            found = page.evaluate(OVERLAY_CHECK, [*canvas_box, 12 * scale])
+            status = page.text_content("#status")
+        finally:
+            context.close()
+    assert found["inside"] > 0.2 * found["area"], found
+    assert found["farOutside"] == 0, found
+    assert "1 mask(s) in" in status
