@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/unet_totalseg_ct.py --source $(DATA)/totalsegmentator_examples
 	$(PY) benchmarks/sam_box_prompt.py --data $(DATA)
 	$(PY) benchmarks/sam_speed.py
+	$(PY) benchmarks/lite_medsam_eval.py --data $(DATA) $(if $(wildcard runs/lite_medsam/teacher.pt),--teacher runs/lite_medsam/teacher.pt,)
+	$(PY) benchmarks/lite_medsam_latency.py --data $(DATA)
 	$(PY) benchmarks/gnn_oversmoothing.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_sampling.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_minibatch.py --root $(DATA)/planetoid

@@ -12,7 +12,8 @@ Speed, in one run on this machine:
 - a whole 2D case as the CVPR 2024 challenge times it: one image, its boxes, masks back at full size;
 - ONNX outputs against PyTorch's (largest absolute difference).
 
-    python benchmarks/lite_medsam_eval.py --teacher runs/lite_medsam/teacher.pt --student runs/lite_medsam/lite_medsam.pt
+    python benchmarks/lite_medsam_eval.py --teacher runs/lite_medsam/teacher.pt    # the packaged student
+    python benchmarks/lite_medsam_eval.py --student runs/lite_medsam/lite_medsam.pt  # another student, no teacher
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import numpy as np
 import torch
 
 from gnnseg.core import machine_info, write_json
+from gnnseg.core.checkpoint import load_checkpoint
 from gnnseg.seg.sam.checkpoint import load_sam
 from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.export import OnnxSam, export_onnx
 from gnnseg.seg.sam.finetune import box_dice_scores, grown_box
 from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.shipped import load_shipped_model
+from gnnseg.seg.sam.shipped import PACKAGED_MODELS, load_model, load_shipped_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -71,7 +73,9 @@ def speed(student, teacher, data: str, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         export_onnx(student, folder)
         onnx_model = OnnxSam(folder)
-        runners = {"lite_medsam_torch": student, "lite_medsam_onnx": onnx_model, "teacher_torch": teacher}
+        runners = {"lite_medsam_torch": student, "lite_medsam_onnx": onnx_model}
+        if teacher is not None:
+            runners["teacher_torch"] = teacher
         predictors = {name: SamPredictor(model, cache_size=0) for name, model in runners.items()}  # time the encoder
         with torch.inference_mode():
             for name, predictor in predictors.items():
@@ -120,18 +124,22 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/datasets")
-    parser.add_argument("--teacher", required=True)
-    parser.add_argument("--student", required=True)
+    parser.add_argument("--teacher", help="the teacher checkpoint (runs/lite_medsam/teacher.pt after training)")
+    parser.add_argument("--student", default="lite_medsam", help="checkpoint or packaged model")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    teacher, _ = load_sam(args.teacher)
-    student, student_meta = load_sam(args.student)
-    shipped = load_shipped_model()
+    student = load_model(args.student)
+    student_meta = load_checkpoint(PACKAGED_MODELS.get(args.student, args.student)).get("meta", {})
+    models = {"lite_medsam (student)": student}
+    teacher = None
+    if args.teacher:
+        teacher, _ = load_sam(args.teacher)
+        models["vit_teacher_256 (teacher)"] = teacher
+    models["vit_cpu (shipped, box-centred)"] = load_shipped_model()
     result = {"benchmark": "lite_medsam", "machine": machine_info(),
               "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
               "training": student_meta,
-              "accuracy": accuracy({"lite_medsam (student)": student, "vit_teacher_256 (teacher)": teacher,
-                                    "vit_cpu (shipped, box-centred)": shipped}, args.data),
+              "accuracy": accuracy(models, args.data),
               "speed": speed(student, teacher, args.data, args.repeats)}
     write_json(RESULTS / "lite_medsam.json", result)
     (RESULTS / "lite_medsam.md").write_text(markdown(result))
