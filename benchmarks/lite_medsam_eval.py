@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timing import best_of
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.core.checkpoint import load_checkpoint
@@ -40,15 +41,6 @@ from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.shipped import PACKAGED_MODELS, load_model, load_shipped_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def best_of(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - began)
-    return min(times)
 
 
 def accuracy(models: dict, data: str) -> dict:

@@ -20,10 +20,10 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from timing import best_of
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import (
@@ -43,15 +43,6 @@ from gnnseg.seg.sam.volume import segment_volume
 from gnnseg.seg.sam.workflow import scale_volume
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def best_of(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - began)
-    return min(times)
 
 
 def case_2d(model, image_path: Path, box: np.ndarray, output: Path) -> None:

@@ -14,7 +14,6 @@ teacher sees each image through its own input chain (:func:`~gnnseg.seg.sam.prep
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from torch.nn import functional as F
 from gnnseg.core.progress import progress
 from gnnseg.core.runs import write_json
 from gnnseg.core.seed import seed_everything
+from gnnseg.seg.sam.finetune import learning_rate
 from gnnseg.seg.sam.model import Sam
 from gnnseg.seg.sam.prepared import PreparedSet
 from gnnseg.seg.sam.preprocess import whole_image_input
@@ -106,13 +106,6 @@ class DistillConfig:
     seed: int = 0
 
 
-def _learning_rate(config: DistillConfig, iteration: int) -> float:
-    if iteration < config.warmup_iterations:
-        return config.lr * (iteration + 1) / config.warmup_iterations
-    done = (iteration - config.warmup_iterations) / max(config.iterations - config.warmup_iterations, 1)
-    return 0.5 * config.lr * (1 + math.cos(math.pi * min(done, 1.0)))
-
-
 def distill_encoder(student: Sam, prepared: PreparedSet, cache: EmbeddingCache, config: DistillConfig,
                     output: str | os.PathLike | None = None, *, device: torch.device | str = "cpu",
                     show_progress: bool | None = None) -> dict[str, Any]:
@@ -136,7 +129,7 @@ def distill_encoder(student: Sam, prepared: PreparedSet, cache: EmbeddingCache, 
     bar = progress(range(config.iterations), desc="distill", total=config.iterations, enabled=show_progress)
     for iteration in bar:
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, iteration)
+            group["lr"] = learning_rate(config, iteration)
         indices = np.sort(rng.choice(len(cache), size=config.batch_size, replace=len(cache) < config.batch_size))
         pixels = prepared.pixels(indices, student.config.normalization, device)
         target = cache.batch(indices, device)

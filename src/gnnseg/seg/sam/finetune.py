@@ -70,7 +70,8 @@ class FinetuneConfig:
 
 
 def learning_rate(config: FinetuneConfig, iteration: int) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to zero at the last iteration."""
+    """Linear warm-up to ``lr``, then cosine decay to zero at the last iteration (any config with ``lr``,
+    ``warmup_iterations`` and ``iterations``: distillation uses it too)."""
     if iteration < config.warmup_iterations:
         return config.lr * (iteration + 1) / config.warmup_iterations
     progress_ = (iteration - config.warmup_iterations) / max(config.iterations - config.warmup_iterations, 1)
