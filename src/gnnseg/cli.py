@@ -270,7 +270,8 @@ def _serve(args: argparse.Namespace) -> dict:
         from gnnseg.seg.serve.app import ServiceLimits, create_app
     except ImportError as exc:
         raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
-    limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes)
+    limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes,
+                           store_bytes=args.store_mb * 2**20, embedding_cache_bytes=args.cache_mb * 2**20)
     app = create_app(checkpoint=args.checkpoint, limits=limits)
     print(f"gnnseg: serving http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl+C stops",
           file=sys.stderr)
@@ -555,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-upload-mb", type=int, default=256)
     serve.add_argument("--max-boxes", type=int, default=64, help="boxes per request")
+    serve.add_argument("--store-mb", type=int, default=2048, help="memory for uploaded pixels (LRU eviction)")
+    serve.add_argument("--cache-mb", type=int, default=512, help="memory for image embeddings (LRU eviction)")
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(handler=_serve)
 

@@ -107,3 +107,49 @@ def test_page_segments_a_dragged_box_in_chromium(server_url, tmp_path):
     assert found["inside"] > 0.2 * found["area"], found
     assert found["farOutside"] == 0, found
     assert "1 mask(s) in" in status
+
+
+def test_page_propagates_a_box_through_a_volume_and_downloads_nifti(server_url, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = chromium_path()
+    from gnnseg.seg.io import MedicalImage, read_nifti, write_nifti
+
+    z, y, x = np.mgrid[:7, :64, :64]
+    ball = (z - 3) ** 2 * 16 + (y - 30) ** 2 + (x - 34) ** 2 <= 14 ** 2
+    volume = np.random.default_rng(0).normal(100, 10, ball.shape) + 400 * ball
+    path = write_nifti(MedicalImage(volume.astype(np.float32), (3.0, 1.0, 1.0)), tmp_path / "ball.nii.gz")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=executable, headless=True, args=["--no-sandbox"],
+            accept_downloads=True, viewport={"width": 1400, "height": 1000})
+        try:
+            page = context.new_page()
+            page.goto(server_url)
+            page.select_option("#modality", "mr")
+            page.set_input_files("#file", str(path))
+            page.wait_for_function("document.getElementById('status').textContent.includes('Drag a box')",
+                                   timeout=60_000)
+            assert page.is_visible("#slice") and page.evaluate("state.slice") == 3
+            page.check("#propagate")
+            page.fill("#z-from", "1")
+            page.fill("#z-to", "5")
+            scale = page.evaluate("state.scale")
+            frame = page.locator("#view").bounding_box()
+            css = frame["width"] / page.evaluate("document.getElementById('view').width")
+            page.mouse.move(frame["x"] + 17 * scale * css, frame["y"] + 13 * scale * css)
+            page.mouse.down()
+            page.mouse.move(frame["x"] + 51 * scale * css, frame["y"] + 47 * scale * css, steps=6)
+            page.mouse.up()
+            page.wait_for_function("document.getElementById('view').dataset.masks === '1'", timeout=120_000)
+            on_slice = page.evaluate("Array.from(maskOnSlice(state.masks[0].rle)).reduce((a, b) => a + b, 0)")
+            page.evaluate("showSlice(0)")
+            off_slice = page.evaluate("Array.from(maskOnSlice(state.masks[0].rle)).reduce((a, b) => a + b, 0)")
+            with page.expect_download() as download:
+                page.click("#download-nifti")
+            saved = tmp_path / "downloaded.nii.gz"
+            download.value.save_as(saved)
+        finally:
+            context.close()
+    assert on_slice > 0.5 * ball[3].sum() and off_slice == 0  # slice 0 lies outside the box's range 1..5
+    labels = read_nifti(saved).array
+    assert labels.shape == ball.shape and labels[1:6].any() and not labels[0].any() and not labels[6].any()

@@ -4,8 +4,8 @@ Routes (all errors are JSON ``{"error": {"status": ..., "message": ...}}`` with 
 
 - ``POST /v1/images`` (multipart field ``file``; optional ``modality`` ``auto|ct|mr`` and ``window`` for volumes):
   PNG / JPEG / TIFF / GIF, NIfTI, a zip of a DICOM series or a challenge npz -> ``{id, kind, shape, spacing, ...}``.
-  The id is a hash of the bytes, so the same upload gets the same id; a 2D image is encoded at once, and embeddings
-  are kept by content in a memory-bounded cache.
+  The id is a hash of the bytes, so the same upload gets the same id; an image is encoded at its first box request
+  and its embedding kept by content in a memory-bounded cache, so later boxes skip the encoder.
 - ``POST /v1/images/{id}/segment`` with JSON ``{"boxes": [[x0, y0, x1, y1], ...], "slice": k}`` (2D boxes; ``slice``
   for volumes) or ``{"boxes3d": [[x_min, y_min, z_min, x_max, y_max, z_max], ...]}`` and ``"format"``: ``png``
   (default; label ``k`` is box ``k``, one box gives 0/255; predicted IoU in the ``X-Predicted-IoU`` header),
@@ -71,10 +71,6 @@ class Segmenter:
         self.predictor = SamPredictor(model, cache_size=max(1, cache_bytes // embedding_bytes))
         self.lock = threading.Lock()
 
-    def prepare(self, rgb: np.ndarray) -> None:
-        with self.lock:
-            self.predictor.set_image(rgb)
-
     def segment_2d(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
             self.predictor.set_image(rgb)
@@ -134,8 +130,6 @@ def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: Se
             raise UploadError(f"the upload exceeds {limits.max_upload_bytes:,} bytes", status=413)
         image = store.add(decode_upload(file.filename or "", data, modality=modality, window=window,
                                         max_pixels=limits.max_pixels))
-        if not image.is_volume:
-            segmenter.prepare(image.slice_rgb(0))
         return image.describe()
 
     @app.get("/v1/images/{image_id}")

@@ -130,12 +130,13 @@ function requestBody(format) {
 }
 
 async function segment() {
-  if (!state.boxes.length) { state.masks = null; draw(); return; }
+  const body = requestBody("json");
+  if (body.boxes && body.boxes.length === 0 || !state.boxes.length) { state.masks = null; draw(); return; }
   state.busy = true;
   setStatus("Segmenting...");
   const began = performance.now();
   const response = await fetch(`/v1/images/${state.image.id}/segment`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(requestBody("json")),
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   });
   state.busy = false;
   if (!response.ok) { setStatus(await errorText(response), true); return; }
@@ -181,7 +182,11 @@ window.addEventListener("mouseup", async () => {
 });
 
 $("file").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });
-$("slice").addEventListener("input", (event) => showSlice(Number(event.target.value)).then(segment));
+function volumeResult() {
+  return state.masks && state.masks.length && state.masks[0].rle.size.length === 3;
+}
+// a 3D result covers every slice: scrolling only redraws; 2D boxes belong to their slice and are asked per slice
+$("slice").addEventListener("input", (event) => showSlice(Number(event.target.value)).then(() => (volumeResult() ? draw() : segment())));
 $("undo").addEventListener("click", () => { state.boxes.pop(); segment(); });
 $("clear").addEventListener("click", () => { state.boxes = []; state.masks = null; draw(); });
 document.addEventListener("dragover", (event) => { event.preventDefault(); document.body.classList.add("dragging"); });
