@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=1000)
     parser.add_argument("--store-mb", type=int, default=64)
     parser.add_argument("--cache-mb", type=int, default=64)
+    parser.add_argument("--name", default="serve_load", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--encode-every", type=int, default=10, help="a box request after every N-th upload")
     args = parser.parse_args()
     port = free_port()
@@ -158,11 +159,11 @@ def main() -> None:
         "rss_mb_idle": idle_mb, "rss_mb_after_latency": after_latency_mb, "rss_mb_every_50_uploads": upload_rss,
         "rss_mb_peak": max(mb for _, mb in sampler.samples),
     }
-    write_json(RESULTS / "serve_load.json", result)
+    write_json(RESULTS / f"{args.name}.json", result)
     lines = ["| figure | value |", "|---|---|"]
     lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
               for key, value in result.items() if key not in ("machine", "command", "rss_mb_every_50_uploads")]
-    (RESULTS / "serve_load.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
