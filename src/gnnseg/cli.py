@@ -140,7 +140,7 @@ def _seg_train(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.workflow import train
 
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, optimizer=args.optimizer,
-                         lr=args.lr, seed=args.seed, batch_size=args.batch_size)
+                         lr=args.lr, seed=args.seed, batch_size=args.batch_size, network=args.network)
     fold = args.fold if args.fold == "all" else int(args.fold)
     return train(args.work_dir, args.configuration, fold, config, runs_root=args.runs_dir, resume_run=args.resume,
                  show_progress=False if args.json else None)
@@ -458,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--iterations", type=int, default=250, help="iterations per epoch")
     fit.add_argument("--batch-size", type=int, help="override the plans' batch size")
     fit.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    fit.add_argument("--network", choices=("unet", "umamba_bot", "umamba_enc"), default="unet",
+                     help="the plain U-Net, or U-Mamba with Mamba layers at the bottleneck or after every encoder stage")
     fit.add_argument("--lr", type=float)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--runs-dir", default="runs")

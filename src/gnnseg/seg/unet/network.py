@@ -14,6 +14,12 @@ The layout follows ``PlainConvUNet`` from nnU-Net v2 (Isensee et al., Nature Met
 Shapes use ``B`` for batch, ``C`` for channels and ``*spatial`` for ``(H, W)`` in 2D or ``(D, H, W)`` in 3D.
 The input's spatial size must be a multiple of :attr:`UNet.required_divisor` (the product of the strides per axis).
 
+U-Mamba (Ma, Li & Wang 2024, arXiv 2401.04722) is this network with Mamba layers (:mod:`gnnseg.seg.unet.mamba`:
+LayerNorm + Mamba over the flattened positions) after chosen encoder stages, before their output becomes a skip:
+``mamba_stages=[S - 1]`` is U-Mamba_Bot (the bottleneck only), every stage is U-Mamba_Enc
+(:func:`mamba_stages_for`). U-Mamba wraps Mamba around residual conv blocks; here both networks keep nnU-Net's plain
+conv blocks, so that a comparison with the U-Net isolates the Mamba layers.
+
 One deliberate difference from nnU-Net: a conv followed by a normalization has no bias. InstanceNorm (and BatchNorm
 in training) subtracts the per-channel mean, so such a bias would be a parameter that never receives a gradient.
 Without normalization (``norm=None``) every conv has a bias. Transposed convs and heads always have one.
@@ -29,6 +35,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from gnnseg.seg.unet.mamba import MambaLayer
+
 Norm = Literal["instance", "batch"] | None
 """Normalization after each conv: per-sample-per-channel (nnU-Net's default), per-batch, or none."""
 
@@ -38,6 +46,16 @@ _INSTANCE_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
 _BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _DROPOUT = {2: nn.Dropout2d, 3: nn.Dropout3d}
 _AXIS_NAMES = {2: "H, W", 3: "D, H, W"}
+NETWORKS = ("unet", "umamba_bot", "umamba_enc")
+"""Network choices of the training pipeline: the plain U-Net and the two U-Mamba variants."""
+
+
+def mamba_stages_for(network: str, num_stages: int) -> tuple[int, ...]:
+    """Encoder stages followed by a Mamba layer: none (``unet``), the bottleneck (``umamba_bot``) or all
+    (``umamba_enc``)."""
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose one of {list(NETWORKS)}")
+    return {"unet": (), "umamba_bot": (num_stages - 1,), "umamba_enc": tuple(range(num_stages))}[network]
 
 
 def features_per_stage(num_stages: int, *, dims: Literal[2, 3] = 3, base: int = 32,
@@ -117,6 +135,7 @@ class UNet(nn.Module):
       inference) but not on: without it, only the full-resolution head exists, so no parameter goes unused.
     - ``norm``, ``negative_slope``, ``dropout``: normalization, LeakyReLU slope and channel-dropout probability
       of every conv block.
+    - ``mamba_stages``: encoder stages followed by a Mamba layer (U-Mamba; see :func:`mamba_stages_for`).
 
     Weights are initialised with :func:`init_weights_he`.
     """
@@ -124,7 +143,8 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, *, dims: Literal[2, 3],
                  features_per_stage: Sequence[int], kernel_sizes: Sequence[Sequence[int]],
                  strides: Sequence[Sequence[int]], convs_per_stage: int = 2, deep_supervision: bool = False,
-                 norm: Norm = "instance", negative_slope: float = 0.01, dropout: float = 0.0) -> None:
+                 norm: Norm = "instance", negative_slope: float = 0.01, dropout: float = 0.0,
+                 mamba_stages: Sequence[int] = ()) -> None:
         super().__init__()
         _check_dims(dims)
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
@@ -154,11 +174,16 @@ class UNet(nn.Module):
         self.convs_per_stage = convs_per_stage
         block = dict(dims=dims, norm=norm, negative_slope=negative_slope, dropout=dropout)
 
+        bad = [stage for stage in mamba_stages if not 0 <= stage < len(features)]
+        if bad:
+            raise ValueError(f"mamba_stages {list(mamba_stages)} must be encoder stages 0..{len(features) - 1}")
+        self.mamba_stages = tuple(sorted(set(mamba_stages)))
         self.encoder = nn.ModuleList()
         channels = in_channels
         for stage, width in enumerate(features):
-            self.encoder.append(_conv_stage(convs_per_stage, channels, width, first_stride=stride_list[stage],
-                                            kernel_size=kernels[stage], **block))
+            convs = _conv_stage(convs_per_stage, channels, width, first_stride=stride_list[stage],
+                                kernel_size=kernels[stage], **block)
+            self.encoder.append(nn.Sequential(*convs, MambaLayer(width)) if stage in self.mamba_stages else convs)
             channels = width
 
         # Decoder level i (i = 0 is the deepest) brings stage S-1-i up to the resolution of stage S-2-i.

@@ -37,7 +37,7 @@ from gnnseg.seg.metrics import dice  # noqa: E402
 from gnnseg.seg.unet.augment import AugmentationConfig, augment  # noqa: E402
 from gnnseg.seg.unet.dataloader import PatchSampler  # noqa: E402
 from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss  # noqa: E402
-from gnnseg.seg.unet.network import UNet  # noqa: E402
+from gnnseg.seg.unet.network import NETWORKS, UNet, mamba_stages_for  # noqa: E402
 from gnnseg.seg.unet.predict import predict_case  # noqa: E402
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits  # noqa: E402
 
@@ -58,6 +58,7 @@ class TrainConfig:
     deep_supervision: bool = True
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     batch_size: int | None = None          # None: the plans' batch size
+    network: str = "unet"                  # or umamba_bot / umamba_enc (U-Mamba, gnnseg.seg.unet.mamba)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -75,11 +76,17 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {list(NETWORKS)}, got {self.network!r}")
 
 
-def build_network(plans: dict[str, Any], configuration: str, deep_supervision: bool = True) -> UNet:
-    network = plans["configurations"][configuration]["network"]
-    return UNet(len(plans["channel_names"]), len(plans["labels"]), deep_supervision=deep_supervision, **network)
+def build_network(plans: dict[str, Any], configuration: str, deep_supervision: bool = True,
+                  network: str = "unet") -> UNet:
+    """The configuration's network from the plans: the U-Net, or a U-Mamba variant of it (``network``)."""
+    options = plans["configurations"][configuration]["network"]
+    stages = mamba_stages_for(network, len(options["features_per_stage"]))
+    return UNet(len(plans["channel_names"]), len(plans["labels"]), deep_supervision=deep_supervision,
+                mamba_stages=stages, **options)
 
 
 def poly_lr(initial: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
@@ -148,7 +155,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
 
     context = distributed_context()
     generator = seed_everything(config.seed)            # same initial weights on every rank
-    network = build_network(plans, configuration, config.deep_supervision)
+    network = build_network(plans, configuration, config.deep_supervision, config.network)
     optimizer = _optimizer(network, config)
     loss_fn = DeepSupervisionLoss(DiceCrossEntropyLoss(batch_dice=True))
     log: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "pseudo_dice", "pseudo_dice_ema",
@@ -218,7 +225,8 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
             log[key].append(float(value))
         state = {"format": CHECKPOINT_FORMAT, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch + 1, "log": log, "best_ema": max(best_ema, ema), "configuration": configuration,
-                 "plans": plans, "deep_supervision": config.deep_supervision, "fold": fold}
+                 "plans": plans, "deep_supervision": config.deep_supervision, "fold": fold,
+                 "network_kind": config.network}
         if not context.is_main:
             best_ema = max(best_ema, ema)
             continue
@@ -259,7 +267,8 @@ def load_trained_network(checkpoint: str | os.PathLike) -> tuple[UNet, dict[str,
     state = load_checkpoint(checkpoint, required_keys=("format", "network", "plans", "configuration"))
     if state["format"] != CHECKPOINT_FORMAT:
         raise ValueError(f"{checkpoint} is a {state['format']!r} checkpoint, not a gnnseg U-Net")
-    network = build_network(state["plans"], state["configuration"], state.get("deep_supervision", True))
+    network = build_network(state["plans"], state["configuration"], state.get("deep_supervision", True),
+                            state.get("network_kind", "unet"))
     network.load_state_dict(state["network"])
     network.deep_supervision = False
     network.eval()
