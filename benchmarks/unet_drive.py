@@ -53,6 +53,52 @@ def save_figure(dataset, network, plans, configuration, path: Path) -> Path:
     return path
 
 
+def run_drive(source: str, work: Path, *, epochs: int, iterations: int, memory_gb: float, base_features: int,
+              network: str = "unet") -> tuple[dict, tuple]:
+    """Convert, plan, preprocess, train and score DRIVE; returns the figures and what the picture needs."""
+    started = time.perf_counter()
+    dataset = convert_drive(source, work / "raw")
+    plans = plan_experiment(extract_fingerprint(dataset), memory_gb=memory_gb, device="cpu",
+                            base_features=base_features)
+    preprocess_dataset(dataset, plans, "2d", work / "preprocessed")
+    config = TrainConfig(epochs=epochs, iterations_per_epoch=iterations, validation_iterations=5, network=network)
+    train_started = time.perf_counter()
+    summary = train_fold(work / "preprocessed", plans, "2d", "all", work / "run", config, show_progress=True)
+    train_seconds = time.perf_counter() - train_started
+
+    trained, plans, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")
+    probabilities, truths, per_image = [], [], {}
+    predict_started = time.perf_counter()
+    for case_id in dataset.case_ids("Ts"):
+        case = dataset.load_case(case_id, "Ts")
+        labels, probs = predict_case(trained, case.stacked(), case.spacing, plans, configuration)
+        fov = read_image_2d(dataset.root / "fovTs" / f"{case_id}.png").array > 0
+        truth = case.label.array.astype(bool)
+        probabilities.append(probs[1][fov])
+        truths.append(truth[fov])
+        tp = (labels.astype(bool) & truth)[fov].sum()
+        per_image[case_id] = float(2 * tp / (labels.astype(bool)[fov].sum() + truth[fov].sum()))
+    predict_seconds = (time.perf_counter() - predict_started) / len(per_image)
+    scores, truth = np.concatenate(probabilities), np.concatenate(truths)
+    predicted = scores >= 0.5
+    tp = float((predicted & truth).sum())
+    result = {
+        "network": network,
+        "f1": 2 * tp / (predicted.sum() + truth.sum()), "auc": roc_auc(scores, truth),
+        "accuracy": float((predicted == truth).mean()),
+        "sensitivity": tp / truth.sum(), "specificity": float((~predicted & ~truth).sum() / (~truth).sum()),
+        "f1_per_image": per_image,
+        "training": {"epochs": epochs, "iterations_per_epoch": iterations, "train_seconds": train_seconds,
+                     "patch_size": plans["configurations"]["2d"]["patch_size"],
+                     "batch_size": plans["configurations"]["2d"]["batch_size"],
+                     "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],
+                     "parameters": sum(p.numel() for p in trained.parameters()),
+                     "final_pseudo_dice": summary["final_pseudo_dice"]},
+        "predict_seconds_per_image": predict_seconds, "total_seconds": time.perf_counter() - started,
+    }
+    return result, (dataset, trained, plans, configuration)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="../shared/datasets/drive")
@@ -66,48 +112,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="drive_"))
-    started = time.perf_counter()
-    dataset = convert_drive(args.source, work / "raw")
-    plans = plan_experiment(extract_fingerprint(dataset), memory_gb=args.memory_gb, device="cpu",
-                            base_features=args.base_features)
-    preprocess_dataset(dataset, plans, "2d", work / "preprocessed")
-    config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=5)
-    train_started = time.perf_counter()
-    summary = train_fold(work / "preprocessed", plans, "2d", "all", work / "run", config, show_progress=True)
-    train_seconds = time.perf_counter() - train_started
-
-    network, plans, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")
-    probabilities, truths, per_image = [], [], {}
-    predict_started = time.perf_counter()
-    for case_id in dataset.case_ids("Ts"):
-        case = dataset.load_case(case_id, "Ts")
-        labels, probs = predict_case(network, case.stacked(), case.spacing, plans, configuration)
-        fov = read_image_2d(dataset.root / "fovTs" / f"{case_id}.png").array > 0
-        truth = case.label.array.astype(bool)
-        probabilities.append(probs[1][fov])
-        truths.append(truth[fov])
-        tp = (labels.astype(bool) & truth)[fov].sum()
-        per_image[case_id] = float(2 * tp / (labels.astype(bool)[fov].sum() + truth[fov].sum()))
-    predict_seconds = (time.perf_counter() - predict_started) / len(per_image)
-    scores, truth = np.concatenate(probabilities), np.concatenate(truths)
-    predicted = scores >= 0.5
-    tp = float((predicted & truth).sum())
-    result = {
-        "benchmark": "unet_drive", "machine": machine_info(),
-        "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
-        "f1": 2 * tp / (predicted.sum() + truth.sum()), "auc": roc_auc(scores, truth),
-        "accuracy": float((predicted == truth).mean()),
-        "sensitivity": tp / truth.sum(), "specificity": float((~predicted & ~truth).sum() / (~truth).sum()),
-        "f1_per_image": per_image, "targets": {"f1": 0.80, "auc": 0.97},
-        "reference": "U-Net as reported by Alom et al. 2018 (R2U-Net paper, Table 2): F1 0.8142, AUC 0.9755, "
-                     "accuracy 0.9531",
-        "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "train_seconds": train_seconds,
-                     "patch_size": plans["configurations"]["2d"]["patch_size"],
-                     "batch_size": plans["configurations"]["2d"]["batch_size"],
-                     "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],
-                     "final_pseudo_dice": summary["final_pseudo_dice"]},
-        "predict_seconds_per_image": predict_seconds, "total_seconds": time.perf_counter() - started,
-    }
+    figures, (dataset, network, plans, configuration) = run_drive(
+        args.source, work, epochs=args.epochs, iterations=args.iterations, memory_gb=args.memory_gb,
+        base_features=args.base_features)
+    result = {"benchmark": "unet_drive", "machine": machine_info(),
+              "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), **figures,
+              "targets": {"f1": 0.80, "auc": 0.97},
+              "reference": "U-Net as reported by Alom et al. 2018 (R2U-Net paper, Table 2): F1 0.8142, AUC 0.9755, "
+                           "accuracy 0.9531"}
     write_json(RESULTS / "unet_drive.json", result)
     save_figure(dataset, network, plans, configuration, RESULTS / "unet_drive.png")
     print({k: result[k] for k in ("f1", "auc", "accuracy", "sensitivity", "specificity")}, result["training"])

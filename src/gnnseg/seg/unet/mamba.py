@@ -15,15 +15,17 @@ Parameter names are those of ``mamba_ssm.Mamba`` (``in_proj``, ``conv1d``, ``x_p
 
 The scan
 --------
-:func:`selective_scan_sequential` is the recurrence as written: one step per position, the reference.
-:func:`selective_scan` computes the same thing in parallel. Within a chunk of ``T`` positions, with the cumulative
-log-decay ``S_t = sum_{r<=t} Delta_r A`` (non-increasing), the state is
-``h_t = sum_{s<=t} exp(S_t - S_s) v_s`` with ``v_s = Delta_s B_s u_s``. The sum is taken in log space, positive and
-negative ``v`` separately (``logcumsumexp``), so no exponential overflows however strong the decay. The sum
-``S_t + log(...)`` cancels two numbers of the size of ``|S|``, so it is formed in float64 whatever the input's
-precision, and chunks bound ``|S|``. The state entering each chunk is carried by a short loop over chunks
-(``L / T`` steps on ``(B, d_inner, d_state)`` tensors). Autograd gives the gradients.
-Memory is ``O(B L d_inner d_state)``: the time goes to elementwise work over that tensor (docs/umamba.md).
+:func:`selective_scan_sequential` is the recurrence as written, one position per step: the reference.
+:func:`selective_scan` computes the same recurrence ``h_t = a_t h_{t-1} + v_t`` (``a_t = exp(Delta_t A)``,
+``v_t = Delta_t B_t u_t``, per channel and state) with far fewer, larger steps. The sequence is cut into ``L / T``
+chunks of ``T`` positions (``chunk``, 64) and all chunks advance together: ``T`` steps on ``(B, L / T, d_inner,
+d_state)`` tensors give every chunk's states from a zero start and its cumulative decays. A second loop of ``L / T``
+steps on ``(B, d_inner, d_state)`` tensors carries the state from chunk to chunk, and each position adds the
+entering state times its cumulative decay. Only products of decays in (0, 1] and sums of inputs appear, so nothing
+overflows in float32 however strong the decay. The Python loops are ``T + L / T`` steps instead of ``L``; each
+step's tensors stay small enough for the cache, which on a CPU matters more than the arithmetic. Autograd gives the
+gradients (the per-position tensors are unbound once, not indexed in the loops, so that the backward pass does not
+build a full-size gradient per step). Memory is ``O(B L d_inner d_state)`` (docs/umamba.md).
 A fused kernel (``mamba_ssm``'s CUDA scan) is used when installed and the tensors are on a GPU; it is never needed.
 """
 
@@ -34,9 +36,6 @@ import math
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-
-_FLOOR = -1e30
-"""Stands for log(0) in the log-space sums: finite, so that gradients of logcumsumexp stay finite."""
 
 
 def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor) -> Tensor:
@@ -50,12 +49,6 @@ def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
         h = decay * h + (delta[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
         outputs.append((h * C[:, t, None, :]).sum(-1))
     return torch.stack(outputs, dim=1) + u * D
-
-
-def _signed_log(values: Tensor, sign: float) -> Tensor:
-    """``log(sign * values)`` where positive, else :data:`_FLOOR` (with gradients only where positive)."""
-    chosen = sign * values
-    return torch.where(chosen > 0, torch.log(chosen.clamp_min(1e-37)), torch.full_like(values, _FLOOR))
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, *,
@@ -74,20 +67,23 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
     chunks = u.shape[1] // chunk
     shape = (batch, chunks, chunk, channels, states)
-    exact = torch.float64
-    log_decay = (delta.to(exact)[..., None] * A.to(exact)).reshape(shape)
-    inputs = ((delta * u).to(exact)[..., None] * B.to(exact)[:, :, None, :]).reshape(shape)
-    cumulative = torch.cumsum(log_decay, dim=2)
-    positive = torch.logcumsumexp(_signed_log(inputs, 1.0) - cumulative, dim=2)
-    negative = torch.logcumsumexp(_signed_log(inputs, -1.0) - cumulative, dim=2)
-    local = torch.exp(cumulative + positive) - torch.exp(cumulative + negative)  # state from this chunk's inputs
-    chunk_decay = torch.exp(cumulative[:, :, -1])
-    carried, entering = local.new_zeros(batch, channels, states), []
-    for index in range(chunks):
+    decays = torch.exp(delta[..., None] * A).reshape(shape).unbind(2)
+    inputs = ((delta * u)[..., None] * B[:, :, None, :]).reshape(shape).unbind(2)
+    # all chunks advance together, one position per step: T steps on (B, chunks, d, n) tensors
+    h, cumulative = decays[0].new_zeros(batch, chunks, channels, states), None
+    states_local, decays_cumulative = [], []
+    for decay, new in zip(decays, inputs):
+        h = decay * h + new
+        cumulative = decay if cumulative is None else cumulative * decay
+        states_local.append(h)
+        decays_cumulative.append(cumulative)
+    # the state entering each chunk, carried from the chunk before (L / T steps on (B, d, n) tensors)
+    carried, entering = h.new_zeros(batch, channels, states), []
+    for chunk_decay, chunk_state in zip(cumulative.unbind(1), h.unbind(1)):
         entering.append(carried)
-        carried = chunk_decay[:, index] * carried + local[:, index, -1]
-    h = local + torch.exp(cumulative) * torch.stack(entering, dim=1)[:, :, None]
-    y = torch.einsum("bctdn,bctn->bctd", h, C.to(exact).reshape(batch, chunks, chunk, states)).to(u.dtype)
+        carried = chunk_decay * carried + chunk_state
+    full = torch.stack(states_local, 2) + torch.stack(decays_cumulative, 2) * torch.stack(entering, 1)[:, :, None]
+    y = torch.einsum("bctdn,bctn->bctd", full, C.reshape(batch, chunks, chunk, states))
     return y.reshape(batch, chunks * chunk, channels)[:, :length] + u[:, :length] * D
 
 
