@@ -36,6 +36,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/sam_speed.py
 	$(PY) benchmarks/lite_medsam_eval.py --data $(DATA) $(if $(wildcard runs/lite_medsam/teacher.pt),--teacher runs/lite_medsam/teacher.pt,)
 	$(PY) benchmarks/lite_medsam_latency.py --data $(DATA)
+	$(PY) benchmarks/serve_load.py --data $(DATA)
+	$(PY) benchmarks/umamba_scan_speed.py
+	$(PY) benchmarks/umamba_compare.py --source $(DATA)/drive
 	$(PY) benchmarks/gnn_oversmoothing.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_sampling.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_minibatch.py --root $(DATA)/planetoid

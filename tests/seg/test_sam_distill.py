@@ -16,7 +16,7 @@ from gnnseg.seg.sam.distill import (
     distill_encoder,
     student_from_teacher,
 )
-from gnnseg.seg.sam.finetune import FinetuneConfig, finetune
+from gnnseg.seg.sam.finetune import FinetuneConfig, finetune, prompt_batch
 from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
 from gnnseg.seg.sam.prepared import PreparedSet, jittered_boxes, normalize_batch
 from gnnseg.seg.sam.preprocess import resize_longest_side, resize_mask
@@ -61,6 +61,11 @@ def test_batches_hold_masks_inside_their_boxes_after_augmentation():
         rows, cols = torch.nonzero(mask, as_tuple=True)
         assert box[0] <= cols.min() and box[2] >= cols.max() and box[1] <= rows.min() and box[3] >= rows.max()
         assert box[2] - box[0] <= cols.max() - cols.min() + 8
+
+
+def test_whole_image_models_draw_from_prepared_sets_not_windows():
+    with pytest.raises(ValueError, match="PreparedSet.batch"):
+        prompt_batch(wide_disk_samples(1), build_sam(STUDENT), np.random.default_rng(0), box_shift=2, augment=False)
 
 
 def test_minmax_normalisation_ignores_the_padding_and_keeps_it_zero():

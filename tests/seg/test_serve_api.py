@@ -121,6 +121,7 @@ def test_dicom_zip_and_challenge_npz_uploads(client, tmp_path):
     series = require_dataset("totalsegmentator_examples/example_ct_dicom")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "a note beside the series")  # the series folder is still found
         for path in sorted(series.iterdir()):
             archive.write(path, f"series/{path.name}")
     limits = ServiceLimits(max_upload_bytes=64_000_000)

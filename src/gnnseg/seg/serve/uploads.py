@@ -147,10 +147,12 @@ def _decode(folder: Path, name: str, data: bytes, modality: str, window: str) ->
             if not str(target).startswith(str(series.resolve())):
                 raise UploadError(f"{name}: the zip holds an unsafe path {entry.filename!r}")
         archive.extractall(series)
-        candidates = [path for path in series.rglob("*") if path.is_file()]
-        if not candidates:
+        files = [path for path in series.rglob("*") if path.is_file()]
+        if not files:
             raise UploadError(f"{name}: the zip is empty")
-        return _volume(name, read_dicom_series(candidates[0].parent), modality, window)
+        folders = [path.parent for path in files]
+        fullest = max(set(folders), key=folders.count)  # the series, not a DICOMDIR or README beside it
+        return _volume(name, read_dicom_series(fullest), modality, window)
     raise UploadError(f"{name or 'the upload'}: unsupported file; send a PNG, JPEG, TIFF or GIF image, a NIfTI "
                       "volume, a zip of a DICOM series, or a challenge .npz", status=415)
 
