@@ -43,8 +43,8 @@ from gnnseg.seg.sam.distill import (
 from gnnseg.seg.sam.finetune import (
     BatchSource,
     FinetuneConfig,
-    box_prompt_loss,
     finetune,
+    prompted_loss,
 )
 from gnnseg.seg.sam.model import Sam, build_sam
 from gnnseg.seg.sam.prepared import PreparedSet
@@ -75,10 +75,7 @@ def seconds_per_step(model: Sam, source: BatchSource, device: torch.device, step
             if device.type == "cuda":
                 torch.cuda.synchronize()
             began = time.perf_counter()
-        pixels, boxes, masks = source.draw(rng)
-        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            low_res, iou = trial.decode(trial.encode(pixels), boxes=boxes)
-        loss = box_prompt_loss(low_res.float(), iou.float(), masks)
+        loss = prompted_loss(trial, *source.draw(rng))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

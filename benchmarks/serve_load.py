@@ -15,7 +15,6 @@ The server is a separate ``gnnseg serve`` process; the test stops by itself.
 from __future__ import annotations
 
 import argparse
-import io
 import shlex
 import socket
 import subprocess
@@ -27,11 +26,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import read_image_2d
 from gnnseg.seg.sam.preprocess import boxes_from_mask
+from gnnseg.seg.serve.encoding import image_png_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -58,12 +57,6 @@ class MemorySampler(threading.Thread):
         while self.running:
             self.samples.append((time.perf_counter(), resident_mb(self.pid)))
             time.sleep(self.every)
-
-
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def main() -> None:
@@ -131,7 +124,7 @@ def main() -> None:
             began = time.perf_counter()
             for index in range(args.uploads):
                 pixels = (generator.random((256, 256, 3)) * 255).astype(np.uint8)
-                uploaded = client.post("/v1/images", files={"file": (f"u{index}.png", png(pixels))})
+                uploaded = client.post("/v1/images", files={"file": (f"u{index}.png", image_png_bytes(pixels))})
                 uploaded.raise_for_status()
                 if index % args.encode_every == 0:
                     client.post(f"/v1/images/{uploaded.json()['id']}/segment",

@@ -42,7 +42,7 @@ from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.crop import CropWindow, resize_crop, resize_mask_crop
 from gnnseg.seg.sam.model import Sam
 from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.prepared import PreparedSet
+from gnnseg.seg.sam.prepared import PreparedSet, quarter_turn
 from gnnseg.seg.sam.preprocess import boxes_from_mask
 from gnnseg.seg.sam.samples import PromptSample, jittered_box
 
@@ -109,10 +109,7 @@ def prompt_batch(samples: Sequence[PromptSample], model: Sam, rng: np.random.Gen
         boxes.append(torch.as_tensor(window.to_input(box, size), dtype=torch.float32))
         if augment:
             turns, flip = int(rng.integers(4)), bool(rng.integers(2))
-            pixels[-1] = torch.rot90(pixels[-1], turns, dims=(1, 2))
-            masks[-1] = torch.rot90(masks[-1], turns, dims=(0, 1))
-            if flip:
-                pixels[-1], masks[-1] = pixels[-1].flip(-1), masks[-1].flip(-1)
+            pixels[-1], masks[-1] = quarter_turn(pixels[-1], turns, flip), quarter_turn(masks[-1], turns, flip)
             boxes[-1] = _rotate_box(boxes[-1], size, turns, flip)
     return model.normalize(torch.stack(pixels)), torch.stack(boxes), torch.stack(masks)
 
@@ -135,6 +132,14 @@ def box_prompt_loss(low_res: Tensor, iou_pred: Tensor, masks: Tensor, iou_weight
         true_iou = hits / union.clamp_min(1)
     iou_loss = F.mse_loss(iou_pred[:, 0], true_iou)
     return dice_loss.mean() + bce + iou_weight * iou_loss
+
+
+def prompted_loss(model: Sam, pixels: Tensor, boxes: Tensor, masks: Tensor, iou_weight: float = 1.0) -> Tensor:
+    """One training forward pass and its :func:`box_prompt_loss` (the model under bfloat16 autocast on a GPU)."""
+    device = pixels.device
+    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        low_res, iou = model.decode(model.encode(pixels), boxes=boxes)
+    return box_prompt_loss(low_res.float(), iou.float(), masks, iou_weight)
 
 
 def grown_box(sample: PromptSample, margin: int) -> np.ndarray:
@@ -273,10 +278,7 @@ def finetune(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Seque
             iteration = round_index * config.iterations_per_round + step
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, iteration)
-            pixels, boxes, masks = source.draw(rng)
-            with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-                low_res, iou = model.decode(model.encode(pixels), boxes=boxes)
-            loss = box_prompt_loss(low_res.float(), iou.float(), masks, config.iou_loss_weight)
+            loss = prompted_loss(model, *source.draw(rng), config.iou_loss_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if context.enabled:  # data parallel: average the gradients over ranks

@@ -30,12 +30,19 @@ from gnnseg.seg.sam.tiny_vit import TinyViT
 from gnnseg.seg.sam.transformer import TwoWayTransformer
 
 Normalization = Literal["imagenet", "minmax"]
+"""``imagenet``: SAM's per-channel mean/std on 0-255 pixels. ``minmax``: MedSAM's rescale of each image to [0, 1]."""
 EncoderKind = Literal["vit", "tiny_vit"]
 ImageLayout = Literal["square", "padded"]
-"""``imagenet``: SAM's per-channel mean/std on 0-255 pixels. ``minmax``: MedSAM's rescale of each image to [0, 1]."""
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def imagenet_normalize(pixels: Tensor) -> Tensor:
+    """``(B, 3, H, W)`` pixels in 0..255 -> SAM's input: ImageNet mean and standard deviation per channel."""
+    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(-1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(-1, 1, 1)
+    return (pixels - mean) / std
 
 
 @dataclass(frozen=True)
@@ -135,9 +142,7 @@ class SamGlue:
     def normalize(self, pixels: Tensor) -> Tensor:
         """``(B, 3, S, S)`` pixels in 0..255 -> the encoder's input under the configured normalisation."""
         if self.config.normalization == "imagenet":
-            mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(-1, 1, 1)
-            std = torch.tensor(IMAGENET_STD, device=pixels.device).view(-1, 1, 1)
-            return (pixels - mean) / std
+            return imagenet_normalize(pixels)
         low = pixels.amin(dim=(1, 2, 3), keepdim=True)
         high = pixels.amax(dim=(1, 2, 3), keepdim=True)
         return (pixels - low) / (high - low).clamp_min(1e-8)

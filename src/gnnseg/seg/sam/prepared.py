@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gnnseg.seg.sam.model import IMAGENET_MEAN, IMAGENET_STD, SamConfig
+from gnnseg.seg.sam.model import SamConfig, imagenet_normalize
 from gnnseg.seg.sam.preprocess import (
     pad_to_square,
     resize_image,
@@ -132,13 +132,14 @@ class PreparedSet:
         if augment:
             turns = rng.integers(4, size=len(chosen))
             flips = rng.integers(2, size=len(chosen)).astype(bool)
-            pixels = torch.stack([_turn(p, int(k), bool(f)) for p, k, f in zip(pixels, turns, flips)])
-            masks = torch.stack([_turn(m, int(k), bool(f)) for m, k, f in zip(masks, turns, flips)])
+            pixels = torch.stack([quarter_turn(p, int(k), bool(f)) for p, k, f in zip(pixels, turns, flips)])
+            masks = torch.stack([quarter_turn(m, int(k), bool(f)) for m, k, f in zip(masks, turns, flips)])
         boxes = jittered_boxes(masks, rng, box_shift)
         return pixels, boxes, masks.float()
 
 
-def _turn(x: Tensor, quarter_turns: int, flip: bool) -> Tensor:
+def quarter_turn(x: Tensor, quarter_turns: int, flip: bool) -> Tensor:
+    """``x`` (``(..., H, W)``) rotated by ``quarter_turns`` x 90 degrees, then flipped left-right if ``flip``."""
     x = torch.rot90(x, quarter_turns, dims=(-2, -1))
     return x.flip(-1) if flip else x
 
@@ -155,9 +156,7 @@ def normalize_batch(pixels: Tensor, extents: Tensor, normalization: str) -> Tens
         high = torch.where(inside, pixels, -torch.inf).amax(dim=(1, 2, 3), keepdim=True)
         normalized = (pixels - low) / (high - low).clamp_min(1e-8)
     elif normalization == "imagenet":
-        mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=pixels.device).view(1, 3, 1, 1)
-        normalized = (pixels - mean) / std
+        normalized = imagenet_normalize(pixels)
     else:
         raise ValueError(f"normalization must be 'minmax' or 'imagenet', got {normalization!r}")
     return normalized * inside

@@ -24,15 +24,13 @@ def png_bytes(labels: np.ndarray) -> bytes:
         array = (labels > 0).astype(np.uint8) * 255
     else:
         array = labels.astype(np.uint8 if labels.max() <= 255 else np.uint16)
+    return image_png_bytes(array)
+
+
+def image_png_bytes(array: np.ndarray) -> bytes:
+    """An ``(H, W, 3)`` uint8 image (a slice for the viewer) or an ``(H, W)`` map as PNG."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def image_png_bytes(rgb: np.ndarray) -> bytes:
-    """An ``(H, W, 3)`` uint8 image (a slice for the viewer) as PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -78,8 +78,8 @@ class UploadedImage:
         return described
 
 
-_MAGIC_2D = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"GIF8")
 _SUFFIX_2D = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"II*\x00": ".tif", b"MM\x00*": ".tif", b"GIF8": ".gif"}
+"""The suffix the 2D reader needs, by the file's leading (magic) bytes."""
 
 
 def _nifti_header(data: bytes) -> bytes | None:
@@ -127,9 +127,9 @@ def decode_upload(name: str, data: bytes, *, modality: str = "auto", window: str
 
 
 def _decode(folder: Path, name: str, data: bytes, modality: str, window: str) -> UploadedImage:
-    for magic in _MAGIC_2D:
+    for magic, suffix in _SUFFIX_2D.items():
         if data.startswith(magic):
-            path = folder / f"upload{_SUFFIX_2D[magic]}"
+            path = folder / f"upload{suffix}"
             path.write_bytes(data)
             loaded = read_image_2d(path)
             return UploadedImage("", name, "2d", to_rgb_uint8(loaded.array), tuple(loaded.spacing))
