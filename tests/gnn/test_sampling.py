@@ -14,7 +14,7 @@ from gnnseg.gnn import ops
 from gnnseg.gnn.graph import Graph
 from gnnseg.gnn.layers import GATConv, GCNConv, GINConv, SAGEConv
 from gnnseg.gnn.sampling import Block, FastGCNSampler, LADIESSampler, NeighborSampler
-from gnnseg.gnn.sampling.blocks import relabel
+from gnnseg.gnn.sampling.blocks import Relabeler
 from gnnseg.gnn.sampling.importance import draw_without_replacement
 from gnnseg.gnn.sampling.neighbor import distinct_offsets, sample_slots
 from tests.conftest import awkward_graph
@@ -113,8 +113,9 @@ def test_distinct_offsets_are_uniform_subsets():
     """Floyd's algorithm: every 2-subset of 5 positions equally likely (10 subsets), across 40 000 rows."""
     rows = 40_000
     chosen = distinct_offsets(torch.full((rows,), 5), 2, torch.Generator().manual_seed(0))
-    assert chosen.shape == (rows, 2) and bool((chosen[:, 0] < chosen[:, 1]).all())   # distinct, sorted
-    frequency = torch.bincount(chosen[:, 0] * 5 + chosen[:, 1], minlength=25).float() / rows
+    assert chosen.shape == (rows, 2) and bool((chosen[:, 0] != chosen[:, 1]).all())  # distinct
+    low, high = chosen.min(dim=1).values, chosen.max(dim=1).values
+    frequency = torch.bincount(low * 5 + high, minlength=25).float() / rows
     subsets = frequency[frequency > 0]
     assert subsets.numel() == 10
     assert float((subsets - 0.1).abs().max()) < 0.01                                # ~5 standard errors
@@ -183,9 +184,13 @@ def test_isolated_seeds_get_no_edges_but_stay_targets():
 
 
 def test_relabel_keeps_targets_first_then_new_nodes_in_order_of_appearance():
+    relabel = Relabeler(13)
     sources, local = relabel(torch.tensor([9, 4, 7]), torch.tensor([4, 12, 9, 3, 12, 7]))
     assert sources.tolist() == [9, 4, 7, 12, 3]
     assert local.tolist() == [1, 3, 0, 4, 3, 2]
+    # the scratch table is left clean: a second call with other nodes knows nothing of the first
+    sources, local = relabel(torch.tensor([3]), torch.tensor([12, 0, 12]))
+    assert sources.tolist() == [3, 12, 0] and local.tolist() == [1, 2, 1]
 
 
 def test_block_validation_names_the_problem():
@@ -321,7 +326,7 @@ def test_importance_blocks_equal_the_dense_reweighted_rows(method, normalization
     check_chain(blocks, seeds, graph.num_nodes)
     if method == "fastgcn":   # the seeds' layer draws first from the generator: exactly these 8 nodes
         drawn = draw_without_replacement(sampler.probabilities, 8, torch.Generator().manual_seed(4))
-        assert torch.equal(blocks[-1].source_nodes, relabel(seeds, drawn)[0])
+        assert torch.equal(blocks[-1].source_nodes, Relabeler(graph.num_nodes)(seeds, drawn)[0])
         top_sources = blocks[-1].source_nodes[blocks[-1].edge_index[0]]
         assert bool(torch.isin(top_sources, drawn).all())              # no edge from an undrawn target
     for block in blocks:

@@ -46,10 +46,10 @@ from gnnseg.gnn.sampling.blocks import (
     Block,
     FullNeighborhood,
     Generator,
+    Relabeler,
     as_generator,
     check_seeds,
     check_sizes,
-    relabel,
     segment_slots,
 )
 
@@ -102,6 +102,7 @@ class LayerwiseSampler:
         self.row_ptr = adjacency.crow_indices()
         self.columns = adjacency.col_indices()
         self.values = adjacency.values()
+        self.relabel = Relabeler(num_nodes)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_samples={list(self.num_samples)}, "
@@ -129,7 +130,7 @@ class LayerwiseSampler:
             weight = values[keep].to(torch.float64) / probability[keep]            # A_hat[i, u] / p(u)
             row_sum = torch.zeros(targets.numel(), dtype=torch.float64).index_add_(0, owner, weight)
             weight = weight / row_sum.masked_fill(row_sum == 0, 1.0)[owner]        # rows sum to one
-            source_nodes, local = relabel(targets, torch.cat([sampled, columns]))
+            source_nodes, local = self.relabel(targets, torch.cat([sampled, columns]))
             blocks.append(Block(source_nodes, targets.numel(), torch.stack([local[sampled.numel():], owner]),
                                 edge_weight=weight.to(self.values.dtype)))
             targets = source_nodes

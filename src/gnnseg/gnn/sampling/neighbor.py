@@ -25,10 +25,10 @@ from gnnseg.gnn.sampling.blocks import (
     Block,
     FullNeighborhood,
     Generator,
+    Relabeler,
     as_generator,
     check_seeds,
     check_sizes,
-    relabel,
 )
 
 
@@ -37,17 +37,17 @@ def distinct_offsets(degree: Tensor, count: int, generator: torch.Generator | No
 
     Floyd's algorithm: for ``j = d - count, ..., d - 1`` draw ``t`` uniform in ``[0, j]`` and keep ``t``, or
     ``j`` when ``t`` is already kept. Vectorized over the rows; needs ``degree >= count``.
-    Shapes: ``degree (R,)`` -> ``(R, count)``, each row sorted. Time ``O(R * count^2)``, memory ``O(R * count)``.
+    Shapes: ``degree (R,)`` -> ``(R, count)``, in draw order. Time ``O(R * count^2)``, memory ``O(R * count)``.
     """
     rows = degree.numel()
-    chosen = torch.empty((rows, count), dtype=torch.int64)
+    limits = (degree - count).unsqueeze(1) + torch.arange(count)       # j of every step: draw from [0, j]
     draws = torch.rand((rows, count), generator=generator, dtype=torch.float64)
-    for step in range(count):
-        limit = degree - count + step                                  # j: draw from [0, j]
-        pick = torch.minimum((draws[:, step] * (limit + 1)).long(), limit)
-        taken = (chosen[:, :step] == pick.unsqueeze(1)).any(dim=1)
-        chosen[:, step] = torch.where(taken, limit, pick)
-    return chosen.sort(dim=1).values
+    picks = torch.minimum((draws * (limits + 1)).long(), limits)       # every step's t, drawn at once
+    chosen = picks.clone()
+    for step in range(1, count):                                       # the first pick is never taken
+        taken = (chosen[:, :step] == picks[:, step:step + 1]).any(dim=1)
+        chosen[:, step] = torch.where(taken, limits[:, step], picks[:, step])
+    return chosen
 
 
 def sample_slots(row_ptr: Tensor, nodes: Tensor, fanout: int, replace: bool = False,
@@ -56,8 +56,8 @@ def sample_slots(row_ptr: Tensor, nodes: Tensor, fanout: int, replace: bool = Fa
 
     Returns ``(slots, owner)``, both ``(E,)``: ``slots`` index the CSR arrays (``sources[slots]`` are the
     sampled neighbours) and ``owner[k]`` is the position in ``nodes`` of the node that drew ``slots[k]``;
-    grouped by node in the order of ``nodes``, each node's slots sorted (without replacement).
-    Memory ``O(len(nodes) * fanout)``: no node's whole neighbour list is ever materialized.
+    grouped by node in the order of ``nodes``. Memory ``O(len(nodes) * fanout)``: no node's whole neighbour
+    list is ever materialized.
     """
     start = row_ptr[nodes]
     degree = row_ptr[nodes + 1] - start
@@ -73,9 +73,8 @@ def sample_slots(row_ptr: Tensor, nodes: Tensor, fanout: int, replace: bool = Fa
         large = (degree > fanout).nonzero().flatten()
         if large.numel():
             offsets[large] = distinct_offsets(degree[large], fanout, generator)
-    owner = torch.arange(count).unsqueeze(1).expand(count, fanout)[valid]
-    slots = (start.unsqueeze(1) + offsets)[valid]
-    return slots, owner
+    kept = valid.flatten().nonzero().flatten()
+    return (start.unsqueeze(1) + offsets).flatten()[kept], kept // fanout
 
 
 class NeighborSampler:
@@ -90,8 +89,8 @@ class NeighborSampler:
     ``sample(seeds, generator)`` returns ``len(fanouts)`` blocks, input layer first (see
     :mod:`gnnseg.gnn.sampling.blocks`); each block's targets are all the nodes of the layer above, so every
     layer re-samples the nodes it shares with the layer above. The same generator state gives the same blocks.
-    Cost per hop: ``O(F * f^2)`` for the draws (``F`` frontier nodes, fanout ``f``) and ``O(m log m)`` to
-    relabel the ``m <= F * (f + 1)`` nodes; independent of the graph's size and of any node's degree.
+    Cost per hop: ``O(F * f^2)`` at most for the draws (``F`` frontier nodes, fanout ``f``) and ``O(m)`` to
+    relabel the ``m <= F * (f + 1)`` nodes; independent of any node's degree.
     """
 
     def __init__(self, graph: Graph, fanouts: Sequence[int], *, replace: bool = False) -> None:
@@ -99,6 +98,7 @@ class NeighborSampler:
         self.replace = bool(replace)
         self.num_nodes = graph.num_nodes
         self.row_ptr, self.neighbors, self.edge_ids = graph.csr()
+        self.relabel = Relabeler(self.num_nodes)
 
     def __repr__(self) -> str:
         return f"NeighborSampler(fanouts={list(self.fanouts)}, replace={self.replace}, num_nodes={self.num_nodes})"
@@ -111,7 +111,7 @@ class NeighborSampler:
         blocks = []
         for fanout in self.fanouts:
             slots, owner = sample_slots(self.row_ptr, targets, fanout, self.replace, generator)
-            source_nodes, local = relabel(targets, self.neighbors[slots].to(torch.int64))
+            source_nodes, local = self.relabel(targets, self.neighbors[slots].to(torch.int64))
             edge_ids = slots if self.edge_ids is None else self.edge_ids[slots]   # None: CSR order = edge order
             blocks.append(Block(source_nodes, targets.numel(), torch.stack([local, owner]), edge_ids=edge_ids))
             targets = source_nodes
