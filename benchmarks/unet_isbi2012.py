@@ -4,7 +4,10 @@ The challenge's test labels are not public, so every section is predicted by the
 on it. Reported over all 30 sections: pixel error (fraction of pixels whose membrane / cell label is
 wrong, the challenge's pixel error at threshold 0.5), foreground (membrane) Dice, and the adapted Rand
 error of the cell regions (connected components of non-membrane pixels; ``skimage.metrics``), the
-challenge's main metric. Writes benchmarks/results/unet_isbi2012.json.
+challenge's main metric. Writes benchmarks/results/unet_isbi2012.json (``--name`` changes it).
+
+U-Mamba against the U-Net at the same budget: the same command with ``--network umamba_bot --name
+umamba_isbi2012``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=0.5)
     parser.add_argument("--base-features", type=int, default=16)
     parser.add_argument("--elastic", type=float, default=0.2, help="probability of U-Net-style elastic deformation")
+    parser.add_argument("--network", default="unet", help="unet, umamba_bot or umamba_enc")
+    parser.add_argument("--name", default="unet_isbi2012", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -57,7 +62,7 @@ def main() -> None:
     preprocess_dataset(dataset, plans, "2d", work / "preprocessed")
     splits = load_or_create_splits(work / "preprocessed" / "splits_final.json", dataset.case_ids())
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=5,
-                         augmentation=AugmentationConfig(elastic_p=args.elastic))
+                         augmentation=AugmentationConfig(elastic_p=args.elastic), network=args.network)
     wrong = total = 0
     per_case, fold_seconds = {}, {}
     for fold in args.folds:
@@ -78,7 +83,7 @@ def main() -> None:
             per_case[case_id] = {"pixel_error": float((membrane_pred != membrane_true).mean()),
                                  "dice": dice(membrane_pred, membrane_true), "rand_error": float(rand_error)}
     result = {
-        "benchmark": "unet_isbi2012", "machine": machine_info(),
+        "benchmark": "unet_isbi2012", "network": args.network, "machine": machine_info(),
         "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
         "folds": args.folds, "cases": len(per_case),
         "pixel_error": wrong / total,
@@ -95,7 +100,7 @@ def main() -> None:
                      "elastic_p": args.elastic},
         "total_seconds": time.perf_counter() - started,
     }
-    write_json(RESULTS / "unet_isbi2012.json", result)
+    write_json(RESULTS / f"{args.name}.json", result)
     print({k: result[k] for k in ("pixel_error", "dice", "rand_error", "cases")}, result["training"])
 
 

@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 from gnnseg.core import machine_info, write_json
-from gnnseg.seg.io import MedicalImage, read_dicom_series, read_nifti, reorient_like, write_raw_dataset
+from gnnseg.seg.io import (
+    MedicalImage,
+    read_dicom_series,
+    read_nifti,
+    reorient_like,
+    write_raw_dataset,
+)
 from gnnseg.seg.metrics import dice
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
@@ -47,6 +53,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--memory-gb", type=float, default=1.0)
     parser.add_argument("--base-features", type=int, default=16)
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    parser.add_argument("--lr", type=float, default=None, help="default: 0.01 for SGD, 1e-3 for AdamW")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -61,7 +69,8 @@ def main() -> None:
     plans = plan_experiment(extract_fingerprint(dataset), memory_gb=args.memory_gb, device="cpu",
                             base_features=args.base_features)
     preprocess_dataset(dataset, plans, "3d_fullres", work / "preprocessed")
-    config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=4)
+    config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=4,
+                         optimizer=args.optimizer, lr=args.lr)
     train_started = time.perf_counter()
     train_fold(work / "preprocessed", plans, "3d_fullres", "all", work / "run", config, show_progress=True)
     train_seconds = time.perf_counter() - train_started
@@ -80,7 +89,7 @@ def main() -> None:
         "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
         "dice": scores, "target": {"liver": 0.80},
         "organs_absent_from_the_series": [n for k, n in enumerate(ORGANS, 1) if not (truth_remapped == k).any()],
-        "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "train_seconds": train_seconds,
+        "training": {"epochs": args.epochs, "optimizer": config.optimizer, "lr": config.lr, "iterations_per_epoch": args.iterations, "train_seconds": train_seconds,
                      "patch_size": plans["configurations"][configuration]["patch_size"],
                      "spacing": plans["configurations"][configuration]["spacing"],
                      "batch_size": plans["configurations"][configuration]["batch_size"]},
