@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from gnnseg.core.runs import jsonable
 from gnnseg.gnn.datasets import NODE_DATASETS, check_node_dataset
 from gnnseg.gnn.tasks.node import MODELS
+from gnnseg.seg.unet.network import NETWORKS
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
 
@@ -458,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--iterations", type=int, default=250, help="iterations per epoch")
     fit.add_argument("--batch-size", type=int, help="override the plans' batch size")
     fit.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    fit.add_argument("--network", choices=("unet", "umamba_bot", "umamba_enc"), default="unet",
+    fit.add_argument("--network", choices=NETWORKS, default="unet",
                      help="the plain U-Net, or U-Mamba with Mamba layers at the bottleneck or after every encoder stage")
     fit.add_argument("--lr", type=float)
     fit.add_argument("--seed", type=int, default=0)

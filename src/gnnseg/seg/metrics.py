@@ -76,6 +76,7 @@ from scipy import ndimage
 
 __all__ = [
     "SurfaceDistances",
+    "bounding_box",
     "dice",
     "evaluate_case",
     "hausdorff_distance_95",
@@ -322,13 +323,15 @@ def _neighbour_codes(mask: np.ndarray) -> np.ndarray:
     return codes
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Smallest box of slices holding every foreground voxel of a non-empty ``mask``."""
+def bounding_box(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` per axis of the True region of ``mask``; the whole array when it is empty."""
+    if not mask.any():
+        return [(0, size) for size in mask.shape]
     box = []
     for axis in range(mask.ndim):
         present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
+        box.append((int(present[0]), int(present[-1]) + 1))
+    return box
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -342,7 +345,7 @@ def _surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, .
         empty = np.zeros(0)
         return SurfaceDistances(empty, empty.copy(), empty.copy(), empty.copy())
     # Crop to the union's bounding box: every surfel of either mask lies on the cropped corner grid.
-    box = _bounding_box(union)
+    box = tuple(slice(start, stop) for start, stop in bounding_box(union))
     area_table = _surfel_area_table(spacing)
     full_code = 2 ** (2 ** pred.ndim) - 1
     codes, surfaces, distance_maps = {}, {}, {}

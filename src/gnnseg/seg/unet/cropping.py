@@ -5,24 +5,14 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import binary_fill_holes
 
+from gnnseg.seg.metrics import bounding_box
+
 OUTSIDE_NONZERO_LABEL = -1  # label given to cropped-box voxels that lie outside the nonzero region
 
 
 def nonzero_mask(data: np.ndarray) -> np.ndarray:
     """Voxels where any channel is nonzero, holes filled. ``data (C, *spatial)`` -> ``bool (*spatial)``."""
     return binary_fill_holes(np.any(data != 0, axis=0))
-
-
-def bounding_box(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` per axis of the True region; the whole array when the mask is empty."""
-    if not mask.any():
-        return [(0, size) for size in mask.shape]
-    box = []
-    for axis in range(mask.ndim):
-        present = np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != axis))
-        indices = np.flatnonzero(present)
-        box.append((int(indices[0]), int(indices[-1]) + 1))
-    return box
 
 
 def crop_to_nonzero(data: np.ndarray, seg: np.ndarray | None = None
