@@ -17,7 +17,7 @@ from gnnseg.seg.sam.samples import (
     object_masks,
     samples_from_volume,
 )
-from gnnseg.seg.sam.volume import segment_volume, validate_boxes_3d
+from gnnseg.seg.sam.volume import segment_boxes_3d, segment_volume, validate_boxes_3d
 
 
 def test_crop_window_is_square_centred_and_maps_boxes_into_the_input():
@@ -134,7 +134,8 @@ def test_ct_slices_are_windowed_to_soft_tissue():
 
 
 class _OraclePredictor:
-    """Stands in for a model: the true mask of the current slice inside the prompt box; records the prompts."""
+    """Stands in for a model: the true mask of the current slice inside the prompt box, with predicted IoU
+    ``slice / 100``; records the prompts."""
 
     def __init__(self, truth: np.ndarray) -> None:
         self.truth, self.prompts, self._slice = truth, [], None
@@ -147,7 +148,7 @@ class _OraclePredictor:
         self.prompts.append((self._slice, (x0, y0, x1, y1)))
         mask = np.zeros_like(self.truth[self._slice])
         mask[y0 : y1 + 1, x0 : x1 + 1] = self.truth[self._slice, y0 : y1 + 1, x0 : x1 + 1]
-        return type("Prediction", (), {"masks": mask[None, None]})
+        return type("Prediction", (), {"masks": mask[None, None], "iou": np.array([[self._slice / 100]])})
 
 
 def test_propagation_through_a_sphere_follows_the_object_from_the_middle_slice():
@@ -162,6 +163,10 @@ def test_propagation_through_a_sphere_follows_the_object_from_the_middle_slice()
     assert slices[0] == 10 and slices[:9] == list(range(10, 19)) and slices[9:] == list(range(9, 1, -1))
     first_up, next_up = oracle.prompts[0][1], oracle.prompts[1][1]
     assert first_up == (11, 11, 29, 29) and next_up == (10, 10, 30, 30)  # middle slice's mask box, grown by 2
+    masks, iou = segment_boxes_3d(oracle, volume, np.array([[11, 11, 2, 29, 29, 18]]), margin=2)
+    areas = sphere.sum(axis=(1, 2))                      # the volume's IoU weighs each slice's by its area
+    assert np.array_equal(masks[0], sphere) and iou.shape == (1,)
+    assert iou[0] == pytest.approx((areas * np.arange(21) / 100).sum() / areas.sum())
 
 
 def test_3d_boxes_are_checked():

@@ -113,6 +113,11 @@ def test_volume_upload_slices_3d_boxes_and_nifti_in_the_original_geometry(client
         mask = read_nifti(path)
     assert mask.array.shape == (5, 20, 24) and np.allclose(mask.affine, original.affine)
     assert not mask.array[0].any() and not mask.array[4].any()  # outside the box's slices
+    iou = [float(v) for v in response.headers["X-Predicted-IoU"].split(",")]
+    assert len(iou) == 1 and np.isfinite(iou[0])   # the IoU head is unbounded; the test model is untrained
+    described_masks = client.post(f"/v1/images/{image_id}/segment", json={"boxes3d": [[2, 2, 1, 15, 12, 3]],
+                                                                          "format": "json"}).json()["masks"]
+    assert described_masks[0]["iou"] == pytest.approx(iou[0], abs=1e-4)
     on_slice = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[2, 2, 15, 12]], "slice": 2})
     assert np.asarray(Image.open(io.BytesIO(on_slice.content))).shape == (20, 24)
 

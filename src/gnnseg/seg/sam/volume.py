@@ -42,11 +42,15 @@ def validate_boxes_3d(boxes: np.ndarray, shape: tuple[int, int, int]) -> np.ndar
     return np.round(np.column_stack([in_plane[:, :2], z[:, 0], in_plane[:, 2:], z[:, 1]])).astype(np.int64)
 
 
-def segment_box_3d(predictor: SamPredictor, volume: np.ndarray, box: np.ndarray, margin: int = 3) -> np.ndarray:
-    """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice."""
+def segment_box_3d(predictor: SamPredictor, volume: np.ndarray, box: np.ndarray,
+                   margin: int = 3) -> tuple[np.ndarray, float]:
+    """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice,
+    and its predicted IoU: the slices' predicted IoUs weighted by their mask areas (their plain mean when every
+    slice came out empty)."""
     x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
     rectangle = np.array([x0, y0, x1, y1], dtype=np.float64)
     mask = np.zeros(volume.shape[:3], dtype=bool)
+    slice_iou = np.zeros(volume.shape[0])
     middle = z0 + (z1 - z0) // 2
     for order in (range(middle, z1 + 1), range(middle - 1, z0 - 1, -1)):
         previous = None
@@ -55,18 +59,27 @@ def segment_box_3d(predictor: SamPredictor, volume: np.ndarray, box: np.ndarray,
         for z in order:
             prompt = rectangle if previous is None or not previous.any() else boxes_from_mask(previous, margin)[0].astype(np.float64)
             predictor.set_image(volume[z])
-            mask[z] = predictor.predict(boxes=prompt).masks[0, 0]
+            prediction = predictor.predict(boxes=prompt)
+            mask[z], slice_iou[z] = prediction.masks[0, 0], prediction.iou[0, 0]
             previous = mask[z]
-    return mask
+    areas = mask[z0:z1 + 1].sum(axis=(1, 2))
+    ious = slice_iou[z0:z1 + 1]
+    return mask, float(np.average(ious, weights=areas) if areas.sum() else ious.mean())
+
+
+def segment_boxes_3d(predictor: SamPredictor, volume: np.ndarray,
+                     boxes: np.ndarray, margin: int = 3) -> tuple[list[np.ndarray], np.ndarray]:
+    """One boolean mask and one predicted IoU per ``(N, 6)`` 3D box over a ``(D, H, W)`` volume scaled to 0..255."""
+    volume = np.asarray(volume)
+    if volume.ndim != 3 or min(volume.shape) == 0:
+        raise ValueError(f"volume must be (D, H, W), got shape {volume.shape}")
+    answers = [segment_box_3d(predictor, volume, box, margin) for box in validate_boxes_3d(boxes, volume.shape)]
+    return [mask for mask, _ in answers], np.array([iou for _, iou in answers])
 
 
 def segment_volume(predictor: SamPredictor, volume: np.ndarray, boxes: np.ndarray, margin: int = 3) -> np.ndarray:
     """``(D, H, W)`` uint16 labels for ``(N, 6)`` 3D boxes over a ``(D, H, W)`` volume already scaled to 0..255."""
-    volume = np.asarray(volume)
-    if volume.ndim != 3 or min(volume.shape) == 0:
-        raise ValueError(f"volume must be (D, H, W), got shape {volume.shape}")
-    checked = validate_boxes_3d(boxes, volume.shape)
-    return segs_from_masks([segment_box_3d(predictor, volume, box, margin) for box in checked])
+    return segs_from_masks(segment_boxes_3d(predictor, volume, boxes, margin)[0])
 
 
 def segment_challenge_case(predictor: SamPredictor, case: ChallengeCase) -> np.ndarray:

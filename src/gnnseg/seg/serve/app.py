@@ -37,7 +37,7 @@ from gnnseg.seg.io.challenge_npz import segs_from_masks
 from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.preprocess import validate_boxes
 from gnnseg.seg.sam.shipped import load_model
-from gnnseg.seg.sam.volume import segment_volume, validate_boxes_3d
+from gnnseg.seg.sam.volume import segment_boxes_3d, validate_boxes_3d
 from gnnseg.seg.serve.encoding import image_png_bytes, nifti_bytes, npz_bytes, png_bytes, rle_encode
 from gnnseg.seg.serve.uploads import ImageStore, UploadedImage, UploadError, decode_upload
 
@@ -77,9 +77,9 @@ class Segmenter:
             prediction = self.predictor.predict(boxes=boxes)
         return prediction.masks[:, 0], prediction.iou[:, 0]
 
-    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         with self.lock:
-            return segment_volume(self.predictor, volume, boxes)
+            return segment_boxes_3d(self.predictor, volume, boxes)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -150,14 +150,14 @@ def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: Se
         image = store.get(image_id)
         began = time.perf_counter()
         labels, iou, masks = _answer(image, request, segmenter, limits)
-        headers = {"X-Predicted-IoU": ",".join(f"{v:.4f}" for v in iou) if iou is not None else "",
+        headers = {"X-Predicted-IoU": ",".join(f"{v:.4f}" for v in iou),
                    "X-Seconds": f"{time.perf_counter() - began:.3f}"}
         if request.format == "png":
             if labels.ndim != 2:
                 raise UploadError("a PNG holds one 2D mask; ask for format npz or nifti for 3D boxes")
             return Response(png_bytes(labels), media_type="image/png", headers=headers)
         if request.format == "npz":
-            return Response(npz_bytes(labels, np.asarray(iou if iou is not None else [])),
+            return Response(npz_bytes(labels, iou),
                             media_type="application/octet-stream", headers=headers)
         if request.format == "nifti":
             if not image.is_volume:
@@ -168,7 +168,7 @@ def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: Se
                 labels = volume
             return Response(nifti_bytes(labels, image.spacing, image.affine), media_type="application/gzip",
                             headers=headers)
-        objects = [{"label": k + 1, "iou": None if iou is None else float(iou[k]),
+        objects = [{"label": k + 1, "iou": float(iou[k]),
                     "pixels": int(mask.sum()), "rle": rle_encode(mask)} for k, mask in enumerate(masks)]
         return JSONResponse({"shape": list(labels.shape), "masks": objects,
                              "seconds": time.perf_counter() - began})
@@ -183,8 +183,8 @@ def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: Se
 
 
 def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
-            limits: ServiceLimits) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
-    """Labels (box order, later boxes win), predicted IoU (2D only) and one mask per box."""
+            limits: ServiceLimits) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Labels (box order, later boxes win), predicted IoU and one mask per box."""
     if (request.boxes is None) == (request.boxes3d is None):
         raise UploadError("give either boxes (2D) or boxes3d (3D), not both and not neither")
     given = request.boxes if request.boxes is not None else request.boxes3d
@@ -196,8 +196,8 @@ def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
         if not image.is_volume:
             raise UploadError("3D boxes need a volume; this is a 2D image")
         boxes = validate_boxes_3d(np.array(request.boxes3d, dtype=np.float64), image.shape)
-        labels = segmenter.segment_3d(image.pixels, boxes)
-        return labels, None, [labels == k + 1 for k in range(len(boxes))]
+        masks, iou = segmenter.segment_3d(image.pixels, boxes)
+        return segs_from_masks(masks), iou, masks
     if image.is_volume and request.slice is None:
         raise UploadError(f"2D boxes on a volume need the slice they are drawn on (0..{image.shape[0] - 1})")
     if not image.is_volume and request.slice not in (None, 0):
