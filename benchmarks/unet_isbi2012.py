@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--memory-gb", type=float, default=0.5)
     parser.add_argument("--base-features", type=int, default=16)
     parser.add_argument("--elastic", type=float, default=0.2, help="probability of U-Net-style elastic deformation")
+    parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     parser.add_argument("--network", default="unet", help="unet, umamba_bot or umamba_enc")
     parser.add_argument("--name", default="unet_isbi2012", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--threads", type=int, default=None)
@@ -62,7 +63,8 @@ def main() -> None:
     preprocess_dataset(dataset, plans, "2d", work / "preprocessed")
     splits = load_or_create_splits(work / "preprocessed" / "splits_final.json", dataset.case_ids())
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=5,
-                         augmentation=AugmentationConfig(elastic_p=args.elastic), network=args.network)
+                         augmentation=AugmentationConfig(elastic_p=args.elastic), network=args.network,
+                         optimizer=args.optimizer)
     wrong = total = 0
     per_case, fold_seconds = {}, {}
     for fold in args.folds:
@@ -94,6 +96,7 @@ def main() -> None:
                      "the hidden test set",
         "per_case": per_case,
         "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "fold_seconds": fold_seconds,
+                     "optimizer": config.optimizer, "lr": config.lr,
                      "patch_size": plans["configurations"]["2d"]["patch_size"],
                      "batch_size": plans["configurations"]["2d"]["batch_size"],
                      "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],

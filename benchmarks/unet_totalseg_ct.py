@@ -1,8 +1,9 @@
 """3D U-Net on CT: train on one TotalSegmentator example volume, segment an independent DICOM series.
 
-Training data: ``example_ct_sm.nii.gz`` (3 mm, 122 x 101 x 30) with five large organs from its label map
-(liver, spleen, right and left kidney, stomach). Test: the 20-slice CT DICOM series, read with gnnseg's
-DICOM reader, brought onto the grid of its label map (``example_seg_dicom.nii.gz``) and scored per organ.
+Training data: ``example_ct_sm.nii.gz`` (3 mm, 122 x 101 x 30, RAS) with five large organs from its label map
+(liver, spleen, right and left kidney, stomach). Test: the 20-slice CT DICOM series (LAS), read with gnnseg's
+DICOM reader, predicted in the training volume's axis order, brought onto the grid of its label map
+(``example_seg_dicom.nii.gz``) and scored per organ.
 The label maps are TotalSegmentator's outputs (silver standard). Writes
 benchmarks/results/unet_totalseg_ct.json.
 """
@@ -22,12 +23,15 @@ import torch
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import (
     MedicalImage,
+    axis_codes,
     read_dicom_series,
     read_nifti,
+    reorient,
     reorient_like,
     write_raw_dataset,
 )
 from gnnseg.seg.metrics import dice
+from gnnseg.seg.unet.augment import AugmentationConfig
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
 from gnnseg.seg.unet.predict import predict_case
@@ -55,6 +59,7 @@ def main() -> None:
     parser.add_argument("--base-features", type=int, default=16)
     parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     parser.add_argument("--lr", type=float, default=None, help="default: 0.01 for SGD, 1e-3 for AdamW")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --work (a finished run: evaluate it)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -69,18 +74,22 @@ def main() -> None:
     plans = plan_experiment(extract_fingerprint(dataset), memory_gb=args.memory_gb, device="cpu",
                             base_features=args.base_features)
     preprocess_dataset(dataset, plans, "3d_fullres", work / "preprocessed")
+    # No mirroring, as TotalSegmentator trains its nnU-Nets (trainer nnUNetTrainer_4000epochs_NoMirroring): the
+    # spleen sits where the mirrored liver would, and a network trained on flipped volumes labels both liver.
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=4,
-                         optimizer=args.optimizer, lr=args.lr)
-    train_started = time.perf_counter()
-    train_fold(work / "preprocessed", plans, "3d_fullres", "all", work / "run", config, show_progress=True)
-    train_seconds = time.perf_counter() - train_started
+                         optimizer=args.optimizer, lr=args.lr, augmentation=AugmentationConfig(mirror_axes=()))
+    summary = train_fold(work / "preprocessed", plans, "3d_fullres", "all", work / "run", config,
+                         resume=args.resume, show_progress=True)
 
     network, plans, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")
     truth = read_nifti(source / "example_seg_dicom.nii.gz")
-    series = reorient_like(read_dicom_series(source / "example_ct_dicom"), truth)
+    # The series is stored LAS, the training volume RAS: predict on the series in the training volume's axis
+    # order (else the network sees it mirrored left to right), then put the labels back on the truth's grid.
+    series = reorient(read_dicom_series(source / "example_ct_dicom"), axis_codes(ct))
     predict_started = time.perf_counter()
     predicted, _ = predict_case(network, series.array[None].astype(np.float32), series.spacing, plans, configuration)
     predict_seconds = time.perf_counter() - predict_started
+    predicted = reorient_like(MedicalImage(predicted, series.spacing, series.affine), truth).array
     truth_remapped = remap(truth.array)
     scores = {name: dice(predicted == k, truth_remapped == k) for k, name in enumerate(ORGANS, start=1)
               if (truth_remapped == k).any()}
@@ -89,7 +98,8 @@ def main() -> None:
         "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
         "dice": scores, "target": {"liver": 0.80},
         "organs_absent_from_the_series": [n for k, n in enumerate(ORGANS, 1) if not (truth_remapped == k).any()],
-        "training": {"epochs": args.epochs, "optimizer": config.optimizer, "lr": config.lr, "iterations_per_epoch": args.iterations, "train_seconds": train_seconds,
+        "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "optimizer": config.optimizer,
+                     "lr": config.lr, "mirroring": False, "train_seconds": summary["train_seconds"],
                      "patch_size": plans["configurations"][configuration]["patch_size"],
                      "spacing": plans["configurations"][configuration]["spacing"],
                      "batch_size": plans["configurations"][configuration]["batch_size"]},

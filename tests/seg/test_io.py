@@ -10,8 +10,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from gnnseg.seg.io import (ImageFormatError, MedicalImage, RawDataset, convert_drive, convert_isbi2012,
-                           convert_kvasir, read_dicom_series, read_image_2d, read_nifti, reorient_like,
+from gnnseg.seg.io import (ImageFormatError, MedicalImage, RawDataset, axis_codes, convert_drive, convert_isbi2012,
+                           convert_kvasir, read_dicom_series, read_image_2d, read_nifti, reorient, reorient_like,
                            write_image_2d, write_nifti, write_raw_dataset)
 from tests.conftest import require_dataset
 
@@ -77,6 +77,28 @@ def test_dicom_orientation_matches_its_label_map():
     assert 40 < liver.mean() < 150          # enhanced liver parenchyma in HU: the grids really line up
     spleen = aligned.array[labels.array == 1]
     assert 40 < spleen.mean() < 150
+
+
+def test_reorient_stores_the_same_voxels_in_the_training_images_axis_order():
+    """The DICOM series is LAS, the TotalSegmentator training volume RAS: reoriented to RAS, the liver moves to
+    the side of the x axis where the training volume has it, and reorienting back restores the series."""
+    training = read_nifti(require_dataset(f"{TOTALSEG}/example_seg.nii.gz"))
+    labels = read_nifti(require_dataset(f"{TOTALSEG}/example_seg_dicom.nii.gz"))
+    assert axis_codes(training) == ("R", "A", "S") and axis_codes(labels) == ("L", "A", "S")
+
+    def liver_side(image):  # mean x of the liver (label 5) as a fraction of the width
+        return np.argwhere(image.array == 5)[:, 2].mean() / image.array.shape[2]
+
+    as_training = reorient(labels, axis_codes(training))
+    assert axis_codes(as_training) == ("R", "A", "S")
+    assert liver_side(training) > 0.5 and liver_side(labels) < 0.5 and liver_side(as_training) > 0.5
+    np.testing.assert_array_equal(as_training.array, labels.array[:, :, ::-1])
+    corner = np.array([labels.array.shape[2] - 1, 0, 0, 1])  # the first stored voxel of as_training
+    np.testing.assert_allclose(as_training.affine @ [0, 0, 0, 1], labels.affine @ corner)
+    back = reorient_like(as_training, labels)
+    np.testing.assert_array_equal(back.array, labels.array)
+    with pytest.raises(ImageFormatError, match="needs an affine"):
+        reorient(MedicalImage(labels.array, labels.spacing), ("R", "A", "S"))
 
 
 def test_dicom_errors(tmp_path):
