@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,17 @@ def test_intensity_transforms_change_values_not_shapes():
     x = torch.rand(1, 8, 8) * 5
     gamma = _gamma(x, 1.4)
     assert torch.isclose(gamma.mean(), x.mean(), atol=1e-4) and torch.isclose(gamma.std(), x.std(), atol=1e-4)
+
+
+def test_intensity_shift_adds_one_offset_per_sample_within_its_range():
+    image = torch.randn(4, 2, 8, 8)
+    only_shift = replace(AugmentationConfig.none(), shift_p=1.0, shift_range=(0.5, 1.0))
+    offsets = intensity_transform(image, only_shift, torch.Generator().manual_seed(3)) - image
+    per_sample = offsets.flatten(1)
+    torch.testing.assert_close(per_sample, per_sample[:, :1].expand_as(per_sample))   # one shift per sample
+    assert bool(((per_sample[:, 0] >= 0.5) & (per_sample[:, 0] <= 1.0)).all())
+    assert per_sample[:, 0].unique().numel() == 4
+    assert torch.equal(intensity_transform(image, AugmentationConfig.none(), torch.Generator()), image)
 
 
 def write_case(folder, case_id, data, seg):

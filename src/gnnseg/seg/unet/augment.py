@@ -5,7 +5,8 @@ supplementary; ``nnUNetTrainer.get_training_transforms``): rotation p 0.2, scali
 Gaussian noise p 0.1, Gaussian blur p 0.2, brightness p 0.15, contrast p 0.15, gamma p 0.3 (and inverted
 gamma p 0.1), mirroring on every axis. Elastic deformation, off in nnU-Net, is available as in the
 original U-Net for EM images (Ronneberger et al. 2015: random displacements on a 3x3 grid, sigma 10 px,
-smooth interpolation).
+smooth interpolation), and so is an additive intensity shift (``shift_p``), for training sets that show
+only one contrast phase of a scan the network must also read in another.
 
 Spatial transforms are composed into one sampling grid per sample and applied with ``grid_sample``:
 bilinear for images, nearest for labels.
@@ -36,6 +37,8 @@ class AugmentationConfig:
     blur_sigma: tuple[float, float] = (0.5, 1.0)
     brightness_p: float = 0.15
     brightness_range: tuple[float, float] = (0.75, 1.25)
+    shift_p: float = 0.0                   # additive shift of the normalised intensities; off in nnU-Net
+    shift_range: tuple[float, float] = (-1.0, 1.0)
     contrast_p: float = 0.15
     contrast_range: tuple[float, float] = (0.75, 1.25)
     gamma_p: float = 0.3
@@ -130,7 +133,7 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
 
 def intensity_transform(image: Tensor, config: AugmentationConfig, generator: torch.Generator) -> Tensor:
-    """Noise, blur, brightness, contrast and gamma, each drawn per sample."""
+    """Noise, blur, brightness, shift, contrast and gamma, each drawn per sample."""
     def chance(p):
         return torch.rand(1, generator=generator).item() < p
 
@@ -145,6 +148,8 @@ def intensity_transform(image: Tensor, config: AugmentationConfig, generator: to
             sample = _gaussian_blur(sample, uniform(config.blur_sigma))
         if chance(config.brightness_p):
             sample = sample * uniform(config.brightness_range)
+        if chance(config.shift_p):
+            sample = sample + uniform(config.shift_range)
         if chance(config.contrast_p):
             mean = sample.mean(dim=tuple(range(1, sample.dim())), keepdim=True)
             low, high = sample.amin(dim=tuple(range(1, sample.dim())), keepdim=True), \
