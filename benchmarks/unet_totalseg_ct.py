@@ -23,10 +23,8 @@ import torch
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import (
     MedicalImage,
-    axis_codes,
     read_dicom_series,
     read_nifti,
-    reorient,
     reorient_like,
     write_raw_dataset,
 )
@@ -34,9 +32,9 @@ from gnnseg.seg.metrics import dice
 from gnnseg.seg.unet.augment import AugmentationConfig
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
-from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
+from gnnseg.seg.unet.workflow import predict_image
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ORGANS = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "stomach": 6}  # TotalSegmentator ids
@@ -86,15 +84,15 @@ def main() -> None:
     summary = train_fold(work / "preprocessed", plans, "3d_fullres", "all", work / "run", config,
                          resume=args.resume, show_progress=True)
 
-    network, plans, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")
+    network, _, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")   # with this run's plans
     truth = read_nifti(source / "example_seg_dicom.nii.gz")
-    # The series is stored LAS, the training volume RAS: predict on the series in the training volume's axis
-    # order (else the network sees it mirrored left to right), then put the labels back on the truth's grid.
-    series = reorient(read_dicom_series(source / "example_ct_dicom"), axis_codes(ct))
+    # The series is stored LAS, the training volume RAS: predict_image hands the network the series in the
+    # training axis order (plans["axis_codes"]) and returns the labels on the series' own grid.
+    series = read_dicom_series(source / "example_ct_dicom")
     predict_started = time.perf_counter()
-    predicted, _ = predict_case(network, series.array[None].astype(np.float32), series.spacing, plans, configuration)
+    predicted = predict_image(network, [series], plans, configuration)
     predict_seconds = time.perf_counter() - predict_started
-    predicted = reorient_like(MedicalImage(predicted, series.spacing, series.affine), truth).array
+    predicted = reorient_like(predicted, truth).array
     truth_remapped = remap(truth.array)
     scores = {name: dice(predicted == k, truth_remapped == k) for k, name in enumerate(ORGANS, start=1)
               if (truth_remapped == k).any()}

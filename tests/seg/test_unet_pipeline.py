@@ -157,3 +157,37 @@ def test_replanning_needs_overwrite_and_redoes_stale_preprocessing(tmp_path, cap
     assert main([*plan, "--base-features", "16", "--overwrite"]) == 0
     assert main(["seg", "preprocess", str(work), "-c", "2d"]) == 0
     assert marker.stat().st_mtime_ns > first                      # new plan: the case was redone
+
+
+def test_a_volume_stored_otherwise_is_predicted_in_the_training_axis_order(tmp_path, monkeypatch):
+    """The fingerprint and plans record where the training volumes' axes point; predict_image hands the network
+    an LAS scan in RAS order (here a stand-in that labels the first half of the stored x axis, i.e. the
+    patient's right in RAS) and puts the labels back on the scan's own grid."""
+    from gnnseg.seg.unet import workflow
+    from gnnseg.seg.unet.fingerprint import extract_fingerprint
+    from gnnseg.seg.unet.plans import plan_experiment
+
+    ras = np.diag([2.0, 2.0, 3.0, 1.0])
+    rng = np.random.default_rng(0)
+    volumes = [rng.normal(size=(6, 8, 10)).astype(np.float32) for _ in range(2)]
+    training = [(f"c{k}", [MedicalImage(v, (3.0, 2.0, 2.0), ras)],
+                 MedicalImage((v > 1).astype(np.uint8), (3.0, 2.0, 2.0), ras)) for k, v in enumerate(volumes)]
+    dataset = write_raw_dataset(tmp_path / "raw", channel_names=["CT"], labels={"background": 0, "organ": 1},
+                                file_ending=".nii.gz", training=training)
+    plans = plan_experiment(extract_fingerprint(dataset))
+    assert plans["axis_codes"] == "RAS"
+
+    def first_half_of_x(network, data, spacing, plans, configuration, **options):
+        labels = np.zeros(data.shape[1:], np.int16)
+        labels[..., : data.shape[-1] // 2] = 1
+        return labels, None
+
+    monkeypatch.setattr(workflow, "predict_case", first_half_of_x)
+    las = np.diag([-2.0, 2.0, 3.0, 1.0])
+    las[0, 3] = 18.0                                   # the same grid as RAS, x stored from the other side
+    scan = MedicalImage(volumes[0][:, :, ::-1].copy(), (3.0, 2.0, 2.0), las)
+    labels = workflow.predict_image(None, [scan], plans, "3d_fullres")
+    np.testing.assert_allclose(labels.affine, las)
+    assert labels.array[..., 5:].all() and not labels.array[..., :5].any()   # the RAS first half, stored last
+    as_trained = workflow.predict_image(None, [MedicalImage(volumes[0], (3.0, 2.0, 2.0), ras)], plans, "3d_fullres")
+    assert as_trained.array[..., :5].all() and not as_trained.array[..., 5:].any()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from gnnseg.core import progress
 from gnnseg.core.runs import write_json
-from gnnseg.seg.io import RawDataset
+from gnnseg.seg.io import RawDataset, axis_codes
 from gnnseg.seg.unet.cropping import crop_to_nonzero
 
 FOREGROUND_SAMPLES_TOTAL = 10e7
@@ -39,6 +40,7 @@ class Fingerprint:
     median_relative_size_after_cropping: float
     foreground_intensity_properties_per_channel: dict[str, dict[str, float]]
     is_2d: bool
+    axis_codes: str | None = None   # where the training volumes' x, y, z axes point ("RAS"); None for 2D
 
     def save(self, path: str | os.PathLike) -> Path:
         return write_json(path, asdict(self))
@@ -89,8 +91,11 @@ def extract_fingerprint(dataset: RawDataset, *, seed: int = 1234, show_progress:
     spacings, shapes, relative_sizes = [], [], []
     samples: list[list[np.ndarray]] = [[] for _ in range(dataset.num_channels)]
     is_2d = None
+    orientations: list[str] = []
     for case_id in progress(case_ids, desc="fingerprint", enabled=show_progress):
         case = dataset.load_case(case_id)
+        if len(case.spacing) == 3 and case.channels[0].affine is not None:
+            orientations.append("".join(axis_codes(case.channels[0])))
         data, spacing = as_volume(case.stacked(), case.spacing)
         seg, _ = as_volume(case.label.array[None].astype(np.int16), case.spacing)
         is_2d = len(case.spacing) == 2 if is_2d is None else is_2d
@@ -112,4 +117,5 @@ def extract_fingerprint(dataset: RawDataset, *, seed: int = 1234, show_progress:
     return Fingerprint(dataset_name=dataset.name, channel_names=dataset.channel_names, labels=dataset.labels,
                        num_training=len(case_ids), spacings=spacings, shapes_after_crop=shapes,
                        median_relative_size_after_cropping=float(np.median(relative_sizes)),
-                       foreground_intensity_properties_per_channel=properties, is_2d=bool(is_2d))
+                       foreground_intensity_properties_per_channel=properties, is_2d=bool(is_2d),
+                       axis_codes=Counter(orientations).most_common(1)[0][0] if orientations else None)

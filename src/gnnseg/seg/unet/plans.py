@@ -244,6 +244,7 @@ def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float = REFERENCE_GB
         "memory_budget": {"device": device, "memory_gb": memory_gb, "base_features": base_features},
         "channel_names": fingerprint.channel_names,
         "labels": fingerprint.labels,
+        "axis_codes": fingerprint.axis_codes,
         "transpose_forward": transpose_forward,
         "transpose_backward": transpose_backward,
         "original_median_spacing_after_transp": [float(v) for v in np.median(spacings, 0)[transpose_forward]],

@@ -8,20 +8,31 @@ with ``resume``); prediction reads only a run folder.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from gnnseg.core import new_run
-from gnnseg.seg.io import ImageFormatError, MedicalImage, RawDataset, read_any, write_image_2d, write_nifti
+from gnnseg.seg.io import (
+    ImageFormatError,
+    MedicalImage,
+    RawDataset,
+    axis_codes,
+    read_any,
+    reorient,
+    reorient_like,
+    write_image_2d,
+    write_nifti,
+)
 from gnnseg.seg.io.image2d import SUFFIXES_2D
 from gnnseg.seg.metrics import evaluate_case
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import load_plans, plan_experiment, save_plans
+from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
-from gnnseg.seg.unet.predict import predict_case
 
 
 def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *, memory_gb: float = 8.0,
@@ -84,6 +95,24 @@ def _inputs_by_case(input_dir: Path, file_ending: str, channels: int) -> dict[st
     return cases
 
 
+def predict_image(network, channels: Sequence[MedicalImage], plans: dict[str, Any], configuration: str,
+                  **options: Any) -> MedicalImage:
+    """Labels for one case given as one image per channel, on the first channel's grid (``options`` go to
+    :func:`predict_case`). A volume whose axes run otherwise than the training volumes' (``plans["axis_codes"]``,
+    e.g. an LAS DICOM series for a network trained on RAS NIfTIs) is predicted in the training axis order and
+    its labels put back, so the network never sees a scan mirrored or transposed."""
+    reference = channels[0]
+    codes = plans.get("axis_codes")
+    turn = (codes is not None and reference.affine is not None and len(reference.spacing) == 3
+            and "".join(axis_codes(reference)) != codes)
+    if turn:
+        channels = [reorient(channel, tuple(codes)) for channel in channels]
+    data = np.stack([channel.array.astype(np.float32) for channel in channels])
+    labels, _ = predict_case(network, data, channels[0].spacing, plans, configuration, **options)
+    result = MedicalImage(labels.astype(np.uint8), channels[0].spacing, channels[0].affine)
+    return reorient_like(result, reference) if turn else result
+
+
 def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                    checkpoint: str = "checkpoint_best.pt", step: float = 0.5,
                    mirror: bool = False) -> dict[str, Any]:
@@ -102,12 +131,9 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
                               f"choose a new output folder")
     written = []
     for case_id, paths in cases.items():
-        channels = [read_any(p) for p in paths]
-        data = np.stack([c.array.astype(np.float32) for c in channels])
-        labels, _ = predict_case(network, data, channels[0].spacing, plans, configuration, step=step,
-                                 mirror_axes=tuple(range(dims)) if mirror else ())
+        image = predict_image(network, [read_any(p) for p in paths], plans, configuration, step=step,
+                              mirror_axes=tuple(range(dims)) if mirror else ())
         target = output / f"{case_id}{ending}"
-        image = MedicalImage(labels.astype(np.uint8), channels[0].spacing, channels[0].affine)
         if ending in (".nii", ".nii.gz"):
             write_nifti(image, target)
         else:
