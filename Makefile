@@ -24,14 +24,17 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Benchmarks write benchmarks/results/; the U-Net trainings take 20-45 minutes each on 2 cores.
+ISBI_BUDGET = --epochs 20 --iterations 40 --optimizer adamw
 bench: $(STAMP)
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	$(PY) benchmarks/gnn_node_classification.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_speed.py --root $(DATA)/planetoid
 	$(PY) benchmarks/unet_sliding_window_speed.py
 	$(PY) benchmarks/unet_drive.py --source $(DATA)/drive
-	$(PY) benchmarks/unet_isbi2012.py --source $(DATA)/isbi2012_em
-	$(PY) benchmarks/unet_totalseg_ct.py --source $(DATA)/totalsegmentator_examples
+	$(PY) benchmarks/unet_isbi2012.py --source $(DATA)/isbi2012_em $(ISBI_BUDGET)
+	$(PY) benchmarks/unet_isbi2012.py --source $(DATA)/isbi2012_em $(ISBI_BUDGET) --network umamba_bot --name umamba_isbi2012
+	$(PY) benchmarks/unet_totalseg_ct.py --source $(DATA)/totalsegmentator_examples --epochs 30 --iterations 40 \
+		--optimizer adamw --memory-gb 0.5 --intensity-shift 0.5
 	$(PY) benchmarks/sam_box_prompt.py --data $(DATA)
 	$(PY) benchmarks/sam_speed.py
 	$(PY) benchmarks/lite_medsam_eval.py --data $(DATA) $(if $(wildcard runs/lite_medsam/teacher.pt),--teacher runs/lite_medsam/teacher.pt,)
@@ -39,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/serve_load.py --data $(DATA)
 	$(PY) benchmarks/umamba_scan_speed.py
 	$(PY) benchmarks/umamba_compare.py --source $(DATA)/drive
+	$(PY) benchmarks/gnn_graph_classification.py --root $(DATA)/tudataset
 	$(PY) benchmarks/gnn_oversmoothing.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_sampling.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_minibatch.py --root $(DATA)/planetoid
