@@ -23,6 +23,7 @@ import torch
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import (
     MedicalImage,
+    RawDataset,
     read_dicom_series,
     read_nifti,
     reorient_like,
@@ -67,7 +68,7 @@ def main() -> None:
     source, work = Path(args.source), Path(args.work or tempfile.mkdtemp(prefix="totalseg_"))
     started = time.perf_counter()
     ct, labels = read_nifti(source / "example_ct_sm.nii.gz"), read_nifti(source / "example_seg.nii.gz")
-    dataset = write_raw_dataset(
+    dataset = RawDataset.open(work / "raw") if args.resume else write_raw_dataset(
         work / "raw", channel_names=["CT"], labels={"background": 0, **{n: k for k, n in enumerate(ORGANS, 1)}},
         file_ending=".nii.gz",
         training=[("ct_sm", [ct], MedicalImage(remap(labels.array), labels.spacing, labels.affine))])
