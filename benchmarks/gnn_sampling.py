@@ -2,7 +2,7 @@
 
 For each graph (Cora, and a synthetic DC-SBM graph of ``--nodes`` nodes, by default ogbn-products' 2,449,029
 with about 62M undirected edges) and each fanout list ([15, 10, 5] and [25, 10]), ``--batches`` batches of
-``--batch-size`` (1024) seed nodes, taken in order from one random permutation of all nodes, are sampled
+``--batch-size`` (1024) seed nodes, taken in order from random permutations of all nodes, are sampled
 without replacement by ``NeighborSampler.sample`` and by PyG's ``NeighborLoader`` (``num_workers=0``, no node
 features attached, so both sides only sample and relabel). Reported: seed nodes per second, sampled edges per
 second and sampled (input) nodes per batch, and ours / PyG ratios of seeds per second.
@@ -73,8 +73,16 @@ def synthetic_graph(args: argparse.Namespace) -> tuple[Graph, dict]:
 
 
 def seed_batches(num_nodes: int, batch_size: int, batches: int, seed: int) -> list[torch.Tensor]:
-    order = torch.randperm(num_nodes, generator=torch.Generator().manual_seed(seed))
-    return [order[k * batch_size:(k + 1) * batch_size] for k in range(min(batches, num_nodes // batch_size or 1))]
+    """``batches`` batches of distinct seeds, each a slice of a random permutation of the nodes; a graph with
+    fewer than ``batches * batch_size`` nodes (Cora: 2 batches per permutation) gets fresh permutations, so
+    every configuration is timed over the same number of batches."""
+    generator = torch.Generator().manual_seed(seed)
+    per_order = max(1, num_nodes // batch_size)
+    result = []
+    while len(result) < batches:
+        order = torch.randperm(num_nodes, generator=generator)
+        result += [order[k * batch_size:(k + 1) * batch_size] for k in range(min(per_order, batches - len(result)))]
+    return result
 
 
 def time_ours(graph: Graph, fanouts: list[int], batches: list[torch.Tensor], warmup: int) -> dict[str, float]:
