@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
+from functools import partial
 
 import pytest
 import torch
 from torch.nn import functional as F
 
-from gnnseg.cli import main
 from gnnseg.seg.unet.mamba import (
     Mamba,
     MambaLayer,
@@ -17,7 +16,7 @@ from gnnseg.seg.unet.mamba import (
 )
 from gnnseg.seg.unet.network import UNet, mamba_stages_for
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network
-from tests.seg.test_unet_pipeline import squares_dataset
+from tests.seg.test_unet_pipeline import run_cli, squares_dataset
 
 
 def scan_inputs(batch, length, channels, states, seed, dtype=torch.float64):
@@ -103,9 +102,7 @@ def test_umamba_bot_trains_through_the_pipeline_and_reloads(tmp_path, capsys):
     dataset = squares_dataset(tmp_path / "raw")
     work = tmp_path / "work"
 
-    def run(*args):
-        assert main([*map(str, args), "--json"]) == 0
-        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = partial(run_cli, capsys)
 
     run("seg", "plan", dataset.root, "--work-dir", work, "--base-features", "8", "--device", "cpu", "--memory-gb", "1")
     run("seg", "preprocess", work, "-c", "2d")
