@@ -18,7 +18,12 @@ as fit. The corpus arrives prepared (``--prepared``, from ``--prepare``), so a m
     python benchmarks/lite_medsam_train.py --prepared runs/lite/train256.npz --out runs/lite \\
         --device cuda --stage2-from runs/lite/lite_medsam.pt --finetune-seconds 235 --finetune-lr 1e-4
 
-The packaged ``lite_medsam`` is the result of those two commands on an NVIDIA H200 (docs/MODEL_CARD.md).
+The packaged ``lite_medsam`` is the result of those two commands on an NVIDIA H200 (docs/MODEL_CARD.md). A teacher
+given as a checkpoint is distilled from as it is; ``lite_medsam_fast`` was distilled from the packaged Lite model:
+
+    python benchmarks/lite_medsam_train.py --prepared runs/lite/train256.npz --out runs/lite_fast --device cuda \
+        --teacher src/gnnseg/seg/sam/weights/lite_medsam.pt --student lite_medsam_fast \
+        --distill-seconds 100 --finetune-seconds 200
 """
 
 from __future__ import annotations
@@ -120,7 +125,9 @@ def main() -> None:
     parser.add_argument("--prepared", type=Path, help="the prepared training set (from --prepare)")
     parser.add_argument("--out", type=Path, default=Path("runs/lite_medsam"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--teacher", default="vit_teacher_256")
+    parser.add_argument("--teacher", default="vit_teacher_256",
+                        help="a model name to train from scratch, or a checkpoint to distil from as it is")
+    parser.add_argument("--student", default="lite_medsam", help="the student's model name (SAM_CONFIGS)")
     parser.add_argument("--teacher-seconds", type=float, default=200)
     parser.add_argument("--distill-seconds", type=float, default=100)
     parser.add_argument("--finetune-seconds", type=float, default=160)
@@ -154,23 +161,27 @@ def main() -> None:
         print(json.dumps(report))
         return
 
-    teacher = build_sam(args.teacher)
-    teacher_config = FinetuneConfig(batch_size=args.batch_size, lr=4e-4, warmup_iterations=200, box_shift=5)
-    report["teacher"] = budgeted_finetune(teacher, prepared, weights, teacher_config, args.teacher_seconds,
-                                          args.out / "teacher", device, args.rounds)
-    save_sam(teacher, args.out / "teacher.pt", half_precision=True,
-             meta={"role": "Lite MedSAM teacher", "train": report["teacher"]})
+    if Path(args.teacher).is_file():
+        teacher, _ = load_sam(args.teacher)
+        report["teacher"] = {"checkpoint": args.teacher}
+    else:
+        teacher = build_sam(args.teacher)
+        teacher_config = FinetuneConfig(batch_size=args.batch_size, lr=4e-4, warmup_iterations=200, box_shift=5)
+        report["teacher"] = budgeted_finetune(teacher, prepared, weights, teacher_config, args.teacher_seconds,
+                                              args.out / "teacher", device, args.rounds)
+        save_sam(teacher, args.out / "teacher.pt", half_precision=True,
+                 meta={"role": "Lite MedSAM teacher", "train": report["teacher"]})
 
     cache = cache_teacher_embeddings(teacher, prepared, args.out / "teacher_embeddings.npy", batch_size=16,
                                      device=device, show_progress=False)
-    student = build_sam("lite_medsam")
+    student = build_sam(args.student)
     report["distill"] = budgeted_distill(student, prepared, cache,
                                          DistillConfig(batch_size=args.batch_size, lr=1e-3, warmup_iterations=100),
                                          args.distill_seconds, args.out / "student", device)
     student_from_teacher(student, teacher)
     report["finetune"] = budgeted_finetune(student, prepared, weights, stage2, args.finetune_seconds,
                                            args.out / "student", device, args.rounds)
-    save_sam(student, args.out / "lite_medsam.pt", half_precision=True,
+    save_sam(student, args.out / f"{args.student}.pt", half_precision=True,
              meta={"role": "Lite MedSAM student", "distill": report["distill"], "finetune": report["finetune"]})
     report["total_seconds"] = time.perf_counter() - began
     (args.out / "train_report.json").write_text(json.dumps(report, indent=2))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnnseg.seg.sam.checkpoint import config_from_state_dict, load_sam
+from gnnseg.seg.sam.checkpoint import config_from_state_dict, load_sam, save_sam
 from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
 from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.preprocess import lite_model_input, whole_image_input
@@ -35,7 +35,7 @@ def test_features_equal_timm_tiny_vit_with_the_same_weights(size):
     tiny_vit = timm_tiny_vit_module()
     torch.manual_seed(0)
     reference = _perturbed(tiny_vit.tiny_vit_5m_224(pretrained=False))
-    ours = TinyViT(img_size=size, patch_size=16, merge_strides=(2, 2, 2)).eval()  # timm merges at stride 2 always
+    ours = TinyViT(img_size=size, patch_size=32, merge_strides=(2, 2, 2)).eval()  # timm merges at stride 2 always
     missing, unexpected = ours.load_state_dict(to_mobile_sam_keys(reference.state_dict()), strict=False)
     assert unexpected == [] and all(key.startswith("neck.") for key in missing)
     image = torch.randn(2, 3, size, size)
@@ -84,11 +84,41 @@ def test_a_flat_lite_medsam_file_loads_as_lite_medsam(tmp_path):
         torch.testing.assert_close(loaded.encode(image), source.encode(image))
 
 
+def test_lite_medsam_fast_runs_every_stage_on_the_embedding_grid():
+    model = build_sam("lite_medsam_fast")
+    encoder = model.image_encoder
+    image = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        stem = encoder.patch_embed(image)
+        assert stem.shape[-2:] == (64, 64)  # a stride-4 stem: no stage runs above the 64 x 64 grid
+        x = stem
+        for stage in encoder.layers:
+            x = stage(x)
+            assert x.shape[-2:] == (64, 64)
+        assert model.encode(image).shape == (1, 256, 64, 64)
+    lite = build_sam("lite_medsam")
+    assert model.prompt_encoder.state_dict().keys() == lite.prompt_encoder.state_dict().keys()
+    count = lambda module: sum(p.numel() for p in module.parameters())
+    assert count(model.image_encoder) < 0.5 * count(lite.image_encoder)
+
+
+def test_merge_strides_travel_with_a_gnnseg_checkpoint(tmp_path):
+    source = _perturbed(build_sam("lite_medsam_fast"))
+    save_sam(source, tmp_path / "fast.pt")
+    loaded, _ = load_sam(tmp_path / "fast.pt")
+    assert loaded.config == SAM_CONFIGS["lite_medsam_fast"] and loaded.config.merge_strides == (1, 1, 1)
+    image = torch.rand(1, 3, 256, 256)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(image), source.encode(image))
+
+
 def test_wrong_input_size_is_refused():
     with pytest.raises(ValueError, match="expects 64x64"):
         build_sam("tiny_vit_mini").encode(torch.rand(1, 3, 48, 48))
     with pytest.raises(ValueError, match="stem"):
         TinyViT(patch_size=8)
+    with pytest.raises(ValueError, match="merge strides"):
+        TinyViT(patch_size=4, merge_strides=(2, 2, 2))
 
 
 def test_lite_predictor_uses_longest_side_padding_and_returns_image_sized_masks():

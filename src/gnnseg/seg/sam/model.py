@@ -9,7 +9,9 @@ Configurations (:data:`SAM_CONFIGS`): ``vit_b``, ``vit_l``, ``vit_h`` are SAM's 
 patch 16, window 14, global attention every quarter of the depth); MedSAM (Ma et al. 2024) is ``vit_b`` with
 min-max input instead of ImageNet normalisation. ``vit_cpu`` is a small model that trains on a 2-core CPU (the model
 shipped with gnnseg); ``vit_mini`` is for tests. ``lite_medsam`` is Lite MedSAM (MobileSAM's TinyViT at 256 input,
-longest side resized and padded, min-max input; :mod:`gnnseg.seg.sam.tiny_vit`), ``mobile_sam`` is MobileSAM's
+longest side resized and padded, min-max input; :mod:`gnnseg.seg.sam.tiny_vit`); ``lite_medsam_fast`` is a
+lighter TinyViT for CPUs (stride-4 stem, every stage at the 64 x 64 grid, fewer blocks), distilled from the Lite
+model; ``mobile_sam`` is MobileSAM's
 ``vit_t`` and ``tiny_vit_mini`` a TinyViT for tests. ``vit_teacher_256`` is a ViT with Lite MedSAM's input and
 embedding grid (256 in, 64 x 64 out), the teacher that gnnseg's Lite model is distilled from.
 """
@@ -63,6 +65,8 @@ class SamConfig:
     stage_depths: tuple[int, ...] = (2, 2, 6, 2)
     stage_heads: tuple[int, ...] = (2, 4, 5, 10)
     stage_windows: tuple[int, ...] = (7, 7, 14, 7)
+    merge_strides: tuple[int, ...] = (2, 2, 1)
+    """TinyViT only: strides of the three patch mergings; the stem takes the rest of ``patch_size``."""
     prompt_dim: int = 256
     decoder_depth: int = 2
     decoder_heads: int = 8
@@ -102,7 +106,7 @@ class SamConfig:
         return {key: list(value) if key in _TUPLE_FIELDS else value for key, value in asdict(self).items()}
 
 
-_TUPLE_FIELDS = ("global_attention", "stage_dims", "stage_depths", "stage_heads", "stage_windows")
+_TUPLE_FIELDS = ("global_attention", "stage_dims", "stage_depths", "stage_heads", "stage_windows", "merge_strides")
 
 
 SAM_CONFIGS: dict[str, SamConfig] = {
@@ -121,6 +125,9 @@ SAM_CONFIGS: dict[str, SamConfig] = {
                                  image_layout="padded"),
     "lite_medsam": SamConfig(image_size=256, patch_size=4, encoder="tiny_vit", normalization="minmax",
                              image_layout="padded"),
+    "lite_medsam_fast": SamConfig(image_size=256, patch_size=4, encoder="tiny_vit", stage_dims=(64, 128, 160, 256),
+                                  stage_depths=(1, 2, 2, 1), stage_heads=(2, 4, 5, 8), merge_strides=(1, 1, 1),
+                                  normalization="minmax", image_layout="padded"),
     "mobile_sam": SamConfig(patch_size=16, encoder="tiny_vit"),
     "tiny_vit_mini": SamConfig(image_size=64, patch_size=4, encoder="tiny_vit", stage_dims=(16, 32, 32, 48),
                                stage_depths=(1, 1, 1, 1), stage_heads=(1, 2, 2, 3), stage_windows=(4, 4, 4, 4),
@@ -193,7 +200,8 @@ def build_sam(config: SamConfig | str) -> Sam:
     if config.encoder == "tiny_vit":
         encoder = TinyViT(img_size=config.image_size, patch_size=config.patch_size, embed_dims=config.stage_dims,
                           depths=config.stage_depths, num_heads=config.stage_heads,
-                          window_sizes=config.stage_windows, out_chans=config.prompt_dim)
+                          window_sizes=config.stage_windows, merge_strides=config.merge_strides,
+                          out_chans=config.prompt_dim)
     elif config.encoder == "vit":
         encoder = ImageEncoderViT(
             img_size=config.image_size, patch_size=config.patch_size, embed_dim=config.encoder_dim,

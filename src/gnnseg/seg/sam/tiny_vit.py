@@ -9,7 +9,7 @@ convolution between attention and MLP. Attention adds a learned bias per head an
 MobileSAM (Zhang et al. 2023) keeps the last merge at stride 1, so a 1024 input gives a 64 x 64 embedding through a
 stride-4 stem (two 3x3 stride-2 convolutions). Lite MedSAM runs the same network at 256 input with a stride-1 stem
 of 1x1 convolutions, again a 64 x 64 embedding. Both are ``patch_size`` here: the total stride from pixels to
-embedding (16 for MobileSAM, 4 for Lite MedSAM); the stem takes ``patch_size / 4`` of it.
+embedding (16 for MobileSAM, 4 for Lite MedSAM); the stem takes what the patch mergings leave of it.
 
 Parameter names follow the released MobileSAM / Lite MedSAM checkpoints (``patch_embed.seq``, ``layers.i.blocks``,
 ``layers.i.downsample``, ``c`` / ``bn`` in each convolution + batch norm, ``neck``), so their weights load unchanged.
@@ -17,6 +17,7 @@ Parameter names follow the released MobileSAM / Lite MedSAM checkpoints (``patch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -193,7 +194,7 @@ class TinyViT(nn.Module):
 
     Args:
         img_size: input side ``S``.
-        patch_size: total stride, 4 (Lite MedSAM) or 16 (MobileSAM); the stem takes a quarter of it.
+        patch_size: total stride, 4 (Lite MedSAM) or 16 (MobileSAM); the stem takes what the mergings leave.
         embed_dims, depths, num_heads, window_sizes: per stage (stage 0 is convolutional and has no heads or window).
         merge_strides: strides of the three patch mergings; MobileSAM's ``(2, 2, 1)`` keeps the last stage's
             resolution. The image is reduced by ``stem stride * prod(merge_strides)`` in all.
@@ -208,11 +209,11 @@ class TinyViT(nn.Module):
         if not len(embed_dims) == len(depths) == len(num_heads) == len(window_sizes) == len(merge_strides) + 1 == 4:
             raise ValueError("TinyViT needs 4 stages: embed_dims, depths, num_heads, window_sizes of length 4 "
                              "and merge_strides of length 3")
-        stem_stride = patch_size // 4
-        total = stem_stride * int(torch.tensor(list(merge_strides)).prod())
-        if patch_size % 4 or img_size % total:
-            raise ValueError(f"img_size {img_size} and patch_size {patch_size} do not fit the stem stride "
-                             f"{stem_stride} and merge strides {tuple(merge_strides)}")
+        merged = math.prod(merge_strides)
+        stem_stride = patch_size // merged
+        if patch_size % merged or img_size % patch_size:
+            raise ValueError(f"img_size {img_size} and patch_size {patch_size} do not fit merge strides "
+                             f"{tuple(merge_strides)}")
         self.img_size = img_size
         self.patch_embed = ConvStem(in_chans, embed_dims[0], stem_stride)
         stages: list[nn.Module] = [ConvStage(embed_dims[0], depths[0], embed_dims[1], merge_strides[0],
