@@ -14,6 +14,9 @@ Speed, in one run on this machine:
 
     python benchmarks/lite_medsam_eval.py --teacher runs/lite_medsam/teacher.pt    # the packaged student
     python benchmarks/lite_medsam_eval.py --student runs/lite_medsam/lite_medsam.pt  # another student, no teacher
+
+``--also`` adds models to the accuracy table (default: the packaged ``lite_medsam_fast``, distilled from
+``lite_medsam``).
 """
 
 from __future__ import annotations
@@ -34,11 +37,16 @@ from gnnseg.core import machine_info, write_json
 from gnnseg.core.checkpoint import load_checkpoint
 from gnnseg.seg.sam.checkpoint import load_sam
 from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
-from gnnseg.seg.sam.export import OnnxSam, export_onnx
+from gnnseg.seg.sam.export import export_onnx
 from gnnseg.seg.sam.finetune import box_dice_scores, grown_box
 from gnnseg.seg.sam.model import build_sam
-from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.shipped import PACKAGED_MODELS, load_model, load_shipped_model
+from gnnseg.seg.sam.onnx_model import OnnxSam
+from gnnseg.seg.sam.shipped import (
+    PACKAGED_MODELS,
+    load_model,
+    load_shipped_model,
+    make_predictor,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,7 +76,7 @@ def speed(student, teacher, data: str, repeats: int) -> dict:
         runners = {"lite_medsam_torch": student, "lite_medsam_onnx": onnx_model}
         if teacher is not None:
             runners["teacher_torch"] = teacher
-        predictors = {name: SamPredictor(model, cache_size=0) for name, model in runners.items()}  # time the encoder
+        predictors = {name: make_predictor(model, cache_size=0) for name, model in runners.items()}  # time the encoder
         with torch.inference_mode():
             for name, predictor in predictors.items():
                 predictor.set_image(image)
@@ -84,8 +92,9 @@ def speed(student, teacher, data: str, repeats: int) -> dict:
                     figures[f"case_seconds_{name}"] = best_of(whole_case, repeats)
             torch_prediction = predictors["lite_medsam_torch"].predict(boxes=boxes)
             onnx_prediction = predictors["lite_medsam_onnx"].predict(boxes=boxes)
-            embedding_gap = (predictors["lite_medsam_torch"]._embedding - predictors["lite_medsam_onnx"]._embedding)
-            figures["onnx_max_abs_diff_embedding"] = float(embedding_gap.abs().max())
+            embedding_gap = (predictors["lite_medsam_torch"]._embedding.numpy()
+                             - predictors["lite_medsam_onnx"]._embedding)
+            figures["onnx_max_abs_diff_embedding"] = float(np.abs(embedding_gap).max())
             figures["onnx_max_abs_diff_logits"] = float(np.abs(torch_prediction.logits - onnx_prediction.logits).max())
             figures["onnx_mask_agreement"] = float((torch_prediction.masks == onnx_prediction.masks).mean())
             medsam = build_sam("medsam_vit_b")
@@ -119,6 +128,9 @@ def main() -> None:
     parser.add_argument("--teacher", help="the teacher checkpoint (runs/lite_medsam/teacher.pt after training)")
     parser.add_argument("--student", default="lite_medsam", help="checkpoint or packaged model")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--also", nargs="*", default=["lite_medsam_fast"],
+                        help="more checkpoints or packaged models for the accuracy table (their speed: "
+                             "lite_medsam_latency.py)")
     args = parser.parse_args()
     student = load_model(args.student)
     student_meta = load_checkpoint(PACKAGED_MODELS.get(args.student, args.student)).get("meta", {})
@@ -127,6 +139,7 @@ def main() -> None:
     if args.teacher:
         teacher, _ = load_sam(args.teacher)
         models["vit_teacher_256 (teacher)"] = teacher
+    models.update({str(name): load_model(name) for name in args.also})
     models["vit_cpu (shipped, box-centred)"] = load_shipped_model()
     result = {"benchmark": "lite_medsam", "machine": machine_info(),
               "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),

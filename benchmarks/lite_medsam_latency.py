@@ -1,4 +1,5 @@
-"""Latency per case on this CPU: MedSAM's ViT-B at 1024, Lite MedSAM in PyTorch and Lite MedSAM in onnxruntime.
+"""Latency per case on this CPU: MedSAM's ViT-B at 1024, Lite MedSAM in PyTorch and in onnxruntime, and the lighter
+``lite_medsam_fast`` in onnxruntime.
 
 A case is what the CVPR 2024 "MedSAM on Laptop" challenge times: read the image, segment, write the mask.
 
@@ -36,17 +37,16 @@ from gnnseg.seg.io import (
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.export import export_onnx
 from gnnseg.seg.sam.model import build_sam
-from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.preprocess import boxes_from_mask
-from gnnseg.seg.sam.shipped import load_model
+from gnnseg.seg.sam.segment_files import scale_volume
+from gnnseg.seg.sam.shipped import load_model, make_predictor
 from gnnseg.seg.sam.volume import segment_volume
-from gnnseg.seg.sam.workflow import scale_volume
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def case_2d(model, image_path: Path, box: np.ndarray, output: Path) -> None:
-    predictor = SamPredictor(model, cache_size=0)
+    predictor = make_predictor(model, cache_size=0)
     predictor.set_image(read_image_2d(image_path).array)
     mask = predictor.predict(boxes=box).masks[0, 0]
     write_image_2d(mask.astype(np.uint8) * 255, output, overwrite=True)
@@ -54,7 +54,7 @@ def case_2d(model, image_path: Path, box: np.ndarray, output: Path) -> None:
 
 def case_3d(model, volume_path: Path, box3d: np.ndarray, output: Path) -> None:
     volume = read_nifti(volume_path)
-    labels = segment_volume(SamPredictor(model, cache_size=0), scale_volume(volume.array, "ct"), box3d)
+    labels = segment_volume(make_predictor(model, cache_size=0), scale_volume(volume.array, "ct"), box3d)
     write_nifti(MedicalImage(labels.astype(np.uint16), volume.spacing, volume.affine), output, overwrite=True)
 
 
@@ -81,20 +81,21 @@ def main() -> None:
     zs, ys, xs = np.nonzero(liver)
     box3d = np.array([[xs.min(), ys.min(), zs.min(), xs.max(), ys.max(), zs.max()]])
 
-    lite, vit_b = load_model("lite_medsam"), build_sam("medsam_vit_b")
+    lite, fast, vit_b = load_model("lite_medsam"), load_model("lite_medsam_fast"), build_sam("medsam_vit_b")
     figures: dict = {"2d_case": {"image": image_path.name, "shape": list(truth.shape), "box": box.tolist()},
                      "3d_case": {"volume": volume_path.name, "shape": list(liver.shape), "box3d": box3d[0].tolist()}}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         export_onnx(lite, folder / "onnx")
-        onnx = load_model(folder / "onnx")
-        runners = {"vit_b": vit_b, "lite_torch": lite, "onnx": onnx}
+        export_onnx(fast, folder / "fast_onnx")
+        runners = {"vit_b": vit_b, "lite_torch": lite, "onnx": load_model(folder / "onnx"),
+                   "fast_onnx": load_model(folder / "fast_onnx")}
         for name, model in runners.items():
             case_2d(model, image_path, box, folder / "warmup.png")
             figures[f"{name}_2d_case_s"] = best_of(lambda m=model: case_2d(m, image_path, box, folder / "m.png"),
                                                    args.repeats if name != "vit_b" else 2)
             print(name, "2d", round(figures[f"{name}_2d_case_s"], 3), flush=True)
-        for name in ("lite_torch", "onnx"):
+        for name in ("lite_torch", "onnx", "fast_onnx"):
             figures[f"{name}_3d_case_s"] = best_of(
                 lambda m=runners[name]: case_3d(m, volume_path, box3d, folder / "m.nii.gz"), 2)
             print(name, "3d", round(figures[f"{name}_3d_case_s"], 3), flush=True)
@@ -103,31 +104,32 @@ def main() -> None:
         box_arg = ",".join(str(int(v)) for v in box)
         box3d_arg = ",".join(str(int(v)) for v in box3d[0])
         checkpoints = {"vit_b": str(folder / "medsam_vit_b_random.pt"), "lite_torch": "lite_medsam",
-                       "onnx": str(folder / "onnx")}
+                       "onnx": str(folder / "onnx"), "fast_onnx": str(folder / "fast_onnx")}
         for name, checkpoint in checkpoints.items():
             figures[f"{name}_2d_case_cold_s"] = cold(["--image", str(image_path), "--box", box_arg,
                                                       "--checkpoint", checkpoint], folder / "cold.png",
                                                      1 if name == "vit_b" else args.repeats)
             print(name, "2d cold", round(figures[f"{name}_2d_case_cold_s"], 3), flush=True)
-        figures["onnx_3d_case_cold_s"] = cold(["--volume", str(volume_path), "--box3d", box3d_arg, "--checkpoint",
-                                               checkpoints["onnx"]], folder / "cold.nii.gz", 1)
+        for name in ("onnx", "fast_onnx"):
+            figures[f"{name}_3d_case_cold_s"] = cold(["--volume", str(volume_path), "--box3d", box3d_arg,
+                                                      "--checkpoint", checkpoints[name]], folder / "cold.nii.gz", 1)
         figures["python_torch_import_s"] = best_of(
             lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True), args.repeats)
     figures["speedup_vs_vit_b"] = figures["vit_b_2d_case_s"] / figures["onnx_2d_case_s"]
     figures["speedup_vs_vit_b_torch"] = figures["vit_b_2d_case_s"] / figures["lite_torch_2d_case_s"]
+    figures["fast_speedup_vs_vit_b"] = figures["vit_b_2d_case_s"] / figures["fast_onnx_2d_case_s"]
     result = {"benchmark": "lite_medsam_latency", "machine": machine_info(),
               "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), **figures}
     write_json(RESULTS / "lite_medsam_latency.json", result)
-    lines = ["| case | ViT-B 1024 (PyTorch) | Lite MedSAM (PyTorch) | Lite MedSAM (onnxruntime) |", "|---|---|---|---|"]
-    lines.append(f"| 2D, warm (s) | {figures['vit_b_2d_case_s']:.2f} | {figures['lite_torch_2d_case_s']:.2f} | "
-                 f"{figures['onnx_2d_case_s']:.2f} |")
-    lines.append(f"| 2D, new process (s) | {figures['vit_b_2d_case_cold_s']:.2f} | "
-                 f"{figures['lite_torch_2d_case_cold_s']:.2f} | {figures['onnx_2d_case_cold_s']:.2f} |")
-    lines.append(f"| 3D 30 slices, warm (s) | not run | {figures['lite_torch_3d_case_s']:.2f} | "
-                 f"{figures['onnx_3d_case_s']:.2f} |")
-    lines.append(f"| 3D 30 slices, new process (s) | | | {figures['onnx_3d_case_cold_s']:.2f} |")
-    lines.append(f"\nSpeed-up of Lite (onnxruntime) over ViT-B per warm 2D case: {figures['speedup_vs_vit_b']:.1f}x "
-                 f"(PyTorch: {figures['speedup_vs_vit_b_torch']:.1f}x). `import torch` alone: "
+    cell = lambda key: f"{figures[key]:.2f}" if key in figures else "not run"
+    lines = [("| case | ViT-B 1024 (PyTorch) | Lite MedSAM (PyTorch) | Lite MedSAM (onnxruntime) "
+              "| lite_medsam_fast (onnxruntime) |"), "|---|---|---|---|---|"]
+    for label, suffix in (("2D, warm (s)", "2d_case_s"), ("2D, new process (s)", "2d_case_cold_s"),
+                          ("3D 30 slices, warm (s)", "3d_case_s"), ("3D 30 slices, new process (s)", "3d_case_cold_s")):
+        lines.append(f"| {label} | " + " | ".join(cell(f"{name}_{suffix}") for name in checkpoints) + " |")
+    lines.append(f"\nSpeed-up over ViT-B per warm 2D case: Lite onnxruntime {figures['speedup_vs_vit_b']:.1f}x, "
+                 f"Lite PyTorch {figures['speedup_vs_vit_b_torch']:.1f}x, lite_medsam_fast onnxruntime "
+                 f"{figures['fast_speedup_vs_vit_b']:.1f}x. `import torch` alone: "
                  f"{figures['python_torch_import_s']:.2f} s.")
     (RESULTS / "lite_medsam_latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -1,4 +1,8 @@
-"""The ``gnnseg`` command: parses arguments and calls library functions; no logic lives here."""
+"""The ``gnnseg`` command: parses arguments and calls library functions; no logic lives here.
+
+Importing this module and building the parser import no torch: each command imports what it runs, so
+``gnnseg seg segment`` with an ONNX export starts in a fraction of a second.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,32 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 
-from gnnseg.core.runs import jsonable
-from gnnseg.gnn.datasets import NODE_DATASETS, check_node_dataset
-from gnnseg.gnn.tasks.node import MODELS
-from gnnseg.seg.unet.network import NETWORKS
+from gnnseg.core.jsonable import jsonable
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
+
+
+class _Names(Sequence):
+    """Choices named by a module attribute, read when argparse first looks at them (to check a value given for
+    that option, or to list them in an error), so that building the parser imports none of those modules. Options
+    with such choices carry a ``metavar``: argparse would otherwise read the choices to format it."""
+
+    def __init__(self, module: str, attribute: str, *extra: str) -> None:
+        self.module, self.attribute, self.extra = module, attribute, extra
+
+    def _names(self) -> tuple[str, ...]:
+        return (*getattr(import_module(self.module), self.attribute), *self.extra)
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+NODE_DATASETS = _Names("gnnseg.gnn.datasets", "NODE_DATASETS")
 
 
 def _print(result: dict, as_json: bool) -> None:
@@ -177,6 +200,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def _dataset(text: str) -> str:
+    from gnnseg.gnn.datasets import check_node_dataset
+
     try:
         return check_node_dataset(text)
     except ValueError as exc:
@@ -205,7 +230,7 @@ def _box3d(text: str) -> list[float]:
 def _seg_segment(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from gnnseg.seg.sam.workflow import (
+    from gnnseg.seg.sam.segment_files import (
         segment_challenge_file,
         segment_image,
         segment_volume_file,
@@ -294,12 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     gnn = halves.add_parser("gnn", help="graph neural networks").add_subparsers(dest="gnn_command", required=True)
     train = gnn.add_parser("train", help="node classification over several seeds: full-batch, or on sampled "
                                          "mini-batches with --sampler (or --model sage)")
-    train.add_argument("--model", choices=(*MODELS, "sage"), default=None,
+    train.add_argument("--model", choices=_Names("gnnseg.gnn.tasks.node", "MODELS", "sage"), default=None,
+                       metavar="MODEL",
                        help="gcn (default), sgc, gin, gat full-batch; sage trains on sampled mini-batches, and "
                             "with --sampler gcn/gat/gin do too (fastgcn/ladies: gcn by default)")
     train.add_argument("--dataset", type=_dataset, default="cora",
-                       help=f"{', '.join(NODE_DATASETS)}, synth:PATH (gnnseg gnn synth) or ogb:PATH (an OGB "
-                            f"node-property folder such as dataset/ogbn_products)")
+                       help="cora, citeseer, pubmed, karate, synth:PATH (gnnseg gnn synth) or ogb:PATH (an OGB "
+                            "node-property folder such as dataset/ogbn_products)")
     train.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
     train.add_argument("--sampler", choices=SAMPLERS, help="mini-batch training with uniform neighbour "
                                                            "(GraphSAGE), FastGCN or LADIES sampling")
@@ -342,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(handler=_gnn_synth)
 
     link = gnn.add_parser("linkpred", help="link prediction with a graph auto-encoder (GAE / VGAE)")
-    link.add_argument("--dataset", choices=NODE_DATASETS, default="cora")
+    link.add_argument("--dataset", choices=NODE_DATASETS, default="cora", metavar="DATASET",
+                      help="cora, citeseer, pubmed or karate")
     link.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
     link.add_argument("--seeds", type=int, default=1)
     link.add_argument("--seed", type=int, default=0, help="first seed")
@@ -403,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     smooth = gnn.add_parser("oversmooth", help="depth sweep: accuracy, MAD, MADGap and Dirichlet energy of GCN "
                                                "and its over-smoothing remedies")
-    smooth.add_argument("--dataset", choices=NODE_DATASETS, default="cora")
+    smooth.add_argument("--dataset", choices=NODE_DATASETS, default="cora", metavar="DATASET",
+                        help="cora, citeseer, pubmed or karate")
     smooth.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
     smooth.add_argument("--model", choices=("gcn",), default="gcn", help="the base model (default gcn)")
     smooth.add_argument("--depths", type=_depths, default=[1, 2, 4, 8, 16, 32],
@@ -459,8 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--iterations", type=int, default=250, help="iterations per epoch")
     fit.add_argument("--batch-size", type=int, help="override the plans' batch size")
     fit.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    fit.add_argument("--network", choices=NETWORKS, default="unet",
-                     help="the plain U-Net, or U-Mamba with Mamba layers at the bottleneck or after every encoder stage")
+    fit.add_argument("--network", choices=_Names("gnnseg.seg.unet.network", "NETWORKS"), default="unet",
+                     metavar="NETWORK", help="unet (the plain U-Net), or U-Mamba with Mamba layers at the bottleneck "
+                                             "(umamba_bot) or after every encoder stage (umamba_enc)")
     fit.add_argument("--lr", type=float)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--runs-dir", default="runs")
@@ -494,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--modality", choices=("ct", "mr"), default="ct", help="volume intensity handling")
     segment.add_argument("--window", default="soft_tissue", help="CT window preset (soft_tissue, lung, brain, bone)")
     segment.add_argument("--checkpoint", help="SAM / MedSAM / Lite MedSAM / gnnseg checkpoint, an ONNX export folder, "
-                                              "or a packaged model (vit_cpu, lite_medsam; default vit_cpu)")
+                                              "or a packaged model (vit_cpu, lite_medsam, lite_medsam_fast; default vit_cpu)")
     segment.add_argument("-o", "--output", required=True, help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)

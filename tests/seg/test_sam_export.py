@@ -1,10 +1,14 @@
-"""ONNX export: onnxruntime gives PyTorch's embeddings and masks, for any number of boxes."""
+"""ONNX export: onnxruntime gives PyTorch's embeddings and masks, for any number of boxes, without torch."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.predictor import SamPredictor
@@ -12,7 +16,10 @@ from gnnseg.seg.sam.predictor import SamPredictor
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[test]')")
 pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[test]')")
 
-from gnnseg.seg.sam.export import OnnxSam, default_threads, export_onnx
+from gnnseg.seg.sam.export import export_onnx
+from gnnseg.seg.sam.onnx_model import OnnxSam, default_threads
+from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
+from gnnseg.seg.sam.shipped import load_model, make_predictor
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +39,10 @@ def test_onnx_runtime_matches_pytorch(exported, count):
     model, folder = exported
     image = (np.random.default_rng(1).random((50, 80, 3)) * 255).astype(np.uint8)
     boxes = np.array([[5, 5, 40, 30], [30, 10, 79, 49], [0, 0, 20, 20]])[:count]
-    torch_predictor, onnx_predictor = SamPredictor(model), SamPredictor(OnnxSam(folder, threads=1))
+    torch_predictor, onnx_predictor = SamPredictor(model), OnnxPredictor(OnnxSam(folder, threads=1))
     torch_predictor.set_image(image)
     onnx_predictor.set_image(image)
-    torch.testing.assert_close(onnx_predictor._embedding, torch_predictor._embedding, atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(onnx_predictor._embedding, torch_predictor._embedding.numpy(), atol=1e-3, rtol=1e-3)
     expected, actual = torch_predictor.predict(boxes=boxes), onnx_predictor.predict(boxes=boxes)
     assert actual.masks.shape == (count, 1, 50, 80)
     np.testing.assert_allclose(actual.logits, expected.logits, atol=1e-3, rtol=1e-3)
@@ -44,10 +51,41 @@ def test_onnx_runtime_matches_pytorch(exported, count):
 
 def test_onnx_model_refuses_prompts_it_was_not_exported_for(exported):
     _, folder = exported
-    predictor = SamPredictor(OnnxSam(folder, threads=1))
+    predictor = OnnxPredictor(OnnxSam(folder, threads=1))
     predictor.set_image(np.zeros((32, 32), np.uint8) + 5)
     with pytest.raises(ValueError, match="no points"):
         predictor.predict(points=np.array([[3, 3]]), point_labels=np.array([1]))
+    with pytest.raises(ValueError, match="multimask"):
+        predictor.predict(boxes=np.array([2, 2, 20, 20]), multimask=True)
+    with pytest.raises(ValueError, match="outside"):
+        predictor.predict(boxes=np.array([40, 40, 60, 60]))
+
+
+def test_load_model_and_make_predictor_pick_onnxruntime_for_an_export_folder(exported):
+    _, folder = exported
+    model = load_model(folder)
+    assert isinstance(model, OnnxSam) and isinstance(make_predictor(model), OnnxPredictor)
+    assert isinstance(make_predictor(build_sam("tiny_vit_mini")), SamPredictor)
+
+
+def test_an_export_runs_in_a_process_that_never_imports_torch(exported, tmp_path):
+    _, folder = exported
+    image = tmp_path / "image.png"
+    Image.fromarray((np.random.default_rng(2).random((40, 60, 3)) * 255).astype(np.uint8)).save(image)
+    script = (
+        "import sys, runpy\n"
+        "sys.argv = ['gnnseg', 'seg', 'segment', '--image', sys.argv[1], '--box', '5,5,40,30', '--checkpoint', "
+        "sys.argv[2], '-o', sys.argv[3], '--json']\n"
+        "try:\n"
+        "    runpy.run_module('gnnseg.cli', run_name='__main__')\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code in (0, None), stop.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(image), str(folder), str(tmp_path / "mask.png")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "mask.png").is_file()
 
 
 def test_missing_export_is_named(tmp_path):

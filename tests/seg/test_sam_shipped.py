@@ -29,20 +29,22 @@ def test_packaged_model_segments_held_out_polyps():
     assert np.mean(scores) > 0.85, scores
 
 
-def test_packaged_lite_medsam_is_the_released_architecture_in_half_precision():
-    payload = torch.load(PACKAGED_MODELS["lite_medsam"], weights_only=True)
+@pytest.mark.parametrize("name", ["lite_medsam", "lite_medsam_fast"])
+def test_packaged_lite_models_are_distilled_tiny_vits_in_half_precision(name):
+    payload = torch.load(PACKAGED_MODELS[name], weights_only=True)
     assert {tensor.dtype for tensor in payload["model"].values()} == {torch.float16}
     assert payload["meta"]["distill"]["mse_last_50"] < payload["meta"]["distill"]["mse_first_50"] / 10
-    assert load_shipped_model("lite_medsam").config == SAM_CONFIGS["lite_medsam"]
-    assert load_model("lite_medsam").config.encoder == "tiny_vit"
+    assert load_shipped_model(name).config == SAM_CONFIGS[name]
+    assert load_model(name).config.encoder == "tiny_vit"
 
 
-def test_packaged_lite_medsam_segments_held_out_polyps():
+@pytest.mark.parametrize("name", ["lite_medsam", "lite_medsam_fast"])
+def test_packaged_lite_models_segment_held_out_polyps(name):
     require_dataset("kvasir_seg_subset/images")
     from gnnseg.seg.sam.corpus import kvasir
 
     held_out = kvasir(require_dataset(""), "val")[:6]
-    scores = box_dice_scores(load_shipped_model("lite_medsam"), held_out, margin=5)
+    scores = box_dice_scores(load_shipped_model(name), held_out, margin=5)
     assert np.mean(scores) > 0.85, scores
 
 

@@ -7,7 +7,6 @@ is created with ``exist_ok=False``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ matplotlib.use("Agg")  # plots are files, never windows
 import torch  # noqa: E402
 
 from gnnseg.core.atomic import atomic_path  # noqa: E402
+from gnnseg.core.jsonable import jsonable  # noqa: E402
 
 
 def machine_info() -> dict[str, Any]:
@@ -34,25 +34,6 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "date": datetime.now().isoformat(timespec="seconds"),
     }
-
-
-def jsonable(value: Any) -> Any:
-    """Turn tensors, numpy scalars, paths and non-finite floats into plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return jsonable(value.tolist())
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:   # numpy arrays
-        return jsonable(value.tolist())
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        return jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def write_json(path: str | os.PathLike, payload: Any) -> Path:

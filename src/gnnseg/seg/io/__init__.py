@@ -1,12 +1,17 @@
-"""Medical image I/O: NIfTI, DICOM series, 2D images, and the nnU-Net raw dataset layout."""
+"""Medical image I/O: NIfTI, DICOM series, 2D images, and the nnU-Net raw dataset layout.
 
-from gnnseg.seg.io.converters import CONVERTERS, convert_drive, convert_isbi2012, convert_kvasir
-from gnnseg.seg.io.dicom import read_dicom_series
-from gnnseg.seg.io.geometry import axis_codes, reorient, reorient_like
-from gnnseg.seg.io.image import ImageFormatError, MedicalImage
-from gnnseg.seg.io.image2d import read_image_2d, write_image_2d
-from gnnseg.seg.io.nifti import read_nifti, write_nifti
-from gnnseg.seg.io.raw_dataset import Case, RawDataset, read_any, write_raw_dataset
+Names are loaded from their modules on first use: reading a PNG does not pay for importing nibabel and pydicom.
+"""
+
+from importlib import import_module
+
+_HOMES = {
+    "CONVERTERS": "converters", "convert_drive": "converters", "convert_isbi2012": "converters",
+    "convert_kvasir": "converters", "read_dicom_series": "dicom", "axis_codes": "geometry", "reorient": "geometry",
+    "reorient_like": "geometry", "ImageFormatError": "image", "MedicalImage": "image", "read_image_2d": "image2d",
+    "write_image_2d": "image2d", "read_nifti": "nifti", "write_nifti": "nifti", "Case": "raw_dataset",
+    "RawDataset": "raw_dataset", "read_any": "raw_dataset", "write_raw_dataset": "raw_dataset",
+}
 
 __all__ = [
     "CONVERTERS", "Case", "ImageFormatError", "MedicalImage", "RawDataset", "axis_codes", "convert_drive",
@@ -14,3 +19,9 @@ __all__ = [
     "reorient_like",
     "write_image_2d", "write_nifti", "write_raw_dataset",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'gnnseg.seg.io' has no attribute {name!r}")
+    return getattr(import_module(f"gnnseg.seg.io.{_HOMES[name]}"), name)

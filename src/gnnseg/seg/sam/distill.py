@@ -90,7 +90,7 @@ def cache_teacher_embeddings(teacher: Sam, prepared: PreparedSet, path: str | os
             inputs.append(whole_image_input(prepared.images[index, :height, :width], config.image_size,
                                             layout=config.layout, normalization=config.normalization)[0])
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            embeddings = teacher.encode(torch.cat(inputs).to(device))
+            embeddings = teacher.encode(torch.from_numpy(np.concatenate(inputs)).to(device))
         cache.array[start : start + len(inputs)] = embeddings.float().cpu().numpy().astype(np.float16)
     cache.array.flush()
     return cache

@@ -2,8 +2,8 @@
 
 The model is split where its cost splits (as the CVPR 2024 "MedSAM on Laptop" entries did): the image encoder,
 run once per image, and the box path (prompt encoder + mask decoder), run once per batch of boxes with a dynamic
-number of boxes. :class:`OnnxSam` runs the two graphs with onnxruntime behind the same ``encode`` / ``decode``
-interface as :class:`~gnnseg.seg.sam.model.Sam`, so :class:`~gnnseg.seg.sam.predictor.SamPredictor` drives either.
+number of boxes. :class:`~gnnseg.seg.sam.onnx_model.OnnxSam` runs the two graphs with onnxruntime, without torch,
+and :class:`~gnnseg.seg.sam.onnx_predictor.OnnxPredictor` answers boxes with them as ``SamPredictor`` does.
 
 onnx and onnxruntime are optional (``pip install 'gnnseg[onnx]'``); nothing else in gnnseg needs them.
 """
@@ -15,11 +15,10 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnnseg.seg.sam.model import Sam, SamConfig, SamGlue
+from gnnseg.seg.sam.model import Sam
 
 OPSET = 17
 
@@ -69,53 +68,3 @@ def export_onnx(model: Sam, folder: str | os.PathLike) -> tuple[Path, Path]:
                           opset_version=OPSET, dynamo=False)
     (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
     return encoder_path, decoder_path
-
-
-def default_threads() -> int:
-    """Physical cores where the platform says, else all logical ones: onnxruntime gains nothing from SMT siblings."""
-    logical = os.cpu_count() or 1
-    try:
-        siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text()
-        per_core = len(siblings.replace("-", ",").split(",")) if siblings.strip() else 1
-        return max(1, logical // max(per_core, 1))
-    except OSError:
-        return logical
-
-
-class OnnxSam(SamGlue):
-    """The exported model run by onnxruntime, with :class:`Sam`'s ``encode`` / ``decode`` / ``upscale``."""
-
-    def __init__(self, folder: str | os.PathLike, *, threads: int | None = None) -> None:
-        _require_onnx()
-        import onnxruntime
-
-        folder = Path(folder)
-        for name in ("encoder.onnx", "decoder.onnx", "config.json"):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder / name} is missing: export the model with export_onnx first")
-        self.config = SamConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        self.encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"), options, providers=providers)
-        self.decoder = onnxruntime.InferenceSession(str(folder / "decoder.onnx"), options, providers=providers)
-
-    def eval(self) -> OnnxSam:
-        return self
-
-    def parameters(self):
-        yield torch.zeros(0)  # the predictor asks for the model's device: onnxruntime here runs on the CPU
-
-    def encode(self, images: Tensor) -> Tensor:
-        outputs = [self.encoder.run(None, {"image": image[None].numpy().astype(np.float32)})[0] for image in images]
-        return torch.from_numpy(np.concatenate(outputs))
-
-    def decode(self, embeddings: Tensor, *, points=None, boxes: Tensor | None = None, mask_inputs=None,
-               multimask: bool = False) -> tuple[Tensor, Tensor]:
-        if points is not None or mask_inputs is not None or multimask or boxes is None or embeddings.shape[0] != 1:
-            raise ValueError("the ONNX decoder answers boxes on one image with one mask each "
-                             "(no points, mask inputs or multimask output)")
-        logits, iou = self.decoder.run(None, {"embeddings": embeddings.numpy().astype(np.float32),
-                                              "boxes": boxes.numpy().astype(np.float32)})
-        return torch.from_numpy(logits), torch.from_numpy(iou)

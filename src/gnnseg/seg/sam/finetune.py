@@ -41,10 +41,10 @@ from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.crop import CropWindow, resize_crop, resize_mask_crop
 from gnnseg.seg.sam.model import Sam
-from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.prepared import PreparedSet, quarter_turn
 from gnnseg.seg.sam.preprocess import boxes_from_mask
 from gnnseg.seg.sam.samples import PromptSample, jittered_box
+from gnnseg.seg.sam.shipped import make_predictor
 
 TRAINING_FORMAT = "gnnseg-sam-training"
 
@@ -152,7 +152,7 @@ def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int 
 
     Samples that share an image share one ``set_image`` and one batched ``predict``.
     """
-    predictor = SamPredictor(model)
+    predictor = make_predictor(model)
     masks: list[np.ndarray | None] = [None] * len(samples)
     by_image: dict[int, list[int]] = {}
     for index, sample in enumerate(samples):

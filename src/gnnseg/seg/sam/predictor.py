@@ -18,49 +18,38 @@ encoder depends on the model:
   image, which at 128 pixels is cheap.
 
 The whole-image embedding is kept by ``set_image`` for every later ``predict``, and the last
-``cache_size`` embeddings are remembered by the image's content (a BLAKE2 digest of its pixels), so setting an image
-again (a slice shared by overlapping 3D boxes, the same upload twice) skips the encoder. Box-centred windows are
-encoded in one batch per ``predict`` call.
+``cache_size`` embeddings are remembered by the image's content (:class:`~gnnseg.seg.sam.prediction.EmbeddingMemo`),
+so setting an image again (a slice shared by overlapping 3D boxes, the same upload twice) skips the encoder.
+Box-centred windows are encoded in one batch per ``predict`` call. Models exported to ONNX have their own
+predictor with the same interface (:class:`~gnnseg.seg.sam.onnx_predictor.OnnxPredictor`);
+:func:`~gnnseg.seg.sam.shipped.make_predictor` picks the right one.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from gnnseg.seg.sam.crop import CropWindow, resize_crop
 from gnnseg.seg.sam.model import Sam
+from gnnseg.seg.sam.prediction import (
+    EmbeddingMemo,
+    Prediction,
+    to_input_coords,
+    whole_image_masks,
+)
 from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes, whole_image_input
-
-
-@dataclass
-class Prediction:
-    """Masks ``(N, M, H, W)`` bool, predicted IoU ``(N, M)`` and logits ``(N, M, H, W)`` at the image's size.
-
-    ``N`` prompts, ``M`` masks per prompt (3 with ``multimask``, else 1).
-    """
-
-    masks: np.ndarray
-    iou: np.ndarray
-    logits: np.ndarray
 
 
 class SamPredictor:
     """``set_image`` once, ``predict`` many times."""
 
     def __init__(self, model: Sam, *, cache_size: int = 16) -> None:
-        if cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self.model = model.eval()
         self.cache_size = cache_size
         self.encoder_calls = 0
-        self._cache: OrderedDict[str, tuple[Tensor, tuple[int, int]]] = OrderedDict()
+        self._memo = EmbeddingMemo(cache_size)
         self._image: np.ndarray | None = None
         self._embedding: Tensor | None = None
         self._input_hw: tuple[int, int] | None = None
@@ -83,26 +72,21 @@ class SamPredictor:
         self._embedding = None
         if self.box_centred:
             return
-        digest = hashlib.blake2b(repr(rgb.shape).encode(), digest_size=16)
-        digest.update(np.ascontiguousarray(rgb).data)
-        key = digest.hexdigest()
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            self._embedding, self._input_hw = self._cache[key]
+        key = self._memo.key(rgb)
+        cached = self._memo.get(key)
+        if cached is not None:
+            self._embedding, self._input_hw = cached
             return
         pixels, self._input_hw = self._whole_image_input(rgb)
         self._embedding = self.model.encode(pixels)
         self.encoder_calls += 1
-        if self.cache_size:
-            self._cache[key] = (self._embedding, self._input_hw)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        self._memo.put(key, (self._embedding, self._input_hw))
 
     def _whole_image_input(self, rgb: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
         config = self.model.config
         pixels, input_hw = whole_image_input(rgb, config.image_size, layout=config.layout,
                                              normalization=config.normalization)
-        return pixels.to(self.device), input_hw
+        return torch.from_numpy(pixels).to(self.device), input_hw
 
     @property
     def device(self) -> torch.device:
@@ -112,14 +96,8 @@ class SamPredictor:
         return torch.as_tensor(values, dtype=dtype, device=self.device)
 
     def _to_input_coords(self, xy: np.ndarray) -> np.ndarray:
-        """Scale ``(..., 2k)`` x, y pairs from the image to the model input of the whole-image modes."""
-        height, width = self.image_shape
-        size = self.model.image_size
-        if self.model.config.layout == "square":
-            factors = np.array([size / width, size / height])
-        else:  # SAM's ResizeLongestSide scales each axis by its rounded new length
-            factors = np.array([self._input_hw[1] / width, self._input_hw[0] / height])
-        return xy * np.tile(factors, xy.shape[-1] // 2)
+        config = self.model.config
+        return to_input_coords(xy, self.image_shape, self._input_hw, config.image_size, config.layout)
 
     @torch.inference_mode()
     def predict(self, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
@@ -139,10 +117,8 @@ class SamPredictor:
             raise ValueError("give at least one prompt: boxes and/or points")
         if self.box_centred:
             logits, iou = self._predict_in_windows(box_array, point_array, label_array, multimask)
-            masks = logits > 0
-        else:
-            logits, iou, masks = self._predict_whole_image(box_array, point_array, label_array, multimask)
-        return Prediction(masks.numpy(), iou.numpy(), logits.numpy())
+            return Prediction(logits.numpy() > 0, iou.numpy(), logits.numpy())
+        return self._predict_whole_image(box_array, point_array, label_array, multimask)
 
     def _check_points(self, points, labels, boxes) -> tuple[np.ndarray | None, np.ndarray | None]:
         if points is None:
@@ -170,21 +146,17 @@ class SamPredictor:
             raise ValueError(f"{len(boxes)} boxes but {len(coords)} point sets: give one point set per box")
         return coords, labels
 
-    def _predict_whole_image(self, boxes, points, labels, multimask) -> tuple[Tensor, Tensor, Tensor]:
-        height, width = self.image_shape
+    def _predict_whole_image(self, boxes, points, labels, multimask) -> Prediction:
         box_tensor = None if boxes is None else self._tensor(self._to_input_coords(boxes), torch.float32)
         point_prompt = None
         if points is not None:
             point_prompt = (self._tensor(self._to_input_coords(points), torch.float32),
                             self._tensor(labels, torch.int64))
         low_res, iou = self.model.decode(self._embedding, points=point_prompt, boxes=box_tensor, multimask=multimask)
-        low_res, iou = low_res.float().cpu(), iou.float().cpu()
-        if self.model.config.layout == "square":
-            probabilities = F.interpolate(torch.sigmoid(low_res), (height, width), mode="bilinear",
-                                          align_corners=False)
-            return torch.logit(probabilities, eps=1e-6), iou, probabilities > 0.5
-        logits = self.model.upscale(low_res, self._input_hw, (height, width))
-        return logits, iou, logits > 0
+        config = self.model.config
+        logits, masks = whole_image_masks(low_res.float().cpu().numpy(), config.layout, config.image_size,
+                                          self._input_hw, self.image_shape)
+        return Prediction(masks, iou.float().cpu().numpy(), logits)
 
     def _predict_in_windows(self, boxes, points, labels, multimask) -> tuple[Tensor, Tensor]:
         """One window per prompt around its box (or, without a box, around its points)."""

@@ -41,9 +41,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
-from skimage.transform import resize
 
 __all__ = [
     "CT_WINDOWS",
@@ -235,6 +233,8 @@ def resize_image(rgb_uint8: np.ndarray, size: int = 1024, *, anti_aliasing: bool
     Returns:
         float32 ``(size, size, 3)`` within the input's value range.
     """
+    from skimage.transform import resize  # imported here: a Lite model's runtime never needs it
+
     array = _check_hwc("rgb_uint8", rgb_uint8)
     size = _check_size(size)
     resized = resize(array, (size, size), order=3, preserve_range=True, anti_aliasing=anti_aliasing)
@@ -255,6 +255,8 @@ def resize_mask(mask: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     if len(target) != array.ndim or any(s < 1 for s in target):
         raise ValueError(f"shape {tuple(shape)} must give {array.ndim} positive sizes for a mask of shape "
                          f"{array.shape}")
+    from skimage.transform import resize
+
     resized = resize(array, target, order=0, preserve_range=True, anti_aliasing=False)
     return resized.astype(array.dtype)
 
@@ -269,7 +271,7 @@ def minmax_normalize(image: np.ndarray) -> np.ndarray:
     return ((values - low) / max(float(values.max() - low), 1e-8)).astype(np.float32)
 
 
-def normalize_for_model(resized_float_hwc: np.ndarray, mode: str = "minmax") -> torch.Tensor:
+def normalize_for_model(resized_float_hwc: np.ndarray, mode: str = "minmax") -> np.ndarray:
     """Normalize a resized ``(S, S, 3)`` image and lay it out as the encoder's ``(1, 3, S, S)`` float32 input.
 
     Args:
@@ -285,10 +287,10 @@ def normalize_for_model(resized_float_hwc: np.ndarray, mode: str = "minmax") -> 
     else:
         mean, std = np.asarray(IMAGENET_PIXEL_MEAN), np.asarray(IMAGENET_PIXEL_STD)
         normalized = ((array.astype(np.float64) - mean) / std).astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)))[None]
+    return np.ascontiguousarray(normalized.transpose(2, 0, 1), dtype=np.float32)[None]
 
 
-def medsam_model_input(image: np.ndarray, size: int = 1024) -> torch.Tensor:
+def medsam_model_input(image: np.ndarray, size: int = 1024) -> np.ndarray:
     """Steps 1 (layout) to 3 for an already windowed image: :func:`to_rgb_uint8`, :func:`resize_image`,
     :func:`normalize_for_model` (min-max). Returns ``(1, 3, size, size)`` float32."""
     return normalize_for_model(resize_image(to_rgb_uint8(image), size), "minmax")
@@ -340,22 +342,22 @@ def pad_to_square(image: np.ndarray, size: int = 256) -> np.ndarray:
     return np.pad(array, padding)
 
 
-def lite_model_input(image: np.ndarray, size: int = 256) -> tuple[torch.Tensor, tuple[int, int]]:
+def lite_model_input(image: np.ndarray, size: int = 256) -> tuple[np.ndarray, tuple[int, int]]:
     """Lite MedSAM's image chain: :func:`to_rgb_uint8`, :func:`resize_longest_side`, :func:`minmax_normalize`
     (before padding, so the padding does not change the minimum), :func:`pad_to_square`.
 
     Returns:
-        ``(1, 3, size, size)`` float32 tensor and the ``(H', W')`` of the image inside the padding, which
+        ``(1, 3, size, size)`` float32 array and the ``(H', W')`` of the image inside the padding, which
         post-processing crops back to before resizing masks to the original size.
     """
     resized = minmax_normalize(resize_longest_side(to_rgb_uint8(image), size))
     padded = pad_to_square(resized, size)
-    tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))[None]
-    return tensor, (int(resized.shape[0]), int(resized.shape[1]))
+    pixels = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)[None]
+    return pixels, (int(resized.shape[0]), int(resized.shape[1]))
 
 
 def whole_image_input(rgb: np.ndarray, size: int, *, layout: str, normalization: str
-                      ) -> tuple[torch.Tensor, tuple[int, int]]:
+                      ) -> tuple[np.ndarray, tuple[int, int]]:
     """A whole RGB image as a ``(1, 3, size, size)`` model input, and the ``(H', W')`` of the image inside it.
 
     ``layout="square"``: MedSAM's chain (:func:`medsam_model_input`), ``H' = W' = size``. ``layout="padded"``:

@@ -5,27 +5,39 @@
 - ``lite_medsam``: Lite MedSAM's architecture (TinyViT, whole image at 256), distilled from a ViT teacher and
   fine-tuned by ``benchmarks/lite_medsam_train.py``.
 
-Both are stored in half precision; docs/MODEL_CARD.md gives their data, scores and limits. :func:`load_model` also
+- ``lite_medsam_fast``: a lighter TinyViT distilled from ``lite_medsam`` for CPUs.
+
+All are stored in half precision; docs/MODEL_CARD.md gives their data, scores and limits. :func:`load_model` also
 takes any checkpoint path (SAM, MedSAM, MobileSAM, Lite MedSAM or gnnseg layout) or a folder written by
-:func:`gnnseg.seg.sam.export.export_onnx`, which then runs with onnxruntime.
+:func:`gnnseg.seg.sam.export.export_onnx`, which then runs with onnxruntime; :func:`make_predictor` gives the
+predictor for either. torch is imported only when a PyTorch model is loaded, so segmenting with an export starts fast.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gnnseg.core.checkpoint import CheckpointError
-from gnnseg.seg.sam.checkpoint import load_sam
-from gnnseg.seg.sam.model import Normalization, Sam
+from gnnseg.seg.sam.config import Normalization
+from gnnseg.seg.sam.onnx_model import OnnxSam
+from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
+
+if TYPE_CHECKING:
+    from gnnseg.seg.sam.model import Sam
+    from gnnseg.seg.sam.predictor import SamPredictor
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-PACKAGED_MODELS = {"vit_cpu": WEIGHTS / "medsam_cpu.pt", "lite_medsam": WEIGHTS / "lite_medsam.pt"}
+PACKAGED_MODELS = {"vit_cpu": WEIGHTS / "medsam_cpu.pt", "lite_medsam": WEIGHTS / "lite_medsam.pt",
+                   "lite_medsam_fast": WEIGHTS / "lite_medsam_fast.pt"}
 DEFAULT_MODEL = "vit_cpu"
 SHIPPED_MODEL_PATH = PACKAGED_MODELS[DEFAULT_MODEL]
 
 
 def load_shipped_model(name: str = DEFAULT_MODEL) -> Sam:
     """A packaged model (see :data:`PACKAGED_MODELS`) in eval mode."""
+    from gnnseg.core.checkpoint import CheckpointError
+    from gnnseg.seg.sam.checkpoint import load_sam
+
     if name not in PACKAGED_MODELS:
         raise ValueError(f"no packaged model {name!r}; choose one of {sorted(PACKAGED_MODELS)}")
     path = PACKAGED_MODELS[name]
@@ -35,15 +47,24 @@ def load_shipped_model(name: str = DEFAULT_MODEL) -> Sam:
     return model
 
 
-def load_model(checkpoint: str | Path | None = None, normalization: Normalization | None = None):
+def load_model(checkpoint: str | Path | None = None, normalization: Normalization | None = None) -> Sam | OnnxSam:
     """The packaged default (``None``), a packaged model by name, an ONNX export folder, or a checkpoint path."""
     if checkpoint is None:
         return load_shipped_model()
     if str(checkpoint) in PACKAGED_MODELS:
         return load_shipped_model(str(checkpoint))
     if Path(checkpoint).is_dir():
-        from gnnseg.seg.sam.export import OnnxSam
-
         return OnnxSam(checkpoint)
+    from gnnseg.seg.sam.checkpoint import load_sam
+
     model, _ = load_sam(checkpoint, normalization=normalization)
     return model
+
+
+def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16) -> SamPredictor | OnnxPredictor:
+    """The predictor for a model from :func:`load_model`: ``set_image`` once, ``predict`` many times."""
+    if isinstance(model, OnnxSam):
+        return OnnxPredictor(model, cache_size=cache_size)
+    from gnnseg.seg.sam.predictor import SamPredictor
+
+    return SamPredictor(model, cache_size=cache_size)

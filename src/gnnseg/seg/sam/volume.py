@@ -13,11 +13,16 @@ Label ``k`` of the result is box ``k`` (1-based); later boxes overwrite earlier 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from gnnseg.seg.io.challenge_npz import ChallengeCase, segs_from_masks
-from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.preprocess import boxes_from_mask, validate_boxes
+
+if TYPE_CHECKING:
+    from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
+    from gnnseg.seg.sam.predictor import SamPredictor
 
 
 def validate_boxes_3d(boxes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -42,7 +47,7 @@ def validate_boxes_3d(boxes: np.ndarray, shape: tuple[int, int, int]) -> np.ndar
     return np.round(np.column_stack([in_plane[:, :2], z[:, 0], in_plane[:, 2:], z[:, 1]])).astype(np.int64)
 
 
-def segment_box_3d(predictor: SamPredictor, volume: np.ndarray, box: np.ndarray,
+def segment_box_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray,
                    margin: int = 3) -> tuple[np.ndarray, float]:
     """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice,
     and its predicted IoU: the slices' predicted IoUs weighted by their mask areas (their plain mean when every
@@ -67,7 +72,7 @@ def segment_box_3d(predictor: SamPredictor, volume: np.ndarray, box: np.ndarray,
     return mask, float(np.average(ious, weights=areas) if areas.sum() else ious.mean())
 
 
-def segment_boxes_3d(predictor: SamPredictor, volume: np.ndarray,
+def segment_boxes_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray,
                      boxes: np.ndarray, margin: int = 3) -> tuple[list[np.ndarray], np.ndarray]:
     """One boolean mask and one predicted IoU per ``(N, 6)`` 3D box over a ``(D, H, W)`` volume scaled to 0..255."""
     volume = np.asarray(volume)
@@ -77,12 +82,13 @@ def segment_boxes_3d(predictor: SamPredictor, volume: np.ndarray,
     return [mask for mask, _ in answers], np.array([iou for _, iou in answers])
 
 
-def segment_volume(predictor: SamPredictor, volume: np.ndarray, boxes: np.ndarray, margin: int = 3) -> np.ndarray:
+def segment_volume(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, boxes: np.ndarray,
+                   margin: int = 3) -> np.ndarray:
     """``(D, H, W)`` uint16 labels for ``(N, 6)`` 3D boxes over a ``(D, H, W)`` volume already scaled to 0..255."""
     return segs_from_masks(segment_boxes_3d(predictor, volume, boxes, margin)[0])
 
 
-def segment_challenge_case(predictor: SamPredictor, case: ChallengeCase) -> np.ndarray:
+def segment_challenge_case(predictor: SamPredictor | OnnxPredictor, case: ChallengeCase) -> np.ndarray:
     """The ``segs`` array for one challenge case (2D: one batched call for all boxes; 3D: propagation)."""
     if case.is_3d:
         return segment_volume(predictor, case.image, case.boxes)

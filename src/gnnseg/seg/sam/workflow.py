@@ -1,4 +1,5 @@
-"""File-level tasks behind ``gnnseg seg segment | finetune | distill | export-onnx | evaluate``: read files, call the library, write files.
+"""File-level tasks behind ``gnnseg seg finetune | distill | export-onnx | evaluate``: read files, call the library,
+write files (``gnnseg seg segment`` is :mod:`gnnseg.seg.sam.segment_files`).
 
 Everything here takes paths and returns a JSON-able summary; nothing overwrites an existing output.
 """
@@ -12,113 +13,22 @@ from typing import Any
 
 import numpy as np
 
-from gnnseg.seg.io import (
-    MedicalImage,
-    read_dicom_series,
-    read_image_2d,
-    read_nifti,
-    write_image_2d,
-    write_nifti,
-)
-from gnnseg.seg.io.challenge_npz import read_challenge_npz, write_challenge_segs
-from gnnseg.seg.io.image import ImageFormatError
+from gnnseg.seg.io import read_image_2d, read_nifti
 from gnnseg.seg.io.image2d import SUFFIXES_2D
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.checkpoint import save_sam
-from gnnseg.seg.sam.distill import DistillConfig, cache_teacher_embeddings, distill_encoder, student_from_teacher
+from gnnseg.seg.sam.distill import (
+    DistillConfig,
+    cache_teacher_embeddings,
+    distill_encoder,
+    student_from_teacher,
+)
 from gnnseg.seg.sam.finetune import FinetuneConfig, box_prompted_masks, finetune
 from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.prepared import PreparedSet
-from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.preprocess import CT_WINDOWS, clip_percentiles, window_ct
 from gnnseg.seg.sam.samples import PromptSample, samples_from_image, samples_from_volume
+from gnnseg.seg.sam.segment_files import VOLUME_SUFFIXES, refuse_existing
 from gnnseg.seg.sam.shipped import load_model
-from gnnseg.seg.sam.volume import segment_challenge_case, segment_volume
-
-VOLUME_SUFFIXES = (".nii", ".nii.gz")
-
-
-def _refuse_existing(path: Path) -> None:
-    if path.exists():
-        raise FileExistsError(f"{path} exists; choose another output path")
-
-
-def segment_image(image_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
-                  checkpoint: str | None = None) -> dict[str, Any]:
-    """Segment the objects in ``(N, 4)`` boxes of a 2D image; write a PNG with label ``k`` for box ``k``.
-
-    With one box the PNG holds 0/255 so that it is visible in any viewer.
-    """
-    output = Path(output)
-    _refuse_existing(output)
-    image = read_image_2d(image_path).array
-    predictor = SamPredictor(load_model(checkpoint))
-    started = time.perf_counter()
-    predictor.set_image(image)
-    prediction = predictor.predict(boxes=boxes)
-    seconds = time.perf_counter() - started
-    masks = prediction.masks[:, 0]
-    labels = np.zeros(masks.shape[1:], dtype=np.uint8)
-    for index, mask in enumerate(masks):
-        labels[mask] = 255 if len(masks) == 1 else index + 1
-    write_image_2d(labels, output)
-    return {"output": str(output), "boxes": len(masks), "predicted_iou": prediction.iou[:, 0].tolist(),
-            "foreground_pixels": [int(m.sum()) for m in masks], "seconds": seconds}
-
-
-def read_volume(path: str | os.PathLike) -> MedicalImage:
-    """A NIfTI file or a DICOM series folder as ``(Z, Y, X)``."""
-    path = Path(path)
-    if path.is_dir():
-        return read_dicom_series(path)
-    if path.name.lower().endswith(VOLUME_SUFFIXES):
-        return read_nifti(path)
-    raise ImageFormatError(f"{path}: give a NIfTI file (.nii, .nii.gz) or a folder holding a DICOM series")
-
-
-def scale_volume(array: np.ndarray, modality: str, window: str = "soft_tissue") -> np.ndarray:
-    """CT through a window, MR (and anything else) clipped to its 0.5-99.5 percentiles; uint8 ``(Z, Y, X)``."""
-    if modality == "ct":
-        if window not in CT_WINDOWS:
-            raise ValueError(f"unknown CT window {window!r}; choose one of {sorted(CT_WINDOWS)}")
-        scaled = window_ct(array, window)
-    elif modality == "mr":
-        scaled = clip_percentiles(array)
-    else:
-        raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
-    return np.round(scaled).astype(np.uint8)
-
-
-def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
-                        modality: str = "ct", window: str = "soft_tissue",
-                        checkpoint: str | None = None) -> dict[str, Any]:
-    """Segment ``(N, 6)`` 3D boxes ``x_min, y_min, z_min, x_max, y_max, z_max`` (voxel indices of the ``(Z, Y, X)``
-    array) in a volume; write the labels as NIfTI on the volume's grid."""
-    output = Path(output)
-    _refuse_existing(output)
-    volume = read_volume(volume_path)
-    predictor = SamPredictor(load_model(checkpoint))
-    started = time.perf_counter()
-    labels = segment_volume(predictor, scale_volume(volume.array, modality, window), boxes)
-    seconds = time.perf_counter() - started
-    write_nifti(MedicalImage(labels.astype(np.uint16), volume.spacing, volume.affine), output)
-    return {"output": str(output), "boxes": len(np.atleast_2d(boxes)), "seconds": seconds,
-            "voxels_per_label": {int(k): int((labels == k).sum()) for k in np.unique(labels) if k}}
-
-
-def segment_challenge_file(case_path: str | os.PathLike, output: str | os.PathLike, *,
-                           checkpoint: str | None = None) -> dict[str, Any]:
-    """Answer one CVPR 2024 "MedSAM on Laptop" case: ``imgs`` + ``boxes`` in, ``segs`` out (labels in box order)."""
-    output = Path(output)
-    _refuse_existing(output)
-    case = read_challenge_npz(case_path)
-    predictor = SamPredictor(load_model(checkpoint))
-    started = time.perf_counter()
-    segs = segment_challenge_case(predictor, case)
-    seconds = time.perf_counter() - started
-    write_challenge_segs(output, segs, case=case)
-    return {"output": str(output), "case": case.name, "is_3d": case.is_3d, "boxes": case.num_boxes,
-            "seconds": seconds}
 
 
 def _paired_files(images: Path, masks: Path) -> list[tuple[Path, Path]]:
@@ -174,7 +84,7 @@ def distill_folders(images: str, masks: str, output: str, *, teacher: str, stude
     """Lite MedSAM's two stages on folder pairs: distil ``student``'s encoder from the ``teacher`` checkpoint
     (embeddings cached in ``output``), hand it the teacher's prompt encoder and decoder, fine-tune everything."""
     output_path = Path(output)
-    _refuse_existing(output_path / "model.pt")
+    refuse_existing(output_path / "model.pt")
     teacher_model = load_model(teacher)
     student_model = build_sam(student)
     if student_model.config.crop_margin is not None:

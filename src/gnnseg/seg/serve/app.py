@@ -34,12 +34,22 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gnnseg.seg.io.challenge_npz import segs_from_masks
-from gnnseg.seg.sam.predictor import SamPredictor
 from gnnseg.seg.sam.preprocess import validate_boxes
-from gnnseg.seg.sam.shipped import load_model
+from gnnseg.seg.sam.shipped import load_model, make_predictor
 from gnnseg.seg.sam.volume import segment_boxes_3d, validate_boxes_3d
-from gnnseg.seg.serve.encoding import image_png_bytes, nifti_bytes, npz_bytes, png_bytes, rle_encode
-from gnnseg.seg.serve.uploads import ImageStore, UploadedImage, UploadError, decode_upload
+from gnnseg.seg.serve.encoding import (
+    image_png_bytes,
+    nifti_bytes,
+    npz_bytes,
+    png_bytes,
+    rle_encode,
+)
+from gnnseg.seg.serve.uploads import (
+    ImageStore,
+    UploadedImage,
+    UploadError,
+    decode_upload,
+)
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -68,7 +78,7 @@ class Segmenter:
     def __init__(self, model, cache_bytes: int) -> None:
         config = model.config
         embedding_bytes = 4 * config.prompt_dim * config.embedding_size ** 2
-        self.predictor = SamPredictor(model, cache_size=max(1, cache_bytes // embedding_bytes))
+        self.predictor = make_predictor(model, cache_size=max(1, cache_bytes // embedding_bytes))
         self.lock = threading.Lock()
 
     def segment_2d(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

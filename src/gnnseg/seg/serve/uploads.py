@@ -97,7 +97,7 @@ def _nifti_header(data: bytes) -> bytes | None:
 def scale_volume_for_display(array: np.ndarray, modality: str, window: str) -> np.ndarray:
     """A volume's intensities as uint8: ``ct`` through a window, ``mr`` clipped to percentiles, ``auto`` picks CT
     when the values reach below -200 (Hounsfield units of air and fat)."""
-    from gnnseg.seg.sam.workflow import scale_volume
+    from gnnseg.seg.sam.segment_files import scale_volume
 
     if modality == "auto":
         modality = "ct" if float(np.min(array)) < -200 else "mr"

@@ -1,0 +1,112 @@
+"""What every box-prompted predictor shares, in numpy only: its answer, its embedding memo, prompt scaling and
+mask upscaling.
+
+:class:`~gnnseg.seg.sam.predictor.SamPredictor` (PyTorch models) and
+:class:`~gnnseg.seg.sam.onnx_predictor.OnnxPredictor` (exported models, no torch import) both use these, so the
+two answer the same prompt the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Prediction:
+    """Masks ``(N, M, H, W)`` bool, predicted IoU ``(N, M)`` and logits ``(N, M, H, W)`` at the image's size.
+
+    ``N`` prompts, ``M`` masks per prompt (3 with ``multimask``, else 1).
+    """
+
+    masks: np.ndarray
+    iou: np.ndarray
+    logits: np.ndarray
+
+
+class EmbeddingMemo:
+    """The last ``size`` image embeddings, keyed by a BLAKE2 digest of the image's shape and pixels.
+
+    Setting an image again (a slice shared by overlapping 3D boxes, the same upload twice) then skips the encoder.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {size}")
+        self.size = size
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+
+    @staticmethod
+    def key(image: np.ndarray) -> str:
+        digest = hashlib.blake2b(repr(image.shape).encode(), digest_size=16)
+        digest.update(np.ascontiguousarray(image).data)
+        return digest.hexdigest()
+
+    def get(self, key: str) -> Any | None:
+        if key not in self._entries:
+            return None
+        self._entries.move_to_end(key)
+        return self._entries[key]
+
+    def put(self, key: str, value: Any) -> None:
+        if not self.size:
+            return
+        self._entries[key] = value
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
+def to_input_coords(xy: np.ndarray, image_hw: Sequence[int], input_hw: Sequence[int], size: int,
+                    layout: str) -> np.ndarray:
+    """Scale ``(..., 2k)`` x, y pairs from the image to a whole-image model's input grid.
+
+    ``square`` (MedSAM) stretches each axis to ``size``; ``padded`` (SAM, Lite MedSAM) scales each axis by its
+    rounded new length ``input_hw``, as SAM's ``ResizeLongestSide`` does.
+    """
+    height, width = image_hw
+    if layout == "square":
+        factors = np.array([size / width, size / height])
+    else:
+        factors = np.array([input_hw[1] / width, input_hw[0] / height])
+    return np.asarray(xy) * np.tile(factors, np.shape(xy)[-1] // 2)
+
+
+def bilinear_resize(array: np.ndarray, hw: Sequence[int]) -> np.ndarray:
+    """Resize the last two axes to ``hw`` by bilinear interpolation with half-pixel centres: the values of
+    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``, without torch."""
+    source = np.asarray(array, dtype=np.float32)
+    for axis, new_length in ((-2, int(hw[0])), (-1, int(hw[1]))):
+        length = source.shape[axis]
+        if new_length == length:
+            continue
+        position = np.maximum((np.arange(new_length, dtype=np.float64) + 0.5) * (length / new_length) - 0.5, 0.0)
+        low = np.minimum(np.floor(position).astype(np.int64), length - 1)
+        high = np.minimum(low + 1, length - 1)
+        weight = (position - low).astype(np.float32)
+        shape = [1] * source.ndim
+        shape[axis] = new_length
+        weight = weight.reshape(shape)
+        source = np.take(source, low, axis=axis) * (1 - weight) + np.take(source, high, axis=axis) * weight
+    return source
+
+
+def whole_image_masks(low_res: np.ndarray, layout: str, size: int, input_hw: Sequence[int],
+                      image_hw: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, M, h, w)`` low-resolution logits of a whole-image model -> logits and masks at the image's size.
+
+    ``square`` (MedSAM's ``MedSAM_Inference.py``): sigmoid, bilinear to the image, probability > 0.5 (the logits
+    returned are those of the resized probabilities). ``padded`` (SAM's ``postprocess_masks``): bilinear to the
+    input size, padding cropped to ``input_hw``, bilinear to the image, logit > 0.
+    """
+    if layout == "square":
+        probabilities = bilinear_resize(1.0 / (1.0 + np.exp(-low_res.astype(np.float32))), image_hw)
+        clipped = np.clip(probabilities, 1e-6, 1 - 1e-6)
+        return np.log(clipped / (1 - clipped)), probabilities > 0.5
+    logits = bilinear_resize(low_res, (size, size))[..., : input_hw[0], : input_hw[1]]
+    logits = bilinear_resize(logits, image_hw)
+    return logits, logits > 0
