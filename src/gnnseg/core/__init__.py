@@ -6,7 +6,7 @@ import torch through this package.
 
 from importlib import import_module
 
-# imported now: the function shares its module's name, which would otherwise shadow it once the module is loaded
+# imported now (it is light): the function shares its module's name, which would shadow it once the module loads
 from gnnseg.core.progress import progress
 
 _HOMES = {
