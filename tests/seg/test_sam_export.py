@@ -88,6 +88,16 @@ def test_an_export_runs_in_a_process_that_never_imports_torch(exported, tmp_path
     assert (tmp_path / "mask.png").is_file()
 
 
+def test_a_corrupt_export_is_named(exported, tmp_path):
+    _, folder = exported
+    for name in ("encoder.onnx", "config.json"):
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    (tmp_path / "decoder.onnx").write_bytes(b"not an onnx graph")
+    model = OnnxSam(tmp_path, threads=1)
+    with pytest.raises(ValueError, match="decoder.onnx cannot be opened"):
+        model.decode_boxes(np.zeros((1, 32, 16, 16), np.float32), np.array([[1.0, 1.0, 10.0, 10.0]]))
+
+
 def test_missing_export_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="encoder.onnx"):
         OnnxSam(tmp_path)

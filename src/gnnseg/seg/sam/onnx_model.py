@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,23 @@ class OnnxSam:
         # spinning by one would hold the cores the other needs (30-slice case: 4.9 s spinning, 3.6 s without).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        self.encoder = onnxruntime.InferenceSession(str(folder / "encoder.onnx"), options, providers=providers)
-        self.decoder = onnxruntime.InferenceSession(str(folder / "decoder.onnx"), options, providers=providers)
+        # The decoder's session opens in the background while the encoder's opens and runs: ~50 ms of every new
+        # process that segments one image (a failure to open it is raised by the first decode).
+        def session(name: str):
+            try:
+                return onnxruntime.InferenceSession(str(folder / name), options, providers=providers)
+            except Exception as exc:  # onnxruntime raises its own classes for unreadable or invalid graphs
+                raise ValueError(f"{folder / name} cannot be opened by onnxruntime: {exc}") from exc
+
+        opener = ThreadPoolExecutor(max_workers=1)
+        self._decoder = opener.submit(session, "decoder.onnx")
+        opener.shutdown(wait=False)
+        self.encoder = session("encoder.onnx")
+
+    @property
+    def decoder(self):
+        """The decoder's onnxruntime session (waits for it to finish opening)."""
+        return self._decoder.result()
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """``(B, 3, S, S)`` encoder input -> ``(B, D, h, w)`` embeddings, one image per run."""
