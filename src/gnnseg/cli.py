@@ -289,6 +289,31 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
     return result
 
 
+def _lite_predict(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.sam.challenge import predict_cases
+
+    result = predict_cases(args.input, args.output, checkpoint=args.checkpoint,
+                           show_progress=False if args.json else None)
+    if not args.json:
+        result.pop("seconds")
+    return result
+
+
+def _lite_evaluate(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.sam.challenge import evaluate_cases
+
+    result = evaluate_cases(args.pred, args.gt)
+    if not args.json:
+        result.pop("per_case")
+    return result
+
+
+def _lite_convert(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.sam.challenge import write_cases
+
+    return write_cases(args.data, args.output)
+
+
 def _serve(args: argparse.Namespace) -> dict:
     try:
         import uvicorn
@@ -580,6 +605,27 @@ def build_parser() -> argparse.ArgumentParser:
     assess.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
     assess.add_argument("--json", action="store_true")
     assess.set_defaults(handler=_seg_evaluate)
+
+    lite = seg.add_parser("lite", help="the CVPR 2024 'MedSAM on Laptop' challenge format: folders of npz cases"
+                          ).add_subparsers(dest="lite_command", required=True)
+    run = lite.add_parser("predict", help="write segs for every npz case of a folder")
+    run.add_argument("--input", required=True, help="folder of 2DBox_*.npz / 3DBox_*.npz cases (imgs, boxes)")
+    run.add_argument("--output", required=True, help="folder for the segs files (same names; never overwritten)")
+    run.add_argument("--checkpoint", default="lite_medsam",
+                     help="checkpoint, ONNX export folder or packaged model (default: lite_medsam)")
+    run.add_argument("--json", action="store_true")
+    run.set_defaults(handler=_lite_predict)
+    score = lite.add_parser("evaluate", help="DSC and NSD per case as the challenge scored them")
+    score.add_argument("--pred", required=True, help="folder of segs files")
+    score.add_argument("--gt", required=True, help="folder of ground-truth files (gts, and spacing for 3D)")
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(handler=_lite_evaluate)
+    convert = lite.add_parser("convert", help="write the held-out Kvasir-SEG images and the TotalSegmentator CT "
+                                              "as challenge cases (imgs/ and gts/)")
+    convert.add_argument("--data", default="../shared/datasets")
+    convert.add_argument("--output", required=True)
+    convert.add_argument("--json", action="store_true")
+    convert.set_defaults(handler=_lite_convert)
 
     serve = halves.add_parser("serve", help="HTTP service and web page for box-prompted segmentation")
     serve.add_argument("--checkpoint", default="lite_medsam",

@@ -1,0 +1,67 @@
+"""The "MedSAM on Laptop" challenge loop on our real data: convert, predict every case, score as the challenge did.
+
+The held-out Kvasir-SEG images (40 2D cases) and the TotalSegmentator CT (one 3D case, 37 organs) are written as
+challenge cases (``gnnseg seg lite convert``); each packaged Lite model, exported to ONNX, answers them
+(``gnnseg seg lite predict``); ``gnnseg seg lite evaluate`` gives DSC and NSD per case. Writes
+benchmarks/results/lite_challenge.{json,md}.
+
+    python benchmarks/lite_challenge.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gnnseg.core import machine_info, write_json
+from gnnseg.seg.sam.challenge import evaluate_cases, predict_cases, write_cases
+from gnnseg.seg.sam.export import export_onnx
+from gnnseg.seg.sam.shipped import load_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODELS = ("lite_medsam", "lite_medsam_fast")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/datasets")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        cases = write_cases(args.data, folder / "cases")
+        for name in MODELS:
+            export_onnx(load_model(name), folder / name)
+            began = time.perf_counter()
+            run = predict_cases(folder / "cases" / "imgs", folder / f"pred_{name}", checkpoint=str(folder / name),
+                                show_progress=False)
+            seconds = time.perf_counter() - began
+            scores = evaluate_cases(folder / f"pred_{name}", folder / "cases" / "gts")["per_case"]
+            two_d = [score for case, score in scores.items() if case.startswith("2D")]
+            three_d = scores["3DBox_CT_example"]
+            rows.append({"model": f"{name} (onnxruntime)", "dsc_2d": float(np.mean([s["dsc"] for s in two_d])),
+                         "nsd_2d": float(np.mean([s["nsd"] for s in two_d])), "dsc_3d": three_d["dsc"],
+                         "nsd_3d": three_d["nsd"], "seconds_2d_mean": float(np.mean(
+                             [s for case, s in run["seconds"].items() if case.startswith("2D")])),
+                         "seconds_3d": run["seconds"]["3DBox_CT_example"], "seconds_total": seconds})
+            print(rows[-1], flush=True)
+    write_json(RESULTS / "lite_challenge.json", {
+        "benchmark": "lite_challenge", "machine": machine_info(), "cases": cases, "rows": rows,
+        "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv]))})
+    lines = ["| model | 2D DSC | 2D NSD | 3D DSC | 3D NSD | s per 2D case | s for the 3D case |", "|---" * 7 + "|"]
+    lines += [f"| {r['model']} | {r['dsc_2d']:.3f} | {r['nsd_2d']:.3f} | {r['dsc_3d']:.3f} | {r['nsd_3d']:.3f} | "
+              f"{r['seconds_2d_mean']:.2f} | {r['seconds_3d']:.1f} |" for r in rows]
+    lines.append(f"\n{cases['cases_2d']} 2D cases (held-out Kvasir-SEG polyps, boxes + 5 px) and one 3D case "
+                 f"(TotalSegmentator CT, {cases['objects_3d']} organs, tight 3D boxes); models loaded once.")
+    (RESULTS / "lite_challenge.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

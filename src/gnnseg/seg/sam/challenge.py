@@ -1,0 +1,162 @@
+"""The CVPR 2024 "MedSAM on Laptop" challenge, end to end: a folder of cases in, a folder of ``segs`` out, scored
+as the challenge scored them; and our real datasets written as cases.
+
+- :func:`predict_cases` answers every ``*.npz`` case of a folder (:mod:`gnnseg.seg.io.challenge_npz` gives the
+  format) with one model and one predictor, so that the embedding memo serves slices shared between 3D boxes.
+- :func:`evaluate_cases` scores predictions against ground-truth files (``gts``, and ``spacing`` for 3D) the way the
+  challenge's evaluation does: per case, DSC and NSD (tolerance 2: pixels in 2D, spacing-aware in 3D) of every
+  label of the ground truth, averaged over the labels; then the mean over cases. A missing prediction scores 0.
+- :func:`write_cases` writes the held-out Kvasir-SEG polyps (2D) and the TotalSegmentator CT organs (3D) of
+  ``../shared/datasets`` as ``imgs/`` and ``gts/`` folders in that format.
+
+torch-free at import, like ``gnnseg seg segment``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gnnseg.core.progress import progress
+from gnnseg.seg.io.challenge_npz import (
+    read_challenge_npz,
+    segs_from_masks,
+    write_challenge_segs,
+)
+from gnnseg.seg.io.image import ImageFormatError
+from gnnseg.seg.metrics import dice, normalized_surface_dice
+from gnnseg.seg.sam.preprocess import boxes_from_mask
+from gnnseg.seg.sam.samples import MIN_OBJECT_PIXELS
+from gnnseg.seg.sam.shipped import load_model, make_predictor
+from gnnseg.seg.sam.volume import segment_challenge_case
+
+NSD_TOLERANCE = 2.0
+"""The challenge's NSD tolerance: 2 pixels in 2D, 2 mm (in the file's spacing units) in 3D."""
+MEMO_SLICES = 64
+"""Embeddings kept by content while answering cases: the slices of a 3D case are shared by all its boxes (a 64 x 64
+embedding of 256 channels is 4 MiB)."""
+
+
+def _cases(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder of challenge .npz cases")
+    cases = sorted(folder.glob("*.npz"))
+    if not cases:
+        raise FileNotFoundError(f"{folder} holds no .npz cases")
+    return cases
+
+
+def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathLike, *,
+                  checkpoint: str | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+    """Write ``output_folder/<case>.npz`` (``segs``) for every case of ``input_folder``; existing outputs are refused
+    before any work is done."""
+    cases = _cases(input_folder)
+    output = Path(output_folder)
+    clashes = [str(output / case.name) for case in cases if (output / case.name).exists()]
+    if clashes:
+        raise FileExistsError(f"{len(clashes)} outputs exist already (first: {clashes[0]}); choose another folder")
+    output.mkdir(parents=True, exist_ok=True)
+    predictor = make_predictor(load_model(checkpoint), cache_size=MEMO_SLICES)
+    seconds = {}
+    for path in progress(cases, desc="cases", enabled=show_progress):
+        started = time.perf_counter()
+        case = read_challenge_npz(path)
+        write_challenge_segs(output / path.name, segment_challenge_case(predictor, case), case=case)
+        seconds[case.name] = time.perf_counter() - started
+    return {"cases": len(cases), "output": str(output), "seconds_mean": float(np.mean(list(seconds.values()))),
+            "seconds": seconds}
+
+
+def _ground_truth(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if "gts" not in arrays:
+                raise ImageFormatError(f"{path}: missing key 'gts' (found {sorted(arrays.files)})")
+            spacing = tuple(float(s) for s in arrays["spacing"]) if "spacing" in arrays else None
+            return np.asarray(arrays["gts"]), spacing
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ImageFormatError):
+            raise
+        raise ImageFormatError(f"{path}: not a readable ground-truth npz ({exc})") from exc
+
+
+def score_case(segs: np.ndarray, gts: np.ndarray, spacing: tuple[float, ...] | None = None) -> dict[str, float]:
+    """DSC and NSD of one case: every label of ``gts`` against the same label of ``segs``, averaged over labels."""
+    if segs.shape != gts.shape:
+        raise ValueError(f"prediction of shape {segs.shape} for a ground truth of shape {gts.shape}")
+    labels = [int(k) for k in np.unique(gts) if k != 0]
+    if not labels:
+        raise ValueError("the ground truth holds no labelled object")
+    grid = spacing if gts.ndim == 3 and spacing is not None else (1.0,) * gts.ndim
+    dsc = [dice(segs == k, gts == k) for k in labels]
+    nsd = [normalized_surface_dice(segs == k, gts == k, NSD_TOLERANCE, grid) for k in labels]
+    return {"dsc": float(np.mean(dsc)), "nsd": float(np.mean(nsd)), "labels": len(labels)}
+
+
+def evaluate_cases(prediction_folder: str | os.PathLike, truth_folder: str | os.PathLike) -> dict[str, Any]:
+    """Score every ground-truth case of ``truth_folder`` against the same file name in ``prediction_folder``."""
+    predictions = Path(prediction_folder)
+    per_case, missing = {}, []
+    for path in _cases(truth_folder):
+        gts, spacing = _ground_truth(path)
+        name = path.name[: -len(".npz")]
+        if not (predictions / path.name).is_file():
+            missing.append(path.name)
+            per_case[name] = {"dsc": 0.0, "nsd": 0.0, "labels": int(len(np.unique(gts)) - 1)}
+            continue
+        with np.load(predictions / path.name, allow_pickle=False) as arrays:
+            if "segs" not in arrays:
+                raise ImageFormatError(f"{predictions / path.name}: missing key 'segs' (found {sorted(arrays.files)})")
+            segs = np.asarray(arrays["segs"])
+        per_case[name] = score_case(segs, gts, spacing)
+    return {"cases": len(per_case), "missing": missing,
+            "dsc_mean": float(np.mean([c["dsc"] for c in per_case.values()])),
+            "nsd_mean": float(np.mean([c["nsd"] for c in per_case.values()])), "per_case": per_case}
+
+
+def _write_case(folder: Path, name: str, image: np.ndarray, labels: np.ndarray, boxes: np.ndarray,
+                spacing: tuple[float, ...] | None) -> None:
+    extra = {} if spacing is None else {"spacing": np.asarray(spacing, np.float64)}
+    np.savez_compressed(folder / "imgs" / f"{name}.npz", imgs=image, boxes=boxes, **extra)
+    np.savez_compressed(folder / "gts" / f"{name}.npz", gts=labels.astype(np.uint16), **extra)
+
+
+def write_cases(data: str | os.PathLike, output_folder: str | os.PathLike, *, margin: int = 5) -> dict[str, Any]:
+    """Write challenge cases from ``data`` (``../shared/datasets``): ``2DBox_kvasir_<id>.npz`` for each held-out
+    Kvasir-SEG image (every polyp's box grown by ``margin`` pixels) and ``3DBox_CT_example.npz`` for the
+    TotalSegmentator CT (soft-tissue window, one tight 3D box per organ of at least 100 voxels, spacing in the
+    array's ``(z, y, x)`` order)."""
+    from gnnseg.seg.io.nifti import read_nifti
+    from gnnseg.seg.sam.corpus import kvasir
+    from gnnseg.seg.sam.segment_files import scale_volume
+
+    output = Path(output_folder)
+    if (output / "imgs").exists() or (output / "gts").exists():
+        raise FileExistsError(f"{output} already holds imgs/ or gts/; choose another folder")
+    for part in ("imgs", "gts"):
+        (output / part).mkdir(parents=True)
+    by_image: dict[str, list] = {}
+    for sample in kvasir(Path(data), "val"):
+        by_image.setdefault(sample.source, []).append(sample)
+    for source, samples in by_image.items():
+        labels = segs_from_masks([sample.mask for sample in samples])
+        boxes = np.stack([boxes_from_mask(sample.mask, margin)[0] for sample in samples])
+        _write_case(output, f"2DBox_kvasir_{source.split('/')[-1]}", samples[0].image, labels, boxes, None)
+    folder = Path(data) / "totalsegmentator_examples"
+    volume, organs = read_nifti(folder / "example_ct_sm.nii.gz"), read_nifti(folder / "example_seg.nii.gz")
+    ids, counts = np.unique(organs.array[organs.array != 0], return_counts=True)
+    ids = [int(k) for k, count in zip(ids, counts) if count >= MIN_OBJECT_PIXELS]  # as the 2D corpus does
+    labels = np.zeros(organs.array.shape, np.uint16)
+    boxes = []
+    for index, organ in enumerate(ids, start=1):
+        zs, ys, xs = np.nonzero(organs.array == organ)
+        labels[organs.array == organ] = index
+        boxes.append([xs.min(), ys.min(), zs.min(), xs.max(), ys.max(), zs.max()])
+    _write_case(output, "3DBox_CT_example", scale_volume(volume.array, "ct"), labels, np.array(boxes),
+                tuple(volume.spacing))
+    return {"cases_2d": len(by_image), "cases_3d": 1, "objects_3d": len(ids), "output": str(output)}
