@@ -84,8 +84,10 @@ class ChallengeCase:
         return int(self.boxes.shape[0])
 
 
-def _load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an npz archive, read into memory; pickled objects are refused."""
+def read_npz_arrays(path: str | os.PathLike, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Every array of an npz archive (an input case, a ``segs`` prediction, a ``gts`` ground truth), read into
+    memory; pickled objects are refused, and each key of ``required`` must be there."""
+    path = Path(path)
     try:
         loaded = np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
@@ -94,9 +96,13 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         raise ImageFormatError(f"{path}: not an npz archive but a single array (.npy format)")
     try:
         with loaded as archive:
-            return {key: np.asarray(archive[key]) for key in archive.files}
+            arrays = {key: np.asarray(archive[key]) for key in archive.files}
     except _READ_ERRORS as exc:
         raise ImageFormatError(f"cannot read challenge npz file {path}: {exc}") from exc
+    for key in required:
+        if key not in arrays:
+            raise ImageFormatError(f"{path}: missing key {key!r} (found {sorted(arrays)})")
+    return arrays
 
 
 def _check_boxes(path: Path, boxes: np.ndarray) -> None:
@@ -128,10 +134,7 @@ def read_challenge_npz(path: str | os.PathLike) -> ChallengeCase:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"challenge npz file not found: {path}")
-    arrays = _load_arrays(path)
-    for key in ("imgs", "boxes"):
-        if key not in arrays:
-            raise ImageFormatError(f"{path}: missing key {key!r} (found {sorted(arrays)})")
+    arrays = read_npz_arrays(path, required=("imgs", "boxes"))
     image, boxes = arrays["imgs"], arrays["boxes"]
     _check_boxes(path, boxes)
     is_3d = boxes.shape[1] == 6

@@ -24,10 +24,10 @@ import numpy as np
 from gnnseg.core.progress import progress
 from gnnseg.seg.io.challenge_npz import (
     read_challenge_npz,
+    read_npz_arrays,
     segs_from_masks,
     write_challenge_segs,
 )
-from gnnseg.seg.io.image import ImageFormatError
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.preprocess import boxes_from_mask
 from gnnseg.seg.sam.samples import MIN_OBJECT_PIXELS
@@ -72,19 +72,6 @@ def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathL
             "seconds": seconds}
 
 
-def _ground_truth(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            if "gts" not in arrays:
-                raise ImageFormatError(f"{path}: missing key 'gts' (found {sorted(arrays.files)})")
-            spacing = tuple(float(s) for s in arrays["spacing"]) if "spacing" in arrays else None
-            return np.asarray(arrays["gts"]), spacing
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, ImageFormatError):
-            raise
-        raise ImageFormatError(f"{path}: not a readable ground-truth npz ({exc})") from exc
-
-
 def score_case(segs: np.ndarray, gts: np.ndarray, spacing: tuple[float, ...] | None = None) -> dict[str, float]:
     """DSC and NSD of one case: every label of ``gts`` against the same label of ``segs``, averaged over labels."""
     if segs.shape != gts.shape:
@@ -103,16 +90,15 @@ def evaluate_cases(prediction_folder: str | os.PathLike, truth_folder: str | os.
     predictions = Path(prediction_folder)
     per_case, missing = {}, []
     for path in _cases(truth_folder):
-        gts, spacing = _ground_truth(path)
+        truth = read_npz_arrays(path, required=("gts",))
+        gts = truth["gts"]
+        spacing = tuple(float(s) for s in truth["spacing"]) if "spacing" in truth else None
         name = path.name[: -len(".npz")]
         if not (predictions / path.name).is_file():
             missing.append(path.name)
             per_case[name] = {"dsc": 0.0, "nsd": 0.0, "labels": int(len(np.unique(gts)) - 1)}
             continue
-        with np.load(predictions / path.name, allow_pickle=False) as arrays:
-            if "segs" not in arrays:
-                raise ImageFormatError(f"{predictions / path.name}: missing key 'segs' (found {sorted(arrays.files)})")
-            segs = np.asarray(arrays["segs"])
+        segs = read_npz_arrays(predictions / path.name, required=("segs",))["segs"]
         per_case[name] = score_case(segs, gts, spacing)
     return {"cases": len(per_case), "missing": missing,
             "dsc_mean": float(np.mean([c["dsc"] for c in per_case.values()])),

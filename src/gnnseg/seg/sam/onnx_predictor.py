@@ -18,7 +18,7 @@ from gnnseg.seg.sam.prediction import (
     to_input_coords,
     whole_image_masks,
 )
-from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes, whole_image_input
+from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes
 
 
 class OnnxPredictor:
@@ -46,17 +46,8 @@ class OnnxPredictor:
         """Take an ``(H, W)`` or ``(H, W, 3)`` image (already windowed / clipped to 0..255 for CT and MR)."""
         rgb = to_rgb_uint8(image)
         self._image = rgb
-        key = self._memo.key(rgb)
-        cached = self._memo.get(key)
-        if cached is not None:
-            self._embedding, self._input_hw = cached
-            return
-        config = self.model.config
-        pixels, self._input_hw = whole_image_input(rgb, config.image_size, layout=config.layout,
-                                                   normalization=config.normalization)
-        self._embedding = self.model.encode(pixels)
-        self.encoder_calls += 1
-        self._memo.put(key, (self._embedding, self._input_hw))
+        self._embedding, self._input_hw, encoded = self._memo.embedding(rgb, self.model.config, self.model.encode)
+        self.encoder_calls += encoded
 
     def predict(self, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
                 point_labels: np.ndarray | None = None, *, multimask: bool = False) -> Prediction:

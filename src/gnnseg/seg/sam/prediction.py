@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from gnnseg.seg.sam.config import SamConfig
+from gnnseg.seg.sam.preprocess import whole_image_input
 
 
 @dataclass
@@ -59,6 +62,21 @@ class EmbeddingMemo:
         self._entries[key] = value
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
+
+    def embedding(self, rgb: np.ndarray, config: SamConfig,
+                  encode: Callable[[np.ndarray], Any]) -> tuple[Any, tuple[int, int], bool]:
+        """A whole-image model's embedding of ``rgb`` and the ``(H', W')`` of the image inside its input, remembered
+        or made by ``encode`` from the ``(1, 3, S, S)`` input (:func:`whole_image_input`); the flag says whether
+        ``encode`` ran."""
+        key = self.key(rgb)
+        cached = self.get(key)
+        if cached is not None:
+            return (*cached, False)
+        pixels, input_hw = whole_image_input(rgb, config.image_size, layout=config.layout,
+                                             normalization=config.normalization)
+        embedding = encode(pixels)
+        self.put(key, (embedding, input_hw))
+        return embedding, input_hw, True
 
 
 def to_input_coords(xy: np.ndarray, image_hw: Sequence[int], input_hw: Sequence[int], size: int,

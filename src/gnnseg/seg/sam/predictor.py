@@ -39,7 +39,7 @@ from gnnseg.seg.sam.prediction import (
     to_input_coords,
     whole_image_masks,
 )
-from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes, whole_image_input
+from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes
 
 
 class SamPredictor:
@@ -72,21 +72,9 @@ class SamPredictor:
         self._embedding = None
         if self.box_centred:
             return
-        key = self._memo.key(rgb)
-        cached = self._memo.get(key)
-        if cached is not None:
-            self._embedding, self._input_hw = cached
-            return
-        pixels, self._input_hw = self._whole_image_input(rgb)
-        self._embedding = self.model.encode(pixels)
-        self.encoder_calls += 1
-        self._memo.put(key, (self._embedding, self._input_hw))
-
-    def _whole_image_input(self, rgb: np.ndarray) -> tuple[Tensor, tuple[int, int]]:
-        config = self.model.config
-        pixels, input_hw = whole_image_input(rgb, config.image_size, layout=config.layout,
-                                             normalization=config.normalization)
-        return torch.from_numpy(pixels).to(self.device), input_hw
+        self._embedding, self._input_hw, encoded = self._memo.embedding(
+            rgb, self.model.config, lambda pixels: self.model.encode(torch.from_numpy(pixels).to(self.device)))
+        self.encoder_calls += encoded
 
     @property
     def device(self) -> torch.device:
