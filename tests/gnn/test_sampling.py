@@ -16,7 +16,7 @@ from gnnseg.gnn.layers import GATConv, GCNConv, GINConv, SAGEConv
 from gnnseg.gnn.sampling import Block, FastGCNSampler, LADIESSampler, NeighborSampler
 from gnnseg.gnn.sampling.blocks import Relabeler
 from gnnseg.gnn.sampling.importance import draw_without_replacement
-from gnnseg.gnn.sampling.neighbor import distinct_offsets, sample_slots
+from gnnseg.gnn.sampling.neighbor import distinct_offsets, random_key_offsets, sample_slots
 from tests.conftest import awkward_graph
 
 SAMPLERS = {
@@ -119,6 +119,39 @@ def test_distinct_offsets_are_uniform_subsets():
     subsets = frequency[frequency > 0]
     assert subsets.numel() == 10
     assert float((subsets - 0.1).abs().max()) < 0.01                                # ~5 standard errors
+
+
+@pytest.mark.parametrize("draw", [distinct_offsets, random_key_offsets])
+def test_distinct_offsets_are_uniform_subsets_of_rows_of_any_length(draw):
+    """Rows of different lengths in one call: distinct offsets within each row's length, and in a row of 4
+    each of the 6 subsets of 2 equally likely."""
+    degree = torch.tensor([4, 7, 2, 4] * 10_000)
+    chosen = draw(degree, 2, torch.Generator().manual_seed(3))
+    assert chosen.shape == (degree.numel(), 2) and bool((chosen[:, 0] != chosen[:, 1]).all())
+    assert bool((chosen >= 0).all()) and bool((chosen < degree.unsqueeze(1)).all())
+    fours = chosen[degree == 4]
+    low, high = fours.min(dim=1).values, fours.max(dim=1).values
+    frequency = torch.bincount(low * 4 + high, minlength=16).float() / fours.size(0)
+    subsets = frequency[frequency > 0]
+    assert subsets.numel() == 6
+    assert float((subsets - 1 / 6).abs().max()) < 0.015                              # ~5 standard errors
+
+
+def test_sampled_rows_take_every_short_row_and_fanout_distinct_edges_of_long_ones():
+    """Rows shorter than the fanout keep every edge in CSR order; longer ones draw ``fanout`` distinct edges
+    (by sorting random keys for a large fanout, by Floyd's algorithm for a small one or a very long row)."""
+    degree = torch.tensor([3, 0, 40, 12, 500_000, 9])
+    row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(degree, 0)])
+    with_hub = torch.tensor([5, 2, 0, 4, 1, 3])
+    for nodes, fanout in [(with_hub, 4), (with_hub, 10), (with_hub[with_hub != 4], 10)]:   # the last one sorts
+        slots, owner = sample_slots(row_ptr, nodes, fanout, generator=torch.Generator().manual_seed(fanout))
+        assert torch.equal(owner, torch.repeat_interleave(degree[nodes].clamp_max(fanout)))
+        for position, node in enumerate(nodes.tolist()):
+            mine = slots[owner == position]
+            assert bool(((mine >= row_ptr[node]) & (mine < row_ptr[node + 1])).all())
+            assert mine.unique().numel() == mine.numel()
+            if degree[node] <= fanout:
+                assert torch.equal(mine, torch.arange(int(row_ptr[node]), int(row_ptr[node + 1])))
 
 
 def test_with_replacement_draws_are_uniform():

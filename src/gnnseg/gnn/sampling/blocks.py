@@ -190,10 +190,11 @@ class Relabeler:
         positions = torch.arange(combined.numel())
         table = self._table
         table.scatter_reduce_(0, combined, positions, reduce="amin")       # each node's first position
-        source_nodes = combined[table[combined] == positions]              # in order of first appearance
-        table[source_nodes] = torch.arange(source_nodes.numel())           # now each node's local id
-        local = table[neighbors]
-        table[source_nodes] = self._UNSEEN
+        first = table.index_select(0, combined) == positions
+        source_nodes = combined.masked_select(first)                       # in order of first appearance
+        table.index_copy_(0, source_nodes, torch.arange(source_nodes.numel()))   # now each node's local id
+        local = table.index_select(0, neighbors)
+        table.index_fill_(0, source_nodes, self._UNSEEN)
         return source_nodes, local
 
 

@@ -4,9 +4,11 @@ Hop by hop from the seeds, every frontier node draws up to ``fanout`` of its inc
 random, for all frontier nodes at once (no Python loop over nodes):
 
 * **without replacement**: a node with ``degree <= fanout`` keeps all its edges; a node with more draws
-  ``fanout`` distinct positions in its CSR row with Floyd's algorithm (Bentley & Floyd, CACM 1987),
-  vectorized over the nodes: ``fanout`` steps of ``O(nodes * fanout)`` work, whatever the degrees. Only the
-  chosen positions are gathered, so a hub with millions of neighbours costs as much as any other node.
+  ``fanout`` distinct positions in its CSR row, each subset equally likely. Where those rows are short, by
+  sorting a random key per edge (a few operations over their edges); otherwise, or for small fanouts, with
+  Floyd's algorithm (Bentley & Floyd, CACM 1987) vectorized over the nodes: ``fanout`` steps of
+  ``O(nodes * fanout)`` work, whatever the degrees. Only the chosen positions are gathered, so a hub with
+  millions of neighbours costs as much as any other node.
 * **with replacement**: every node with at least one edge draws ``fanout`` positions ``floor(u * degree)``,
   so repeated draws give repeated edges (the mean over them is the usual unbiased estimate).
 
@@ -31,6 +33,10 @@ from gnnseg.gnn.sampling.blocks import (
     check_sizes,
 )
 
+# distinct_subsets uses Floyd's algorithm for fewer than SORT_MIN_COUNT draws per row (that many sequential
+# steps cost less than a sort) or where the long rows hold more than SORT_LIMIT edges per draw on average
+SORT_MIN_COUNT, SORT_LIMIT = 8, 16
+
 
 def distinct_offsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
     """``count`` distinct offsets in ``[0, degree[r])`` for every row ``r``, each subset equally likely.
@@ -50,31 +56,56 @@ def distinct_offsets(degree: Tensor, count: int, generator: torch.Generator | No
     return chosen
 
 
+def random_key_offsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
+    """The same distribution as :func:`distinct_offsets` by sorting: every offset of every row gets a uniform
+    random key and each row keeps the ``count`` offsets with the smallest keys. Needs ``degree >= count``.
+    Time ``O(D log D)`` and memory ``O(D)`` for ``D = degree.sum()``, in a handful of operations: the faster
+    choice unless some rows are far longer than ``count``."""
+    rows = degree.numel()
+    row = torch.repeat_interleave(degree)
+    first = torch.cumsum(degree, 0) - degree
+    order = torch.argsort(torch.rand(row.numel(), generator=generator, dtype=torch.float64) + row)
+    picks = order.index_select(0, (first.unsqueeze(1) + torch.arange(count)).flatten())  # sorted within rows
+    return (picks - first.repeat_interleave(count)).view(rows, count)
+
+
+def distinct_subsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
+    """``count`` distinct offsets per row (``degree >= count``), each subset equally likely: by sorting
+    random keys when ``count`` is large and the rows are short enough to materialize (``SORT_MIN_COUNT``,
+    ``SORT_LIMIT``), else by Floyd's algorithm, whose cost does not depend on the degrees."""
+    if count >= SORT_MIN_COUNT and int(degree.sum()) <= SORT_LIMIT * count * degree.numel():
+        return random_key_offsets(degree, count, generator)
+    return distinct_offsets(degree, count, generator)
+
+
 def sample_slots(row_ptr: Tensor, nodes: Tensor, fanout: int, replace: bool = False,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
     """One hop: CSR slots of the sampled incoming edges of ``nodes``, and which node drew each.
 
     Returns ``(slots, owner)``, both ``(E,)``: ``slots`` index the CSR arrays (``sources[slots]`` are the
     sampled neighbours) and ``owner[k]`` is the position in ``nodes`` of the node that drew ``slots[k]``;
-    grouped by node in the order of ``nodes``. Memory ``O(len(nodes) * fanout)``: no node's whole neighbour
-    list is ever materialized.
+    grouped by node in the order of ``nodes``. Work and memory ``O(E)`` for the ``E`` edges taken, plus
+    :func:`distinct_subsets` for the nodes with more than ``fanout`` edges: no node's whole neighbour list is
+    materialized unless it is short.
     """
-    start = row_ptr[nodes]
-    degree = row_ptr[nodes + 1] - start
-    count = nodes.numel()
+    start = row_ptr.index_select(0, nodes)
+    degree = row_ptr.index_select(0, nodes + 1) - start
     if replace:
+        count = nodes.numel()
         draws = torch.rand((count, fanout), generator=generator, dtype=torch.float64)
-        last = (degree - 1).clamp_min(0).unsqueeze(1)
-        offsets = torch.minimum((draws * degree.unsqueeze(1)).long(), last)
-        valid = (degree > 0).unsqueeze(1).expand(count, fanout)
-    else:
-        offsets = torch.arange(fanout).repeat(count, 1)                 # small rows: take them all
-        valid = offsets < degree.unsqueeze(1)
-        large = (degree > fanout).nonzero().flatten()
-        if large.numel():
-            offsets[large] = distinct_offsets(degree[large], fanout, generator)
-    kept = valid.flatten().nonzero().flatten()
-    return (start.unsqueeze(1) + offsets).flatten()[kept], kept // fanout
+        offsets = torch.minimum((draws * degree.unsqueeze(1)).long(), (degree - 1).clamp_min(0).unsqueeze(1))
+        owner = torch.arange(count).repeat_interleave(fanout)
+        kept = (degree > 0).repeat_interleave(fanout).nonzero().flatten()
+        return (start.unsqueeze(1) + offsets).flatten()[kept], owner[kept]
+    taken = degree.clamp_max(fanout)
+    owner = torch.repeat_interleave(taken)                      # node k repeated taken[k] times
+    first = torch.cumsum(taken, 0) - taken
+    offsets = torch.arange(owner.numel()) - first.index_select(0, owner)   # small rows: every edge, CSR order
+    large = (degree > fanout).nonzero().flatten()
+    if large.numel():
+        rows = (first.index_select(0, large).unsqueeze(1) + torch.arange(fanout)).flatten()
+        offsets.index_copy_(0, rows, distinct_subsets(degree.index_select(0, large), fanout, generator).flatten())
+    return start.index_select(0, owner) + offsets, owner
 
 
 class NeighborSampler:
@@ -90,7 +121,8 @@ class NeighborSampler:
     :mod:`gnnseg.gnn.sampling.blocks`); each block's targets are all the nodes of the layer above, so every
     layer re-samples the nodes it shares with the layer above. The same generator state gives the same blocks.
     Cost per hop: ``O(F * f^2)`` at most for the draws (``F`` frontier nodes, fanout ``f``) and ``O(m)`` to
-    relabel the ``m <= F * (f + 1)`` nodes; independent of any node's degree.
+    relabel the ``m <= F * (f + 1)`` nodes; independent of any node's degree. Gathers use ``index_select``,
+    several times faster than tensor indexing on 1-D tensors (a sampler is mostly gathers).
     """
 
     def __init__(self, graph: Graph, fanouts: Sequence[int], *, replace: bool = False) -> None:
@@ -111,8 +143,9 @@ class NeighborSampler:
         blocks = []
         for fanout in self.fanouts:
             slots, owner = sample_slots(self.row_ptr, targets, fanout, self.replace, generator)
-            source_nodes, local = self.relabel(targets, self.neighbors[slots].to(torch.int64))
-            edge_ids = slots if self.edge_ids is None else self.edge_ids[slots]   # None: CSR order = edge order
+            source_nodes, local = self.relabel(targets, self.neighbors.index_select(0, slots).to(torch.int64))
+            # no edge ids: the CSR holds the edges in the graph's order
+            edge_ids = slots if self.edge_ids is None else self.edge_ids.index_select(0, slots)
             blocks.append(Block(source_nodes, targets.numel(), torch.stack([local, owner]), edge_ids=edge_ids))
             targets = source_nodes
         blocks.reverse()
