@@ -16,7 +16,11 @@ from gnnseg.gnn.layers import GATConv, GCNConv, GINConv, SAGEConv
 from gnnseg.gnn.sampling import Block, FastGCNSampler, LADIESSampler, NeighborSampler
 from gnnseg.gnn.sampling.blocks import Relabeler
 from gnnseg.gnn.sampling.importance import draw_without_replacement
-from gnnseg.gnn.sampling.neighbor import distinct_offsets, random_key_offsets, sample_slots
+from gnnseg.gnn.sampling.neighbor import (
+    distinct_offsets,
+    random_key_offsets,
+    sample_slots,
+)
 from tests.conftest import awkward_graph
 
 SAMPLERS = {
