@@ -51,7 +51,8 @@ def _gnn_train(args: argparse.Namespace) -> dict:
                                                ("hidden", args.hidden)) if value is not None}
     minibatch = {key: value for key, value in (("fanouts", args.fanouts), ("num_samples", args.num_samples),
                                                ("batch_size", args.batch_size), ("num_workers", args.num_workers),
-                                               ("patience", args.patience), ("eval_every", args.eval_every))
+                                               ("patience", args.patience), ("eval_every", args.eval_every),
+                                               ("reuse_samples", args.reuse_samples))
                  if value is not None}
     if args.model == "sage" or args.sampler is not None:     # mini-batch training on sampled blocks
         from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
@@ -355,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sampler", choices=SAMPLERS, help="mini-batch training with uniform neighbour "
                                                            "(GraphSAGE), FastGCN or LADIES sampling")
     train.add_argument("--fanouts", type=_int_list, help="neighbours per hop from the seeds (default 25,10)")
+    train.add_argument("--reuse-samples", action="store_const", const=True,
+                       help="neighbour sampling: draw each node's neighbours once and share them with every layer "
+                            "(PyG's NeighborLoader) instead of afresh per layer (GraphSAGE)")
     train.add_argument("--num-samples", type=_int_list,
                        help="fastgcn/ladies: nodes sampled per layer (defaults: fastgcn 400,400; ladies 64 x 5)")
     train.add_argument("--batch-size", type=int, help="seed nodes per mini-batch (default 512)")

@@ -169,9 +169,10 @@ def test_sampled_gcn_matches_the_ladies_reference_architecture():
 
 
 # ------------------------------------------------------------------------------------------------- trainer
-def test_sage_on_cora_improves_validation_accuracy(planetoid_root):
+@pytest.mark.parametrize("reuse_samples", [False, True])
+def test_sage_on_cora_improves_validation_accuracy(planetoid_root, reuse_samples):
     graph = load_planetoid("cora", planetoid_root)
-    config = minibatch_preset("sage", "cora", epochs=6, fanouts=(10, 5))
+    config = minibatch_preset("sage", "cora", epochs=6, fanouts=(10, 5), reuse_samples=reuse_samples)
     result = train_minibatch(graph, config, seed=0, show_progress=False)
     val = result.history["val_acc"]
     assert len(val) == 6 and max(val) > val[0] + 0.15 and result.val_acc > 0.7
@@ -304,7 +305,7 @@ def test_a_run_directory_resumes_and_refuses_other_settings(planetoid_root, tmp_
 def test_cli_minibatch_json_contract_and_eval(planetoid_root, tmp_path, capsys):
     code = main(["gnn", "train", "--model", "sage", "--sampler", "neighbor", "--fanouts", "10,5", "--batch-size", "64",
                  "--dataset", "cora", "--root", str(planetoid_root), "--epochs", "3", "--seeds", "2",
-                 "--runs-dir", str(tmp_path), "--json"])
+                 "--reuse-samples", "--runs-dir", str(tmp_path), "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("model", "dataset", "seeds", "test_acc_mean", "test_acc_std", "val_acc_mean", "epoch_time_ms_median",
@@ -313,8 +314,10 @@ def test_cli_minibatch_json_contract_and_eval(planetoid_root, tmp_path, capsys):
     assert result["model"] == "sage" and result["sampler"] == "neighbor" and result["seeds"] == 2
     assert 0.4 < result["test_acc_mean"] <= 1.0 and result["peak_rss_mb"] > 10
     assert 64 < result["sampled_nodes_per_batch_mean"] < 2708
-    files = {p.name for p in (tmp_path / "gnn-train").iterdir().__next__().iterdir()}
+    run_dir = next((tmp_path / "gnn-train").iterdir())
+    files = {p.name for p in run_dir.iterdir()}
     assert {"config.json", "metrics.json", "curves.png", "model.pt", "checkpoint_seed0.pt"} <= files
+    assert '"reuse_samples": true' in (run_dir / "config.json").read_text()
 
     code = main(["gnn", "eval", "--checkpoint", result["checkpoint"], "--root", str(planetoid_root), "--json"])
     assert code == 0

@@ -54,11 +54,11 @@ def check_chain(blocks: list[Block], seeds: torch.Tensor, num_nodes: int) -> Non
 
 
 # ------------------------------------------------------------------------------------------ neighbour sampler
-@pytest.mark.parametrize("replace", [False, True])
-def test_every_sampled_edge_is_an_edge_of_the_graph(replace):
+@pytest.mark.parametrize("replace,reuse", [(False, False), (True, False), (False, True), (True, True)])
+def test_every_sampled_edge_is_an_edge_of_the_graph(replace, reuse):
     graph = awkward()
     seeds = torch.tensor([3, 0, 28, 1, 17])
-    blocks = NeighborSampler(graph, [4, 3, 2], replace=replace).sample(seeds, generator=0)
+    blocks = NeighborSampler(graph, [4, 3, 2], replace=replace, reuse=reuse).sample(seeds, generator=0)
     check_chain(blocks, seeds, graph.num_nodes)
     for block in blocks:
         source = block.source_nodes[block.edge_index[0]]
@@ -111,6 +111,30 @@ def test_same_seed_same_blocks_and_different_seeds_differ():
     global_rng = signature(sampler.sample(seeds))
     torch.manual_seed(0)
     assert signature(sampler.sample(seeds)) == global_rng
+
+
+def test_reused_samples_draw_each_node_once_and_share_its_edges_with_every_layer():
+    """reuse=True (PyG's NeighborLoader): a block's edges are the first edges of the block below, each node
+    draws its neighbours at the hop where it first appears, and only there."""
+    graph = random_graph()
+    fanouts = [5, 3, 2]
+    seeds = torch.tensor([4, 11, 0, 37])
+    blocks = NeighborSampler(graph, fanouts, reuse=True).sample(seeds, generator=3)
+    check_chain(blocks, seeds, graph.num_nodes)
+    for lower, upper in itertools.pairwise(blocks):
+        assert torch.equal(lower.edge_index[:, :upper.num_edges], upper.edge_index)
+        assert torch.equal(lower.edge_ids[:upper.num_edges], upper.edge_ids)
+    # in the input block, a node first seen at hop h (0: the seeds) has min(degree, fanouts[h]) edges
+    first_hop = torch.zeros(blocks[0].num_targets, dtype=torch.int64)
+    for hop, block in enumerate(reversed(blocks[1:]), start=1):
+        first_hop[block.num_targets:] = hop
+    degree = graph.in_degree()[blocks[0].target_nodes]
+    expected = torch.minimum(degree, torch.tensor(fanouts)[first_hop])
+    drawn = torch.bincount(blocks[0].edge_index[1], minlength=blocks[0].num_targets)
+    assert torch.equal(drawn, expected)
+    independent = NeighborSampler(graph, fanouts).sample(seeds, generator=3)
+    # drawn edges: each node once, against every target of every layer drawing afresh
+    assert blocks[0].num_edges < sum(block.num_edges for block in independent)
 
 
 def test_distinct_offsets_are_uniform_subsets():

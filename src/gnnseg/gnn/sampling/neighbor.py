@@ -118,22 +118,30 @@ class NeighborSampler:
     are the sources of its incoming edges (for an undirected graph, its neighbours).
 
     ``sample(seeds, generator)`` returns ``len(fanouts)`` blocks, input layer first (see
-    :mod:`gnnseg.gnn.sampling.blocks`); each block's targets are all the nodes of the layer above, so every
-    layer re-samples the nodes it shares with the layer above. The same generator state gives the same blocks.
+    :mod:`gnnseg.gnn.sampling.blocks`); each block's targets are all the nodes of the layer above. The same
+    generator state gives the same blocks. Two ways to give the layers their edges:
+
+    * ``reuse=False`` (GraphSAGE, Algorithm 2; DGL's blocks): every layer draws its own neighbours for each of
+      its targets, so a node gets fresh neighbours at every layer it is a target of.
+    * ``reuse=True`` (PyG's ``NeighborLoader``): a node's neighbours are drawn once, at the hop where it first
+      appears, and every layer uses them; a block's edges are then the first edges of the block below, the
+      input block holds every sampled edge (PyG's one subgraph), and each hop draws only for its new nodes.
+
     Cost per hop: ``O(F * f^2)`` at most for the draws (``F`` frontier nodes, fanout ``f``) and ``O(m)`` to
     relabel the ``m <= F * (f + 1)`` nodes; independent of any node's degree. Gathers use ``index_select``,
     several times faster than tensor indexing on 1-D tensors (a sampler is mostly gathers).
     """
 
-    def __init__(self, graph: Graph, fanouts: Sequence[int], *, replace: bool = False) -> None:
+    def __init__(self, graph: Graph, fanouts: Sequence[int], *, replace: bool = False, reuse: bool = False) -> None:
         self.fanouts = check_sizes(fanouts, "fanouts")
-        self.replace = bool(replace)
+        self.replace, self.reuse = bool(replace), bool(reuse)
         self.num_nodes = graph.num_nodes
         self.row_ptr, self.neighbors, self.edge_ids = graph.csr()
         self.relabel = Relabeler(self.num_nodes)
 
     def __repr__(self) -> str:
-        return f"NeighborSampler(fanouts={list(self.fanouts)}, replace={self.replace}, num_nodes={self.num_nodes})"
+        return (f"NeighborSampler(fanouts={list(self.fanouts)}, replace={self.replace}, reuse={self.reuse}, "
+                f"num_nodes={self.num_nodes})")
 
     def sample(self, seeds: Tensor | Sequence[int], generator: Generator = None) -> list[Block]:
         """Blocks for the (unique) ``seeds``, input layer first; ``blocks[-1].target_nodes`` equals ``seeds``.
@@ -141,12 +149,18 @@ class NeighborSampler:
         targets = check_seeds(seeds, self.num_nodes)
         generator = as_generator(generator)
         blocks = []
+        drawing = targets                                  # the nodes that draw neighbours at this hop
         for fanout in self.fanouts:
-            slots, owner = sample_slots(self.row_ptr, targets, fanout, self.replace, generator)
+            slots, owner = sample_slots(self.row_ptr, drawing, fanout, self.replace, generator)
             source_nodes, local = self.relabel(targets, self.neighbors.index_select(0, slots).to(torch.int64))
+            edge_index = torch.stack([local, owner + (targets.numel() - drawing.numel())])
             # no edge ids: the CSR holds the edges in the graph's order
             edge_ids = slots if self.edge_ids is None else self.edge_ids.index_select(0, slots)
-            blocks.append(Block(source_nodes, targets.numel(), torch.stack([local, owner]), edge_ids=edge_ids))
+            if self.reuse and blocks:    # the block above's local ids hold here: its sources are our targets
+                edge_index = torch.cat([blocks[-1].edge_index, edge_index], dim=1)
+                edge_ids = torch.cat([blocks[-1].edge_ids, edge_ids])
+            blocks.append(Block(source_nodes, targets.numel(), edge_index, edge_ids=edge_ids))
+            drawing = source_nodes[targets.numel():] if self.reuse else source_nodes
             targets = source_nodes
         blocks.reverse()
         return blocks

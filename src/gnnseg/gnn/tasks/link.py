@@ -160,11 +160,15 @@ def _scores(z: Tensor, positive: Tensor, negative: Tensor) -> tuple[float, float
 
 
 def full_reconstruction_loss(train_edges: Tensor, num_nodes: int):
-    """The GAE paper's objective: weighted BCE of ``Z Z^T`` against ``A_train + I`` over all ``N^2`` pairs."""
+    """The GAE paper's objective: weighted BCE of ``Z Z^T`` against ``A_train + I`` over all ``N^2`` pairs.
+
+    As in the reference code (tkipf/gae ``train.py``), the positive weight and the normalization count the
+    training edges without the self-loops: ``pos_weight = (N^2 - |A|) / |A|``,
+    ``norm = N^2 / (2 (N^2 - |A|))``."""
     target = torch.eye(num_nodes)
     target[train_edges[0], train_edges[1]] = 1.0
-    positives = target.sum()
-    pos_weight = (num_nodes ** 2 - positives) / positives
+    positives = float(train_edges.size(1))
+    pos_weight = torch.tensor((num_nodes ** 2 - positives) / positives)
     norm = num_nodes ** 2 / (2 * (num_nodes ** 2 - positives))
 
     def loss(z: Tensor) -> Tensor:

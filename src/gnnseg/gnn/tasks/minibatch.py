@@ -76,7 +76,8 @@ class MiniBatchConfig:
     """Everything that defines one mini-batch training run.
 
     ``fanouts`` (neighbour sampling, per hop from the seeds, PyG's order) or ``num_samples`` (FastGCN /
-    LADIES, nodes per layer from the seeds down) set the number of message-passing layers. ``patience`` is
+    LADIES, nodes per layer from the seeds down) set the number of message-passing layers; ``reuse_samples``
+    shares each node's drawn neighbours between the layers (see :class:`NeighborSampler`). ``patience`` is
     in epochs without a better validation accuracy (``None``: run all epochs). ``row_normalize_features``
     ``None`` normalizes rows only when every feature is non-negative (bag-of-words data such as Cora).
     """
@@ -85,6 +86,7 @@ class MiniBatchConfig:
     sampler: Literal["neighbor", "fastgcn", "ladies"] = "neighbor"
     fanouts: tuple[int, ...] = (25, 10)
     replace: bool = False
+    reuse_samples: bool = False
     num_samples: tuple[int, ...] = (64, 64, 64, 64, 64)
     importance_normalization: Literal["mean", "symmetric"] = "mean"
     batch_size: int = 512
@@ -158,7 +160,7 @@ class MiniBatchConfig:
 
     def build_sampler(self, graph: Graph) -> NeighborSampler | FastGCNSampler | LADIESSampler:
         if self.sampler == "neighbor":
-            return NeighborSampler(graph, self.fanouts, replace=self.replace)
+            return NeighborSampler(graph, self.fanouts, replace=self.replace, reuse=self.reuse_samples)
         sampler_type = FastGCNSampler if self.sampler == "fastgcn" else LADIESSampler
         return sampler_type(graph, self.num_samples, normalization=self.importance_normalization)
 
