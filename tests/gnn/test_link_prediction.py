@@ -65,9 +65,11 @@ def test_full_objective_weights_positives():
     edges = torch.tensor([[0, 1], [1, 0]])
     loss = full_reconstruction_loss(edges, 3)
     z = torch.zeros(3, 2)                                             # every logit 0
-    positives, pairs = 2 + 3, 9
-    pos_weight = (pairs - positives) / positives
-    expected = pairs / (2 * (pairs - positives)) * np.log(2) * (positives * pos_weight + (pairs - positives)) / pairs
+    # the reference code's weights count the 2 edges without the self-loops; the target has 2 + 3 ones
+    edges_counted, ones, pairs = 2, 2 + 3, 9
+    pos_weight = (pairs - edges_counted) / edges_counted
+    norm = pairs / (2 * (pairs - edges_counted))
+    expected = norm * np.log(2) * (ones * pos_weight + (pairs - ones)) / pairs
     assert loss(z).item() == pytest.approx(expected, rel=1e-6)
 
 
