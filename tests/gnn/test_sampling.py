@@ -252,6 +252,11 @@ def test_relabel_keeps_targets_first_then_new_nodes_in_order_of_appearance():
     # the scratch table is left clean: a second call with other nodes knows nothing of the first
     sources, local = relabel(torch.tensor([3]), torch.tensor([12, 0, 12]))
     assert sources.tolist() == [3, 12, 0] and local.tolist() == [1, 2, 1]
+    # repeated targets are refused by name, and leave the table clean too
+    with pytest.raises(ValueError, match=r"seed node 5 appears more than once \(positions \[1, 2\]\)"):
+        relabel(torch.tensor([2, 5, 5]), torch.tensor([7, 2]))
+    sources, local = relabel(torch.tensor([7]), torch.tensor([5, 2]))
+    assert sources.tolist() == [7, 5, 2] and local.tolist() == [1, 2]
 
 
 def test_block_validation_names_the_problem():

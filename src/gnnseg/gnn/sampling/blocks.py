@@ -122,9 +122,18 @@ class Block:
 
 
 # ------------------------------------------------------------------------------------- shared by the samplers
-def check_seeds(seeds: Tensor | Sequence[int], num_nodes: int) -> Tensor:
+def repeated_node_error(nodes: Tensor) -> ValueError:
+    """The error for seed nodes that hold a node twice (a node can be only one target row), naming it."""
+    ordered = nodes.sort().values
+    node = int(ordered[int((ordered[1:] == ordered[:-1]).nonzero()[0])])
+    positions = (nodes == node).nonzero().flatten().tolist()
+    return ValueError(f"seed node {node} appears more than once (positions {positions}); seeds must be unique")
+
+
+def check_seeds(seeds: Tensor | Sequence[int], num_nodes: int, *, unique: bool = True) -> Tensor:
     """The seed nodes as a 1-D int64 tensor, or ``ValueError`` naming the problem: not 1-D, not integers,
-    empty, out of ``[0, num_nodes)``, or repeated (a node can be only one target row)."""
+    empty, out of ``[0, num_nodes)``, or repeated (a node can be only one target row). ``unique=False`` skips
+    the repetition check (a sort) for callers whose :class:`Relabeler` makes it anyway."""
     seeds = torch.as_tensor(seeds)
     if seeds.dim() != 1:
         raise ValueError(f"seed nodes must be a 1-D tensor of node ids, got shape {tuple(seeds.shape)}")
@@ -138,12 +147,8 @@ def check_seeds(seeds: Tensor | Sequence[int], num_nodes: int) -> Tensor:
         position = int(outside.nonzero()[0])
         raise ValueError(f"seed node {int(seeds[position])} (position {position}) is out of range for a graph "
                          f"of {num_nodes} nodes")
-    ordered = seeds.sort().values
-    repeated = ordered[1:] == ordered[:-1]
-    if bool(repeated.any()):
-        node = int(ordered[int(repeated.nonzero()[0])])
-        positions = (seeds == node).nonzero().flatten().tolist()
-        raise ValueError(f"seed node {node} appears more than once (positions {positions}); seeds must be unique")
+    if unique and seeds.unique().numel() != seeds.numel():
+        raise repeated_node_error(seeds)
     return seeds
 
 
@@ -172,8 +177,8 @@ def as_generator(generator: Generator) -> torch.Generator | None:
 class Relabeler:
     """Local ids for blocks: ``relabeler(targets, neighbors) -> (source_nodes, neighbor_local)``.
 
-    The (unique) ``targets`` keep positions ``0..T-1``; nodes of ``neighbors`` that are not targets follow in
-    the order they first appear. ``neighbor_local[k]`` is the position of ``neighbors[k]`` in
+    The ``targets`` keep positions ``0..T-1`` (they must be distinct: ``ValueError`` naming a repeated one, the
+    table left clean); nodes of ``neighbors`` that are not targets follow in the order they first appear. ``neighbor_local[k]`` is the position of ``neighbors[k]`` in
     ``source_nodes``. A node-indexed scratch table, allocated once for the graph and left clean after every
     call, makes each call ``O(m)`` for ``m = T + len(neighbors)``, with no sort and nothing graph-sized
     allocated per call. One relabeler per sampler: the table is not shared between threads (DataLoader
@@ -191,6 +196,9 @@ class Relabeler:
         table = self._table
         table.scatter_reduce_(0, combined, positions, reduce="amin")       # each node's first position
         first = table.index_select(0, combined) == positions
+        if not bool(first[:targets.numel()].all()):
+            table.index_fill_(0, combined, self._UNSEEN)
+            raise repeated_node_error(targets)
         source_nodes = combined.masked_select(first)                       # in order of first appearance
         table.index_copy_(0, source_nodes, torch.arange(source_nodes.numel()))   # now each node's local id
         local = table.index_select(0, neighbors)

@@ -5,7 +5,7 @@ random, for all frontier nodes at once (no Python loop over nodes):
 
 * **without replacement**: a node with ``degree <= fanout`` keeps all its edges; a node with more draws
   ``fanout`` distinct positions in its CSR row, each subset equally likely. Where those rows are short, by
-  sorting a random key per edge (a few operations over their edges); otherwise, or for small fanouts, with
+  keeping the ``fanout`` smallest of a random key per edge (a few operations over their edges); otherwise with
   Floyd's algorithm (Bentley & Floyd, CACM 1987) vectorized over the nodes: ``fanout`` steps of
   ``O(nodes * fanout)`` work, whatever the degrees. Only the chosen positions are gathered, so a hub with
   millions of neighbours costs as much as any other node.
@@ -33,10 +33,9 @@ from gnnseg.gnn.sampling.blocks import (
     check_sizes,
 )
 
-# distinct_subsets uses Floyd's algorithm for fewer than SORT_MIN_COUNT draws per row (that many sequential
-# steps cost less than a sort) or where the long rows hold more than SORT_LIMIT edges per draw on average
-SORT_MIN_COUNT, SORT_LIMIT = 8, 16
-
+# distinct_subsets draws by random keys over every edge of the rows while no row holds more than KEYS_LIMIT
+# edges per draw (the padded key matrix then costs at most KEYS_LIMIT * count per row), else by Floyd's algorithm
+KEYS_LIMIT = 32
 
 def distinct_offsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
     """``count`` distinct offsets in ``[0, degree[r])`` for every row ``r``, each subset equally likely.
@@ -57,23 +56,22 @@ def distinct_offsets(degree: Tensor, count: int, generator: torch.Generator | No
 
 
 def random_key_offsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
-    """The same distribution as :func:`distinct_offsets` by sorting: every offset of every row gets a uniform
-    random key and each row keeps the ``count`` offsets with the smallest keys. Needs ``degree >= count``.
-    Time ``O(D log D)`` and memory ``O(D)`` for ``D = degree.sum()``, in a handful of operations: the faster
-    choice unless some rows are far longer than ``count``."""
-    rows = degree.numel()
-    row = torch.repeat_interleave(degree)
-    first = torch.cumsum(degree, 0) - degree
-    order = torch.argsort(torch.rand(row.numel(), generator=generator, dtype=torch.float64) + row)
-    picks = order.index_select(0, (first.unsqueeze(1) + torch.arange(count)).flatten())  # sorted within rows
-    return (picks - first.repeat_interleave(count)).view(rows, count)
+    """The same distribution as :func:`distinct_offsets` from random keys: every offset of every row gets a
+    uniform random key and each row keeps the ``count`` offsets with the smallest keys (``topk`` over a
+    ``(R, max degree)`` key matrix, padding keyed above every real key). Needs ``degree >= count``.
+    Time and memory ``O(R * max(degree))`` in a handful of operations: the faster choice unless some rows are
+    far longer than ``count``. Shapes: ``degree (R,)`` -> ``(R, count)``."""
+    width = int(degree.max())
+    keys = torch.rand((degree.numel(), width), generator=generator, dtype=torch.float64)
+    keys.masked_fill_(torch.arange(width) >= degree.unsqueeze(1), 2.0)        # padding: never among the smallest
+    return keys.topk(count, dim=1, largest=False, sorted=False).indices
 
 
 def distinct_subsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
-    """``count`` distinct offsets per row (``degree >= count``), each subset equally likely: by sorting
-    random keys when ``count`` is large and the rows are short enough to materialize (``SORT_MIN_COUNT``,
-    ``SORT_LIMIT``), else by Floyd's algorithm, whose cost does not depend on the degrees."""
-    if count >= SORT_MIN_COUNT and int(degree.sum()) <= SORT_LIMIT * count * degree.numel():
+    """``count`` distinct offsets per row (``degree >= count``), each subset equally likely: by random keys
+    when no row holds more than ``KEYS_LIMIT`` edges per draw, else by Floyd's algorithm, whose cost does not
+    depend on the degrees."""
+    if int(degree.max()) <= KEYS_LIMIT * count:
         return random_key_offsets(degree, count, generator)
     return distinct_offsets(degree, count, generator)
 
@@ -100,12 +98,15 @@ def sample_slots(row_ptr: Tensor, nodes: Tensor, fanout: int, replace: bool = Fa
     taken = degree.clamp_max(fanout)
     owner = torch.repeat_interleave(taken)                      # node k repeated taken[k] times
     first = torch.cumsum(taken, 0) - taken
-    offsets = torch.arange(owner.numel()) - first.index_select(0, owner)   # small rows: every edge, CSR order
+    # short rows: every edge in CSR order, output position first[k] + j holding slot start[k] + j
+    slots = torch.arange(owner.numel()) + (start - first).index_select(0, owner)
     large = (degree > fanout).nonzero().flatten()
     if large.numel():
         rows = (first.index_select(0, large).unsqueeze(1) + torch.arange(fanout)).flatten()
-        offsets.index_copy_(0, rows, distinct_subsets(degree.index_select(0, large), fanout, generator).flatten())
-    return start.index_select(0, owner) + offsets, owner
+        chosen = start.index_select(0, large).unsqueeze(1) + distinct_subsets(degree.index_select(0, large), fanout,
+                                                                                generator)
+        slots.index_copy_(0, rows, chosen.flatten())
+    return slots, owner
 
 
 class NeighborSampler:
@@ -146,24 +147,30 @@ class NeighborSampler:
     def sample(self, seeds: Tensor | Sequence[int], generator: Generator = None) -> list[Block]:
         """Blocks for the (unique) ``seeds``, input layer first; ``blocks[-1].target_nodes`` equals ``seeds``.
         ``generator``: a ``torch.Generator``, an int seed, or ``None`` for torch's global RNG."""
-        targets = check_seeds(seeds, self.num_nodes)
+        targets = check_seeds(seeds, self.num_nodes, unique=False)     # the relabeler finds repeated seeds
         generator = as_generator(generator)
-        blocks = []
-        drawing = targets                                  # the nodes that draw neighbours at this hop
+        hops = []                      # per hop: source nodes, targets, local sources, local targets, edge ids
+        drawing = targets              # the nodes that draw neighbours at this hop
         for fanout in self.fanouts:
             slots, owner = sample_slots(self.row_ptr, drawing, fanout, self.replace, generator)
             source_nodes, local = self.relabel(targets, self.neighbors.index_select(0, slots).to(torch.int64))
-            edge_index = torch.stack([local, owner + (targets.numel() - drawing.numel())])
             # no edge ids: the CSR holds the edges in the graph's order
             edge_ids = slots if self.edge_ids is None else self.edge_ids.index_select(0, slots)
-            if self.reuse and blocks:    # the block above's local ids hold here: its sources are our targets
-                edge_index = torch.cat([blocks[-1].edge_index, edge_index], dim=1)
-                edge_ids = torch.cat([blocks[-1].edge_ids, edge_ids])
-            blocks.append(Block(source_nodes, targets.numel(), edge_index, edge_ids=edge_ids))
+            hops.append((source_nodes, targets.numel(), local, owner + (targets.numel() - drawing.numel()), edge_ids))
             drawing = source_nodes[targets.numel():] if self.reuse else source_nodes
             targets = source_nodes
-        blocks.reverse()
-        return blocks
+        if not self.reuse:
+            return [Block(sources, num_targets, torch.stack([local, owner]), edge_ids=ids)
+                    for sources, num_targets, local, owner, ids in reversed(hops)]
+        # reusing: each block's local ids hold in the blocks below (their targets begin with its sources), so
+        # every block's edges are the first edges of the input block's, views of one edge list
+        edge_index = torch.stack([torch.cat([hop[2] for hop in hops]), torch.cat([hop[3] for hop in hops])])
+        edge_ids = torch.cat([hop[4] for hop in hops])
+        blocks, edges = [], 0
+        for sources, num_targets, local, _, _ in hops:
+            edges += local.numel()
+            blocks.append(Block(sources, num_targets, edge_index[:, :edges], edge_ids=edge_ids[:edges]))
+        return blocks[::-1]
 
     def full_neighborhood(self) -> FullNeighborhood:
         """The layer this sampler estimates: every node's whole in-neighbourhood, unweighted (for exact
