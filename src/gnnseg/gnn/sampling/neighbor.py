@@ -153,7 +153,8 @@ class NeighborSampler:
         drawing = targets              # the nodes that draw neighbours at this hop
         for fanout in self.fanouts:
             slots, owner = sample_slots(self.row_ptr, drawing, fanout, self.replace, generator)
-            source_nodes, local = self.relabel(targets, self.neighbors.index_select(0, slots).to(torch.int64))
+            source_nodes, local = self.relabel(targets, self.neighbors.index_select(0, slots).to(torch.int64),
+                                               check_targets=not hops)       # later targets: earlier sources
             # no edge ids: the CSR holds the edges in the graph's order
             edge_ids = slots if self.edge_ids is None else self.edge_ids.index_select(0, slots)
             hops.append((source_nodes, targets.numel(), local, owner + (targets.numel() - drawing.numel()), edge_ids))
