@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,12 @@ def awkward_graph(num_nodes: int = 30, num_edges: int = 120, seed: int = 0) -> t
     loops = torch.tensor([[0, 1, 1], [0, 1, 1]])              # a loop and a duplicated loop
     duplicates = edges[:, :10]                                 # ten repeated edges
     return torch.cat([edges, loops, duplicates], dim=1)
+
+
+@pytest.fixture
+def last_json(capsys):
+    """Call it after a ``--json`` command: the command's answer, its last stdout line, parsed."""
+    return lambda: json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 @pytest.fixture

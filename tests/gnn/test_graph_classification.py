@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -79,10 +77,10 @@ def test_gin_learns_mutag_quickly():
     assert 0.0 <= accuracy(model, graphs[:10]) <= 1.0
 
 
-def test_graphclass_cli_contract(capsys):
+def test_graphclass_cli_contract(capsys, last_json):
     root = require_dataset("tudataset")
     assert main(["gnn", "graphclass", "--dataset", "MUTAG", "--root", str(root), "--folds", "2", "--epochs", "2",
                  "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json()
     assert {"cv_acc_mean", "cv_acc_std", "best_epoch", "dataset"} <= set(result)
     assert 0.0 <= result["cv_acc_mean"] <= 1.0

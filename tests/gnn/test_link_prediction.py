@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -81,9 +79,9 @@ def test_gae_learns_cora_links(planetoid_root):
     assert sampled.test_auc > 0.75
 
 
-def test_linkpred_cli_contract(planetoid_root, tmp_path, capsys):
+def test_linkpred_cli_contract(planetoid_root, tmp_path, capsys, last_json):
     assert main(["gnn", "linkpred", "--dataset", "cora", "--root", str(planetoid_root), "--seeds", "1",
                  "--epochs", "20", "--runs-dir", str(tmp_path), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json()
     assert {"test_auc_mean", "test_ap_mean", "seeds", "dataset", "run_dir"} <= set(result)
     assert 0.5 < result["test_auc_mean"] <= 1.0

@@ -302,12 +302,12 @@ def test_a_run_directory_resumes_and_refuses_other_settings(planetoid_root, tmp_
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
-def test_cli_minibatch_json_contract_and_eval(planetoid_root, tmp_path, capsys):
+def test_cli_minibatch_json_contract_and_eval(planetoid_root, tmp_path, capsys, last_json):
     code = main(["gnn", "train", "--model", "sage", "--sampler", "neighbor", "--fanouts", "10,5", "--batch-size", "64",
                  "--dataset", "cora", "--root", str(planetoid_root), "--epochs", "3", "--seeds", "2",
                  "--reuse-samples", "--runs-dir", str(tmp_path), "--json"])
     assert code == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json()
     for key in ("model", "dataset", "seeds", "test_acc_mean", "test_acc_std", "val_acc_mean", "epoch_time_ms_median",
                 "sampled_nodes_per_batch_mean", "peak_rss_mb", "run_dir", "checkpoint"):
         assert key in result, key
@@ -321,22 +321,22 @@ def test_cli_minibatch_json_contract_and_eval(planetoid_root, tmp_path, capsys):
 
     code = main(["gnn", "eval", "--checkpoint", result["checkpoint"], "--root", str(planetoid_root), "--json"])
     assert code == 0
-    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    evaluated = last_json()
     metrics = json.loads((tmp_path / "gnn-train").iterdir().__next__().joinpath("metrics.json").read_text())
     best = max(metrics["per_seed"], key=lambda r: (r["val_acc"], -r["seed"]))
     assert evaluated["test_acc"] == pytest.approx(best["test_acc"])
 
 
-def test_cli_synth_then_ladies_training(tmp_path, capsys):
+def test_cli_synth_then_ladies_training(tmp_path, capsys, last_json):
     out = tmp_path / "graph"
     assert main(["gnn", "synth", "--nodes", "400", "--avg-degree", "8", "--classes", "4", "--features", "8",
                  "--out", str(out), "--json"]) == 0
-    made = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    made = last_json()
     assert made["num_nodes"] == 400 and made["undirected_edges"] == 1600 and 0 < made["ceiling_accuracy"] <= 1
     code = main(["gnn", "train", "--sampler", "ladies", "--num-samples", "32,32", "--dataset", f"synth:{out}",
                  "--epochs", "2", "--batch-size", "64", "--runs-dir", str(tmp_path / "runs"), "--json"])
     assert code == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json()
     assert result["model"] == "gcn" and result["sampler"] == "ladies"
     assert result["sampled_nodes_per_batch_mean"] <= 64 + 2 * 32
     assert main(["gnn", "synth", "--nodes", "400", "--out", str(out)]) == 2            # never overwritten

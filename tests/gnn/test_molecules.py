@@ -4,7 +4,6 @@ masked multi-task loss, GINE against PyG, a short training run, and the molecule
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
@@ -278,14 +277,14 @@ def test_short_training_reduces_the_loss():
 
 
 # ------------------------------------------------------------------------------------------------ commands
-def test_molecules_and_screen_commands(tmp_path, capsys):
+def test_molecules_and_screen_commands(tmp_path, capsys, last_json):
     data = load_shared_table("bbbp", require_dataset("molecules"))
     table = _write_csv(tmp_path / "train.csv", ["smiles", "p_np"],
                        [[s, int(t)] for s, t in zip(data.smiles[:60], data.targets[:60, 0].tolist())])
     assert main(["gnn", "molecules", "--csv", str(table), "--targets", "p_np", "--split", "random", "--seeds", "2",
                  "--epochs", "3", "--hidden", "16", "--layers", "2", "--runs-dir", str(tmp_path / "runs"),
                  "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json()
     assert {"test_auc_mean", "test_auc_std", "val_auc_mean", "checkpoint", "run_dir"} <= set(result)
     assert result["seeds"] == 2 and result["split_sizes"] == [48, 6, 6] and result["skipped"] == 0
     checkpoint = Path(result["checkpoint"])
@@ -297,7 +296,7 @@ def test_molecules_and_screen_commands(tmp_path, capsys):
     out = tmp_path / "ranked.csv"
     assert main(["gnn", "screen", "--model", str(checkpoint), "--csv", str(candidates), "--top", "3",
                  "--out", str(out), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    report = last_json()
     assert report["scored"] == 4 and report["written"] == 3 and report["skipped"] == 2
     assert [(r["row"], r["line"], r["smiles"]) for r in report["skipped_rows"]] == [(1, 3, "C1CC"), (5, 7, "???")]
     with out.open(newline="") as handle:
@@ -321,12 +320,12 @@ def test_molecules_and_screen_commands(tmp_path, capsys):
     assert out.read_bytes() == before and not list(tmp_path.glob(".tmp-*"))
 
 
-def test_molecules_command_regression(tmp_path, capsys):
+def test_molecules_command_regression(tmp_path, capsys, last_json):
     root = require_dataset("molecules")
     assert main(["gnn", "molecules", "--csv", str(root / "moleculenet" / "delaney-processed.csv"), "--targets",
                  "measured log solubility in mols per litre", "--task", "regression", "--split", "scaffold",
                  "--epochs", "1", "--hidden", "16", "--layers", "2", "--runs-dir", str(tmp_path), "--json"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json()
     assert result["split_sizes"] == [902, 113, 113] and result["test_rmse_mean"] > 0
     model, _ = load_molecule_model(result["checkpoint"])
     assert -4.0 < float(model.target_mean) < -2.0 and 1.5 < float(model.target_std) < 2.5   # log mol/L

@@ -102,11 +102,11 @@ def test_run_directory_checkpoint_and_eval(planetoid_root, tmp_path):
         evaluate_checkpoint(other, planetoid_root)
 
 
-def test_cli_json_contract(planetoid_root, tmp_path, capsys):
+def test_cli_json_contract(planetoid_root, tmp_path, capsys, last_json):
     code = main(["gnn", "train", "--model", "sgc", "--dataset", "cora", "--root", str(planetoid_root),
                  "--seeds", "2", "--runs-dir", str(tmp_path), "--json"])
     assert code == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json()
     for key in ("model", "dataset", "seeds", "test_acc_mean", "test_acc_std", "val_acc_mean",
                 "epoch_time_ms_median"):
         assert key in result, key
@@ -115,7 +115,7 @@ def test_cli_json_contract(planetoid_root, tmp_path, capsys):
 
     code = main(["gnn", "eval", "--checkpoint", result["checkpoint"], "--root", str(planetoid_root), "--json"])
     assert code == 0
-    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    evaluated = last_json()
     assert 0.7 < evaluated["test_acc"] <= 1.0
 
 

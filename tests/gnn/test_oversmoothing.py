@@ -268,11 +268,11 @@ def test_depth_sweep_rows(planetoid_root):
         assert row["dirichlet"] > 0 and row["dirichlet_normalized"] > 0
 
 
-def test_oversmooth_run_directory_and_cli(planetoid_root, tmp_path, capsys):
+def test_oversmooth_run_directory_and_cli(planetoid_root, tmp_path, capsys, last_json):
     code = main(["gnn", "oversmooth", "--dataset", "cora", "--root", str(planetoid_root), "--depths", "1,2",
                  "--remedies", "gcnii", "--epochs", "3", "--runs-dir", str(tmp_path), "--no-karate", "--json"])
     assert code == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json()
     assert result["variants"] == ["gcn", "gcnii"] and result["depths"] == [1, 2]
     assert [(r["variant"], r["depth"]) for r in result["summary"]] == [("gcn", 1), ("gcn", 2), ("gcnii", 1),
                                                                         ("gcnii", 2)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -37,16 +36,12 @@ def image_folders(tmp_path):
     return tmp_path / "images", tmp_path / "masks"
 
 
-def last_json(capsys) -> dict:
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
-def test_segment_image_writes_a_mask_and_never_overwrites(tmp_path, checkpoint, image_folders, capsys):
+def test_segment_image_writes_a_mask_and_never_overwrites(tmp_path, checkpoint, image_folders, capsys, last_json):
     output = tmp_path / "mask.png"
     args = ["seg", "segment", "--image", str(image_folders[0] / "case0.png"), "--box", "20,10,60,50",
             "--checkpoint", checkpoint, "-o", str(output), "--json"]
     assert main(args) == 0
-    result = last_json(capsys)
+    result = last_json()
     assert result["boxes"] == 1 and read_image_2d(output).array.shape == (64, 80)
     assert set(np.unique(read_image_2d(output).array)) <= {0, 255}
     assert main(args) == 2
@@ -80,25 +75,25 @@ def test_segment_volume_writes_labels_on_the_volume_grid(tmp_path, checkpoint, c
     assert labels.array[0].max() == 0 and labels.array[5].max() == 0  # outside the box's slices
 
 
-def test_evaluate_reports_dsc_nsd_and_count(image_folders, checkpoint, capsys):
+def test_evaluate_reports_dsc_nsd_and_count(image_folders, checkpoint, capsys, last_json):
     images, masks = image_folders
     assert main(["seg", "evaluate", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,
                  "--box-margin", "5", "--json"]) == 0
-    result = last_json(capsys)
+    result = last_json()
     assert result["n"] == 2 and 0 <= result["dsc_mean"] <= 1 and 0 <= result["nsd_mean"] <= 1
     assert len(result["per_object"]) == 2
 
 
-def test_finetune_runs_from_a_checkpoint(tmp_path, image_folders, checkpoint, capsys):
+def test_finetune_runs_from_a_checkpoint(tmp_path, image_folders, checkpoint, capsys, last_json):
     images, masks = image_folders
     assert main(["seg", "finetune", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,
                  "-o", str(tmp_path / "run"), "--rounds", "1", "--iterations", "2", "--batch-size", "2",
                  "--json"]) == 0
-    assert last_json(capsys)["train_objects"] == 2
+    assert last_json()["train_objects"] == 2
     assert (tmp_path / "run" / "model.pt").is_file()
 
 
-def test_challenge_npz_case_gets_labels_in_box_order(tmp_path, checkpoint, capsys):
+def test_challenge_npz_case_gets_labels_in_box_order(tmp_path, checkpoint, capsys, last_json):
     from gnnseg.seg.io.challenge_npz import read_challenge_npz
 
     volume = np.zeros((5, 40, 50), dtype=np.uint8)
@@ -110,13 +105,13 @@ def test_challenge_npz_case_gets_labels_in_box_order(tmp_path, checkpoint, capsy
     output.parent.mkdir()
     assert main(["seg", "segment", "--npz", str(tmp_path / "3DBox_CT_toy.npz"), "--checkpoint", checkpoint,
                  "-o", str(output), "--json"]) == 0
-    assert last_json(capsys)["boxes"] == 2
+    assert last_json()["boxes"] == 2
     segs = np.load(output)["segs"]
     assert segs.shape == (5, 40, 50) and segs.dtype == np.uint16 and set(np.unique(segs)) <= {0, 1, 2}
     assert read_challenge_npz(tmp_path / "3DBox_CT_toy.npz").is_3d
 
 
-def test_distill_then_export_then_segment_with_onnxruntime(tmp_path, image_folders, capsys):
+def test_distill_then_export_then_segment_with_onnxruntime(tmp_path, image_folders, capsys, last_json):
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[test]')")
     teacher = save_sam(build_sam(replace(SAM_CONFIGS["vit_mini"], patch_size=4, image_layout="padded")),
                        tmp_path / "teacher.pt")
@@ -125,7 +120,7 @@ def test_distill_then_export_then_segment_with_onnxruntime(tmp_path, image_folde
                  "--images", str(image_folders[0]), "--masks", str(image_folders[1]), "-o", str(run),
                  "--distill-iterations", "3", "--rounds", "1", "--iterations", "2", "--batch-size", "2",
                  "--json"]) == 0
-    result = last_json(capsys)
+    result = last_json()
     assert result["objects"] == 2 and result["images"] == 2 and (run / "model.pt").is_file()
     assert (run / "teacher_embeddings.npy").is_file() and (run / "distill_log.json").is_file()
     onnx_folder = tmp_path / "onnx"

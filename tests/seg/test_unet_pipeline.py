@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 
 import numpy as np
@@ -84,17 +83,17 @@ def test_splits_cover_every_case_once():
         make_splits(cases[:3], 5)
 
 
-def run_cli(capsys, *args):
+def run_cli(last_json, *args):
     """``gnnseg ARGS --json``, which must succeed; its last stdout line, parsed."""
     assert main([*map(str, args), "--json"]) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return last_json()
 
 
-def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys):
+def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_json):
     dataset = squares_dataset(tmp_path / "raw")
     work = tmp_path / "work"
 
-    run = partial(run_cli, capsys)
+    run = partial(run_cli, last_json)
 
     planned = run("seg", "plan", dataset.root, "--work-dir", work, "--base-features", "8", "--device", "cpu",
                   "--memory-gb", "1")
