@@ -18,8 +18,9 @@ from gnnseg.gnn.sampling.blocks import Relabeler
 from gnnseg.gnn.sampling.importance import draw_without_replacement
 from gnnseg.gnn.sampling.neighbor import (
     distinct_offsets,
-    random_key_offsets,
+    padded_key_offsets,
     sample_slots,
+    sorted_key_offsets,
 )
 from tests.conftest import awkward_graph
 
@@ -149,7 +150,7 @@ def test_distinct_offsets_are_uniform_subsets():
     assert float((subsets - 0.1).abs().max()) < 0.01                                # ~5 standard errors
 
 
-@pytest.mark.parametrize("draw", [distinct_offsets, random_key_offsets])
+@pytest.mark.parametrize("draw", [distinct_offsets, padded_key_offsets, sorted_key_offsets])
 def test_distinct_offsets_are_uniform_subsets_of_rows_of_any_length(draw):
     """Rows of different lengths in one call: distinct offsets within each row's length, and in a row of 4
     each of the 6 subsets of 2 equally likely."""
@@ -166,12 +167,15 @@ def test_distinct_offsets_are_uniform_subsets_of_rows_of_any_length(draw):
 
 
 def test_sampled_rows_take_every_short_row_and_fanout_distinct_edges_of_long_ones():
-    """Rows shorter than the fanout keep every edge in CSR order; longer ones draw ``fanout`` distinct edges
-    (by sorting random keys for a large fanout, by Floyd's algorithm for a small one or a very long row)."""
-    degree = torch.tensor([3, 0, 40, 12, 500_000, 9])
+    """Rows shorter than the fanout keep every edge in CSR order; longer ones draw ``fanout`` distinct edges,
+    whichever way: Floyd's algorithm (a row far longer than the fanout), a padded key matrix (long rows of
+    similar lengths) or flat sorted keys (long rows of unequal lengths)."""
+    degree = torch.tensor([3, 0, 40, 12, 500_000, 9, 300, 11])
     row_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(degree, 0)])
-    with_hub = torch.tensor([5, 2, 0, 4, 1, 3])
-    for nodes, fanout in [(with_hub, 4), (with_hub, 10), (with_hub[with_hub != 4], 10)]:   # the last one sorts
+    cases = [(torch.tensor([5, 2, 0, 4, 1, 3]), 4), (torch.tensor([5, 2, 0, 4, 1, 3]), 10),   # Floyd: the hub
+             (torch.tensor([5, 2, 0, 1, 3]), 10),                                             # padded: 40, 12
+             (torch.tensor([6, 2, 7, 3, 0]), 10)]                                             # sorted: 300, 40, ...
+    for nodes, fanout in cases:
         slots, owner = sample_slots(row_ptr, nodes, fanout, generator=torch.Generator().manual_seed(fanout))
         assert torch.equal(owner, torch.repeat_interleave(degree[nodes].clamp_max(fanout)))
         for position, node in enumerate(nodes.tolist()):

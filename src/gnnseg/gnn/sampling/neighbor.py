@@ -55,25 +55,38 @@ def distinct_offsets(degree: Tensor, count: int, generator: torch.Generator | No
     return chosen
 
 
-def random_key_offsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
+def padded_key_offsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
     """The same distribution as :func:`distinct_offsets` from random keys: every offset of every row gets a
     uniform random key and each row keeps the ``count`` offsets with the smallest keys (``topk`` over a
     ``(R, max degree)`` key matrix, padding keyed above every real key). Needs ``degree >= count``.
-    Time and memory ``O(R * max(degree))`` in a handful of operations: the faster choice unless some rows are
-    far longer than ``count``. Shapes: ``degree (R,)`` -> ``(R, count)``."""
+    Time and memory ``O(R * max(degree))`` in a handful of operations. Shapes: ``(R,)`` -> ``(R, count)``."""
     width = int(degree.max())
     keys = torch.rand((degree.numel(), width), generator=generator, dtype=torch.float64)
     keys.masked_fill_(torch.arange(width) >= degree.unsqueeze(1), 2.0)        # padding: never among the smallest
     return keys.topk(count, dim=1, largest=False, sorted=False).indices
 
 
+def sorted_key_offsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
+    """:func:`padded_key_offsets` without the padding, for rows of unequal lengths: the keys of all rows in one
+    flat array, offset by their row, sorted once; each row's first ``count`` are its smallest. Time
+    ``O(D log D)`` and memory ``O(D)`` for ``D = degree.sum()``."""
+    row = torch.repeat_interleave(degree)
+    first = torch.cumsum(degree, 0) - degree
+    order = torch.argsort(torch.rand(row.numel(), generator=generator, dtype=torch.float64) + row)
+    picks = order.index_select(0, (first.unsqueeze(1) + torch.arange(count)).flatten())  # sorted within rows
+    return picks.view(-1, count) - first.unsqueeze(1)
+
+
 def distinct_subsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
-    """``count`` distinct offsets per row (``degree >= count``), each subset equally likely: by random keys
-    when no row holds more than ``KEYS_LIMIT`` edges per draw, else by Floyd's algorithm, whose cost does not
-    depend on the degrees."""
-    if int(degree.max()) <= KEYS_LIMIT * count:
-        return random_key_offsets(degree, count, generator)
-    return distinct_offsets(degree, count, generator)
+    """``count`` distinct offsets per row (``degree >= count``), each subset equally likely. By random keys
+    while no row holds more than ``KEYS_LIMIT`` edges per draw: in a padded matrix when the rows are of similar
+    length, else sorted flat; beyond, by Floyd's algorithm, whose cost does not depend on the degrees."""
+    widest = int(degree.max())
+    if widest > KEYS_LIMIT * count:
+        return distinct_offsets(degree, count, generator)
+    if degree.numel() * widest <= 2 * int(degree.sum()):
+        return padded_key_offsets(degree, count, generator)
+    return sorted_key_offsets(degree, count, generator)
 
 
 def sample_slots(row_ptr: Tensor, nodes: Tensor, fanout: int, replace: bool = False,
