@@ -192,8 +192,9 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         o, u, p = r["ours"], r["ours_reuse"], r.get("pyg")
-        theirs = (f"{p['seeds_per_s']:.0f} | {p['edges_per_s']:.0f} | {p['nodes_per_batch']:.0f} | "
-                  f"{r['ratio_seeds_per_s']:.2f} | {r['ratio_reuse_seeds_per_s']:.2f}") if p else "skipped | - | - | - | -"
+        theirs = "skipped | - | - | - | -" if not p else (
+            f"{p['seeds_per_s']:.0f} | {p['edges_per_s']:.0f} | {p['nodes_per_batch']:.0f} | "
+            f"{r['ratio_seeds_per_s']:.2f} | {r['ratio_reuse_seeds_per_s']:.2f}")
         lines.append(f"| {r['graph']} | {r['fanouts']} | {o['seeds_per_s']:.0f} | {o['nodes_per_batch']:.0f} | "
                      f"{u['seeds_per_s']:.0f} | {u['edges_per_s']:.0f} | {theirs} |")
     if backend is None:

@@ -178,10 +178,10 @@ class Relabeler:
     """Local ids for blocks: ``relabeler(targets, neighbors) -> (source_nodes, neighbor_local)``.
 
     The ``targets`` keep positions ``0..T-1`` (they must be distinct: ``ValueError`` naming a repeated one, the
-    table left clean); nodes of ``neighbors`` that are not targets follow in the order they first appear. ``neighbor_local[k]`` is the position of ``neighbors[k]`` in
-    ``source_nodes``. A node-indexed scratch table, allocated once for the graph and left clean after every
-    call, makes each call ``O(m)`` for ``m = T + len(neighbors)``, with no sort and nothing graph-sized
-    allocated per call. One relabeler per sampler: the table is not shared between threads (DataLoader
+    table left clean); nodes of ``neighbors`` that are not targets follow in the order they first appear.
+    ``neighbor_local[k]`` is the position of ``neighbors[k]`` in ``source_nodes``. A node-indexed scratch table,
+    allocated once for the graph and left clean after every call, makes each call ``O(m)`` for
+    ``m = T + len(neighbors)``, with no sort and nothing graph-sized allocated per call. One relabeler per sampler: the table is not shared between threads (DataLoader
     workers are processes, each with its own copy).
     """
 

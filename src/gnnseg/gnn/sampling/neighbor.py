@@ -34,8 +34,9 @@ from gnnseg.gnn.sampling.blocks import (
 )
 
 # distinct_subsets draws by random keys over every edge of the rows while no row holds more than KEYS_LIMIT
-# edges per draw (the padded key matrix then costs at most KEYS_LIMIT * count per row), else by Floyd's algorithm
+# edges per draw (then at most KEYS_LIMIT * count keys per row), else by Floyd's algorithm
 KEYS_LIMIT = 32
+
 
 def distinct_offsets(degree: Tensor, count: int, generator: torch.Generator | None = None) -> Tensor:
     """``count`` distinct offsets in ``[0, degree[r])`` for every row ``r``, each subset equally likely.
