@@ -181,8 +181,8 @@ class Relabeler:
     table left clean); nodes of ``neighbors`` that are not targets follow in the order they first appear.
     ``neighbor_local[k]`` is the position of ``neighbors[k]`` in ``source_nodes``. A node-indexed scratch table,
     allocated once for the graph and left clean after every call, makes each call ``O(m)`` for
-    ``m = T + len(neighbors)``, with no sort and nothing graph-sized allocated per call. One relabeler per sampler: the table is not shared between threads (DataLoader
-    workers are processes, each with its own copy).
+    ``m = T + len(neighbors)``, with no sort and nothing graph-sized allocated per call. One relabeler per
+    sampler: the table is not shared between threads (DataLoader workers are processes, each with its own copy).
     """
 
     _UNSEEN = torch.iinfo(torch.int64).max
