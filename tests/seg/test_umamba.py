@@ -98,11 +98,11 @@ def test_network_choices_are_checked():
 
 
 @pytest.mark.slow
-def test_umamba_bot_trains_through_the_pipeline_and_reloads(tmp_path, capsys):
+def test_umamba_bot_trains_through_the_pipeline_and_reloads(tmp_path, last_json):
     dataset = squares_dataset(tmp_path / "raw")
     work = tmp_path / "work"
 
-    run = partial(run_cli, capsys)
+    run = partial(run_cli, last_json)
 
     run("seg", "plan", dataset.root, "--work-dir", work, "--base-features", "8", "--device", "cpu", "--memory-gb", "1")
     run("seg", "preprocess", work, "-c", "2d")
