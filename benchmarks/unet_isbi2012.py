@@ -25,7 +25,7 @@ from scipy import ndimage
 from skimage.metrics import adapted_rand_error
 
 from gnnseg.core import machine_info, write_json
-from gnnseg.seg.io import convert_isbi2012
+from gnnseg.seg.io import RawDataset, convert_isbi2012
 from gnnseg.seg.metrics import dice
 from gnnseg.seg.unet.augment import AugmentationConfig
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
@@ -51,13 +51,17 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     parser.add_argument("--network", default="unet", help="unet, umamba_bot or umamba_enc")
     parser.add_argument("--name", default="unet_isbi2012", help="results file name (benchmarks/results/NAME.json)")
+    parser.add_argument("--mirror", action="store_true",
+                        help="test-time mirroring along both axes (nnU-Net predicts with it by default)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the folds trained in --work (finished folds: evaluate them)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="isbi_"))
     started = time.perf_counter()
-    dataset = convert_isbi2012(args.source, work / "raw")
+    dataset = RawDataset.open(work / "raw") if args.resume else convert_isbi2012(args.source, work / "raw")
     plans = plan_experiment(extract_fingerprint(dataset), memory_gb=args.memory_gb, device="cpu",
                             base_features=args.base_features)
     preprocess_dataset(dataset, plans, "2d", work / "preprocessed")
@@ -68,14 +72,15 @@ def main() -> None:
     wrong = total = 0
     per_case, fold_seconds = {}, {}
     for fold in args.folds:
-        fold_started = time.perf_counter()
         run = work / f"fold_{fold}"
-        train_fold(work / "preprocessed", plans, "2d", fold, run, config, show_progress=True)
-        fold_seconds[fold] = time.perf_counter() - fold_started
+        summary = train_fold(work / "preprocessed", plans, "2d", fold, run, config, resume=args.resume,
+                             show_progress=True)
+        fold_seconds[fold] = summary["train_seconds"]      # all epochs, also those of a resumed run
         network, fold_plans, configuration = load_trained_network(run / "checkpoint_latest.pt")
         for case_id in fold_cases(splits, fold)[1]:
             case = dataset.load_case(case_id)
-            predicted, _ = predict_case(network, case.stacked(), case.spacing, fold_plans, configuration)
+            predicted, _ = predict_case(network, case.stacked(), case.spacing, fold_plans, configuration,
+                                        mirror_axes=(0, 1) if args.mirror else ())
             membrane_pred, membrane_true = predicted == 1, case.label.array == 1
             wrong += int((membrane_pred != membrane_true).sum())
             total += membrane_true.size
@@ -101,6 +106,7 @@ def main() -> None:
                      "batch_size": plans["configurations"]["2d"]["batch_size"],
                      "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],
                      "elastic_p": args.elastic},
+        "test_time_mirroring": args.mirror,
         "total_seconds": time.perf_counter() - started,
     }
     write_json(RESULTS / f"{args.name}.json", result)
