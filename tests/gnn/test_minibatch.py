@@ -31,6 +31,7 @@ from gnnseg.gnn.tasks.minibatch import (
     epoch_shard,
     minibatch_config,
     minibatch_preset,
+    same_run_settings,
     train_minibatch,
 )
 from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
@@ -299,6 +300,16 @@ def test_a_run_directory_resumes_and_refuses_other_settings(planetoid_root, tmp_
                                      resume_run=first["run_dir"], show_progress=False)
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         run_minibatch_classification("sage", None, "cora", planetoid_root, resume_run=tmp_path / "nothing")
+
+
+def test_settings_saved_before_they_existed_count_as_their_defaults():
+    config = MiniBatchConfig(fanouts=(5, 5), epochs=2)
+    saved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.__dict__.items()}
+    older = {k: v for k, v in saved.items() if k != "reuse_samples"}          # written before the option
+    assert same_run_settings(saved, config) and same_run_settings(older, config)
+    assert not same_run_settings(older, MiniBatchConfig(fanouts=(5, 5), epochs=2, reuse_samples=True))
+    assert same_run_settings({**saved, "num_workers": 3}, config)              # execution settings may differ
+    assert not same_run_settings({**saved, "epochs": 3}, config)
 
 
 # ----------------------------------------------------------------------------------------------------- CLI

@@ -376,9 +376,10 @@ def _config_dict(config: MiniBatchConfig) -> dict[str, Any]:
 
 
 def same_run_settings(saved: dict[str, Any], config: MiniBatchConfig) -> bool:
-    """Whether a saved config describes the same computation as ``config`` (worker settings aside)."""
-    current = _config_dict(config)
-    return all(saved.get(k) == v for k, v in current.items() if k not in EXECUTION_SETTINGS)
+    """Whether a saved config describes the same computation as ``config`` (worker settings aside). A setting
+    the saved config lacks (written before the setting existed) counts as its default."""
+    current, defaults = _config_dict(config), _config_dict(MiniBatchConfig())
+    return all(saved.get(k, defaults[k]) == v for k, v in current.items() if k not in EXECUTION_SETTINGS)
 
 
 def config_from_dict(values: dict[str, Any]) -> MiniBatchConfig:
