@@ -182,9 +182,12 @@ def test_sage_on_cora_improves_validation_accuracy(planetoid_root, reuse_samples
     assert result.batches == 6 and result.peak_rss_mb > 10
 
 
-def test_results_do_not_depend_on_the_number_of_workers():
+@pytest.mark.parametrize("reuse_samples", [False, True])
+def test_results_do_not_depend_on_the_number_of_workers(reuse_samples):
+    """Also for reused draws, whose blocks share one edge list between processes."""
     graph = small_synthetic()
-    config = MiniBatchConfig(fanouts=(4, 3), batch_size=32, hidden=16, epochs=2, dropout=0.3)
+    config = MiniBatchConfig(fanouts=(4, 3), batch_size=32, hidden=16, epochs=2, dropout=0.3,
+                             reuse_samples=reuse_samples)
     alone = train_minibatch(graph, config, seed=5, show_progress=False)
     workers = train_minibatch(graph, MiniBatchConfig(**{**config.__dict__, "num_workers": 2}), seed=5,
                               show_progress=False)
