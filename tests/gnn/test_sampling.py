@@ -305,8 +305,11 @@ def test_bad_fanouts_are_named(fanouts, message):
 ])
 def test_bad_seeds_are_named(name, seeds, message):
     sampler = SAMPLERS[name](awkward(), [2])
+    nodes = torch.tensor(seeds) if seeds else torch.tensor([], dtype=torch.int64)
     with pytest.raises(ValueError, match=message):
-        sampler.sample(torch.tensor(seeds) if seeds else torch.tensor([], dtype=torch.int64))
+        sampler.sample(nodes)
+    with pytest.raises(ValueError, match=message):                 # the exact layer's blocks check alike
+        sampler.full_neighborhood().block(nodes)
 
 
 def test_bad_generator_is_named():

@@ -251,7 +251,7 @@ class FullNeighborhood:
 
     def block(self, nodes: Tensor | Sequence[int]) -> Block:
         """One block with every in-edge of the (unique) ``nodes``: ``O(sum of their degrees)``."""
-        targets = check_seeds(nodes, self.num_nodes)
+        targets = check_seeds(nodes, self.num_nodes, unique=False)     # the relabeler finds repeated nodes
         slots, owner = segment_slots(self.row_ptr, targets)
         source_nodes, local = self.relabel(targets, self.columns[slots].to(torch.int64))
         weight = None if self.values is None else self.values[slots]

@@ -117,7 +117,7 @@ class LayerwiseSampler:
     def sample(self, seeds: Tensor | Sequence[int], generator: Generator = None) -> list[Block]:
         """Blocks for the (unique) ``seeds``, input layer first; ``blocks[-1].target_nodes`` equals ``seeds``.
         ``generator``: a ``torch.Generator``, an int seed, or ``None`` for torch's global RNG."""
-        targets = check_seeds(seeds, self.num_nodes)
+        targets = check_seeds(seeds, self.num_nodes, unique=False)     # the relabeler finds repeated seeds
         generator = as_generator(generator)
         blocks = []
         for count in self.num_samples:
@@ -130,7 +130,8 @@ class LayerwiseSampler:
             weight = values[keep].to(torch.float64) / probability[keep]            # A_hat[i, u] / p(u)
             row_sum = torch.zeros(targets.numel(), dtype=torch.float64).index_add_(0, owner, weight)
             weight = weight / row_sum.masked_fill(row_sum == 0, 1.0)[owner]        # rows sum to one
-            source_nodes, local = self.relabel(targets, torch.cat([sampled, columns]))
+            source_nodes, local = self.relabel(targets, torch.cat([sampled, columns]),
+                                               check_targets=not blocks)     # later targets: earlier sources
             blocks.append(Block(source_nodes, targets.numel(), torch.stack([local[sampled.numel():], owner]),
                                 edge_weight=weight.to(self.values.dtype)))
             targets = source_nodes
