@@ -1,8 +1,11 @@
 """A bounded load test of ``gnnseg serve`` on loopback: latency of box requests, and memory over many uploads.
 
-1. **Latency**: one Kvasir image is uploaded and encoded (first request); then ``--clients`` concurrent clients send
-   ``--requests`` one-box segment requests in all (boxes jittered around the polyp) and the throughput, p50 / p95
-   latency and errors are recorded.
+1. **Latency**: one Kvasir image is uploaded and encoded (first request); then ``--clients`` concurrent clients,
+   each on its own keep-alive connection as a viewer holds one, send ``--requests`` one-box segment requests in all
+   (boxes jittered around the polyp), each client one at a time, and the throughput, p50 / p95 latency and errors
+   are recorded. The clients are the standard library's ``http.client`` (about a tenth of httpx's CPU time per
+   request, and opening an ``httpx.Client`` costs ~20 ms for its TLS setup): on a 2-core machine the load
+   generator's CPU time is taken from the server.
 2. **Memory**: ``--uploads`` distinct 256 x 256 images are uploaded, every ``--encode-every``-th followed by one box
    request (so that it is encoded and its embedding cached), with the store and the embedding cache kept small (``--store-mb``,
    ``--cache-mb``) so that LRU eviction must keep the server bounded; its resident memory is sampled throughout.
@@ -15,6 +18,9 @@ The server is a separate ``gnnseg serve`` process; the test stops by itself.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import queue
 import shlex
 import socket
 import subprocess
@@ -68,6 +74,7 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=1000)
     parser.add_argument("--store-mb", type=int, default=64)
     parser.add_argument("--cache-mb", type=int, default=64)
+    parser.add_argument("--decoder-dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--name", default="serve_load", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--encode-every", type=int, default=10, help="a box request after every N-th upload")
     args = parser.parse_args()
@@ -75,7 +82,8 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "gnnseg.cli", "serve", "--checkpoint", args.checkpoint,
                                "--port", str(port), "--store-mb", str(args.store_mb), "--cache-mb",
-                               str(args.cache_mb)], stderr=subprocess.DEVNULL)
+                               str(args.cache_mb), "--decoder-dtype", args.decoder_dtype],
+                              stderr=subprocess.DEVNULL)
     sampler = MemorySampler(server.pid)
     try:
         with httpx.Client(base_url=url, timeout=120) as client:
@@ -103,15 +111,34 @@ def main() -> None:
             boxes = [(tight + rng.integers(-5, 6, 4)).clip(0, min(truth.shape) - 1).tolist()
                      for _ in range(args.requests)]
 
-            def ask(box: list[int]) -> tuple[float, int]:
-                with httpx.Client(base_url=url, timeout=120) as own:
-                    start = time.perf_counter()
-                    response = own.post(f"/v1/images/{image_id}/segment", json={"boxes": [box], "format": "json"})
-                    return time.perf_counter() - start, response.status_code
+            pending = queue.SimpleQueue()
+            for box in boxes:
+                pending.put(box)
+
+            def client_session() -> list[tuple[float, int]]:
+                """One viewer: its own keep-alive connection, one request at a time until the boxes run out."""
+                answers = []
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                try:
+                    while True:
+                        try:
+                            box = pending.get_nowait()
+                        except queue.Empty:
+                            return answers
+                        body = json.dumps({"boxes": [box], "format": "json"}).encode()
+                        start = time.perf_counter()
+                        connection.request("POST", f"/v1/images/{image_id}/segment", body=body,
+                                           headers={"Content-Type": "application/json"})
+                        response = connection.getresponse()
+                        response.read()
+                        answers.append((time.perf_counter() - start, response.status))
+                finally:
+                    connection.close()
 
             began = time.perf_counter()
             with ThreadPoolExecutor(args.clients) as pool:
-                answers = list(pool.map(ask, boxes))
+                sessions = [pool.submit(client_session) for _ in range(args.clients)]
+                answers = [answer for session in sessions for answer in session.result()]
             wall = time.perf_counter() - began
             latencies = np.array([seconds for seconds, _ in answers])
             errors = sum(status != 200 for _, status in answers)
@@ -141,7 +168,8 @@ def main() -> None:
     result = {
         "benchmark": "serve_load", "machine": machine_info(),
         "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
-        "checkpoint": args.checkpoint, "clients": args.clients, "requests": args.requests,
+        "checkpoint": args.checkpoint, "decoder_dtype": args.decoder_dtype,
+        "clients": args.clients, "requests": args.requests,
         "first_request_s": first_request_s,
         "throughput_rps": args.requests / wall, "p50_ms": float(np.percentile(latencies, 50) * 1000),
         "p95_ms": float(np.percentile(latencies, 95) * 1000), "max_ms": float(latencies.max() * 1000),

@@ -324,7 +324,7 @@ def _serve(args: argparse.Namespace) -> dict:
         raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
     limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes,
                            store_bytes=args.store_mb * 2**20, embedding_cache_bytes=args.cache_mb * 2**20)
-    app = create_app(checkpoint=args.checkpoint, limits=limits)
+    app = create_app(checkpoint=args.checkpoint, limits=limits, decoder_dtype=args.decoder_dtype)
     print(f"gnnseg: serving http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl+C stops",
           file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -640,6 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-boxes", type=int, default=64, help="boxes per request")
     serve.add_argument("--store-mb", type=int, default=2048, help="memory for uploaded pixels (LRU eviction)")
     serve.add_argument("--cache-mb", type=int, default=512, help="memory for image embeddings (LRU eviction)")
+    serve.add_argument("--decoder-dtype", choices=["float32", "bfloat16"], default="float32",
+                       help="bfloat16: the mask decoder in bfloat16 (PyTorch models; about 2x faster per box on "
+                            "CPUs with AVX512-BF16 or AMX, masks agree on >99.9%% of pixels)")
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(handler=_serve)
 

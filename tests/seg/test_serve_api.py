@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import tempfile
+import threading
+import types
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="fastapi is not installed (pip install -e '.[test]')")
@@ -19,7 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from gnnseg.seg.io import MedicalImage, read_dicom_series, read_nifti, write_nifti  # noqa: E402
 from gnnseg.seg.sam.model import build_sam  # noqa: E402
-from gnnseg.seg.serve.app import ServiceLimits, create_app  # noqa: E402
+from gnnseg.seg.serve.app import Segmenter, ServiceLimits, create_app  # noqa: E402
 from gnnseg.seg.serve.encoding import rle_decode  # noqa: E402
 from tests.conftest import require_dataset  # noqa: E402
 
@@ -216,3 +220,39 @@ def test_concurrent_clients_get_their_own_answers(client):
     for index, answer in enumerate(answers):
         assert np.array_equal(np.load(io.BytesIO(answer))["segs"], np.load(io.BytesIO(expected[index % 3]))["segs"])
     assert json.loads(client.get("/healthz").content)["images"] == 3
+
+
+def test_the_model_is_loaded_and_called_on_one_thread_of_its_own(model):
+    callers = []
+
+    def load():
+        callers.append(threading.get_ident())
+        return model
+
+    segmenter = Segmenter(load, cache_bytes=2**20)
+    predict = segmenter.predictor.predict
+    segmenter.predictor.predict = lambda **prompts: callers.append(threading.get_ident()) or predict(**prompts)
+    rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda _: segmenter.segment_2d(rgb, np.array([[2.0, 2.0, 30.0, 30.0]])), range(6)))
+    assert len(callers) == 7 and len(set(callers)) == 1 and callers[0] != threading.get_ident()
+
+
+def test_bfloat16_decoder_gives_nearly_the_same_masks(model):
+    data = png_upload(seed=7)
+    answers = []
+    for dtype in ("float32", "bfloat16"):
+        client = TestClient(create_app(copy.deepcopy(model), decoder_dtype=dtype))
+        image_id = upload(client, data).json()["id"]
+        answer = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[4, 4, 50, 40]], "format": "npz"})
+        assert answer.status_code == 200
+        answers.append(np.load(io.BytesIO(answer.content)))
+    assert client.app.state.segmenter.predictor.model.decoder_dtype == torch.bfloat16
+    assert (answers[0]["segs"] == answers[1]["segs"]).mean() > 0.98
+    assert np.allclose(answers[0]["iou"], answers[1]["iou"], atol=0.05)
+
+
+def test_a_bfloat16_decoder_needs_a_pytorch_model(model):
+    exported = types.SimpleNamespace(config=model.config)  # what an ONNX export offers: no mask_decoder module
+    with pytest.raises(ValueError, match="bfloat16 decoder needs a PyTorch model"):
+        Segmenter(lambda: exported, cache_bytes=2**20, decoder_dtype="bfloat16")

@@ -33,8 +33,7 @@ class BoxDecoder(nn.Module):
 
     def forward(self, embeddings: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
         sparse, dense = self.prompt_encoder(None, boxes, None)
-        masks, iou = self.mask_decoder.predict_all(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense)
-        return masks[:, :1], iou[:, :1]
+        return self.mask_decoder.predict_all(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, slice(0, 1))
 
 
 def _require_onnx() -> None:

@@ -5,12 +5,18 @@ tokens are upscaled 4x by two transposed convs (to ``D/8`` channels); each mask 
 MLP (a hypernetwork) to a ``D/8`` vector whose dot product with every upscaled pixel is that mask's logit. The IoU
 token predicts each mask's IoU. Mask 0 is the single-mask output; masks 1..3 are the multimask outputs for
 ambiguous prompts.
+
+The upscaling runs on the image tokens as they leave the transformer, ``(B, h w, D)``: a stride-2, kernel-2
+transposed convolution maps each pixel to its own 2x2 block, and the LayerNorm, GELUs and hypernetwork product act
+on each pixel alone, so the stack is two matrix products over the tokens in their original order, and one final
+permutation of the logits places each token's 4x4 block. The weights are those of ``output_upscaling``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from gnnseg.seg.sam.common import LayerNorm2d, PerceptronStack
 from gnnseg.seg.sam.transformer import TwoWayTransformer
@@ -43,25 +49,47 @@ class MaskDecoder(nn.Module):
     def forward(self, image_embeddings: Tensor, image_pe: Tensor, sparse_prompt_embeddings: Tensor,
                 dense_prompt_embeddings: Tensor, multimask_output: bool) -> tuple[Tensor, Tensor]:
         """``image_embeddings`` is ``(1 or B, D, h, w)``; one image's embedding is shared by all ``B`` prompts."""
-        masks, iou = self.predict_all(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings)
         chosen = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, chosen], iou[:, chosen]
+        return self.predict_all(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, chosen)
 
-    def predict_all(self, image_embeddings: Tensor, image_pe: Tensor, sparse: Tensor,
-                    dense: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits and IoU estimates for all ``num_mask_tokens`` outputs."""
+    def predict_all(self, image_embeddings: Tensor, image_pe: Tensor, sparse: Tensor, dense: Tensor,
+                    outputs: slice = slice(None)) -> tuple[Tensor, Tensor]:
+        """Logits and IoU estimates of the ``outputs`` among the ``num_mask_tokens`` (all by default).
+
+        Inputs are cast to the decoder's own dtype, so a decoder converted with ``.to(torch.bfloat16)`` runs in
+        bfloat16 behind a float32 image and prompt encoder (and returns bfloat16 logits).
+        """
+        dtype = self.iou_token.weight.dtype
         batch = sparse.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight])
-        tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse], dim=1)
-        if image_embeddings.shape[0] != batch:
+        tokens = torch.cat([output_tokens.expand(batch, -1, -1), sparse.to(dtype)], dim=1)
+        if image_embeddings.shape[0] == 1 and dense.stride(0) == 0:
+            dense = dense[:1]  # the same dense map for every prompt (no mask input): one image for the whole batch
+        elif image_embeddings.shape[0] != batch:
             image_embeddings = image_embeddings.expand(batch, -1, -1, -1)
-        src = image_embeddings + dense
-        pos = image_pe.expand(batch, -1, -1, -1)
-        _, channels, height, width = src.shape
-        hidden, src = self.transformer(src, pos, tokens)
-        iou_out = hidden[:, 0]
+        src = image_embeddings.to(dtype) + dense.to(dtype)
+        height, width = src.shape[-2:]
+        hidden, src = self.transformer(src, image_pe.to(dtype), tokens)
         mask_out = hidden[:, 1 : 1 + self.num_mask_tokens]
-        upscaled = self.output_upscaling(src.transpose(1, 2).reshape(batch, channels, height, width))
-        hyper = torch.stack([mlp(mask_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
-        masks = (hyper @ upscaled.flatten(2)).reshape(batch, -1, *upscaled.shape[-2:])
-        return masks, self.iou_prediction_head(iou_out)
+        chosen = range(self.num_mask_tokens)[outputs]
+        hyper = torch.stack([self.output_hypernetworks_mlps[i](mask_out[:, i]) for i in chosen], dim=1)
+        return self._mask_logits(src, hyper, height, width), self.iou_prediction_head(hidden[:, 0])[:, outputs]
+
+    def _mask_logits(self, tokens: Tensor, hyper: Tensor, height: int, width: int) -> Tensor:
+        """``(B, h w, D)`` image tokens and ``(B, M, D/8)`` hypernetwork outputs -> ``(B, M, 4h, 4w)`` logits."""
+        first, norm, _, second, _ = self.output_upscaling
+        batch, masks = tokens.shape[0], hyper.shape[1]
+        # each token's 2 x 2 block, channels last; the biases join the products (one pass instead of two)
+        x = F.linear(tokens, _per_subpixel(first.weight), first.bias.repeat(4)).reshape(batch, -1, first.out_channels)
+        x = F.gelu(F.layer_norm(x, (norm.channels,), norm.weight, norm.bias, norm.eps))
+        x = F.linear(x, _per_subpixel(second.weight), second.bias.repeat(4))
+        x = F.gelu(x.reshape(batch, -1, second.out_channels))  # (B, h w 16, D/8): tokens in (i, j, a, c, a', c')
+        logits = (x @ hyper.transpose(1, 2)).reshape(batch, height, width, 2, 2, 2, 2, masks)
+        # pixel (4i + 2a + a', 4j + 2c + c')
+        return logits.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(batch, masks, 4 * height, 4 * width)
+
+
+def _per_subpixel(weight: Tensor) -> Tensor:
+    """A kernel-2 transposed convolution's ``(in, out, 2, 2)`` weight as a linear layer's ``(4 out, in)`` weight, its
+    outputs in (row, column, channel) order."""
+    return weight.permute(2, 3, 1, 0).flatten(0, 2)

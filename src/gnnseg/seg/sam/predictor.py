@@ -72,9 +72,12 @@ class SamPredictor:
         self._embedding = None
         if self.box_centred:
             return
-        self._embedding, self._input_hw, encoded = self._memo.embedding(
-            rgb, self.model.config, lambda pixels: self.model.encode(torch.from_numpy(pixels).to(self.device)))
+        self._embedding, self._input_hw, encoded = self._memo.embedding(rgb, self.model.config, self._encode)
         self.encoder_calls += encoded
+
+    def _encode(self, pixels: np.ndarray) -> Tensor:
+        """The embedding in the decoder's dtype (a bfloat16 decoder then reads a cached embedding without a cast)."""
+        return self.model.encode(torch.from_numpy(pixels).to(self.device)).to(self.model.decoder_dtype)
 
     @property
     def device(self) -> torch.device:

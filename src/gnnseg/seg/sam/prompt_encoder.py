@@ -71,10 +71,23 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
+        self._dense_pe: tuple[tuple, Tensor] | None = None
 
-    def get_dense_pe(self) -> Tensor:
-        """Positional encoding of the image-embedding grid, ``(1, D, h, w)``."""
-        return self.pe_layer.grid(*self.image_embedding_size)[None]
+    def get_dense_pe(self, dtype: torch.dtype | None = None) -> Tensor:
+        """Positional encoding of the image-embedding grid, ``(1, D, h, w)`` (in ``dtype``, default the buffers').
+
+        Remembered for the Gaussian matrix it came from (its storage and in-place version, so loading other
+        weights recomputes it) and the dtype: every prompt needs it, and its sines and cosines cost as much as a
+        box's attention. A traced export computes it in the graph.
+        """
+        if torch.jit.is_tracing():
+            return self.pe_layer.grid(*self.image_embedding_size)[None]
+        matrix = self.pe_layer.positional_encoding_gaussian_matrix
+        key = (matrix.data_ptr(), matrix._version, matrix.device, dtype)
+        if self._dense_pe is None or self._dense_pe[0] != key:
+            grid = self.pe_layer.grid(*self.image_embedding_size)[None]
+            self._dense_pe = (key, grid if dtype is None else grid.to(dtype))
+        return self._dense_pe[1]
 
     def embed_points(self, coords: Tensor, labels: Tensor, pad: bool) -> Tensor:
         """``(B, N, 2)`` points and ``(B, N)`` labels in {-1, 0, 1} -> ``(B, N [+1], D)``.

@@ -4,6 +4,14 @@ Each layer (Kirillov et al. 2023, Fig. 14): token self-attention, token-to-image
 tokens, then image-to-token cross-attention that updates the image tokens. Positional encodings are added to
 queries and keys at every attention (not to values); the first layer's self-attention skips them. A final
 token-to-image attention closes the stack. Cross-attentions work in a ``dim / downsample`` internal width.
+
+Cross-attention between a few prompt tokens (``n``, 7 for a box) and thousands of image tokens (``N``) is computed
+without projecting the image tokens: a head's score ``(W_q a + b_q) . (W_k b + b_k)`` is linear in each side, so
+the projection matrices are applied to the few tokens instead (``W_k^T q_h`` or ``W_q^T k_h``), and likewise the
+value and output projections (``W_o (A V) = A (W_o V)`` per head). A key-side bias adds the same number to every
+score of a query, which softmax ignores. The result is the same attention (up to float rounding) with
+``2 * heads * n * N * dim`` multiply-adds instead of ``2 * N * dim * width`` for the projections: 2.3x fewer for a
+box prompt in SAM's decoder (8 heads, width 128). The fold is used when ``heads * n < width``.
 """
 
 from __future__ import annotations
@@ -33,10 +41,68 @@ class ProjectedAttention(nn.Module):
         return x.reshape(batch, tokens, self.heads, width // self.heads).transpose(1, 2)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """``(B, n, D)`` queries, ``(B, m, D)`` keys and values; the image-token side may have batch 1 for all."""
+        queries, keys = q.shape[1], k.shape[1]
+        if queries < keys and self.heads * queries < self.q_proj.out_features:
+            return self._few_queries(q, k, v)
+        if keys < queries and self.heads * keys < self.q_proj.out_features:
+            return self._few_keys(q, k, v)
+        batch = max(q.shape[0], k.shape[0])
+        q, k, v = (x.expand(batch, -1, -1) for x in (q, k, v))
         out = F.scaled_dot_product_attention(self._heads(self.q_proj(q)), self._heads(self.k_proj(k)),
                                              self._heads(self.v_proj(v)))
         batch, _, tokens, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, -1))
+
+    def _per_head(self, layer: nn.Linear) -> Tensor:
+        """A projection's ``(width, dim)`` weight as ``(heads, width / heads, dim)``."""
+        return layer.weight.reshape(self.heads, -1, layer.in_features)
+
+    def _few_queries(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention of ``n`` queries to ``N >> n`` keys without projecting the keys and values."""
+        batch, tokens, _ = q.shape
+        head_dim = self.q_proj.out_features // self.heads
+        query = self._heads(self.q_proj(q)) * head_dim ** -0.5  # (B, h, n, d)
+        folded = (query @ self._per_head(self.k_proj)).flatten(1, 2)  # (B, h n, D): W_k^T q per head
+        weights = _scores(k, folded).softmax(dim=-1)  # (B, h n, N); b_k shifts a row: no effect
+        mixed = _times(weights, v).unflatten(1, (self.heads, tokens))  # (B, h, n, D): A V before W_v
+        out = mixed @ self._per_head(self.v_proj).transpose(1, 2) + self.v_proj.bias.view(self.heads, 1, -1)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, -1))
+
+    def _few_keys(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Attention of ``N >> n`` queries to ``n`` keys without projecting the queries or the output."""
+        keys = k.shape[1]
+        head_dim = self.q_proj.out_features // self.heads
+        key = self._heads(self.k_proj(k)) * head_dim ** -0.5  # (B, h, n, d)
+        folded = (key @ self._per_head(self.q_proj)).flatten(1, 2)  # (B, h n, D): W_q^T k per head
+        bias = (key @ self.q_proj.bias.view(self.heads, -1, 1)).flatten(1, 2)  # (B, h n, 1): b_q . k per key
+        # softmax over the n keys of a head as a middle axis of (B, h, n, N): 30x faster than over a last axis of 7
+        weights = (_scores(q, folded) + bias).unflatten(1, (self.heads, keys)).softmax(dim=2).flatten(1, 2)
+        value = self._heads(self.v_proj(v))  # (B, h, n, d)
+        output_weight = self.out_proj.weight.reshape(-1, self.heads, head_dim).permute(1, 2, 0)  # (h, d, D)
+        # W_o v per key, with b_o / h added to each: a head's weights sum to 1, so the h heads add b_o once
+        values_out = (value @ output_weight + self.out_proj.bias / self.heads).flatten(1, 2)  # (B, h n, D)
+        return weights.transpose(1, 2) @ values_out
+
+
+def _scores(many: Tensor, folded: Tensor) -> Tensor:
+    """``(1 or B, N, D)`` tokens against ``(B, m, D)`` folded queries -> ``(B, m, N)`` dot products.
+
+    Multiplied as ``many @ folded^T`` and the small ``(N, m)`` result transposed: bfloat16 matrix products copy a
+    transposed operand first, and ``folded @ many^T`` would copy all ``N x D`` tokens. Tokens shared by the batch
+    (one image, many prompts) meet all ``B m`` queries in one product.
+    """
+    batch, rows, _ = folded.shape
+    if many.shape[0] == 1 < batch:
+        return (many[0] @ folded.flatten(0, 1).T).view(-1, batch, rows).permute(1, 2, 0).contiguous()
+    return (many @ folded.transpose(1, 2)).transpose(1, 2).contiguous()
+
+
+def _times(weights: Tensor, values: Tensor) -> Tensor:
+    """``(B, m, N) @ (1 or B, N, D)``; values shared by the batch are one product of ``B m`` rows."""
+    if values.shape[0] == 1 < weights.shape[0]:
+        return (weights.flatten(0, 1) @ values[0]).view(*weights.shape[:2], -1)
+    return weights @ values
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -69,7 +135,10 @@ class TwoWayAttentionBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    """``(B, D, h, w)`` image embedding + ``(B, N, D)`` tokens -> updated ``(B, N, D)`` tokens and ``(B, h*w, D)``."""
+    """``(B, D, h, w)`` image embedding + ``(B, N, D)`` tokens -> updated ``(B, N, D)`` tokens and ``(B, h*w, D)``.
+
+    The ``(1 or B, D, h, w)`` positional encoding is broadcast over the batch, and so is an image embedding of
+    batch 1: every prompt then reads the same image tokens in the first layer, which updates them per prompt."""
 
     def __init__(self, *, depth: int = 2, embedding_dim: int = 256, num_heads: int = 8, mlp_dim: int = 2048,
                  attention_downsample_rate: int = 2) -> None:
@@ -82,8 +151,9 @@ class TwoWayTransformer(nn.Module):
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
     def forward(self, image_embedding: Tensor, image_pe: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
-        keys = image_embedding.flatten(2).transpose(1, 2)
-        key_pe = image_pe.flatten(2).transpose(1, 2)
+        # tokens with their channels contiguous, as every product and LayerNorm below reads them
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         queries = tokens
         for layer in self.layers:
             queries, keys = layer(queries, keys, tokens, key_pe)
