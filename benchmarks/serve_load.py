@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--store-mb", type=int, default=64)
     parser.add_argument("--cache-mb", type=int, default=64)
     parser.add_argument("--decoder-dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--compile", action="store_true", help="serve with the decoder compiled for one box")
     parser.add_argument("--name", default="serve_load", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--encode-every", type=int, default=10, help="a box request after every N-th upload")
     args = parser.parse_args()
@@ -82,8 +83,8 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "gnnseg.cli", "serve", "--checkpoint", args.checkpoint,
                                "--port", str(port), "--store-mb", str(args.store_mb), "--cache-mb",
-                               str(args.cache_mb), "--decoder-dtype", args.decoder_dtype],
-                              stderr=subprocess.DEVNULL)
+                               str(args.cache_mb), "--decoder-dtype", args.decoder_dtype,
+                               *(["--compile"] if args.compile else [])], stderr=subprocess.DEVNULL)
     sampler = MemorySampler(server.pid)
     try:
         with httpx.Client(base_url=url, timeout=120) as client:
@@ -169,7 +170,7 @@ def main() -> None:
         "benchmark": "serve_load", "machine": machine_info(),
         "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
         "checkpoint": args.checkpoint, "decoder_dtype": args.decoder_dtype,
-        "clients": args.clients, "requests": args.requests,
+        "compiled_decoder": args.compile, "clients": args.clients, "requests": args.requests,
         "first_request_s": first_request_s,
         "throughput_rps": args.requests / wall, "p50_ms": float(np.percentile(latencies, 50) * 1000),
         "p95_ms": float(np.percentile(latencies, 95) * 1000), "max_ms": float(latencies.max() * 1000),

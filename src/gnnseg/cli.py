@@ -324,7 +324,8 @@ def _serve(args: argparse.Namespace) -> dict:
         raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
     limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes,
                            store_bytes=args.store_mb * 2**20, embedding_cache_bytes=args.cache_mb * 2**20)
-    app = create_app(checkpoint=args.checkpoint, limits=limits, decoder_dtype=args.decoder_dtype)
+    app = create_app(checkpoint=args.checkpoint, limits=limits, decoder_dtype=args.decoder_dtype,
+                     compile_decoder=args.compile)
     print(f"gnnseg: serving http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl+C stops",
           file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -643,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--decoder-dtype", choices=["float32", "bfloat16"], default="float32",
                        help="bfloat16: the mask decoder in bfloat16 (PyTorch models; about 2x faster per box on "
                             "CPUs with AVX512-BF16 or AMX, masks agree on >99.9%% of pixels)")
+    serve.add_argument("--compile", action="store_true",
+                       help="compile the mask decoder for one box per request with torch.compile (needs a C++ "
+                            "compiler; adds 20-40 s to the start the first time on a machine)")
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(handler=_serve)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import shutil
 import tempfile
 import threading
 import types
@@ -256,3 +257,16 @@ def test_a_bfloat16_decoder_needs_a_pytorch_model(model):
     exported = types.SimpleNamespace(config=model.config)  # what an ONNX export offers: no mask_decoder module
     with pytest.raises(ValueError, match="bfloat16 decoder needs a PyTorch model"):
         Segmenter(lambda: exported, cache_bytes=2**20, decoder_dtype="bfloat16")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile needs a C++ compiler (g++)")
+def test_compiled_single_box_decoder_answers_as_the_eager_one(model):
+    rgb = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    one, several = np.array([[4.0, 4.0, 50.0, 40.0]]), np.array([[4.0, 4.0, 50.0, 40.0], [0.0, 0.0, 20.0, 30.0]])
+    eager = Segmenter(lambda: copy.deepcopy(model), cache_bytes=2**20)
+    compiled = Segmenter(lambda: copy.deepcopy(model), cache_bytes=2**20, compile_decoder=True)
+    for boxes in (one, several, one):  # one box: the compiled graph; several: the eager decoder
+        (expected_masks, expected_iou), (masks, iou) = eager.segment_2d(rgb, boxes), compiled.segment_2d(rgb, boxes)
+        assert (masks == expected_masks).mean() > 0.99
+        assert np.allclose(iou, expected_iou, atol=1e-4)

@@ -82,19 +82,23 @@ class Segmenter:
     11-12 after any other thread had run a parallel torch operation).
     """
 
-    def __init__(self, load: Callable[[], Any], cache_bytes: int, decoder_dtype: str = "float32") -> None:
+    def __init__(self, load: Callable[[], Any], cache_bytes: int, decoder_dtype: str = "float32",
+                 compile_decoder: bool = False) -> None:
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gnnseg-model")
-        self.predictor = self._model_thread.submit(self._prepare, load, cache_bytes, decoder_dtype).result()
+        self.predictor = self._model_thread.submit(self._prepare, load, cache_bytes, decoder_dtype,
+                                                   compile_decoder).result()
 
     @staticmethod
-    def _prepare(load: Callable[[], Any], cache_bytes: int, decoder_dtype: str):
+    def _prepare(load: Callable[[], Any], cache_bytes: int, decoder_dtype: str, compile_decoder: bool):
         model = load()
-        if decoder_dtype != "float32":
+        if decoder_dtype != "float32" or compile_decoder:
             if not hasattr(model, "mask_decoder"):
-                raise ValueError(f"a {decoder_dtype} decoder needs a PyTorch model, not an ONNX export")
+                raise ValueError(f"a {decoder_dtype} or compiled decoder needs a PyTorch model, not an ONNX export")
             import torch  # only here: a service over an ONNX export runs without torch
 
             model.mask_decoder.to(getattr(torch, decoder_dtype))
+            if compile_decoder:
+                compile_single_prompt_decoder(model)
         config = model.config
         embedding_bytes = 4 * config.prompt_dim * config.embedding_size ** 2
         return make_predictor(model, cache_size=max(1, cache_bytes // embedding_bytes))
@@ -111,17 +115,37 @@ class Segmenter:
         return self._model_thread.submit(segment_boxes_3d, self.predictor, volume, boxes).result()
 
 
+def compile_single_prompt_decoder(model) -> None:
+    """Compile ``model``'s mask decoder for one prompt at a time (a viewer's box), warmed up here so that no request
+    waits for the compiler; several prompts in one call keep the eager decoder (no recompilation per count)."""
+    import torch
+
+    decoder = model.mask_decoder
+    eager = decoder.forward
+    compiled = torch.compile(eager, dynamic=False)
+
+    def forward(image_embeddings, image_pe, sparse, dense, multimask_output):
+        run = compiled if sparse.shape[0] == 1 else eager
+        return run(image_embeddings, image_pe, sparse, dense, multimask_output)
+
+    decoder.forward = forward
+    grid, size = model.config.embedding_size, model.config.image_size
+    embedding = torch.zeros(1, model.config.prompt_dim, grid, grid, dtype=model.decoder_dtype)
+    with torch.inference_mode():
+        model.decode(embedding, boxes=torch.tensor([[0.0, 0.0, size / 2, size / 2]]))
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
 
 def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: ServiceLimits | None = None,
-               decoder_dtype: Literal["float32", "bfloat16"] = "float32") -> FastAPI:
+               decoder_dtype: Literal["float32", "bfloat16"] = "float32", compile_decoder: bool = False) -> FastAPI:
     """The service around ``model`` (or the model loaded from ``checkpoint``: a path, an ONNX folder or a packaged
     name; default the packaged Lite MedSAM), with its mask decoder in ``decoder_dtype`` (PyTorch models only)."""
     limits = limits or ServiceLimits()
     segmenter = Segmenter(lambda: model if model is not None else load_model(checkpoint),
-                          limits.embedding_cache_bytes, decoder_dtype)
+                          limits.embedding_cache_bytes, decoder_dtype, compile_decoder)
     store = ImageStore(limits.store_bytes)
     app = FastAPI(title="gnnseg box-prompted segmentation", version="1",
                   description="Upload an image or volume, then ask for the object inside each box.")
