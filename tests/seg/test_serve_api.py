@@ -255,7 +255,7 @@ def test_bfloat16_decoder_gives_nearly_the_same_masks(model):
 
 def test_a_bfloat16_decoder_needs_a_pytorch_model(model):
     exported = types.SimpleNamespace(config=model.config)  # what an ONNX export offers: no mask_decoder module
-    with pytest.raises(ValueError, match="bfloat16 decoder needs a PyTorch model"):
+    with pytest.raises(ValueError, match="bfloat16 or compiled decoder needs a PyTorch model"):
         Segmenter(lambda: exported, cache_bytes=2**20, decoder_dtype="bfloat16")
 
 
