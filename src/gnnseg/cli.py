@@ -174,13 +174,21 @@ def _seg_train(args: argparse.Namespace) -> dict:
 def _seg_predict(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.workflow import predict_folder
 
-    return predict_folder(args.model, args.input, args.output, checkpoint=args.checkpoint, mirror=args.mirror)
+    return predict_folder(args.model, args.input, args.output, checkpoint=args.checkpoint, mirror=args.mirror,
+                          keep_largest=args.keep_largest)
 
 
 def _seg_metrics(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.workflow import metrics_folder
 
     return metrics_folder(args.pred, args.gt, tolerance_mm=args.tolerance)
+
+
+def _labels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"labels must be comma-separated integers, got {text!r}") from None
 
 
 def _numbers(text: str, count: int, what: str) -> list[float]:
@@ -533,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("-m", "--model", required=True, help="a run folder made by `gnnseg seg train`")
     infer.add_argument("--checkpoint", default="checkpoint_best.pt")
     infer.add_argument("--mirror", action="store_true", help="test-time mirroring on every axis")
+    infer.add_argument("--keep-largest", type=_labels, default=(), metavar="L1,L2",
+                       help="reduce these labels to their largest connected component (for one-piece organs)")
     infer.add_argument("--json", action="store_true")
     infer.set_defaults(handler=_seg_predict)
 

@@ -7,6 +7,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from gnnseg.cli import main
 from gnnseg.seg.io import MedicalImage, read_image_2d, write_raw_dataset
@@ -121,6 +122,14 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
     assert (tmp_path / "runs" / "seg-train").exists() and (tmp_path / "pred").exists()
     assert main(["seg", "predict", "-i", str(dataset.root / "imagesTr"), "-o", str(tmp_path / "pred"),
                  "-m", run_dir]) == 2      # refuses to overwrite earlier predictions
+    largest = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "largest", "-m", run_dir,
+                  "--keep-largest", "1")
+    assert largest["keep_largest"] == [1]
+    for path in largest["predictions"]:
+        assert ndimage.label(read_image_2d(path).array == 1)[1] <= 1
+    assert main(["seg", "predict", "-i", str(dataset.root / "imagesTr"), "-o", str(tmp_path / "other"),
+                 "-m", run_dir, "--keep-largest", "7"]) == 2
+    assert "not foreground labels of this run" in capsys.readouterr().err
 
 
 def test_guards_against_misuse(tmp_path):

@@ -30,6 +30,7 @@ from gnnseg.seg.io.image2d import SUFFIXES_2D
 from gnnseg.seg.metrics import evaluate_case
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import load_plans, plan_experiment, save_plans
+from gnnseg.seg.unet.postprocess import keep_largest_component
 from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
@@ -115,9 +116,13 @@ def predict_image(network, channels: Sequence[MedicalImage], plans: dict[str, An
 
 def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                    checkpoint: str = "checkpoint_best.pt", step: float = 0.5,
-                   mirror: bool = False) -> dict[str, Any]:
-    """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting)."""
+                   mirror: bool = False, keep_largest: Sequence[int] = ()) -> dict[str, Any]:
+    """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting); each label in
+    ``keep_largest`` is reduced to its largest connected component (:mod:`gnnseg.seg.unet.postprocess`)."""
     network, plans, configuration = load_trained_network(Path(run_dir) / checkpoint)
+    unknown = sorted(set(keep_largest) - {int(v) for v in plans["labels"].values() if int(v) > 0})
+    if unknown:
+        raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this run ({plans['labels']})")
     ending = plans.get("file_ending", ".nii.gz")     # the raw dataset itself is not needed to predict
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -133,13 +138,16 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
     for case_id, paths in cases.items():
         image = predict_image(network, [read_any(p) for p in paths], plans, configuration, step=step,
                               mirror_axes=tuple(range(dims)) if mirror else ())
+        if keep_largest:
+            image = MedicalImage(keep_largest_component(image.array, keep_largest), image.spacing, image.affine)
         target = output / f"{case_id}{ending}"
         if ending in (".nii", ".nii.gz"):
             write_nifti(image, target)
         else:
             write_image_2d(image.array, target)
         written.append(str(target))
-    return {"run_dir": str(run_dir), "configuration": configuration, "predictions": written}
+    return {"run_dir": str(run_dir), "configuration": configuration, "predictions": written,
+            "keep_largest": list(keep_largest)}
 
 
 def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, tolerance_mm: float = 2.0,
