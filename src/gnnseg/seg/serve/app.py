@@ -142,7 +142,8 @@ def _error(status: int, message: str) -> JSONResponse:
 def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: ServiceLimits | None = None,
                decoder_dtype: Literal["float32", "bfloat16"] = "float32", compile_decoder: bool = False) -> FastAPI:
     """The service around ``model`` (or the model loaded from ``checkpoint``: a path, an ONNX folder or a packaged
-    name; default the packaged Lite MedSAM), with its mask decoder in ``decoder_dtype`` (PyTorch models only)."""
+    name; default the packaged Lite MedSAM). PyTorch models only: the mask decoder runs in ``decoder_dtype``, and
+    ``compile_decoder`` compiles it for single boxes (:func:`compile_single_prompt_decoder`)."""
     limits = limits or ServiceLimits()
     segmenter = Segmenter(lambda: model if model is not None else load_model(checkpoint),
                           limits.embedding_cache_bytes, decoder_dtype, compile_decoder)
