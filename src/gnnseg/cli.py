@@ -161,11 +161,15 @@ def _seg_preprocess(args: argparse.Namespace) -> dict:
 
 
 def _seg_train(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.unet.augment import AugmentationConfig
     from gnnseg.seg.unet.train import TrainConfig
     from gnnseg.seg.unet.workflow import train
 
+    augmentation = AugmentationConfig(elastic_p=args.elastic, shift_p=args.intensity_shift,
+                                      mirror_axes=() if args.no_mirroring else None)
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, optimizer=args.optimizer,
-                         lr=args.lr, seed=args.seed, batch_size=args.batch_size, network=args.network)
+                         lr=args.lr, seed=args.seed, batch_size=args.batch_size, network=args.network,
+                         augmentation=augmentation)
     fold = args.fold if args.fold == "all" else int(args.fold)
     return train(args.work_dir, args.configuration, fold, config, runs_root=args.runs_dir, resume_run=args.resume,
                  show_progress=False if args.json else None)
@@ -184,11 +188,14 @@ def _seg_metrics(args: argparse.Namespace) -> dict:
     return metrics_folder(args.pred, args.gt, tolerance_mm=args.tolerance)
 
 
-def _labels(text: str) -> tuple[int, ...]:
+def _probability(text: str) -> float:
     try:
-        return tuple(int(v) for v in text.split(","))
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"labels must be comma-separated integers, got {text!r}") from None
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a probability must be a number in [0, 1], got {text!r}")
+    return value
 
 
 def _numbers(text: str, count: int, what: str) -> list[float]:
@@ -529,6 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="NETWORK", help="unet (the plain U-Net), or U-Mamba with Mamba layers at the bottleneck "
                                              "(umamba_bot) or after every encoder stage (umamba_enc)")
     fit.add_argument("--lr", type=float)
+    fit.add_argument("--elastic", type=_probability, default=0.0, metavar="P",
+                     help="probability of the original U-Net's elastic deformation per patch (EM images: 0.2)")
+    fit.add_argument("--intensity-shift", type=_probability, default=0.0, metavar="P",
+                     help="probability of an additive shift of the normalised intensities (a scan brighter or "
+                          "darker than the training set, e.g. contrast-enhanced CT after unenhanced training)")
+    fit.add_argument("--no-mirroring", action="store_true",
+                     help="no mirroring augmentation (left and right matter: liver vs spleen)")
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--runs-dir", default="runs")
     fit.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
@@ -541,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("-m", "--model", required=True, help="a run folder made by `gnnseg seg train`")
     infer.add_argument("--checkpoint", default="checkpoint_best.pt")
     infer.add_argument("--mirror", action="store_true", help="test-time mirroring on every axis")
-    infer.add_argument("--keep-largest", type=_labels, default=(), metavar="L1,L2",
+    infer.add_argument("--keep-largest", type=_int_list, default=[], metavar="L1,L2",
                        help="reduce these labels to their largest connected component (for one-piece organs)")
     infer.add_argument("--json", action="store_true")
     infer.set_defaults(handler=_seg_predict)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,8 +103,13 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
     assert planned["configurations"]["2d"]["patch_size"] == [40, 40]
     assert run("seg", "preprocess", work, "-c", "2d")["cases"] == 6
     first = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "2", "--iterations", "8",
-                "--runs-dir", tmp_path / "runs")
+                "--runs-dir", tmp_path / "runs", "--elastic", "0.2", "--intensity-shift", "0.5", "--no-mirroring")
     run_dir = first["run_dir"]
+    augmentation = json.loads((Path(run_dir) / "train_config.json").read_text())["augmentation"]
+    assert (augmentation["elastic_p"], augmentation["shift_p"], augmentation["mirror_axes"]) == (0.2, 0.5, [])
+    with pytest.raises(SystemExit):
+        main(["seg", "train", str(work), "--elastic", "1.5"])
+    assert "probability must be a number in [0, 1]" in capsys.readouterr().err
     resumed = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "5", "--iterations", "8",
                   "--resume", run_dir)
     for wrong in (["--resume", str(tmp_path / "nowhere")], ["--resume", run_dir, "-f", "1"]):
