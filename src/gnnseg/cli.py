@@ -554,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("-o", "--output", required=True)
     infer.add_argument("-m", "--model", required=True, help="a run folder made by `gnnseg seg train`")
     infer.add_argument("--checkpoint", default="checkpoint_best.pt")
-    infer.add_argument("--mirror", action="store_true", help="test-time mirroring on every axis")
+    infer.add_argument("--mirror", action="store_true",
+                       help="test-time mirroring on the axes the run was trained to mirror (all by default)")
     infer.add_argument("--keep-largest", type=_int_list, default=[], metavar="L1,L2",
                        help="reduce these labels to their largest connected component (for one-piece organs)")
     infer.add_argument("--json", action="store_true")

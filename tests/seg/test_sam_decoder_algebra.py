@@ -61,20 +61,27 @@ def test_attention_folds_only_when_the_few_side_is_small_enough(attention, monke
     torch.testing.assert_close(result, projected_reference(attention, more, many, many))
 
 
-def test_token_order_upscaling_equals_the_transposed_convolutions():
+def test_token_order_upscaling_equals_the_transposed_convolutions_with_gradients():
     torch.manual_seed(1)
     decoder = build_sam("vit_mini").mask_decoder
     with torch.no_grad():
         for parameter in decoder.output_upscaling.parameters():
             parameter.uniform_(-0.5, 0.5)
     dim, height, width = decoder.iou_token.weight.shape[1], 5, 3
-    tokens, hyper = torch.randn(2, height * width, dim), torch.randn(2, 4, dim // 8)
+    tokens = torch.randn(2, height * width, dim, requires_grad=True)
+    hyper = torch.randn(2, 4, dim // 8)
     image = tokens.transpose(1, 2).reshape(2, dim, height, width)
     upscaled = decoder.output_upscaling(image)  # (B, D/8, 4h, 4w)
     expected = torch.einsum("bmc,bchw->bmhw", hyper, upscaled)
     got = decoder._mask_logits(tokens, hyper, height, width)
     assert got.shape == (2, 4, 4 * height, 4 * width)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    weight = decoder.output_upscaling[0].weight
+    weights = torch.randn_like(got)  # a loss that weighs every pixel differently: placement errors show
+    got_grads = torch.autograd.grad((got * weights).sum(), (tokens, weight))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (tokens, weight))
+    for value, reference in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(value, reference, atol=1e-4, rtol=1e-4)
 
 
 def test_remembered_positional_encoding_follows_new_weights():
@@ -88,3 +95,9 @@ def test_remembered_positional_encoding_follows_new_weights():
     again = encoder.get_dense_pe()
     assert not torch.allclose(again, first)
     torch.testing.assert_close(again, encoder.pe_layer.grid(*encoder.image_embedding_size)[None])
+
+
+def test_one_prompt_against_several_images_broadcasts_like_the_plain_attention(attention):
+    prompt, images = torch.randn(1, 3, 64), torch.randn(2, 200, 64)
+    torch.testing.assert_close(attention(prompt, images, images),
+                               projected_reference(attention, prompt.expand(2, -1, -1), images, images))

@@ -255,8 +255,10 @@ def test_bfloat16_decoder_gives_nearly_the_same_masks(model):
 
 def test_a_bfloat16_decoder_needs_a_pytorch_model(model):
     exported = types.SimpleNamespace(config=model.config)  # what an ONNX export offers: no mask_decoder module
-    with pytest.raises(ValueError, match="bfloat16 or compiled decoder needs a PyTorch model"):
+    with pytest.raises(ValueError, match="^a bfloat16 decoder: only for PyTorch models"):
         Segmenter(lambda: exported, cache_bytes=2**20, decoder_dtype="bfloat16")
+    with pytest.raises(ValueError, match="^a compiled decoder: only for PyTorch models"):
+        Segmenter(lambda: exported, cache_bytes=2**20, compile_decoder=True)
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
@@ -264,9 +266,14 @@ def test_a_bfloat16_decoder_needs_a_pytorch_model(model):
 def test_compiled_single_box_decoder_answers_as_the_eager_one(model):
     rgb = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     one, several = np.array([[4.0, 4.0, 50.0, 40.0]]), np.array([[4.0, 4.0, 50.0, 40.0], [0.0, 0.0, 20.0, 30.0]])
+    from torch._dynamo.utils import counters
+
     eager = Segmenter(lambda: copy.deepcopy(model), cache_bytes=2**20)
+    graphs = counters["stats"]["unique_graphs"]
     compiled = Segmenter(lambda: copy.deepcopy(model), cache_bytes=2**20, compile_decoder=True)
+    assert counters["stats"]["unique_graphs"] == graphs + 1  # compiled while warming up
     for boxes in (one, several, one):  # one box: the compiled graph; several: the eager decoder
         (expected_masks, expected_iou), (masks, iou) = eager.segment_2d(rgb, boxes), compiled.segment_2d(rgb, boxes)
         assert (masks == expected_masks).mean() > 0.99
         assert np.allclose(iou, expected_iou, atol=1e-4)
+    assert counters["stats"]["unique_graphs"] == graphs + 1  # and never again for a request

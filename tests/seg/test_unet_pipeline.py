@@ -16,6 +16,7 @@ from gnnseg.seg.io import MedicalImage, read_image_2d, write_raw_dataset
 from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss, deep_supervision_weights, soft_dice
 from gnnseg.seg.unet.predict import gaussian_importance, sliding_window_logits, window_starts
 from gnnseg.seg.unet.splits import fold_cases, make_splits
+from gnnseg.seg.unet.workflow import predict_image
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +93,7 @@ def run_cli(last_json, *args):
     return last_json()
 
 
-def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_json):
+def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_json, monkeypatch):
     dataset = squares_dataset(tmp_path / "raw")
     work = tmp_path / "work"
 
@@ -102,8 +103,9 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
                   "--memory-gb", "1")
     assert planned["configurations"]["2d"]["patch_size"] == [40, 40]
     assert run("seg", "preprocess", work, "-c", "2d")["cases"] == 6
+    augmenting = ["--elastic", "0.2", "--intensity-shift", "0.5", "--no-mirroring"]
     first = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "2", "--iterations", "8",
-                "--runs-dir", tmp_path / "runs", "--elastic", "0.2", "--intensity-shift", "0.5", "--no-mirroring")
+                "--runs-dir", tmp_path / "runs", *augmenting)
     run_dir = first["run_dir"]
     augmentation = json.loads((Path(run_dir) / "train_config.json").read_text())["augmentation"]
     assert (augmentation["elastic_p"], augmentation["shift_p"], augmentation["mirror_axes"]) == (0.2, 0.5, [])
@@ -111,10 +113,13 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
         main(["seg", "train", str(work), "--elastic", "1.5"])
     assert "probability must be a number in [0, 1]" in capsys.readouterr().err
     resumed = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "5", "--iterations", "8",
-                  "--resume", run_dir)
-    for wrong in (["--resume", str(tmp_path / "nowhere")], ["--resume", run_dir, "-f", "1"]):
+                  "--resume", run_dir, *augmenting)
+    for wrong in (["--resume", str(tmp_path / "nowhere")], ["--resume", run_dir, "-f", "1", *augmenting],
+                  ["--resume", run_dir, "-f", "0"]):                     # the last one would mirror again
         assert main(["seg", "train", str(work), "-c", "2d", "--epochs", "6", *wrong]) == 2   # named, not raw
-    assert "cannot resume" in capsys.readouterr().err
+    refusals = capsys.readouterr().err
+    assert "nowhere" in refusals and "not '2d' fold 1" in refusals
+    assert "other augmentation settings" in refusals and "mirror_axes [] -> None" in refusals
     state = torch.load(f"{run_dir}/checkpoint_latest.pt", weights_only=True)
     assert state["epoch"] == 5 and len(state["log"]["train_loss"]) == 5
     assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]
@@ -129,11 +134,23 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
     assert (tmp_path / "runs" / "seg-train").exists() and (tmp_path / "pred").exists()
     assert main(["seg", "predict", "-i", str(dataset.root / "imagesTr"), "-o", str(tmp_path / "pred"),
                  "-m", run_dir]) == 2      # refuses to overwrite earlier predictions
+    mirrored = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "mirrored", "-m", run_dir,
+                   "--mirror")
+    assert mirrored["mirror_axes"] == []                  # trained without mirroring: none at test time either
+
+    def with_an_island(*args, **kwargs):                  # the network's labels plus a stray blob in a corner
+        image = predict_image(*args, **kwargs)
+        image.array[:3, :3] = 1
+        return image
+
+    monkeypatch.setattr("gnnseg.seg.unet.workflow.predict_image", with_an_island)
     largest = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "largest", "-m", run_dir,
                   "--keep-largest", "1")
     assert largest["keep_largest"] == [1]
-    for path in largest["predictions"]:
-        assert ndimage.label(read_image_2d(path).array == 1)[1] <= 1
+    for path, raw in zip(largest["predictions"], predicted["predictions"], strict=True):
+        kept = read_image_2d(path).array
+        assert kept[:3, :3].max() == 0 and ndimage.label(kept == 1)[1] == 1
+        assert np.array_equal(kept, read_image_2d(raw).array)   # the island gone, the rest as predicted
     assert main(["seg", "predict", "-i", str(dataset.root / "imagesTr"), "-o", str(tmp_path / "other"),
                  "-m", run_dir, "--keep-largest", "7"]) == 2
     assert "not foreground labels of this run" in capsys.readouterr().err

@@ -45,7 +45,9 @@ def _require_onnx() -> None:
 
 
 def export_onnx(model: Sam, folder: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``encoder.onnx`` and ``decoder.onnx`` (dynamic number of boxes) for ``model`` into ``folder``."""
+    """Write ``encoder.onnx`` and ``decoder.onnx`` (dynamic number of boxes) for ``model`` into ``folder``.
+
+    The export is float32: ``model`` is converted in place (a bfloat16 decoder too)."""
     _require_onnx()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

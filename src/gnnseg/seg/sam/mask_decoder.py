@@ -76,7 +76,11 @@ class MaskDecoder(nn.Module):
         return self._mask_logits(src, hyper, height, width), self.iou_prediction_head(hidden[:, 0])[:, outputs]
 
     def _mask_logits(self, tokens: Tensor, hyper: Tensor, height: int, width: int) -> Tensor:
-        """``(B, h w, D)`` image tokens and ``(B, M, D/8)`` hypernetwork outputs -> ``(B, M, 4h, 4w)`` logits."""
+        """``(B, h w, D)`` image tokens and ``(B, M, D/8)`` hypernetwork outputs -> ``(B, M, 4h, 4w)`` logits.
+
+        ``output_upscaling`` holds the layers (and the checkpoint keys); they are applied here in token order, its
+        two GELUs as ``F.gelu``, so a change to that Sequential must be mirrored here.
+        """
         first, norm, _, second, _ = self.output_upscaling
         batch, masks = tokens.shape[0], hyper.shape[1]
         # each token's 2 x 2 block, channels last; the biases join the products (one pass instead of two)

@@ -77,8 +77,9 @@ class PromptEncoder(nn.Module):
         """Positional encoding of the image-embedding grid, ``(1, D, h, w)`` (in ``dtype``, default the buffers').
 
         Remembered for the Gaussian matrix it came from (its storage and in-place version, so loading other
-        weights recomputes it) and the dtype: every prompt needs it, and its sines and cosines cost as much as a
-        box's attention. A traced export computes it in the graph.
+        weights or moving the model recomputes it) and the dtype: every prompt needs it, and its sines and cosines
+        cost as much as a box's attention. Writes through ``.data`` bypass the version counter and are not seen.
+        A traced export computes it in the graph.
         """
         if torch.jit.is_tracing():
             return self.pe_layer.grid(*self.image_embedding_size)[None]

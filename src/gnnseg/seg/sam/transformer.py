@@ -60,6 +60,7 @@ class ProjectedAttention(nn.Module):
 
     def _few_queries(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Attention of ``n`` queries to ``N >> n`` keys without projecting the keys and values."""
+        q = q.expand(max(q.shape[0], k.shape[0]), -1, -1)  # one prompt against several images' tokens
         batch, tokens, _ = q.shape
         head_dim = self.q_proj.out_features // self.heads
         query = self._heads(self.q_proj(q)) * head_dim ** -0.5  # (B, h, n, d)

@@ -91,17 +91,21 @@ class Segmenter:
     @staticmethod
     def _prepare(load: Callable[[], Any], cache_bytes: int, decoder_dtype: str, compile_decoder: bool):
         model = load()
-        if decoder_dtype != "float32" or compile_decoder:
-            if not hasattr(model, "mask_decoder"):
-                raise ValueError(f"a {decoder_dtype} or compiled decoder needs a PyTorch model, not an ONNX export")
+        wanted = [text for text, asked in ((f"a {decoder_dtype} decoder", decoder_dtype != "float32"),
+                                           ("a compiled decoder", compile_decoder)) if asked]
+        if wanted and not hasattr(model, "mask_decoder"):
+            raise ValueError(f"{' and '.join(wanted)}: only for PyTorch models, not an ONNX export")
+        if decoder_dtype != "float32":
             import torch  # only here: a service over an ONNX export runs without torch
 
             model.mask_decoder.to(getattr(torch, decoder_dtype))
-            if compile_decoder:
-                compile_single_prompt_decoder(model)
         config = model.config
-        embedding_bytes = 4 * config.prompt_dim * config.embedding_size ** 2
-        return make_predictor(model, cache_size=max(1, cache_bytes // embedding_bytes))
+        itemsize = 2 if decoder_dtype == "bfloat16" else 4  # the cached embeddings are in the decoder's dtype
+        embedding_bytes = itemsize * config.prompt_dim * config.embedding_size ** 2
+        predictor = make_predictor(model, cache_size=max(1, cache_bytes // embedding_bytes))
+        if compile_decoder:
+            compile_single_prompt_decoder(model)
+        return predictor
 
     def segment_2d(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         def segment() -> tuple[np.ndarray, np.ndarray]:
@@ -116,8 +120,13 @@ class Segmenter:
 
 
 def compile_single_prompt_decoder(model) -> None:
-    """Compile ``model``'s mask decoder for one prompt at a time (a viewer's box), warmed up here so that no request
-    waits for the compiler; several prompts in one call keep the eager decoder (no recompilation per count)."""
+    """Compile ``model``'s mask decoder (in place) for one prompt at a time, a viewer's box; several prompts in one
+    call keep the eager decoder, so no count of boxes triggers a recompilation.
+
+    The warm-up goes through a predictor of its own on a blank image, so the compiled graph sees what requests
+    bring (inference tensors, the encoder's memory layout, the model's device) and the first request does not
+    compile again.
+    """
     import torch
 
     decoder = model.mask_decoder
@@ -129,10 +138,10 @@ def compile_single_prompt_decoder(model) -> None:
         return run(image_embeddings, image_pe, sparse, dense, multimask_output)
 
     decoder.forward = forward
-    grid, size = model.config.embedding_size, model.config.image_size
-    embedding = torch.zeros(1, model.config.prompt_dim, grid, grid, dtype=model.decoder_dtype)
-    with torch.inference_mode():
-        model.decode(embedding, boxes=torch.tensor([[0.0, 0.0, size / 2, size / 2]]))
+    size = model.config.image_size
+    warm_up = make_predictor(model, cache_size=0)
+    warm_up.set_image(np.zeros((size, size, 3), dtype=np.uint8))
+    warm_up.predict(boxes=np.array([[0.0, 0.0, size / 2, size / 2]]))
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -143,7 +152,8 @@ def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: Se
                decoder_dtype: Literal["float32", "bfloat16"] = "float32", compile_decoder: bool = False) -> FastAPI:
     """The service around ``model`` (or the model loaded from ``checkpoint``: a path, an ONNX folder or a packaged
     name; default the packaged Lite MedSAM). PyTorch models only: the mask decoder runs in ``decoder_dtype``, and
-    ``compile_decoder`` compiles it for single boxes (:func:`compile_single_prompt_decoder`)."""
+    ``compile_decoder`` compiles it for single boxes (:func:`compile_single_prompt_decoder`); a ``model`` passed in
+    is changed in place (give a copy to keep the original)."""
     limits = limits or ServiceLimits()
     segmenter = Segmenter(lambda: model if model is not None else load_model(checkpoint),
                           limits.embedding_cache_bytes, decoder_dtype, compile_decoder)

@@ -16,6 +16,7 @@ alone writes checkpoints, plots and the summary.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -128,6 +129,19 @@ def _plot_progress(log: dict[str, list[float]], path: Path) -> None:
     plt.close(figure)
 
 
+def _check_same_augmentation(saved_config: Path, augmentation: AugmentationConfig) -> None:
+    """Refuse to resume a run with augmentation settings other than those it was trained with (a resumed run that
+    silently turned mirroring back on would be a different experiment)."""
+    if not saved_config.is_file():
+        return
+    saved = json.loads(saved_config.read_text()).get("augmentation")
+    given = json.loads(json.dumps(dataclasses.asdict(augmentation)))
+    if saved is not None and saved != given:
+        changed = ", ".join(f"{key} {saved.get(key)!r} -> {given[key]!r}" for key in given if saved.get(key) != given[key])
+        raise ValueError(f"cannot resume {saved_config.parent} with other augmentation settings ({changed}); "
+                         f"pass the run's own options again")
+
+
 def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configuration: str, fold: int | str,
                output: str | os.PathLike, config: TrainConfig = TrainConfig(), *, raw_dataset: RawDataset | None = None,
                resume: bool = False, show_progress: bool | None = None) -> dict[str, Any]:
@@ -162,6 +176,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
                                                   "lr", "epoch_seconds")}
     start_epoch, best_ema = 0, -1.0
     if resume:
+        _check_same_augmentation(output / "train_config.json", config.augmentation)
         state = load_checkpoint(latest, required_keys=("network", "optimizer", "epoch", "log", "format", "best_ema"))
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])

@@ -7,6 +7,7 @@ with ``resume``); prediction reads only a run folder.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +128,10 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     dims = len(plans["configurations"][configuration]["patch_size"])
+    # test-time mirroring along the axes the run was trained to be mirrored on (all, unless trained without)
+    trained = Path(run_dir) / "train_config.json"
+    trained_axes = json.loads(trained.read_text())["augmentation"]["mirror_axes"] if trained.is_file() else None
+    mirror_axes = (tuple(range(dims)) if trained_axes is None else tuple(trained_axes)) if mirror else ()
     cases = _inputs_by_case(Path(input_dir), ending, len(plans["channel_names"]))
     if not cases:
         raise FileNotFoundError(f"no input files ending in {ending} in {input_dir}")
@@ -137,7 +142,7 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
     written = []
     for case_id, paths in cases.items():
         image = predict_image(network, [read_any(p) for p in paths], plans, configuration, step=step,
-                              mirror_axes=tuple(range(dims)) if mirror else ())
+                              mirror_axes=mirror_axes)
         if keep_largest:
             image = MedicalImage(keep_largest_component(image.array, keep_largest), image.spacing, image.affine)
         target = output / f"{case_id}{ending}"
@@ -147,7 +152,7 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
             write_image_2d(image.array, target)
         written.append(str(target))
     return {"run_dir": str(run_dir), "configuration": configuration, "predictions": written,
-            "keep_largest": list(keep_largest)}
+            "mirror_axes": list(mirror_axes), "keep_largest": list(keep_largest)}
 
 
 def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, tolerance_mm: float = 2.0,
