@@ -100,7 +100,8 @@ class Segmenter:
 
             model.mask_decoder.to(getattr(torch, decoder_dtype))
         config = model.config
-        itemsize = 2 if decoder_dtype == "bfloat16" else 4  # the cached embeddings are in the decoder's dtype
+        # the cached embeddings are in the decoder's dtype (ONNX exports: float32)
+        itemsize = model.decoder_dtype.itemsize if hasattr(model, "decoder_dtype") else 4
         embedding_bytes = itemsize * config.prompt_dim * config.embedding_size ** 2
         predictor = make_predictor(model, cache_size=max(1, cache_bytes // embedding_bytes))
         if compile_decoder:

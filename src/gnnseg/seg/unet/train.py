@@ -129,16 +129,25 @@ def _plot_progress(log: dict[str, list[float]], path: Path) -> None:
     plt.close(figure)
 
 
-def _check_same_augmentation(saved_config: Path, augmentation: AugmentationConfig) -> None:
+TRAIN_CONFIG = "train_config.json"
+"""The file in a run folder that records its ``TrainConfig`` (and the fold's cases)."""
+
+
+def trained_augmentation(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The augmentation settings a run was trained with, as its ``train_config.json`` holds them (``None`` for a
+    folder without one)."""
+    saved = Path(run_dir) / TRAIN_CONFIG
+    return json.loads(saved.read_text()).get("augmentation") if saved.is_file() else None
+
+
+def _check_same_augmentation(run_dir: Path, augmentation: AugmentationConfig) -> None:
     """Refuse to resume a run with augmentation settings other than those it was trained with (a resumed run that
     silently turned mirroring back on would be a different experiment)."""
-    if not saved_config.is_file():
-        return
-    saved = json.loads(saved_config.read_text()).get("augmentation")
+    saved = trained_augmentation(run_dir)
     given = json.loads(json.dumps(dataclasses.asdict(augmentation)))
     if saved is not None and saved != given:
         changed = ", ".join(f"{key} {saved.get(key)!r} -> {given[key]!r}" for key in given if saved.get(key) != given[key])
-        raise ValueError(f"cannot resume {saved_config.parent} with other augmentation settings ({changed}); "
+        raise ValueError(f"cannot resume {run_dir} with other augmentation settings ({changed}); "
                          f"pass the run's own options again")
 
 
@@ -176,7 +185,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
                                                   "lr", "epoch_seconds")}
     start_epoch, best_ema = 0, -1.0
     if resume:
-        _check_same_augmentation(output / "train_config.json", config.augmentation)
+        _check_same_augmentation(output, config.augmentation)
         state = load_checkpoint(latest, required_keys=("network", "optimizer", "epoch", "log", "format", "best_ema"))
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
@@ -191,9 +200,9 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
 
     if context.is_main:
         write_json(output / "plans.json", plans)
-        write_json(output / "train_config.json", {**dataclasses.asdict(config), "configuration": configuration,
-                                                   "fold": fold, "train_cases": train_ids, "val_cases": val_ids,
-                                                   "world_size": context.world_size})
+        write_json(output / TRAIN_CONFIG, {**dataclasses.asdict(config), "configuration": configuration,
+                                           "fold": fold, "train_cases": train_ids, "val_cases": val_ids,
+                                           "world_size": context.world_size})
     train_sampler = PatchSampler(folder, train_ids, plan["patch_size"], batch_size,
                                  oversample_foreground=config.oversample_foreground,
                                  seed=config.seed + 1000 * context.rank + start_epoch)

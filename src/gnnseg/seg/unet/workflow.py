@@ -7,7 +7,6 @@ with ``resume``); prediction reads only a run folder.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,12 @@ from gnnseg.seg.unet.plans import load_plans, plan_experiment, save_plans
 from gnnseg.seg.unet.postprocess import keep_largest_component
 from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.preprocess import preprocess_dataset
-from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
+from gnnseg.seg.unet.train import (
+    TrainConfig,
+    load_trained_network,
+    train_fold,
+    trained_augmentation,
+)
 
 
 def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *, memory_gb: float = 8.0,
@@ -129,8 +133,7 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
     output.mkdir(parents=True, exist_ok=True)
     dims = len(plans["configurations"][configuration]["patch_size"])
     # test-time mirroring along the axes the run was trained to be mirrored on (all, unless trained without)
-    trained = Path(run_dir) / "train_config.json"
-    trained_axes = json.loads(trained.read_text())["augmentation"]["mirror_axes"] if trained.is_file() else None
+    trained_axes = (trained_augmentation(run_dir) or {}).get("mirror_axes")
     mirror_axes = (tuple(range(dims)) if trained_axes is None else tuple(trained_axes)) if mirror else ()
     cases = _inputs_by_case(Path(input_dir), ending, len(plans["channel_names"]))
     if not cases:
