@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
 from gnnseg.core.checkpoint import CheckpointError
-from gnnseg.seg.sam.checkpoint import convert_training_checkpoint, load_sam, save_sam
+from gnnseg.seg.sam.checkpoint import (
+    convert_training_checkpoint,
+    export_official,
+    load_sam,
+    save_sam,
+)
 from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
 
 
@@ -82,3 +89,20 @@ def test_not_a_sam_and_corrupt_files(tmp_path):
     (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         load_sam(tmp_path / "corrupt.pth")
+
+
+@pytest.mark.parametrize(("name", "lost"), [
+    ("vit_mini", "decoder_heads: 2 -> 8"),  # head counts leave no trace in the decoder's weights
+    ("vit_cpu", "crop_margin: 0.25 -> None"),  # the box-centred window is not a tensor
+    ("lite_medsam_fast", "merge_strides: [1, 1, 1] -> [2, 2, 1]"),  # its stem's shapes are MobileSAM's
+])
+def test_a_model_the_flat_layout_cannot_describe_is_not_exported(tmp_path, name, lost):
+    with pytest.raises(CheckpointError, match=re.escape(lost)):
+        export_official(build_sam(name), tmp_path / "flat.pth")
+    assert not (tmp_path / "flat.pth").exists()
+
+
+def test_lite_medsam_exports_to_the_flat_layout_and_reloads_as_itself(tmp_path):
+    path = export_official(build_sam("lite_medsam"), tmp_path / "lite_medsam_flat.pth")
+    loaded, _ = load_sam(path)
+    assert loaded.config == SAM_CONFIGS["lite_medsam"]

@@ -174,8 +174,37 @@ def save_sam(model: Sam, path: str | os.PathLike, *, meta: dict[str, Any] | None
 
 
 def export_official(model: Sam, path: str | os.PathLike) -> Path:
-    """Write the flat state dict that the official ``segment-anything`` builders load (MedSAM's ``ckpt_convert``)."""
-    return save_checkpoint({key: value.detach().cpu().float() for key, value in model.state_dict().items()}, path)
+    """Write the flat state dict that the official ``segment-anything`` builders load (MedSAM's ``ckpt_convert``).
+
+    A flat state dict carries no configuration, so a model whose architecture its shapes do not pin down (a decoder
+    with other than 8 heads, TinyViT mergings other than MobileSAM's, a box-centred window) would reload as another
+    model without an error; such models are refused, with the fields that would be lost: keep them in the gnnseg
+    layout (:func:`save_sam`).
+    """
+    state = {key: value.detach().cpu().float() for key, value in model.state_dict().items()}
+    lost = _fields_lost_in_flat_layout(model.config, config_from_state_dict(state, model.config.normalization))
+    if lost:
+        raise CheckpointError(f"the flat official layout cannot describe this model: reloading would change "
+                              f"{'; '.join(lost)}; save it with save_sam instead")
+    return save_checkpoint(state, path)
+
+
+_VIT_FIELDS = ("encoder_dim", "encoder_depth", "encoder_heads", "global_attention", "window_size")
+_TINY_VIT_FIELDS = ("stage_dims", "stage_depths", "stage_heads", "stage_windows", "merge_strides")
+
+
+def _fields_lost_in_flat_layout(config: SamConfig, reloaded: SamConfig) -> list[str]:
+    """``field: ours -> reloaded`` for every field that shapes the model and would read back differently."""
+    def architecture(values: SamConfig) -> dict[str, Any]:
+        fields = values.to_dict()
+        for name in _VIT_FIELDS if values.encoder == "tiny_vit" else _TINY_VIT_FIELDS:
+            del fields[name]
+        if values.encoder == "tiny_vit":  # stage 0 is convolutional: its heads and window are never used
+            fields["stage_heads"], fields["stage_windows"] = fields["stage_heads"][1:], fields["stage_windows"][1:]
+        return fields
+
+    ours, theirs = architecture(config), architecture(reloaded)
+    return [f"{name}: {ours[name]} -> {theirs.get(name)}" for name in ours if ours[name] != theirs.get(name)]
 
 
 def convert_training_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
