@@ -62,6 +62,25 @@ def test_sliding_window_reconstructs_exactly_with_an_identity_network():
         sliding_window_logits(Identity(), image, [32, 32], 3, step=0)
 
 
+class Weighting(torch.nn.Module):
+    """Multiplies by a fixed, asymmetric map: mirroring the input does not mirror its output."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = weights
+
+    def forward(self, x):
+        return x * self.weights
+
+
+def test_mirroring_averages_every_combination_of_the_axes():
+    weights = torch.arange(12.0).reshape(3, 4) ** 2
+    image = torch.randn(1, 3, 4)
+    out = sliding_window_logits(Weighting(weights), image, [3, 4], 1, gaussian=False, mirror_axes=(0, 1))
+    views = [weights, weights.flip(0), weights.flip(1), weights.flip(0, 1)]  # plain, each axis, both (nnU-Net v2)
+    torch.testing.assert_close(out, image * sum(views) / 4)
+
+
 def test_loss_pieces():
     assert deep_supervision_weights(4) == pytest.approx([1 / 1.75, 0.5 / 1.75, 0.25 / 1.75, 0.0])
     target = torch.zeros(2, 1, 8, 8, dtype=torch.long)
