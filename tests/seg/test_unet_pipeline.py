@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import partial
 from pathlib import Path
@@ -13,9 +14,11 @@ from scipy import ndimage
 
 from gnnseg.cli import main
 from gnnseg.seg.io import MedicalImage, read_image_2d, write_raw_dataset
+from gnnseg.seg.unet.augment import AugmentationConfig
 from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss, deep_supervision_weights, soft_dice
 from gnnseg.seg.unet.predict import gaussian_importance, sliding_window_logits, window_starts
 from gnnseg.seg.unet.splits import fold_cases, make_splits
+from gnnseg.seg.unet.train import TRAIN_CONFIG, _check_same_augmentation
 from gnnseg.seg.unet.workflow import predict_image
 
 
@@ -79,6 +82,18 @@ def test_mirroring_averages_every_combination_of_the_axes():
     out = sliding_window_logits(Weighting(weights), image, [3, 4], 1, gaussian=False, mirror_axes=(0, 1))
     views = [weights, weights.flip(0), weights.flip(1), weights.flip(0, 1)]  # plain, each axis, both (nnU-Net v2)
     torch.testing.assert_close(out, image * sum(views) / 4)
+
+
+def test_a_run_trained_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    """Runs written before the intensity shift existed lack its keys; they trained without it, which is its default."""
+    stored = json.loads(json.dumps(dataclasses.asdict(AugmentationConfig(elastic_p=0.2))))
+    del stored["shift_p"], stored["shift_range"]
+    (tmp_path / TRAIN_CONFIG).write_text(json.dumps({"augmentation": stored}))
+    _check_same_augmentation(tmp_path, AugmentationConfig(elastic_p=0.2))
+    with pytest.raises(ValueError, match=r"shift_p 0\.0 -> 0\.5"):
+        _check_same_augmentation(tmp_path, AugmentationConfig(elastic_p=0.2, shift_p=0.5))
+    with pytest.raises(ValueError, match=r"elastic_p 0\.2 -> 0\.0"):
+        _check_same_augmentation(tmp_path, AugmentationConfig())
 
 
 def test_loss_pieces():

@@ -140,12 +140,23 @@ def trained_augmentation(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(saved.read_text()).get("augmentation") if saved.is_file() else None
 
 
+def _as_json(augmentation: AugmentationConfig) -> dict[str, Any]:
+    """The settings as ``train_config.json`` stores them (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(augmentation)))
+
+
 def _check_same_augmentation(run_dir: Path, augmentation: AugmentationConfig) -> None:
     """Refuse to resume a run with augmentation settings other than those it was trained with (a resumed run that
-    silently turned mirroring back on would be a different experiment)."""
+    silently turned mirroring back on would be a different experiment).
+
+    A setting missing from the run's file was added to gnnseg after the run was trained; the run trained without it,
+    which is what its default means (every augmentation is added with a default that leaves it off)."""
     saved = trained_augmentation(run_dir)
-    given = json.loads(json.dumps(dataclasses.asdict(augmentation)))
-    if saved is not None and saved != given:
+    if saved is None:
+        return
+    given = _as_json(augmentation)
+    saved = {**_as_json(AugmentationConfig()), **saved}
+    if saved != given:
         changed = ", ".join(f"{key} {saved.get(key)!r} -> {given[key]!r}" for key in given if saved.get(key) != given[key])
         raise ValueError(f"cannot resume {run_dir} with other augmentation settings ({changed}); "
                          f"pass the run's own options again")
