@@ -98,7 +98,8 @@ def run_drive(source: str, work: Path, *, epochs: int, iterations: int, memory_g
                      "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],
                      "parameters": sum(p.numel() for p in trained.parameters()),
                      "final_pseudo_dice": summary["final_pseudo_dice"]},
-        "test_time_mirroring": mirror, "predict_seconds_per_image": predict_seconds, "total_seconds": time.perf_counter() - started,
+        "test_time_mirroring": mirror, "predict_seconds_per_image": predict_seconds,
+        "total_seconds": time.perf_counter() - started,
     }
     return result, (dataset, trained, plans, configuration)
 
