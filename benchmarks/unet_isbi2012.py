@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--mirror", action="store_true",
                         help="test-time mirroring along both axes (nnU-Net predicts with it by default)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the folds trained in --work (finished folds: evaluate them)")
+                        help="continue the folds trained in --work (finished folds: evaluate them; folds not "
+                             "begun yet start)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -73,8 +74,9 @@ def main() -> None:
     per_case, fold_seconds = {}, {}
     for fold in args.folds:
         run = work / f"fold_{fold}"
-        summary = train_fold(work / "preprocessed", plans, "2d", fold, run, config, resume=args.resume,
-                             show_progress=True)
+        has_checkpoint = (run / "checkpoint_latest.pt").is_file()
+        summary = train_fold(work / "preprocessed", plans, "2d", fold, run, config,
+                             resume=args.resume and has_checkpoint, show_progress=True)
         fold_seconds[fold] = summary["train_seconds"]      # all epochs, also those of a resumed run
         network, fold_plans, configuration = load_trained_network(run / "checkpoint_latest.pt")
         for case_id in fold_cases(splits, fold)[1]:
