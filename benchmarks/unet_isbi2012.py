@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the folds trained in --work (finished folds: evaluate them; folds not "
                              "begun yet start)")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="training precision (bfloat16: autocast, about 2x faster on CPUs with AVX512-BF16)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -69,7 +71,7 @@ def main() -> None:
     splits = load_or_create_splits(work / "preprocessed" / "splits_final.json", dataset.case_ids())
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=5,
                          augmentation=AugmentationConfig(elastic_p=args.elastic), network=args.network,
-                         optimizer=args.optimizer)
+                         optimizer=args.optimizer, precision=args.precision)
     wrong = total = 0
     per_case, fold_seconds = {}, {}
     for fold in args.folds:
@@ -103,7 +105,7 @@ def main() -> None:
                      "the hidden test set",
         "per_case": per_case,
         "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "fold_seconds": fold_seconds,
-                     "optimizer": config.optimizer, "lr": config.lr,
+                     "optimizer": config.optimizer, "lr": config.lr, "precision": config.precision,
                      "patch_size": plans["configurations"]["2d"]["patch_size"],
                      "batch_size": plans["configurations"]["2d"]["batch_size"],
                      "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],

@@ -169,7 +169,7 @@ def _seg_train(args: argparse.Namespace) -> dict:
                                       mirror_axes=() if args.no_mirroring else None)
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, optimizer=args.optimizer,
                          lr=args.lr, seed=args.seed, batch_size=args.batch_size, network=args.network,
-                         augmentation=augmentation)
+                         precision=args.precision, augmentation=augmentation)
     fold = args.fold if args.fold == "all" else int(args.fold)
     return train(args.work_dir, args.configuration, fold, config, runs_root=args.runs_dir, resume_run=args.resume,
                  show_progress=False if args.json else None)
@@ -536,6 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="NETWORK", help="unet (the plain U-Net), or U-Mamba with Mamba layers at the bottleneck "
                                              "(umamba_bot) or after every encoder stage (umamba_enc)")
     fit.add_argument("--lr", type=float)
+    fit.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                     help="bfloat16: forward passes under autocast, about 2x faster on CPUs with AVX512-BF16")
     fit.add_argument("--elastic", type=_probability, default=0.0, metavar="P",
                      help="probability of the original U-Net's elastic deformation per patch (EM images: 0.2)")
     fit.add_argument("--intensity-shift", type=_probability, default=0.0, metavar="P",

@@ -190,6 +190,31 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
     assert "not foreground labels of this run" in capsys.readouterr().err
 
 
+def test_bfloat16_training_learns_and_keeps_float32_weights(tmp_path, last_json):
+    from gnnseg.seg.unet.train import as_float32, autocast
+
+    conv = torch.nn.Conv2d(1, 2, 3)
+    with autocast("bfloat16"):
+        logits = conv(torch.randn(1, 1, 8, 8))
+    assert logits.dtype == torch.bfloat16 and as_float32([logits])[0].dtype == torch.float32
+    with autocast("float32"):
+        assert conv(torch.randn(1, 1, 8, 8)).dtype == torch.float32
+
+    dataset = squares_dataset(tmp_path / "raw")
+    work = tmp_path / "work"
+    run = partial(run_cli, last_json)
+    run("seg", "plan", dataset.root, "--work-dir", work, "--base-features", "8", "--device", "cpu", "--memory-gb", "1")
+    run("seg", "preprocess", work, "-c", "2d")
+    trained = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "4", "--iterations", "8",
+                  "--precision", "bfloat16", "--runs-dir", tmp_path / "runs")
+    run_dir = Path(trained["run_dir"])
+    assert json.loads((run_dir / "train_config.json").read_text())["precision"] == "bfloat16"
+    state = torch.load(run_dir / "checkpoint_latest.pt", weights_only=True)
+    assert {tensor.dtype for tensor in state["network"].values() if tensor.is_floating_point()} == {torch.float32}
+    assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]
+    assert trained["validation"]["mean_dice"]["square"] > 0.8
+
+
 def test_guards_against_misuse(tmp_path):
     from gnnseg.seg.unet.splits import load_or_create_splits
     from gnnseg.seg.unet.train import TrainConfig
@@ -201,6 +226,8 @@ def test_guards_against_misuse(tmp_path):
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         TrainConfig(epochs=0)
     assert (TrainConfig(optimizer="adamw").lr, TrainConfig().lr) == (1e-3, 0.01)
+    with pytest.raises(ValueError, match="precision must be one of .*'float16'"):
+        TrainConfig(precision="float16")
 
 
 def test_rotation_is_a_rotation_on_non_square_patches():

@@ -3,10 +3,11 @@
 Recipe (nnU-Net v2's ``nnUNetTrainer``): SGD with Nesterov momentum 0.99, lr 0.01, weight decay 3e-5 and
 a poly schedule ``lr * (1 - epoch / epochs) ** 0.9`` (AdamW as an option); Dice + cross-entropy with deep
 supervision; 33% foreground oversampling; augmentation (``augment.py``); an epoch is a fixed number of
-iterations. After each epoch: the pseudo Dice of validation patches, its moving average (which picks
-``checkpoint_best.pt``), ``checkpoint_latest.pt`` and ``progress.png``. ``resume=True`` continues from the
-latest checkpoint. At the end every validation case is segmented with sliding windows in its original
-geometry and scored (Dice per class).
+iterations. ``precision="bfloat16"`` runs the forward passes under CPU autocast (convolutions in bfloat16, the
+loss in float32), as nnU-Net trains with mixed precision on GPUs. After each epoch: the pseudo Dice of validation
+patches, its moving average (which picks ``checkpoint_best.pt``), ``checkpoint_latest.pt`` and ``progress.png``.
+``resume=True`` continues from the latest checkpoint. At the end every validation case is segmented with sliding
+windows in its original geometry and scored (Dice per class).
 
 Launched with ``torchrun --nproc_per_node=N``, training is data parallel (DDP): every rank draws its own
 patches (seeded by rank), gradients are averaged across ranks, validation counts are summed, and rank 0
@@ -43,6 +44,7 @@ from gnnseg.seg.unet.predict import predict_case  # noqa: E402
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits  # noqa: E402
 
 CHECKPOINT_FORMAT = "gnnseg.unet/1"
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class TrainConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     batch_size: int | None = None          # None: the plans' batch size
     network: str = "unet"                  # or umamba_bot / umamba_enc (U-Mamba, gnnseg.seg.unet.mamba)
+    precision: Literal["float32", "bfloat16"] = "float32"   # bfloat16: autocast, ~2x faster on AVX512-BF16 CPUs
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -77,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.network not in NETWORKS:
             raise ValueError(f"network must be one of {list(NETWORKS)}, got {self.network!r}")
 
@@ -88,6 +93,18 @@ def build_network(plans: dict[str, Any], configuration: str, deep_supervision: b
     stages = mamba_stages_for(network, len(options["features_per_stage"]))
     return UNet(len(plans["channel_names"]), len(plans["labels"]), deep_supervision=deep_supervision,
                 mamba_stages=stages, **options)
+
+
+def autocast(precision: str) -> torch.autocast:
+    """The forward pass's precision: float32 as is, or bfloat16 autocast on the CPU."""
+    return torch.autocast("cpu", dtype=PRECISIONS[precision], enabled=precision != "float32")
+
+
+def as_float32(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """Logits (one tensor or the deep supervision list) in float32, where the loss is computed."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float()
+    return [output.float() for output in outputs]
 
 
 def poly_lr(initial: float, epoch: int, epochs: int, exponent: float = 0.9) -> float:
@@ -235,7 +252,9 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
             image, target = train_sampler.batch()
             image, target = augment(image, target, config.augmentation, generator)
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(image), target)
+            with autocast(config.precision):
+                outputs = model(image)
+            loss = loss_fn(as_float32(outputs), target)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 12.0)
             optimizer.step()
@@ -247,7 +266,8 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
         with torch.no_grad():
             for _ in range(config.validation_iterations):
                 image, target = val_sampler.batch()
-                logits = network(image)
+                with autocast(config.precision):
+                    logits = network(image).float()
                 val_losses.append(loss_fn.loss(logits, target).item())
                 counts += _pseudo_dice_counts(logits, target, num_classes)
         counts = context.all_reduce_sum(torch.from_numpy(counts)).numpy()
