@@ -15,6 +15,7 @@ from importlib import import_module
 from gnnseg.core.jsonable import jsonable
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
+DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU where there is one, else the CPU)"
 
 
 class _Names(Sequence):
@@ -172,14 +173,14 @@ def _seg_train(args: argparse.Namespace) -> dict:
                          precision=args.precision, augmentation=augmentation)
     fold = args.fold if args.fold == "all" else int(args.fold)
     return train(args.work_dir, args.configuration, fold, config, runs_root=args.runs_dir, resume_run=args.resume,
-                 show_progress=False if args.json else None)
+                 show_progress=False if args.json else None, device=args.device)
 
 
 def _seg_predict(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.workflow import predict_folder
 
     return predict_folder(args.model, args.input, args.output, checkpoint=args.checkpoint, mirror=args.mirror,
-                          keep_largest=args.keep_largest)
+                          keep_largest=args.keep_largest, device=args.device)
 
 
 def _seg_metrics(args: argparse.Namespace) -> dict:
@@ -538,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--lr", type=float)
     fit.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
                      help="bfloat16: forward passes under autocast, about 2x faster on CPUs with AVX512-BF16")
+    fit.add_argument("--device", help=DEVICE_HELP)
     fit.add_argument("--elastic", type=_probability, default=0.0, metavar="P",
                      help="probability of the original U-Net's elastic deformation per patch (EM images: 0.2)")
     fit.add_argument("--intensity-shift", type=_probability, default=0.0, metavar="P",
@@ -560,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="test-time mirroring on the axes the run was trained to mirror (all by default)")
     infer.add_argument("--keep-largest", type=_int_list, default=[], metavar="L1,L2",
                        help="reduce these labels to their largest connected component (for one-piece organs)")
+    infer.add_argument("--device", help=DEVICE_HELP)
     infer.add_argument("--json", action="store_true")
     infer.set_defaults(handler=_seg_predict)
 

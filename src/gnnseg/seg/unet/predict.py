@@ -49,6 +49,7 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     Images smaller than the patch are zero-padded (and the padding cut off again). ``mirror_axes`` adds
     test-time augmentation: predictions on inputs mirrored along every non-empty combination of those axes (3
     mirrored views in 2D, 7 in 3D, as nnU-Net v2 does), mirrored back and averaged with the plain prediction.
+    Windows run on the network's device; the logits are summed on the CPU.
     """
     if not 0 < step <= 1:
         raise ValueError(f"step must be in (0, 1], got {step}")
@@ -68,13 +69,14 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     mirrorings = [tuple(axis + 2 for axis in combination) for count in range(1, len(mirror_axes) + 1)
                   for combination in itertools.combinations(mirror_axes, count)]
     network.eval()
+    device = next((parameter.device for parameter in network.parameters()), torch.device("cpu"))
     for first in range(0, len(windows), batch_size):
         chunk = windows[first:first + batch_size]
-        batch = torch.stack([image[(slice(None), *w)] for w in chunk])
+        batch = torch.stack([image[(slice(None), *w)] for w in chunk]).to(device)
         prediction = network(batch)
         for axes in mirrorings:
             prediction = prediction + network(batch.flip(axes)).flip(axes)
-        prediction = prediction / (1 + len(mirrorings))
+        prediction = (prediction / (1 + len(mirrorings))).float().cpu()
         for window, out in zip(chunk, prediction):
             logits[(slice(None), *window)] += out * weights
             counts[window] += weights

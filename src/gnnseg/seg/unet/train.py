@@ -95,9 +95,14 @@ def build_network(plans: dict[str, Any], configuration: str, deep_supervision: b
                 mamba_stages=stages, **options)
 
 
-def autocast(precision: str) -> torch.autocast:
-    """The forward pass's precision: float32 as is, or bfloat16 autocast on the CPU."""
-    return torch.autocast("cpu", dtype=PRECISIONS[precision], enabled=precision != "float32")
+def autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
+    """The forward pass's precision: float32 as is, or bfloat16 autocast."""
+    return torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "float32")
+
+
+def training_device(local_rank: int = 0) -> torch.device:
+    """This process's GPU (``LOCAL_RANK`` under torchrun) where there is one, else the CPU."""
+    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def as_float32(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
@@ -181,9 +186,11 @@ def _check_same_augmentation(run_dir: Path, augmentation: AugmentationConfig) ->
 
 def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configuration: str, fold: int | str,
                output: str | os.PathLike, config: TrainConfig = TrainConfig(), *, raw_dataset: RawDataset | None = None,
-               resume: bool = False, show_progress: bool | None = None) -> dict[str, Any]:
+               resume: bool = False, show_progress: bool | None = None,
+               device: str | torch.device | None = None) -> dict[str, Any]:
     """Train ``configuration`` on ``fold`` (0..4, or "all": train on every case and validate on them too)
-    from ``preprocessed/<configuration>``; write into ``output``.
+    from ``preprocessed/<configuration>``; write into ``output``. ``device`` defaults to this process's GPU where
+    there is one (patches are drawn and augmented on the CPU, then moved), else the CPU.
 
     ``raw_dataset`` enables the final full-image validation in original geometry.
     """
@@ -206,7 +213,8 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
 
     context = distributed_context()
     generator = seed_everything(config.seed)            # same initial weights on every rank
-    network = build_network(plans, configuration, config.deep_supervision, config.network)
+    device = torch.device(device) if device is not None else training_device(context.local_rank)
+    network = build_network(plans, configuration, config.deep_supervision, config.network).to(device)
     optimizer = _optimizer(network, config)
     loss_fn = DeepSupervisionLoss(DiceCrossEntropyLoss(batch_dice=True))
     log: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "pseudo_dice", "pseudo_dice_ema",
@@ -224,7 +232,8 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
     generator.manual_seed(config.seed + 1000 * context.rank + start_epoch)
     model = network
     if context.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(network)
+        model = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None)
 
     if context.is_main:
         write_json(output / "plans.json", plans)
@@ -251,8 +260,9 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
         for _ in range(config.iterations_per_epoch):
             image, target = train_sampler.batch()
             image, target = augment(image, target, config.augmentation, generator)
+            image, target = image.to(device), target.to(device)
             optimizer.zero_grad(set_to_none=True)
-            with autocast(config.precision):
+            with autocast(config.precision, device.type):
                 outputs = model(image)
             loss = loss_fn(as_float32(outputs), target)
             loss.backward()
@@ -265,12 +275,12 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
         val_losses, counts = [], np.zeros((3, num_classes - 1))
         with torch.no_grad():
             for _ in range(config.validation_iterations):
-                image, target = val_sampler.batch()
-                with autocast(config.precision):
+                image, target = (tensor.to(device) for tensor in val_sampler.batch())
+                with autocast(config.precision, device.type):
                     logits = network(image).float()
                 val_losses.append(loss_fn.loss(logits, target).item())
                 counts += _pseudo_dice_counts(logits, target, num_classes)
-        counts = context.all_reduce_sum(torch.from_numpy(counts)).numpy()
+        counts = context.all_reduce_sum(torch.from_numpy(counts).to(device)).cpu().numpy()
         tp, fp, fn = counts
         pseudo_dice = float(np.mean(2 * tp / np.maximum(2 * tp + fp + fn, 1)))
         ema = pseudo_dice if not log["pseudo_dice_ema"] else 0.9 * log["pseudo_dice_ema"][-1] + 0.1 * pseudo_dice

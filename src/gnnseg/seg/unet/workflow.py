@@ -38,6 +38,7 @@ from gnnseg.seg.unet.train import (
     load_trained_network,
     train_fold,
     trained_augmentation,
+    training_device,
 )
 
 
@@ -76,11 +77,11 @@ def preprocess(work_dir: str | os.PathLike, configuration: str) -> dict[str, Any
 
 def train(work_dir: str | os.PathLike, configuration: str, fold: int | str, config: TrainConfig, *,
           runs_root: str | os.PathLike = "runs", resume_run: str | os.PathLike | None = None,
-          show_progress: bool | None = None) -> dict[str, Any]:
+          show_progress: bool | None = None, device: str | None = None) -> dict[str, Any]:
     work, plans, dataset = _work(work_dir)
     run_dir = Path(resume_run) if resume_run else new_run("seg-train", runs_root).path
     summary = train_fold(work / "preprocessed", plans, configuration, fold, run_dir, config, raw_dataset=dataset,
-                         resume=resume_run is not None, show_progress=show_progress)
+                         resume=resume_run is not None, show_progress=show_progress, device=device)
     return {"run_dir": str(run_dir), **summary}
 
 
@@ -121,10 +122,13 @@ def predict_image(network, channels: Sequence[MedicalImage], plans: dict[str, An
 
 def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
                    checkpoint: str = "checkpoint_best.pt", step: float = 0.5,
-                   mirror: bool = False, keep_largest: Sequence[int] = ()) -> dict[str, Any]:
+                   mirror: bool = False, keep_largest: Sequence[int] = (),
+                   device: str | None = None) -> dict[str, Any]:
     """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting); each label in
-    ``keep_largest`` is reduced to its largest connected component (:mod:`gnnseg.seg.unet.postprocess`)."""
+    ``keep_largest`` is reduced to its largest connected component (:mod:`gnnseg.seg.unet.postprocess`). The network
+    runs on ``device`` (default: the GPU where there is one)."""
     network, plans, configuration = load_trained_network(Path(run_dir) / checkpoint)
+    network.to(device or training_device())
     unknown = sorted(set(keep_largest) - {int(v) for v in plans["labels"].values() if int(v) > 0})
     if unknown:
         raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this run ({plans['labels']})")
