@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="default: 0.01 for SGD, 1e-3 for AdamW")
     parser.add_argument("--intensity-shift", type=float, default=0.0, metavar="P",
                         help="probability of an additive intensity shift in [-1, 1] (normalised units) per patch")
+    parser.add_argument("--label-shift", type=float, default=0.0, metavar="P",
+                        help="probability of a shift in [-1, 1] drawn for each organ of a patch on its own")
     parser.add_argument("--resume", action="store_true", help="continue the run in --work (a finished run: evaluate it)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                         help="training precision (bfloat16: autocast, about 2x faster on CPUs with AVX512-BF16)")
@@ -85,7 +87,8 @@ def main() -> None:
     # --intensity-shift lets the one training volume show organs brighter and darker than they are.
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, validation_iterations=4,
                          optimizer=args.optimizer, lr=args.lr, precision=args.precision,
-                         augmentation=AugmentationConfig(mirror_axes=(), shift_p=args.intensity_shift))
+                         augmentation=AugmentationConfig(mirror_axes=(), shift_p=args.intensity_shift,
+                                                         label_shift_p=args.label_shift))
     summary = train_fold(work / "preprocessed", plans, "3d_fullres", "all", work / "run", config,
                          resume=args.resume, show_progress=True)
 
@@ -113,6 +116,7 @@ def main() -> None:
         "organs_absent_from_the_series": [n for k, n in enumerate(ORGANS, 1) if not (truth_remapped == k).any()],
         "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "optimizer": config.optimizer,
                      "lr": config.lr, "precision": config.precision, "mirroring": False, "intensity_shift_p": args.intensity_shift,
+                     "label_shift_p": args.label_shift,
                      "train_seconds": summary["train_seconds"],
                      "patch_size": plans["configurations"][configuration]["patch_size"],
                      "spacing": plans["configurations"][configuration]["spacing"],

@@ -167,6 +167,7 @@ def _seg_train(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.workflow import train
 
     augmentation = AugmentationConfig(elastic_p=args.elastic, shift_p=args.intensity_shift,
+                                      label_shift_p=args.label_intensity_shift,
                                       mirror_axes=() if args.no_mirroring else None)
     config = TrainConfig(epochs=args.epochs, iterations_per_epoch=args.iterations, optimizer=args.optimizer,
                          lr=args.lr, seed=args.seed, batch_size=args.batch_size, network=args.network,
@@ -545,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--intensity-shift", type=_probability, default=0.0, metavar="P",
                      help="probability of an additive shift of the normalised intensities (a scan brighter or "
                           "darker than the training set, e.g. contrast-enhanced CT after unenhanced training)")
+    fit.add_argument("--label-intensity-shift", type=_probability, default=0.0, metavar="P",
+                     help="probability of a shift drawn for each labelled structure of a patch on its own (contrast "
+                          "agent brightens organs by different amounts)")
     fit.add_argument("--no-mirroring", action="store_true",
                      help="no mirroring augmentation (left and right matter: liver vs spleen)")
     fit.add_argument("--seed", type=int, default=0)

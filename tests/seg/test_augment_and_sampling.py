@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from gnnseg.core.runs import write_json
-from gnnseg.seg.unet.augment import AugmentationConfig, _gamma, augment, intensity_transform, spatial_transform
+from gnnseg.seg.unet.augment import (
+    AugmentationConfig,
+    _gamma,
+    augment,
+    intensity_transform,
+    label_intensity_shift,
+    spatial_transform,
+)
 from gnnseg.seg.unet.dataloader import PatchSampler
 
 
@@ -61,6 +68,27 @@ def test_intensity_shift_adds_one_offset_per_sample_within_its_range():
     assert bool(((per_sample[:, 0] >= 0.5) & (per_sample[:, 0] <= 1.0)).all())
     assert per_sample[:, 0].unique().numel() == 4
     assert torch.equal(intensity_transform(image, AugmentationConfig.none(), torch.Generator()), image)
+
+
+def test_label_shift_moves_each_label_by_its_own_offset_and_leaves_background():
+    image = torch.randn(3, 2, 6, 10)
+    seg = torch.zeros(3, 1, 6, 10)
+    seg[:, :, :3, :4], seg[:, :, 3:, 6:] = 1, 2
+    seg[2] = 0                                               # a patch of background only
+    config = replace(AugmentationConfig.none(), label_shift_p=1.0, label_shift_range=(0.5, 1.0))
+    offsets = label_intensity_shift(image, seg, config, torch.Generator().manual_seed(0)) - image
+    assert torch.equal(offsets[seg.expand_as(image) == 0], torch.zeros(int((seg.expand_as(image) == 0).sum())))
+    drawn = set()
+    for b in range(2):
+        for label in (1, 2):
+            inside = offsets[b][seg[b].expand_as(image[b]) == label]
+            torch.testing.assert_close(inside, inside[:1].expand_as(inside))   # one offset per label, all channels
+            assert 0.5 <= inside[0] <= 1.0
+            drawn.add(round(float(inside[0]), 6))
+    assert len(drawn) == 4                                   # drawn for each label of each patch
+    generator = torch.Generator().manual_seed(0)
+    assert label_intensity_shift(image, seg, AugmentationConfig.none(), generator) is image
+    assert torch.equal(generator.get_state(), torch.Generator().manual_seed(0).get_state())   # nothing drawn when off
 
 
 def write_case(folder, case_id, data, seg):

@@ -137,12 +137,13 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
                   "--memory-gb", "1")
     assert planned["configurations"]["2d"]["patch_size"] == [40, 40]
     assert run("seg", "preprocess", work, "-c", "2d")["cases"] == 6
-    augmenting = ["--elastic", "0.2", "--intensity-shift", "0.5", "--no-mirroring"]
+    augmenting = ["--elastic", "0.2", "--intensity-shift", "0.5", "--label-intensity-shift", "0.3", "--no-mirroring"]
     first = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "2", "--iterations", "8",
                 "--runs-dir", tmp_path / "runs", *augmenting)
     run_dir = first["run_dir"]
     augmentation = json.loads((Path(run_dir) / "train_config.json").read_text())["augmentation"]
-    assert (augmentation["elastic_p"], augmentation["shift_p"], augmentation["mirror_axes"]) == (0.2, 0.5, [])
+    assert (augmentation["elastic_p"], augmentation["shift_p"], augmentation["label_shift_p"],
+            augmentation["mirror_axes"]) == (0.2, 0.5, 0.3, [])
     with pytest.raises(SystemExit):
         main(["seg", "train", str(work), "--elastic", "1.5"])
     assert "probability must be a number in [0, 1]" in capsys.readouterr().err

@@ -5,8 +5,11 @@ supplementary; ``nnUNetTrainer.get_training_transforms``): rotation p 0.2, scali
 Gaussian noise p 0.1, Gaussian blur p 0.2, brightness p 0.15, contrast p 0.15, gamma p 0.3 (and inverted
 gamma p 0.1), mirroring on every axis. Elastic deformation, off in nnU-Net, is available as in the
 original U-Net for EM images (Ronneberger et al. 2015: random displacements on a 3x3 grid, sigma 10 px,
-smooth interpolation), and so is an additive intensity shift (``shift_p``), for training sets that show
-only one contrast phase of a scan the network must also read in another.
+smooth interpolation), and so are an additive intensity shift (``shift_p``) and a shift drawn for each labelled
+structure on its own (``label_shift_p``), for training sets that show only one contrast phase of a scan the network
+must also read in another: contrast agent brightens organs by different amounts, which one global shift cannot
+show. The per-label shift is domain randomisation in the spirit of SynthSeg (Billot et al. 2023), which draws every
+label's intensities afresh; it is applied before noise and blur, so the new edges are blurred like real ones.
 
 Spatial transforms are composed into one sampling grid per sample and applied with ``grid_sample``:
 bilinear for images, nearest for labels.
@@ -39,6 +42,8 @@ class AugmentationConfig:
     brightness_range: tuple[float, float] = (0.75, 1.25)
     shift_p: float = 0.0                   # additive shift of the normalised intensities; off in nnU-Net
     shift_range: tuple[float, float] = (-1.0, 1.0)
+    label_shift_p: float = 0.0             # a shift per foreground label of a patch; off in nnU-Net
+    label_shift_range: tuple[float, float] = (-1.0, 1.0)
     contrast_p: float = 0.15
     contrast_range: tuple[float, float] = (0.75, 1.25)
     gamma_p: float = 0.3
@@ -132,6 +137,24 @@ def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return out[0]
 
 
+def label_intensity_shift(image: Tensor, seg: Tensor, config: AugmentationConfig, generator: torch.Generator
+                          ) -> Tensor:
+    """With probability ``label_shift_p`` per sample, add to the voxels of each foreground label present in it an
+    offset of its own, uniform in ``label_shift_range`` (every channel alike)."""
+    if config.label_shift_p <= 0:
+        return image
+    low, high = config.label_shift_range
+    out = image.clone()
+    for b in range(image.shape[0]):
+        if torch.rand(1, generator=generator).item() >= config.label_shift_p:
+            continue
+        for label in seg[b].unique().tolist():
+            if label > 0:
+                offset = low + (high - low) * torch.rand(1, generator=generator).item()
+                out[b] += offset * (seg[b] == label).to(image.dtype)
+    return out
+
+
 def intensity_transform(image: Tensor, config: AugmentationConfig, generator: torch.Generator) -> Tensor:
     """Noise, blur, brightness, shift, contrast and gamma, each drawn per sample."""
     def chance(p):
@@ -186,7 +209,7 @@ def mirror(image: Tensor, seg: Tensor, config: AugmentationConfig, generator: to
 
 def augment(image: Tensor, seg: Tensor, config: AugmentationConfig, generator: torch.Generator
             ) -> tuple[Tensor, Tensor]:
-    """All augmentations in nnU-Net's order: spatial, intensity, mirroring."""
+    """All augmentations in nnU-Net's order: spatial, intensity (the per-label shift first), mirroring."""
     image, seg = spatial_transform(image, seg, config, generator)
-    image = intensity_transform(image, config, generator)
+    image = intensity_transform(label_intensity_shift(image, seg, config, generator), config, generator)
     return mirror(image, seg, config, generator)
