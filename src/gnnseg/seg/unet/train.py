@@ -3,8 +3,8 @@
 Recipe (nnU-Net v2's ``nnUNetTrainer``): SGD with Nesterov momentum 0.99, lr 0.01, weight decay 3e-5 and
 a poly schedule ``lr * (1 - epoch / epochs) ** 0.9`` (AdamW as an option); Dice + cross-entropy with deep
 supervision; 33% foreground oversampling; augmentation (``augment.py``); an epoch is a fixed number of
-iterations. ``precision="bfloat16"`` runs the forward passes under CPU autocast (convolutions in bfloat16, the
-loss in float32), as nnU-Net trains with mixed precision on GPUs. After each epoch: the pseudo Dice of validation
+iterations. ``precision="bfloat16"`` runs the forward passes under autocast (convolutions in bfloat16, the loss
+in float32), as nnU-Net trains with mixed precision on GPUs. After each epoch: the pseudo Dice of validation
 patches, its moving average (which picks ``checkpoint_best.pt``), ``checkpoint_latest.pt`` and ``progress.png``.
 ``resume=True`` continues from the latest checkpoint. At the end every validation case is segmented with sliding
 windows in its original geometry and scored (Dice per class).
