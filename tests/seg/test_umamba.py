@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 from torch.nn import functional as F
@@ -16,7 +14,7 @@ from gnnseg.seg.unet.mamba import (
 )
 from gnnseg.seg.unet.network import UNet, mamba_stages_for
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network
-from tests.seg.test_unet_pipeline import run_cli, squares_dataset
+from tests.seg.test_unet_pipeline import train_squares
 
 
 def scan_inputs(batch, length, channels, states, seed, dtype=torch.float64):
@@ -99,15 +97,7 @@ def test_network_choices_are_checked():
 
 @pytest.mark.slow
 def test_umamba_bot_trains_through_the_pipeline_and_reloads(tmp_path, last_json):
-    dataset = squares_dataset(tmp_path / "raw")
-    work = tmp_path / "work"
-
-    run = partial(run_cli, last_json)
-
-    run("seg", "plan", dataset.root, "--work-dir", work, "--base-features", "8", "--device", "cpu", "--memory-gb", "1")
-    run("seg", "preprocess", work, "-c", "2d")
-    trained = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "4", "--iterations", "8",
-                  "--network", "umamba_bot", "--runs-dir", tmp_path / "runs")
+    trained = train_squares(tmp_path, last_json, "--network", "umamba_bot")
     state = torch.load(f"{trained['run_dir']}/checkpoint_latest.pt", weights_only=True)
     assert state["network_kind"] == "umamba_bot"
     assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]

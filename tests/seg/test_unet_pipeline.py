@@ -127,6 +127,17 @@ def run_cli(last_json, *args):
     return last_json()
 
 
+def train_squares(tmp_path, last_json, *options):
+    """Plan, preprocess and train fold 0 of the squares dataset for 4 short epochs with ``options``; the train JSON."""
+    dataset = squares_dataset(tmp_path / "raw")
+    work = tmp_path / "work"
+    run = partial(run_cli, last_json)
+    run("seg", "plan", dataset.root, "--work-dir", work, "--base-features", "8", "--device", "cpu", "--memory-gb", "1")
+    run("seg", "preprocess", work, "-c", "2d")
+    return run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "4", "--iterations", "8",
+               "--runs-dir", tmp_path / "runs", *options)
+
+
 def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_json, monkeypatch):
     dataset = squares_dataset(tmp_path / "raw")
     work = tmp_path / "work"
@@ -201,13 +212,7 @@ def test_bfloat16_training_learns_and_keeps_float32_weights(tmp_path, last_json)
     with autocast("float32"):
         assert conv(torch.randn(1, 1, 8, 8)).dtype == torch.float32
 
-    dataset = squares_dataset(tmp_path / "raw")
-    work = tmp_path / "work"
-    run = partial(run_cli, last_json)
-    run("seg", "plan", dataset.root, "--work-dir", work, "--base-features", "8", "--device", "cpu", "--memory-gb", "1")
-    run("seg", "preprocess", work, "-c", "2d")
-    trained = run("seg", "train", work, "-c", "2d", "-f", "0", "--epochs", "4", "--iterations", "8",
-                  "--precision", "bfloat16", "--runs-dir", tmp_path / "runs")
+    trained = train_squares(tmp_path, last_json, "--precision", "bfloat16")
     run_dir = Path(trained["run_dir"])
     assert json.loads((run_dir / "train_config.json").read_text())["precision"] == "bfloat16"
     state = torch.load(run_dir / "checkpoint_latest.pt", weights_only=True)
