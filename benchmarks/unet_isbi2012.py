@@ -33,7 +33,12 @@ from gnnseg.seg.unet.plans import plan_experiment
 from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits
-from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
+from gnnseg.seg.unet.train import (
+    PRECISIONS,
+    TrainConfig,
+    load_trained_network,
+    train_fold,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -56,7 +61,7 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the folds trained in --work (finished folds: evaluate them; folds not "
                              "begun yet start)")
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="training precision (bfloat16: autocast, about 2x faster on CPUs with AVX512-BF16)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()

@@ -35,7 +35,12 @@ from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
 from gnnseg.seg.unet.postprocess import keep_largest_component
 from gnnseg.seg.unet.preprocess import preprocess_dataset
-from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
+from gnnseg.seg.unet.train import (
+    PRECISIONS,
+    TrainConfig,
+    load_trained_network,
+    train_fold,
+)
 from gnnseg.seg.unet.workflow import predict_image
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,7 +69,7 @@ def main() -> None:
     parser.add_argument("--label-shift", type=float, default=0.0, metavar="P",
                         help="probability of a shift in [-1, 1] drawn for each organ of a patch on its own")
     parser.add_argument("--resume", action="store_true", help="continue the run in --work (a finished run: evaluate it)")
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="training precision (bfloat16: autocast, about 2x faster on CPUs with AVX512-BF16)")
     parser.add_argument("--name", default="unet_totalseg_ct", help="results file name (benchmarks/results/NAME.json)")
     parser.add_argument("--threads", type=int, default=None)

@@ -538,8 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="NETWORK", help="unet (the plain U-Net), or U-Mamba with Mamba layers at the bottleneck "
                                              "(umamba_bot) or after every encoder stage (umamba_enc)")
     fit.add_argument("--lr", type=float)
-    fit.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                     help="bfloat16: forward passes under autocast, about 2x faster on CPUs with AVX512-BF16")
+    fit.add_argument("--precision", choices=_Names("gnnseg.seg.unet.train", "PRECISIONS"), default="float32",
+                     metavar="PRECISION", help="float32, or bfloat16: forward passes under autocast, about 2x faster "
+                                               "on CPUs with AVX512-BF16")
     fit.add_argument("--device", help=DEVICE_HELP)
     fit.add_argument("--elastic", type=_probability, default=0.0, metavar="P",
                      help="probability of the original U-Net's elastic deformation per patch (EM images: 0.2)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from functools import partial
 from pathlib import Path
@@ -18,7 +17,7 @@ from gnnseg.seg.unet.augment import AugmentationConfig
 from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss, deep_supervision_weights, soft_dice
 from gnnseg.seg.unet.predict import gaussian_importance, sliding_window_logits, window_starts
 from gnnseg.seg.unet.splits import fold_cases, make_splits
-from gnnseg.seg.unet.train import TRAIN_CONFIG, _check_same_augmentation
+from gnnseg.seg.unet.train import TRAIN_CONFIG, _as_json, _check_same_augmentation
 from gnnseg.seg.unet.workflow import predict_image
 
 
@@ -86,7 +85,7 @@ def test_mirroring_averages_every_combination_of_the_axes():
 
 def test_a_run_trained_before_a_setting_existed_resumes_with_its_default(tmp_path):
     """Runs written before the intensity shift existed lack its keys; they trained without it, which is its default."""
-    stored = json.loads(json.dumps(dataclasses.asdict(AugmentationConfig(elastic_p=0.2))))
+    stored = _as_json(AugmentationConfig(elastic_p=0.2))
     del stored["shift_p"], stored["shift_range"]
     (tmp_path / TRAIN_CONFIG).write_text(json.dumps({"augmentation": stored}))
     _check_same_augmentation(tmp_path, AugmentationConfig(elastic_p=0.2))
