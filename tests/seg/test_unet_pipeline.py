@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -14,10 +15,24 @@ from scipy import ndimage
 from gnnseg.cli import main
 from gnnseg.seg.io import MedicalImage, read_image_2d, write_raw_dataset
 from gnnseg.seg.unet.augment import AugmentationConfig
-from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss, deep_supervision_weights, soft_dice
-from gnnseg.seg.unet.predict import gaussian_importance, sliding_window_logits, window_starts
+from gnnseg.seg.unet.loss import (
+    DeepSupervisionLoss,
+    DiceCrossEntropyLoss,
+    deep_supervision_weights,
+    soft_dice,
+)
+from gnnseg.seg.unet.predict import (
+    gaussian_importance,
+    sliding_window_logits,
+    window_starts,
+)
 from gnnseg.seg.unet.splits import fold_cases, make_splits
-from gnnseg.seg.unet.train import TRAIN_CONFIG, _as_json, _check_same_augmentation
+from gnnseg.seg.unet.train import (
+    TRAIN_CONFIG,
+    TrainConfig,
+    _as_json,
+    _check_same_training,
+)
 from gnnseg.seg.unet.workflow import predict_image
 
 
@@ -84,15 +99,22 @@ def test_mirroring_averages_every_combination_of_the_axes():
 
 
 def test_a_run_trained_before_a_setting_existed_resumes_with_its_default(tmp_path):
-    """Runs written before the intensity shift existed lack its keys; they trained without it, which is its default."""
+    """Runs written before the intensity shift and bfloat16 existed lack their keys; they trained without them,
+    which is what the defaults mean."""
     stored = _as_json(AugmentationConfig(elastic_p=0.2))
     del stored["shift_p"], stored["shift_range"]
-    (tmp_path / TRAIN_CONFIG).write_text(json.dumps({"augmentation": stored}))
-    _check_same_augmentation(tmp_path, AugmentationConfig(elastic_p=0.2))
+    (tmp_path / TRAIN_CONFIG).write_text(json.dumps({"augmentation": stored, "optimizer": "adamw", "epochs": 20}))
+    trained = TrainConfig(optimizer="adamw", epochs=20, augmentation=AugmentationConfig(elastic_p=0.2))
+    _check_same_training(tmp_path, trained)
+    _check_same_training(tmp_path, replace(trained, epochs=40, validation_iterations=5))   # longer: the same run
     with pytest.raises(ValueError, match=r"shift_p 0\.0 -> 0\.5"):
-        _check_same_augmentation(tmp_path, AugmentationConfig(elastic_p=0.2, shift_p=0.5))
+        _check_same_training(tmp_path, replace(trained, augmentation=AugmentationConfig(elastic_p=0.2, shift_p=0.5)))
     with pytest.raises(ValueError, match=r"elastic_p 0\.2 -> 0\.0"):
-        _check_same_augmentation(tmp_path, AugmentationConfig())
+        _check_same_training(tmp_path, replace(trained, augmentation=AugmentationConfig()))
+    with pytest.raises(ValueError, match=r"precision 'float32' -> 'bfloat16'"):
+        _check_same_training(tmp_path, replace(trained, precision="bfloat16"))
+    with pytest.raises(ValueError, match=r"optimizer 'adamw' -> 'sgd'"):
+        _check_same_training(tmp_path, TrainConfig(epochs=20, augmentation=AugmentationConfig(elastic_p=0.2)))
 
 
 def test_loss_pieces():
@@ -161,10 +183,12 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
                   "--resume", run_dir, *augmenting)
     for wrong in (["--resume", str(tmp_path / "nowhere")], ["--resume", run_dir, "-f", "1", *augmenting],
                   ["--resume", run_dir, "-f", "0"]):                     # the last one would mirror again
-        assert main(["seg", "train", str(work), "-c", "2d", "--epochs", "6", *wrong]) == 2   # named, not raw
+        assert main(["seg", "train", str(work), "-c", "2d", "--epochs", "6", "--iterations", "8", *wrong]) == 2  # named
+    assert main(["seg", "train", str(work), "-c", "2d", "--epochs", "6", "--resume", run_dir, *augmenting]) == 2
     refusals = capsys.readouterr().err
     assert "nowhere" in refusals and "not '2d' fold 1" in refusals
-    assert "other augmentation settings" in refusals and "mirror_axes [] -> None" in refusals
+    assert "other training settings" in refusals and "mirror_axes [] -> None" in refusals
+    assert "iterations_per_epoch 8 -> 250" in refusals                # another schedule is another run
     state = torch.load(f"{run_dir}/checkpoint_latest.pt", weights_only=True)
     assert state["epoch"] == 5 and len(state["log"]["train_loss"]) == 5
     assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]

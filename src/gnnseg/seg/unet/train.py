@@ -167,20 +167,33 @@ def _as_json(augmentation: AugmentationConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(augmentation)))
 
 
-def _check_same_augmentation(run_dir: Path, augmentation: AugmentationConfig) -> None:
-    """Refuse to resume a run with augmentation settings other than those it was trained with (a resumed run that
-    silently turned mirroring back on would be a different experiment).
+# a resumed run may train for more epochs and validate on more batches; every other setting makes it another run
+_EXTENDABLE_ON_RESUME = ("epochs", "validation_iterations", "augmentation")
+
+
+def _check_same_training(run_dir: Path, config: TrainConfig) -> None:
+    """Refuse to resume a run with settings other than those it was trained with (a resumed run that silently turned
+    mirroring back on, or switched to bfloat16 or another optimizer, would be a different experiment). Only the
+    number of epochs and of validation batches may change.
 
     A setting missing from the run's file was added to gnnseg after the run was trained; the run trained without it,
-    which is what its default means (every augmentation is added with a default that leaves it off)."""
-    saved = trained_augmentation(run_dir)
-    if saved is None:
+    which is what its default means (every setting is added with a default that keeps the earlier behaviour)."""
+    saved_file = run_dir / TRAIN_CONFIG
+    if not saved_file.is_file():
         return
-    given = _as_json(augmentation)
-    saved = {**_as_json(AugmentationConfig()), **saved}
-    if saved != given:
-        changed = ", ".join(f"{key} {saved.get(key)!r} -> {given[key]!r}" for key in given if saved.get(key) != given[key])
-        raise ValueError(f"cannot resume {run_dir} with other augmentation settings ({changed}); "
+    saved_config = json.loads(saved_file.read_text())
+    changed = []
+    saved = {**_as_json(AugmentationConfig()), **saved_config.get("augmentation", {})}
+    given = _as_json(config.augmentation)
+    changed += [f"{key} {saved.get(key)!r} -> {given[key]!r}" for key in given if saved.get(key) != given[key]]
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(optimizer=config.optimizer))))
+    given = json.loads(json.dumps(dataclasses.asdict(config)))
+    for key in given.keys() - set(_EXTENDABLE_ON_RESUME):
+        before = saved_config.get(key, defaults[key])
+        if before != given[key]:
+            changed.append(f"{key} {before!r} -> {given[key]!r}")
+    if changed:
+        raise ValueError(f"cannot resume {run_dir} with other training settings ({', '.join(sorted(changed))}); "
                          f"pass the run's own options again")
 
 
@@ -221,7 +234,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
                                                   "lr", "epoch_seconds")}
     start_epoch, best_ema = 0, -1.0
     if resume:
-        _check_same_augmentation(output, config.augmentation)
+        _check_same_training(output, config)
         state = load_checkpoint(latest, required_keys=("network", "optimizer", "epoch", "log", "format", "best_ema"))
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
