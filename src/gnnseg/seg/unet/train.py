@@ -162,36 +162,32 @@ def trained_augmentation(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return json.loads(saved.read_text()).get("augmentation") if saved.is_file() else None
 
 
-def _as_json(augmentation: AugmentationConfig) -> dict[str, Any]:
+def _as_json(settings: AugmentationConfig | TrainConfig) -> dict[str, Any]:
     """The settings as ``train_config.json`` stores them (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(augmentation)))
+    return json.loads(json.dumps(dataclasses.asdict(settings)))
 
 
-# a resumed run may train for more epochs and validate on more batches; every other setting makes it another run
-_EXTENDABLE_ON_RESUME = ("epochs", "validation_iterations", "augmentation")
+# a resumed run may train for more epochs and validate on more batches; any other change makes it another run
+_MAY_CHANGE_ON_RESUME = frozenset({"epochs", "validation_iterations"})
 
 
 def _check_same_training(run_dir: Path, config: TrainConfig) -> None:
     """Refuse to resume a run with settings other than those it was trained with (a resumed run that silently turned
-    mirroring back on, or switched to bfloat16 or another optimizer, would be a different experiment). Only the
-    number of epochs and of validation batches may change.
+    mirroring back on, or switched to bfloat16 or another optimizer, would be a different experiment).
 
     A setting missing from the run's file was added to gnnseg after the run was trained; the run trained without it,
     which is what its default means (every setting is added with a default that keeps the earlier behaviour)."""
     saved_file = run_dir / TRAIN_CONFIG
     if not saved_file.is_file():
         return
-    saved_config = json.loads(saved_file.read_text())
-    changed = []
-    saved = {**_as_json(AugmentationConfig()), **saved_config.get("augmentation", {})}
-    given = _as_json(config.augmentation)
-    changed += [f"{key} {saved.get(key)!r} -> {given[key]!r}" for key in given if saved.get(key) != given[key]]
-    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig(optimizer=config.optimizer))))
-    given = json.loads(json.dumps(dataclasses.asdict(config)))
-    for key in given.keys() - set(_EXTENDABLE_ON_RESUME):
-        before = saved_config.get(key, defaults[key])
-        if before != given[key]:
-            changed.append(f"{key} {before!r} -> {given[key]!r}")
+    stored = json.loads(saved_file.read_text())
+    defaults = _as_json(TrainConfig(optimizer=config.optimizer))      # the learning rate's default follows it
+    saved = {**defaults, **stored, "augmentation": {**defaults["augmentation"], **stored.get("augmentation", {})}}
+    given = _as_json(config)
+    changed = [f"{key} {saved['augmentation'][key]!r} -> {value!r}" for key, value in given["augmentation"].items()
+               if saved["augmentation"][key] != value]
+    changed += [f"{key} {saved[key]!r} -> {value!r}" for key, value in given.items()
+                if key not in _MAY_CHANGE_ON_RESUME | {"augmentation"} and saved[key] != value]
     if changed:
         raise ValueError(f"cannot resume {run_dir} with other training settings ({', '.join(sorted(changed))}); "
                          f"pass the run's own options again")
