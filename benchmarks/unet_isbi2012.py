@@ -103,13 +103,12 @@ def main() -> None:
             predicted, probabilities = predict_case(network, case.stacked(), case.spacing, fold_plans,
                                                     configuration, mirror_axes=(0, 1) if args.mirror else ())
             membrane_pred, membrane_true = predicted == 1, case.label.array == 1
+            cell_true = ~membrane_true
             cell_probabilities.append(probabilities[0])
-            cell_truths.append(~membrane_true)
+            cell_truths.append(cell_true)
             membrane_predictions.append(membrane_pred)
-            cells_true = ndimage.label(~membrane_true)[0]
-            cells_pred = ndimage.label(~membrane_pred)[0]
-            rand_error = adapted_rand_error(cells_true, cells_pred)[0]
-            per_case[case_id] = {"pixel_error": challenge_pixel_error(probabilities[0], ~membrane_true),
+            rand_error = adapted_rand_error(ndimage.label(cell_true)[0], ndimage.label(~membrane_pred)[0])[0]
+            per_case[case_id] = {"pixel_error": challenge_pixel_error(probabilities[0], cell_true),
                                  "misclassified_fraction": misclassified_fraction(membrane_pred, membrane_true),
                                  "dice": dice(membrane_pred, membrane_true), "rand_error": float(rand_error)}
     result = {

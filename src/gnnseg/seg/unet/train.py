@@ -155,11 +155,17 @@ TRAIN_CONFIG = "train_config.json"
 """The file in a run folder that records its ``TrainConfig`` (and the fold's cases)."""
 
 
+def _trained_settings(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """A run's ``train_config.json`` as stored (``None`` for a folder without one)."""
+    saved = Path(run_dir) / TRAIN_CONFIG
+    return json.loads(saved.read_text()) if saved.is_file() else None
+
+
 def trained_augmentation(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The augmentation settings a run was trained with, as its ``train_config.json`` holds them (``None`` for a
     folder without one)."""
-    saved = Path(run_dir) / TRAIN_CONFIG
-    return json.loads(saved.read_text()).get("augmentation") if saved.is_file() else None
+    stored = _trained_settings(run_dir)
+    return None if stored is None else stored.get("augmentation")
 
 
 def _as_json(settings: AugmentationConfig | TrainConfig) -> dict[str, Any]:
@@ -177,10 +183,9 @@ def _check_same_training(run_dir: Path, config: TrainConfig) -> None:
 
     A setting missing from the run's file was added to gnnseg after the run was trained; the run trained without it,
     which is what its default means (every setting is added with a default that keeps the earlier behaviour)."""
-    saved_file = run_dir / TRAIN_CONFIG
-    if not saved_file.is_file():
+    stored = _trained_settings(run_dir)
+    if stored is None:
         return
-    stored = json.loads(saved_file.read_text())
     defaults = _as_json(TrainConfig(optimizer=config.optimizer))      # the learning rate's default follows it
     saved = {**defaults, **stored, "augmentation": {**defaults["augmentation"], **stored.get("augmentation", {})}}
     given = _as_json(config)
