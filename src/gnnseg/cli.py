@@ -16,6 +16,8 @@ from gnnseg.core.jsonable import jsonable
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
 DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU where there is one, else the CPU)"
+TTA_HELP = ("test-time augmentation: none (default), flip (the image and its mirror, 2 passes) or d4 (4 quarter "
+            "turns, each also mirrored, 8 passes); probabilities are averaged")
 
 
 class _Names(Sequence):
@@ -257,15 +259,16 @@ def _seg_segment(args: argparse.Namespace) -> dict:
     if sum(map(bool, (args.image, args.volume, args.npz))) != 1:
         raise ValueError("give exactly one of --image (with --box), --volume (with --box3d) or --npz")
     if args.npz:
-        return segment_challenge_file(args.npz, args.output, checkpoint=args.checkpoint)
+        return segment_challenge_file(args.npz, args.output, checkpoint=args.checkpoint, augmentation=args.tta)
     if args.image:
         if not args.box:
             raise ValueError("--image needs at least one --box x0,y0,x1,y1")
-        return segment_image(args.image, np.array(args.box), args.output, checkpoint=args.checkpoint)
+        return segment_image(args.image, np.array(args.box), args.output, checkpoint=args.checkpoint,
+                             augmentation=args.tta)
     if not args.box3d:
         raise ValueError("--volume needs at least one --box3d x_min,y_min,z_min,x_max,y_max,z_max")
     return segment_volume_file(args.volume, np.array(args.box3d), args.output, modality=args.modality,
-                               window=args.window, checkpoint=args.checkpoint)
+                               window=args.window, checkpoint=args.checkpoint, augmentation=args.tta)
 
 
 def _seg_finetune(args: argparse.Namespace) -> dict:
@@ -301,7 +304,7 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.workflow import evaluate_folders
 
     result = evaluate_folders(args.images, args.masks, checkpoint=args.checkpoint, box_margin=args.box_margin,
-                              tolerance=args.tolerance, modality=args.modality)
+                              tolerance=args.tolerance, modality=args.modality, augmentation=args.tta)
     if not args.json:
         result.pop("per_object")
     return result
@@ -590,6 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--checkpoint", help="SAM / MedSAM / Lite MedSAM / gnnseg checkpoint, an ONNX export folder, "
                                               "or a packaged model (vit_cpu, lite_medsam, lite_medsam_fast; default vit_cpu)")
     segment.add_argument("-o", "--output", required=True, help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
+    segment.add_argument("--tta", default="none", help=TTA_HELP)
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)
 
@@ -643,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     assess.add_argument("--box-margin", type=int, default=5, help="pixels added around each ground-truth box")
     assess.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in pixels (mm for volumes)")
     assess.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
+    assess.add_argument("--tta", default="none", help=TTA_HELP)
     assess.add_argument("--json", action="store_true")
     assess.set_defaults(handler=_seg_evaluate)
 

@@ -84,6 +84,20 @@ def test_evaluate_reports_dsc_nsd_and_count(image_folders, checkpoint, capsys, l
     assert len(result["per_object"]) == 2
 
 
+def test_evaluate_and_segment_take_test_time_augmentation(tmp_path, image_folders, checkpoint, capsys, last_json):
+    images, masks = image_folders
+    assert main(["seg", "evaluate", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,
+                 "--tta", "d4", "--json"]) == 0
+    result = last_json()
+    assert result["augmentation"] == "d4" and result["n"] == 2 and 0 <= result["dsc_mean"] <= 1
+    output = tmp_path / "mask.png"
+    args = ["seg", "segment", "--image", str(images / "case0.png"), "--box", "20,10,60,50", "--checkpoint",
+            checkpoint, "-o", str(output)]
+    assert main([*args, "--tta", "mirror"]) == 2
+    assert "unknown test-time augmentation 'mirror'" in capsys.readouterr().err and not output.exists()
+    assert main([*args, "--tta", "flip"]) == 0 and read_image_2d(output).array.shape == (64, 80)
+
+
 def test_finetune_runs_from_a_checkpoint(tmp_path, image_folders, checkpoint, capsys, last_json):
     images, masks = image_folders
     assert main(["seg", "finetune", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,

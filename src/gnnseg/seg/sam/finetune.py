@@ -41,10 +41,11 @@ from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.crop import CropWindow, resize_crop, resize_mask_crop
 from gnnseg.seg.sam.model import Sam
-from gnnseg.seg.sam.prepared import PreparedSet, quarter_turn
+from gnnseg.seg.sam.prepared import PreparedSet
 from gnnseg.seg.sam.preprocess import boxes_from_mask
 from gnnseg.seg.sam.samples import PromptSample, jittered_box
 from gnnseg.seg.sam.shipped import make_predictor
+from gnnseg.seg.sam.symmetry import Symmetry
 
 TRAINING_FORMAT = "gnnseg-sam-training"
 
@@ -78,20 +79,6 @@ def learning_rate(config: FinetuneConfig, iteration: int) -> float:
     return 0.5 * config.lr * (1 + math.cos(math.pi * min(progress_, 1.0)))
 
 
-def _rotate_box(box: Tensor, size: int, quarter_turns: int, flip: bool) -> Tensor:
-    """The box of an ``S x S`` input after ``torch.rot90(k=quarter_turns)`` and an optional left-right flip.
-
-    Box coordinates are pixel indices: rot90 on ``(H, W)`` moves pixel ``(x, y)`` to ``(y, S - 1 - x)``.
-    """
-    x0, y0, x1, y1 = box.tolist()
-    corners = torch.tensor([[x0, y0], [x1, y1]])
-    for _ in range(quarter_turns % 4):
-        corners = torch.stack([corners[:, 1], size - 1 - corners[:, 0]], dim=1)
-    if flip:
-        corners[:, 0] = size - 1 - corners[:, 0]
-    return torch.cat([corners.min(dim=0).values, corners.max(dim=0).values])
-
-
 def prompt_batch(samples: Sequence[PromptSample], model: Sam, rng: np.random.Generator, *, box_shift: int,
                  augment: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Inputs of a box-centred model for a batch: ``(B, 3, S, S)`` normalised windows, ``(B, 4)`` boxes and
@@ -106,11 +93,12 @@ def prompt_batch(samples: Sequence[PromptSample], model: Sam, rng: np.random.Gen
         window = CropWindow.around(box, config.crop_margin)
         pixels.append(resize_crop(window.cut(sample.image), size))
         masks.append(resize_mask_crop(window.cut(sample.mask), size))
-        boxes.append(torch.as_tensor(window.to_input(box, size), dtype=torch.float32))
+        local_box = window.to_input(box, size)
         if augment:
-            turns, flip = int(rng.integers(4)), bool(rng.integers(2))
-            pixels[-1], masks[-1] = quarter_turn(pixels[-1], turns, flip), quarter_turn(masks[-1], turns, flip)
-            boxes[-1] = _rotate_box(boxes[-1], size, turns, flip)
+            symmetry = Symmetry(int(rng.integers(4)), bool(rng.integers(2)))
+            pixels[-1], masks[-1] = symmetry.plane(pixels[-1]), symmetry.plane(masks[-1])
+            local_box = symmetry.boxes(local_box[None], (size, size))[0]
+        boxes.append(torch.as_tensor(local_box, dtype=torch.float32))
     return model.normalize(torch.stack(pixels)), torch.stack(boxes), torch.stack(masks)
 
 
@@ -147,12 +135,14 @@ def grown_box(sample: PromptSample, margin: int) -> np.ndarray:
     return boxes_from_mask(sample.mask, margin)[0].astype(np.float64)
 
 
-def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int = 5) -> list[np.ndarray]:
+def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int = 5, *,
+                       augmentation: str = "none") -> list[np.ndarray]:
     """The predicted mask of each sample, prompted with its tight box grown by ``margin`` pixels.
 
-    Samples that share an image share one ``set_image`` and one batched ``predict``.
+    Samples that share an image share one ``set_image`` and one batched ``predict``. ``augmentation``: test-time
+    augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`).
     """
-    predictor = make_predictor(model)
+    predictor = make_predictor(model, augmentation=augmentation)
     masks: list[np.ndarray | None] = [None] * len(samples)
     by_image: dict[int, list[int]] = {}
     for index, sample in enumerate(samples):
@@ -165,9 +155,10 @@ def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int 
     return masks
 
 
-def box_dice_scores(model: Sam, samples: Sequence[PromptSample], margin: int = 5) -> np.ndarray:
+def box_dice_scores(model: Sam, samples: Sequence[PromptSample], margin: int = 5, *,
+                    augmentation: str = "none") -> np.ndarray:
     """Dice of each sample's box-prompted mask (:func:`box_prompted_masks`) against its ground truth."""
-    masks = box_prompted_masks(model, samples, margin)
+    masks = box_prompted_masks(model, samples, margin, augmentation=augmentation)
     return np.array([dice(mask, sample.mask) for mask, sample in zip(masks, samples)])
 
 

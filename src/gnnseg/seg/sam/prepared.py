@@ -30,6 +30,7 @@ from gnnseg.seg.sam.preprocess import (
     resize_mask,
 )
 from gnnseg.seg.sam.samples import PromptSample
+from gnnseg.seg.sam.symmetry import Symmetry
 
 
 @dataclass
@@ -132,16 +133,11 @@ class PreparedSet:
         if augment:
             turns = rng.integers(4, size=len(chosen))
             flips = rng.integers(2, size=len(chosen)).astype(bool)
-            pixels = torch.stack([quarter_turn(p, int(k), bool(f)) for p, k, f in zip(pixels, turns, flips)])
-            masks = torch.stack([quarter_turn(m, int(k), bool(f)) for m, k, f in zip(masks, turns, flips)])
+            symmetries = [Symmetry(int(k), bool(f)) for k, f in zip(turns, flips)]
+            pixels = torch.stack([symmetry.plane(p) for symmetry, p in zip(symmetries, pixels)])
+            masks = torch.stack([symmetry.plane(m) for symmetry, m in zip(symmetries, masks)])
         boxes = jittered_boxes(masks, rng, box_shift)
         return pixels, boxes, masks.float()
-
-
-def quarter_turn(x: Tensor, quarter_turns: int, flip: bool) -> Tensor:
-    """``x`` (``(..., H, W)``) rotated by ``quarter_turns`` x 90 degrees, then flipped left-right if ``flip``."""
-    x = torch.rot90(x, quarter_turns, dims=(-2, -1))
-    return x.flip(-1) if flip else x
 
 
 def normalize_batch(pixels: Tensor, extents: Tensor, normalization: str) -> Tensor:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gnnseg.seg.sam.augmented_predictor import AugmentedPredictor, symmetries
 from gnnseg.seg.sam.config import Normalization
 from gnnseg.seg.sam.onnx_model import OnnxSam
 from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
@@ -61,10 +62,20 @@ def load_model(checkpoint: str | Path | None = None, normalization: Normalizatio
     return model
 
 
-def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16) -> SamPredictor | OnnxPredictor:
-    """The predictor for a model from :func:`load_model`: ``set_image`` once, ``predict`` many times."""
-    if isinstance(model, OnnxSam):
-        return OnnxPredictor(model, cache_size=cache_size)
-    from gnnseg.seg.sam.predictor import SamPredictor
+def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16,
+                   augmentation: str = "none") -> SamPredictor | OnnxPredictor | AugmentedPredictor:
+    """The predictor for a model from :func:`load_model`: ``set_image`` once, ``predict`` many times.
 
-    return SamPredictor(model, cache_size=cache_size)
+    ``cache_size`` embeddings are remembered. ``augmentation`` (``"flip"``, ``"d4"``) averages over symmetric copies
+    of each image (:mod:`gnnseg.seg.sam.augmented_predictor`); the memo then holds at least one image's copies, so
+    that ``predict`` does not encode them again.
+    """
+    copies = len(symmetries(augmentation))
+    cache_size = cache_size if augmentation == "none" else max(cache_size, copies)
+    if isinstance(model, OnnxSam):
+        predictor = OnnxPredictor(model, cache_size=cache_size)
+    else:
+        from gnnseg.seg.sam.predictor import SamPredictor
+
+        predictor = SamPredictor(model, cache_size=cache_size)
+    return predictor if augmentation == "none" else AugmentedPredictor(predictor, augmentation)
