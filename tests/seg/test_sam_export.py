@@ -49,6 +49,21 @@ def test_onnx_runtime_matches_pytorch(exported, count):
     np.testing.assert_allclose(actual.iou, expected.iou, atol=1e-3)
 
 
+def test_test_time_augmentation_over_an_export_matches_pytorchs(exported):
+    model, folder = exported
+    image = (np.random.default_rng(2).random((50, 80, 3)) * 255).astype(np.uint8)
+    boxes = np.array([[5, 5, 40, 30], [30, 10, 79, 49]])
+    predictions = []
+    for runner in (model, OnnxSam(folder, threads=1)):
+        predictor = make_predictor(runner, augmentation="d4")
+        predictor.set_image(image)
+        predictions.append(predictor.predict(boxes=boxes))
+        assert predictor.encoder_calls == 8
+    expected, actual = predictions
+    np.testing.assert_allclose(actual.logits, expected.logits, atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(actual.iou, expected.iou, atol=1e-3)
+
+
 def test_onnx_model_refuses_prompts_it_was_not_exported_for(exported):
     _, folder = exported
     predictor = OnnxPredictor(OnnxSam(folder, threads=1))

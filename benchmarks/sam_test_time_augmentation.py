@@ -1,0 +1,109 @@
+"""Test-time augmentation for the packaged box-prompted models: Dice, NSD and time per object, with and without.
+
+Every held-out object of :mod:`gnnseg.seg.sam.corpus` (endoscopy, EM, fundus, CT, MR) is prompted with its tight
+box grown by 5 pixels (the protocol of ``sam_box_prompt.py``) and segmented by each packaged model three ways
+(:mod:`gnnseg.seg.sam.augmented_predictor`): as given (``none``), averaged with its left-right mirror (``flip``),
+and averaged over the eight symmetries of the square (``d4``). Scores: mean DSC and NSD (2-pixel tolerance) per
+modality, seconds per object (encoder included), and the Kvasir figure beside the specialist U-Net measured by
+``sam_box_prompt.py`` (read from its results file).
+
+Writes ``sam_test_time_augmentation.json`` and ``.md`` to ``--out-dir``::
+
+    python benchmarks/sam_test_time_augmentation.py
+    python benchmarks/sam_test_time_augmentation.py --models vit_cpu --max-objects 3 --out-dir /tmp/tta  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gnnseg.core import machine_info, write_json
+from gnnseg.seg.metrics import dice, normalized_surface_dice
+from gnnseg.seg.sam.augmented_predictor import AUGMENTATIONS
+from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
+from gnnseg.seg.sam.finetune import box_prompted_masks
+from gnnseg.seg.sam.shipped import PACKAGED_MODELS, load_shipped_model
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BOX_MARGIN = 5
+NSD_TOLERANCE_PIXELS = 2.0
+
+
+def score(model, samples, augmentation: str) -> dict[str, float]:
+    began = time.perf_counter()
+    masks = box_prompted_masks(model, samples, BOX_MARGIN, augmentation=augmentation)
+    seconds = time.perf_counter() - began
+    return {"dsc": float(np.mean([dice(m, s.mask) for m, s in zip(masks, samples)])),
+            "nsd": float(np.mean([normalized_surface_dice(m, s.mask, NSD_TOLERANCE_PIXELS)
+                                  for m, s in zip(masks, samples)])),
+            "seconds_per_object": seconds / len(samples)}
+
+
+def specialist_reference(results: Path) -> float | None:
+    """The specialist U-Net's Kvasir DSC from ``sam_box_prompt.json``, if that benchmark has been run."""
+    path = results / "sam_box_prompt.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())["results"]["endoscopy"]["specialist_unet"]["dsc"]
+
+
+def markdown(table: dict, counts: dict[str, int], specialist: float | None) -> str:
+    lines = ["# Test-time augmentation of the packaged box-prompted models", "",
+             (f"Mean DSC / NSD ({NSD_TOLERANCE_PIXELS:g}-pixel tolerance) per held-out object, box = tight box + "
+              f"{BOX_MARGIN} px; ms per object"), "",
+             "| model | augmentation | " + " | ".join(f"{m} ({counts[m]})" for m in MODALITIES) + " | ms / object |",
+             "|---|---|" + "---|" * (len(MODALITIES) + 1)]
+    for model, rows in table.items():
+        for augmentation, row in rows.items():
+            cells = [f"{row[m]['dsc']:.3f} / {row[m]['nsd']:.3f}" for m in MODALITIES]
+            milliseconds = 1000 * np.mean([row[m]["seconds_per_object"] for m in MODALITIES])
+            lines.append(f"| {model} | {augmentation} | " + " | ".join(cells) + f" | {milliseconds:.0f} |")
+    if specialist is not None:
+        lines += ["", (f"Kvasir target: DSC >= 0.92 and within 1 point of the specialist U-Net "
+                       f"({specialist:.3f}, sam_box_prompt.json).")]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/datasets")
+    parser.add_argument("--models", default=",".join(PACKAGED_MODELS), help="packaged models, comma-separated")
+    parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
+    parser.add_argument("--max-objects", type=int, default=None, help="per modality (smoke tests)")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    held_out = load_corpus(args.data, "val")
+    if args.max_objects:
+        held_out = {m: samples[: args.max_objects] for m, samples in held_out.items()}
+    table: dict = {}
+    for name in args.models.split(","):
+        model = load_shipped_model(name)
+        table[name] = {}
+        for augmentation in args.augmentations.split(","):
+            table[name][augmentation] = {m: score(model, held_out[m], augmentation) for m in MODALITIES}
+            print(name, augmentation, {m: round(v["dsc"], 4) for m, v in table[name][augmentation].items()},
+                  flush=True)
+    counts = {m: len(held_out[m]) for m in MODALITIES}
+    specialist = specialist_reference(RESULTS)
+    result = {"benchmark": "sam_test_time_augmentation", "machine": machine_info(),
+              "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
+              "torch_threads": torch.get_num_threads(), "box_margin": BOX_MARGIN,
+              "nsd_tolerance_pixels": NSD_TOLERANCE_PIXELS, "objects": counts,
+              "specialist_unet_kvasir_dsc": specialist, "scores": table}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(args.out_dir / "sam_test_time_augmentation.json", result)
+    (args.out_dir / "sam_test_time_augmentation.md").write_text(markdown(table, counts, specialist))
+    print(markdown(table, counts, specialist))
+
+
+if __name__ == "__main__":
+    main()
