@@ -101,8 +101,9 @@ def main() -> None:
               "specialist_unet_kvasir_dsc": specialist, "scores": table}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / "sam_test_time_augmentation.json", result)
-    (args.out_dir / "sam_test_time_augmentation.md").write_text(markdown(table, counts, specialist))
-    print(markdown(table, counts, specialist))
+    report = markdown(table, counts, specialist)
+    (args.out_dir / "sam_test_time_augmentation.md").write_text(report)
+    print(report)
 
 
 if __name__ == "__main__":

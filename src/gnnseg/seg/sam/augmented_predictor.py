@@ -59,7 +59,7 @@ class AugmentedPredictor:
         self.predictor = predictor
         self.augmentation = augmentation
         self.symmetries = symmetries(augmentation)
-        self._image: np.ndarray | None = None
+        self._copies: list[np.ndarray] = []  # the image as each symmetry shows it, the image as given first
 
     @property
     def encoder_calls(self) -> int:
@@ -67,26 +67,27 @@ class AugmentedPredictor:
 
     def set_image(self, image: np.ndarray) -> None:
         """Take an ``(H, W)`` or ``(H, W, 3)`` image and set each of its copies once."""
-        self._image = to_rgb_uint8(image)
-        for symmetry in self.symmetries:
-            self.predictor.set_image(symmetry.image(self._image))
+        rgb = to_rgb_uint8(image)
+        self._copies = [symmetry.image(rgb) for symmetry in self.symmetries]
+        for copy in self._copies:
+            self.predictor.set_image(copy)
 
     def predict(self, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
                 point_labels: np.ndarray | None = None, *, multimask: bool = False) -> Prediction:
         """As the wrapped predictor's ``predict``, averaged over the copies."""
-        if self._image is None:
+        if not self._copies:
             raise RuntimeError("no image set: call set_image(image) before predict()")
-        image_hw = self._image.shape[:2]
+        image_hw = self._copies[0].shape[:2]
         box_array = validate_boxes(boxes, image_hw) if boxes is not None else None
         probabilities, iou = None, None
-        for symmetry in self.symmetries:
-            self.predictor.set_image(symmetry.image(self._image))
+        for symmetry, image in zip(self.symmetries, self._copies):
+            self.predictor.set_image(image)
             prediction = self.predictor.predict(
                 boxes=None if box_array is None else symmetry.boxes(box_array, image_hw),
                 points=None if points is None else symmetry.points(points, image_hw),
                 point_labels=point_labels, multimask=multimask)
-            copy = symmetry.restore(0.5 + 0.5 * np.tanh(0.5 * prediction.logits.astype(np.float32)))  # sigmoid
-            probabilities = copy if probabilities is None else probabilities + copy
+            restored = symmetry.restore(0.5 + 0.5 * np.tanh(0.5 * prediction.logits.astype(np.float32)))  # sigmoid
+            probabilities = restored if probabilities is None else probabilities + restored
             iou = prediction.iou if iou is None else iou + prediction.iou
         probabilities /= len(self.symmetries)
         clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
