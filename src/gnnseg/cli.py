@@ -313,7 +313,7 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
 def _lite_predict(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.challenge import predict_cases
 
-    result = predict_cases(args.input, args.output, checkpoint=args.checkpoint,
+    result = predict_cases(args.input, args.output, checkpoint=args.checkpoint, augmentation=args.tta,
                            show_progress=False if args.json else None)
     if not args.json:
         result.pop("seconds")
@@ -339,13 +339,13 @@ def _serve(args: argparse.Namespace) -> dict:
     try:
         import uvicorn
 
-        from gnnseg.seg.serve.app import ServiceLimits, create_app
+        from gnnseg.seg.serve.app import ModelOptions, ServiceLimits, create_app
     except ImportError as exc:
         raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
     limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes,
                            store_bytes=args.store_mb * 2**20, embedding_cache_bytes=args.cache_mb * 2**20)
-    app = create_app(checkpoint=args.checkpoint, limits=limits, decoder_dtype=args.decoder_dtype,
-                     compile_decoder=args.compile)
+    options = ModelOptions(decoder_dtype=args.decoder_dtype, compile_decoder=args.compile, augmentation=args.tta)
+    app = create_app(checkpoint=args.checkpoint, limits=limits, options=options)
     print(f"gnnseg: serving http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl+C stops",
           file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -658,6 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", required=True, help="folder for the segs files (same names; never overwritten)")
     run.add_argument("--checkpoint", default="lite_medsam",
                      help="checkpoint, ONNX export folder or packaged model (default: lite_medsam)")
+    run.add_argument("--tta", default="none", help=TTA_HELP)
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=_lite_predict)
     score = lite.add_parser("evaluate", help="DSC and NSD per case as the challenge scored them")
@@ -687,6 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--compile", action="store_true",
                        help="compile the mask decoder for one box per request with torch.compile (needs a C++ "
                             "compiler; adds 20-40 s to the start the first time on a machine)")
+    serve.add_argument("--tta", default="none", help=TTA_HELP + "; every box costs that many passes")
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(handler=_serve)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gnnseg.cli import main
 from gnnseg.seg.io.challenge_npz import read_challenge_npz
 from gnnseg.seg.sam.challenge import (
     evaluate_cases,
@@ -68,6 +69,17 @@ def test_runner_segments_synthetic_2d_and_3d_cases_and_never_overwrites(tmp_path
         predict_cases(tmp_path / "imgs", tmp_path / "pred", checkpoint="lite_medsam_fast")
     with pytest.raises(FileNotFoundError, match="no .npz cases"):
         predict_cases(tmp_path, tmp_path / "other")
+
+
+def test_runner_averages_mirrored_copies_and_refuses_an_unknown_augmentation_first(tmp_path):
+    _write_synthetic_cases(tmp_path)
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
+        predict_cases(tmp_path / "imgs", tmp_path / "refused", checkpoint="lite_medsam_fast", augmentation="rotate")
+    assert not (tmp_path / "refused").exists()
+    assert main(["seg", "lite", "predict", "--input", str(tmp_path / "imgs"), "--output", str(tmp_path / "pred"),
+                 "--checkpoint", "lite_medsam_fast", "--tta", "flip", "--json"]) == 0
+    scores = evaluate_cases(tmp_path / "pred", tmp_path / "gts")["per_case"]
+    assert scores["2DBox_disc"]["dsc"] > 0.9 and scores["3DBox_ball"]["dsc"] > 0.8, scores
 
 
 def test_converter_writes_readable_cases_from_the_real_datasets(tmp_path):

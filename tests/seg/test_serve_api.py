@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from gnnseg.seg.io import MedicalImage, read_dicom_series, read_nifti, write_nifti  # noqa: E402
 from gnnseg.seg.sam.model import build_sam  # noqa: E402
-from gnnseg.seg.serve.app import Segmenter, ServiceLimits, create_app  # noqa: E402
+from gnnseg.seg.sam.shipped import make_predictor  # noqa: E402
+from gnnseg.seg.serve.app import ModelOptions, Segmenter, ServiceLimits, create_app  # noqa: E402
 from gnnseg.seg.serve.encoding import rle_decode  # noqa: E402
 from tests.conftest import require_dataset  # noqa: E402
 
@@ -243,7 +244,7 @@ def test_bfloat16_decoder_gives_nearly_the_same_masks(model):
     data = png_upload(seed=7)
     answers = []
     for dtype in ("float32", "bfloat16"):
-        client = TestClient(create_app(copy.deepcopy(model), decoder_dtype=dtype))
+        client = TestClient(create_app(copy.deepcopy(model), options=ModelOptions(decoder_dtype=dtype)))
         image_id = upload(client, data).json()["id"]
         answer = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[4, 4, 50, 40]], "format": "npz"})
         assert answer.status_code == 200
@@ -253,12 +254,28 @@ def test_bfloat16_decoder_gives_nearly_the_same_masks(model):
     assert np.allclose(answers[0]["iou"], answers[1]["iou"], atol=0.05)
 
 
+def test_test_time_augmentation_answers_as_the_augmented_predictor(model):
+    rgb = np.random.default_rng(5).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    boxes = np.array([[4.0, 4.0, 50.0, 40.0], [0.0, 0.0, 20.0, 30.0]])
+    client = TestClient(create_app(model, options=ModelOptions(augmentation="flip")))
+    assert client.get("/healthz").json()["augmentation"] == "flip"
+    segmenter = client.app.state.segmenter
+    masks, iou = segmenter.segment_2d(rgb, boxes)
+    expected = make_predictor(model, augmentation="flip")
+    expected.set_image(rgb)
+    prediction = expected.predict(boxes=boxes)
+    assert np.array_equal(masks, prediction.masks[:, 0]) and np.allclose(iou, prediction.iou[:, 0])
+    assert segmenter.predictor.predictor.encoder_calls == 2  # the image and its mirror, once each
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'd8'"):
+        ModelOptions(augmentation="d8")
+
+
 def test_a_bfloat16_decoder_needs_a_pytorch_model(model):
     exported = types.SimpleNamespace(config=model.config)  # what an ONNX export offers: no mask_decoder module
     with pytest.raises(ValueError, match="^a bfloat16 decoder: only for PyTorch models"):
-        Segmenter(lambda: exported, cache_bytes=2**20, decoder_dtype="bfloat16")
+        Segmenter(lambda: exported, cache_bytes=2**20, options=ModelOptions(decoder_dtype="bfloat16"))
     with pytest.raises(ValueError, match="^a compiled decoder: only for PyTorch models"):
-        Segmenter(lambda: exported, cache_bytes=2**20, compile_decoder=True)
+        Segmenter(lambda: exported, cache_bytes=2**20, options=ModelOptions(compile_decoder=True))
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
@@ -270,7 +287,8 @@ def test_compiled_single_box_decoder_answers_as_the_eager_one(model):
 
     eager = Segmenter(lambda: copy.deepcopy(model), cache_bytes=2**20)
     graphs = counters["stats"]["unique_graphs"]
-    compiled = Segmenter(lambda: copy.deepcopy(model), cache_bytes=2**20, compile_decoder=True)
+    compiled = Segmenter(lambda: copy.deepcopy(model), cache_bytes=2**20,
+                         options=ModelOptions(compile_decoder=True))
     assert counters["stats"]["unique_graphs"] == graphs + 1  # compiled while warming up
     for boxes in (one, several, one):  # one box: the compiled graph; several: the eager decoder
         (expected_masks, expected_iou), (masks, iou) = eager.segment_2d(rgb, boxes), compiled.segment_2d(rgb, boxes)

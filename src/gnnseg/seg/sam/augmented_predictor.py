@@ -18,7 +18,7 @@ Choices (:data:`AUGMENTATIONS`): ``"none"``, ``"flip"`` (the image and its left-
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,6 +34,7 @@ AUGMENTATIONS: dict[str, tuple[Symmetry, ...]] = {  # each starts with the image
 
 
 class Predictor(Protocol):
+    model: Any
     encoder_calls: int
 
     def set_image(self, image: np.ndarray) -> None: ...
@@ -52,7 +53,8 @@ class AugmentedPredictor:
     """A predictor that answers every prompt on several symmetric copies of the image and averages them.
 
     ``predictor`` must remember at least as many embeddings as there are copies (``cache_size``), or every
-    ``predict`` encodes the image again; :func:`~gnnseg.seg.sam.shipped.make_predictor` sees to that.
+    ``predict`` encodes the image again; :func:`~gnnseg.seg.sam.shipped.make_predictor` gives it room for the copies
+    of as many images as a plain predictor would keep.
     """
 
     def __init__(self, predictor: Predictor, augmentation: str = "d4") -> None:
@@ -60,6 +62,10 @@ class AugmentedPredictor:
         self.augmentation = augmentation
         self.symmetries = symmetries(augmentation)
         self._copies: list[np.ndarray] = []  # the image as each symmetry shows it, the image as given first
+
+    @property
+    def model(self):
+        return self.predictor.model
 
     @property
     def encoder_calls(self) -> int:

@@ -66,12 +66,12 @@ def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16,
                    augmentation: str = "none") -> SamPredictor | OnnxPredictor | AugmentedPredictor:
     """The predictor for a model from :func:`load_model`: ``set_image`` once, ``predict`` many times.
 
-    ``cache_size`` embeddings are remembered. ``augmentation`` (``"flip"``, ``"d4"``) averages over symmetric copies
-    of each image (:mod:`gnnseg.seg.sam.augmented_predictor`); the memo then holds at least one image's copies, so
-    that ``predict`` does not encode them again.
+    The embeddings of the last ``cache_size`` images are remembered. ``augmentation`` (``"flip"``, ``"d4"``)
+    averages over symmetric copies of each image (:mod:`gnnseg.seg.sam.augmented_predictor`); the memo then keeps
+    every copy of those images (at least of one, so that ``predict`` does not encode them again).
     """
     copies = len(symmetries(augmentation))
-    cache_size = cache_size if augmentation == "none" else max(cache_size, copies)
+    cache_size = cache_size if augmentation == "none" else max(cache_size, 1) * copies
     if isinstance(model, OnnxSam):
         predictor = OnnxPredictor(model, cache_size=cache_size)
     else:

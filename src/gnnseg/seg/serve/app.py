@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gnnseg.seg.io.challenge_npz import segs_from_masks
+from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.sam.preprocess import validate_boxes
 from gnnseg.seg.sam.shipped import load_model, make_predictor
 from gnnseg.seg.sam.volume import segment_boxes_3d, validate_boxes_3d
@@ -66,6 +67,21 @@ class ServiceLimits:
     embedding_cache_bytes: int = 512 * 2**20
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """How the service runs its model."""
+
+    decoder_dtype: Literal["float32", "bfloat16"] = "float32"
+    """bfloat16: the mask decoder in bfloat16 (PyTorch models only)."""
+    compile_decoder: bool = False
+    """Compile the mask decoder for single boxes (:func:`compile_single_prompt_decoder`; PyTorch models only)."""
+    augmentation: str = "none"
+    """Test-time augmentation of every box (:mod:`gnnseg.seg.sam.augmented_predictor`)."""
+
+    def __post_init__(self) -> None:
+        symmetries(self.augmentation)  # an unknown name is refused before the model is loaded
+
+
 class SegmentRequest(BaseModel):
     boxes: list[list[float]] | None = Field(None, description="2D boxes x0, y0, x1, y1 in pixel indices")
     slice: int | None = Field(None, description="the slice the 2D boxes are drawn on (volumes only)")
@@ -82,29 +98,30 @@ class Segmenter:
     11-12 after any other thread had run a parallel torch operation).
     """
 
-    def __init__(self, load: Callable[[], Any], cache_bytes: int, decoder_dtype: str = "float32",
-                 compile_decoder: bool = False) -> None:
+    def __init__(self, load: Callable[[], Any], cache_bytes: int, options: ModelOptions | None = None) -> None:
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gnnseg-model")
-        self.predictor = self._model_thread.submit(self._prepare, load, cache_bytes, decoder_dtype,
-                                                   compile_decoder).result()
+        self.options = options or ModelOptions()
+        self.predictor = self._model_thread.submit(self._prepare, load, cache_bytes, self.options).result()
 
     @staticmethod
-    def _prepare(load: Callable[[], Any], cache_bytes: int, decoder_dtype: str, compile_decoder: bool):
+    def _prepare(load: Callable[[], Any], cache_bytes: int, options: ModelOptions):
         model = load()
-        wanted = [text for text, asked in ((f"a {decoder_dtype} decoder", decoder_dtype != "float32"),
-                                           ("a compiled decoder", compile_decoder)) if asked]
+        dtype = options.decoder_dtype
+        wanted = [text for text, asked in ((f"a {dtype} decoder", dtype != "float32"),
+                                           ("a compiled decoder", options.compile_decoder)) if asked]
         if wanted and not hasattr(model, "mask_decoder"):
             raise ValueError(f"{' and '.join(wanted)}: only for PyTorch models, not an ONNX export")
-        if decoder_dtype != "float32":
+        if dtype != "float32":
             import torch  # only here: a service over an ONNX export runs without torch
 
-            model.mask_decoder.to(getattr(torch, decoder_dtype))
+            model.mask_decoder.to(getattr(torch, dtype))
         config = model.config
-        # the cached embeddings are in the decoder's dtype (ONNX exports: float32)
+        # the cached embeddings are in the decoder's dtype (ONNX exports: float32); each image keeps all its copies
         itemsize = model.decoder_dtype.itemsize if hasattr(model, "decoder_dtype") else 4
-        embedding_bytes = itemsize * config.prompt_dim * config.embedding_size ** 2
-        predictor = make_predictor(model, cache_size=max(1, cache_bytes // embedding_bytes))
-        if compile_decoder:
+        image_bytes = itemsize * config.prompt_dim * config.embedding_size ** 2 * len(symmetries(options.augmentation))
+        predictor = make_predictor(model, cache_size=max(1, cache_bytes // image_bytes),
+                                   augmentation=options.augmentation)
+        if options.compile_decoder:
             compile_single_prompt_decoder(model)
         return predictor
 
@@ -150,14 +167,13 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: ServiceLimits | None = None,
-               decoder_dtype: Literal["float32", "bfloat16"] = "float32", compile_decoder: bool = False) -> FastAPI:
+               options: ModelOptions | None = None) -> FastAPI:
     """The service around ``model`` (or the model loaded from ``checkpoint``: a path, an ONNX folder or a packaged
-    name; default the packaged Lite MedSAM). PyTorch models only: the mask decoder runs in ``decoder_dtype``, and
-    ``compile_decoder`` compiles it for single boxes (:func:`compile_single_prompt_decoder`); a ``model`` passed in
-    is changed in place (give a copy to keep the original)."""
+    name; default the packaged Lite MedSAM), run as ``options`` say (:class:`ModelOptions`); a ``model`` passed in
+    is changed in place by a bfloat16 or compiled decoder (give a copy to keep the original)."""
     limits = limits or ServiceLimits()
     segmenter = Segmenter(lambda: model if model is not None else load_model(checkpoint),
-                          limits.embedding_cache_bytes, decoder_dtype, compile_decoder)
+                          limits.embedding_cache_bytes, options)
     store = ImageStore(limits.store_bytes)
     app = FastAPI(title="gnnseg box-prompted segmentation", version="1",
                   description="Upload an image or volume, then ask for the object inside each box.")
@@ -186,7 +202,8 @@ def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: Se
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok", "model": segmenter.predictor.model.config.to_dict(), "images": len(store)}
+        return {"status": "ok", "model": segmenter.predictor.model.config.to_dict(), "images": len(store),
+                "augmentation": segmenter.options.augmentation}
 
     @app.post("/v1/images", status_code=201)
     def upload(file: UploadFile = File(...), modality: Literal["auto", "ct", "mr"] = Form("auto"),
