@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from gnnseg.seg.sam.checkpoint import load_sam, save_sam
+from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, tune_decoder
 from gnnseg.seg.sam.distill import (
     DistillConfig,
     cache_teacher_embeddings,
@@ -53,6 +54,7 @@ from gnnseg.seg.sam.finetune import (
 )
 from gnnseg.seg.sam.model import Sam, build_sam
 from gnnseg.seg.sam.prepared import PreparedSet
+from gnnseg.seg.sam.symmetry import DIHEDRAL
 
 SHARES = {"endoscopy": 0.35, "EM": 0.2, "fundus": 0.05, "CT": 0.25, "MR": 0.15}
 """Probability that a training object comes from each modality (as for the shipped box-centred model)."""
@@ -118,6 +120,29 @@ def budgeted_distill(student: Sam, prepared: PreparedSet, cache, base: DistillCo
             "mse_first_50": float(np.mean(losses[:50])), "mse_last_50": float(np.mean(losses[-50:]))}
 
 
+def budgeted_decoder_tuning(model: Sam, prepared: PreparedSet, weights: np.ndarray, base: DecoderTuningConfig,
+                            seconds: float, output: Path, device: torch.device) -> dict:
+    """Stage 3: cache the model's embeddings of all eight views of every image, then tune its decoder for as many
+    iterations as fit in ``seconds`` (the caching not counted)."""
+    began = time.perf_counter()
+    cache = cache_teacher_embeddings(model, prepared, output / "view_embeddings.npy", batch_size=8,
+                                     symmetries=DIHEDRAL, device=device, show_progress=False)
+    cache_seconds = time.perf_counter() - began
+    model.cpu()  # the decoder steps run where the cache is
+    probe = replace(base, iterations=3, warmup_iterations=1)
+    trial = copy.deepcopy(model)
+    tune_decoder(trial, prepared, cache, replace(probe, iterations=1), weights=weights, show_progress=False)
+    per_step = tune_decoder(trial, prepared, cache, probe, weights=weights, show_progress=False)["seconds"] / 3
+    config = replace(base, iterations=max(10, int(seconds / per_step)))
+    print(f"decoder tuning: {per_step * 1000:.0f} ms per step -> {config.iterations} iterations", flush=True)
+    log = tune_decoder(model, prepared, cache, config, output, weights=weights, show_progress=False)
+    losses = log["loss"]
+    return {"iterations": config.iterations, "lr": config.lr, "batch_size": config.batch_size,
+            "box_shift": config.box_shift, "cache_seconds": cache_seconds, "seconds": log["seconds"],
+            "seconds_per_step": per_step, "loss_first_100": float(np.mean(losses[:100])),
+            "loss_last_100": float(np.mean(losses[-100:]))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/datasets")
@@ -135,6 +160,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--finetune-lr", type=float, default=2e-4)
     parser.add_argument("--stage2-from", type=Path, help="only continue stage 2 from this student checkpoint")
+    parser.add_argument("--decoder-from", type=Path,
+                        help="only tune this checkpoint's mask decoder on its frozen embeddings (stage 3)")
+    parser.add_argument("--decoder-seconds", type=float, default=2400)
+    parser.add_argument("--decoder-lr", type=float, default=1e-4)
     args = parser.parse_args()
     if args.prepare:
         prepare(args.data, args.prepare)
@@ -158,6 +187,18 @@ def main() -> None:
                                                          args.out / "student_continued", device, args.rounds)
         save_sam(student, args.out / "lite_medsam_continued.pt", half_precision=True,
                  meta={**meta, "finetune_continued": report["finetune_continued"]})
+        print(json.dumps(report))
+        return
+
+    if args.decoder_from:
+        model, meta = load_sam(args.decoder_from)
+        model.float()
+        report["decoder_tuning"] = budgeted_decoder_tuning(
+            model, prepared, weights, DecoderTuningConfig(batch_size=args.batch_size, lr=args.decoder_lr),
+            args.decoder_seconds, args.out, device)
+        save_sam(model, args.out / f"{args.decoder_from.stem}_decoder_tuned.pt", half_precision=True,
+                 meta={**meta, "decoder_tuning": report["decoder_tuning"]})
+        (args.out / "decoder_tuning_report.json").write_text(json.dumps(report, indent=2))
         print(json.dumps(report))
         return
 

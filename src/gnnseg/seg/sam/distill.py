@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from gnnseg.seg.sam.finetune import learning_rate
 from gnnseg.seg.sam.model import Sam
 from gnnseg.seg.sam.prepared import PreparedSet
 from gnnseg.seg.sam.preprocess import whole_image_input
+from gnnseg.seg.sam.symmetry import DIHEDRAL, Symmetry
 
 
 class EmbeddingCache:
@@ -74,21 +76,30 @@ class EmbeddingCache:
 
 @torch.inference_mode()
 def cache_teacher_embeddings(teacher: Sam, prepared: PreparedSet, path: str | os.PathLike, *, batch_size: int = 4,
-                             device: torch.device | str = "cpu", show_progress: bool | None = None) -> EmbeddingCache:
-    """Encode every image of ``prepared`` (the part inside its padding) with ``teacher`` into a new cache."""
+                             symmetries: Sequence[Symmetry] = DIHEDRAL[:1], device: torch.device | str = "cpu",
+                             show_progress: bool | None = None) -> EmbeddingCache:
+    """Encode every image of ``prepared`` (the part inside its padding) with ``teacher`` into a new cache.
+
+    With several ``symmetries`` each image is encoded as each of them shows it (turned, then given the model's
+    padding, as test-time augmentation does): embedding ``image * len(symmetries) + k`` is image ``image`` under
+    ``symmetries[k]``.
+    """
     device = torch.device(device)
     teacher = teacher.eval().to(device)
     config = teacher.config
     grid = config.embedding_size
-    cache = EmbeddingCache.create(path, len(prepared.images), (config.prompt_dim, grid, grid),
-                                  meta={"teacher": config.to_dict(), "images": len(prepared.images)})
-    starts = range(0, len(prepared.images), batch_size)
+    views = [(image, symmetry) for image in range(len(prepared.images)) for symmetry in symmetries]
+    cache = EmbeddingCache.create(path, len(views), (config.prompt_dim, grid, grid),
+                                  meta={"teacher": config.to_dict(), "images": len(prepared.images),
+                                        "symmetries": [[s.quarter_turns, s.mirror] for s in symmetries]})
+    starts = range(0, len(views), batch_size)
     for start in progress(starts, desc="teacher embeddings", total=len(starts), enabled=show_progress):
         inputs = []
-        for index in range(start, min(start + batch_size, len(prepared.images))):
+        for index, symmetry in views[start : start + batch_size]:
             height, width = prepared.extents[index]
-            inputs.append(whole_image_input(prepared.images[index, :height, :width], config.image_size,
-                                            layout=config.layout, normalization=config.normalization)[0])
+            inputs.append(whole_image_input(symmetry.image(prepared.images[index, :height, :width]),
+                                            config.image_size, layout=config.layout,
+                                            normalization=config.normalization)[0])
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             embeddings = teacher.encode(torch.from_numpy(np.concatenate(inputs)).to(device))
         cache.array[start : start + len(inputs)] = embeddings.float().cpu().numpy().astype(np.float16)

@@ -43,7 +43,7 @@ from gnnseg.seg.sam.crop import CropWindow, resize_crop, resize_mask_crop
 from gnnseg.seg.sam.model import Sam
 from gnnseg.seg.sam.prepared import PreparedSet
 from gnnseg.seg.sam.preprocess import boxes_from_mask
-from gnnseg.seg.sam.samples import PromptSample, jittered_box
+from gnnseg.seg.sam.samples import PromptSample, draw_probabilities, jittered_box
 from gnnseg.seg.sam.shipped import make_predictor
 from gnnseg.seg.sam.symmetry import Symmetry
 
@@ -188,11 +188,7 @@ class BatchSource:
         if not len(train):
             raise ValueError("no training samples")
         sample_count = len(train) if not isinstance(train, PreparedSet) else int(train.object_sample.max()) + 1
-        probabilities = None
-        if weights is not None:
-            probabilities = np.asarray(weights, dtype=np.float64)
-            if probabilities.shape != (sample_count,) or not (probabilities >= 0).all() or probabilities.sum() <= 0:
-                raise ValueError(f"weights must be {sample_count} non-negative numbers with a positive sum")
+        probabilities = draw_probabilities(weights, sample_count)
         self.prepared = None
         if model.config.crop_margin is None:
             self.prepared = train if isinstance(train, PreparedSet) else PreparedSet.from_samples(train, model.config)

@@ -11,7 +11,7 @@ Boxes are drawn when a sample is used: the object's tight box grown by a random 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,3 +98,14 @@ def jittered_box(sample: PromptSample, rng: np.random.Generator, max_shift: int 
     shifts = np.array([rng.integers(0, cap[axis % 2] + 1) for axis in range(4)])
     grown = box + shifts * np.array([-1, -1, 1, 1])
     return np.clip(grown, 0, [width - 1, height - 1, width - 1, height - 1])
+
+
+def draw_probabilities(weights: Sequence[float] | None, count: int) -> np.ndarray | None:
+    """How often each of ``count`` samples is drawn, from one weight per sample on any positive scale
+    (``None``: all equally likely)."""
+    if weights is None:
+        return None
+    probabilities = np.asarray(weights, dtype=np.float64)
+    if probabilities.shape != (count,) or not (probabilities >= 0).all() or probabilities.sum() <= 0:
+        raise ValueError(f"weights must be {count} non-negative numbers with a positive sum")
+    return probabilities / probabilities.sum()

@@ -1,0 +1,117 @@
+"""Tuning a whole-image model's mask decoder on frozen image embeddings: more training than a CPU could otherwise give.
+
+One fine-tuning step of a whole Lite MedSAM on 2 CPU cores costs about 1.5 s per object, nearly all of it the image
+encoder's forward and backward pass. With the encoder frozen its embeddings never change, so they are computed once
+(:func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings` with ``symmetries=DIHEDRAL``): every training image under
+each of the square's eight symmetries, turned and then padded exactly as test-time augmentation shows it to the
+model. A step then costs only the prompt encoder and mask decoder, about 0.1 s per object.
+
+Each draw takes an object (with per-sample ``weights``, as :func:`~gnnseg.seg.sam.finetune.finetune`), one of the
+eight views of its image, the object's mask in that view and its tight box grown by a random 0..``box_shift`` pixels
+per side; the loss is stage 2's Dice + BCE + IoU-prediction MSE (:func:`~gnnseg.seg.sam.finetune.box_prompt_loss`)
+and only the mask decoder learns.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gnnseg.core.progress import progress
+from gnnseg.core.runs import write_json
+from gnnseg.core.seed import seed_everything
+from gnnseg.seg.sam.distill import EmbeddingCache
+from gnnseg.seg.sam.finetune import box_prompt_loss, learning_rate
+from gnnseg.seg.sam.model import Sam
+from gnnseg.seg.sam.prepared import PreparedSet, jittered_boxes
+from gnnseg.seg.sam.preprocess import pad_to_square
+from gnnseg.seg.sam.samples import draw_probabilities
+from gnnseg.seg.sam.symmetry import DIHEDRAL
+
+
+@dataclass(frozen=True)
+class DecoderTuningConfig:
+    iterations: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    warmup_iterations: int = 50
+    box_shift: int = 5
+    iou_loss_weight: float = 1.0
+    seed: int = 0
+
+
+def view_masks(prepared: PreparedSet, objects: np.ndarray, views: np.ndarray) -> Tensor:
+    """``(B, S, S)`` float masks of ``objects``, each as ``DIHEDRAL[views[b]]`` shows its image (turned, then
+    padded at the bottom and right like the image in the cache)."""
+    masks = []
+    for obj, view in zip(objects, views):
+        image = prepared.object_image[obj]
+        height, width = prepared.extents[image]
+        mask = prepared.instances[image, :height, :width] == prepared.object_id[obj]
+        masks.append(pad_to_square(DIHEDRAL[view].image(mask), prepared.size))
+    return torch.from_numpy(np.stack(masks).astype(np.float32))
+
+
+def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, config: DecoderTuningConfig,
+                 output: str | os.PathLike | None = None, *, weights: Sequence[float] | None = None,
+                 show_progress: bool | None = None) -> dict[str, Any]:
+    """Train ``model.mask_decoder`` in place on the cached views of ``prepared``'s images; returns the loss log.
+
+    ``cache`` must hold the model's own embeddings of every image under all eight symmetries, in
+    :func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings` order. With ``output``, ``decoder_tuning_log.json``
+    is written there.
+    """
+    prepared.check_fits(model.config)
+    views_per_image = len(DIHEDRAL)
+    grid = model.config.embedding_size
+    expected = (len(prepared.images) * views_per_image, model.config.prompt_dim, grid, grid)
+    if tuple(cache.array.shape) != expected:
+        raise ValueError(f"the cache holds embeddings of shape {tuple(cache.array.shape)}; tuning needs {expected} "
+                         f"(every image under all {views_per_image} symmetries)")
+    probabilities = draw_probabilities(weights, int(prepared.object_sample.max()) + 1)
+    if probabilities is not None:
+        probabilities = probabilities[prepared.object_sample]
+        probabilities = probabilities / probabilities.sum()
+    seed_everything(config.seed)
+    trainable = {parameter: parameter.requires_grad for parameter in model.parameters()}
+    model.train().requires_grad_(False)
+    model.mask_decoder.requires_grad_(True)
+    parameters = list(model.mask_decoder.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    rng = np.random.default_rng(config.seed)
+    losses: list[float] = []
+    began = time.perf_counter()
+    bar = progress(range(config.iterations), desc="decoder tuning", total=config.iterations,
+                   enabled=show_progress)
+    for iteration in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, iteration)
+        objects = rng.choice(len(prepared), size=config.batch_size, p=probabilities)
+        views = rng.integers(views_per_image, size=config.batch_size)
+        masks = view_masks(prepared, objects, views)
+        boxes = jittered_boxes(masks > 0, rng, config.box_shift)
+        embeddings = cache.batch(prepared.object_image[objects] * views_per_image + views)
+        low_res, iou = model.decode(embeddings, boxes=boxes)
+        loss = box_prompt_loss(low_res, iou, masks, config.iou_loss_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if hasattr(bar, "set_postfix") and iteration % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    model.eval()
+    for parameter, flag in trainable.items():
+        parameter.requires_grad_(flag)
+    log = {"config": asdict(config), "loss": losses, "seconds": time.perf_counter() - began}
+    if output is not None:
+        write_json(Path(output) / "decoder_tuning_log.json", log)
+    return log
