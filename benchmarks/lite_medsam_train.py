@@ -8,6 +8,10 @@
 3. **Stage 2**: the student takes the teacher's prompt encoder and mask decoder and the whole model is fine-tuned
    with Dice + BCE + IoU loss and 0-5 px box jitter at 256 (Lite MedSAM's ``bbox_shift=5``).
 
+4. **Stage 3** (``--decoder-from``, affordable on a CPU): the encoder frozen, its embeddings of every training image
+   under the square's eight symmetries cached once, and only the mask decoder trained on them
+   (:mod:`gnnseg.seg.sam.decoder_tuning`), with stage 2's loss and box jitter.
+
 Every phase has a wall-clock budget: a few timed steps measure the machine, and the phase gets as many iterations
 as fit. The corpus arrives prepared (``--prepared``, from ``--prepare``), so a machine without the raw datasets
 (a rented GPU) can train. Evaluation on the held-out corpus is ``benchmarks/lite_medsam_eval.py``.
@@ -24,6 +28,11 @@ given as a checkpoint is distilled from as it is; ``lite_medsam_fast`` was disti
     python benchmarks/lite_medsam_train.py --prepared runs/lite/train256.npz --out runs/lite_fast --device cuda \
         --teacher src/gnnseg/seg/sam/weights/lite_medsam.pt --student lite_medsam_fast \
         --distill-seconds 100 --finetune-seconds 200
+
+and then its decoder was tuned here, on 2 CPU cores (docs/MODEL_CARD.md)::
+
+    python benchmarks/lite_medsam_train.py --prepared runs/lite/train256.npz --out runs/lite_fast_s3 --device cpu \
+        --decoder-from src/gnnseg/seg/sam/weights/lite_medsam_fast.pt --decoder-seconds 2400
 """
 
 from __future__ import annotations

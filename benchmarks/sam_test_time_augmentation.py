@@ -7,7 +7,8 @@ and averaged over the eight symmetries of the square (``d4``). Scores: mean DSC 
 modality, seconds per object (encoder included), and the Kvasir figure beside the specialist U-Net measured by
 ``sam_box_prompt.py`` (read from its results file).
 
-Writes ``sam_test_time_augmentation.json`` and ``.md`` to ``--out-dir``::
+Writes ``sam_test_time_augmentation.json`` and ``.md`` to ``--out-dir``; models left out of ``--models`` keep the
+rows an earlier full run wrote there (each run's command and machine are listed under ``runs``)::
 
     python benchmarks/sam_test_time_augmentation.py
     python benchmarks/sam_test_time_augmentation.py --models vit_cpu --max-objects 3 --out-dir /tmp/tta  # smoke
@@ -55,17 +56,22 @@ def specialist_reference(results: Path) -> float | None:
     return json.loads(path.read_text())["results"]["endoscopy"]["specialist_unet"]["dsc"]
 
 
-def markdown(table: dict, counts: dict[str, int], specialist: float | None) -> str:
+def markdown(table: dict, counts: dict[str, int], specialist: float | None, runs: list[dict]) -> str:
     lines = ["# Test-time augmentation of the packaged box-prompted models", "",
              (f"Mean DSC / NSD ({NSD_TOLERANCE_PIXELS:g}-pixel tolerance) per held-out object, box = tight box + "
               f"{BOX_MARGIN} px; ms per object"), "",
              "| model | augmentation | " + " | ".join(f"{m} ({counts[m]})" for m in MODALITIES) + " | ms / object |",
              "|---|---|" + "---|" * (len(MODALITIES) + 1)]
-    for model, rows in table.items():
-        for augmentation, row in rows.items():
+    for model in sorted(table, key=list(PACKAGED_MODELS).index):
+        rows = table[model]
+        for augmentation in sorted(rows, key=list(AUGMENTATIONS).index):
+            row = rows[augmentation]
             cells = [f"{row[m]['dsc']:.3f} / {row[m]['nsd']:.3f}" for m in MODALITIES]
             milliseconds = 1000 * np.mean([row[m]["seconds_per_object"] for m in MODALITIES])
             lines.append(f"| {model} | {augmentation} | " + " | ".join(cells) + f" | {milliseconds:.0f} |")
+    if len(runs) > 1:
+        lines += ["", "Measured in separate runs, on the same machine type:"]
+        lines += [f"- {', '.join(run['models'])}: `{run['command']}`" for run in runs]
     if specialist is not None:
         lines += ["", (f"Kvasir target: DSC >= 0.92 and within 1 point of the specialist U-Net "
                        f"({specialist:.3f}, sam_box_prompt.json).")]
@@ -94,14 +100,23 @@ def main() -> None:
                   flush=True)
     counts = {m: len(held_out[m]) for m in MODALITIES}
     specialist = specialist_reference(RESULTS)
-    result = {"benchmark": "sam_test_time_augmentation", "machine": machine_info(),
-              "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
-              "torch_threads": torch.get_num_threads(), "box_margin": BOX_MARGIN,
+    run = {"command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), "machine": machine_info(),
+           "torch_threads": torch.get_num_threads(), "models": list(table)}
+    path = args.out_dir / "sam_test_time_augmentation.json"
+    runs, kept = [run], {}
+    if path.is_file() and not args.max_objects:  # models not measured now keep their rows from earlier runs
+        earlier = json.loads(path.read_text())
+        if earlier["objects"] == counts:
+            kept = {name: rows for name, rows in earlier["scores"].items() if name not in table}
+            runs = [{**r, "models": [m for m in r["models"] if m in kept]} for r in earlier["runs"]
+                    if set(r["models"]) & set(kept)] + runs
+    table = {**kept, **table}
+    result = {"benchmark": "sam_test_time_augmentation", "runs": runs, "box_margin": BOX_MARGIN,
               "nsd_tolerance_pixels": NSD_TOLERANCE_PIXELS, "objects": counts,
               "specialist_unet_kvasir_dsc": specialist, "scores": table}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(args.out_dir / "sam_test_time_augmentation.json", result)
-    report = markdown(table, counts, specialist)
+    write_json(path, result)
+    report = markdown(table, counts, specialist, runs)
     (args.out_dir / "sam_test_time_augmentation.md").write_text(report)
     print(report)
 
