@@ -41,8 +41,10 @@ import argparse
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,14 +114,21 @@ def budgeted_finetune(model: Sam, prepared: PreparedSet, weights: np.ndarray, ba
     return {**summary, "iterations": config.iterations, "seconds_per_step": per_step}
 
 
+def seconds_per_iteration(train: Callable[[Any], object], probe: Any, untimed: int) -> float:
+    """Wall time of one iteration of ``train(config)``, timed over ``probe.iterations`` after a run of ``untimed``
+    iterations that warms the machine up (``train`` works on a throwaway copy of the model)."""
+    train(replace(probe, iterations=untimed))
+    began = time.perf_counter()
+    train(probe)
+    return (time.perf_counter() - began) / probe.iterations
+
+
 def budgeted_distill(student: Sam, prepared: PreparedSet, cache, base: DistillConfig, seconds: float,
                      output: Path, device: torch.device) -> dict:
-    probe = replace(base, iterations=8, warmup_iterations=1)
     trial = copy.deepcopy(student)
-    distill_encoder(trial, prepared, cache, replace(probe, iterations=2), device=device, show_progress=False)
-    began = time.perf_counter()
-    distill_encoder(trial, prepared, cache, probe, device=device, show_progress=False)
-    per_step = (time.perf_counter() - began) / probe.iterations
+    per_step = seconds_per_iteration(
+        lambda config: distill_encoder(trial, prepared, cache, config, device=device, show_progress=False),
+        replace(base, iterations=8, warmup_iterations=1), untimed=2)
     config = replace(base, iterations=max(10, int(seconds / per_step)))
     config = replace(config, warmup_iterations=min(base.warmup_iterations, config.iterations // 10))
     print(f"distill: {per_step * 1000:.1f} ms per step -> {config.iterations} iterations", flush=True)
@@ -138,10 +147,10 @@ def budgeted_decoder_tuning(model: Sam, prepared: PreparedSet, weights: np.ndarr
                                      symmetries=DIHEDRAL, device=device, show_progress=False)
     cache_seconds = time.perf_counter() - began
     model.cpu()  # the decoder steps run where the cache is
-    probe = replace(base, iterations=3, warmup_iterations=1)
     trial = copy.deepcopy(model)
-    tune_decoder(trial, prepared, cache, replace(probe, iterations=1), weights=weights, show_progress=False)
-    per_step = tune_decoder(trial, prepared, cache, probe, weights=weights, show_progress=False)["seconds"] / 3
+    per_step = seconds_per_iteration(
+        lambda config: tune_decoder(trial, prepared, cache, config, weights=weights, show_progress=False),
+        replace(base, iterations=3, warmup_iterations=1), untimed=1)
     config = replace(base, iterations=max(10, int(seconds / per_step)))
     print(f"decoder tuning: {per_step * 1000:.0f} ms per step -> {config.iterations} iterations", flush=True)
     log = tune_decoder(model, prepared, cache, config, output, weights=weights, show_progress=False)

@@ -77,10 +77,7 @@ def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, confi
     if tuple(cache.array.shape) != expected:
         raise ValueError(f"the cache holds embeddings of shape {tuple(cache.array.shape)}; tuning needs {expected} "
                          f"(every image under all {views_per_image} symmetries)")
-    probabilities = draw_probabilities(weights, int(prepared.object_sample.max()) + 1)
-    if probabilities is not None:
-        probabilities = probabilities[prepared.object_sample]
-        probabilities = probabilities / probabilities.sum()
+    probabilities = prepared.object_probabilities(draw_probabilities(weights, int(prepared.object_sample.max()) + 1))
     seed_everything(config.seed)
     trainable = {parameter: parameter.requires_grad for parameter in model.parameters()}
     model.train().requires_grad_(False)

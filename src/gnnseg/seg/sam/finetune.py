@@ -193,12 +193,11 @@ class BatchSource:
         if model.config.crop_margin is None:
             self.prepared = train if isinstance(train, PreparedSet) else PreparedSet.from_samples(train, model.config)
             self.prepared.check_fits(model.config)
-            if probabilities is not None:
-                probabilities = probabilities[self.prepared.object_sample]
+            probabilities = self.prepared.object_probabilities(probabilities)
         elif isinstance(train, PreparedSet):
             raise ValueError("a box-centred model cuts its own windows: give it PromptSamples, not a PreparedSet")
         self.samples = train
-        self.probabilities = None if probabilities is None else probabilities / probabilities.sum()
+        self.probabilities = probabilities
         self.model, self.config, self.device = model, config, device
 
     def draw(self, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:

@@ -115,6 +115,14 @@ class PreparedSet:
             raise ValueError(f"the set was prepared for {self.size} px {self.layout} input; the model takes "
                              f"{config.image_size} px {config.layout} input")
 
+    def object_probabilities(self, sample_probabilities: np.ndarray | None) -> np.ndarray | None:
+        """Draw probabilities per object from those per sample (indexed by ``object_sample``), normalised again
+        over the objects that survived the resize (``None`` stays ``None``: all equally likely)."""
+        if sample_probabilities is None:
+            return None
+        per_object = sample_probabilities[self.object_sample]
+        return per_object / per_object.sum()
+
     def pixels(self, image_indices: Sequence[int] | np.ndarray, normalization: str,
                device: torch.device | str = "cpu") -> Tensor:
         """``(B, 3, S, S)`` float32 encoder input of whole images, without augmentation."""
