@@ -708,6 +708,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError, KeyError, ImportError) as exc:
         print(f"gnnseg: error: {exc}", file=sys.stderr)
         return 2
+    if "torch.distributed" in sys.modules:      # only a command that imported torch can have joined a group
+        from gnnseg.core.distributed import leave_process_group
+        leave_process_group()      # under torchrun: every rank finishes before any rank closes its connections
     _print(result, args.json)
     return 0
 

@@ -3,13 +3,10 @@ with identical parameters and a falling loss."""
 
 from __future__ import annotations
 
-import os
-import socket
-
 import torch
 import torch.multiprocessing as mp
 
-from gnnseg.core.distributed import distributed_context
+from gnnseg.core.distributed import distributed_context, leave_process_group
 from gnnseg.gnn.datasets.synthetic import (
     SyntheticConfig,
     make_synthetic,
@@ -17,21 +14,14 @@ from gnnseg.gnn.datasets.synthetic import (
 )
 from gnnseg.gnn.tasks.minibatch import MiniBatchConfig, train_minibatch
 from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
+from tests.core.ranks import become_rank, free_port
 
 CONFIG = MiniBatchConfig(fanouts=(5, 3), batch_size=32, hidden=16, epochs=3, lr=0.01)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def worker(rank: int, world_size: int, port: int, root: str) -> None:
     """What torchrun would start: one rank of the job. Saves this rank's final weights for the test."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    become_rank(rank, world_size, port)
     graph, _ = make_synthetic(SyntheticConfig(num_nodes=500, avg_degree=8, num_classes=4, num_features=8,
                                               feature_noise=2.0, homophily=0.7, label_noise=0.0, train_fraction=0.4,
                                               val_fraction=0.0, seed=2))
@@ -46,7 +36,7 @@ def worker(rank: int, world_size: int, port: int, root: str) -> None:
     torch.save({"state": result.state_dict, "loss": result.history["loss"], "batches": result.batches,
                 "test_acc": result.test_acc, "run_dir": summary["run_dir"], "run_test_acc": summary["test_acc_mean"]},
                f"{root}/rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    leave_process_group()
 
 
 def test_two_ranks_stay_identical_and_learn(tmp_path):

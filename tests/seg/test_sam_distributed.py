@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.multiprocessing as mp
 
+from gnnseg.core.distributed import leave_process_group
 from gnnseg.seg.sam.finetune import FinetuneConfig, finetune
 from gnnseg.seg.sam.model import build_sam
+from tests.core.ranks import become_rank, free_port
 from tests.seg.test_sam_finetune import MODEL, disk_samples
-from tests.seg.test_unet_distributed import free_port
 
 
 def worker(rank: int, world_size: int, port: int, root: str) -> None:
     """One rank, as torchrun would start it; each rank draws different initial weights on purpose."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    become_rank(rank, world_size, port)
     torch.manual_seed(100 + rank)
     model = build_sam(MODEL)
     config = FinetuneConfig(rounds=2, iterations_per_round=3, batch_size=2, warmup_iterations=1)
     finetune(model, disk_samples(8, seed=rank), disk_samples(2, seed=9), config, f"{root}/run", show_progress=False)
     torch.save(model.state_dict(), f"{root}/weights_{rank}.pt")
-    torch.distributed.destroy_process_group()
+    leave_process_group()
 
 
 def test_two_ranks_start_from_rank_zero_and_stay_identical(tmp_path):

@@ -2,37 +2,28 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import torch
 import torch.multiprocessing as mp
 
 import gnnseg.seg.unet.train as train_module
+from gnnseg.core.distributed import leave_process_group
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
 from gnnseg.seg.unet.preprocess import preprocess_dataset
+from tests.core.ranks import become_rank, free_port
 from tests.seg.test_unet_pipeline import squares_dataset
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker(rank: int, world_size: int, port: int, root: str, plans: dict) -> None:
     """What torchrun would start: one rank of the job. Saves this rank's final weights for the test."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    become_rank(rank, world_size, port)
     built = []
     original = train_module.build_network
     train_module.build_network = lambda *a, **k: built.append(original(*a, **k)) or built[-1]
     config = train_module.TrainConfig(epochs=3, iterations_per_epoch=4, validation_iterations=1)
     train_module.train_fold(f"{root}/pre", plans, "2d", "all", f"{root}/run", config)
     torch.save(built[0].state_dict(), f"{root}/weights_{rank}.pt")
-    torch.distributed.destroy_process_group()
+    leave_process_group()
 
 
 def test_two_ranks_stay_identical_and_learn(tmp_path):

@@ -49,3 +49,14 @@ def distributed_context(backend: str | None = None) -> DistributedContext:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def leave_process_group() -> None:
+    """Wait for every rank, then leave the process group (a no-op outside one).
+
+    A rank that tears its connections down while another rank still holds them open can abort that rank
+    (gloo: "terminate called without an active exception"), so every rank first meets the others.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
