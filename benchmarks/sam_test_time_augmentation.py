@@ -3,14 +3,16 @@
 Every held-out object of :mod:`gnnseg.seg.sam.corpus` (endoscopy, EM, fundus, CT, MR) is prompted with its tight
 box grown by 5 pixels (the protocol of ``sam_box_prompt.py``) and segmented by each packaged model three ways
 (:mod:`gnnseg.seg.sam.augmented_predictor`): as given (``none``), averaged with its left-right mirror (``flip``),
-and averaged over the eight symmetries of the square (``d4``). Scores: mean DSC and NSD (2-pixel tolerance) per
-modality, seconds per object (encoder included), and the Kvasir figure beside the specialist U-Net measured by
-``sam_box_prompt.py`` (read from its results file).
+and averaged over the eight symmetries of the square (``d4``). With ``--zoom C`` each box is answered on a window
+``C`` box sizes wider on each side, cut back to the image (:mod:`gnnseg.seg.sam.zoom`; whole-image models only).
+Scores: mean DSC and NSD (2-pixel tolerance) per modality, seconds per object (encoder included), and the Kvasir
+figure beside the specialist U-Net measured by ``sam_box_prompt.py`` (read from its results file).
 
-Writes ``sam_test_time_augmentation.json`` and ``.md`` to ``--out-dir``; models left out of ``--models`` keep the
-rows an earlier full run wrote there (each run's command and machine are listed under ``runs``)::
+Writes ``sam_test_time_augmentation.json`` and ``.md`` to ``--out-dir``; rows (model and setting) not measured
+now keep what an earlier full run wrote there (each run's command, machine and rows are listed under ``runs``)::
 
     python benchmarks/sam_test_time_augmentation.py
+    python benchmarks/sam_test_time_augmentation.py --models lite_medsam_fast --augmentations none,d4 --zoom 0.5
     python benchmarks/sam_test_time_augmentation.py --models vit_cpu --max-objects 3 --out-dir /tmp/tta  # smoke
 """
 
@@ -38,9 +40,9 @@ BOX_MARGIN = 5
 NSD_TOLERANCE_PIXELS = 2.0
 
 
-def score(model, samples, augmentation: str) -> dict[str, float]:
+def score(model, samples, augmentation: str, zoom: float | None) -> dict[str, float]:
     began = time.perf_counter()
-    masks = box_prompted_masks(model, samples, BOX_MARGIN, augmentation=augmentation)
+    masks = box_prompted_masks(model, samples, BOX_MARGIN, augmentation=augmentation, zoom=zoom)
     seconds = time.perf_counter() - began
     return {"dsc": float(np.mean([dice(m, s.mask) for m, s in zip(masks, samples)])),
             "nsd": float(np.mean([normalized_surface_dice(m, s.mask, NSD_TOLERANCE_PIXELS)
@@ -56,22 +58,34 @@ def specialist_reference(results: Path) -> float | None:
     return json.loads(path.read_text())["results"]["endoscopy"]["specialist_unet"]["dsc"]
 
 
+def setting(augmentation: str, zoom: float | None) -> str:
+    """A row's label: the augmentation, and the zoom context if any (``"d4 + zoom 0.5"``)."""
+    return augmentation if zoom is None else f"{augmentation} + zoom {zoom:g}"
+
+
+def setting_order(label: str) -> tuple[bool, int, str]:
+    """Plain settings first, each group in the order of :data:`AUGMENTATIONS`."""
+    augmentation, _, zoom = label.partition(" + zoom ")
+    return bool(zoom), list(AUGMENTATIONS).index(augmentation), zoom
+
+
 def markdown(table: dict, counts: dict[str, int], specialist: float | None, runs: list[dict]) -> str:
     lines = ["# Test-time augmentation of the packaged box-prompted models", "",
              (f"Mean DSC / NSD ({NSD_TOLERANCE_PIXELS:g}-pixel tolerance) per held-out object, box = tight box + "
               f"{BOX_MARGIN} px; ms per object"), "",
-             "| model | augmentation | " + " | ".join(f"{m} ({counts[m]})" for m in MODALITIES) + " | ms / object |",
+             "| model | setting | " + " | ".join(f"{m} ({counts[m]})" for m in MODALITIES) + " | ms / object |",
              "|---|---|" + "---|" * (len(MODALITIES) + 1)]
     for model in sorted(table, key=list(PACKAGED_MODELS).index):
         rows = table[model]
-        for augmentation in sorted(rows, key=list(AUGMENTATIONS).index):
-            row = rows[augmentation]
+        for label in sorted(rows, key=setting_order):
+            row = rows[label]
             cells = [f"{row[m]['dsc']:.3f} / {row[m]['nsd']:.3f}" for m in MODALITIES]
             milliseconds = 1000 * np.mean([row[m]["seconds_per_object"] for m in MODALITIES])
-            lines.append(f"| {model} | {augmentation} | " + " | ".join(cells) + f" | {milliseconds:.0f} |")
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + f" | {milliseconds:.0f} |")
     if len(runs) > 1:
         lines += ["", "Measured in separate runs, on the same machine type:"]
-        lines += [f"- {', '.join(run['models'])}: `{run['command']}`" for run in runs]
+        lines += [f"- {'; '.join(f'{model} {label}' for model, label in run['rows'])}: `{run['command']}`"
+                  for run in runs]
     if specialist is not None:
         lines += ["", (f"Kvasir target: DSC >= 0.92 and within 1 point of the specialist U-Net "
                        f"({specialist:.3f}, sam_box_prompt.json).")]
@@ -83,6 +97,8 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/datasets")
     parser.add_argument("--models", default=",".join(PACKAGED_MODELS), help="packaged models, comma-separated")
     parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
+    parser.add_argument("--zoom", type=float, default=None,
+                        help="answer each box on a window this many box sizes wider on each side")
     parser.add_argument("--max-objects", type=int, default=None, help="per modality (smoke tests)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -95,22 +111,25 @@ def main() -> None:
         model = load_shipped_model(name)
         table[name] = {}
         for augmentation in args.augmentations.split(","):
-            table[name][augmentation] = {m: score(model, held_out[m], augmentation) for m in MODALITIES}
-            print(name, augmentation, {m: round(v["dsc"], 4) for m, v in table[name][augmentation].items()},
-                  flush=True)
+            label = setting(augmentation, args.zoom)
+            table[name][label] = {m: score(model, held_out[m], augmentation, args.zoom) for m in MODALITIES}
+            print(name, label, {m: round(v["dsc"], 4) for m, v in table[name][label].items()}, flush=True)
     counts = {m: len(held_out[m]) for m in MODALITIES}
     specialist = specialist_reference(RESULTS)
     run = {"command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), "machine": machine_info(),
-           "torch_threads": torch.get_num_threads(), "models": list(table)}
+           "torch_threads": torch.get_num_threads(),
+           "rows": [[name, label] for name, rows in table.items() for label in rows]}
     path = args.out_dir / "sam_test_time_augmentation.json"
-    runs, kept = [run], {}
-    if path.is_file() and not args.max_objects:  # models not measured now keep their rows from earlier runs
+    runs = [run]
+    if path.is_file() and not args.max_objects:  # rows not measured now are kept from earlier runs
         earlier = json.loads(path.read_text())
         if earlier["objects"] == counts:
-            kept = {name: rows for name, rows in earlier["scores"].items() if name not in table}
-            runs = [{**r, "models": [m for m in r["models"] if m in kept]} for r in earlier["runs"]
-                    if set(r["models"]) & set(kept)] + runs
-    table = {**kept, **table}
+            for name, rows in earlier["scores"].items():
+                for label, row in rows.items():
+                    table.setdefault(name, {}).setdefault(label, row)
+            measured = {tuple(row) for row in run["rows"]}
+            runs = [{**r, "rows": [row for row in r["rows"] if tuple(row) not in measured]} for r in earlier["runs"]]
+            runs = [r for r in runs if r["rows"]] + [run]
     result = {"benchmark": "sam_test_time_augmentation", "runs": runs, "box_margin": BOX_MARGIN,
               "nsd_tolerance_pixels": NSD_TOLERANCE_PIXELS, "objects": counts,
               "specialist_unet_kvasir_dsc": specialist, "scores": table}

@@ -18,6 +18,8 @@ SAMPLERS = ("neighbor", "fastgcn", "ladies")
 DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU where there is one, else the CPU)"
 TTA_HELP = ("test-time augmentation: none (default), flip (the image and its mirror, 2 passes) or d4 (4 quarter "
             "turns, each also mirrored, 8 passes); probabilities are averaged")
+ZOOM_HELP = ("answer each box on a window CONTEXT box sizes wider on each side, cut back to the image, instead of "
+             "the whole image (whole-image models; one encoder pass per box; 0.5 is what the benchmarks measure)")
 
 
 class _Names(Sequence):
@@ -259,16 +261,18 @@ def _seg_segment(args: argparse.Namespace) -> dict:
     if sum(map(bool, (args.image, args.volume, args.npz))) != 1:
         raise ValueError("give exactly one of --image (with --box), --volume (with --box3d) or --npz")
     if args.npz:
-        return segment_challenge_file(args.npz, args.output, checkpoint=args.checkpoint, augmentation=args.tta)
+        return segment_challenge_file(args.npz, args.output, checkpoint=args.checkpoint, augmentation=args.tta,
+                                      zoom=args.zoom)
     if args.image:
         if not args.box:
             raise ValueError("--image needs at least one --box x0,y0,x1,y1")
         return segment_image(args.image, np.array(args.box), args.output, checkpoint=args.checkpoint,
-                             augmentation=args.tta)
+                             augmentation=args.tta, zoom=args.zoom)
     if not args.box3d:
         raise ValueError("--volume needs at least one --box3d x_min,y_min,z_min,x_max,y_max,z_max")
     return segment_volume_file(args.volume, np.array(args.box3d), args.output, modality=args.modality,
-                               window=args.window, checkpoint=args.checkpoint, augmentation=args.tta)
+                               window=args.window, checkpoint=args.checkpoint, augmentation=args.tta,
+                               zoom=args.zoom)
 
 
 def _seg_finetune(args: argparse.Namespace) -> dict:
@@ -304,7 +308,8 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.workflow import evaluate_folders
 
     result = evaluate_folders(args.images, args.masks, checkpoint=args.checkpoint, box_margin=args.box_margin,
-                              tolerance=args.tolerance, modality=args.modality, augmentation=args.tta)
+                              tolerance=args.tolerance, modality=args.modality, augmentation=args.tta,
+                              zoom=args.zoom)
     if not args.json:
         result.pop("per_object")
     return result
@@ -314,7 +319,7 @@ def _lite_predict(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.challenge import predict_cases
 
     result = predict_cases(args.input, args.output, checkpoint=args.checkpoint, augmentation=args.tta,
-                           show_progress=False if args.json else None)
+                           zoom=args.zoom, show_progress=False if args.json else None)
     if not args.json:
         result.pop("seconds")
     return result
@@ -344,7 +349,8 @@ def _serve(args: argparse.Namespace) -> dict:
         raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
     limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes,
                            store_bytes=args.store_mb * 2**20, embedding_cache_bytes=args.cache_mb * 2**20)
-    options = ModelOptions(decoder_dtype=args.decoder_dtype, compile_decoder=args.compile, augmentation=args.tta)
+    options = ModelOptions(decoder_dtype=args.decoder_dtype, compile_decoder=args.compile, augmentation=args.tta,
+                           zoom=args.zoom)
     app = create_app(checkpoint=args.checkpoint, limits=limits, options=options)
     print(f"gnnseg: serving http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl+C stops",
           file=sys.stderr)
@@ -594,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "or a packaged model (vit_cpu, lite_medsam, lite_medsam_fast; default vit_cpu)")
     segment.add_argument("-o", "--output", required=True, help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
     segment.add_argument("--tta", default="none", help=TTA_HELP)
+    segment.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)
 
@@ -648,6 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     assess.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in pixels (mm for volumes)")
     assess.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
     assess.add_argument("--tta", default="none", help=TTA_HELP)
+    assess.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
     assess.add_argument("--json", action="store_true")
     assess.set_defaults(handler=_seg_evaluate)
 
@@ -659,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", default="lite_medsam",
                      help="checkpoint, ONNX export folder or packaged model (default: lite_medsam)")
     run.add_argument("--tta", default="none", help=TTA_HELP)
+    run.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=_lite_predict)
     score = lite.add_parser("evaluate", help="DSC and NSD per case as the challenge scored them")
@@ -689,6 +698,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="compile the mask decoder for one box per request with torch.compile (needs a C++ "
                             "compiler; adds 20-40 s to the start the first time on a machine)")
     serve.add_argument("--tta", default="none", help=TTA_HELP + "; every box costs that many passes")
+    serve.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(handler=_serve)
 

@@ -75,6 +75,8 @@ def test_runner_averages_mirrored_copies_and_refuses_an_unknown_augmentation_fir
     _write_synthetic_cases(tmp_path)
     with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
         predict_cases(tmp_path / "imgs", tmp_path / "refused", checkpoint="lite_medsam_fast", augmentation="rotate")
+    with pytest.raises(ValueError, match="zoom context must be a finite number >= 0"):
+        predict_cases(tmp_path / "imgs", tmp_path / "refused", checkpoint="lite_medsam_fast", zoom=float("inf"))
     assert not (tmp_path / "refused").exists()
     assert main(["seg", "lite", "predict", "--input", str(tmp_path / "imgs"), "--output", str(tmp_path / "pred"),
                  "--checkpoint", "lite_medsam_fast", "--tta", "flip", "--json"]) == 0

@@ -270,6 +270,22 @@ def test_test_time_augmentation_answers_as_the_augmented_predictor(model):
         ModelOptions(augmentation="d8")
 
 
+def test_zoom_answers_each_box_on_its_window_as_the_zoomed_predictor(model):
+    rgb = np.random.default_rng(6).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    boxes = np.array([[30.0, 10.0, 41.0, 19.0], [0.0, 0.0, 20.0, 30.0]])
+    client = TestClient(create_app(model, options=ModelOptions(zoom=0.5)))
+    assert client.get("/healthz").json()["zoom"] == 0.5
+    segmenter = client.app.state.segmenter
+    masks, iou = segmenter.segment_2d(rgb, boxes)
+    expected = make_predictor(model, zoom=0.5)
+    expected.set_image(rgb)
+    prediction = expected.predict(boxes=boxes)
+    assert np.array_equal(masks, prediction.masks[:, 0]) and np.allclose(iou, prediction.iou[:, 0])
+    assert segmenter.predictor.encoder_calls == 2  # one window per box
+    with pytest.raises(ValueError, match="zoom context must be a finite number >= 0"):
+        ModelOptions(zoom=-1.0)
+
+
 def test_a_bfloat16_decoder_needs_a_pytorch_model(model):
     exported = types.SimpleNamespace(config=model.config)  # what an ONNX export offers: no mask_decoder module
     with pytest.raises(ValueError, match="^a bfloat16 decoder: only for PyTorch models"):

@@ -26,6 +26,7 @@ from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
 if TYPE_CHECKING:
     from gnnseg.seg.sam.model import Sam
     from gnnseg.seg.sam.predictor import SamPredictor
+    from gnnseg.seg.sam.zoom import ZoomedPredictor
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 PACKAGED_MODELS = {"vit_cpu": WEIGHTS / "medsam_cpu.pt", "lite_medsam": WEIGHTS / "lite_medsam.pt",
@@ -62,13 +63,24 @@ def load_model(checkpoint: str | Path | None = None, normalization: Normalizatio
     return model
 
 
-def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16,
-                   augmentation: str = "none") -> SamPredictor | OnnxPredictor | AugmentedPredictor:
+def check_test_time(augmentation: str, zoom: float | None) -> None:
+    """Refuse an unknown augmentation or a bad zoom context before any work is done."""
+    symmetries(augmentation)
+    if zoom is not None:  # zoom.py imports torch: only when zooming, so that ONNX runs without it
+        from gnnseg.seg.sam.zoom import check_zoom
+
+        check_zoom(zoom)
+
+
+def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16, augmentation: str = "none",
+                   zoom: float | None = None) -> SamPredictor | OnnxPredictor | AugmentedPredictor | ZoomedPredictor:
     """The predictor for a model from :func:`load_model`: ``set_image`` once, ``predict`` many times.
 
     The embeddings of the last ``cache_size`` images are remembered. ``augmentation`` (``"flip"``, ``"d4"``)
     averages over symmetric copies of each image (:mod:`gnnseg.seg.sam.augmented_predictor`); the memo then keeps
-    every copy of those images (at least of one, so that ``predict`` does not encode them again).
+    every copy of those images (at least of one, so that ``predict`` does not encode them again). ``zoom``: answer
+    each box on a window ``zoom`` box sizes wider on each side (:mod:`gnnseg.seg.sam.zoom`); the memo then holds
+    windows rather than images.
     """
     copies = len(symmetries(augmentation))
     cache_size = cache_size if augmentation == "none" else max(cache_size, 1) * copies
@@ -78,4 +90,8 @@ def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16,
         from gnnseg.seg.sam.predictor import SamPredictor
 
         predictor = SamPredictor(model, cache_size=cache_size)
+    if zoom is not None:
+        from gnnseg.seg.sam.zoom import ZoomedPredictor
+
+        predictor = ZoomedPredictor(predictor, zoom)
     return predictor if augmentation == "none" else AugmentedPredictor(predictor, augmentation)

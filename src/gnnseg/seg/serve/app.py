@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gnnseg.seg.io.challenge_npz import segs_from_masks
 from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.sam.preprocess import validate_boxes
-from gnnseg.seg.sam.shipped import load_model, make_predictor
+from gnnseg.seg.sam.shipped import check_test_time, load_model, make_predictor
 from gnnseg.seg.sam.volume import segment_boxes_3d, validate_boxes_3d
 from gnnseg.seg.serve.encoding import (
     image_png_bytes,
@@ -77,9 +77,11 @@ class ModelOptions:
     """Compile the mask decoder for single boxes (:func:`compile_single_prompt_decoder`; PyTorch models only)."""
     augmentation: str = "none"
     """Test-time augmentation of every box (:mod:`gnnseg.seg.sam.augmented_predictor`)."""
+    zoom: float | None = None
+    """Answer every box on a window this many box sizes wider on each side (:mod:`gnnseg.seg.sam.zoom`)."""
 
     def __post_init__(self) -> None:
-        symmetries(self.augmentation)  # an unknown name is refused before the model is loaded
+        check_test_time(self.augmentation, self.zoom)  # refused before the model is loaded
 
 
 class SegmentRequest(BaseModel):
@@ -120,7 +122,7 @@ class Segmenter:
         itemsize = model.decoder_dtype.itemsize if hasattr(model, "decoder_dtype") else 4
         image_bytes = itemsize * config.prompt_dim * config.embedding_size ** 2 * len(symmetries(options.augmentation))
         predictor = make_predictor(model, cache_size=max(1, cache_bytes // image_bytes),
-                                   augmentation=options.augmentation)
+                                   augmentation=options.augmentation, zoom=options.zoom)
         if options.compile_decoder:
             compile_single_prompt_decoder(model)
         return predictor
@@ -203,7 +205,7 @@ def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: Se
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok", "model": segmenter.predictor.model.config.to_dict(), "images": len(store),
-                "augmentation": segmenter.options.augmentation}
+                "augmentation": segmenter.options.augmentation, "zoom": segmenter.options.zoom}
 
     @app.post("/v1/images", status_code=201)
     def upload(file: UploadFile = File(...), modality: Literal["auto", "ct", "mr"] = Form("auto"),

@@ -1,0 +1,117 @@
+"""Zooming in on the box: the window's placement, the pasted answer, composition with augmentation, bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from gnnseg.seg.sam.crop import BACKGROUND_LOGIT
+from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.prediction import Prediction
+from gnnseg.seg.sam.shipped import make_predictor
+from gnnseg.seg.sam.zoom import ZoomedPredictor, zoom_window
+
+
+class BoxFill:
+    """A stand-in whole-image predictor: logit +5 inside each box, -5 elsewhere; remembers the images it was given."""
+
+    class model:
+        class config:
+            crop_margin = None
+
+    def __init__(self) -> None:
+        self.encoder_calls = 0
+        self.images: list[np.ndarray] = []
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.images.append(image)
+        self.encoder_calls += 1
+
+    def predict(self, boxes=None, points=None, point_labels=None, *, multimask=False) -> Prediction:
+        boxes = np.atleast_2d(boxes)
+        logits = np.full((len(boxes), 1, *self.images[-1].shape[:2]), -5.0, dtype=np.float32)
+        for index, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
+            logits[index, 0, y0 : y1 + 1, x0 : x1 + 1] = 5.0
+        return Prediction(logits > 0, np.full((len(boxes), 1), 0.7), logits)
+
+
+def test_the_window_is_centred_on_the_box_and_cut_back_to_the_image():
+    # a 10 x 6 box (x 40..49, y 30..35): with context 0.5 the square window is 20 wide, centred on (45, 33)
+    rows, columns = zoom_window(np.array([40.0, 30.0, 49.0, 35.0]), 0.5, (100, 120))
+    assert (rows.start, rows.stop, columns.start, columns.stop) == (23, 43, 35, 55)
+    rows, columns = zoom_window(np.array([0.0, 90.0, 9.0, 99.0]), 0.5, (100, 120))  # in the bottom-left corner
+    assert (rows.start, rows.stop, columns.start, columns.stop) == (85, 100, 0, 15)
+    rows, columns = zoom_window(np.array([0.0, 0.0, 119.0, 99.0]), 1.0, (100, 120))  # larger than the image
+    assert (rows.start, rows.stop, columns.start, columns.stop) == (0, 100, 0, 120)
+
+
+def test_each_box_is_answered_on_its_own_window_and_pasted_back():
+    inner = BoxFill()
+    predictor = ZoomedPredictor(inner, context=0.5)
+    image = (np.arange(100 * 120).reshape(100, 120) % 251).astype(np.uint8)
+    predictor.set_image(image)
+    assert inner.encoder_calls == 0                      # nothing is encoded before a box says where to look
+    prediction = predictor.predict(boxes=np.array([[40, 30, 49, 35], [0, 90, 9, 99]]))
+    assert inner.encoder_calls == 2
+    assert np.array_equal(inner.images[0][..., 0], image[23:43, 35:55])       # the window's pixels, as RGB
+    assert np.array_equal(inner.images[1][..., 0], image[85:100, 0:15])
+    assert prediction.masks.shape == prediction.logits.shape == (2, 1, 100, 120)
+    expected = np.zeros((100, 120), dtype=bool)
+    expected[30:36, 40:50] = True
+    assert np.array_equal(prediction.masks[0, 0], expected)                 # the box, back in the image's frame
+    window = np.zeros((100, 120), dtype=bool)
+    window[23:43, 35:55] = True
+    assert np.all(prediction.logits[0, 0][~window] == BACKGROUND_LOGIT)     # outside the window: background
+    assert np.all(prediction.logits[0, 0][window & ~expected] == -5.0)
+    assert np.allclose(prediction.iou, 0.7)
+
+
+def test_a_box_whose_window_covers_the_image_gets_the_plain_answer():
+    model = build_sam(SAM_CONFIGS["tiny_vit_mini"])
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    box = np.array([[2.0, 3.0, 60.0, 44.0]])
+    plain = make_predictor(model)
+    plain.set_image(image)
+    zoomed = make_predictor(model, zoom=0.25)
+    zoomed.set_image(image)
+    expected, answered = plain.predict(boxes=box), zoomed.predict(boxes=box)
+    assert np.allclose(answered.logits, expected.logits, atol=1e-5)
+    assert np.array_equal(answered.masks, expected.masks)
+
+
+def test_a_small_box_is_seen_larger_and_augmentation_wraps_the_zoom():
+    model = build_sam(SAM_CONFIGS["tiny_vit_mini"])
+    image = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    box = np.array([[40.0, 20.0, 51.0, 29.0]])
+    zoomed = make_predictor(model, zoom=0.5)
+    zoomed.set_image(image)
+    single = zoomed.predict(boxes=box)
+    by_hand = make_predictor(model)
+    by_hand.set_image(image[13:37, 34:58])        # the 24-pixel window around the 12 x 10 box, centred on (46, 25)
+    inside = by_hand.predict(boxes=box - [34, 13, 34, 13])
+    assert np.allclose(single.logits[0, 0, 13:37, 34:58], inside.logits[0, 0], atol=1e-5)
+
+    augmented = make_predictor(model, zoom=0.5, augmentation="flip")
+    augmented.set_image(image)
+    twice = augmented.predict(boxes=box)
+    assert augmented.encoder_calls == 2                               # one window per copy of the image
+    assert twice.masks.shape == (1, 1, 64, 96) and not twice.masks[0, 0, :13].any()
+
+
+def test_bad_use_is_refused_with_a_named_reason():
+    with pytest.raises(ValueError, match="zoom context must be a finite number >= 0"):
+        ZoomedPredictor(BoxFill(), context=float("nan"))
+    with pytest.raises(ValueError, match="zoom context must be a finite number >= 0"):
+        ZoomedPredictor(BoxFill(), context=-0.5)
+    with pytest.raises(ValueError, match="already sees a window around each box"):
+        make_predictor(build_sam(replace(SAM_CONFIGS["vit_mini"], crop_margin=0.25)), zoom=0.5)
+    predictor = ZoomedPredictor(BoxFill())
+    with pytest.raises(RuntimeError, match="set_image"):
+        predictor.predict(boxes=np.array([0, 0, 2, 2]))
+    predictor.set_image(np.zeros((10, 10), dtype=np.uint8))
+    with pytest.raises(ValueError, match="box prompts only"):
+        predictor.predict(points=np.array([[3, 3]]), point_labels=np.array([1]))
+    with pytest.raises(ValueError, match=r"box 0 \[5.0, 1.0, 2.0, 4.0\] must have x1 > x0"):
+        predictor.predict(boxes=np.array([5, 1, 2, 4]))
