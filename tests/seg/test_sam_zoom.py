@@ -20,6 +20,7 @@ class BoxFill:
     class model:
         class config:
             crop_margin = None
+            image_size = 16
 
     def __init__(self) -> None:
         self.encoder_calls = 0
@@ -37,26 +38,28 @@ class BoxFill:
         return Prediction(logits > 0, np.full((len(boxes), 1), 0.7), logits)
 
 
-def test_the_window_is_centred_on_the_box_and_cut_back_to_the_image():
+def test_the_window_is_centred_on_the_box_moved_inside_the_image_and_never_below_min_side():
+    def window(box, context, min_side):
+        rows, columns = zoom_window(np.array(box, dtype=float), context, (100, 120), min_side)
+        return rows.start, rows.stop, columns.start, columns.stop
+
     # a 10 x 6 box (x 40..49, y 30..35): with context 0.5 the square window is 20 wide, centred on (45, 33)
-    rows, columns = zoom_window(np.array([40.0, 30.0, 49.0, 35.0]), 0.5, (100, 120))
-    assert (rows.start, rows.stop, columns.start, columns.stop) == (23, 43, 35, 55)
-    rows, columns = zoom_window(np.array([0.0, 90.0, 9.0, 99.0]), 0.5, (100, 120))  # in the bottom-left corner
-    assert (rows.start, rows.stop, columns.start, columns.stop) == (85, 100, 0, 15)
-    rows, columns = zoom_window(np.array([0.0, 0.0, 119.0, 99.0]), 1.0, (100, 120))  # larger than the image
-    assert (rows.start, rows.stop, columns.start, columns.stop) == (0, 100, 0, 120)
+    assert window([40, 30, 49, 35], 0.5, 0) == (23, 43, 35, 55)
+    assert window([40, 30, 49, 35], 0.5, 64) == (1, 65, 13, 77)           # at least 64 pixels, same centre
+    assert window([0, 90, 9, 99], 0.5, 0) == (80, 100, 0, 20)             # a corner: moved inside, still 20 wide
+    assert window([0, 0, 119, 99], 1.0, 0) == (0, 100, 0, 120)            # larger than the image: the image
 
 
 def test_each_box_is_answered_on_its_own_window_and_pasted_back():
     inner = BoxFill()
-    predictor = ZoomedPredictor(inner, context=0.5)
+    predictor = ZoomedPredictor(inner, context=0.5, min_side=0)
     image = (np.arange(100 * 120).reshape(100, 120) % 251).astype(np.uint8)
     predictor.set_image(image)
     assert inner.encoder_calls == 0                      # nothing is encoded before a box says where to look
     prediction = predictor.predict(boxes=np.array([[40, 30, 49, 35], [0, 90, 9, 99]]))
     assert inner.encoder_calls == 2
     assert np.array_equal(inner.images[0][..., 0], image[23:43, 35:55])       # the window's pixels, as RGB
-    assert np.array_equal(inner.images[1][..., 0], image[85:100, 0:15])
+    assert np.array_equal(inner.images[1][..., 0], image[80:100, 0:20])
     assert prediction.masks.shape == prediction.logits.shape == (2, 1, 100, 120)
     expected = np.zeros((100, 120), dtype=bool)
     expected[30:36, 40:50] = True
@@ -81,23 +84,34 @@ def test_a_box_whose_window_covers_the_image_gets_the_plain_answer():
     assert np.array_equal(answered.masks, expected.masks)
 
 
-def test_a_small_box_is_seen_larger_and_augmentation_wraps_the_zoom():
-    model = build_sam(SAM_CONFIGS["tiny_vit_mini"])
+def test_a_small_box_in_a_large_image_is_seen_at_the_images_own_resolution():
+    model = build_sam(SAM_CONFIGS["tiny_vit_mini"])             # 64-pixel input
     image = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
     box = np.array([[40.0, 20.0, 51.0, 29.0]])
     zoomed = make_predictor(model, zoom=0.5)
     zoomed.set_image(image)
     single = zoomed.predict(boxes=box)
     by_hand = make_predictor(model)
-    by_hand.set_image(image[13:37, 34:58])        # the 24-pixel window around the 12 x 10 box, centred on (46, 25)
-    inside = by_hand.predict(boxes=box - [34, 13, 34, 13])
-    assert np.allclose(single.logits[0, 0, 13:37, 34:58], inside.logits[0, 0], atol=1e-5)
+    by_hand.set_image(image[0:64, 14:78])   # 64 pixels (the input size) around the box's centre (46, 25), inside
+    inside = by_hand.predict(boxes=box - [14, 0, 14, 0])
+    assert np.allclose(single.logits[0, 0, :, 14:78], inside.logits[0, 0], atol=1e-5)
+    assert np.all(single.logits[0, 0, :, :14] == BACKGROUND_LOGIT)
 
     augmented = make_predictor(model, zoom=0.5, augmentation="flip")
     augmented.set_image(image)
     twice = augmented.predict(boxes=box)
     assert augmented.encoder_calls == 2                               # one window per copy of the image
-    assert twice.masks.shape == (1, 1, 64, 96) and not twice.masks[0, 0, :13].any()
+    assert twice.masks.shape == (1, 1, 64, 96) and not twice.masks[0, 0, :, :14].any()
+
+
+def test_an_image_no_larger_than_the_input_is_never_enlarged():
+    model = build_sam(SAM_CONFIGS["tiny_vit_mini"])
+    image = np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    box = np.array([[30.0, 10.0, 41.0, 19.0]])                 # small, but the image is only 64 pixels wide
+    plain, zoomed = make_predictor(model), make_predictor(model, zoom=0.5)
+    plain.set_image(image)
+    zoomed.set_image(image)
+    assert np.allclose(zoomed.predict(boxes=box).logits, plain.predict(boxes=box).logits, atol=1e-5)
 
 
 def test_bad_use_is_refused_with_a_named_reason():

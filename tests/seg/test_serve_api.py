@@ -271,8 +271,8 @@ def test_test_time_augmentation_answers_as_the_augmented_predictor(model):
 
 
 def test_zoom_answers_each_box_on_its_window_as_the_zoomed_predictor(model):
-    rgb = np.random.default_rng(6).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    boxes = np.array([[30.0, 10.0, 41.0, 19.0], [0.0, 0.0, 20.0, 30.0]])
+    rgb = np.random.default_rng(6).integers(0, 255, (96, 128, 3), dtype=np.uint8)   # larger than the 64-pixel input
+    boxes = np.array([[70.0, 50.0, 81.0, 59.0], [0.0, 0.0, 20.0, 30.0]])
     client = TestClient(create_app(model, options=ModelOptions(zoom=0.5)))
     assert client.get("/healthz").json()["zoom"] == 0.5
     segmenter = client.app.state.segmenter
