@@ -11,6 +11,7 @@ from gnnseg.seg.sam.crop import BACKGROUND_LOGIT
 from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
 from gnnseg.seg.sam.prediction import Prediction
 from gnnseg.seg.sam.shipped import make_predictor
+from gnnseg.seg.sam.volume import segment_box_3d
 from gnnseg.seg.sam.zoom import ZoomedPredictor, zoom_window
 
 
@@ -129,3 +130,14 @@ def test_bad_use_is_refused_with_a_named_reason():
         predictor.predict(points=np.array([[3, 3]]), point_labels=np.array([1]))
     with pytest.raises(ValueError, match=r"box 0 \[5.0, 1.0, 2.0, 4.0\] must have x1 > x0"):
         predictor.predict(boxes=np.array([5, 1, 2, 4]))
+
+
+def test_3d_propagation_zooms_on_every_slice():
+    volume = np.zeros((5, 80, 100), dtype=np.uint8)
+    box = np.array([30, 20, 1, 45, 35, 3])                     # x_min, y_min, z_min, x_max, y_max, z_max
+    inner = BoxFill()
+    mask, _ = segment_box_3d(ZoomedPredictor(inner, 0.5, min_side=0), volume, box, margin=0)
+    assert [image.shape[:2] for image in inner.images] == [(32, 32)] * 3   # one 32-pixel window per slice
+    expected = np.zeros(volume.shape, dtype=bool)
+    expected[1:4, 20:36, 30:46] = True                          # each slice answers its box, in place
+    assert np.array_equal(mask, expected)
