@@ -2,10 +2,12 @@
 
 The held-out Kvasir-SEG images (40 2D cases) and the TotalSegmentator CT (one 3D case, 37 organs) are written as
 challenge cases (``gnnseg seg lite convert``); each packaged Lite model, exported to ONNX, answers them
-(``gnnseg seg lite predict``); ``gnnseg seg lite evaluate`` gives DSC and NSD per case. Writes
+(``gnnseg seg lite predict``), as given and with each box answered on a window around it (``--zoom 0.5``,
+:mod:`gnnseg.seg.sam.zoom`); ``gnnseg seg lite evaluate`` gives DSC and NSD per case. Writes
 benchmarks/results/lite_challenge.{json,md}.
 
     python benchmarks/lite_challenge.py
+    python benchmarks/lite_challenge.py --zooms none          # without the zoomed rows
 """
 
 from __future__ import annotations
@@ -31,26 +33,31 @@ MODELS = ("lite_medsam", "lite_medsam_fast")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/datasets")
+    parser.add_argument("--zooms", default="none,0.5", help="zoom contexts to measure, comma-separated; none: off")
     args = parser.parse_args()
+    zooms = [None if value == "none" else float(value) for value in args.zooms.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         cases = write_cases(args.data, folder / "cases")
         for name in MODELS:
             export_onnx(load_model(name), folder / name)
-            began = time.perf_counter()
-            run = predict_cases(folder / "cases" / "imgs", folder / f"pred_{name}", checkpoint=str(folder / name),
-                                show_progress=False)
-            seconds = time.perf_counter() - began
-            scores = evaluate_cases(folder / f"pred_{name}", folder / "cases" / "gts")["per_case"]
-            two_d = [score for case, score in scores.items() if case.startswith("2D")]
-            three_d = scores["3DBox_CT_example"]
-            rows.append({"model": f"{name} (onnxruntime)", "dsc_2d": float(np.mean([s["dsc"] for s in two_d])),
-                         "nsd_2d": float(np.mean([s["nsd"] for s in two_d])), "dsc_3d": three_d["dsc"],
-                         "nsd_3d": three_d["nsd"], "seconds_2d_mean": float(np.mean(
-                             [s for case, s in run["seconds"].items() if case.startswith("2D")])),
-                         "seconds_3d": run["seconds"]["3DBox_CT_example"], "seconds_total": seconds})
-            print(rows[-1], flush=True)
+            for zoom in zooms:
+                predictions = folder / f"pred_{name}_{zoom}"
+                began = time.perf_counter()
+                run = predict_cases(folder / "cases" / "imgs", predictions, checkpoint=str(folder / name),
+                                    zoom=zoom, show_progress=False)
+                seconds = time.perf_counter() - began
+                scores = evaluate_cases(predictions, folder / "cases" / "gts")["per_case"]
+                two_d = [score for case, score in scores.items() if case.startswith("2D")]
+                three_d = scores["3DBox_CT_example"]
+                label = f"{name} (onnxruntime)" if zoom is None else f"{name} (onnxruntime, zoom {zoom:g})"
+                rows.append({"model": label, "zoom": zoom, "dsc_2d": float(np.mean([s["dsc"] for s in two_d])),
+                             "nsd_2d": float(np.mean([s["nsd"] for s in two_d])), "dsc_3d": three_d["dsc"],
+                             "nsd_3d": three_d["nsd"], "seconds_2d_mean": float(np.mean(
+                                 [s for case, s in run["seconds"].items() if case.startswith("2D")])),
+                             "seconds_3d": run["seconds"]["3DBox_CT_example"], "seconds_total": seconds})
+                print(rows[-1], flush=True)
     write_json(RESULTS / "lite_challenge.json", {
         "benchmark": "lite_challenge", "machine": machine_info(), "cases": cases, "rows": rows,
         "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv]))})
