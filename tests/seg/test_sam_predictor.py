@@ -157,16 +157,40 @@ def test_propagation_through_a_sphere_follows_the_object_from_the_middle_slice()
     volume = np.zeros(sphere.shape, dtype=np.uint8)
     oracle = _OraclePredictor(sphere)
     oracle.volume = volume
-    segs = segment_volume(oracle, volume, np.array([[11, 11, 2, 29, 29, 18]]), margin=2)
+    segs = segment_volume(oracle, volume, np.array([[8, 8, 2, 32, 32, 18]]), margin=2)
     assert np.array_equal(segs == 1, sphere)
     slices = [z for z, _ in oracle.prompts]
     assert slices[0] == 10 and slices[:9] == list(range(10, 19)) and slices[9:] == list(range(9, 1, -1))
     first_up, next_up = oracle.prompts[0][1], oracle.prompts[1][1]
-    assert first_up == (11, 11, 29, 29) and next_up == (10, 10, 30, 30)  # middle slice's mask box, grown by 2
-    masks, iou = segment_boxes_3d(oracle, volume, np.array([[11, 11, 2, 29, 29, 18]]), margin=2)
+    assert first_up == (8, 8, 32, 32) and next_up == (10, 10, 30, 30)  # middle slice's mask box (12..28), grown by 2
+    masks, iou = segment_boxes_3d(oracle, volume, np.array([[8, 8, 2, 32, 32, 18]]), margin=2)
     areas = sphere.sum(axis=(1, 2))                      # the volume's IoU weighs each slice's by its area
     assert np.array_equal(masks[0], sphere) and iou.shape == (1,)
     assert iou[0] == pytest.approx((areas * np.arange(21) / 100).sum() / areas.sum())
+
+
+class _EverythingPredictor:
+    """A runaway model: the whole slice, whatever the box."""
+
+    def __init__(self) -> None:
+        self.prompts = []
+
+    def set_image(self, image):
+        self.shape = image.shape[:2]
+
+    def predict(self, boxes):
+        self.prompts.append(tuple(int(v) for v in boxes))
+        return type("Prediction", (), {"masks": np.ones((1, 1, *self.shape), dtype=bool), "iou": np.ones((1, 1))})
+
+
+def test_propagation_keeps_the_prompts_and_the_mask_inside_the_3d_box():
+    volume = np.zeros((5, 30, 40), dtype=np.uint8)
+    runaway = _EverythingPredictor()
+    segs = segment_volume(runaway, volume, np.array([[10, 5, 1, 20, 15, 3]]), margin=4)
+    expected = np.zeros(volume.shape, dtype=bool)
+    expected[1:4, 5:16, 10:21] = True
+    assert np.array_equal(segs == 1, expected)
+    assert set(runaway.prompts) == {(10, 5, 20, 15)}      # the whole-slice mask's box, cut back to the rectangle
 
 
 def test_3d_boxes_are_checked():
