@@ -49,7 +49,22 @@ def symmetries(augmentation: str) -> tuple[Symmetry, ...]:
     return AUGMENTATIONS[augmentation]
 
 
-class AugmentedPredictor:
+class PredictorWrapper:
+    """A predictor that answers through another one, ``self.predictor``, and reports that one's model and encoder
+    calls (:class:`AugmentedPredictor`, :class:`~gnnseg.seg.sam.zoom.ZoomedPredictor`)."""
+
+    predictor: Predictor
+
+    @property
+    def model(self):
+        return self.predictor.model
+
+    @property
+    def encoder_calls(self) -> int:
+        return self.predictor.encoder_calls
+
+
+class AugmentedPredictor(PredictorWrapper):
     """A predictor that answers every prompt on several symmetric copies of the image and averages them.
 
     ``predictor`` must remember at least as many embeddings as there are copies (``cache_size``), or every
@@ -62,14 +77,6 @@ class AugmentedPredictor:
         self.augmentation = augmentation
         self.symmetries = symmetries(augmentation)
         self._copies: list[np.ndarray] = []  # the image as each symmetry shows it, the image as given first
-
-    @property
-    def model(self):
-        return self.predictor.model
-
-    @property
-    def encoder_calls(self) -> int:
-        return self.predictor.encoder_calls
 
     def set_image(self, image: np.ndarray) -> None:
         """Take an ``(H, W)`` or ``(H, W, 3)`` image and set each of its copies once."""

@@ -85,7 +85,7 @@ def scale_volume(array: np.ndarray, modality: str, window: str = "soft_tissue") 
 def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
                         modality: str = "ct", window: str = "soft_tissue",
                         checkpoint: str | None = None, augmentation: str = "none",
-                  zoom: float | None = None) -> dict[str, Any]:
+                        zoom: float | None = None) -> dict[str, Any]:
     """Segment ``(N, 6)`` 3D boxes ``x_min, y_min, z_min, x_max, y_max, z_max`` (voxel indices of the ``(Z, Y, X)``
     array) in a volume; write the labels as NIfTI on the volume's grid."""
     output = Path(output)
@@ -104,7 +104,7 @@ def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, outpu
 
 def segment_challenge_file(case_path: str | os.PathLike, output: str | os.PathLike, *,
                            checkpoint: str | None = None, augmentation: str = "none",
-                  zoom: float | None = None) -> dict[str, Any]:
+                           zoom: float | None = None) -> dict[str, Any]:
     """Answer one CVPR 2024 "MedSAM on Laptop" case: ``imgs`` + ``boxes`` in, ``segs`` out (labels in box order)."""
     output = Path(output)
     refuse_existing(output)

@@ -79,8 +79,8 @@ def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16, augmentation: 
     The embeddings of the last ``cache_size`` images are remembered. ``augmentation`` (``"flip"``, ``"d4"``)
     averages over symmetric copies of each image (:mod:`gnnseg.seg.sam.augmented_predictor`); the memo then keeps
     every copy of those images (at least of one, so that ``predict`` does not encode them again). ``zoom``: answer
-    each box on a window ``zoom`` box sizes wider on each side (:mod:`gnnseg.seg.sam.zoom`); the memo then holds
-    windows rather than images.
+    each box on a window ``zoom`` box sizes wider on each side and at least the model's input size
+    (:mod:`gnnseg.seg.sam.zoom`); the memo then holds windows rather than images.
     """
     copies = len(symmetries(augmentation))
     cache_size = cache_size if augmentation == "none" else max(cache_size, 1) * copies

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from gnnseg.seg.sam.augmented_predictor import Predictor
+from gnnseg.seg.sam.augmented_predictor import Predictor, PredictorWrapper
 from gnnseg.seg.sam.crop import BACKGROUND_LOGIT, CropWindow
 from gnnseg.seg.sam.prediction import Prediction
 from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes
@@ -57,7 +57,7 @@ def check_zoom(context: float) -> float:
     return float(context)
 
 
-class ZoomedPredictor:
+class ZoomedPredictor(PredictorWrapper):
     """A predictor that answers each box on a window around it (``set_image`` once, ``predict`` many times)."""
 
     def __init__(self, predictor: Predictor, context: float = 0.5, min_side: int | None = None) -> None:
@@ -68,14 +68,6 @@ class ZoomedPredictor:
         self.predictor = predictor
         self.min_side = predictor.model.config.image_size if min_side is None else int(min_side)
         self._image: np.ndarray | None = None
-
-    @property
-    def model(self):
-        return self.predictor.model
-
-    @property
-    def encoder_calls(self) -> int:
-        return self.predictor.encoder_calls
 
     def set_image(self, image: np.ndarray) -> None:
         """Take an ``(H, W)`` or ``(H, W, 3)`` image; nothing is encoded until a box says where to look."""
