@@ -4,7 +4,8 @@ Every held-out object of :mod:`gnnseg.seg.sam.corpus` (endoscopy, EM, fundus, CT
 box grown by 5 pixels (the protocol of ``sam_box_prompt.py``) and segmented by each packaged model three ways
 (:mod:`gnnseg.seg.sam.augmented_predictor`): as given (``none``), averaged with its left-right mirror (``flip``),
 and averaged over the eight symmetries of the square (``d4``). With ``--zoom C`` each box is answered on a window
-``C`` box sizes wider on each side, cut back to the image (:mod:`gnnseg.seg.sam.zoom`; whole-image models only).
+``C`` box sizes wider on each side, at least the model's input size and inside the image (:mod:`gnnseg.seg.sam.zoom`;
+whole-image models only).
 Scores: mean DSC and NSD (2-pixel tolerance) per modality, seconds per object (encoder included), and the Kvasir
 figure beside the specialist U-Net measured by ``sam_box_prompt.py`` (read from its results file).
 

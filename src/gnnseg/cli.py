@@ -18,8 +18,9 @@ SAMPLERS = ("neighbor", "fastgcn", "ladies")
 DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU where there is one, else the CPU)"
 TTA_HELP = ("test-time augmentation: none (default), flip (the image and its mirror, 2 passes) or d4 (4 quarter "
             "turns, each also mirrored, 8 passes); probabilities are averaged")
-ZOOM_HELP = ("answer each box on a window CONTEXT box sizes wider on each side, cut back to the image, instead of "
-             "the whole image (whole-image models; one encoder pass per box; 0.5 is what the benchmarks measure)")
+ZOOM_HELP = ("answer each box on a window CONTEXT box sizes wider on each side, at least the model's input size and "
+             "inside the image, instead of the whole image (whole-image models; one encoder pass per box; 0.5 is "
+             "what the benchmarks measure)")
 
 
 class _Names(Sequence):
