@@ -5,7 +5,7 @@ box grown by 5 pixels (the protocol of ``sam_box_prompt.py``) and segmented by e
 (:mod:`gnnseg.seg.sam.augmented_predictor`): as given (``none``), averaged with its left-right mirror (``flip``),
 and averaged over the eight symmetries of the square (``d4``). With ``--zoom C`` each box is answered on a window
 ``C`` box sizes wider on each side, at least the model's input size and inside the image (:mod:`gnnseg.seg.sam.zoom`;
-whole-image models only).
+whole-image models only); ``--zoom-scales 2`` adds a window half as wide, enlarged up to twice, and averages.
 Scores: mean DSC and NSD (2-pixel tolerance) per modality, seconds per object (encoder included), and the Kvasir
 figure beside the specialist U-Net measured by ``sam_box_prompt.py`` (read from its results file).
 
@@ -14,6 +14,8 @@ now keep what an earlier full run wrote there (each run's command, machine and r
 
     python benchmarks/sam_test_time_augmentation.py
     python benchmarks/sam_test_time_augmentation.py --models lite_medsam_fast --augmentations none,d4 --zoom 0.5
+    python benchmarks/sam_test_time_augmentation.py --models lite_medsam_fast --augmentations d4 --zoom 0.5 \
+        --zoom-scales 2
     python benchmarks/sam_test_time_augmentation.py --models vit_cpu --max-objects 3 --out-dir /tmp/tta  # smoke
 """
 
@@ -41,9 +43,10 @@ BOX_MARGIN = 5
 NSD_TOLERANCE_PIXELS = 2.0
 
 
-def score(model, samples, augmentation: str, zoom: float | None) -> dict[str, float]:
+def score(model, samples, augmentation: str, zoom: float | None, zoom_scales: int) -> dict[str, float]:
     began = time.perf_counter()
-    masks = box_prompted_masks(model, samples, BOX_MARGIN, augmentation=augmentation, zoom=zoom)
+    masks = box_prompted_masks(model, samples, BOX_MARGIN, augmentation=augmentation, zoom=zoom,
+                               zoom_scales=zoom_scales)
     seconds = time.perf_counter() - began
     return {"dsc": float(np.mean([dice(m, s.mask) for m, s in zip(masks, samples)])),
             "nsd": float(np.mean([normalized_surface_dice(m, s.mask, NSD_TOLERANCE_PIXELS)
@@ -59,15 +62,18 @@ def specialist_reference(results: Path) -> float | None:
     return json.loads(path.read_text())["results"]["endoscopy"]["specialist_unet"]["dsc"]
 
 
-def setting(augmentation: str, zoom: float | None) -> str:
-    """A row's label: the augmentation, and the zoom context if any (``"d4 + zoom 0.5"``)."""
-    return augmentation if zoom is None else f"{augmentation} + zoom {zoom:g}"
+def setting(augmentation: str, zoom: float | None, zoom_scales: int) -> str:
+    """A row's label: the augmentation, and the zoom context and scales if any (``"d4 + zoom 0.5 x 2"``)."""
+    if zoom is None:
+        return augmentation
+    return f"{augmentation} + zoom {zoom:g}" + (f" x {zoom_scales}" if zoom_scales > 1 else "")
 
 
-def setting_order(label: str) -> tuple[bool, int, str]:
-    """Plain settings first, each group in the order of :data:`AUGMENTATIONS`."""
+def setting_order(label: str) -> tuple[bool, str, int]:
+    """Plain settings first, then by zoom (one scale before more), each group in the order of
+    :data:`AUGMENTATIONS`."""
     augmentation, _, zoom = label.partition(" + zoom ")
-    return bool(zoom), list(AUGMENTATIONS).index(augmentation), zoom
+    return bool(zoom), zoom, list(AUGMENTATIONS).index(augmentation)
 
 
 def markdown(table: dict, counts: dict[str, int], specialist: float | None, runs: list[dict]) -> str:
@@ -100,6 +106,8 @@ def main() -> None:
     parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
     parser.add_argument("--zoom", type=float, default=None,
                         help="answer each box on a window this many box sizes wider on each side")
+    parser.add_argument("--zoom-scales", type=int, default=1,
+                        help="windows per box, each half as wide as the one before, averaged")
     parser.add_argument("--max-objects", type=int, default=None, help="per modality (smoke tests)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -112,8 +120,9 @@ def main() -> None:
         model = load_shipped_model(name)
         table[name] = {}
         for augmentation in args.augmentations.split(","):
-            label = setting(augmentation, args.zoom)
-            table[name][label] = {m: score(model, held_out[m], augmentation, args.zoom) for m in MODALITIES}
+            label = setting(augmentation, args.zoom, args.zoom_scales)
+            table[name][label] = {m: score(model, held_out[m], augmentation, args.zoom, args.zoom_scales)
+                                  for m in MODALITIES}
             print(name, label, {m: round(v["dsc"], 4) for m, v in table[name][label].items()}, flush=True)
     counts = {m: len(held_out[m]) for m in MODALITIES}
     specialist = specialist_reference(RESULTS)

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from typing import Any
 
 from gnnseg.core.jsonable import jsonable
 
@@ -21,6 +22,21 @@ TTA_HELP = ("test-time augmentation: none (default), flip (the image and its mir
 ZOOM_HELP = ("answer each box on a window CONTEXT box sizes wider on each side, at least the model's input size and "
              "inside the image, instead of the whole image (whole-image models; one encoder pass per box; 0.5 is "
              "what the benchmarks measure)")
+ZOOM_SCALES_HELP = ("with --zoom: N windows per box, each half as wide as the one before (and enlarged up to twice "
+                    "as much), probabilities averaged; N encoder passes per box (default 1; 2 is what the benchmarks "
+                    "measure)")
+
+
+def _add_test_time_arguments(parser: argparse.ArgumentParser, tta_help: str = TTA_HELP) -> None:
+    """--tta, --zoom and --zoom-scales: how a box-prompted predictor answers (:func:`_test_time`)."""
+    parser.add_argument("--tta", default="none", help=tta_help)
+    parser.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
+    parser.add_argument("--zoom-scales", type=int, default=1, metavar="N", help=ZOOM_SCALES_HELP)
+
+
+def _test_time(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`gnnseg.seg.sam.shipped.make_predictor` given on the command line."""
+    return {"augmentation": args.tta, "zoom": args.zoom, "zoom_scales": args.zoom_scales}
 
 
 class _Names(Sequence):
@@ -262,18 +278,16 @@ def _seg_segment(args: argparse.Namespace) -> dict:
     if sum(map(bool, (args.image, args.volume, args.npz))) != 1:
         raise ValueError("give exactly one of --image (with --box), --volume (with --box3d) or --npz")
     if args.npz:
-        return segment_challenge_file(args.npz, args.output, checkpoint=args.checkpoint, augmentation=args.tta,
-                                      zoom=args.zoom)
+        return segment_challenge_file(args.npz, args.output, checkpoint=args.checkpoint, **_test_time(args))
     if args.image:
         if not args.box:
             raise ValueError("--image needs at least one --box x0,y0,x1,y1")
         return segment_image(args.image, np.array(args.box), args.output, checkpoint=args.checkpoint,
-                             augmentation=args.tta, zoom=args.zoom)
+                             **_test_time(args))
     if not args.box3d:
         raise ValueError("--volume needs at least one --box3d x_min,y_min,z_min,x_max,y_max,z_max")
     return segment_volume_file(args.volume, np.array(args.box3d), args.output, modality=args.modality,
-                               window=args.window, checkpoint=args.checkpoint, augmentation=args.tta,
-                               zoom=args.zoom)
+                               window=args.window, checkpoint=args.checkpoint, **_test_time(args))
 
 
 def _seg_finetune(args: argparse.Namespace) -> dict:
@@ -309,8 +323,7 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.workflow import evaluate_folders
 
     result = evaluate_folders(args.images, args.masks, checkpoint=args.checkpoint, box_margin=args.box_margin,
-                              tolerance=args.tolerance, modality=args.modality, augmentation=args.tta,
-                              zoom=args.zoom)
+                              tolerance=args.tolerance, modality=args.modality, **_test_time(args))
     if not args.json:
         result.pop("per_object")
     return result
@@ -319,8 +332,8 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
 def _lite_predict(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.challenge import predict_cases
 
-    result = predict_cases(args.input, args.output, checkpoint=args.checkpoint, augmentation=args.tta,
-                           zoom=args.zoom, show_progress=False if args.json else None)
+    result = predict_cases(args.input, args.output, checkpoint=args.checkpoint, **_test_time(args),
+                           show_progress=False if args.json else None)
     if not args.json:
         result.pop("seconds")
     return result
@@ -350,8 +363,7 @@ def _serve(args: argparse.Namespace) -> dict:
         raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
     limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes,
                            store_bytes=args.store_mb * 2**20, embedding_cache_bytes=args.cache_mb * 2**20)
-    options = ModelOptions(decoder_dtype=args.decoder_dtype, compile_decoder=args.compile, augmentation=args.tta,
-                           zoom=args.zoom)
+    options = ModelOptions(decoder_dtype=args.decoder_dtype, compile_decoder=args.compile, **_test_time(args))
     app = create_app(checkpoint=args.checkpoint, limits=limits, options=options)
     print(f"gnnseg: serving http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl+C stops",
           file=sys.stderr)
@@ -600,8 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--checkpoint", help="SAM / MedSAM / Lite MedSAM / gnnseg checkpoint, an ONNX export folder, "
                                               "or a packaged model (vit_cpu, lite_medsam, lite_medsam_fast; default vit_cpu)")
     segment.add_argument("-o", "--output", required=True, help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
-    segment.add_argument("--tta", default="none", help=TTA_HELP)
-    segment.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
+    _add_test_time_arguments(segment)
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)
 
@@ -655,8 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     assess.add_argument("--box-margin", type=int, default=5, help="pixels added around each ground-truth box")
     assess.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in pixels (mm for volumes)")
     assess.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
-    assess.add_argument("--tta", default="none", help=TTA_HELP)
-    assess.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
+    _add_test_time_arguments(assess)
     assess.add_argument("--json", action="store_true")
     assess.set_defaults(handler=_seg_evaluate)
 
@@ -667,8 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", required=True, help="folder for the segs files (same names; never overwritten)")
     run.add_argument("--checkpoint", default="lite_medsam",
                      help="checkpoint, ONNX export folder or packaged model (default: lite_medsam)")
-    run.add_argument("--tta", default="none", help=TTA_HELP)
-    run.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
+    _add_test_time_arguments(run)
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=_lite_predict)
     score = lite.add_parser("evaluate", help="DSC and NSD per case as the challenge scored them")
@@ -698,8 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--compile", action="store_true",
                        help="compile the mask decoder for one box per request with torch.compile (needs a C++ "
                             "compiler; adds 20-40 s to the start the first time on a machine)")
-    serve.add_argument("--tta", default="none", help=TTA_HELP + "; every box costs that many passes")
-    serve.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
+    _add_test_time_arguments(serve, TTA_HELP + "; every box costs that many passes")
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(handler=_serve)
 

@@ -98,21 +98,23 @@ def test_evaluate_and_segment_take_test_time_augmentation(tmp_path, image_folder
     assert main([*args, "--tta", "flip"]) == 0 and read_image_2d(output).array.shape == (64, 80)
 
 
-def test_evaluate_and_segment_take_a_zoom(tmp_path, image_folders, checkpoint, capsys, last_json):
+def test_evaluate_and_segment_take_a_zoom_and_its_scales(tmp_path, image_folders, checkpoint, capsys, last_json):
     images, masks = image_folders
     assert main(["seg", "evaluate", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,
                  "--zoom", "0.5"]) == 2
     assert "already sees a window around each box" in capsys.readouterr().err
     checkpoint = str(save_sam(build_sam(SAM_CONFIGS["vit_mini"]), tmp_path / "whole_image.pt"))
     assert main(["seg", "evaluate", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,
-                 "--zoom", "0.5", "--json"]) == 0
+                 "--zoom", "0.5", "--zoom-scales", "2", "--json"]) == 0
     result = last_json()
-    assert result["zoom"] == 0.5 and result["n"] == 2 and 0 <= result["dsc_mean"] <= 1
+    assert result["zoom"] == 0.5 and result["zoom_scales"] == 2 and result["n"] == 2 and 0 <= result["dsc_mean"] <= 1
     output = tmp_path / "mask.png"
     args = ["seg", "segment", "--image", str(images / "case0.png"), "--box", "20,10,60,50", "--checkpoint",
             checkpoint, "-o", str(output)]
     assert main([*args, "--zoom", "nan"]) == 2
     assert "zoom context must be a finite number >= 0" in capsys.readouterr().err and not output.exists()
+    assert main([*args, "--zoom-scales", "2"]) == 2
+    assert "need a zoom context" in capsys.readouterr().err and not output.exists()
     assert main([*args, "--zoom", "0.5", "--tta", "flip"]) == 0 and read_image_2d(output).array.shape == (64, 80)
 
 

@@ -115,7 +115,54 @@ def test_an_image_no_larger_than_the_input_is_never_enlarged():
     assert np.allclose(zoomed.predict(boxes=box).logits, plain.predict(boxes=box).logits, atol=1e-5)
 
 
+def test_two_scales_also_see_the_box_twice_as_close_and_average_the_probabilities():
+    inner = BoxFill()
+    predictor = ZoomedPredictor(inner, context=0.5, min_side=32, scales=2)
+    image = (np.arange(100 * 120).reshape(100, 120) % 251).astype(np.uint8)
+    predictor.set_image(image)
+    box = np.array([40, 30, 49, 35])        # 10 x 6, centre (45, 33)
+    # scale 0: context 0.5 -> 20 pixels, raised to the minimum 32; scale 1: context 0.25 -> 15 pixels, minimum 16
+    assert predictor.windows(box, (100, 120)) == [(slice(17, 49), slice(29, 61)), (slice(25, 41), slice(37, 53))]
+    prediction = predictor.predict(boxes=box)
+    assert inner.encoder_calls == 2                                           # one pass per scale
+    assert np.array_equal(inner.images[1][..., 0], image[25:41, 37:53])
+    inside_box = np.zeros((100, 120), dtype=bool)
+    inside_box[30:36, 40:50] = True
+    assert np.array_equal(prediction.masks[0, 0], inside_box)
+    logits = prediction.logits[0, 0]
+
+    def sigmoid(x: float) -> float:
+        return 1 / (1 + np.exp(-x))
+
+    def logit(p: float) -> float:
+        return np.log(p / (1 - p))
+
+    assert np.allclose(logits[inside_box], 5.0, atol=1e-4)                   # both windows: +5
+    # in the wide window only: the close-up counts as background there, so -5 and -20 are averaged as probabilities
+    assert np.isclose(logits[20, 30], logit((sigmoid(-5.0) + sigmoid(BACKGROUND_LOGIT)) / 2), atol=1e-3)
+    assert np.isclose(logits[26, 38], -5.0, atol=1e-4)                       # inside both, outside the box
+    assert logits[0, 0] < -15                    # outside both windows: background (the mean is clipped at 1e-7)
+    assert np.allclose(prediction.iou, 0.7)
+
+
+def test_windows_that_all_cover_the_image_give_the_plain_answer():
+    model = build_sam(SAM_CONFIGS["tiny_vit_mini"])
+    image = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    box = np.array([[2.0, 3.0, 60.0, 44.0]])                   # even the close-up (1.5 box sizes) is the image
+    plain, zoomed = make_predictor(model), make_predictor(model, zoom=0.5, zoom_scales=2)
+    plain.set_image(image)
+    zoomed.set_image(image)
+    expected, answered = plain.predict(boxes=box), zoomed.predict(boxes=box)
+    assert np.allclose(answered.logits, expected.logits, atol=1e-4)
+    assert np.array_equal(answered.masks, expected.masks)
+
+
 def test_bad_use_is_refused_with_a_named_reason():
+    for scales in (0, 1.5, True):
+        with pytest.raises(ValueError, match="zoom scales must be a whole number >= 1"):
+            ZoomedPredictor(BoxFill(), scales=scales)
+    with pytest.raises(ValueError, match="need a zoom context"):
+        make_predictor(build_sam(SAM_CONFIGS["tiny_vit_mini"]), zoom_scales=2)
     with pytest.raises(ValueError, match="zoom context must be a finite number >= 0"):
         ZoomedPredictor(BoxFill(), context=float("nan"))
     with pytest.raises(ValueError, match="zoom context must be a finite number >= 0"):

@@ -270,20 +270,24 @@ def test_test_time_augmentation_answers_as_the_augmented_predictor(model):
         ModelOptions(augmentation="d8")
 
 
-def test_zoom_answers_each_box_on_its_window_as_the_zoomed_predictor(model):
+@pytest.mark.parametrize("scales", [1, 2])
+def test_zoom_answers_each_box_on_its_windows_as_the_zoomed_predictor(model, scales):
     rgb = np.random.default_rng(6).integers(0, 255, (96, 128, 3), dtype=np.uint8)   # larger than the 64-pixel input
     boxes = np.array([[70.0, 50.0, 81.0, 59.0], [0.0, 0.0, 20.0, 30.0]])
-    client = TestClient(create_app(model, options=ModelOptions(zoom=0.5)))
-    assert client.get("/healthz").json()["zoom"] == 0.5
+    client = TestClient(create_app(model, options=ModelOptions(zoom=0.5, zoom_scales=scales)))
+    health = client.get("/healthz").json()
+    assert health["zoom"] == 0.5 and health["zoom_scales"] == scales
     segmenter = client.app.state.segmenter
     masks, iou = segmenter.segment_2d(rgb, boxes)
-    expected = make_predictor(model, zoom=0.5)
+    expected = make_predictor(model, zoom=0.5, zoom_scales=scales)
     expected.set_image(rgb)
     prediction = expected.predict(boxes=boxes)
     assert np.array_equal(masks, prediction.masks[:, 0]) and np.allclose(iou, prediction.iou[:, 0])
-    assert segmenter.predictor.encoder_calls == 2  # one window per box
+    assert segmenter.predictor.encoder_calls == 2 * scales  # one window per box and scale
     with pytest.raises(ValueError, match="zoom context must be a finite number >= 0"):
         ModelOptions(zoom=-1.0)
+    with pytest.raises(ValueError, match="zoom scales must be a whole number >= 1"):
+        ModelOptions(zoom=0.5, zoom_scales=0)
 
 
 def test_a_bfloat16_decoder_needs_a_pytorch_model(model):

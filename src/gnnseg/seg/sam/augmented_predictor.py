@@ -8,9 +8,10 @@ times):
 
 - ``set_image`` sets every transformed copy of the image once, so whole-image models encode each copy once and
   find it again in the predictor's embedding memo;
-- ``predict`` moves the boxes and points into each copy, predicts, turns each copy's probabilities back into the
-  image's frame and averages them. The mask is the mean probability above 0.5; ``logits`` hold the logit of that
-  mean, so ``logits > 0`` is the mask as for every predictor; the predicted IoU is the mean over the copies.
+- ``predict`` moves the boxes and points into each copy, predicts, turns each copy's answer back into the image's
+  frame and averages the probabilities (:func:`~gnnseg.seg.sam.prediction.averaged`). The mask is the mean
+  probability above 0.5; ``logits`` hold the logit of that mean, so ``logits > 0`` is the mask as for every
+  predictor; the predicted IoU is the mean over the copies.
 
 Choices (:data:`AUGMENTATIONS`): ``"none"``, ``"flip"`` (the image and its left-right mirror: 2 passes) and ``"d4"``
 (the eight symmetries of the square, :mod:`gnnseg.seg.sam.symmetry`). The cost is one pass per copy.
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gnnseg.seg.sam.prediction import Prediction
+from gnnseg.seg.sam.prediction import Prediction, averaged
 from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes
 from gnnseg.seg.sam.symmetry import DIHEDRAL, Symmetry
 
@@ -92,17 +93,13 @@ class AugmentedPredictor(PredictorWrapper):
             raise RuntimeError("no image set: call set_image(image) before predict()")
         image_hw = self._copies[0].shape[:2]
         box_array = validate_boxes(boxes, image_hw) if boxes is not None else None
-        probabilities, iou = None, None
+        logits, ious = [], []
         for symmetry, image in zip(self.symmetries, self._copies):
             self.predictor.set_image(image)
             prediction = self.predictor.predict(
                 boxes=None if box_array is None else symmetry.boxes(box_array, image_hw),
                 points=None if points is None else symmetry.points(points, image_hw),
                 point_labels=point_labels, multimask=multimask)
-            restored = symmetry.restore(0.5 + 0.5 * np.tanh(0.5 * prediction.logits.astype(np.float32)))  # sigmoid
-            probabilities = restored if probabilities is None else probabilities + restored
-            iou = prediction.iou if iou is None else iou + prediction.iou
-        probabilities /= len(self.symmetries)
-        clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
-        logits = (np.log(clipped) - np.log1p(-clipped)).astype(np.float32)
-        return Prediction(probabilities > 0.5, iou / len(self.symmetries), logits)
+            logits.append(symmetry.restore(prediction.logits))
+            ious.append(prediction.iou)
+        return averaged(logits, ious)

@@ -53,11 +53,11 @@ def _cases(folder: str | os.PathLike) -> list[Path]:
 
 def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathLike, *,
                   checkpoint: str | None = None, augmentation: str = "none", zoom: float | None = None,
-                  show_progress: bool | None = None) -> dict[str, Any]:
+                  zoom_scales: int = 1, show_progress: bool | None = None) -> dict[str, Any]:
     """Write ``output_folder/<case>.npz`` (``segs``) for every case of ``input_folder``; existing outputs are refused
     before any work is done. ``augmentation``: test-time augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`);
-    ``zoom``: a window around each box (:mod:`gnnseg.seg.sam.zoom`)."""
-    check_test_time(augmentation, zoom)  # refused before anything is read or written
+    ``zoom`` and ``zoom_scales``: windows around each box (:mod:`gnnseg.seg.sam.zoom`)."""
+    check_test_time(augmentation, zoom, zoom_scales)  # refused before anything is read or written
     cases = _cases(input_folder)
     output = Path(output_folder)
     clashes = [str(output / case.name) for case in cases if (output / case.name).exists()]
@@ -65,7 +65,7 @@ def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathL
         raise FileExistsError(f"{len(clashes)} outputs exist already (first: {clashes[0]}); choose another folder")
     output.mkdir(parents=True, exist_ok=True)
     predictor = make_predictor(load_model(checkpoint), cache_size=MEMO_SLICES, augmentation=augmentation,
-                               zoom=zoom)
+                               zoom=zoom, zoom_scales=zoom_scales)
     seconds = {}
     for path in progress(cases, desc="cases", enabled=show_progress):
         started = time.perf_counter()

@@ -136,14 +136,15 @@ def grown_box(sample: PromptSample, margin: int) -> np.ndarray:
 
 
 def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int = 5, *,
-                       augmentation: str = "none", zoom: float | None = None) -> list[np.ndarray]:
+                       augmentation: str = "none", zoom: float | None = None,
+                       zoom_scales: int = 1) -> list[np.ndarray]:
     """The predicted mask of each sample, prompted with its tight box grown by ``margin`` pixels.
 
     Samples that share an image share one ``set_image`` and one batched ``predict``. ``augmentation``: test-time
-    augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`); ``zoom``: a window around each box
+    augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`); ``zoom`` and ``zoom_scales``: windows around each box
     (:mod:`gnnseg.seg.sam.zoom`).
     """
-    predictor = make_predictor(model, augmentation=augmentation, zoom=zoom)
+    predictor = make_predictor(model, augmentation=augmentation, zoom=zoom, zoom_scales=zoom_scales)
     masks: list[np.ndarray | None] = [None] * len(samples)
     by_image: dict[int, list[int]] = {}
     for index, sample in enumerate(samples):

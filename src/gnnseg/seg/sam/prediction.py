@@ -32,6 +32,18 @@ class Prediction:
     logits: np.ndarray
 
 
+def averaged(logits: Sequence[np.ndarray], ious: Sequence[np.ndarray]) -> Prediction:
+    """One answer from several answers to the same prompts (copies of the image, windows of several sizes): the
+    mean sigmoid probability, the mask where it is above 0.5, the logit of that mean (so ``logits > 0`` is the mask)
+    and the mean predicted IoU. A single answer is returned as it is."""
+    if len(logits) == 1:
+        return Prediction(logits[0] > 0, ious[0], logits[0])
+    probabilities = np.mean([0.5 + 0.5 * np.tanh(0.5 * np.asarray(x, dtype=np.float32)) for x in logits], axis=0)
+    clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    mean_logits = (np.log(clipped) - np.log1p(-clipped)).astype(np.float32)
+    return Prediction(probabilities > 0.5, np.mean(ious, axis=0), mean_logits)
+
+
 class EmbeddingMemo:
     """The last ``size`` image embeddings, keyed by a BLAKE2 digest of the image's shape and pixels.
 

@@ -31,17 +31,18 @@ def refuse_existing(path: Path) -> None:
 
 def segment_image(image_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
                   checkpoint: str | None = None, augmentation: str = "none",
-                  zoom: float | None = None) -> dict[str, Any]:
+                  zoom: float | None = None, zoom_scales: int = 1) -> dict[str, Any]:
     """Segment the objects in ``(N, 4)`` boxes of a 2D image; write a PNG with label ``k`` for box ``k``.
 
     With one box the PNG holds 0/255 so that it is visible in any viewer. ``augmentation``, here and below: test-time
-    augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`); ``zoom``: a window around each box
+    augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`); ``zoom`` and ``zoom_scales``: windows around each box
     (:mod:`gnnseg.seg.sam.zoom`).
     """
     output = Path(output)
     refuse_existing(output)
     image = read_image_2d(image_path).array
-    predictor = make_predictor(load_model(checkpoint), augmentation=augmentation, zoom=zoom)
+    predictor = make_predictor(load_model(checkpoint), augmentation=augmentation, zoom=zoom,
+                               zoom_scales=zoom_scales)
     started = time.perf_counter()
     predictor.set_image(image)
     prediction = predictor.predict(boxes=boxes)
@@ -85,13 +86,14 @@ def scale_volume(array: np.ndarray, modality: str, window: str = "soft_tissue") 
 def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
                         modality: str = "ct", window: str = "soft_tissue",
                         checkpoint: str | None = None, augmentation: str = "none",
-                        zoom: float | None = None) -> dict[str, Any]:
+                        zoom: float | None = None, zoom_scales: int = 1) -> dict[str, Any]:
     """Segment ``(N, 6)`` 3D boxes ``x_min, y_min, z_min, x_max, y_max, z_max`` (voxel indices of the ``(Z, Y, X)``
     array) in a volume; write the labels as NIfTI on the volume's grid."""
     output = Path(output)
     refuse_existing(output)
     volume = read_volume(volume_path)
-    predictor = make_predictor(load_model(checkpoint), augmentation=augmentation, zoom=zoom)
+    predictor = make_predictor(load_model(checkpoint), augmentation=augmentation, zoom=zoom,
+                               zoom_scales=zoom_scales)
     started = time.perf_counter()
     labels = segment_volume(predictor, scale_volume(volume.array, modality, window), boxes)
     seconds = time.perf_counter() - started
@@ -104,12 +106,13 @@ def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, outpu
 
 def segment_challenge_file(case_path: str | os.PathLike, output: str | os.PathLike, *,
                            checkpoint: str | None = None, augmentation: str = "none",
-                           zoom: float | None = None) -> dict[str, Any]:
+                           zoom: float | None = None, zoom_scales: int = 1) -> dict[str, Any]:
     """Answer one CVPR 2024 "MedSAM on Laptop" case: ``imgs`` + ``boxes`` in, ``segs`` out (labels in box order)."""
     output = Path(output)
     refuse_existing(output)
     case = read_challenge_npz(case_path)
-    predictor = make_predictor(load_model(checkpoint), augmentation=augmentation, zoom=zoom)
+    predictor = make_predictor(load_model(checkpoint), augmentation=augmentation, zoom=zoom,
+                               zoom_scales=zoom_scales)
     started = time.perf_counter()
     segs = segment_challenge_case(predictor, case)
     seconds = time.perf_counter() - started

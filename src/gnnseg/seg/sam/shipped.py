@@ -63,25 +63,34 @@ def load_model(checkpoint: str | Path | None = None, normalization: Normalizatio
     return model
 
 
-def check_test_time(augmentation: str, zoom: float | None) -> None:
-    """Refuse an unknown augmentation or a bad zoom context before any work is done."""
+def check_test_time(augmentation: str, zoom: float | None, zoom_scales: int = 1) -> None:
+    """Refuse an unknown augmentation or a bad zoom context or scale count before any work is done."""
     symmetries(augmentation)
-    if zoom is not None:  # zoom.py imports torch: only when zooming, so that ONNX runs without it
-        from gnnseg.seg.sam.zoom import check_zoom
+    if zoom is None:
+        if zoom_scales != 1:
+            raise ValueError(f"zoom scales ({zoom_scales!r}) need a zoom context: give zoom as well")
+        return
+    from gnnseg.seg.sam.zoom import (  # imports torch: only when zooming, for ONNX runs
+        check_scales,
+        check_zoom,
+    )
 
-        check_zoom(zoom)
+    check_zoom(zoom)
+    check_scales(zoom_scales)
 
 
 def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16, augmentation: str = "none",
-                   zoom: float | None = None) -> SamPredictor | OnnxPredictor | AugmentedPredictor | ZoomedPredictor:
+                   zoom: float | None = None, zoom_scales: int = 1) -> SamPredictor | OnnxPredictor | AugmentedPredictor | ZoomedPredictor:
     """The predictor for a model from :func:`load_model`: ``set_image`` once, ``predict`` many times.
 
     The embeddings of the last ``cache_size`` images are remembered. ``augmentation`` (``"flip"``, ``"d4"``)
     averages over symmetric copies of each image (:mod:`gnnseg.seg.sam.augmented_predictor`); the memo then keeps
     every copy of those images (at least of one, so that ``predict`` does not encode them again). ``zoom``: answer
     each box on a window ``zoom`` box sizes wider on each side and at least the model's input size
-    (:mod:`gnnseg.seg.sam.zoom`); the memo then holds windows rather than images.
+    (:mod:`gnnseg.seg.sam.zoom`); the memo then holds windows rather than images. ``zoom_scales``: windows per
+    box, each half as wide as the one before (enlarged up to ``2**(scales - 1)`` times), averaged.
     """
+    check_test_time(augmentation, zoom, zoom_scales)
     copies = len(symmetries(augmentation))
     cache_size = cache_size if augmentation == "none" else max(cache_size, 1) * copies
     if isinstance(model, OnnxSam):
@@ -93,5 +102,5 @@ def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16, augmentation: 
     if zoom is not None:
         from gnnseg.seg.sam.zoom import ZoomedPredictor
 
-        predictor = ZoomedPredictor(predictor, zoom)
+        predictor = ZoomedPredictor(predictor, zoom, scales=zoom_scales)
     return predictor if augmentation == "none" else AugmentedPredictor(predictor, augmentation)

@@ -120,17 +120,18 @@ def export_onnx_folder(output: str | os.PathLike, *, checkpoint: str | None = No
 
 def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, checkpoint: str | None = None,
                      box_margin: int = 5, tolerance: float = 2.0, modality: str = "ct",
-                     augmentation: str = "none", zoom: float | None = None) -> dict[str, Any]:
+                     augmentation: str = "none", zoom: float | None = None, zoom_scales: int = 1) -> dict[str, Any]:
     """DSC and NSD (tolerance in pixels) of every object, prompted by its ground-truth box grown by ``box_margin``,
-    with test-time ``augmentation`` (:mod:`gnnseg.seg.sam.augmented_predictor`) and ``zoom``
+    with test-time ``augmentation`` (:mod:`gnnseg.seg.sam.augmented_predictor`), ``zoom`` and ``zoom_scales``
     (:mod:`gnnseg.seg.sam.zoom`)."""
     samples = load_samples(images, masks, modality)
     started = time.perf_counter()
     predicted = box_prompted_masks(load_model(checkpoint), samples, box_margin, augmentation=augmentation,
-                                   zoom=zoom)
+                                   zoom=zoom, zoom_scales=zoom_scales)
     dsc = [dice(mask, sample.mask) for mask, sample in zip(predicted, samples)]
     nsd = [normalized_surface_dice(mask, sample.mask, tolerance) for mask, sample in zip(predicted, samples)]
     return {"dsc_mean": float(np.mean(dsc)), "nsd_mean": float(np.mean(nsd)), "n": len(samples),
-            "box_margin": box_margin, "augmentation": augmentation, "zoom": zoom, "seconds": time.perf_counter() - started,
+            "box_margin": box_margin, "augmentation": augmentation, "zoom": zoom,
+            "zoom_scales": zoom_scales, "seconds": time.perf_counter() - started,
             "per_object": [{"source": s.source, "dsc": float(d), "nsd": float(n)} for s, d, n in zip(samples, dsc, nsd)]}
 

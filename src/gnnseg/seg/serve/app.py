@@ -79,9 +79,11 @@ class ModelOptions:
     """Test-time augmentation of every box (:mod:`gnnseg.seg.sam.augmented_predictor`)."""
     zoom: float | None = None
     """Answer every box on a window this many box sizes wider on each side (:mod:`gnnseg.seg.sam.zoom`)."""
+    zoom_scales: int = 1
+    """Windows per box, each half as wide as the one before, averaged (with ``zoom``)."""
 
     def __post_init__(self) -> None:
-        check_test_time(self.augmentation, self.zoom)  # refused before the model is loaded
+        check_test_time(self.augmentation, self.zoom, self.zoom_scales)  # refused before the model is loaded
 
 
 class SegmentRequest(BaseModel):
@@ -122,7 +124,8 @@ class Segmenter:
         itemsize = model.decoder_dtype.itemsize if hasattr(model, "decoder_dtype") else 4
         image_bytes = itemsize * config.prompt_dim * config.embedding_size ** 2 * len(symmetries(options.augmentation))
         predictor = make_predictor(model, cache_size=max(1, cache_bytes // image_bytes),
-                                   augmentation=options.augmentation, zoom=options.zoom)
+                                   augmentation=options.augmentation, zoom=options.zoom,
+                                   zoom_scales=options.zoom_scales)
         if options.compile_decoder:
             compile_single_prompt_decoder(model)
         return predictor
@@ -205,7 +208,8 @@ def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: Se
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok", "model": segmenter.predictor.model.config.to_dict(), "images": len(store),
-                "augmentation": segmenter.options.augmentation, "zoom": segmenter.options.zoom}
+                "augmentation": segmenter.options.augmentation, "zoom": segmenter.options.zoom,
+                "zoom_scales": segmenter.options.zoom_scales}
 
     @app.post("/v1/images", status_code=201)
     def upload(file: UploadFile = File(...), modality: Literal["auto", "ct", "mr"] = Form("auto"),
