@@ -13,8 +13,9 @@ its logits go back into place and every pixel outside the window is background.
 With ``scales`` above 1 the box is also seen closer: window ``k`` has ``context / 2**k`` box sizes of context and a
 minimum side of ``min_side / 2**k``, so the second one is enlarged up to twice; the probabilities of all windows
 are averaged (:func:`~gnnseg.seg.sam.prediction.averaged`), each window counting as background outside itself.
-Two scales lifted held-out DSC on every modality whose images are larger than half the input, Kvasir included
-(docs/sam.md); each scale costs one more encoder pass per box.
+With ``d4``, two scales lifted the held-out DSC of ``lite_medsam_fast`` over one on Kvasir (+0.5 points), EM (+1.1)
+and CT (+3.2), left MR unchanged and fundus within 0.1 (docs/sam.md); each scale costs one more encoder pass per
+box.
 
 This differs from box-centred models (``crop_margin``, :mod:`gnnseg.seg.sam.crop`), which were trained on windows
 and pad them past the border: a whole-image model has only seen images, so its window stays inside one. The cost
