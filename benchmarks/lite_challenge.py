@@ -24,7 +24,7 @@ import numpy as np
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.sam.challenge import evaluate_cases, predict_cases, write_cases
 from gnnseg.seg.sam.export import export_onnx
-from gnnseg.seg.sam.shipped import load_model
+from gnnseg.seg.sam.shipped import ModelChoice, load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = ("lite_medsam", "lite_medsam_fast")
@@ -45,8 +45,8 @@ def main() -> None:
             for zoom in zooms:
                 predictions = folder / f"pred_{name}_{zoom}"
                 began = time.perf_counter()
-                run = predict_cases(folder / "cases" / "imgs", predictions, checkpoint=str(folder / name),
-                                    zoom=zoom, show_progress=False)
+                run = predict_cases(folder / "cases" / "imgs", predictions,
+                                    choice=ModelChoice(checkpoint=str(folder / name), zoom=zoom), show_progress=False)
                 seconds = time.perf_counter() - began
                 scores = evaluate_cases(predictions, folder / "cases" / "gts")["per_case"]
                 two_d = [score for case, score in scores.items() if case.startswith("2D")]

@@ -1,7 +1,7 @@
-"""Test-time augmentation for the packaged box-prompted models: Dice, NSD and time per object, with and without.
+"""Test-time augmentation for the box-prompted models by name: Dice, NSD and time per object, with and without.
 
 Every held-out object of :mod:`gnnseg.seg.sam.corpus` (endoscopy, EM, fundus, CT, MR) is prompted with its tight
-box grown by 5 pixels (the protocol of ``sam_box_prompt.py``) and segmented by each packaged model three ways
+box grown by 5 pixels (the protocol of ``sam_box_prompt.py``) and segmented by each model three ways
 (:mod:`gnnseg.seg.sam.augmented_predictor`): as given (``none``), averaged with its left-right mirror (``flip``),
 and averaged over the eight symmetries of the square (``d4``). With ``--zoom C`` each box is answered on a window
 ``C`` box sizes wider on each side, at least the model's input size and inside the image (:mod:`gnnseg.seg.sam.zoom`;
@@ -36,7 +36,7 @@ from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.augmented_predictor import AUGMENTATIONS
 from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.finetune import box_prompted_masks
-from gnnseg.seg.sam.shipped import PACKAGED_MODELS, load_shipped_model
+from gnnseg.seg.sam.shipped import MODEL_NAMES, PACKAGED_MODELS, load_shipped_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOX_MARGIN = 5
@@ -62,27 +62,30 @@ def specialist_reference(results: Path) -> float | None:
     return json.loads(path.read_text())["results"]["endoscopy"]["specialist_unet"]["dsc"]
 
 
-def setting(augmentation: str, zoom: float | None, zoom_scales: int) -> str:
-    """A row's label: the augmentation, and the zoom context and scales if any (``"d4 + zoom 0.5 x 2"``)."""
-    if zoom is None:
-        return augmentation
-    return f"{augmentation} + zoom {zoom:g}" + (f" x {zoom_scales}" if zoom_scales > 1 else "")
+def setting(augmentation: str, zoom: float | None, zoom_scales: int, preprocessing: str | None = None) -> str:
+    """A row's label: the augmentation, the zoom context and scales if any, and the preprocessing if not the model's
+    own (``"d4 + zoom 0.5 x 2"``, ``"none, official preprocessing"``)."""
+    label = augmentation
+    if zoom is not None:
+        label += f" + zoom {zoom:g}" + (f" x {zoom_scales}" if zoom_scales > 1 else "")
+    return label + (f", {preprocessing} preprocessing" if preprocessing else "")
 
 
-def setting_order(label: str) -> tuple[bool, str, int]:
+def setting_order(label: str) -> tuple[bool, str, str, int]:
     """Plain settings first, then by zoom (one scale before more), each group in the order of
-    :data:`AUGMENTATIONS`."""
+    :data:`AUGMENTATIONS`, the model's own preprocessing first."""
+    label, _, preprocessing = label.partition(", ")
     augmentation, _, zoom = label.partition(" + zoom ")
-    return bool(zoom), zoom, list(AUGMENTATIONS).index(augmentation)
+    return bool(zoom), zoom, preprocessing, list(AUGMENTATIONS).index(augmentation)
 
 
 def markdown(table: dict, counts: dict[str, int], specialist: float | None, runs: list[dict]) -> str:
-    lines = ["# Test-time augmentation of the packaged box-prompted models", "",
+    lines = ["# Test-time augmentation of the box-prompted models by name", "",
              (f"Mean DSC / NSD ({NSD_TOLERANCE_PIXELS:g}-pixel tolerance) per held-out object, box = tight box + "
               f"{BOX_MARGIN} px; ms per object"), "",
              "| model | setting | " + " | ".join(f"{m} ({counts[m]})" for m in MODALITIES) + " | ms / object |",
              "|---|---|" + "---|" * (len(MODALITIES) + 1)]
-    for model in sorted(table, key=list(PACKAGED_MODELS).index):
+    for model in sorted(table, key=list(MODEL_NAMES).index):
         rows = table[model]
         for label in sorted(rows, key=setting_order):
             row = rows[label]
@@ -102,7 +105,10 @@ def markdown(table: dict, counts: dict[str, int], specialist: float | None, runs
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/datasets")
-    parser.add_argument("--models", default=",".join(PACKAGED_MODELS), help="packaged models, comma-separated")
+    parser.add_argument("--models", default=",".join(PACKAGED_MODELS),
+                        help=f"models by name, comma-separated (of {', '.join(MODEL_NAMES)})")
+    parser.add_argument("--preprocessing", choices=("gnnseg", "official"), default=None,
+                        help="override the models' own preprocessing (Lite MedSAM-style models)")
     parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
     parser.add_argument("--zoom", type=float, default=None,
                         help="answer each box on a window this many box sizes wider on each side")
@@ -117,10 +123,10 @@ def main() -> None:
         held_out = {m: samples[: args.max_objects] for m, samples in held_out.items()}
     table: dict = {}
     for name in args.models.split(","):
-        model = load_shipped_model(name)
+        model = load_shipped_model(name, preprocessing=args.preprocessing)
         table[name] = {}
         for augmentation in args.augmentations.split(","):
-            label = setting(augmentation, args.zoom, args.zoom_scales)
+            label = setting(augmentation, args.zoom, args.zoom_scales, args.preprocessing)
             table[name][label] = {m: score(model, held_out[m], augmentation, args.zoom, args.zoom_scales)
                                   for m in MODALITIES}
             print(name, label, {m: round(v["dsc"], 4) for m, v in table[name][label].items()}, flush=True)

@@ -27,16 +27,43 @@ ZOOM_SCALES_HELP = ("with --zoom: N windows per box, each half as wide as the on
                     "measure)")
 
 
-def _add_test_time_arguments(parser: argparse.ArgumentParser, tta_help: str = TTA_HELP) -> None:
-    """--tta, --zoom and --zoom-scales: how a box-prompted predictor answers (:func:`_test_time`)."""
+CHECKPOINT_HELP = ("a model name ({names}; default {default}), a checkpoint (SAM, MedSAM, MobileSAM, Lite MedSAM or "
+                   "gnnseg layout) or an ONNX export folder")
+NORMALIZATION_HELP = ("input normalisation, overriding what the checkpoint implies: minmax (MedSAM, Lite MedSAM) or "
+                      "imagenet (SAM, MobileSAM); needed for a flat ViT checkpoint, whose tensors do not tell")
+PREPROCESSING_HELP = ("Lite MedSAM-style models: gnnseg (area averaging in floating point, fractional boxes) or "
+                      "official (the released LiteMedSAM code's OpenCV resize and truncated boxes, reproducing its "
+                      "masks; needs opencv-python-headless); default: the model's own")
+
+
+def _checkpoint_help(default_note: str = "") -> str:
+    """--checkpoint's help with the model names, read from the torch-free registry without loading a model."""
+    from gnnseg.seg.sam.shipped import DEFAULT_MODEL, MODEL_NAMES
+
+    return CHECKPOINT_HELP.format(names=", ".join(MODEL_NAMES), default=DEFAULT_MODEL) + default_note
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, tta_help: str | None = TTA_HELP) -> None:
+    """--checkpoint, --normalization, --preprocessing and (unless ``tta_help`` is None) --tta, --zoom and
+    --zoom-scales: which box-prompted model answers and how (:func:`_model_choice`)."""
+    parser.add_argument("--checkpoint", help=_checkpoint_help())
+    parser.add_argument("--normalization", choices=("minmax", "imagenet"), help=NORMALIZATION_HELP)
+    parser.add_argument("--preprocessing", choices=("gnnseg", "official"), help=PREPROCESSING_HELP)
+    if tta_help is None:
+        return
     parser.add_argument("--tta", default="none", help=tta_help)
     parser.add_argument("--zoom", type=float, default=None, metavar="CONTEXT", help=ZOOM_HELP)
     parser.add_argument("--zoom-scales", type=int, default=1, metavar="N", help=ZOOM_SCALES_HELP)
 
 
-def _test_time(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of :func:`gnnseg.seg.sam.shipped.make_predictor` given on the command line."""
-    return {"augmentation": args.tta, "zoom": args.zoom, "zoom_scales": args.zoom_scales}
+def _model_choice(args: argparse.Namespace):
+    """The :class:`~gnnseg.seg.sam.shipped.ModelChoice` given on the command line (checked now, before any work)."""
+    from gnnseg.seg.sam.shipped import ModelChoice
+
+    test_time = ({"augmentation": args.tta, "zoom": args.zoom, "zoom_scales": args.zoom_scales}
+                 if hasattr(args, "tta") else {})
+    return ModelChoice(checkpoint=args.checkpoint, normalization=args.normalization,
+                       preprocessing=args.preprocessing, **test_time)
 
 
 class _Names(Sequence):
@@ -278,16 +305,15 @@ def _seg_segment(args: argparse.Namespace) -> dict:
     if sum(map(bool, (args.image, args.volume, args.npz))) != 1:
         raise ValueError("give exactly one of --image (with --box), --volume (with --box3d) or --npz")
     if args.npz:
-        return segment_challenge_file(args.npz, args.output, checkpoint=args.checkpoint, **_test_time(args))
+        return segment_challenge_file(args.npz, args.output, choice=_model_choice(args))
     if args.image:
         if not args.box:
             raise ValueError("--image needs at least one --box x0,y0,x1,y1")
-        return segment_image(args.image, np.array(args.box), args.output, checkpoint=args.checkpoint,
-                             **_test_time(args))
+        return segment_image(args.image, np.array(args.box), args.output, choice=_model_choice(args))
     if not args.box3d:
         raise ValueError("--volume needs at least one --box3d x_min,y_min,z_min,x_max,y_max,z_max")
     return segment_volume_file(args.volume, np.array(args.box3d), args.output, modality=args.modality,
-                               window=args.window, checkpoint=args.checkpoint, **_test_time(args))
+                               window=args.window, choice=_model_choice(args))
 
 
 def _seg_finetune(args: argparse.Namespace) -> dict:
@@ -298,6 +324,7 @@ def _seg_finetune(args: argparse.Namespace) -> dict:
                             lr=args.lr, box_shift=args.box_shift, seed=args.seed)
     return finetune_folders(args.images, args.masks, args.output, val_images=args.val_images,
                             val_masks=args.val_masks, checkpoint=args.checkpoint, model=args.model,
+                            normalization=args.normalization,
                             modality=args.modality, config=config, resume=args.resume)
 
 
@@ -310,20 +337,20 @@ def _seg_distill(args: argparse.Namespace) -> dict:
     stage2 = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
                             lr=args.lr, box_shift=5, freeze_prompt_encoder=False, seed=args.seed)
     return distill_folders(args.images, args.masks, args.output, teacher=args.teacher, student=args.student,
-                           modality=args.modality, distill=distill, config=stage2)
+                           teacher_normalization=args.normalization, modality=args.modality, distill=distill, config=stage2)
 
 
 def _seg_export_onnx(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.workflow import export_onnx_folder
 
-    return export_onnx_folder(args.output, checkpoint=args.checkpoint)
+    return export_onnx_folder(args.output, choice=_model_choice(args))
 
 
 def _seg_evaluate(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.workflow import evaluate_folders
 
-    result = evaluate_folders(args.images, args.masks, checkpoint=args.checkpoint, box_margin=args.box_margin,
-                              tolerance=args.tolerance, modality=args.modality, **_test_time(args))
+    result = evaluate_folders(args.images, args.masks, choice=_model_choice(args), box_margin=args.box_margin,
+                              tolerance=args.tolerance, modality=args.modality)
     if not args.json:
         result.pop("per_object")
     return result
@@ -332,7 +359,7 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
 def _lite_predict(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.challenge import predict_cases
 
-    result = predict_cases(args.input, args.output, checkpoint=args.checkpoint, **_test_time(args),
+    result = predict_cases(args.input, args.output, choice=_model_choice(args),
                            show_progress=False if args.json else None)
     if not args.json:
         result.pop("seconds")
@@ -363,8 +390,8 @@ def _serve(args: argparse.Namespace) -> dict:
         raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
     limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes,
                            store_bytes=args.store_mb * 2**20, embedding_cache_bytes=args.cache_mb * 2**20)
-    options = ModelOptions(decoder_dtype=args.decoder_dtype, compile_decoder=args.compile, **_test_time(args))
-    app = create_app(checkpoint=args.checkpoint, limits=limits, options=options)
+    options = ModelOptions(decoder_dtype=args.decoder_dtype, compile_decoder=args.compile)
+    app = create_app(choice=_model_choice(args), limits=limits, options=options)
     print(f"gnnseg: serving http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl+C stops",
           file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -609,10 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--npz", help="a CVPR 2024 'MedSAM on Laptop' case (imgs, boxes); writes its segs npz")
     segment.add_argument("--modality", choices=("ct", "mr"), default="ct", help="volume intensity handling")
     segment.add_argument("--window", default="soft_tissue", help="CT window preset (soft_tissue, lung, brain, bone)")
-    segment.add_argument("--checkpoint", help="SAM / MedSAM / Lite MedSAM / gnnseg checkpoint, an ONNX export folder, "
-                                              "or a packaged model (vit_cpu, lite_medsam, lite_medsam_fast; default vit_cpu)")
     segment.add_argument("-o", "--output", required=True, help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
-    _add_test_time_arguments(segment)
+    _add_model_arguments(segment)
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)
 
@@ -621,7 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--masks", required=True, help="label masks with the same names")
     tune.add_argument("--val-images")
     tune.add_argument("--val-masks")
-    tune.add_argument("--checkpoint", help="start from this checkpoint (default: the packaged model)")
+    tune.add_argument("--checkpoint", help="start from this: " + _checkpoint_help())
+    tune.add_argument("--normalization", choices=("minmax", "imagenet"), help=NORMALIZATION_HELP)
     tune.add_argument("--model", help="train this configuration from scratch instead (e.g. vit_cpu)")
     tune.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
     tune.add_argument("-o", "--output", required=True, help="run folder")
@@ -637,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     distil = seg.add_parser("distill", help="Lite MedSAM: distil a TinyViT student from a teacher checkpoint, then "
                                             "fine-tune it, on image/mask folders")
-    distil.add_argument("--teacher", required=True, help="teacher checkpoint (e.g. medsam_vit_b.pth) or packaged name")
+    distil.add_argument("--teacher", required=True, help="teacher checkpoint (e.g. medsam_vit_b.pth) or model name")
+    distil.add_argument("--normalization", choices=("minmax", "imagenet"), help="the teacher's " + NORMALIZATION_HELP)
     distil.add_argument("--student", default="lite_medsam", help="student configuration (default: lite_medsam)")
     distil.add_argument("--images", required=True, help="2D images or NIfTI volumes")
     distil.add_argument("--masks", required=True, help="label masks with the same names")
@@ -654,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = seg.add_parser("export-onnx", help="write a whole-image model as encoder.onnx + decoder.onnx "
                                                 "(run with onnxruntime by passing the folder as --checkpoint)")
-    export.add_argument("--checkpoint", default="lite_medsam", help="checkpoint or packaged model (default: lite_medsam)")
+    _add_model_arguments(export, tta_help=None)
     export.add_argument("-o", "--output", required=True, help="a new or empty folder")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=_seg_export_onnx)
@@ -662,11 +689,10 @@ def build_parser() -> argparse.ArgumentParser:
     assess = seg.add_parser("evaluate", help="DSC and NSD of box-prompted segmentation against masks")
     assess.add_argument("--images", required=True)
     assess.add_argument("--masks", required=True)
-    assess.add_argument("--checkpoint", help="default: the packaged model")
     assess.add_argument("--box-margin", type=int, default=5, help="pixels added around each ground-truth box")
     assess.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in pixels (mm for volumes)")
     assess.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
-    _add_test_time_arguments(assess)
+    _add_model_arguments(assess)
     assess.add_argument("--json", action="store_true")
     assess.set_defaults(handler=_seg_evaluate)
 
@@ -675,9 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = lite.add_parser("predict", help="write segs for every npz case of a folder")
     run.add_argument("--input", required=True, help="folder of 2DBox_*.npz / 3DBox_*.npz cases (imgs, boxes)")
     run.add_argument("--output", required=True, help="folder for the segs files (same names; never overwritten)")
-    run.add_argument("--checkpoint", default="lite_medsam",
-                     help="checkpoint, ONNX export folder or packaged model (default: lite_medsam)")
-    _add_test_time_arguments(run)
+    _add_model_arguments(run)
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=_lite_predict)
     score = lite.add_parser("evaluate", help="DSC and NSD per case as the challenge scored them")
@@ -693,8 +717,6 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(handler=_lite_convert)
 
     serve = halves.add_parser("serve", help="HTTP service and web page for box-prompted segmentation")
-    serve.add_argument("--checkpoint", default="lite_medsam",
-                       help="checkpoint, ONNX export folder or packaged model (default: lite_medsam)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-upload-mb", type=int, default=256)
@@ -707,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--compile", action="store_true",
                        help="compile the mask decoder for one box per request with torch.compile (needs a C++ "
                             "compiler; adds 20-40 s to the start the first time on a machine)")
-    _add_test_time_arguments(serve, TTA_HELP + "; every box costs that many passes")
+    _add_model_arguments(serve, TTA_HELP + "; every box costs that many passes")
     serve.add_argument("--json", action="store_true")
     serve.set_defaults(handler=_serve)
 

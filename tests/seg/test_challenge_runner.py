@@ -13,7 +13,10 @@ from gnnseg.seg.sam.challenge import (
     score_case,
     write_cases,
 )
+from gnnseg.seg.sam.shipped import ModelChoice
 from tests.conftest import require_dataset
+
+FAST = ModelChoice(checkpoint="lite_medsam_fast")
 
 
 def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: int) -> np.ndarray:
@@ -61,12 +64,12 @@ def test_a_shift_within_the_tolerance_keeps_nsd_and_costs_dice():
 
 def test_runner_segments_synthetic_2d_and_3d_cases_and_never_overwrites(tmp_path):
     _write_synthetic_cases(tmp_path)
-    summary = predict_cases(tmp_path / "imgs", tmp_path / "pred", checkpoint="lite_medsam_fast", show_progress=False)
+    summary = predict_cases(tmp_path / "imgs", tmp_path / "pred", choice=FAST, show_progress=False)
     assert summary["cases"] == 2 and set(summary["seconds"]) == {"2DBox_disc", "3DBox_ball"}
     scores = evaluate_cases(tmp_path / "pred", tmp_path / "gts")["per_case"]
     assert scores["2DBox_disc"]["dsc"] > 0.9 and scores["3DBox_ball"]["dsc"] > 0.8, scores
     with pytest.raises(FileExistsError, match="exist already"):
-        predict_cases(tmp_path / "imgs", tmp_path / "pred", checkpoint="lite_medsam_fast")
+        predict_cases(tmp_path / "imgs", tmp_path / "pred", choice=FAST)
     with pytest.raises(FileNotFoundError, match="no .npz cases"):
         predict_cases(tmp_path, tmp_path / "other")
 
@@ -74,9 +77,11 @@ def test_runner_segments_synthetic_2d_and_3d_cases_and_never_overwrites(tmp_path
 def test_runner_averages_mirrored_copies_and_refuses_an_unknown_augmentation_first(tmp_path):
     _write_synthetic_cases(tmp_path)
     with pytest.raises(ValueError, match="unknown test-time augmentation 'rotate'"):
-        predict_cases(tmp_path / "imgs", tmp_path / "refused", checkpoint="lite_medsam_fast", augmentation="rotate")
+        predict_cases(tmp_path / "imgs", tmp_path / "refused",
+                      choice=ModelChoice(checkpoint="lite_medsam_fast", augmentation="rotate"))
     with pytest.raises(ValueError, match="zoom context must be a finite number >= 0"):
-        predict_cases(tmp_path / "imgs", tmp_path / "refused", checkpoint="lite_medsam_fast", zoom=float("inf"))
+        predict_cases(tmp_path / "imgs", tmp_path / "refused",
+                      choice=ModelChoice(checkpoint="lite_medsam_fast", zoom=float("inf")))
     assert not (tmp_path / "refused").exists()
     assert main(["seg", "lite", "predict", "--input", str(tmp_path / "imgs"), "--output", str(tmp_path / "pred"),
                  "--checkpoint", "lite_medsam_fast", "--tta", "flip", "--json"]) == 0

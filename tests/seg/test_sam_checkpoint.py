@@ -54,11 +54,13 @@ def test_ddp_training_checkpoint_converts_to_the_official_layout(tmp_path, model
     flat = convert_training_checkpoint(tmp_path / "medsam_model_latest.pth", tmp_path / "medsam_flat.pth")
     state = torch.load(flat, weights_only=True)
     assert set(state) == set(model.state_dict())
-    loaded, meta = load_sam(flat)
+    with pytest.raises(CheckpointError, match="a ViT checkpoint does not say how its input is normalised"):
+        load_sam(flat)  # SAM and MedSAM have the same tensors: the file name is no evidence
+    loaded, meta = load_sam(flat, normalization="minmax")
     assert meta["source_layout"] == "official"
-    assert loaded.config.normalization == "minmax"  # a MedSAM file name means MedSAM's min-max input
+    assert loaded.config.normalization == "minmax"
     assert same_weights(model, loaded)
-    direct, meta = load_sam(tmp_path / "medsam_model_latest.pth")
+    direct, meta = load_sam(tmp_path / "medsam_model_latest.pth", normalization="minmax")
     assert meta["source_layout"] == "training" and same_weights(model, direct)
 
 
@@ -68,7 +70,7 @@ def test_missing_and_mismatched_keys_are_named(tmp_path, model):
     state["mask_decoder.mask_tokens.weight"] = torch.zeros(5, 7)
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(CheckpointError) as error:
-        load_sam(tmp_path / "broken.pth")
+        load_sam(tmp_path / "broken.pth", normalization="minmax")
     message = str(error.value)
     assert "missing: mask_decoder.iou_token.weight" in message
     assert "mask_decoder.mask_tokens.weight: checkpoint (5, 7) vs model (4, 32)" in message
@@ -79,7 +81,7 @@ def test_unexpected_keys_are_refused(tmp_path, model):
     state["image_encoder.extra_head.weight"] = torch.zeros(3)
     torch.save(state, tmp_path / "extra.pth")
     with pytest.raises(CheckpointError, match="unexpected: image_encoder.extra_head.weight"):
-        load_sam(tmp_path / "extra.pth")
+        load_sam(tmp_path / "extra.pth", normalization="minmax")
 
 
 def test_not_a_sam_and_corrupt_files(tmp_path):

@@ -174,3 +174,24 @@ def test_box_centred_models_are_not_distilled_or_exported(tmp_path, image_folder
     assert main(["seg", "distill", "--teacher", checkpoint, "--student", "vit_cpu", "--images",
                  str(image_folders[0]), "--masks", str(image_folders[1]), "-o", str(tmp_path / "d")]) == 2
     assert "box-centred" in capsys.readouterr().err
+
+
+def test_a_flat_vit_needs_its_normalization_named_and_nothing_is_written_before(tmp_path, image_folders, capsys,
+                                                                                 last_json):
+    import torch
+
+    flat = tmp_path / "medsam_flat.pth"  # a MedSAM-like name is no longer taken as evidence
+    torch.save(build_sam("vit_mini").state_dict(), flat)
+    output = tmp_path / "mask.png"
+    args = ["seg", "segment", "--image", str(image_folders[0] / "case0.png"), "--box", "20,10,60,50",
+            "--checkpoint", str(flat), "-o", str(output)]
+    assert main(args) == 2
+    assert "does not say how its input is normalised" in capsys.readouterr().err and not output.exists()
+    assert main([*args, "--preprocessing", "official", "--normalization", "minmax"]) == 2
+    assert "Lite MedSAM's chain" in capsys.readouterr().err and not output.exists()  # a square-layout ViT
+    assert main([*args, "--normalization", "minmax", "--json"]) == 0 and output.is_file()
+    images, masks = image_folders
+    assert main(["seg", "evaluate", "--images", str(images), "--masks", str(masks), "--checkpoint", str(flat),
+                 "--normalization", "imagenet", "--json"]) == 0
+    result = last_json()
+    assert result["normalization"] == "imagenet" and result["model"] == str(flat)

@@ -110,7 +110,7 @@ def test_official_layout_round_trip(tmp_path):
     official.load_state_dict(state, strict=True)
     inferred = config_from_state_dict(state)
     assert inferred == PADDED_WINDOWS
-    reloaded, meta = load_sam(path)
+    reloaded, meta = load_sam(path, normalization="imagenet")
     assert meta["source_layout"] == "official"
     image = torch.randn(1, 3, 96, 96)
     with torch.no_grad():

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from gnnseg.seg.io import MedicalImage, read_dicom_series, read_nifti, write_nifti  # noqa: E402
 from gnnseg.seg.sam.model import build_sam  # noqa: E402
-from gnnseg.seg.sam.shipped import make_predictor  # noqa: E402
+from gnnseg.seg.sam.shipped import ModelChoice, make_predictor  # noqa: E402
 from gnnseg.seg.serve.app import ModelOptions, Segmenter, ServiceLimits, create_app  # noqa: E402
 from gnnseg.seg.serve.encoding import rle_decode  # noqa: E402
 from tests.conftest import require_dataset  # noqa: E402
@@ -257,7 +257,7 @@ def test_bfloat16_decoder_gives_nearly_the_same_masks(model):
 def test_test_time_augmentation_answers_as_the_augmented_predictor(model):
     rgb = np.random.default_rng(5).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     boxes = np.array([[4.0, 4.0, 50.0, 40.0], [0.0, 0.0, 20.0, 30.0]])
-    client = TestClient(create_app(model, options=ModelOptions(augmentation="flip")))
+    client = TestClient(create_app(model, choice=ModelChoice(augmentation="flip")))
     assert client.get("/healthz").json()["augmentation"] == "flip"
     segmenter = client.app.state.segmenter
     masks, iou = segmenter.segment_2d(rgb, boxes)
@@ -267,14 +267,14 @@ def test_test_time_augmentation_answers_as_the_augmented_predictor(model):
     assert np.array_equal(masks, prediction.masks[:, 0]) and np.allclose(iou, prediction.iou[:, 0])
     assert segmenter.predictor.predictor.encoder_calls == 2  # the image and its mirror, once each
     with pytest.raises(ValueError, match="unknown test-time augmentation 'd8'"):
-        ModelOptions(augmentation="d8")
+        ModelChoice(augmentation="d8")
 
 
 @pytest.mark.parametrize("scales", [1, 2])
 def test_zoom_answers_each_box_on_its_windows_as_the_zoomed_predictor(model, scales):
     rgb = np.random.default_rng(6).integers(0, 255, (96, 128, 3), dtype=np.uint8)   # larger than the 64-pixel input
     boxes = np.array([[70.0, 50.0, 81.0, 59.0], [0.0, 0.0, 20.0, 30.0]])
-    client = TestClient(create_app(model, options=ModelOptions(zoom=0.5, zoom_scales=scales)))
+    client = TestClient(create_app(model, choice=ModelChoice(zoom=0.5, zoom_scales=scales)))
     health = client.get("/healthz").json()
     assert health["zoom"] == 0.5 and health["zoom_scales"] == scales
     segmenter = client.app.state.segmenter
@@ -285,9 +285,9 @@ def test_zoom_answers_each_box_on_its_windows_as_the_zoomed_predictor(model, sca
     assert np.array_equal(masks, prediction.masks[:, 0]) and np.allclose(iou, prediction.iou[:, 0])
     assert segmenter.predictor.encoder_calls == 2 * scales  # one window per box and scale
     with pytest.raises(ValueError, match="zoom context must be a finite number >= 0"):
-        ModelOptions(zoom=-1.0)
+        ModelChoice(zoom=-1.0)
     with pytest.raises(ValueError, match="zoom scales must be a whole number >= 1"):
-        ModelOptions(zoom=0.5, zoom_scales=0)
+        ModelChoice(zoom=0.5, zoom_scales=0)
 
 
 def test_a_bfloat16_decoder_needs_a_pytorch_model(model):

@@ -31,13 +31,14 @@ def server_url():
     pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -e '.[test]')")
     import uvicorn
 
+    from gnnseg.seg.sam.shipped import ModelChoice
     from gnnseg.seg.serve.app import create_app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(checkpoint="lite_medsam"), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    app = create_app(choice=ModelChoice(checkpoint="lite_medsam"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

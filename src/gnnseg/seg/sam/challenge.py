@@ -31,7 +31,7 @@ from gnnseg.seg.io.challenge_npz import (
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.preprocess import boxes_from_mask
 from gnnseg.seg.sam.samples import MIN_OBJECT_PIXELS
-from gnnseg.seg.sam.shipped import check_test_time, load_model, make_predictor
+from gnnseg.seg.sam.shipped import ModelChoice
 from gnnseg.seg.sam.volume import segment_challenge_case
 
 NSD_TOLERANCE = 2.0
@@ -52,20 +52,17 @@ def _cases(folder: str | os.PathLike) -> list[Path]:
 
 
 def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathLike, *,
-                  checkpoint: str | None = None, augmentation: str = "none", zoom: float | None = None,
-                  zoom_scales: int = 1, show_progress: bool | None = None) -> dict[str, Any]:
+                  choice: ModelChoice | None = None, show_progress: bool | None = None) -> dict[str, Any]:
     """Write ``output_folder/<case>.npz`` (``segs``) for every case of ``input_folder``; existing outputs are refused
-    before any work is done. ``augmentation``: test-time augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`);
-    ``zoom`` and ``zoom_scales``: windows around each box (:mod:`gnnseg.seg.sam.zoom`)."""
-    check_test_time(augmentation, zoom, zoom_scales)  # refused before anything is read or written
+    before any work is done. ``choice``: the model and how it answers (:class:`~gnnseg.seg.sam.shipped.ModelChoice`,
+    checked when it was made; default: the default model)."""
     cases = _cases(input_folder)
     output = Path(output_folder)
     clashes = [str(output / case.name) for case in cases if (output / case.name).exists()]
     if clashes:
         raise FileExistsError(f"{len(clashes)} outputs exist already (first: {clashes[0]}); choose another folder")
     output.mkdir(parents=True, exist_ok=True)
-    predictor = make_predictor(load_model(checkpoint), cache_size=MEMO_SLICES, augmentation=augmentation,
-                               zoom=zoom, zoom_scales=zoom_scales)
+    predictor = (choice or ModelChoice()).predictor(cache_size=MEMO_SLICES)
     seconds = {}
     for path in progress(cases, desc="cases", enabled=show_progress):
         started = time.perf_counter()

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from gnnseg.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from gnnseg.seg.sam.model import Normalization, Sam, SamConfig, build_sam
+from gnnseg.seg.sam.config import Preprocessing
+from gnnseg.seg.sam.model import Normalization, Sam, SamConfig, build_sam, with_input_chain
 
 FORMAT = "gnnseg-sam"
 _DDP_PREFIX = "module."
@@ -134,28 +135,44 @@ def load_state_exactly(model: Sam, state: dict[str, Tensor]) -> None:
     model.load_state_dict({key: value.float() for key, value in state.items()})
 
 
-def _default_normalization(path: Path) -> Normalization:
-    """MedSAM checkpoints expect min-max input; SAM's expect ImageNet statistics. The file name is the only hint."""
-    return "minmax" if "medsam" in path.name.lower() else "imagenet"
+def normalization_from_layout(config: SamConfig) -> Normalization | None:
+    """The input normalisation that a flat checkpoint's architecture implies, or ``None`` where it does not tell.
+
+    Lite MedSAM's TinyViT (stride-4 stem at 256 input) exists only as MedSAM's student: min-max. MobileSAM's TinyViT
+    (stride 16 at 1024) is SAM's student: ImageNet statistics. A ViT says nothing: MedSAM is SAM's ViT-B with the
+    same tensors and another normalisation.
+    """
+    if config.encoder == "tiny_vit":
+        return "minmax" if config.patch_size == 4 else "imagenet"
+    return None
 
 
-def load_sam(path: str | os.PathLike, *, normalization: Normalization | None = None) -> tuple[Sam, dict[str, Any]]:
+def load_sam(path: str | os.PathLike, *, normalization: Normalization | None = None,
+             preprocessing: Preprocessing | None = None) -> tuple[Sam, dict[str, Any]]:
     """Load any SAM / MedSAM checkpoint; returns the model (in eval mode) and the checkpoint's metadata.
 
-    ``normalization`` overrides the input normalisation of a flat checkpoint (default: ``minmax`` when the file
-    name contains "medsam", else ``imagenet``); gnnseg checkpoints carry their own.
+    gnnseg checkpoints carry their normalisation; a flat or training checkpoint's is read off its architecture
+    (:func:`normalization_from_layout`) and refused where that is ambiguous (a ViT: SAM and MedSAM look alike).
+    ``normalization`` and ``preprocessing`` override what the checkpoint implies.
     """
     path = Path(path)
     payload = load_checkpoint(path)
     state, layout = unwrap_state_dict(payload)
     if layout == "gnnseg":
         config = SamConfig.from_dict(payload["config"])
-        if normalization is not None:
-            config = SamConfig.from_dict({**config.to_dict(), "normalization": normalization})
         meta = dict(payload.get("meta", {}))
     else:
-        config = config_from_state_dict(state, normalization or _default_normalization(path))
+        config = config_from_state_dict(state)
+        normalization = normalization or normalization_from_layout(config)
+        if normalization is None:
+            raise CheckpointError(f"{path}: a ViT checkpoint does not say how its input is normalised (SAM and "
+                                  "MedSAM have the same tensors): give normalization 'minmax' for MedSAM and its "
+                                  "fine-tunes or 'imagenet' for SAM (--normalization on the command line)")
         meta = {"source_layout": layout}
+    try:
+        config = with_input_chain(config, normalization, preprocessing)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     model = build_sam(config)
     try:
         load_state_exactly(model, state)
@@ -197,6 +214,7 @@ def _fields_lost_in_flat_layout(config: SamConfig, reloaded: SamConfig) -> list[
     """``field: ours -> reloaded`` for every field that shapes the model and would read back differently."""
     def architecture(values: SamConfig) -> dict[str, Any]:
         fields = values.to_dict()
+        del fields["preprocessing"]  # how inputs are made, not what the tensors are; given again at load
         for name in _VIT_FIELDS if values.encoder == "tiny_vit" else _TINY_VIT_FIELDS:
             del fields[name]
         if values.encoder == "tiny_vit":  # stage 0 is convolutional: its heads and window are never used

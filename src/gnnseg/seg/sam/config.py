@@ -20,6 +20,13 @@ from typing import Any, Literal
 
 Normalization = Literal["imagenet", "minmax"]
 """``imagenet``: SAM's per-channel mean/std on 0-255 pixels. ``minmax``: MedSAM's rescale of each image to [0, 1]."""
+NORMALIZATIONS = ("imagenet", "minmax")
+Preprocessing = Literal["gnnseg", "official"]
+"""How a Lite MedSAM-style model's input and box are made. ``gnnseg``: the image shrunk by area averaging in floating
+point, boxes scaled with their fractions kept. ``official``: as the released LiteMedSAM inference code does it
+(``CVPR24_LiteMedSAM_infer.py``): OpenCV's area interpolation on the uint8 image (rounded to uint8), each box
+coordinate scaled and truncated to a whole pixel."""
+PREPROCESSINGS = ("gnnseg", "official")
 EncoderKind = Literal["vit", "tiny_vit"]
 ImageLayout = Literal["square", "padded"]
 
@@ -62,6 +69,19 @@ class SamConfig:
     """How a whole image becomes the square input: ``square`` resizes it to ``S x S`` (MedSAM), ``padded`` resizes its
     longest side to ``S`` and zero-pads (SAM, Lite MedSAM). ``None``: ``square`` for min-max models, else
     ``padded``."""
+    preprocessing: Preprocessing = "gnnseg"
+    """:data:`Preprocessing`; ``official`` only for padded min-max whole-image models (Lite MedSAM's chain)."""
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.preprocessing not in PREPROCESSINGS:
+            raise ValueError(f"preprocessing must be one of {PREPROCESSINGS}, got {self.preprocessing!r}")
+        if self.preprocessing == "official" and (self.layout != "padded" or self.normalization != "minmax"
+                                                 or self.crop_margin is not None):
+            raise ValueError("preprocessing 'official' is Lite MedSAM's chain (longest side resized and padded, "
+                             "min-max input, whole image); this model has layout "
+                             f"{self.layout!r}, normalization {self.normalization!r}, crop_margin {self.crop_margin!r}")
 
     @property
     def layout(self) -> ImageLayout:
@@ -116,8 +136,8 @@ SAM_CONFIGS: dict[str, SamConfig] = {
 }
 
 
-def with_normalization(config: SamConfig, normalization: Normalization) -> SamConfig:
-    """The same architecture with another input normalisation (SAM's vs MedSAM's)."""
-    if normalization not in ("imagenet", "minmax"):
-        raise ValueError(f"normalization must be 'imagenet' or 'minmax', got {normalization!r}")
-    return replace(config, normalization=normalization)
+def with_input_chain(config: SamConfig, normalization: Normalization | None = None,
+                     preprocessing: Preprocessing | None = None) -> SamConfig:
+    """The same model with the input normalisation and / or preprocessing given (``None`` keeps the config's)."""
+    return replace(config, normalization=normalization or config.normalization,
+                   preprocessing=preprocessing or config.preprocessing)

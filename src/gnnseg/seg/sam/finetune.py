@@ -138,13 +138,19 @@ def grown_box(sample: PromptSample, margin: int) -> np.ndarray:
 def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int = 5, *,
                        augmentation: str = "none", zoom: float | None = None,
                        zoom_scales: int = 1) -> list[np.ndarray]:
-    """The predicted mask of each sample, prompted with its tight box grown by ``margin`` pixels.
-
-    Samples that share an image share one ``set_image`` and one batched ``predict``. ``augmentation``: test-time
-    augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`); ``zoom`` and ``zoom_scales``: windows around each box
+    """The predicted mask of each sample, prompted with its tight box grown by ``margin`` pixels
+    (:func:`predicted_masks` with ``model``'s predictor). ``augmentation``: test-time augmentation
+    (:mod:`gnnseg.seg.sam.augmented_predictor`); ``zoom`` and ``zoom_scales``: windows around each box
     (:mod:`gnnseg.seg.sam.zoom`).
     """
     predictor = make_predictor(model, augmentation=augmentation, zoom=zoom, zoom_scales=zoom_scales)
+    return predicted_masks(predictor, samples, margin)
+
+
+def predicted_masks(predictor, samples: Sequence[PromptSample], margin: int = 5) -> list[np.ndarray]:
+    """Each sample's mask from ``predictor`` (any of :func:`~gnnseg.seg.sam.shipped.make_predictor`'s), prompted
+    with its tight box grown by ``margin`` pixels. Samples that share an image share one ``set_image`` and one
+    batched ``predict``."""
     masks: list[np.ndarray | None] = [None] * len(samples)
     by_image: dict[int, list[int]] = {}
     for index, sample in enumerate(samples):

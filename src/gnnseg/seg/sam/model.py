@@ -18,7 +18,7 @@ from gnnseg.seg.sam.config import (
     SAM_CONFIGS,
     Normalization,
     SamConfig,
-    with_normalization,
+    with_input_chain,
 )
 from gnnseg.seg.sam.image_encoder import ImageEncoderViT
 from gnnseg.seg.sam.mask_decoder import MaskDecoder
@@ -27,7 +27,7 @@ from gnnseg.seg.sam.tiny_vit import TinyViT
 from gnnseg.seg.sam.transformer import TwoWayTransformer
 
 __all__ = ["SAM_CONFIGS", "Normalization", "Sam", "SamConfig", "build_sam", "imagenet_normalize",
-           "with_normalization"]
+           "with_input_chain"]
 
 
 def imagenet_normalize(pixels: Tensor) -> Tensor:

@@ -58,7 +58,7 @@ class OnnxPredictor:
         image_hw = self.image_shape
         config = self.model.config
         scaled = to_input_coords(validate_boxes(boxes, image_hw), image_hw, self._input_hw, config.image_size,
-                                 config.layout)
+                                 config.layout, config.preprocessing)
         low_res, iou = self.model.decode_boxes(self._embedding, scaled)
         logits, masks = whole_image_masks(low_res, config.layout, config.image_size, self._input_hw, image_hw)
         return Prediction(masks, iou, logits)

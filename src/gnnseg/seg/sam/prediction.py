@@ -85,20 +85,24 @@ class EmbeddingMemo:
         if cached is not None:
             return (*cached, False)
         pixels, input_hw = whole_image_input(rgb, config.image_size, layout=config.layout,
-                                             normalization=config.normalization)
+                                             normalization=config.normalization, preprocessing=config.preprocessing)
         embedding = encode(pixels)
         self.put(key, (embedding, input_hw))
         return embedding, input_hw, True
 
 
 def to_input_coords(xy: np.ndarray, image_hw: Sequence[int], input_hw: Sequence[int], size: int,
-                    layout: str) -> np.ndarray:
+                    layout: str, preprocessing: str = "gnnseg") -> np.ndarray:
     """Scale ``(..., 2k)`` x, y pairs from the image to a whole-image model's input grid.
 
     ``square`` (MedSAM) stretches each axis to ``size``; ``padded`` (SAM, Lite MedSAM) scales each axis by its
-    rounded new length ``input_hw``, as SAM's ``ResizeLongestSide`` does.
+    rounded new length ``input_hw``, as SAM's ``ResizeLongestSide`` does. ``preprocessing="official"`` (padded):
+    every coordinate times ``size / max(H, W)``, truncated to a whole pixel, as the released LiteMedSAM code
+    scales boxes (``int(box * ratio)``).
     """
     height, width = image_hw
+    if preprocessing == "official":
+        return np.trunc(np.asarray(xy, dtype=np.float64) * (size / max(height, width)))
     if layout == "square":
         factors = np.array([size / width, size / height])
     else:

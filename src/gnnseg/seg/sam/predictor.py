@@ -88,7 +88,8 @@ class SamPredictor:
 
     def _to_input_coords(self, xy: np.ndarray) -> np.ndarray:
         config = self.model.config
-        return to_input_coords(xy, self.image_shape, self._input_hw, config.image_size, config.layout)
+        return to_input_coords(xy, self.image_shape, self._input_hw, config.image_size, config.layout,
+                               config.preprocessing)
 
     @torch.inference_mode()
     def predict(self, boxes: np.ndarray | None = None, points: np.ndarray | None = None,

@@ -356,15 +356,44 @@ def lite_model_input(image: np.ndarray, size: int = 256) -> tuple[np.ndarray, tu
     return pixels, (int(resized.shape[0]), int(resized.shape[1]))
 
 
-def whole_image_input(rgb: np.ndarray, size: int, *, layout: str, normalization: str
+def official_lite_model_input(image: np.ndarray, size: int = 256) -> tuple[np.ndarray, tuple[int, int]]:
+    """Lite MedSAM's image chain as the released inference code (``CVPR24_LiteMedSAM_infer.py``) runs it: the uint8
+    RGB image resized by OpenCV's area interpolation to the rounded longest-side size (so the result is rounded to
+    uint8 again), min-max normalised, zero-padded. Same outputs as :func:`lite_model_input`.
+
+    Needs OpenCV (``pip install opencv-python-headless``): its area interpolation is what the reference runs.
+    """
+    try:
+        import cv2
+    except ImportError as exc:
+        raise ImportError("preprocessing 'official' resizes with OpenCV, as the released LiteMedSAM code does: "
+                          "pip install opencv-python-headless (or gnnseg[litemedsam])") from exc
+    rgb = to_rgb_uint8(image)
+    size = _check_size(size)
+    height, width = rgb.shape[:2]
+    scale = size / max(height, width)
+    new_width, new_height = max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))
+    resized = cv2.resize(rgb, (new_width, new_height), interpolation=cv2.INTER_AREA)
+    padded = pad_to_square(minmax_normalize(resized), size)
+    pixels = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)[None]
+    return pixels, (new_height, new_width)
+
+
+def whole_image_input(rgb: np.ndarray, size: int, *, layout: str, normalization: str, preprocessing: str = "gnnseg"
                       ) -> tuple[np.ndarray, tuple[int, int]]:
     """A whole RGB image as a ``(1, 3, size, size)`` model input, and the ``(H', W')`` of the image inside it.
 
     ``layout="square"``: MedSAM's chain (:func:`medsam_model_input`), ``H' = W' = size``. ``layout="padded"``:
     longest side to ``size`` and zero padding at the bottom and right; with min-max normalisation that is Lite
-    MedSAM's chain (:func:`lite_model_input`), with ImageNet statistics SAM's (normalised first, so the padding is
-    zero in the input).
+    MedSAM's chain (:func:`lite_model_input`, or with ``preprocessing="official"`` the released code's,
+    :func:`official_lite_model_input`), with ImageNet statistics SAM's (normalised first, so the padding is zero in
+    the input).
     """
+    if preprocessing == "official":
+        if layout != "padded" or normalization != "minmax":
+            raise ValueError(f"preprocessing 'official' is Lite MedSAM's chain (padded, min-max); got layout "
+                             f"{layout!r} with normalization {normalization!r}")
+        return official_lite_model_input(rgb, size)
     if layout == "square":
         return normalize_for_model(resize_image(rgb, size), normalization), (size, size)
     if layout != "padded":

@@ -18,7 +18,7 @@ from gnnseg.seg.io.challenge_npz import read_challenge_npz, write_challenge_segs
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 from gnnseg.seg.io.image2d import read_image_2d, write_image_2d
 from gnnseg.seg.sam.preprocess import CT_WINDOWS, clip_percentiles, window_ct
-from gnnseg.seg.sam.shipped import load_model, make_predictor
+from gnnseg.seg.sam.shipped import ModelChoice
 from gnnseg.seg.sam.volume import segment_challenge_case, segment_volume
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
@@ -30,19 +30,16 @@ def refuse_existing(path: Path) -> None:
 
 
 def segment_image(image_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
-                  checkpoint: str | None = None, augmentation: str = "none",
-                  zoom: float | None = None, zoom_scales: int = 1) -> dict[str, Any]:
+                  choice: ModelChoice | None = None) -> dict[str, Any]:
     """Segment the objects in ``(N, 4)`` boxes of a 2D image; write a PNG with label ``k`` for box ``k``.
 
-    With one box the PNG holds 0/255 so that it is visible in any viewer. ``augmentation``, here and below: test-time
-    augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`); ``zoom`` and ``zoom_scales``: windows around each box
-    (:mod:`gnnseg.seg.sam.zoom`).
+    With one box the PNG holds 0/255 so that it is visible in any viewer. ``choice``, here and below: the model and
+    how it answers (:class:`~gnnseg.seg.sam.shipped.ModelChoice`; default: the default model as it is).
     """
     output = Path(output)
     refuse_existing(output)
     image = read_image_2d(image_path).array
-    predictor = make_predictor(load_model(checkpoint), augmentation=augmentation, zoom=zoom,
-                               zoom_scales=zoom_scales)
+    predictor = (choice or ModelChoice()).predictor()
     started = time.perf_counter()
     predictor.set_image(image)
     prediction = predictor.predict(boxes=boxes)
@@ -85,15 +82,13 @@ def scale_volume(array: np.ndarray, modality: str, window: str = "soft_tissue") 
 
 def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
                         modality: str = "ct", window: str = "soft_tissue",
-                        checkpoint: str | None = None, augmentation: str = "none",
-                        zoom: float | None = None, zoom_scales: int = 1) -> dict[str, Any]:
+                        choice: ModelChoice | None = None) -> dict[str, Any]:
     """Segment ``(N, 6)`` 3D boxes ``x_min, y_min, z_min, x_max, y_max, z_max`` (voxel indices of the ``(Z, Y, X)``
     array) in a volume; write the labels as NIfTI on the volume's grid."""
     output = Path(output)
     refuse_existing(output)
     volume = read_volume(volume_path)
-    predictor = make_predictor(load_model(checkpoint), augmentation=augmentation, zoom=zoom,
-                               zoom_scales=zoom_scales)
+    predictor = (choice or ModelChoice()).predictor()
     started = time.perf_counter()
     labels = segment_volume(predictor, scale_volume(volume.array, modality, window), boxes)
     seconds = time.perf_counter() - started
@@ -105,14 +100,12 @@ def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, outpu
 
 
 def segment_challenge_file(case_path: str | os.PathLike, output: str | os.PathLike, *,
-                           checkpoint: str | None = None, augmentation: str = "none",
-                           zoom: float | None = None, zoom_scales: int = 1) -> dict[str, Any]:
+                           choice: ModelChoice | None = None) -> dict[str, Any]:
     """Answer one CVPR 2024 "MedSAM on Laptop" case: ``imgs`` + ``boxes`` in, ``segs`` out (labels in box order)."""
     output = Path(output)
     refuse_existing(output)
     case = read_challenge_npz(case_path)
-    predictor = make_predictor(load_model(checkpoint), augmentation=augmentation, zoom=zoom,
-                               zoom_scales=zoom_scales)
+    predictor = (choice or ModelChoice()).predictor()
     started = time.perf_counter()
     segs = segment_challenge_case(predictor, case)
     seconds = time.perf_counter() - started

@@ -23,12 +23,13 @@ from gnnseg.seg.sam.distill import (
     distill_encoder,
     student_from_teacher,
 )
-from gnnseg.seg.sam.finetune import FinetuneConfig, box_prompted_masks, finetune
+from gnnseg.seg.sam.config import Normalization
+from gnnseg.seg.sam.finetune import FinetuneConfig, finetune, predicted_masks
 from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.prepared import PreparedSet
 from gnnseg.seg.sam.samples import PromptSample, samples_from_image, samples_from_volume
 from gnnseg.seg.sam.segment_files import VOLUME_SUFFIXES, refuse_existing
-from gnnseg.seg.sam.shipped import load_model
+from gnnseg.seg.sam.shipped import DEFAULT_MODEL, ModelChoice, load_model
 
 
 def _paired_files(images: Path, masks: Path) -> list[tuple[Path, Path]]:
@@ -65,27 +66,29 @@ def load_samples(images: str | os.PathLike, masks: str | os.PathLike, modality: 
 
 def finetune_folders(images: str, masks: str, output: str, *, val_images: str | None = None,
                      val_masks: str | None = None, checkpoint: str | None = None, model: str | None = None,
-                     modality: str = "ct", config: FinetuneConfig | None = None,
-                     resume: bool = False) -> dict[str, Any]:
-    """Fine-tune a checkpoint (or the packaged model, or a fresh ``model`` configuration) on folder pairs."""
+                     normalization: Normalization | None = None, modality: str = "ct",
+                     config: FinetuneConfig | None = None, resume: bool = False) -> dict[str, Any]:
+    """Fine-tune a checkpoint (or the default model, or a fresh ``model`` configuration) on folder pairs;
+    ``normalization`` overrides the checkpoint's input normalisation."""
     if checkpoint and model:
         raise ValueError("give either --checkpoint (to fine-tune) or --model (to train from scratch), not both")
-    sam = build_sam(model) if model else load_model(checkpoint)
+    sam = build_sam(model) if model else load_model(checkpoint, normalization)
     train = load_samples(images, masks, modality)
     val = load_samples(val_images, val_masks, modality) if val_images and val_masks else []
     summary = finetune(sam, train, val, config or FinetuneConfig(), output, resume=resume,
-                       meta={"trained_on": str(images), "started_from": checkpoint or model or "packaged model"})
+                       meta={"trained_on": str(images), "started_from": checkpoint or model or DEFAULT_MODEL})
     return {**summary, "train_objects": len(train), "val_objects": len(val), "output": str(output)}
 
 
 def distill_folders(images: str, masks: str, output: str, *, teacher: str, student: str = "lite_medsam",
-                    modality: str = "ct", distill: DistillConfig | None = None,
-                    config: FinetuneConfig | None = None) -> dict[str, Any]:
+                    teacher_normalization: Normalization | None = None, modality: str = "ct",
+                    distill: DistillConfig | None = None, config: FinetuneConfig | None = None) -> dict[str, Any]:
     """Lite MedSAM's two stages on folder pairs: distil ``student``'s encoder from the ``teacher`` checkpoint
-    (embeddings cached in ``output``), hand it the teacher's prompt encoder and decoder, fine-tune everything."""
+    (embeddings cached in ``output``; ``teacher_normalization`` overrides the teacher's input normalisation), hand
+    it the teacher's prompt encoder and decoder, fine-tune everything."""
     output_path = Path(output)
     refuse_existing(output_path / "model.pt")
-    teacher_model = load_model(teacher)
+    teacher_model = load_model(teacher, teacher_normalization)
     student_model = build_sam(student)
     if student_model.config.crop_margin is not None:
         raise ValueError(f"{student} is a box-centred model; distillation needs a whole-image student")
@@ -103,35 +106,33 @@ def distill_folders(images: str, masks: str, output: str, *, teacher: str, stude
             "distill_mse_last": stage1["loss"][-1], **summary, "output": str(output_path / "model.pt")}
 
 
-def export_onnx_folder(output: str | os.PathLike, *, checkpoint: str | None = None) -> dict[str, Any]:
-    """Write a model as ``encoder.onnx`` + ``decoder.onnx`` into a new folder (``gnnseg seg export-onnx``)."""
+def export_onnx_folder(output: str | os.PathLike, *, choice: ModelChoice | None = None) -> dict[str, Any]:
+    """Write a model (``choice``'s: its checkpoint, normalisation and preprocessing) as ``encoder.onnx`` +
+    ``decoder.onnx`` into a new folder (``gnnseg seg export-onnx``)."""
     from gnnseg.seg.sam.export import export_onnx
 
     output_path = Path(output)
     if output_path.exists() and any(output_path.iterdir()):
         raise FileExistsError(f"{output_path} is not empty; choose another output folder")
-    model = load_model(checkpoint)
+    model = (choice or ModelChoice()).load()
     if model.config.crop_margin is not None:
         raise ValueError("box-centred models encode one window per box and are not exported; export a "
-                         "whole-image model such as the packaged lite_medsam")
+                         "whole-image model such as litemedsam or the packaged lite_medsam")
     encoder, decoder = export_onnx(model, output_path)
     return {"encoder": str(encoder), "decoder": str(decoder), "image_size": model.config.image_size}
 
 
-def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, checkpoint: str | None = None,
-                     box_margin: int = 5, tolerance: float = 2.0, modality: str = "ct",
-                     augmentation: str = "none", zoom: float | None = None, zoom_scales: int = 1) -> dict[str, Any]:
+def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, choice: ModelChoice | None = None,
+                     box_margin: int = 5, tolerance: float = 2.0, modality: str = "ct") -> dict[str, Any]:
     """DSC and NSD (tolerance in pixels) of every object, prompted by its ground-truth box grown by ``box_margin``,
-    with test-time ``augmentation`` (:mod:`gnnseg.seg.sam.augmented_predictor`), ``zoom`` and ``zoom_scales``
-    (:mod:`gnnseg.seg.sam.zoom`)."""
+    answered by ``choice`` (:class:`~gnnseg.seg.sam.shipped.ModelChoice`; default: the default model)."""
+    choice = choice or ModelChoice()
     samples = load_samples(images, masks, modality)
     started = time.perf_counter()
-    predicted = box_prompted_masks(load_model(checkpoint), samples, box_margin, augmentation=augmentation,
-                                   zoom=zoom, zoom_scales=zoom_scales)
+    predicted = predicted_masks(choice.predictor(), samples, box_margin)
     dsc = [dice(mask, sample.mask) for mask, sample in zip(predicted, samples)]
     nsd = [normalized_surface_dice(mask, sample.mask, tolerance) for mask, sample in zip(predicted, samples)]
     return {"dsc_mean": float(np.mean(dsc)), "nsd_mean": float(np.mean(nsd)), "n": len(samples),
-            "box_margin": box_margin, "augmentation": augmentation, "zoom": zoom,
-            "zoom_scales": zoom_scales, "seconds": time.perf_counter() - started,
+            "box_margin": box_margin, **choice.describe(), "seconds": time.perf_counter() - started,
             "per_object": [{"source": s.source, "dsc": float(d), "nsd": float(n)} for s, d, n in zip(samples, dsc, nsd)]}
 

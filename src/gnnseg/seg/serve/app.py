@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gnnseg.seg.io.challenge_npz import segs_from_masks
 from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.sam.preprocess import validate_boxes
-from gnnseg.seg.sam.shipped import check_test_time, load_model, make_predictor
+from gnnseg.seg.sam.shipped import ModelChoice, make_predictor
 from gnnseg.seg.sam.volume import segment_boxes_3d, validate_boxes_3d
 from gnnseg.seg.serve.encoding import (
     image_png_bytes,
@@ -69,21 +69,12 @@ class ServiceLimits:
 
 @dataclass(frozen=True)
 class ModelOptions:
-    """How the service runs its model."""
+    """How the service runs its model's decoder (which model and how it answers: :class:`ModelChoice`)."""
 
     decoder_dtype: Literal["float32", "bfloat16"] = "float32"
     """bfloat16: the mask decoder in bfloat16 (PyTorch models only)."""
     compile_decoder: bool = False
     """Compile the mask decoder for single boxes (:func:`compile_single_prompt_decoder`; PyTorch models only)."""
-    augmentation: str = "none"
-    """Test-time augmentation of every box (:mod:`gnnseg.seg.sam.augmented_predictor`)."""
-    zoom: float | None = None
-    """Answer every box on a window this many box sizes wider on each side (:mod:`gnnseg.seg.sam.zoom`)."""
-    zoom_scales: int = 1
-    """Windows per box, each half as wide as the one before, averaged (with ``zoom``)."""
-
-    def __post_init__(self) -> None:
-        check_test_time(self.augmentation, self.zoom, self.zoom_scales)  # refused before the model is loaded
 
 
 class SegmentRequest(BaseModel):
@@ -102,13 +93,16 @@ class Segmenter:
     11-12 after any other thread had run a parallel torch operation).
     """
 
-    def __init__(self, load: Callable[[], Any], cache_bytes: int, options: ModelOptions | None = None) -> None:
+    def __init__(self, load: Callable[[], Any], cache_bytes: int, options: ModelOptions | None = None,
+                 choice: ModelChoice | None = None) -> None:
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gnnseg-model")
         self.options = options or ModelOptions()
-        self.predictor = self._model_thread.submit(self._prepare, load, cache_bytes, self.options).result()
+        self.choice = choice or ModelChoice()
+        self.predictor = self._model_thread.submit(self._prepare, load, cache_bytes, self.options,
+                                                   self.choice).result()
 
     @staticmethod
-    def _prepare(load: Callable[[], Any], cache_bytes: int, options: ModelOptions):
+    def _prepare(load: Callable[[], Any], cache_bytes: int, options: ModelOptions, choice: ModelChoice):
         model = load()
         dtype = options.decoder_dtype
         wanted = [text for text, asked in ((f"a {dtype} decoder", dtype != "float32"),
@@ -122,10 +116,8 @@ class Segmenter:
         config = model.config
         # the cached embeddings are in the decoder's dtype (ONNX exports: float32); each image keeps all its copies
         itemsize = model.decoder_dtype.itemsize if hasattr(model, "decoder_dtype") else 4
-        image_bytes = itemsize * config.prompt_dim * config.embedding_size ** 2 * len(symmetries(options.augmentation))
-        predictor = make_predictor(model, cache_size=max(1, cache_bytes // image_bytes),
-                                   augmentation=options.augmentation, zoom=options.zoom,
-                                   zoom_scales=options.zoom_scales)
+        image_bytes = itemsize * config.prompt_dim * config.embedding_size ** 2 * len(symmetries(choice.augmentation))
+        predictor = choice.predictor(model, cache_size=max(1, cache_bytes // image_bytes))
         if options.compile_decoder:
             compile_single_prompt_decoder(model)
         return predictor
@@ -171,14 +163,15 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
 
-def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: ServiceLimits | None = None,
+def create_app(model=None, *, choice: ModelChoice | None = None, limits: ServiceLimits | None = None,
                options: ModelOptions | None = None) -> FastAPI:
-    """The service around ``model`` (or the model loaded from ``checkpoint``: a path, an ONNX folder or a packaged
-    name; default the packaged Lite MedSAM), run as ``options`` say (:class:`ModelOptions`); a ``model`` passed in
-    is changed in place by a bfloat16 or compiled decoder (give a copy to keep the original)."""
+    """The service around ``model`` (or the model ``choice`` names; default: the default model), answering as
+    ``choice`` says (test-time augmentation, zoom), its decoder run as ``options`` say (:class:`ModelOptions`); a
+    ``model`` passed in is changed in place by a bfloat16 or compiled decoder (give a copy to keep the original)."""
     limits = limits or ServiceLimits()
-    segmenter = Segmenter(lambda: model if model is not None else load_model(checkpoint),
-                          limits.embedding_cache_bytes, options)
+    choice = choice or ModelChoice()
+    segmenter = Segmenter(lambda: model if model is not None else choice.load(), limits.embedding_cache_bytes,
+                          options, choice)
     store = ImageStore(limits.store_bytes)
     app = FastAPI(title="gnnseg box-prompted segmentation", version="1",
                   description="Upload an image or volume, then ask for the object inside each box.")
@@ -207,9 +200,8 @@ def create_app(model=None, *, checkpoint: str | None = "lite_medsam", limits: Se
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok", "model": segmenter.predictor.model.config.to_dict(), "images": len(store),
-                "augmentation": segmenter.options.augmentation, "zoom": segmenter.options.zoom,
-                "zoom_scales": segmenter.options.zoom_scales}
+        return {"status": "ok", **segmenter.choice.describe(), "config": segmenter.predictor.model.config.to_dict(),
+                "images": len(store)}
 
     @app.post("/v1/images", status_code=201)
     def upload(file: UploadFile = File(...), modality: Literal["auto", "ct", "mr"] = Form("auto"),
