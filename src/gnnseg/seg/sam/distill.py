@@ -99,7 +99,8 @@ def cache_teacher_embeddings(teacher: Sam, prepared: PreparedSet, path: str | os
             height, width = prepared.extents[index]
             inputs.append(whole_image_input(symmetry.image(prepared.images[index, :height, :width]),
                                             config.image_size, layout=config.layout,
-                                            normalization=config.normalization)[0])
+                                            normalization=config.normalization,
+                                            preprocessing=config.preprocessing)[0])
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             embeddings = teacher.encode(torch.from_numpy(np.concatenate(inputs)).to(device))
         cache.array[start : start + len(inputs)] = embeddings.float().cpu().numpy().astype(np.float16)
