@@ -1,8 +1,9 @@
 """Adapting the released LiteMedSAM weights to the five-modality corpus without costing them their generality.
 
 The released model (``litemedsam``) keeps its encoder; its mask decoder is tuned on its own cached embeddings of
-every training image of :mod:`gnnseg.seg.sam.corpus` under the square's eight symmetries (stage 3,
-:mod:`gnnseg.seg.sam.decoder_tuning`: Dice + BCE + IoU loss, 0-5 px box jitter, AdamW), which a 2-core CPU affords.
+every training image of :mod:`gnnseg.seg.sam.corpus` (stage 3, :mod:`gnnseg.seg.sam.decoder_tuning`: Dice + BCE +
+IoU loss, 0-5 px box jitter, AdamW), which a 2-core CPU affords. ``--views``: the symmetric copies of each image
+cached (``flip``: the image and its mirror; ``d4``: all eight, 4x the caching, about 1 s per view here).
 
 - **all**: tuned on the five modalities (draw shares as for the packaged models), scored on every held-out object;
 - **leave one modality out**: for each modality, tuned on the other four with the same recipe and budget, scored
@@ -11,9 +12,10 @@ every training image of :mod:`gnnseg.seg.sam.corpus` under the square's eight sy
 
 Held-out objects are prompted with their tight box + 5 px, without test-time augmentation. Nothing here chooses a
 setting on held-out data: the recipe (the stage-3 defaults of ``lite_medsam_train.py``) and budgets are fixed in
-the command. Writes ``lite_adaptation.json`` / ``.md`` and the tuned decoder (``--out``)::
+the command. Writes ``lite_adaptation.json`` / ``.md`` and the decoder tuned on all five (``--out``/
+``mask_decoder.pt``, for :func:`gnnseg.seg.sam.checkpoint.load_mask_decoder` over ``litemedsam``)::
 
-    python benchmarks/lite_adaptation.py --seconds 480 --out runs/litemedsam_adapted
+    python benchmarks/lite_adaptation.py --seconds 300 --views flip --out runs/litemedsam_adapted
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ import numpy as np
 import torch
 
 from gnnseg.core import machine_info, write_json
+from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.metrics import dice
+from gnnseg.seg.sam.checkpoint import save_mask_decoder
 from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, tune_decoder
 from gnnseg.seg.sam.distill import cache_teacher_embeddings
 from gnnseg.seg.sam.finetune import predicted_masks
 from gnnseg.seg.sam.prepared import PreparedSet
-from gnnseg.seg.sam.shipped import load_model, make_predictor
-from gnnseg.seg.sam.symmetry import DIHEDRAL
+from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model, make_predictor
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARES = {"endoscopy": 0.35, "EM": 0.2, "fundus": 0.05, "CT": 0.25, "MR": 0.15}
@@ -91,8 +94,10 @@ def markdown(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/datasets")
-    parser.add_argument("--seconds", type=float, default=480, help="tuning budget of each run (all, and each "
+    parser.add_argument("--seconds", type=float, default=300, help="tuning budget of each run (all, and each "
                         "left-out modality), the caching not counted")
+    parser.add_argument("--views", choices=("none", "flip", "d4"), default="flip",
+                        help="symmetric copies of each training image to cache")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--out", type=Path, default=Path("runs/litemedsam_adapted"))
@@ -108,19 +113,22 @@ def main() -> None:
     shares = np.array([SHARES[m] / len(train[m]) for m in modality_of])
     prepared = PreparedSet.from_samples(samples, released.config)
     began = time.perf_counter()
+    views = symmetries(args.views)
     cache = cache_teacher_embeddings(released, prepared, args.out / "view_embeddings.npy", batch_size=8,
-                                     symmetries=DIHEDRAL)
+                                     symmetries=views)
     cache_seconds = time.perf_counter() - began
-    print(f"cached {len(prepared.images) * len(DIHEDRAL)} views in {cache_seconds:.0f} s", flush=True)
+    print(f"cached {len(prepared.images) * len(views)} views in {cache_seconds:.0f} s", flush=True)
     base = DecoderTuningConfig(batch_size=args.batch_size, lr=args.lr)
 
     scores = {m: held_out_dsc(released, held_out[m]) for m in MODALITIES}
     print("released", scores, flush=True)
     adapted, tuning = tuned(released, prepared, cache, shares, args.seconds, base)
-    torch.save({k: v.half() for k, v in adapted.mask_decoder.state_dict().items()}, args.out / "mask_decoder.pt")
+    save_mask_decoder(adapted, args.out / "mask_decoder.pt", base="litemedsam",
+                      base_sha256=RELEASED_MODELS["litemedsam"].sha256,
+                      meta={"tuning": tuning, "recipe": "benchmarks/lite_adaptation.py"})
     result = {"benchmark": "lite_adaptation", "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
               "machine": machine_info(), "torch_threads": torch.get_num_threads(), "box_margin": BOX_MARGIN,
-              "recipe": {"batch_size": base.batch_size, "lr": base.lr, "box_shift": base.box_shift,
+              "recipe": {"views": args.views, "batch_size": base.batch_size, "lr": base.lr, "box_shift": base.box_shift,
                          "weight_decay": base.weight_decay, "shares": SHARES},
               "cache_seconds": cache_seconds, "objects": {m: len(held_out[m]) for m in MODALITIES},
               "released": scores,

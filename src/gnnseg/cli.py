@@ -43,10 +43,11 @@ def _checkpoint_help(default_note: str = "") -> str:
     return CHECKPOINT_HELP.format(names=", ".join(MODEL_NAMES), default=DEFAULT_MODEL) + default_note
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, tta_help: str | None = TTA_HELP) -> None:
+def _add_model_arguments(parser: argparse.ArgumentParser, tta_help: str | None = TTA_HELP, *,
+                         checkpoint_required: bool = False) -> None:
     """--checkpoint, --normalization, --preprocessing and (unless ``tta_help`` is None) --tta, --zoom and
     --zoom-scales: which box-prompted model answers and how (:func:`_model_choice`)."""
-    parser.add_argument("--checkpoint", help=_checkpoint_help())
+    parser.add_argument("--checkpoint", required=checkpoint_required, help=_checkpoint_help())
     parser.add_argument("--normalization", choices=("minmax", "imagenet"), help=NORMALIZATION_HELP)
     parser.add_argument("--preprocessing", choices=("gnnseg", "official"), help=PREPROCESSING_HELP)
     if tta_help is None:
@@ -681,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = seg.add_parser("export-onnx", help="write a whole-image model as encoder.onnx + decoder.onnx "
                                                 "(run with onnxruntime by passing the folder as --checkpoint)")
-    _add_model_arguments(export, tta_help=None)
+    _add_model_arguments(export, tta_help=None, checkpoint_required=True)  # the default may be box-centred
     export.add_argument("-o", "--output", required=True, help="a new or empty folder")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=_seg_export_onnx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,7 +12,9 @@ from gnnseg.core.checkpoint import CheckpointError
 from gnnseg.seg.sam.checkpoint import (
     convert_training_checkpoint,
     export_official,
+    load_mask_decoder,
     load_sam,
+    save_mask_decoder,
     save_sam,
 )
 from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
@@ -108,3 +111,23 @@ def test_lite_medsam_exports_to_the_flat_layout_and_reloads_as_itself(tmp_path):
     path = export_official(build_sam("lite_medsam"), tmp_path / "lite_medsam_flat.pth")
     loaded, _ = load_sam(path)
     assert loaded.config == SAM_CONFIGS["lite_medsam"]
+
+
+def test_a_tuned_mask_decoder_travels_alone_and_only_onto_its_base(tmp_path, model):
+    base = "0" * 64
+    path = save_mask_decoder(model, tmp_path / "decoder.pt", base="released", base_sha256=base, meta={"steps": 3})
+    stored = torch.load(path, weights_only=True)["model"]
+    assert set(stored) == set(model.mask_decoder.state_dict()) and {t.dtype for t in stored.values()} == {torch.float16}
+    other = build_sam("vit_mini")
+    encoder_before = {k: v.clone() for k, v in other.image_encoder.state_dict().items()}
+    assert load_mask_decoder(other, path, base_sha256=base) == {"steps": 3}
+    for key, value in model.mask_decoder.state_dict().items():
+        torch.testing.assert_close(other.mask_decoder.state_dict()[key], value, atol=1e-2, rtol=1e-2)
+    assert all(torch.equal(v, other.image_encoder.state_dict()[k]) for k, v in encoder_before.items())
+    with pytest.raises(CheckpointError, match="was tuned over other weights"):
+        load_mask_decoder(other, path, base_sha256="1" * 64)
+    with pytest.raises(CheckpointError, match="not a gnnseg mask decoder"):
+        load_mask_decoder(other, save_sam(model, tmp_path / "whole.pt"), base_sha256=base)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        narrower = build_sam(replace(SAM_CONFIGS["vit_mini"], decoder_mlp_dim=32))
+        load_mask_decoder(narrower, path, base_sha256=base)

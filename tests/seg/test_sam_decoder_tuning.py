@@ -1,4 +1,4 @@
-"""Stage 3: the eight-view embedding cache and tuning the mask decoder on it."""
+"""Stage 3: the cache of symmetric views' embeddings and tuning the mask decoder on it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, tune_decoder, view_masks
+from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, cached_symmetries, tune_decoder, view_masks
 from gnnseg.seg.sam.distill import cache_teacher_embeddings
 from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.prepared import PreparedSet
@@ -75,11 +75,15 @@ def test_tuning_lowers_the_loss_and_changes_only_the_mask_decoder(prepared, view
     assert all(p.requires_grad for p in model.image_encoder.parameters())
 
 
-def test_tuning_refuses_a_cache_without_the_eight_views_and_bad_weights(prepared, view_cache, tmp_path):
+def test_tuning_reads_the_views_a_cache_records_and_refuses_another_sets_cache_and_bad_weights(
+        prepared, view_cache, tmp_path):
     model, cache = view_cache
-    plain = cache_teacher_embeddings(model, prepared, tmp_path / "plain.npy", show_progress=False)
     config = DecoderTuningConfig(iterations=1, batch_size=2)
-    with pytest.raises(ValueError, match="all 8 symmetries"):
-        tune_decoder(build_sam(STUDENT), prepared, plain, config, show_progress=False)
+    plain = cache_teacher_embeddings(model, prepared, tmp_path / "plain.npy", show_progress=False)  # identity only
+    assert [(s.quarter_turns, s.mirror) for s in cached_symmetries(plain)] == [(0, False)]
+    assert len(tune_decoder(build_sam(STUDENT), prepared, plain, config, show_progress=False)["loss"]) == 1
+    fewer = PreparedSet.from_samples(wide_disk_samples(2), STUDENT)  # a cache of three images does not fit two
+    with pytest.raises(ValueError, match="every image under the 1 symmetries it records"):
+        tune_decoder(build_sam(STUDENT), fewer, plain, config, show_progress=False)
     with pytest.raises(ValueError, match="weights must be 6 non-negative"):
         tune_decoder(build_sam(STUDENT), prepared, cache, config, weights=np.ones(5), show_progress=False)

@@ -184,3 +184,4 @@ def test_official_mode_reproduces_the_released_inference_code(released_path, tmp
     reference, _ = official_masks(Path(OFFICIAL_CHECKOUT), samples, tmp_path)
     ours = box_prompted_masks(load_model("litemedsam", preprocessing="official"), samples, 5)
     assert min(dice(a, b) for a, b in zip(ours, reference)) >= 0.999
+

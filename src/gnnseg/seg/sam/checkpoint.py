@@ -118,7 +118,7 @@ def _tiny_vit_fields(state: dict[str, Tensor]) -> dict[str, Any]:
             "image_layout": "padded" if patch == 4 else None}
 
 
-def load_state_exactly(model: Sam, state: dict[str, Tensor]) -> None:
+def load_state_exactly(model: torch.nn.Module, state: dict[str, Tensor]) -> None:
     """``load_state_dict`` that reports every missing, unexpected and mis-shaped tensor by name and shape."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -188,6 +188,34 @@ def save_sam(model: Sam, path: str | os.PathLike, *, meta: dict[str, Any] | None
     state = {key: value.detach().to("cpu", dtype) for key, value in model.state_dict().items()}
     return save_checkpoint({"format": FORMAT, "config": model.config.to_dict(), "model": state,
                             "meta": meta or {}}, path)
+
+
+DECODER_FORMAT = "gnnseg-sam-mask-decoder"
+
+
+def save_mask_decoder(model: Sam, path: str | os.PathLike, *, base: str, base_sha256: str,
+                      meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s mask decoder alone, in half precision, tied to the released weights it was tuned over
+    (``base``, identified by the SHA-256 of their file), so that gnnseg ships what it trained and nothing else."""
+    state = {key: value.detach().to("cpu", torch.float16) for key, value in model.mask_decoder.state_dict().items()}
+    return save_checkpoint({"format": DECODER_FORMAT, "base": base, "base_sha256": base_sha256, "model": state,
+                            "meta": meta or {}}, path)
+
+
+def load_mask_decoder(model: Sam, path: str | os.PathLike, *, base_sha256: str) -> dict[str, Any]:
+    """Replace ``model``'s mask decoder by the one in ``path`` (:func:`save_mask_decoder`), exactly, after checking
+    that it was tuned over the weights whose file has ``base_sha256``; returns its metadata."""
+    payload = load_checkpoint(path)
+    if payload.get("format") != DECODER_FORMAT:
+        raise CheckpointError(f"{path} is not a gnnseg mask decoder (format {payload.get('format')!r})")
+    if payload["base_sha256"] != base_sha256:
+        raise CheckpointError(f"{path} was tuned over other weights (SHA-256 {payload['base_sha256']}) than the ones "
+                              f"installed ({base_sha256})")
+    try:
+        load_state_exactly(model.mask_decoder, payload["model"])
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return dict(payload.get("meta", {}))
 
 
 def export_official(model: Sam, path: str | os.PathLike) -> Path:

@@ -3,11 +3,11 @@
 One fine-tuning step of a whole Lite MedSAM on 2 CPU cores costs about 1.5 s per object, nearly all of it the image
 encoder's forward and backward pass. With the encoder frozen its embeddings never change, so they are computed once
 (:func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings` with ``symmetries=DIHEDRAL``): every training image under
-each of the square's eight symmetries, turned and then padded exactly as test-time augmentation shows it to the
-model. A step then costs only the prompt encoder and mask decoder, about 0.1 s per object.
+each of the square's eight symmetries (or a subset, on a smaller budget), turned and then padded exactly as
+test-time augmentation shows it to the model. A step then costs only the prompt encoder and mask decoder, about 0.1 s per object.
 
 Each draw takes an object (with per-sample ``weights``, as :func:`~gnnseg.seg.sam.finetune.finetune`), one of the
-eight views of its image, the object's mask in that view and its tight box grown by a random 0..``box_shift`` pixels
+cached views of its image, the object's mask in that view and its tight box grown by a random 0..``box_shift`` pixels
 per side; the loss is stage 2's Dice + BCE + IoU-prediction MSE (:func:`~gnnseg.seg.sam.finetune.box_prompt_loss`)
 and only the mask decoder learns.
 """
@@ -34,7 +34,7 @@ from gnnseg.seg.sam.model import Sam
 from gnnseg.seg.sam.prepared import PreparedSet, jittered_boxes
 from gnnseg.seg.sam.preprocess import pad_to_square
 from gnnseg.seg.sam.samples import draw_probabilities
-from gnnseg.seg.sam.symmetry import DIHEDRAL
+from gnnseg.seg.sam.symmetry import DIHEDRAL, Symmetry
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,23 @@ class DecoderTuningConfig:
     seed: int = 0
 
 
-def view_masks(prepared: PreparedSet, objects: np.ndarray, views: np.ndarray) -> Tensor:
-    """``(B, S, S)`` float masks of ``objects``, each as ``DIHEDRAL[views[b]]`` shows its image (turned, then
+def view_masks(prepared: PreparedSet, objects: np.ndarray, views: np.ndarray,
+               symmetries: Sequence[Symmetry] = DIHEDRAL) -> Tensor:
+    """``(B, S, S)`` float masks of ``objects``, each as ``symmetries[views[b]]`` shows its image (turned, then
     padded at the bottom and right like the image in the cache)."""
     masks = []
     for obj, view in zip(objects, views):
         image = prepared.object_image[obj]
         height, width = prepared.extents[image]
         mask = prepared.instances[image, :height, :width] == prepared.object_id[obj]
-        masks.append(pad_to_square(DIHEDRAL[view].image(mask), prepared.size))
+        masks.append(pad_to_square(symmetries[view].image(mask), prepared.size))
     return torch.from_numpy(np.stack(masks).astype(np.float32))
+
+
+def cached_symmetries(cache: EmbeddingCache) -> list[Symmetry]:
+    """The views each image has in ``cache``, in order, as :func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings`
+    recorded them (all eight symmetries, or fewer on a budget)."""
+    return [Symmetry(int(turns), bool(mirror)) for turns, mirror in cache.meta["symmetries"]]
 
 
 def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, config: DecoderTuningConfig,
@@ -66,17 +73,18 @@ def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, confi
                  show_progress: bool | None = None) -> dict[str, Any]:
     """Train ``model.mask_decoder`` in place on the cached views of ``prepared``'s images; returns the loss log.
 
-    ``cache`` must hold the model's own embeddings of every image under all eight symmetries, in
-    :func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings` order. With ``output``, ``decoder_tuning_log.json``
-    is written there.
+    ``cache`` must hold the model's own embeddings of every image under the same symmetries (all eight, or a
+    subset), in :func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings` order. With ``output``,
+    ``decoder_tuning_log.json`` is written there.
     """
     prepared.check_fits(model.config)
-    views_per_image = len(DIHEDRAL)
+    symmetries = cached_symmetries(cache)
+    views_per_image = len(symmetries)
     grid = model.config.embedding_size
     expected = (len(prepared.images) * views_per_image, model.config.prompt_dim, grid, grid)
     if tuple(cache.array.shape) != expected:
         raise ValueError(f"the cache holds embeddings of shape {tuple(cache.array.shape)}; tuning needs {expected} "
-                         f"(every image under all {views_per_image} symmetries)")
+                         f"(every image under the {views_per_image} symmetries it records)")
     probabilities = prepared.object_probabilities(draw_probabilities(weights, int(prepared.object_sample.max()) + 1))
     seed_everything(config.seed)
     trainable = {parameter: parameter.requires_grad for parameter in model.parameters()}
@@ -94,7 +102,7 @@ def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, confi
             group["lr"] = learning_rate(config, iteration)
         objects = rng.choice(len(prepared), size=config.batch_size, p=probabilities)
         views = rng.integers(views_per_image, size=config.batch_size)
-        masks = view_masks(prepared, objects, views)
+        masks = view_masks(prepared, objects, views, symmetries)
         boxes = jittered_boxes(masks > 0, rng, config.box_shift)
         embeddings = cache.batch(prepared.object_image[objects] * views_per_image + views)
         low_res, iou = model.decode(embeddings, boxes=boxes)

@@ -77,6 +77,8 @@ RELEASED_MODELS = {
         normalization="minmax", preprocessing="gnnseg", license="Apache-2.0",
         source="LiteMedSAM (Ma et al.), github.com/bowang-lab/MedSAM, branch LiteMedSAM"),
 }
+
+
 MODEL_NAMES = (*PACKAGED_MODELS, *RELEASED_MODELS)
 DEFAULT_MODEL = "vit_cpu"
 SHIPPED_MODEL_PATH = PACKAGED_MODELS[DEFAULT_MODEL]
