@@ -27,8 +27,8 @@ ZOOM_SCALES_HELP = ("with --zoom: N windows per box, each half as wide as the on
                     "measure)")
 
 
-CHECKPOINT_HELP = ("a model name ({names}; default {default}), a checkpoint (SAM, MedSAM, MobileSAM, Lite MedSAM or "
-                   "gnnseg layout) or an ONNX export folder")
+CHECKPOINT_HELP = ("a model name ({names}{default}), a checkpoint (SAM, MedSAM, MobileSAM, Lite MedSAM or gnnseg "
+                   "layout) or an ONNX export folder")
 NORMALIZATION_HELP = ("input normalisation, overriding what the checkpoint implies: minmax (MedSAM, Lite MedSAM) or "
                       "imagenet (SAM, MobileSAM); needed for a flat ViT checkpoint, whose tensors do not tell")
 PREPROCESSING_HELP = ("Lite MedSAM-style models: gnnseg (area averaging in floating point, fractional boxes) or "
@@ -36,18 +36,19 @@ PREPROCESSING_HELP = ("Lite MedSAM-style models: gnnseg (area averaging in float
                       "masks; needs opencv-python-headless); default: the model's own")
 
 
-def _checkpoint_help(default_note: str = "") -> str:
+def _checkpoint_help(*, with_default: bool = True) -> str:
     """--checkpoint's help with the model names, read from the torch-free registry without loading a model."""
     from gnnseg.seg.sam.shipped import DEFAULT_MODEL, MODEL_NAMES
 
-    return CHECKPOINT_HELP.format(names=", ".join(MODEL_NAMES), default=DEFAULT_MODEL) + default_note
+    return CHECKPOINT_HELP.format(names=", ".join(MODEL_NAMES), default=f"; default {DEFAULT_MODEL}" * with_default)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, tta_help: str | None = TTA_HELP, *,
                          checkpoint_required: bool = False) -> None:
     """--checkpoint, --normalization, --preprocessing and (unless ``tta_help`` is None) --tta, --zoom and
     --zoom-scales: which box-prompted model answers and how (:func:`_model_choice`)."""
-    parser.add_argument("--checkpoint", required=checkpoint_required, help=_checkpoint_help())
+    parser.add_argument("--checkpoint", required=checkpoint_required,
+                        help=_checkpoint_help(with_default=not checkpoint_required))
     parser.add_argument("--normalization", choices=("minmax", "imagenet"), help=NORMALIZATION_HELP)
     parser.add_argument("--preprocessing", choices=("gnnseg", "official"), help=PREPROCESSING_HELP)
     if tta_help is None:
