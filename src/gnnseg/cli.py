@@ -11,7 +11,6 @@ import json
 import sys
 from collections.abc import Sequence
 from importlib import import_module
-from typing import Any
 
 from gnnseg.core.jsonable import jsonable
 
@@ -339,7 +338,8 @@ def _seg_distill(args: argparse.Namespace) -> dict:
     stage2 = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
                             lr=args.lr, box_shift=5, freeze_prompt_encoder=False, seed=args.seed)
     return distill_folders(args.images, args.masks, args.output, teacher=args.teacher, student=args.student,
-                           teacher_normalization=args.normalization, modality=args.modality, distill=distill, config=stage2)
+                           teacher_normalization=args.normalization, modality=args.modality, distill=distill,
+                           config=stage2)
 
 
 def _seg_export_onnx(args: argparse.Namespace) -> dict:

@@ -4,7 +4,8 @@ One fine-tuning step of a whole Lite MedSAM on 2 CPU cores costs about 1.5 s per
 encoder's forward and backward pass. With the encoder frozen its embeddings never change, so they are computed once
 (:func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings` with ``symmetries=DIHEDRAL``): every training image under
 each of the square's eight symmetries (or a subset, on a smaller budget), turned and then padded exactly as
-test-time augmentation shows it to the model. A step then costs only the prompt encoder and mask decoder, about 0.1 s per object.
+test-time augmentation shows it to the model. A step then costs only the prompt encoder and mask decoder, about
+0.1 s per object.
 
 Each draw takes an object (with per-sample ``weights``, as :func:`~gnnseg.seg.sam.finetune.finetune`), one of the
 cached views of its image, the object's mask in that view and its tight box grown by a random 0..``box_shift`` pixels

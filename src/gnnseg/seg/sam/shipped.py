@@ -199,7 +199,8 @@ class ModelChoice:
     bad option is refused before anything is read or written."""
 
     checkpoint: str | None = None
-    """A model name (:data:`MODEL_NAMES`), a checkpoint path or an ONNX export folder; ``None``: :data:`DEFAULT_MODEL`."""
+    """A model name (:data:`MODEL_NAMES`), a checkpoint path or an ONNX export folder; ``None``: the default
+    (:data:`DEFAULT_MODEL`)."""
     normalization: Normalization | None = None
     """Overrides the input normalisation the model implies (needed for flat ViT checkpoints)."""
     preprocessing: Preprocessing | None = None
