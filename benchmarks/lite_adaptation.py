@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lite_medsam_train import SHARES, seconds_per_iteration
 
 from gnnseg.core import machine_info, write_json
-from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.metrics import dice
+from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.sam.checkpoint import save_mask_decoder
 from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, tune_decoder
@@ -44,8 +45,6 @@ from gnnseg.seg.sam.prepared import PreparedSet
 from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model, make_predictor
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SHARES = {"endoscopy": 0.35, "EM": 0.2, "fundus": 0.05, "CT": 0.25, "MR": 0.15}
-"""Draw probability of each modality's objects, as for the packaged models (lite_medsam_train.py)."""
 BOX_MARGIN = 5
 ALLOWED_DROP = 0.01
 
@@ -57,13 +56,10 @@ def held_out_dsc(model, samples) -> float:
 
 def tuned(model, prepared, cache, weights, seconds: float, base: DecoderTuningConfig) -> tuple[object, dict]:
     """A copy of ``model`` with its decoder tuned for as many iterations as fit in ``seconds``."""
-    probe = copy.deepcopy(model)
-    tune_decoder(probe, prepared, cache, replace(base, iterations=2, warmup_iterations=1), weights=weights,
-                 show_progress=False)
-    began = time.perf_counter()
-    tune_decoder(probe, prepared, cache, replace(base, iterations=4, warmup_iterations=1), weights=weights,
-                 show_progress=False)
-    per_step = (time.perf_counter() - began) / 4
+    trial = copy.deepcopy(model)
+    per_step = seconds_per_iteration(
+        lambda config: tune_decoder(trial, prepared, cache, config, weights=weights, show_progress=False),
+        replace(base, iterations=4, warmup_iterations=1), untimed=2)
     config = replace(base, iterations=max(20, int(seconds / per_step)))
     result = copy.deepcopy(model)
     log = tune_decoder(result, prepared, cache, config, weights=weights, show_progress=False)

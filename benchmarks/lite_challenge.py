@@ -67,10 +67,10 @@ def main() -> None:
                 print(rows[-1], flush=True)
     path = RESULTS / "lite_challenge.json"
     if path.is_file():  # rows of models not measured now are kept from the earlier run
-        earlier = json.loads(path.read_text())["rows"]
-        rows += [row for row in earlier if row.get("name", row["model"].split(" (")[0]) not in names]
-        rows.sort(key=lambda row: (list(MODELS).index(row.get("name", row["model"].split(" (")[0])),
-                                   row["zoom"] is not None))
+        earlier = [{**row, "name": row.get("name", row["model"].split(" (")[0])}  # rows from before names were kept
+                   for row in json.loads(path.read_text())["rows"]]
+        rows += [row for row in earlier if row["name"] not in names]
+        rows.sort(key=lambda row: (list(MODELS).index(row["name"]), row["zoom"] is not None))
     write_json(path, {
         "benchmark": "lite_challenge", "machine": machine_info(), "cases": cases, "rows": rows, "command": command})
     lines = ["| model | 2D DSC | 2D NSD | 3D DSC | 3D NSD | s per 2D case | s for the 3D case |", "|---" * 7 + "|"]

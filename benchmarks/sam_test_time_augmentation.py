@@ -34,6 +34,7 @@ import torch
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.augmented_predictor import AUGMENTATIONS
+from gnnseg.seg.sam.config import PREPROCESSINGS
 from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.finetune import box_prompted_masks
 from gnnseg.seg.sam.shipped import MODEL_NAMES, PACKAGED_MODELS, load_shipped_model
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/datasets")
     parser.add_argument("--models", default=",".join(PACKAGED_MODELS),
                         help=f"models by name, comma-separated (of {', '.join(MODEL_NAMES)})")
-    parser.add_argument("--preprocessing", choices=("gnnseg", "official"), default=None,
+    parser.add_argument("--preprocessing", choices=PREPROCESSINGS, default=None,
                         help="override the models' own preprocessing (Lite MedSAM-style models)")
     parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
     parser.add_argument("--zoom", type=float, default=None,

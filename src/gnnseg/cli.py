@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 from gnnseg.core.jsonable import jsonable
+from gnnseg.seg.sam.config import NORMALIZATIONS, PREPROCESSINGS
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
 DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU where there is one, else the CPU)"
@@ -48,8 +49,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, tta_help: str | None =
     --zoom-scales: which box-prompted model answers and how (:func:`_model_choice`)."""
     parser.add_argument("--checkpoint", required=checkpoint_required,
                         help=_checkpoint_help(with_default=not checkpoint_required))
-    parser.add_argument("--normalization", choices=("minmax", "imagenet"), help=NORMALIZATION_HELP)
-    parser.add_argument("--preprocessing", choices=("gnnseg", "official"), help=PREPROCESSING_HELP)
+    parser.add_argument("--normalization", choices=NORMALIZATIONS, help=NORMALIZATION_HELP)
+    parser.add_argument("--preprocessing", choices=PREPROCESSINGS, help=PREPROCESSING_HELP)
     if tta_help is None:
         return
     parser.add_argument("--tta", default="none", help=tta_help)
@@ -649,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--val-images")
     tune.add_argument("--val-masks")
     tune.add_argument("--checkpoint", help="start from this: " + _checkpoint_help())
-    tune.add_argument("--normalization", choices=("minmax", "imagenet"), help=NORMALIZATION_HELP)
+    tune.add_argument("--normalization", choices=NORMALIZATIONS, help=NORMALIZATION_HELP)
     tune.add_argument("--model", help="train this configuration from scratch instead (e.g. vit_cpu)")
     tune.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
     tune.add_argument("-o", "--output", required=True, help="run folder")
@@ -666,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     distil = seg.add_parser("distill", help="Lite MedSAM: distil a TinyViT student from a teacher checkpoint, then "
                                             "fine-tune it, on image/mask folders")
     distil.add_argument("--teacher", required=True, help="teacher checkpoint (e.g. medsam_vit_b.pth) or model name")
-    distil.add_argument("--normalization", choices=("minmax", "imagenet"), help="the teacher's " + NORMALIZATION_HELP)
+    distil.add_argument("--normalization", choices=NORMALIZATIONS, help="the teacher's " + NORMALIZATION_HELP)
     distil.add_argument("--student", default="lite_medsam", help="student configuration (default: lite_medsam)")
     distil.add_argument("--images", required=True, help="2D images or NIfTI volumes")
     distil.add_argument("--masks", required=True, help="label masks with the same names")

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gnnseg.seg.sam.augmented_predictor import AugmentedPredictor, symmetries
 from gnnseg.seg.sam.config import (
     NORMALIZATIONS,
     PREPROCESSINGS,
@@ -36,10 +34,11 @@ from gnnseg.seg.sam.config import (
     Preprocessing,
     with_input_chain,
 )
-from gnnseg.seg.sam.onnx_model import OnnxSam
-from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the predictors and models are imported where used: the CLI reads the names here at start-up
+    from gnnseg.seg.sam.augmented_predictor import AugmentedPredictor
+    from gnnseg.seg.sam.onnx_model import OnnxSam
+    from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
     from gnnseg.seg.sam.model import Sam
     from gnnseg.seg.sam.predictor import SamPredictor
     from gnnseg.seg.sam.zoom import ZoomedPredictor
@@ -86,6 +85,8 @@ SHIPPED_MODEL_PATH = PACKAGED_MODELS[DEFAULT_MODEL]
 
 def released_weights_path(name: str) -> Path:
     """The verified file of a released model: present in its installed package, of the right size and SHA-256."""
+    from importlib import metadata
+
     from gnnseg.core.checkpoint import CheckpointError
 
     weights = RELEASED_MODELS[name]
@@ -141,6 +142,8 @@ def load_model(checkpoint: str | Path | None = None, normalization: Normalizatio
         return load_shipped_model(str(checkpoint or DEFAULT_MODEL), normalization=normalization,
                                   preprocessing=preprocessing)
     if Path(checkpoint).is_dir():
+        from gnnseg.seg.sam.onnx_model import OnnxSam
+
         model = OnnxSam(checkpoint)
         model.config = with_input_chain(model.config, normalization, preprocessing)
         return model
@@ -152,6 +155,8 @@ def load_model(checkpoint: str | Path | None = None, normalization: Normalizatio
 
 def check_test_time(augmentation: str, zoom: float | None, zoom_scales: int = 1) -> None:
     """Refuse an unknown augmentation or a bad zoom context or scale count before any work is done."""
+    from gnnseg.seg.sam.augmented_predictor import symmetries
+
     symmetries(augmentation)
     if zoom is None:
         if zoom_scales != 1:
@@ -178,6 +183,10 @@ def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16, augmentation: 
     box, each half as wide as the one before (enlarged up to ``2**(scales - 1)`` times), averaged.
     """
     check_test_time(augmentation, zoom, zoom_scales)
+    from gnnseg.seg.sam.augmented_predictor import AugmentedPredictor, symmetries
+    from gnnseg.seg.sam.onnx_model import OnnxSam
+    from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
+
     copies = len(symmetries(augmentation))
     cache_size = cache_size if augmentation == "none" else max(cache_size, 1) * copies
     if isinstance(model, OnnxSam):
