@@ -53,6 +53,7 @@ from gnnseg.seg.sam.checkpoint import load_sam, save_sam
 from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, tune_decoder
 from gnnseg.seg.sam.distill import (
     DistillConfig,
+    EmbeddingCache,
     cache_teacher_embeddings,
     distill_encoder,
     student_from_teacher,
@@ -65,6 +66,7 @@ from gnnseg.seg.sam.finetune import (
 )
 from gnnseg.seg.sam.model import Sam, build_sam
 from gnnseg.seg.sam.prepared import PreparedSet
+from gnnseg.seg.sam.shipped import MODEL_NAMES, load_model
 from gnnseg.seg.sam.symmetry import DIHEDRAL
 
 SHARES = {"endoscopy": 0.35, "EM": 0.2, "fundus": 0.05, "CT": 0.25, "MR": 0.15}
@@ -81,6 +83,24 @@ def prepare(data: str, target: Path) -> None:
     prepared.save(target)
     np.save(target.with_suffix(".weights.npy"), weights)
     print(f"{len(prepared)} objects on {len(prepared.images)} images -> {target}")
+
+
+VIEWS = {"one": DIHEDRAL[:1], "flip": DIHEDRAL[:2], "d4": DIHEDRAL}
+
+
+def teacher_cache(teacher: Sam, prepared: PreparedSet, views, path: Path, device: torch.device) -> EmbeddingCache:
+    """The teacher's embeddings of every image under ``views``: the cache at ``path`` when it records this teacher's
+    configuration, this many images and these views, else computed there."""
+    expected = {"teacher": teacher.config.to_dict(), "images": len(prepared.images),
+                "symmetries": [[view.quarter_turns, view.mirror] for view in views]}
+    if Path(path).is_file():
+        cache = EmbeddingCache.open(path)
+        if cache.meta != json.loads(json.dumps(expected)):
+            raise SystemExit(f"{path} holds other embeddings than this teacher's of these views: remove it")
+        print(f"teacher embeddings: reusing {path}", flush=True)
+        return cache
+    return cache_teacher_embeddings(teacher, prepared, path, batch_size=16, symmetries=views, device=device,
+                                    show_progress=False)
 
 
 def seconds_per_step(model: Sam, source: BatchSource, device: torch.device, steps: int = 6) -> float:
@@ -171,9 +191,15 @@ def main() -> None:
     parser.add_argument("--teacher", default="vit_teacher_256",
                         help="a model name to train from scratch, or a checkpoint to distil from as it is")
     parser.add_argument("--student", default="lite_medsam", help="the student's model name (SAM_CONFIGS)")
+    parser.add_argument("--teacher-cache", type=Path,
+                        help="the teacher's embeddings of these views, already cached (by lite_adaptation.py)")
+    parser.add_argument("--views", choices=sorted(VIEWS), default="one",
+                        help="views of each image the student learns (flip: also its mirror, a free 2x of data)")
+    parser.add_argument("--student-init", help="start the student's encoder from this model (a name or a checkpoint "
+                        "of the student's architecture) instead of random weights: more from a CPU budget")
     parser.add_argument("--teacher-seconds", type=float, default=200)
     parser.add_argument("--distill-seconds", type=float, default=100)
-    parser.add_argument("--finetune-seconds", type=float, default=160)
+    parser.add_argument("--finetune-seconds", type=float, default=160, help="stage 2's budget (0: no stage 2)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--finetune-lr", type=float, default=2e-4)
@@ -220,8 +246,8 @@ def main() -> None:
         print(json.dumps(report))
         return
 
-    if Path(args.teacher).is_file():
-        teacher, _ = load_sam(args.teacher)
+    if args.teacher in MODEL_NAMES or Path(args.teacher).is_file():
+        teacher = load_model(args.teacher)
         report["teacher"] = {"checkpoint": args.teacher}
     else:
         teacher = build_sam(args.teacher)
@@ -231,17 +257,24 @@ def main() -> None:
         save_sam(teacher, args.out / "teacher.pt", half_precision=True,
                  meta={"role": "Lite MedSAM teacher", "train": report["teacher"]})
 
-    cache = cache_teacher_embeddings(teacher, prepared, args.out / "teacher_embeddings.npy", batch_size=16,
-                                     device=device, show_progress=False)
+    views = VIEWS[args.views]
+    cache = teacher_cache(teacher, prepared, views, args.teacher_cache or args.out / "teacher_embeddings.npy",
+                          device)
+    report["views"] = len(views)
     student = build_sam(args.student)
+    if args.student_init:
+        student.image_encoder.load_state_dict(load_model(args.student_init).image_encoder.state_dict())
+        report["student_init"] = args.student_init
     report["distill"] = budgeted_distill(student, prepared, cache,
                                          DistillConfig(batch_size=args.batch_size, lr=1e-3, warmup_iterations=100),
                                          args.distill_seconds, args.out / "student", device)
     student_from_teacher(student, teacher)
-    report["finetune"] = budgeted_finetune(student, prepared, weights, stage2, args.finetune_seconds,
-                                           args.out / "student", device, args.rounds)
+    if args.finetune_seconds > 0:
+        report["finetune"] = budgeted_finetune(student, prepared, weights, stage2, args.finetune_seconds,
+                                               args.out / "student", device, args.rounds)
     save_sam(student, args.out / f"{args.student}.pt", half_precision=True,
-             meta={"role": "Lite MedSAM student", "distill": report["distill"], "finetune": report["finetune"]})
+             meta={"role": "Lite MedSAM student", **{k: report[k] for k in ("teacher", "distill", "finetune")
+                                                     if k in report}})
     report["total_seconds"] = time.perf_counter() - began
     (args.out / "train_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -386,18 +387,16 @@ def _lite_convert(args: argparse.Namespace) -> dict:
 
 def _serve(args: argparse.Namespace) -> dict:
     try:
-        import uvicorn
-
         from gnnseg.seg.serve.app import ModelOptions, ServiceLimits, create_app
+        from gnnseg.seg.serve.server import access_for, listening_socket, serve
     except ImportError as exc:
         raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
+    sock = listening_socket(args.host, args.port)  # a port in use fails here, before the model loads
     limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes,
                            store_bytes=args.store_mb * 2**20, embedding_cache_bytes=args.cache_mb * 2**20)
     options = ModelOptions(decoder_dtype=args.decoder_dtype, compile_decoder=args.compile)
-    app = create_app(choice=_model_choice(args), limits=limits, options=options)
-    print(f"gnnseg: serving http://{args.host}:{args.port}/ (API documentation at /docs); Ctrl+C stops",
-          file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    access = access_for(args.host, args.token or os.environ.get("GNNSEG_SERVE_TOKEN"), args.allowed_host)
+    serve(create_app(choice=_model_choice(args), limits=limits, options=options, access=access), sock, access)
     return {"stopped": True}
 
 
@@ -722,6 +721,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = halves.add_parser("serve", help="HTTP service and web page for box-prompted segmentation")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--token", help="require this token on every API request (default: the environment's "
+                       "GNNSEG_SERVE_TOKEN; a random one when binding to an address other than loopback)")
+    serve.add_argument("--allowed-host", action="append", metavar="NAME",
+                       help="a host name the service answers to, besides the bind address and localhost "
+                            "(repeatable; '*' for any; default for a non-loopback bind: any, with the token)")
     serve.add_argument("--max-upload-mb", type=int, default=256)
     serve.add_argument("--max-boxes", type=int, default=64, help="boxes per request")
     serve.add_argument("--store-mb", type=int, default=2048, help="memory for uploaded pixels (LRU eviction)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch
 from gnnseg.cli import main
 from gnnseg.gnn import Graph, GraphValidationError
 from gnnseg.gnn.batch import GraphBatch, readout
-from gnnseg.gnn.datasets.tu import TUFormatError, load_tu
+from gnnseg.gnn.datasets.tu import TUFormatError, download_tu, load_tu
 from gnnseg.gnn.tasks.graph import GINClassifier, GraphConfig, accuracy, stratified_folds, train_fold
 from tests.conftest import require_dataset
 
@@ -84,3 +86,23 @@ def test_graphclass_cli_contract(capsys, last_json):
     result = last_json()
     assert {"cv_acc_mean", "cv_acc_std", "best_epoch", "dataset"} <= set(result)
     assert 0.0 <= result["cv_acc_mean"] <= 1.0
+
+
+def _tu_zip(source, target, *, change=None):
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.iterdir()):
+            data = path.read_bytes()
+            archive.writestr(f"{source.name}/{path.name}", data + b"0\n" if path.name == change else data)
+    return target
+
+
+def test_download_checks_the_pinned_checksums_and_leaves_nothing_on_failure(tmp_path):
+    source = require_dataset("tudataset/MUTAG")
+    good = _tu_zip(source, tmp_path / "good.zip")
+    folder = download_tu("MUTAG", tmp_path / "data", url=good.as_uri())
+    assert load_tu("MUTAG", tmp_path / "data")[0].num_nodes == load_tu("MUTAG", source.parent)[0].num_nodes
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["MUTAG"] and folder.is_dir()
+    tampered = _tu_zip(source, tmp_path / "tampered.zip", change="MUTAG_graph_labels.txt")
+    with pytest.raises(TUFormatError, match="checksum mismatch for MUTAG/MUTAG_graph_labels.txt"):
+        download_tu("MUTAG", tmp_path / "other", url=tampered.as_uri())
+    assert not any((tmp_path / "other").iterdir())

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gnnseg.gnn.datasets import load_node_dataset
+from gnnseg.core.archives import UnsafeArchiveError
 from gnnseg.gnn.datasets.ogb import CACHE_FOLDER, OGBError, download_ogb, load_ogb_node
 
 EDGES = [(0, 1), (1, 2), (2, 0), (3, 4), (1, 0), (5, 5)]     # (1, 0) reverses (0, 1); node 5 has a self-loop
@@ -121,7 +122,7 @@ def test_download_unpacks_the_official_layout_and_never_overwrites(tmp_path):
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as bundle:
         bundle.writestr("../escape.txt", "x")
-    with pytest.warns(UserWarning), pytest.raises(OGBError, match="would be written outside"):
+    with pytest.warns(UserWarning), pytest.raises(UnsafeArchiveError, match="unsafe path"):
         download_ogb("ogbn-arxiv", tmp_path / "data", url=evil.as_uri())
     assert not (tmp_path / "escape.txt").exists()
     with pytest.raises(ValueError, match="unknown OGB node dataset"):

@@ -11,8 +11,10 @@ import pydicom
 import pytest
 
 from gnnseg.seg.io import (ImageFormatError, MedicalImage, RawDataset, axis_codes, convert_drive, convert_isbi2012,
-                           convert_kvasir, read_dicom_series, read_image_2d, read_nifti, reorient, reorient_like,
-                           write_image_2d, write_nifti, write_raw_dataset)
+                           convert_kvasir, read_dicom_files, read_dicom_series, read_image_2d, read_nifti, reorient,
+                           reorient_like, write_image_2d, write_nifti, write_raw_dataset)
+from gnnseg.seg.io.challenge_npz import read_challenge_npz
+from gnnseg.seg.io.image import ImageTooLargeError
 from tests.conftest import require_dataset
 
 TOTALSEG = "totalsegmentator_examples"
@@ -113,6 +115,67 @@ def test_dicom_errors(tmp_path):
     shutil.copy(first, twins / "b.dcm")
     with pytest.raises(ImageFormatError, match="share the position"):
         read_dicom_series(twins)
+
+
+def _series_copy(tmp_path, name="series"):
+    source = require_dataset(f"{TOTALSEG}/example_ct_dicom")
+    series = tmp_path / name
+    shutil.copytree(source, series)
+    return series, sorted(series.iterdir())
+
+
+def test_a_series_with_a_missing_or_broken_slice_is_refused_by_name(tmp_path):
+    """A gap would put every slice after it 2 mm off; a garbage file is not passed over as a note."""
+    series, files = _series_copy(tmp_path, "gap")
+    files[7].unlink()
+    with pytest.raises(ImageFormatError, match=r"not evenly spaced \(1 uneven gap\(s\)\).*4\.000 mm where the "
+                                                r"series steps 2\.000 mm"):
+        read_dicom_series(series)
+    series, files = _series_copy(tmp_path, "garbage")
+    files[5].write_bytes(b"\x00" * 64 + b"not dicom at all")
+    with pytest.raises(ImageFormatError, match=f"{files[5].name} is not a readable DICOM file"):
+        read_dicom_series(series)
+    series, files = _series_copy(tmp_path, "truncated")
+    files[3].write_bytes(files[3].read_bytes()[:-4000])
+    with pytest.raises(ImageFormatError, match=files[3].name):
+        read_dicom_series(series)
+
+
+def test_sizes_are_refused_from_the_headers_before_decoding(tmp_path):
+    series, files = _series_copy(tmp_path)
+    with pytest.raises(ImageTooLargeError, match="declares 20 x 512 x 512 = 5,242,880 voxels, over the limit"):
+        read_dicom_series(series, max_voxels=5_000_000)
+    in_memory = read_dicom_files({path.name: path.read_bytes() for path in files}, "upload.zip")
+    np.testing.assert_array_equal(in_memory.array, read_dicom_series(series).array)
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((32767, 32767, 32767))
+    header.set_data_dtype(np.int16)
+    huge = tmp_path / "huge.nii"
+    huge.write_bytes(header.binaryblock + b"\x00" * 4 + b"\x00" * 1000)
+    with pytest.raises(ImageTooLargeError, match="32767 x 32767 x 32767"):
+        read_nifti(huge, max_voxels=10**8)
+    with pytest.raises(ImageFormatError, match="truncated: its header declares 32767 x 32767 x 32767"):
+        read_nifti(huge)
+
+    from PIL import Image
+    Image.new("L", (3000, 2000)).save(tmp_path / "wide.png")
+    with pytest.raises(ImageTooLargeError, match="2000 x 3000 = 6,000,000 pixels"):
+        read_image_2d(tmp_path / "wide.png", max_pixels=1_000_000)
+    assert read_image_2d(tmp_path / "wide.png", max_pixels=6_000_000).array.shape == (2000, 3000)
+
+    np.savez(tmp_path / "2D_boxes.npz", imgs=np.zeros((8, 8, 3), np.uint8), boxes=np.tile([[0, 0, 4, 4]], (500, 1)))
+    with pytest.raises(ImageTooLargeError, match="500 boxes, over the limit of 64"):
+        read_challenge_npz(tmp_path / "2D_boxes.npz", max_boxes=64)
+    with pytest.raises(ImageTooLargeError, match="imgs \\(8, 8, 3\\)"):
+        read_challenge_npz(tmp_path / "2D_boxes.npz", max_values=100)
+
+
+def test_a_folder_given_as_a_file_says_so(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder, not a file"):
+        read_image_2d(tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a folder, not a file"):
+        read_nifti(tmp_path)
 
 
 def test_2d_round_trip_and_errors(tmp_path):

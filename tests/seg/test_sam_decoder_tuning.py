@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, cached_symmetries, tune_decoder, view_masks
+from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, tune_decoder, view_masks
 from gnnseg.seg.sam.distill import cache_teacher_embeddings
 from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.prepared import PreparedSet
@@ -80,7 +80,7 @@ def test_tuning_reads_the_views_a_cache_records_and_refuses_another_sets_cache_a
     model, cache = view_cache
     config = DecoderTuningConfig(iterations=1, batch_size=2)
     plain = cache_teacher_embeddings(model, prepared, tmp_path / "plain.npy", show_progress=False)  # identity only
-    assert [(s.quarter_turns, s.mirror) for s in cached_symmetries(plain)] == [(0, False)]
+    assert [(s.quarter_turns, s.mirror) for s in plain.views] == [(0, False)]
     assert len(tune_decoder(build_sam(STUDENT), prepared, plain, config, show_progress=False)["loss"]) == 1
     fewer = PreparedSet.from_samples(wide_disk_samples(2), STUDENT)  # a cache of three images does not fit two
     with pytest.raises(ValueError, match="every image under the 1 symmetries it records"):

@@ -21,6 +21,7 @@ from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
 from gnnseg.seg.sam.prepared import PreparedSet, jittered_boxes, normalize_batch
 from gnnseg.seg.sam.preprocess import resize_longest_side, resize_mask
 from gnnseg.seg.sam.samples import samples_from_image
+from gnnseg.seg.sam.symmetry import Symmetry
 
 STUDENT = SAM_CONFIGS["tiny_vit_mini"]
 TEACHER = replace(SAM_CONFIGS["vit_mini"], patch_size=4, image_layout="padded")  # 64 in, 16 x 16 out, as the student
@@ -112,6 +113,25 @@ def test_embedding_cache_holds_the_teachers_embeddings(tmp_path):
         EmbeddingCache.open(tmp_path / "emb.npy")
     with pytest.raises(FileNotFoundError):
         EmbeddingCache.open(tmp_path / "none.npy")
+
+
+def test_the_student_sees_each_cached_view_as_the_teacher_saw_it(tmp_path):
+    prepared = PreparedSet.from_samples(wide_disk_samples(2), STUDENT)
+    teacher = build_sam(TEACHER).eval()
+    views = [Symmetry(0, False), Symmetry(1, True)]  # a quarter turn makes the 48 x 96 image tall
+    cache = cache_teacher_embeddings(teacher, prepared, tmp_path / "emb.npy", symmetries=views, show_progress=False)
+    assert cache.views == views and len(cache) == 4
+    with torch.no_grad():
+        shown = teacher.encode(prepared.pixels([1], "minmax", views=[views[1]]))
+        unturned = teacher.encode(prepared.pixels([1], "minmax"))
+    torch.testing.assert_close(cache.batch(np.array([3])), shown, atol=2e-3, rtol=2e-3)
+    assert (cache.batch(np.array([3])) - unturned).abs().max() > 0.05
+    with pytest.raises(ValueError, match="2 images x 2 views"):
+        distill_encoder(build_sam(replace(STUDENT, prompt_dim=16, decoder_heads=2)), prepared, cache,
+                        DistillConfig(iterations=1), show_progress=False)
+    log = distill_encoder(build_sam(STUDENT), prepared, cache, DistillConfig(iterations=3, batch_size=4),
+                          show_progress=False)
+    assert len(log["loss"]) == 3 and np.isfinite(log["loss"]).all()
 
 
 @pytest.mark.slow

@@ -30,6 +30,11 @@ from gnnseg.seg.serve.encoding import rle_decode  # noqa: E402
 from tests.conftest import require_dataset  # noqa: E402
 
 
+def local_client(app) -> TestClient:
+    """A client that calls the service as a local browser or script does (Host 127.0.0.1)."""
+    return TestClient(app, base_url="http://127.0.0.1:8000")
+
+
 @pytest.fixture(scope="module")
 def model():
     return build_sam("tiny_vit_mini")
@@ -37,7 +42,7 @@ def model():
 
 @pytest.fixture
 def client(model):
-    return TestClient(create_app(model, limits=ServiceLimits(max_boxes=4, max_upload_bytes=2_000_000)))
+    return local_client(create_app(model, limits=ServiceLimits(max_boxes=4, max_upload_bytes=2_000_000)))
 
 
 def png_upload(height=48, width=64, seed=0) -> bytes:
@@ -84,7 +89,10 @@ def test_2d_upload_then_png_npz_and_json_masks(client):
     assert response.status_code == 201
     described = response.json()
     assert described["kind"] == "2d" and described["shape"] == [48, 64] and described["slices"] == 1
-    assert upload(client, png_upload()).json()["id"] == described["id"]  # same bytes, same id
+    again = upload(client, png_upload()).json()["id"]  # ids are not derived from the file: nobody can guess one
+    assert again != described["id"] and len(again) >= 24
+    assert client.delete(f"/v1/images/{again}").status_code == 204
+    assert client.get(f"/v1/images/{described['id']}").status_code == 200  # another holder's copy stays
     image_id = described["id"]
     png = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[5, 5, 40, 30]]})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
@@ -136,7 +144,7 @@ def test_dicom_zip_and_challenge_npz_uploads(client, tmp_path):
         for path in sorted(series.iterdir()):
             archive.write(path, f"series/{path.name}")
     limits = ServiceLimits(max_upload_bytes=64_000_000)
-    client = TestClient(create_app(build_sam("tiny_vit_mini"), limits=limits))
+    client = local_client(create_app(build_sam("tiny_vit_mini"), limits=limits))
     described = upload(client, buffer.getvalue(), "ct.zip").json()
     assert described["kind"] == "3d" and described["shape"] == list(read_dicom_series(series).array.shape)
     case = io.BytesIO()
@@ -178,13 +186,13 @@ def test_volume_requests_need_a_slice_and_stay_in_range(client):
 
 
 def test_bad_uploads_are_refused_with_the_reason(model):
-    client = TestClient(create_app(model, limits=ServiceLimits(max_upload_bytes=5_000, max_pixels=2_000)))
+    client = local_client(create_app(model, limits=ServiceLimits(max_upload_bytes=5_000, max_pixels=2_000)))
     cases = [
         (b"", 422, "empty"),
         (b"hello, world", 415, "unsupported"),
         (b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, 422, "could not be read"),
         (png_upload(10, 10) + b"\0" * 6_000, 413, "exceeds 5,000 bytes"),
-        (flat_png(50, 60), 413, "limit of 2,000 pixels"),
+        (flat_png(50, 60), 413, "declares 50 x 60 = 3,000 pixels, over the limit of 2,000"),
     ]
     for data, status, message in cases:
         response = upload(client, data)
@@ -194,7 +202,7 @@ def test_bad_uploads_are_refused_with_the_reason(model):
 
 
 def test_unknown_deleted_and_evicted_ids_are_404(model):
-    client = TestClient(create_app(model, limits=ServiceLimits(store_bytes=2 * 48 * 64 * 3)))
+    client = local_client(create_app(model, limits=ServiceLimits(store_bytes=2 * 48 * 64 * 3)))
     first = upload(client, png_upload(seed=1)).json()["id"]
     second = upload(client, png_upload(seed=2)).json()["id"]
     assert client.delete(f"/v1/images/{second}").status_code == 204
@@ -244,7 +252,7 @@ def test_bfloat16_decoder_gives_nearly_the_same_masks(model):
     data = png_upload(seed=7)
     answers = []
     for dtype in ("float32", "bfloat16"):
-        client = TestClient(create_app(copy.deepcopy(model), options=ModelOptions(decoder_dtype=dtype)))
+        client = local_client(create_app(copy.deepcopy(model), options=ModelOptions(decoder_dtype=dtype)))
         image_id = upload(client, data).json()["id"]
         answer = client.post(f"/v1/images/{image_id}/segment", json={"boxes": [[4, 4, 50, 40]], "format": "npz"})
         assert answer.status_code == 200
@@ -257,7 +265,7 @@ def test_bfloat16_decoder_gives_nearly_the_same_masks(model):
 def test_test_time_augmentation_answers_as_the_augmented_predictor(model):
     rgb = np.random.default_rng(5).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     boxes = np.array([[4.0, 4.0, 50.0, 40.0], [0.0, 0.0, 20.0, 30.0]])
-    client = TestClient(create_app(model, choice=ModelChoice(augmentation="flip")))
+    client = local_client(create_app(model, choice=ModelChoice(augmentation="flip")))
     assert client.get("/healthz").json()["augmentation"] == "flip"
     segmenter = client.app.state.segmenter
     masks, iou = segmenter.segment_2d(rgb, boxes)
@@ -274,7 +282,7 @@ def test_test_time_augmentation_answers_as_the_augmented_predictor(model):
 def test_zoom_answers_each_box_on_its_windows_as_the_zoomed_predictor(model, scales):
     rgb = np.random.default_rng(6).integers(0, 255, (96, 128, 3), dtype=np.uint8)   # larger than the 64-pixel input
     boxes = np.array([[70.0, 50.0, 81.0, 59.0], [0.0, 0.0, 20.0, 30.0]])
-    client = TestClient(create_app(model, choice=ModelChoice(zoom=0.5, zoom_scales=scales)))
+    client = local_client(create_app(model, choice=ModelChoice(zoom=0.5, zoom_scales=scales)))
     health = client.get("/healthz").json()
     assert health["zoom"] == 0.5 and health["zoom_scales"] == scales
     segmenter = client.app.state.segmenter

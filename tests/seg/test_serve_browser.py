@@ -33,18 +33,19 @@ def server_url():
 
     from gnnseg.seg.sam.shipped import ModelChoice
     from gnnseg.seg.serve.app import create_app
+    from gnnseg.seg.serve.guard import ServiceAccess
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(choice=ModelChoice(checkpoint="lite_medsam"))
+    app = create_app(choice=ModelChoice(checkpoint="lite_medsam"), access=ServiceAccess(token="page-token"))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}/#token=page-token"  # the page passes the token on; the API refuses without
     server.should_exit = True
     thread.join(10)
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gnnseg.core.archives import ArchiveLimits, safe_extract
 from gnnseg.core.atomic import atomic_path
 from gnnseg.gnn.datasets.csr import csr_from_keys, edge_keys
 from gnnseg.gnn.datasets.planetoid import sha256
@@ -49,6 +50,8 @@ OGB_NODE_DATASETS: dict[str, dict[str, Any]] = {
                    "num_nodes": 169_343},
 }
 DOWNLOAD_URL = "https://snap.stanford.edu/ogb/data/nodeproppred/{download_name}.zip"
+DOWNLOAD_LIMITS = ArchiveLimits(max_bytes=256 << 30, max_entries=1_000)
+"""ogbn-papers100M unpacks to about 60 GB; the cap is there against a corrupt or hostile archive, not size."""
 CHECKSUMS: dict[str, str | None] = {"ogbn-products": None, "ogbn-arxiv": None}
 CACHE_FOLDER = "gnnseg_processed"
 CACHE_VERSION = 1
@@ -213,11 +216,7 @@ def download_ogb(name: str, root: str | os.PathLike, url: str | None = None) -> 
         elif digest != expected:
             raise OGBError(f"checksum mismatch for {name}: expected {expected}, got {digest}")
         with zipfile.ZipFile(archive) as bundle:
-            for member in bundle.namelist():
-                resolved = (staging / member).resolve()
-                if not resolved.is_relative_to(staging.resolve()):
-                    raise OGBError(f"{name} archive member {member!r} would be written outside {staging}")
-            bundle.extractall(staging)
+            safe_extract(bundle, staging, DOWNLOAD_LIMITS, f"the {name} archive")
         extracted = staging / info["download_name"]
         if not (extracted / "raw").is_dir():
             raise OGBError(f"the {name} archive has no {info['download_name']}/raw folder")

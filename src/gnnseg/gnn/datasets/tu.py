@@ -9,18 +9,23 @@ to ``0..C-1`` in sorted order.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import shutil
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gnnseg.core.archives import ArchiveLimits, UnsafeArchiveError, safe_extract
 from gnnseg.gnn.graph import Graph
 
 DOWNLOAD_URL = "https://www.chrsmrrs.com/graphkerneldatasets/{name}.zip"
+DOWNLOAD_LIMITS = ArchiveLimits(max_bytes=2 << 30, max_entries=64)
 
 
 class TUFormatError(ValueError):
@@ -88,12 +93,54 @@ def load_tu(name: str, root: str | os.PathLike) -> list[Graph]:
     return graphs
 
 
-def download_tu(name: str, root: str | os.PathLike, url: str = DOWNLOAD_URL) -> Path:
-    """Fetch and unzip ``name`` into ``root/<name>/`` (never overwriting an existing folder)."""
-    target = Path(root) / name
+def download_tu(name: str, root: str | os.PathLike, url: str = DOWNLOAD_URL,
+                limits: ArchiveLimits = DOWNLOAD_LIMITS) -> Path:
+    """Fetch and unzip ``name`` into ``root/<name>/`` (never overwriting an existing folder).
+
+    The archive is unpacked within ``limits`` (:func:`~gnnseg.core.archives.safe_extract`) into a staging folder,
+    and each file is checked against its pinned SHA-256 (``tu_sha256.tsv``, for the datasets it lists) before the
+    folder takes its name; on any failure nothing is left behind.
+    """
+    root = Path(root)
+    target = root / name
     if target.exists():
         raise FileExistsError(f"{target} exists; remove it to download again")
-    with urllib.request.urlopen(url.format(name=name), timeout=120) as response:
-        archive = zipfile.ZipFile(io.BytesIO(response.read()))
-    archive.extractall(Path(root))
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".{name}.extracting"
+    try:
+        with urllib.request.urlopen(url.format(name=name), timeout=120) as response:
+            data = response.read(limits.max_bytes + 1)
+        if len(data) > limits.max_bytes:
+            raise UnsafeArchiveError(f"the {name} download exceeds {limits.max_bytes:,} bytes")
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except zipfile.BadZipFile as exc:
+            raise TUFormatError(f"the {name} download is not a zip archive ({exc})") from None
+        safe_extract(archive, staging, limits, f"the {name} archive")
+        if not (staging / name).is_dir():
+            raise TUFormatError(f"the {name} archive has no {name}/ folder")
+        _check_pinned_checksums(name, staging)
+        os.rename(staging / name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def pinned_checksums() -> dict[str, str]:
+    """``name/file`` -> SHA-256 of the TU files this package knows (``tu_sha256.tsv``)."""
+    lines = (Path(__file__).with_name("tu_sha256.tsv")).read_text().splitlines()
+    return {line.split("\t")[0]: line.split("\t")[2] for line in lines if line and not line.startswith("#")}
+
+
+def _check_pinned_checksums(name: str, staging: Path) -> None:
+    pinned = {key: digest for key, digest in pinned_checksums().items() if key.startswith(f"{name}/")}
+    if not pinned:
+        warnings.warn(f"{name} has no pinned checksums; its files are used as downloaded", stacklevel=3)
+        return
+    for key, expected in pinned.items():
+        path = staging / key
+        if not path.is_file():
+            raise TUFormatError(f"the {name} download lacks {key}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != expected:
+            raise TUFormatError(f"checksum mismatch for {key}: expected {expected}, got {digest}")

@@ -45,12 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from gnnseg.core.atomic import atomic_path
-from gnnseg.seg.io.image import ImageFormatError
+from gnnseg.seg.io.image import ImageFormatError, ImageTooLargeError, check_is_file
 
 __all__ = ["ChallengeCase", "read_challenge_npz", "segs_from_masks", "write_challenge_segs"]
 
 #: Column pairs ``(low, high)`` of each axis in a box row.
 _BOX_AXES = {4: ((0, 2), (1, 3)), 6: ((0, 3), (1, 4), (2, 5))}
+
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 #: What numpy raises for truncated, foreign or pickle-carrying files.
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError)
@@ -84,10 +86,40 @@ class ChallengeCase:
         return int(self.boxes.shape[0])
 
 
-def read_npz_arrays(path: str | os.PathLike, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """Every array of an npz archive (an input case, a ``segs`` prediction, a ``gts`` ground truth), read into
-    memory; pickled objects are refused, and each key of ``required`` must be there."""
+def npz_declared_shapes(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array of an npz archive, read from the ``.npy`` headers alone (nothing decoded)."""
     path = Path(path)
+    declared = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for entry in archive.infolist():
+                if not entry.filename.endswith(".npy"):
+                    continue
+                with archive.open(entry) as stream:
+                    version = np.lib.format.read_magic(stream)
+                    read_header = _NPY_HEADER_READERS.get(version)
+                    if read_header is None:
+                        raise ValueError(f"{entry.filename} has .npy format version {version}, not 1.0 or 2.0")
+                    shape, _, dtype = read_header(stream)
+                declared[entry.filename[: -len(".npy")]] = (tuple(shape), dtype)
+    except _READ_ERRORS as exc:
+        raise ImageFormatError(f"cannot read npz file {path}: {exc}") from None
+    return declared
+
+
+def read_npz_arrays(path: str | os.PathLike, required: Sequence[str] = (), *,
+                    max_values: int | None = None) -> dict[str, np.ndarray]:
+    """Every array of an npz archive (an input case, a ``segs`` prediction, a ``gts`` ground truth), read into
+    memory; pickled objects are refused, and each key of ``required`` must be there. ``max_values`` refuses, from
+    the arrays' headers and before any is decompressed, an archive whose arrays together hold more values."""
+    path = check_is_file(path, "npz file")
+    if max_values is not None:
+        shapes = npz_declared_shapes(path)
+        total = sum(int(np.prod(shape, dtype=np.float64)) for shape, _ in shapes.values())
+        if total > max_values:
+            listed = ", ".join(f"{key} {shape}" for key, (shape, _) in shapes.items())
+            raise ImageTooLargeError(f"{path}: its arrays declare {total:,} values ({listed}), over the limit of "
+                                     f"{max_values:,}")
     try:
         loaded = np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
@@ -122,8 +154,11 @@ def _check_boxes(path: Path, boxes: np.ndarray) -> None:
                 raise ImageFormatError(f"{path}: box {index} {values} is inverted (column {high} < column {low})")
 
 
-def read_challenge_npz(path: str | os.PathLike) -> ChallengeCase:
-    """Read and check one challenge input file (see the module docstring for the format).
+def read_challenge_npz(path: str | os.PathLike, *, max_values: int | None = None,
+                       max_boxes: int | None = None) -> ChallengeCase:
+    """Read and check one challenge input file (see the module docstring for the format). ``max_values`` and
+    ``max_boxes`` refuse, from the arrays' headers and before decoding, a case too large to serve
+    (:class:`ImageTooLargeError`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -131,10 +166,12 @@ def read_challenge_npz(path: str | os.PathLike) -> ChallengeCase:
             image or box array of the wrong shape, boxes that do not fit the image kind, intensities outside
             0..255, bad spacing, or a ``2D``/``3D`` name prefix that contradicts the contents.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"challenge npz file not found: {path}")
-    arrays = read_npz_arrays(path, required=("imgs", "boxes"))
+    path = check_is_file(path, "challenge npz file")
+    if max_boxes is not None:
+        declared = npz_declared_shapes(path).get("boxes", ((0,), None))[0]
+        if declared and declared[0] > max_boxes:
+            raise ImageTooLargeError(f"{path}: holds {declared[0]:,} boxes, over the limit of {max_boxes:,}")
+    arrays = read_npz_arrays(path, required=("imgs", "boxes"), max_values=max_values)
     image, boxes = arrays["imgs"], arrays["boxes"]
     _check_boxes(path, boxes)
     is_3d = boxes.shape[1] == 6

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import io
 import os
-from pathlib import Path
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
-from gnnseg.seg.io.image import ImageFormatError, MedicalImage
+from gnnseg.seg.io.image import ImageFormatError, MedicalImage, check_declared_size
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def read_dicom_series(folder: str | os.PathLike) -> MedicalImage:
+NOT_SLICES = (".txt", ".md", ".json", ".xml", ".html", ".pdf", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".csv")
+"""Files a series folder may hold beside its slices (notes, thumbnails) that are passed over unread; every other
+file must be a readable DICOM file."""
+
+SPACING_TOLERANCE = 0.01
+"""Largest relative departure of a gap between slice positions from their median gap."""
+
+
+def read_dicom_series(folder: str | os.PathLike, *, max_voxels: int | None = None) -> MedicalImage:
     """Read every DICOM file in ``folder`` as one volume ``(z, y, x)``.
 
     Slices are ordered by their ``ImagePositionPatient`` projected on the slice normal (the cross product
@@ -22,44 +31,64 @@ def read_dicom_series(folder: str | os.PathLike) -> MedicalImage:
     ``RescaleSlope`` and ``RescaleIntercept`` are applied (CT comes out in Hounsfield units). Spacing is
     ``(slice spacing from the positions, row spacing, column spacing)``; the affine maps ``(x, y, z)``
     indices to RAS millimetres like a NIfTI affine.
+
+    A series that would be placed wrongly is refused, naming the files: one that is not DICOM (other than the
+    notes and pictures of :data:`NOT_SLICES`, or a ``DICOMDIR``), a slice that cannot be decoded, or positions
+    that are not evenly spaced (a missing slice would shift every slice after it). ``max_voxels`` refuses, from
+    the headers and before any pixel is decoded, a series of more voxels (:class:`ImageTooLargeError`).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"DICOM folder not found: {folder}")
-    slices = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    return read_dicom_files({path.name: path for path in sorted(folder.iterdir()) if path.is_file()}, str(folder),
+                            max_voxels=max_voxels)
+
+
+def read_dicom_files(files: Mapping[str, Path | bytes], source: str, *,
+                     max_voxels: int | None = None) -> MedicalImage:
+    """:func:`read_dicom_series` over files given by name, each a path or its bytes (a series unpacked into
+    memory); ``source`` names the series in messages."""
+    headers = []
+    for name, content in sorted(files.items()):
+        if PurePosixPath(name).name.startswith(".") or PurePosixPath(name).suffix.lower() in NOT_SLICES:
+            continue
         try:
-            dataset = pydicom.dcmread(str(path))
-        except InvalidDicomError:
-            continue  # not a DICOM file (a README, a thumbnail): ignore it
+            dataset = pydicom.dcmread(_opened(content), stop_before_pixels=True)
         except Exception as exc:
-            raise ImageFormatError(f"cannot read DICOM file {path}: {exc}") from exc
-        if "PixelData" in dataset:
-            slices.append((path, dataset))
-    if not slices:
-        raise ImageFormatError(f"no DICOM image files in {folder}")
+            raise ImageFormatError(f"{source}: {name} is not a readable DICOM file ({exc or type(exc).__name__}); "
+                                   "remove it, or repair the series") from None
+        if "Rows" in dataset:  # an image; a DICOMDIR, report or presentation state has no size and is passed over
+            headers.append((name, dataset))
+    if not headers:
+        raise ImageFormatError(f"no DICOM image files in {source}")
 
-    series = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in slices}
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in headers}
     if len(series) > 1:
-        raise ImageFormatError(f"{folder} mixes {len(series)} series ({sorted(series)}); give one series per folder")
-    shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in slices}
+        raise ImageFormatError(f"{source} mixes {len(series)} series ({sorted(series)}); give one series per folder")
+    try:
+        shapes = {(int(ds.Rows), int(ds.Columns)) for _, ds in headers}
+        frames = sum(int(getattr(ds, "NumberOfFrames", 1) or 1) for _, ds in headers)
+    except AttributeError as exc:
+        raise ImageFormatError(f"{source}: a slice lacks its size ({exc})") from None
     if len(shapes) > 1:
-        raise ImageFormatError(f"{folder}: slices have different sizes {sorted(shapes)}")
+        raise ImageFormatError(f"{source}: slices have different sizes {sorted(shapes)}")
+    check_declared_size(str(source), (frames, *next(iter(shapes))), max_voxels, "voxels")
 
-    orientation = np.array(slices[0][1].ImageOrientationPatient, dtype=float)
+    try:
+        orientation = np.array(headers[0][1].ImageOrientationPatient, dtype=float)
+        positions = np.array([np.array(ds.ImagePositionPatient, dtype=float) for _, ds in headers])
+    except (AttributeError, ValueError) as exc:
+        raise ImageFormatError(f"{source}: a slice lacks its position or orientation ({exc})") from None
     row_cosine, column_cosine = orientation[:3], orientation[3:]
     normal = np.cross(row_cosine, column_cosine)
-    positions = np.array([np.array(ds.ImagePositionPatient, dtype=float) for _, ds in slices])
     order = np.argsort(positions @ normal, kind="stable")
-    slices = [slices[k] for k in order]
+    headers = [headers[k] for k in order]
     positions = positions[order]
     offsets = positions @ normal
-    if len(slices) > 1 and np.any(np.diff(offsets) == 0):
-        duplicate = int(np.argmax(np.diff(offsets) == 0))
-        raise ImageFormatError(f"{folder}: {slices[duplicate][0].name} and {slices[duplicate + 1][0].name} "
-                               f"share the position {positions[duplicate].tolist()}")
+    _check_even_positions(source, [name for name, _ in headers], offsets)
+    slices = [(name, _full(name, files[name])) for name, _ in headers]
 
-    volume = np.stack([_rescaled(path, ds) for path, ds in slices])
+    volume = np.stack([_rescaled(name, ds) for name, ds in slices])
     row_spacing, column_spacing = (float(v) for v in slices[0][1].PixelSpacing)
     if len(slices) > 1:
         slice_spacing = float(np.median(np.diff(offsets)))
@@ -75,16 +104,50 @@ def read_dicom_series(folder: str | os.PathLike) -> MedicalImage:
     first = slices[0][1]
     return MedicalImage(
         array=volume, spacing=(slice_spacing, row_spacing, column_spacing), affine=LPS_TO_RAS @ affine_lps,
-        source=str(folder),
+        source=str(source),
         metadata={"modality": str(getattr(first, "Modality", "")), "series_uid": next(iter(series)),
-                  "files": [p.name for p, _ in slices]})
+                  "files": [name for name, _ in slices]})
 
 
-def _rescaled(path: Path, dataset) -> np.ndarray:
+def _opened(content: Path | bytes) -> str | io.BytesIO:
+    return io.BytesIO(content) if isinstance(content, bytes) else str(content)
+
+
+def _full(name: str, content: Path | bytes):
+    """The whole file, pixels included, once its header has passed."""
+    try:
+        dataset = pydicom.dcmread(_opened(content))
+    except Exception as exc:
+        raise ImageFormatError(f"cannot read DICOM file {name}: {exc}") from None
+    if "PixelData" not in dataset or "Rows" not in dataset:
+        raise ImageFormatError(f"DICOM file {name} declares an image but holds no complete pixel data (truncated?)")
+    return dataset
+
+
+def _check_even_positions(source: str, files: list[str], offsets: np.ndarray) -> None:
+    """Refuse slices that share a position, or gaps between positions that differ from the median gap."""
+    if len(files) < 2:
+        return
+    gaps = np.diff(offsets)
+    if np.any(gaps == 0):
+        k = int(np.argmax(gaps == 0))
+        raise ImageFormatError(f"{source}: {files[k]} and {files[k + 1]} share the position "
+                               f"{offsets[k]:.3f} mm along the slice normal")
+    median = float(np.median(gaps))
+    uneven = np.flatnonzero(np.abs(gaps - median) > SPACING_TOLERANCE * median + 1e-3)
+    if len(uneven):
+        k = int(uneven[0])
+        raise ImageFormatError(
+            f"{source}: slice positions are not evenly spaced ({len(uneven)} uneven gap(s)): {files[k]} -> "
+            f"{files[k + 1]} is {gaps[k]:.3f} mm where the series steps {median:.3f} mm (a missing or "
+            "misplaced slice?); every slice after it would be placed wrongly")
+
+
+def _rescaled(name: str, dataset) -> np.ndarray:
     try:
         pixels = dataset.pixel_array
     except Exception as exc:
-        raise ImageFormatError(f"cannot decode the pixels of DICOM file {path}: {exc}") from exc
+        raise ImageFormatError(f"cannot decode the pixels of DICOM file {name}: {exc}") from None
     slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
     intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
     if slope == 1.0 and intercept == int(intercept):

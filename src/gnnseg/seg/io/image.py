@@ -8,13 +8,41 @@ in NIfTI's ``(x, y, z)`` index order, kept so that writing back preserves the ge
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 
 class ImageFormatError(ValueError):
     """A file is corrupt, unsupported, or inconsistent with its partner (image vs label)."""
+
+
+class ImageTooLargeError(ImageFormatError):
+    """A file whose header declares more pixels (or voxels, or values) than the caller allows, refused before any
+    of them is decoded."""
+
+
+def check_is_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a :class:`Path` when it is a file; else an error that says whether it is missing or a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def check_declared_size(source: str, shape: tuple[int, ...], limit: int | None, what: str = "pixels") -> None:
+    """Refuse ``source`` when its header's ``shape`` holds more than ``limit`` ``what`` (``None``: no limit)."""
+    count = 1
+    for extent in shape:
+        count *= max(int(extent), 0)
+    if limit is not None and count > limit:
+        declared = " x ".join(str(int(extent)) for extent in shape)
+        raise ImageTooLargeError(f"{source}: its header declares {declared} = {count:,} {what}, over the limit "
+                                 f"of {limit:,}")
 
 
 @dataclass

@@ -9,21 +9,29 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from gnnseg.core.atomic import atomic_path
-from gnnseg.seg.io.image import ImageFormatError, MedicalImage
+from gnnseg.seg.io.image import (
+    ImageFormatError,
+    ImageTooLargeError,
+    MedicalImage,
+    check_declared_size,
+    check_is_file,
+)
 
 SUFFIXES_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
 
 
-def read_image_2d(path: str | os.PathLike, *, grayscale: bool = False) -> MedicalImage:
+def read_image_2d(path: str | os.PathLike, *, grayscale: bool = False, max_pixels: int | None = None) -> MedicalImage:
     """Read a 2D image; palette and grey-alpha images become grey, RGBA drops alpha, spacing is 1 x 1.
 
     ``grayscale=True`` converts colour to one luminance channel (for masks stored as RGB, e.g. Kvasir).
+    ``max_pixels`` refuses, from the header and before decoding, an image of more pixels
+    (:class:`ImageTooLargeError`); so does Pillow's own guard against decompression bombs, whatever the limit.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+    path = check_is_file(path, "image file")
     try:
         with Image.open(path) as opened:
+            width, height = opened.size
+            check_declared_size(str(path), (height, width), max_pixels)
             opened.load()
             mode = opened.mode
             if grayscale or mode in ("P", "LA", "1"):
@@ -33,6 +41,8 @@ def read_image_2d(path: str | os.PathLike, *, grayscale: bool = False) -> Medica
             else:
                 converted = opened
             array = np.array(converted)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageFormatError(f"cannot read image {path}: {exc}") from exc
     if array.ndim not in (2, 3):

@@ -9,19 +9,40 @@ import nibabel as nib
 import numpy as np
 
 from gnnseg.core.atomic import atomic_path
-from gnnseg.seg.io.image import ImageFormatError, MedicalImage
+from gnnseg.seg.io.image import (
+    ImageFormatError,
+    ImageTooLargeError,
+    MedicalImage,
+    check_declared_size,
+    check_is_file,
+)
 
 
-def read_nifti(path: str | os.PathLike) -> MedicalImage:
+def read_nifti(path: str | os.PathLike, *, max_voxels: int | None = None) -> MedicalImage:
     """Read a 2D or 3D NIfTI file. The array comes back as ``(z, y, x)`` (``(y, x)`` for 2D) in the file's
-    own data type after scaling (``get_fdata`` is avoided so integer label maps stay integers)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"NIfTI file not found: {path}")
+    own data type after scaling (``get_fdata`` is avoided so integer label maps stay integers).
+
+    ``max_voxels`` refuses a file whose header declares more voxels (:class:`ImageTooLargeError`) before any is
+    decompressed; a file that cannot hold what it declares is refused by name whatever the limit.
+    """
+    path = check_is_file(path, "NIfTI file")
     try:
         image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
     except Exception as exc:  # nibabel raises many types for truncated or foreign files
+        raise ImageFormatError(f"cannot read NIfTI file {path}: {exc}") from exc
+    shape = image.header.get_data_shape()
+    check_declared_size(str(path), shape, max_voxels, "voxels")
+    if not path.name.endswith(".gz"):
+        needed = int(image.header["vox_offset"]) + int(np.prod(shape, dtype=np.int64)) * image.header.get_data_dtype().itemsize
+        if path.stat().st_size < needed:
+            raise ImageFormatError(f"{path} is truncated: its header declares {' x '.join(map(str, shape))} voxels "
+                                   f"({needed:,} bytes), the file holds {path.stat().st_size:,}")
+    try:
+        data = np.asanyarray(image.dataobj)
+    except MemoryError:
+        raise ImageTooLargeError(f"{path}: its header declares {' x '.join(map(str, shape))} voxels, more than "
+                                 "this machine's memory holds") from None
+    except Exception as exc:
         raise ImageFormatError(f"cannot read NIfTI file {path}: {exc}") from exc
     data = np.squeeze(data, axis=tuple(range(3, data.ndim))) if data.ndim > 3 else data
     if data.ndim not in (2, 3):

@@ -63,12 +63,6 @@ def view_masks(prepared: PreparedSet, objects: np.ndarray, views: np.ndarray,
     return torch.from_numpy(np.stack(masks).astype(np.float32))
 
 
-def cached_symmetries(cache: EmbeddingCache) -> list[Symmetry]:
-    """The views each image has in ``cache``, in order, as :func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings`
-    recorded them (all eight symmetries, or fewer on a budget)."""
-    return [Symmetry(int(turns), bool(mirror)) for turns, mirror in cache.meta["symmetries"]]
-
-
 def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, config: DecoderTuningConfig,
                  output: str | os.PathLike | None = None, *, weights: Sequence[float] | None = None,
                  show_progress: bool | None = None) -> dict[str, Any]:
@@ -79,7 +73,7 @@ def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, confi
     ``decoder_tuning_log.json`` is written there.
     """
     prepared.check_fits(model.config)
-    symmetries = cached_symmetries(cache)
+    symmetries = cache.views
     views_per_image = len(symmetries)
     grid = model.config.embedding_size
     expected = (len(prepared.images) * views_per_image, model.config.prompt_dim, grid, grid)

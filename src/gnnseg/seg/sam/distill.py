@@ -67,6 +67,12 @@ class EmbeddingCache:
     def meta(self) -> dict[str, Any]:
         return json.loads(Path(f"{self.path}.json").read_text())["meta"]
 
+    @property
+    def views(self) -> list[Symmetry]:
+        """The views each image has, in order, as :func:`cache_teacher_embeddings` recorded them: embedding
+        ``image * len(views) + k`` is image ``image`` under ``views[k]``."""
+        return [Symmetry(int(turns), bool(mirror)) for turns, mirror in self.meta["symmetries"]]
+
     def __len__(self) -> int:
         return self.array.shape[0]
 
@@ -123,14 +129,18 @@ def distill_encoder(student: Sam, prepared: PreparedSet, cache: EmbeddingCache, 
                     show_progress: bool | None = None) -> dict[str, Any]:
     """Train ``student.image_encoder`` to match the cached teacher embeddings (MSE); returns the loss log.
 
-    The student reads the prepared images as they are (no augmentation: the teacher's embeddings are of the
-    unaugmented images). With ``output``, ``distill_log.json`` is written there.
+    The student reads each cached view as the teacher saw it: the prepared image itself, or with a cache of several
+    symmetries (:func:`cache_teacher_embeddings`) the image turned or mirrored, which multiplies the data without
+    a second teacher pass. With ``output``, ``distill_log.json`` is written there.
     """
     prepared.check_fits(student.config)
+    views = cache.views
     student_shape = (student.config.prompt_dim, student.config.embedding_size, student.config.embedding_size)
-    if tuple(cache.array.shape[1:]) != student_shape or len(cache) != len(prepared.images):
+    needed = len(prepared.images) * len(views)
+    if tuple(cache.array.shape[1:]) != student_shape or len(cache) != needed:
         raise ValueError(f"the cache holds {len(cache)} embeddings of shape {tuple(cache.array.shape[1:])}; the "
-                         f"student needs {len(prepared.images)} of shape {student_shape}")
+                         f"student needs {needed} of shape {student_shape} ({len(prepared.images)} images x "
+                         f"{len(views)} views)")
     device = torch.device(device)
     seed_everything(config.seed)
     encoder = student.image_encoder.to(device).train()
@@ -143,7 +153,9 @@ def distill_encoder(student: Sam, prepared: PreparedSet, cache: EmbeddingCache, 
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, iteration)
         indices = np.sort(rng.choice(len(cache), size=config.batch_size, replace=len(cache) < config.batch_size))
-        pixels = prepared.pixels(indices, student.config.normalization, device)
+        image_indices, view_indices = np.divmod(indices, len(views))
+        shown = None if views == [DIHEDRAL[0]] else [views[k] for k in view_indices]
+        pixels = prepared.pixels(image_indices, student.config.normalization, device, views=shown)
         target = cache.batch(indices, device)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             predicted = encoder(pixels)

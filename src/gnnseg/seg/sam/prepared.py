@@ -124,11 +124,21 @@ class PreparedSet:
         return per_object / per_object.sum()
 
     def pixels(self, image_indices: Sequence[int] | np.ndarray, normalization: str,
-               device: torch.device | str = "cpu") -> Tensor:
-        """``(B, 3, S, S)`` float32 encoder input of whole images, without augmentation."""
-        images = torch.as_tensor(self.images[np.asarray(image_indices)], device=device).permute(0, 3, 1, 2)
-        extents = torch.as_tensor(self.extents[np.asarray(image_indices)], device=device)
-        return normalize_batch(images.float(), extents, normalization)
+               device: torch.device | str = "cpu", views: Sequence[Symmetry] | None = None) -> Tensor:
+        """``(B, 3, S, S)`` float32 encoder input of whole images, without augmentation, or with ``views`` each
+        image as its symmetry shows it (the part inside the padding turned, then padded again)."""
+        indices = np.asarray(image_indices)
+        images, extents = self.images[indices], self.extents[indices]
+        if views is not None:
+            images, extents = images.copy(), extents.copy()
+            for row, (index, view) in enumerate(zip(indices, views, strict=True)):
+                height, width = self.extents[index]
+                shown = view.image(self.images[index, :height, :width])
+                images[row] = 0
+                images[row, : shown.shape[0], : shown.shape[1]] = shown
+                extents[row] = shown.shape[:2]
+        pixels = torch.as_tensor(images, device=device).permute(0, 3, 1, 2)
+        return normalize_batch(pixels.float(), torch.as_tensor(extents, device=device), normalization)
 
     def batch(self, chosen: Sequence[int] | np.ndarray, rng: np.random.Generator, *, box_shift: int,
               augment: bool, normalization: str, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:

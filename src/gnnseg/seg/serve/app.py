@@ -4,8 +4,8 @@ Routes (all errors are JSON ``{"error": {"status": ..., "message": ...}}`` with 
 
 - ``POST /v1/images`` (multipart field ``file``; optional ``modality`` ``auto|ct|mr`` and ``window`` for volumes):
   PNG / JPEG / TIFF / GIF, NIfTI, a zip of a DICOM series or a challenge npz -> ``{id, kind, shape, spacing, ...}``.
-  The id is a hash of the bytes, so the same upload gets the same id; an image is encoded at its first box request
-  and its embedding kept by content in a memory-bounded cache, so later boxes skip the encoder.
+  The id is random (it cannot be guessed from the file); an image is encoded at its first box request and its
+  embedding kept by content in a memory-bounded cache, so later boxes skip the encoder.
 - ``POST /v1/images/{id}/segment`` with JSON ``{"boxes": [[x0, y0, x1, y1], ...], "slice": k}`` (2D boxes; ``slice``
   for volumes) or ``{"boxes3d": [[x_min, y_min, z_min, x_max, y_max, z_max], ...]}`` and ``"format"``: ``png``
   (default; label ``k`` is box ``k``, one box gives 0/255; predicted IoU in the ``X-Predicted-IoU`` header),
@@ -13,12 +13,16 @@ Routes (all errors are JSON ``{"error": {"status": ..., "message": ...}}`` with 
 - ``GET /v1/images/{id}``, ``GET /v1/images/{id}/slices/{k}`` (PNG), ``DELETE /v1/images/{id}``, ``GET /healthz``,
   ``GET /openapi.json`` and ``/docs``; ``GET /`` is the web page.
 
-Model calls queue for one model thread, so concurrent requests are answered one model call at a time; a bad request is
-refused before it reaches the model and never changes what other clients uploaded.
+Model calls queue for one model thread, so concurrent requests are answered one model call at a time, and a 3D
+request queues one slice at a time, so a 2D request sent meanwhile waits for a slice, not a volume. A bad request is
+refused before it reaches the model and never changes what other clients uploaded; sizes are refused before any
+decoding (:mod:`gnnseg.seg.serve.guard` for the body, the readers' header checks for the pixels), and the Host,
+Origin and token checks of :mod:`gnnseg.seg.serve.guard` come first of all.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +43,7 @@ from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.sam.preprocess import validate_boxes
 from gnnseg.seg.sam.shipped import ModelChoice, make_predictor
 from gnnseg.seg.sam.volume import segment_boxes_3d, validate_boxes_3d
+from gnnseg.seg.serve.guard import BodyLimit, RequestGuard, ServiceAccess
 from gnnseg.seg.serve.encoding import (
     image_png_bytes,
     nifti_bytes,
@@ -54,6 +59,9 @@ from gnnseg.seg.serve.uploads import (
 )
 
 STATIC = Path(__file__).resolve().parent / "static"
+LOG = logging.getLogger("gnnseg.serve")
+MULTIPART_OVERHEAD = 64 * 2**10
+"""Room for the form's boundaries and small fields around the uploaded file."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ class ServiceLimits:
     store_bytes: int = 2 * 2**30
     """Pixels of uploaded images kept in memory; the least recently used go first."""
     embedding_cache_bytes: int = 512 * 2**20
+    max_request_seconds: float = 120.0
+    """Time budget of one segmentation request; a 3D request over it stops at the next slice with a 503."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +140,35 @@ class Segmenter:
 
         return self._model_thread.submit(segment).result()
 
-    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        return self._model_thread.submit(segment_boxes_3d, self.predictor, volume, boxes).result()
+    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray,
+                   seconds: float = float("inf")) -> tuple[list[np.ndarray], np.ndarray]:
+        """Propagation runs on the caller's thread and each slice's model call on the model thread, so other
+        requests take turns with the slices; past ``seconds`` the next slice raises a 503."""
+        return segment_boxes_3d(_SliceByTurns(self, time.monotonic() + seconds, seconds), volume, boxes)
+
+
+class _SliceByTurns:
+    """A predictor whose every slice (``set_image`` then ``predict``) is one call on the model thread."""
+
+    def __init__(self, segmenter: Segmenter, deadline: float, seconds: float) -> None:
+        self.segmenter, self.deadline, self.seconds = segmenter, deadline, seconds
+        self.model = segmenter.predictor.model
+        self._image: np.ndarray | None = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        self._image = image
+
+    def predict(self, **prompts):
+        if time.monotonic() > self.deadline:
+            raise UploadError(f"the request ran past its budget of {self.seconds:g} s; ask for fewer boxes or a "
+                              "smaller z range", status=503)
+        predictor, image = self.segmenter.predictor, self._image
+
+        def one_slice():
+            predictor.set_image(image)
+            return predictor.predict(**prompts)
+
+        return self.segmenter._model_thread.submit(one_slice).result()
 
 
 def compile_single_prompt_decoder(model) -> None:
@@ -164,11 +201,13 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(model=None, *, choice: ModelChoice | None = None, limits: ServiceLimits | None = None,
-               options: ModelOptions | None = None) -> FastAPI:
+               options: ModelOptions | None = None, access: ServiceAccess | None = None) -> FastAPI:
     """The service around ``model`` (or the model ``choice`` names; default: the default model), answering as
     ``choice`` says (test-time augmentation, zoom), its decoder run as ``options`` say (:class:`ModelOptions`); a
-    ``model`` passed in is changed in place by a bfloat16 or compiled decoder (give a copy to keep the original)."""
+    ``model`` passed in is changed in place by a bfloat16 or compiled decoder (give a copy to keep the original).
+    ``access`` (default: loopback host names, no token) says who may use it (:mod:`gnnseg.seg.serve.guard`)."""
     limits = limits or ServiceLimits()
+    access = access or ServiceAccess()
     choice = choice or ModelChoice()
     segmenter = Segmenter(lambda: model if model is not None else choice.load(), limits.embedding_cache_bytes,
                           options, choice)
@@ -176,6 +215,8 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
     app = FastAPI(title="gnnseg box-prompted segmentation", version="1",
                   description="Upload an image or volume, then ask for the object inside each box.")
     app.state.store, app.state.segmenter, app.state.limits = store, segmenter, limits
+    app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(RequestGuard, allowed_hosts=access.allowed_hosts, token=access.token)  # outermost: first
 
     @app.exception_handler(UploadError)
     async def upload_error(_: Request, exc: UploadError) -> JSONResponse:
@@ -195,8 +236,9 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
         return _error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        LOG.error("%s %s failed", request.method, request.url.path, exc_info=exc)  # the details stay in the log
+        return _error(500, f"internal error ({type(exc).__name__}); the server's log has the details")
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -209,8 +251,8 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
         data = file.file.read(limits.max_upload_bytes + 1)
         if len(data) > limits.max_upload_bytes:
             raise UploadError(f"the upload exceeds {limits.max_upload_bytes:,} bytes", status=413)
-        image = store.add(decode_upload(file.filename or "", data, modality=modality, window=window,
-                                        max_pixels=limits.max_pixels))
+        image = store.add(decode_upload(Path(file.filename or "").name, data, modality=modality, window=window,
+                                        max_pixels=limits.max_pixels, max_boxes=limits.max_boxes))
         return image.describe()
 
     @app.get("/v1/images/{image_id}")
@@ -277,7 +319,7 @@ def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
         if not image.is_volume:
             raise UploadError("3D boxes need a volume; this is a 2D image")
         boxes = validate_boxes_3d(np.array(request.boxes3d, dtype=np.float64), image.shape)
-        masks, iou = segmenter.segment_3d(image.pixels, boxes)
+        masks, iou = segmenter.segment_3d(image.pixels, boxes, limits.max_request_seconds)
         return segs_from_masks(masks), iou, masks
     if image.is_volume and request.slice is None:
         raise UploadError(f"2D boxes on a volume need the slice they are drawn on (0..{image.shape[0] - 1})")

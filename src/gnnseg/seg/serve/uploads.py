@@ -11,19 +11,22 @@ Every failure is an :class:`UploadError` whose message names the problem; nothin
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
+import re
+import secrets
 import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from gnnseg.seg.io import MedicalImage, read_dicom_series, read_image_2d, read_nifti
+from gnnseg.core.archives import ArchiveLimits, UnsafeArchiveError, read_entries
+from gnnseg.seg.io import MedicalImage, read_dicom_files, read_image_2d, read_nifti
 from gnnseg.seg.io.challenge_npz import read_challenge_npz
+from gnnseg.seg.io.image import ImageTooLargeError
 from gnnseg.seg.sam.preprocess import to_rgb_uint8
 
 
@@ -105,56 +108,67 @@ def scale_volume_for_display(array: np.ndarray, modality: str, window: str) -> n
 
 
 def decode_upload(name: str, data: bytes, *, modality: str = "auto", window: str = "soft_tissue",
-                  max_pixels: int = 64_000_000) -> UploadedImage:
-    """Read an uploaded file into an :class:`UploadedImage` (its id is the SHA-256 of the bytes, shortened)."""
+                  max_pixels: int = 64_000_000, max_boxes: int = 64) -> UploadedImage:
+    """Read an uploaded file into an :class:`UploadedImage` with a new random id.
+
+    Sizes are checked from each format's header before anything is decoded (:class:`ImageTooLargeError`, a 413):
+    ``max_pixels`` pixels of a 2D image or voxels of a volume, ``max_boxes`` boxes of a challenge case; a zip is
+    checked entry by entry before it is read into memory (never onto disk). Messages name the user's file, never
+    the server's temporary paths.
+    """
     if not data:
         raise UploadError("the uploaded file is empty")
-    upload_id = hashlib.sha256(data).hexdigest()[:24]
+    label = name or "the upload"
     with tempfile.TemporaryDirectory(prefix="gnnseg-upload-") as folder:
         try:
-            image = _decode(Path(folder), name, data, modality, window)
+            image = _decode(Path(folder), label, data, modality, window, max_pixels, max_boxes)
         except UploadError:
             raise
+        except (ImageTooLargeError, UnsafeArchiveError) as exc:
+            raise UploadError(_scrubbed(str(exc), folder, label), status=413) from None
+        except MemoryError:
+            raise UploadError(f"{label} needs more memory than the server has to decode", status=413) from None
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-            raise UploadError(f"{name or 'the upload'} could not be read: {exc}") from None
-    pixels = image.pixels
-    if pixels.size > max_pixels * (1 if image.is_volume else 3):
-        raise UploadError(f"{name}: {pixels.size:,} values exceed the limit of {max_pixels:,} pixels", status=413)
-    if min(pixels.shape) == 0:
-        raise UploadError(f"{name}: the image is empty (shape {pixels.shape})")
-    image.id = upload_id
+            raise UploadError(_scrubbed(f"{label} could not be read: {exc or type(exc).__name__}", folder, label)) \
+                from None
+    if min(image.pixels.shape) == 0:
+        raise UploadError(f"{label}: the image is empty (shape {image.pixels.shape})")
+    image.id = secrets.token_urlsafe(18)
     return image
 
 
-def _decode(folder: Path, name: str, data: bytes, modality: str, window: str) -> UploadedImage:
+def _scrubbed(message: str, folder: str, label: str) -> str:
+    """``message`` with the temporary file (or folder) it names replaced by the user's file name."""
+    return re.sub(re.escape(folder) + r"[^\s:,;'\"]*", label, message)
+
+
+def _decode(folder: Path, name: str, data: bytes, modality: str, window: str, max_pixels: int,
+            max_boxes: int) -> UploadedImage:
     for magic, suffix in _SUFFIX_2D.items():
         if data.startswith(magic):
             path = folder / f"upload{suffix}"
             path.write_bytes(data)
-            loaded = read_image_2d(path)
+            loaded = read_image_2d(path, max_pixels=max_pixels)
             return UploadedImage("", name, "2d", to_rgb_uint8(loaded.array), tuple(loaded.spacing))
     if _nifti_header(data) is not None:
         path = folder / ("upload.nii.gz" if data[:2] == b"\x1f\x8b" else "upload.nii")
         path.write_bytes(data)
-        return _volume(name, read_nifti(path), modality, window)
+        return _volume(name, read_nifti(path, max_voxels=max_pixels), modality, window)
     if data.startswith(b"PK"):
         archive = zipfile.ZipFile(io.BytesIO(data))
         if any(entry.endswith(".npy") for entry in archive.namelist()):
-            return _challenge_case(folder, name, data)
-        series = folder / "series"
-        for entry in archive.infolist():
-            target = (series / entry.filename).resolve()
-            if not str(target).startswith(str(series.resolve())):
-                raise UploadError(f"{name}: the zip holds an unsafe path {entry.filename!r}")
-        archive.extractall(series)
-        files = [path for path in series.rglob("*") if path.is_file()]
+            return _challenge_case(folder, name, data, max_pixels, max_boxes)
+        # a DICOM series: about two bytes a voxel, plus headers
+        limits = ArchiveLimits(max_bytes=2 * max_pixels + (64 << 20), max_entries=4096)
+        files = read_entries(archive, limits, name)
         if not files:
             raise UploadError(f"{name}: the zip is empty")
-        folders = [path.parent for path in files]
+        folders = [PurePosixPath(entry).parent for entry in files]
         fullest = max(set(folders), key=folders.count)  # the series, not a DICOMDIR or README beside it
-        return _volume(name, read_dicom_series(fullest), modality, window)
-    raise UploadError(f"{name or 'the upload'}: unsupported file; send a PNG, JPEG, TIFF or GIF image, a NIfTI "
-                      "volume, a zip of a DICOM series, or a challenge .npz", status=415)
+        series = {entry: content for entry, content in files.items() if PurePosixPath(entry).parent == fullest}
+        return _volume(name, read_dicom_files(series, name, max_voxels=max_pixels), modality, window)
+    raise UploadError(f"{name}: unsupported file; send a PNG, JPEG, TIFF or GIF image, a NIfTI volume, a zip of a "
+                      "DICOM series, or a challenge .npz", status=415)
 
 
 def _volume(name: str, volume: MedicalImage, modality: str, window: str) -> UploadedImage:
@@ -169,10 +183,10 @@ def _volume(name: str, volume: MedicalImage, modality: str, window: str) -> Uplo
     return UploadedImage("", name, "3d", pixels, tuple(volume.spacing), volume.affine)
 
 
-def _challenge_case(folder: Path, name: str, data: bytes) -> UploadedImage:
+def _challenge_case(folder: Path, name: str, data: bytes, max_pixels: int, max_boxes: int) -> UploadedImage:
     path = folder / ("3D_upload.npz" if name.upper().startswith("3D") else "upload.npz")
     path.write_bytes(data)
-    case = read_challenge_npz(path)
+    case = read_challenge_npz(path, max_values=3 * max_pixels + 6 * max_boxes + 3, max_boxes=max_boxes)
     pixels = np.round(case.image).astype(np.uint8) if case.image.dtype != np.uint8 else case.image
     spacing = case.spacing or (1.0,) * (3 if case.is_3d else 2)
     return UploadedImage("", name, "3d" if case.is_3d else "2d", pixels, spacing, boxes=case.boxes)

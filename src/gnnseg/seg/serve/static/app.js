@@ -8,6 +8,16 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("view");
 const context = canvas.getContext("2d");
 
+// A service started with a token prints the page's address with #token=...; the fragment never reaches a server.
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token") || sessionStorage.getItem("gnnseg-token");
+if (TOKEN) { sessionStorage.setItem("gnnseg-token", TOKEN); history.replaceState(null, "", location.pathname); }
+
+function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (TOKEN) headers.set("Authorization", `Bearer ${TOKEN}`);
+  return fetch(path, { ...options, headers });
+}
+
 function setStatus(text, isError = false) {
   $("status").textContent = text;
   $("status").classList.toggle("error", isError);
@@ -22,7 +32,7 @@ async function upload(file) {
   form.append("file", file);
   form.append("modality", $("modality").value);
   setStatus(`Uploading ${file.name}...`);
-  const response = await fetch("/v1/images", { method: "POST", body: form });
+  const response = await api("/v1/images", { method: "POST", body: form });
   if (!response.ok) { setStatus(`Could not open ${file.name}: ${await errorText(response)}`, true); return; }
   state.image = await response.json();
   state.boxes = (state.image.kind === "2d" && state.image.boxes) ? state.image.boxes.map((b) => ({ box: b, slice: 0 })) : [];
@@ -40,7 +50,7 @@ async function showSlice(index) {
   state.slice = index;
   $("slice").value = index;
   $("slice-number").textContent = index;
-  const response = await fetch(`/v1/images/${state.image.id}/slices/${index}`);
+  const response = await api(`/v1/images/${state.image.id}/slices/${index}`);
   if (!response.ok) { setStatus(await errorText(response), true); return; }
   state.picture = await createImageBitmap(await response.blob());
   const [height, width] = state.image.shape.slice(-2);
@@ -135,7 +145,7 @@ async function segment() {
   state.busy = true;
   setStatus("Segmenting...");
   const began = performance.now();
-  const response = await fetch(`/v1/images/${state.image.id}/segment`, {
+  const response = await api(`/v1/images/${state.image.id}/segment`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   });
   state.busy = false;
@@ -198,7 +208,7 @@ document.addEventListener("drop", (event) => {
 });
 
 async function download(format, suffix) {
-  const response = await fetch(`/v1/images/${state.image.id}/segment`, {
+  const response = await api(`/v1/images/${state.image.id}/segment`, {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(requestBody(format)),
   });
   if (!response.ok) { setStatus(await errorText(response), true); return; }

@@ -1,0 +1,223 @@
+"""The service against hostile and broken input: every class of the probe, each with a small generated input.
+
+Sizes are refused from headers before decoding, bodies before spooling, archives before unpacking; hosts, origins
+and tokens before anything; 2D requests do not wait for a whole 3D request; errors never show server paths.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import threading
+import time
+import zipfile
+import zlib
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi", reason="fastapi is not installed (pip install -e '.[test]')")
+pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[test]')")
+
+from gnnseg.seg.sam.model import build_sam  # noqa: E402
+from gnnseg.seg.serve.app import ServiceLimits, create_app  # noqa: E402
+from gnnseg.seg.serve.guard import ServiceAccess  # noqa: E402
+from tests.seg.test_serve_api import error_of, local_client, nifti_upload, png_upload, upload  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_sam("tiny_vit_mini")
+
+
+@pytest.fixture
+def client(model):
+    return local_client(create_app(model, limits=ServiceLimits(max_boxes=4, max_upload_bytes=2_000_000,
+                                                               max_pixels=4_000_000)))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG header declaring ``width x height`` grey pixels, with a few bytes of data (a decompression bomb's
+    shape, without the bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+def nifti_declaring(shape: tuple[int, ...]) -> bytes:
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    return gzip.compress(header.binaryblock + b"\0" * 4 + b"\0" * 4096)
+
+
+def npz_declaring(shape: tuple[int, ...]) -> bytes:
+    """An npz whose ``imgs`` header declares ``shape`` uint8 values but holds a few bytes."""
+    npy_header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(npy_header, {"descr": "|u1", "fortran_order": False, "shape": shape})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("imgs.npy", npy_header.getvalue() + b"\0" * 16)
+        archive.writestr("boxes.npy", _npy(np.array([[0, 0, 4, 4]])))
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("data", "name", "message"), [
+    (png_declaring(30_000, 30_000), "bomb.png", "pixels"),
+    (png_declaring(3_000, 2_000), "wide.png", "declares 2000 x 3000 = 6,000,000 pixels, over the limit of 4,000,000"),
+    (nifti_declaring((1024, 1024, 256)), "ct.nii.gz", "declares 1024 x 1024 x 256 = 268,435,456 voxels"),
+    (npz_declaring((10**6, 10**6, 3)), "2D_case.npz", "imgs (1000000, 1000000, 3)"),
+])
+def test_sizes_are_refused_from_the_header_before_decoding(client, data, name, message):
+    response = upload(client, data, name)
+    assert response.status_code == 413 and message in error_of(response), response.json()
+
+
+def test_a_challenge_case_with_too_many_boxes_is_refused_and_boxes_are_never_echoed_unbounded(client):
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, imgs=np.zeros((8, 8, 3), np.uint8), boxes=np.tile([[0, 0, 4, 4]], (2_000_000, 1)))
+    assert len(buffer.getvalue()) < 300_000
+    response = upload(client, buffer.getvalue(), "2D_case.npz")
+    assert response.status_code == 413 and "2,000,000 boxes, over the limit of 4" in error_of(response)
+    buffer = io.BytesIO()
+    np.savez(buffer, imgs=np.zeros((8, 8, 3), np.uint8), boxes=np.tile([[0, 0, 4, 4]], (3, 1)))
+    assert len(upload(client, buffer.getvalue(), "2D_case.npz").json()["boxes"]) == 3
+
+
+def test_zip_bombs_and_unsafe_zips_are_refused_before_unpacking(client):
+    for entries, message in [({"series/a.dcm": bytes(16 << 20)}, "expands"),
+                             ({f"series/{k}.dcm": b"" for k in range(5000)}, "5,000 entries"),
+                             ({"../../escape.dcm": b"x"}, "unsafe path")]:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in entries.items():
+                archive.writestr(name, data)
+        response = upload(client, buffer.getvalue(), "series.zip")
+        assert response.status_code == 413 and message in error_of(response), response.json()
+
+
+def test_bodies_over_the_limit_are_refused_without_being_read(model):
+    client = local_client(create_app(model, limits=ServiceLimits(max_upload_bytes=10_000)))
+    declared = client.post("/v1/images", content=b"x" * 10, headers={"Content-Length": str(10**9),
+                                                                     "Content-Type": "multipart/form-data"})
+    assert declared.status_code == 413 and "1000000000 bytes" in error_of(declared)
+    assert client.post("/v1/images", files={"file": ("a.png", png_upload())}).status_code == 201
+
+
+def test_a_streamed_body_is_cut_off_at_the_limit():
+    """Without a Content-Length the body is counted as it arrives: no more than the limit is taken from the
+    connection, and the client gets a 413 whatever the application made of the cut-off body."""
+    import asyncio
+
+    from gnnseg.seg.serve.guard import BodyLimit
+
+    async def application(scope, receive, send):  # reads everything, like a multipart parser
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b"parse error"})
+
+    delivered, sent = 0, []
+
+    async def receive():
+        nonlocal delivered
+        delivered += 8192
+        return {"type": "http.request", "body": b"x" * 8192, "more_body": delivered < 8_192_000}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(BodyLimit(application, max_bytes=20_000)({"type": "http", "headers": []}, receive, send))
+    assert delivered <= 20_000 + 8192                      # not the 8 MB the client meant to send
+    assert sent[0]["status"] == 413 and b"exceeds the limit of 20,000 bytes" in sent[1]["body"]
+
+
+def test_host_origin_and_token_checks(model):
+    app = create_app(model, access=ServiceAccess(token="s3cret"))
+    client = local_client(app)
+    assert client.get("/").status_code == 200          # the page holds no data
+    refused = client.get("/v1/images/x")
+    assert refused.status_code == 401 and "token" in error_of(refused)
+    authorised = {"Authorization": "Bearer s3cret"}
+    assert client.get("/v1/images/x", headers=authorised).status_code == 404
+    rebound = client.get("/healthz", headers={"Host": "attacker.example:8000"})
+    assert rebound.status_code == 421 and "attacker.example" in error_of(rebound)
+    forged = client.post("/v1/images", files={"file": ("a.png", png_upload())},
+                         headers={**authorised, "Origin": "http://evil.example"})
+    assert forged.status_code == 403 and "evil.example" in error_of(forged)
+    same_page = client.post("/v1/images", files={"file": ("a.png", png_upload())},
+                            headers={**authorised, "Origin": "http://127.0.0.1:8000"})
+    assert same_page.status_code == 201
+
+
+def test_errors_name_the_users_file_not_the_servers_paths(client):
+    data, _ = nifti_upload()
+    response = upload(client, data[: len(data) // 2], "patient.nii.gz")
+    message = error_of(response)
+    assert response.status_code == 422 and "patient.nii.gz" in message
+    assert "/tmp" not in message and "gnnseg-upload" not in message
+
+
+def test_a_2d_request_is_answered_while_a_3d_request_runs(model):
+    client = local_client(create_app(model))
+    data, _ = nifti_upload(shape=(40, 20, 24))
+    volume = upload(client, data, "ct.nii.gz").json()["id"]
+    image = upload(client, png_upload()).json()["id"]
+    finished = {}
+
+    def long_3d():
+        client.post(f"/v1/images/{volume}/segment", json={"boxes3d": [[2, 2, 0, 15, 12, 39]] * 4, "format": "npz"})
+        finished["3d"] = time.perf_counter()
+
+    worker = threading.Thread(target=long_3d)
+    worker.start()
+    time.sleep(0.3)
+    response = client.post(f"/v1/images/{image}/segment", json={"boxes": [[5, 5, 30, 30]]})
+    answered = time.perf_counter()
+    worker.join()
+    assert response.status_code == 200
+    assert answered < finished["3d"]  # it did not wait for the 160 slices behind it
+
+
+def test_a_3d_request_past_its_time_budget_stops_with_503(model):
+    client = local_client(create_app(model, limits=ServiceLimits(max_request_seconds=0.0)))
+    data, _ = nifti_upload()
+    volume = upload(client, data, "ct.nii.gz").json()["id"]
+    response = client.post(f"/v1/images/{volume}/segment", json={"boxes3d": [[2, 2, 0, 15, 12, 4]], "format": "npz"})
+    assert response.status_code == 503 and "budget" in error_of(response)
+
+
+def test_a_body_that_stalls_is_refused_with_408():
+    import asyncio
+
+    from gnnseg.seg.serve.guard import BodyLimit
+
+    async def application(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+
+    async def receive():
+        await asyncio.sleep(5)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    began = time.perf_counter()
+    asyncio.run(BodyLimit(application, max_bytes=100, idle_seconds=0.2)({"type": "http", "headers": []}, receive,
+                                                                         send))
+    assert time.perf_counter() - began < 2
+    assert sent[0]["status"] == 408 and b"stalled for 0.2 s" in sent[1]["body"]
