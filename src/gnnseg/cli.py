@@ -32,6 +32,8 @@ CHECKPOINT_HELP = ("a model name ({names}{default}), a checkpoint (SAM, MedSAM, 
                    "layout) or an ONNX export folder")
 NORMALIZATION_HELP = ("input normalisation, overriding what the checkpoint implies: minmax (MedSAM, Lite MedSAM) or "
                       "imagenet (SAM, MobileSAM); needed for a flat ViT checkpoint, whose tensors do not tell")
+UNMATCHED_HELP = ("go on when an image has no mask of the same name (by default that is an error listing every "
+                  "such image); names are matched whole, without their extension")
 PREPROCESSING_HELP = ("Lite MedSAM-style models: gnnseg (area averaging in floating point, fractional boxes) or "
                       "official (the released LiteMedSAM code's OpenCV resize and truncated boxes, reproducing its "
                       "masks; needs opencv-python-headless); default: the model's own")
@@ -328,7 +330,8 @@ def _seg_finetune(args: argparse.Namespace) -> dict:
     return finetune_folders(args.images, args.masks, args.output, val_images=args.val_images,
                             val_masks=args.val_masks, checkpoint=args.checkpoint, model=args.model,
                             normalization=args.normalization,
-                            modality=args.modality, config=config, resume=args.resume)
+                            modality=args.modality, config=config, resume=args.resume,
+                            allow_unmatched=args.allow_unmatched)
 
 
 def _seg_distill(args: argparse.Namespace) -> dict:
@@ -341,7 +344,7 @@ def _seg_distill(args: argparse.Namespace) -> dict:
                             lr=args.lr, box_shift=5, freeze_prompt_encoder=False, seed=args.seed)
     return distill_folders(args.images, args.masks, args.output, teacher=args.teacher, student=args.student,
                            teacher_normalization=args.normalization, modality=args.modality, distill=distill,
-                           config=stage2)
+                           config=stage2, allow_unmatched=args.allow_unmatched)
 
 
 def _seg_export_onnx(args: argparse.Namespace) -> dict:
@@ -354,7 +357,8 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.workflow import evaluate_folders
 
     result = evaluate_folders(args.images, args.masks, choice=_model_choice(args), box_margin=args.box_margin,
-                              tolerance=args.tolerance, modality=args.modality)
+                              tolerance=args.tolerance, modality=args.modality,
+                              allow_unmatched=args.allow_unmatched)
     if not args.json:
         result.pop("per_object")
     return result
@@ -646,6 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = seg.add_parser("finetune", help="fine-tune a box-prompted model on image/mask folders")
     tune.add_argument("--images", required=True, help="2D images or NIfTI volumes")
     tune.add_argument("--masks", required=True, help="label masks with the same names")
+    tune.add_argument("--allow-unmatched", action="store_true", help=UNMATCHED_HELP)
     tune.add_argument("--val-images")
     tune.add_argument("--val-masks")
     tune.add_argument("--checkpoint", help="start from this: " + _checkpoint_help())
@@ -668,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     distil.add_argument("--teacher", required=True, help="teacher checkpoint (e.g. medsam_vit_b.pth) or model name")
     distil.add_argument("--normalization", choices=NORMALIZATIONS, help="the teacher's " + NORMALIZATION_HELP)
     distil.add_argument("--student", default="lite_medsam", help="student configuration (default: lite_medsam)")
+    distil.add_argument("--allow-unmatched", action="store_true", help=UNMATCHED_HELP)
     distil.add_argument("--images", required=True, help="2D images or NIfTI volumes")
     distil.add_argument("--masks", required=True, help="label masks with the same names")
     distil.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
@@ -691,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     assess = seg.add_parser("evaluate", help="DSC and NSD of box-prompted segmentation against masks")
     assess.add_argument("--images", required=True)
     assess.add_argument("--masks", required=True)
+    assess.add_argument("--allow-unmatched", action="store_true", help=UNMATCHED_HELP)
     assess.add_argument("--box-margin", type=int, default=5, help="pixels added around each ground-truth box")
     assess.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in pixels (mm for volumes)")
     assess.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")

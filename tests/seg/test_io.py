@@ -250,3 +250,27 @@ def test_converters_on_real_data(tmp_path, converter, source, cases, test_cases,
     case = dataset.load_case(dataset.case_ids()[0])
     assert set(np.unique(case.label.array).tolist()) == {0, 1}
     assert foreground[0] < case.label.array.mean() < foreground[1]
+
+
+def test_images_pair_with_masks_by_their_whole_name(tmp_path):
+    from gnnseg.seg.io.pairs import file_stem, paired_files
+
+    suffixes = (".png", ".jpg", ".nii", ".nii.gz")
+    assert file_stem("Case.1.JPG", suffixes) == "case.1" and file_stem("ct.nii.gz", suffixes) == "ct"
+    assert file_stem("notes.txt", suffixes) is None
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for name in ("case.1.jpg", "case.2.jpg", "ct.nii.gz", "1.2.840.113619.2.55.jpg"):
+        (images / name).write_bytes(b"")
+    for name in ("case.1.png", "case.2.png", "ct.nii.gz", "1.2.840.113619.2.56.png"):
+        (masks / name).write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"1 image\(s\) .* 1\.2\.840\.113619\.2\.55\.jpg \(pass --allow-unmatched"):
+        paired_files(images, masks, suffixes)
+    pairs = paired_files(images, masks, suffixes, allow_unmatched=True)
+    assert [(image.name, mask.name) for image, mask in pairs] == [
+        ("case.1.jpg", "case.1.png"), ("case.2.jpg", "case.2.png"), ("ct.nii.gz", "ct.nii.gz")]
+    (masks / "case.1.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="two files named 'case.1'"):
+        paired_files(images, masks, suffixes)
+    with pytest.raises(FileNotFoundError, match="masks folder .* does not exist"):
+        paired_files(images, tmp_path / "none", suffixes)

@@ -221,3 +221,31 @@ def test_a_body_that_stalls_is_refused_with_408():
                                                                          send))
     assert time.perf_counter() - began < 2
     assert sent[0]["status"] == 408 and b"stalled for 0.2 s" in sent[1]["body"]
+
+
+def test_memory_per_request_does_not_grow_with_the_number_of_boxes(model):
+    """At the limits (every pixel, every box) a request holds the labels and one box's mask and logits at full
+    resolution: under PER_PIXEL_BYTES per pixel (docs/serve.md), where masks kept per box would cost 5 per box."""
+    import tracemalloc
+
+    from PIL import Image
+
+    from gnnseg.seg.serve.app import PER_PIXEL_BYTES
+
+    side, boxes = 1600, 16
+    client = local_client(create_app(model, limits=ServiceLimits(max_pixels=side * side, max_boxes=boxes,
+                                                                 max_upload_bytes=20_000_000)))
+    ramp = np.add.outer(np.arange(side), np.arange(side)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([ramp] * 3, axis=-1)).save(buffer, format="PNG")
+    image = upload(client, buffer.getvalue()).json()["id"]
+    request = {"boxes": [[10 + 90 * k, 10, 200 + 90 * k, 1500] for k in range(boxes)], "format": "json"}
+    client.post(f"/v1/images/{image}/segment", json={"boxes": request["boxes"][:1]})  # embedding cached
+    tracemalloc.start()
+    try:
+        response = client.post(f"/v1/images/{image}/segment", json=request)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 200 and len(response.json()["masks"]) == boxes
+    assert peak < PER_PIXEL_BYTES * side * side, peak / side ** 2

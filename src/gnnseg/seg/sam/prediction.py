@@ -125,7 +125,12 @@ def bilinear_resize(array: np.ndarray, hw: Sequence[int]) -> np.ndarray:
         shape = [1] * source.ndim
         shape[axis] = new_length
         weight = weight.reshape(shape)
-        source = np.take(source, low, axis=axis) * (1 - weight) + np.take(source, high, axis=axis) * weight
+        lower, upper = np.take(source, low, axis=axis), np.take(source, high, axis=axis)
+        upper -= lower  # lower + (upper - lower) * weight, in place: two arrays of the output's size at most
+        upper *= weight
+        lower += upper
+        del upper
+        source = lower
     return source
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from gnnseg.seg.io import read_image_2d, read_nifti
 from gnnseg.seg.io.image2d import SUFFIXES_2D
+from gnnseg.seg.io.pairs import paired_files
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.distill import (
@@ -32,25 +33,13 @@ from gnnseg.seg.sam.segment_files import VOLUME_SUFFIXES, refuse_existing
 from gnnseg.seg.sam.shipped import DEFAULT_MODEL, ModelChoice, load_model
 
 
-def _paired_files(images: Path, masks: Path) -> list[tuple[Path, Path]]:
-    if not images.is_dir() or not masks.is_dir():
-        raise FileNotFoundError(f"expected two folders, got {images} and {masks}")
-    by_stem = {}
-    for path in masks.iterdir():
-        name = path.name.lower()
-        if name.endswith(SUFFIXES_2D + VOLUME_SUFFIXES):
-            by_stem[name.split(".")[0]] = path
-    pairs = [(path, by_stem[path.name.lower().split(".")[0]]) for path in sorted(images.iterdir())
-             if path.name.lower().endswith(SUFFIXES_2D + VOLUME_SUFFIXES) and path.name.lower().split(".")[0] in by_stem]
-    if not pairs:
-        raise FileNotFoundError(f"no image in {images} has a mask of the same name in {masks}")
-    return pairs
-
-
-def load_samples(images: str | os.PathLike, masks: str | os.PathLike, modality: str = "ct") -> list[PromptSample]:
-    """Samples from image/mask pairs with the same name: 2D images, or NIfTI volumes cut into axial slices."""
+def load_samples(images: str | os.PathLike, masks: str | os.PathLike, modality: str = "ct", *,
+                 allow_unmatched: bool = False) -> list[PromptSample]:
+    """Samples from image/mask pairs with the same name (:func:`~gnnseg.seg.io.pairs.paired_files`): 2D images, or
+    NIfTI volumes cut into axial slices. An image without a mask is an error unless ``allow_unmatched``."""
     samples = []
-    for image_path, mask_path in _paired_files(Path(images), Path(masks)):
+    for image_path, mask_path in paired_files(Path(images), Path(masks), SUFFIXES_2D + VOLUME_SUFFIXES,
+                                              allow_unmatched=allow_unmatched):
         if image_path.name.lower().endswith(VOLUME_SUFFIXES):
             volume, labels = read_nifti(image_path), read_nifti(mask_path)
             samples += samples_from_volume(volume.array, labels.array.astype(np.int64), image_path.name,
@@ -67,14 +56,16 @@ def load_samples(images: str | os.PathLike, masks: str | os.PathLike, modality: 
 def finetune_folders(images: str, masks: str, output: str, *, val_images: str | None = None,
                      val_masks: str | None = None, checkpoint: str | None = None, model: str | None = None,
                      normalization: Normalization | None = None, modality: str = "ct",
-                     config: FinetuneConfig | None = None, resume: bool = False) -> dict[str, Any]:
+                     config: FinetuneConfig | None = None, resume: bool = False,
+                     allow_unmatched: bool = False) -> dict[str, Any]:
     """Fine-tune a checkpoint (or the default model, or a fresh ``model`` configuration) on folder pairs;
     ``normalization`` overrides the checkpoint's input normalisation."""
     if checkpoint and model:
         raise ValueError("give either --checkpoint (to fine-tune) or --model (to train from scratch), not both")
     sam = build_sam(model) if model else load_model(checkpoint, normalization)
-    train = load_samples(images, masks, modality)
-    val = load_samples(val_images, val_masks, modality) if val_images and val_masks else []
+    train = load_samples(images, masks, modality, allow_unmatched=allow_unmatched)
+    val = load_samples(val_images, val_masks, modality, allow_unmatched=allow_unmatched) \
+        if val_images and val_masks else []
     summary = finetune(sam, train, val, config or FinetuneConfig(), output, resume=resume,
                        meta={"trained_on": str(images), "started_from": checkpoint or model or DEFAULT_MODEL})
     return {**summary, "train_objects": len(train), "val_objects": len(val), "output": str(output)}
@@ -82,7 +73,8 @@ def finetune_folders(images: str, masks: str, output: str, *, val_images: str | 
 
 def distill_folders(images: str, masks: str, output: str, *, teacher: str, student: str = "lite_medsam",
                     teacher_normalization: Normalization | None = None, modality: str = "ct",
-                    distill: DistillConfig | None = None, config: FinetuneConfig | None = None) -> dict[str, Any]:
+                    distill: DistillConfig | None = None, config: FinetuneConfig | None = None,
+                    allow_unmatched: bool = False) -> dict[str, Any]:
     """Lite MedSAM's two stages on folder pairs: distil ``student``'s encoder from the ``teacher`` checkpoint
     (embeddings cached in ``output``; ``teacher_normalization`` overrides the teacher's input normalisation), hand
     it the teacher's prompt encoder and decoder, fine-tune everything."""
@@ -92,7 +84,7 @@ def distill_folders(images: str, masks: str, output: str, *, teacher: str, stude
     student_model = build_sam(student)
     if student_model.config.crop_margin is not None:
         raise ValueError(f"{student} is a box-centred model; distillation needs a whole-image student")
-    samples = load_samples(images, masks, modality)
+    samples = load_samples(images, masks, modality, allow_unmatched=allow_unmatched)
     prepared = PreparedSet.from_samples(samples, student_model.config)
     cache = cache_teacher_embeddings(teacher_model, prepared, output_path / "teacher_embeddings.npy")
     stage1 = distill_encoder(student_model, prepared, cache, distill or DistillConfig(), output_path)
@@ -123,11 +115,12 @@ def export_onnx_folder(output: str | os.PathLike, *, choice: ModelChoice | None 
 
 
 def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, choice: ModelChoice | None = None,
-                     box_margin: int = 5, tolerance: float = 2.0, modality: str = "ct") -> dict[str, Any]:
+                     box_margin: int = 5, tolerance: float = 2.0, modality: str = "ct",
+                     allow_unmatched: bool = False) -> dict[str, Any]:
     """DSC and NSD (tolerance in pixels) of every object, prompted by its ground-truth box grown by ``box_margin``,
     answered by ``choice`` (:class:`~gnnseg.seg.sam.shipped.ModelChoice`; default: the default model)."""
     choice = choice or ModelChoice()
-    samples = load_samples(images, masks, modality)
+    samples = load_samples(images, masks, modality, allow_unmatched=allow_unmatched)
     started = time.perf_counter()
     predicted = predicted_masks(choice.predictor(), samples, box_margin)
     dsc = [dice(mask, sample.mask) for mask, sample in zip(predicted, samples)]

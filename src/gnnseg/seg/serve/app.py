@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +38,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gnnseg.seg.io.challenge_npz import segs_from_masks
 from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.sam.preprocess import validate_boxes
 from gnnseg.seg.sam.shipped import ModelChoice, make_predictor
-from gnnseg.seg.sam.volume import segment_boxes_3d, validate_boxes_3d
+from gnnseg.seg.sam.volume import segment_box_3d, validate_boxes_3d
 from gnnseg.seg.serve.guard import BodyLimit, RequestGuard, ServiceAccess
 from gnnseg.seg.serve.encoding import (
     image_png_bytes,
@@ -60,6 +59,9 @@ from gnnseg.seg.serve.uploads import (
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOG = logging.getLogger("gnnseg.serve")
+PER_PIXEL_BYTES = 24
+"""Memory a segmentation request takes per pixel of its image (labels, one box's logits and mask, resizing), at
+most, however many boxes it has; the tests hold the service to it."""
 MULTIPART_OVERHEAD = 64 * 2**10
 """Room for the form's boundaries and small fields around the uploaded file."""
 
@@ -140,11 +142,10 @@ class Segmenter:
 
         return self._model_thread.submit(segment).result()
 
-    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray,
-                   seconds: float = float("inf")) -> tuple[list[np.ndarray], np.ndarray]:
-        """Propagation runs on the caller's thread and each slice's model call on the model thread, so other
-        requests take turns with the slices; past ``seconds`` the next slice raises a 503."""
-        return segment_boxes_3d(_SliceByTurns(self, time.monotonic() + seconds, seconds), volume, boxes)
+    def slice_by_slice(self, seconds: float = float("inf")) -> _SliceByTurns:
+        """A predictor for 3D propagation on the caller's thread whose every slice is one call on the model
+        thread, so other requests take turns with the slices; past ``seconds`` the next slice raises a 503."""
+        return _SliceByTurns(self, time.monotonic() + seconds, seconds)
 
 
 class _SliceByTurns:
@@ -272,7 +273,7 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
     def segment(image_id: str, request: SegmentRequest) -> Response:
         image = store.get(image_id)
         began = time.perf_counter()
-        labels, iou, masks = _answer(image, request, segmenter, limits)
+        labels, iou, objects = _answer(image, request, segmenter, limits)
         headers = {"X-Predicted-IoU": ",".join(f"{v:.4f}" for v in iou),
                    "X-Seconds": f"{time.perf_counter() - began:.3f}"}
         if request.format == "png":
@@ -291,8 +292,6 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
                 labels = volume
             return Response(nifti_bytes(labels, image.spacing, image.affine), media_type="application/gzip",
                             headers=headers)
-        objects = [{"label": k + 1, "iou": float(iou[k]),
-                    "pixels": int(mask.sum()), "rle": rle_encode(mask)} for k, mask in enumerate(masks)]
         return JSONResponse({"shape": list(labels.shape), "masks": objects,
                              "seconds": time.perf_counter() - began})
 
@@ -306,8 +305,13 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
 
 
 def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
-            limits: ServiceLimits) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Labels (box order, later boxes win), predicted IoU and one mask per box."""
+            limits: ServiceLimits) -> tuple[np.ndarray, np.ndarray, list[dict] | None]:
+    """Labels (box order, later boxes win), predicted IoU, and for JSON each box's run-length mask.
+
+    Boxes are answered one at a time (the image's embedding is computed once and cached) and each mask is painted
+    into the labels and dropped, so a request holds the labels and one box's mask at the image's resolution
+    however many boxes it has (docs/serve.md: memory per request).
+    """
     if (request.boxes is None) == (request.boxes3d is None):
         raise UploadError("give either boxes (2D) or boxes3d (3D), not both and not neither")
     given = request.boxes if request.boxes is not None else request.boxes3d
@@ -319,13 +323,27 @@ def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
         if not image.is_volume:
             raise UploadError("3D boxes need a volume; this is a 2D image")
         boxes = validate_boxes_3d(np.array(request.boxes3d, dtype=np.float64), image.shape)
-        masks, iou = segmenter.segment_3d(image.pixels, boxes, limits.max_request_seconds)
-        return segs_from_masks(masks), iou, masks
+        by_slices = segmenter.slice_by_slice(limits.max_request_seconds)
+        answers = (segment_box_3d(by_slices, image.pixels, box) for box in boxes)
+        return _painted(answers, image.shape, request.format == "json")
     if image.is_volume and request.slice is None:
         raise UploadError(f"2D boxes on a volume need the slice they are drawn on (0..{image.shape[0] - 1})")
     if not image.is_volume and request.slice not in (None, 0):
         raise UploadError("a 2D image has only slice 0")
     rgb = image.slice_rgb(request.slice or 0)
     boxes = validate_boxes(np.array(request.boxes, dtype=np.float64), rgb.shape[:2])
-    masks, iou = segmenter.segment_2d(rgb, boxes)
-    return segs_from_masks(list(masks)), iou, list(masks)
+    answers = ((masks[0], float(iou[0])) for masks, iou in (segmenter.segment_2d(rgb, box[None]) for box in boxes))
+    return _painted(answers, rgb.shape[:2], request.format == "json")
+
+
+def _painted(answers: Iterable[tuple[np.ndarray, float]], shape: tuple[int, ...],
+             run_lengths: bool) -> tuple[np.ndarray, np.ndarray, list[dict] | None]:
+    labels = np.zeros(shape, np.uint16)
+    ious, objects = [], [] if run_lengths else None
+    for index, (mask, iou) in enumerate(answers):
+        labels[mask] = index + 1
+        ious.append(iou)
+        if objects is not None:
+            objects.append({"label": index + 1, "iou": float(iou), "pixels": int(mask.sum()),
+                            "rle": rle_encode(mask)})
+    return labels, np.array(ious, dtype=np.float32), objects
