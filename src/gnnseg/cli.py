@@ -368,7 +368,7 @@ def _lite_predict(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.challenge import predict_cases
 
     result = predict_cases(args.input, args.output, choice=_model_choice(args),
-                           show_progress=False if args.json else None)
+                           show_progress=False if args.json else None, resume=args.resume)
     if not args.json:
         result.pop("seconds")
     return result
@@ -710,6 +710,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = lite.add_parser("predict", help="write segs for every npz case of a folder")
     run.add_argument("--input", required=True, help="folder of 2DBox_*.npz / 3DBox_*.npz cases (imgs, boxes)")
     run.add_argument("--output", required=True, help="folder for the segs files (same names; never overwritten)")
+    run.add_argument("--resume", action="store_true", help="keep the segs files already in --output (an "
+                     "interrupted run's) and predict the other cases")
     _add_model_arguments(run)
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=_lite_predict)
@@ -756,13 +758,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_runs(status: str) -> list[str]:
+    """Mark the runs this command made (if it made any: only then is the module loaded)."""
+    runs = sys.modules.get("gnnseg.core.runs")
+    return [str(path) for path in runs.close_runs(status)] if runs is not None else []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.handler(args)
+    except KeyboardInterrupt:
+        marked = _close_runs("interrupted")
+        print("gnnseg: interrupted" + (f"; {', '.join(marked)} marked interrupted (--resume continues a run "
+                                       "where the command has it)" if marked else ""), file=sys.stderr)
+        return 130
     except (ValueError, OSError, RuntimeError, KeyError, ImportError) as exc:
+        _close_runs("failed")
         print(f"gnnseg: error: {exc}", file=sys.stderr)
         return 2
+    _close_runs("complete")
     if "torch.distributed" in sys.modules:      # only a command that imported torch can have joined a group
         from gnnseg.core.distributed import leave_process_group
         leave_process_group()      # under torchrun: every rank finishes before any rank closes its connections

@@ -1,7 +1,8 @@
 """Run directories: ``runs/<task>/<timestamp>/`` holding ``config.json``, ``metrics.json`` and plots.
 
 A run never overwrites an earlier one: the directory name carries the time down to microseconds and
-is created with ``exist_ok=False``.
+is created with ``exist_ok=False``. A command's runs end with their ``status`` in ``metrics.json``: ``complete``,
+``interrupted`` (Ctrl+C: continue it with the command's ``--resume`` where it has one) or ``failed``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +65,10 @@ class RunDirectory:
         return self.path / (name if name.endswith(".png") else f"{name}.png")
 
 
+_OPEN_RUNS: list[RunDirectory] = []
+"""Runs created in this process and not yet closed by :func:`close_runs` (the command line closes them)."""
+
+
 def new_run(task: str, root: str | os.PathLike = "runs") -> RunDirectory:
     """Create ``<root>/<task>/<timestamp>/`` and return it; never reuses an existing folder."""
     if not task or any(sep in task for sep in ("/", "\\", "..")):
@@ -70,4 +76,35 @@ def new_run(task: str, root: str | os.PathLike = "runs") -> RunDirectory:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     path = Path(root) / task / stamp
     path.mkdir(parents=True, exist_ok=False)
-    return RunDirectory(path)
+    run = RunDirectory(path)
+    _OPEN_RUNS.append(run)
+    return run
+
+
+def close_runs(status: str) -> list[Path]:
+    """Record how this process's open runs ended (``status`` in ``metrics.json``: ``complete``, ``interrupted`` or
+    ``failed``) and return their folders; a failed run that wrote nothing beyond its configuration is removed,
+    so no empty run folder looks like a result."""
+    closed = []
+    while _OPEN_RUNS:
+        run = _OPEN_RUNS.pop()
+        if not run.path.is_dir():
+            continue
+        if status == "failed" and {item.name for item in run.path.iterdir()} <= {"config.json"}:
+            shutil.rmtree(run.path, ignore_errors=True)
+            continue
+        metrics_path = run.path / "metrics.json"
+        written = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+        write_json(metrics_path, {**written, **run.metrics, "status": status})
+        closed.append(run.path)
+    return closed
+
+
+def reopen_run(path: str | os.PathLike) -> RunDirectory:
+    """An existing run folder, continued by ``--resume``: closed like a new run when the command ends."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"cannot resume: the run folder {path} does not exist")
+    run = RunDirectory(path)
+    _OPEN_RUNS.append(run)
+    return run

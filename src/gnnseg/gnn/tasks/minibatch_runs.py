@@ -24,7 +24,7 @@ from gnnseg.core import (
     save_checkpoint,
 )
 from gnnseg.core.distributed import distributed_context
-from gnnseg.core.runs import RunDirectory
+from gnnseg.core.runs import RunDirectory, reopen_run
 from gnnseg.gnn.datasets import DATASET_PREFIXES, check_node_dataset, load_node_dataset
 from gnnseg.gnn.plots import plot_training_curves
 from gnnseg.gnn.tasks.minibatch import (
@@ -72,7 +72,7 @@ def run_minibatch_classification(model: str | None, sampler: str | None, dataset
         if {k: saved.get(k) for k in others} != others or not same_run_settings(saved.get("config", {}), config):
             raise ValueError(f"{folder} was started with other settings ({saved.get('config')}); resume it with "
                              f"the same command, or start a new run")
-        run = RunDirectory(folder)
+        run = reopen_run(folder)
         metrics_file = folder / "metrics.json"
         run.metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     elif context.is_main:

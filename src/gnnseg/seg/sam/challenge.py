@@ -52,15 +52,20 @@ def _cases(folder: str | os.PathLike) -> list[Path]:
 
 
 def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathLike, *,
-                  choice: ModelChoice | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+                  choice: ModelChoice | None = None, show_progress: bool | None = None,
+                  resume: bool = False) -> dict[str, Any]:
     """Write ``output_folder/<case>.npz`` (``segs``) for every case of ``input_folder``; existing outputs are refused
-    before any work is done. ``choice``: the model and how it answers (:class:`~gnnseg.seg.sam.shipped.ModelChoice`,
-    checked when it was made; default: the default model)."""
+    before any work is done, or with ``resume`` kept and their cases skipped (each output is written whole, by a
+    rename, so one that exists is complete: an interrupted run continues where it stopped). ``choice``: the model
+    and how it answers (:class:`~gnnseg.seg.sam.shipped.ModelChoice`, checked when it was made; default: the
+    default model)."""
     cases = _cases(input_folder)
     output = Path(output_folder)
-    clashes = [str(output / case.name) for case in cases if (output / case.name).exists()]
-    if clashes:
-        raise FileExistsError(f"{len(clashes)} outputs exist already (first: {clashes[0]}); choose another folder")
+    clashes = [case for case in cases if (output / case.name).exists()]
+    if clashes and not resume:
+        raise FileExistsError(f"{len(clashes)} outputs exist already (first: {output / clashes[0].name}); choose "
+                              "another folder, or pass --resume to keep them and predict the rest")
+    cases = [case for case in cases if case not in clashes]
     output.mkdir(parents=True, exist_ok=True)
     predictor = (choice or ModelChoice()).predictor(cache_size=MEMO_SLICES)
     seconds = {}
@@ -69,8 +74,8 @@ def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathL
         case = read_challenge_npz(path)
         write_challenge_segs(output / path.name, segment_challenge_case(predictor, case), case=case)
         seconds[case.name] = time.perf_counter() - started
-    return {"cases": len(cases), "output": str(output), "seconds_mean": float(np.mean(list(seconds.values()))),
-            "seconds": seconds}
+    return {"cases": len(cases), "kept": len(clashes), "output": str(output),
+            "seconds_mean": float(np.mean(list(seconds.values()))) if seconds else 0.0, "seconds": seconds}
 
 
 def score_case(segs: np.ndarray, gts: np.ndarray, spacing: tuple[float, ...] | None = None) -> dict[str, float]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gnnseg.core import new_run
+from gnnseg.core.runs import new_run, reopen_run
 from gnnseg.seg.io import (
     ImageFormatError,
     MedicalImage,
@@ -79,7 +79,7 @@ def train(work_dir: str | os.PathLike, configuration: str, fold: int | str, conf
           runs_root: str | os.PathLike = "runs", resume_run: str | os.PathLike | None = None,
           show_progress: bool | None = None, device: str | None = None) -> dict[str, Any]:
     work, plans, dataset = _work(work_dir)
-    run_dir = Path(resume_run) if resume_run else new_run("seg-train", runs_root).path
+    run_dir = (reopen_run(resume_run) if resume_run else new_run("seg-train", runs_root)).path
     summary = train_fold(work / "preprocessed", plans, configuration, fold, run_dir, config, raw_dataset=dataset,
                          resume=resume_run is not None, show_progress=show_progress, device=device)
     return {"run_dir": str(run_dir), **summary}
