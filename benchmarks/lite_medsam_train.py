@@ -29,7 +29,16 @@ given as a checkpoint is distilled from as it is; ``lite_medsam_fast`` was disti
         --teacher src/gnnseg/seg/sam/weights/lite_medsam.pt --student lite_medsam_fast \
         --distill-seconds 100 --finetune-seconds 200
 
-and then its decoder was tuned here, on 2 CPU cores (docs/MODEL_CARD.md)::
+A student of the released LiteMedSAM (``litemedsam``), stage 1 only, here on 2 CPU cores, its encoder started from
+the packaged ``lite_medsam_fast`` and trained on the teacher's cached embeddings of each image and its mirror
+(``benchmarks/lite_student.py`` scores it)::
+
+    python benchmarks/lite_medsam_train.py --prepared runs/lite/train256.npz --out runs/lite_fast_released \
+        --device cpu --teacher litemedsam --student lite_medsam_fast --student-init lite_medsam_fast --views flip \
+        --teacher-cache runs/litemedsam_adapted/view_embeddings.npy --distill-seconds 2700 --finetune-seconds 0 \
+        --batch-size 8
+
+The packaged ``lite_medsam_fast``'s decoder was tuned here, on 2 CPU cores (docs/MODEL_CARD.md)::
 
     python benchmarks/lite_medsam_train.py --prepared runs/lite/train256.npz --out runs/lite_fast_s3 --device cpu \
         --decoder-from src/gnnseg/seg/sam/weights/lite_medsam_fast.pt --decoder-seconds 2400

@@ -325,7 +325,7 @@ def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
         boxes = validate_boxes_3d(np.array(request.boxes3d, dtype=np.float64), image.shape)
         by_slices = segmenter.slice_by_slice(limits.max_request_seconds)
         answers = (segment_box_3d(by_slices, image.pixels, box) for box in boxes)
-        return _painted(answers, image.shape, request.format == "json")
+        return _painted(answers, len(boxes), image.shape, request.format == "json")
     if image.is_volume and request.slice is None:
         raise UploadError(f"2D boxes on a volume need the slice they are drawn on (0..{image.shape[0] - 1})")
     if not image.is_volume and request.slice not in (None, 0):
@@ -333,12 +333,12 @@ def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
     rgb = image.slice_rgb(request.slice or 0)
     boxes = validate_boxes(np.array(request.boxes, dtype=np.float64), rgb.shape[:2])
     answers = ((masks[0], float(iou[0])) for masks, iou in (segmenter.segment_2d(rgb, box[None]) for box in boxes))
-    return _painted(answers, rgb.shape[:2], request.format == "json")
+    return _painted(answers, len(boxes), rgb.shape[:2], request.format == "json")
 
 
-def _painted(answers: Iterable[tuple[np.ndarray, float]], shape: tuple[int, ...],
+def _painted(answers: Iterable[tuple[np.ndarray, float]], count: int, shape: tuple[int, ...],
              run_lengths: bool) -> tuple[np.ndarray, np.ndarray, list[dict] | None]:
-    labels = np.zeros(shape, np.uint16)
+    labels = np.zeros(shape, np.uint8 if count < 256 else np.uint16)
     ious, objects = [], [] if run_lengths else None
     for index, (mask, iou) in enumerate(answers):
         labels[mask] = index + 1

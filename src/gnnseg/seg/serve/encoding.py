@@ -23,7 +23,7 @@ def png_bytes(labels: np.ndarray) -> bytes:
     if labels.max(initial=0) <= 1:
         array = (labels > 0).astype(np.uint8) * 255
     else:
-        array = labels.astype(np.uint8 if labels.max() <= 255 else np.uint16)
+        array = labels.astype(np.uint8 if labels.max() <= 255 else np.uint16, copy=False)
     return image_png_bytes(array)
 
 
