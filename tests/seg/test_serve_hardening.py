@@ -249,3 +249,16 @@ def test_memory_per_request_does_not_grow_with_the_number_of_boxes(model):
         tracemalloc.stop()
     assert response.status_code == 200 and len(response.json()["masks"]) == boxes
     assert peak < PER_PIXEL_BYTES * side * side, peak / side ** 2
+
+
+def test_work_stops_once_the_client_has_left(model):
+    from gnnseg.seg.serve.app import RequestBudget, Segmenter, UploadError
+    from gnnseg.seg.sam.volume import segment_box_3d
+
+    segmenter = Segmenter(lambda: model, 2**20)
+    calls = []
+    budget = RequestBudget(60.0, client_gone=lambda: calls.append(1) or len(calls) > 3)
+    volume = np.random.default_rng(0).integers(0, 255, (12, 32, 32), dtype=np.uint8)
+    with pytest.raises(UploadError, match="closed the connection") as refused:
+        segment_box_3d(segmenter.slice_by_slice(budget), volume, np.array([2, 2, 0, 20, 20, 11]))
+    assert refused.value.status == 499 and len(calls) == 4  # three slices, then nothing more for nobody

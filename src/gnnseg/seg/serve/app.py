@@ -26,10 +26,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -142,17 +143,35 @@ class Segmenter:
 
         return self._model_thread.submit(segment).result()
 
-    def slice_by_slice(self, seconds: float = float("inf")) -> _SliceByTurns:
+    def slice_by_slice(self, budget: RequestBudget) -> _SliceByTurns:
         """A predictor for 3D propagation on the caller's thread whose every slice is one call on the model
-        thread, so other requests take turns with the slices; past ``seconds`` the next slice raises a 503."""
-        return _SliceByTurns(self, time.monotonic() + seconds, seconds)
+        thread, so other requests take turns with the slices; the ``budget`` is checked before each slice."""
+        return _SliceByTurns(self, budget)
+
+
+@dataclass
+class RequestBudget:
+    """How long a request may still work, and whether its client still waits for the answer."""
+
+    seconds: float
+    client_gone: Callable[[], bool] = lambda: False
+    started: float = field(default_factory=time.monotonic)
+
+    def check(self) -> None:
+        """Raise (503 past the budget, 499 once the client left) instead of starting more model work."""
+        if time.monotonic() - self.started > self.seconds:
+            raise UploadError(f"the request ran past its budget of {self.seconds:g} s; ask for fewer boxes or a "
+                              "smaller z range", status=503)
+        if self.client_gone():
+            raise UploadError("the client closed the connection; the work was stopped", status=499)
 
 
 class _SliceByTurns:
-    """A predictor whose every slice (``set_image`` then ``predict``) is one call on the model thread."""
+    """A predictor whose every slice (``set_image`` then ``predict``) is one call on the model thread, made only
+    while the request's budget allows."""
 
-    def __init__(self, segmenter: Segmenter, deadline: float, seconds: float) -> None:
-        self.segmenter, self.deadline, self.seconds = segmenter, deadline, seconds
+    def __init__(self, segmenter: Segmenter, budget: RequestBudget) -> None:
+        self.segmenter, self.budget = segmenter, budget
         self.model = segmenter.predictor.model
         self._image: np.ndarray | None = None
 
@@ -160,9 +179,7 @@ class _SliceByTurns:
         self._image = image
 
     def predict(self, **prompts):
-        if time.monotonic() > self.deadline:
-            raise UploadError(f"the request ran past its budget of {self.seconds:g} s; ask for fewer boxes or a "
-                              "smaller z range", status=503)
+        self.budget.check()
         predictor, image = self.segmenter.predictor, self._image
 
         def one_slice():
@@ -270,10 +287,12 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
         return Response(status_code=204)
 
     @app.post("/v1/images/{image_id}/segment")
-    def segment(image_id: str, request: SegmentRequest) -> Response:
+    def segment(image_id: str, request: SegmentRequest, http_request: Request) -> Response:
         image = store.get(image_id)
         began = time.perf_counter()
-        labels, iou, objects = _answer(image, request, segmenter, limits)
+        budget = RequestBudget(limits.max_request_seconds,
+                               client_gone=lambda: anyio.from_thread.run(http_request.is_disconnected))
+        labels, iou, objects = _answer(image, request, segmenter, limits, budget)
         headers = {"X-Predicted-IoU": ",".join(f"{v:.4f}" for v in iou),
                    "X-Seconds": f"{time.perf_counter() - began:.3f}"}
         if request.format == "png":
@@ -304,8 +323,8 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
     return app
 
 
-def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
-            limits: ServiceLimits) -> tuple[np.ndarray, np.ndarray, list[dict] | None]:
+def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter, limits: ServiceLimits,
+            budget: RequestBudget) -> tuple[np.ndarray, np.ndarray, list[dict] | None]:
     """Labels (box order, later boxes win), predicted IoU, and for JSON each box's run-length mask.
 
     Boxes are answered one at a time (the image's embedding is computed once and cached) and each mask is painted
@@ -323,7 +342,7 @@ def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
         if not image.is_volume:
             raise UploadError("3D boxes need a volume; this is a 2D image")
         boxes = validate_boxes_3d(np.array(request.boxes3d, dtype=np.float64), image.shape)
-        by_slices = segmenter.slice_by_slice(limits.max_request_seconds)
+        by_slices = segmenter.slice_by_slice(budget)
         answers = (segment_box_3d(by_slices, image.pixels, box) for box in boxes)
         return _painted(answers, len(boxes), image.shape, request.format == "json")
     if image.is_volume and request.slice is None:
@@ -332,8 +351,14 @@ def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
         raise UploadError("a 2D image has only slice 0")
     rgb = image.slice_rgb(request.slice or 0)
     boxes = validate_boxes(np.array(request.boxes, dtype=np.float64), rgb.shape[:2])
-    answers = ((masks[0], float(iou[0])) for masks, iou in (segmenter.segment_2d(rgb, box[None]) for box in boxes))
-    return _painted(answers, len(boxes), rgb.shape[:2], request.format == "json")
+
+    def answers():
+        for box in boxes:
+            budget.check()
+            masks, iou = segmenter.segment_2d(rgb, box[None])
+            yield masks[0], float(iou[0])
+
+    return _painted(answers(), len(boxes), rgb.shape[:2], request.format == "json")
 
 
 def _painted(answers: Iterable[tuple[np.ndarray, float]], count: int, shape: tuple[int, ...],

@@ -186,7 +186,10 @@ def _volume(name: str, volume: MedicalImage, modality: str, window: str) -> Uplo
 def _challenge_case(folder: Path, name: str, data: bytes, max_pixels: int, max_boxes: int) -> UploadedImage:
     path = folder / ("3D_upload.npz" if name.upper().startswith("3D") else "upload.npz")
     path.write_bytes(data)
+    # the arrays' headers bound the values (an RGB image has three a pixel); a volume is then held to its voxels
     case = read_challenge_npz(path, max_values=3 * max_pixels + 6 * max_boxes + 3, max_boxes=max_boxes)
+    if case.is_3d and case.image.size > max_pixels:
+        raise UploadError(f"{name}: {case.image.size:,} voxels exceed the limit of {max_pixels:,}", status=413)
     pixels = np.round(case.image).astype(np.uint8) if case.image.dtype != np.uint8 else case.image
     spacing = case.spacing or (1.0,) * (3 if case.is_3d else 2)
     return UploadedImage("", name, "3d" if case.is_3d else "2d", pixels, spacing, boxes=case.boxes)
