@@ -106,10 +106,12 @@ def nifti_declaring(shape: tuple[int, ...], payload: int = 500_000) -> bytes:
     return gzip.compress(header.binaryblock + b"\0" * 4 + os.urandom(payload))
 
 
-def nifti_volume(shape: tuple[int, int, int]) -> bytes:
-    volume = np.random.default_rng(0).normal(40, 300, shape[::-1]).astype(np.int16)
+def nifti_volume(shape: tuple[int, int, int], zeros: bool = False) -> bytes:
+    """A gzipped NIfTI whose volume reads back as ``shape`` ``(Z, Y, X)``: CT-like noise, or all air."""
+    volume = np.full(shape, -1000, np.int16) if zeros else \
+        np.random.default_rng(0).normal(40, 300, shape).astype(np.int16)
     with tempfile.TemporaryDirectory() as folder:
-        nib.save(nib.Nifti1Image(volume, np.diag([0.8, 0.8, 2.5, 1.0])), Path(folder) / "v.nii.gz")
+        nib.save(nib.Nifti1Image(volume.T, np.diag([0.8, 0.8, 2.5, 1.0])), Path(folder) / "v.nii.gz")
         return (Path(folder) / "v.nii.gz").read_bytes()
 
 
@@ -195,11 +197,11 @@ def _message(response: httpx.Response) -> str:
         return ""
 
 
-def raw_request(url: str, method: str, path: str, body, headers: dict) -> tuple[int, str]:
+def raw_request(url: str, method: str, path: str, body, headers: dict, chunked: bool = False) -> tuple[int, str]:
     host, port = url.split("//")[1].split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=300)
     try:
-        connection.request(method, path, body=body, headers=headers)
+        connection.request(method, path, body=body, headers=headers, encode_chunked=chunked)
         response = connection.getresponse()
         text = response.read().decode(errors="replace")
         try:
@@ -281,16 +283,25 @@ def run_probes(probe: Probe, series: Path, url: str, work: Path) -> list[dict]:
     probe.record("body of 300 MiB, chunked", memory, 300 * MiB, {413},
                  lambda: raw_request(url, "POST", "/v1/images", chunked_body(),
                                      {**AUTH, "Content-Type": "multipart/form-data; boundary=b",
-                                      "Transfer-Encoding": "chunked"}))
-    big = png_of(8000, 8000)
-    row = probe.upload("PNG 8000x8000 at the pixel limit", memory, big, {201}, "big.png")
-    image = probe.client.post("/v1/images", files={"file": ("big.png", big)}).json().get("id") if row["ok"] else None
-    if image:
-        boxes = [[200 + 900 * k, 200, 900 + 900 * k, 7000] for k in range(8)]
-        probe.record("8000x8000: 8 boxes, json", memory, len(big), {200}, lambda: _segment(probe, image, boxes))
-        probe.record("8000x8000: 64 boxes, png", memory, len(big), {200},
-                     lambda: _segment(probe, image, [[100 + 120 * k, 100, 300 + 120 * k, 7800] for k in range(64)],
+                                      "Transfer-Encoding": "chunked"}, chunked=True))
+    probe.upload("PNG 8000x8000 (over the default 4096^2)", memory, png_of(8000, 8000), {413}, "big.png")
+    big = png_of(4096, 4096)
+    row = probe.upload("PNG 4096x4096 at the pixel limit", memory, big, {201}, "big.png")
+    if row["ok"]:
+        image = probe.client.post("/v1/images", files={"file": ("big.png", big)}).json()["id"]
+        boxes = [[100 + 480 * k, 100, 500 + 480 * k, 3900] for k in range(8)]
+        probe.record("4096x4096: 8 boxes, json", memory, len(big), {200}, lambda: _segment(probe, image, boxes))
+        probe.record("4096x4096: 64 boxes, png", memory, len(big), {200},
+                     lambda: _segment(probe, image, [[50 + 60 * k, 50, 150 + 60 * k, 4000] for k in range(64)],
                                       "png"))
+        probe.client.delete(f"/v1/images/{image}")
+    volume = nifti_volume((244, 512, 512), zeros=True)
+    row = probe.upload("NIfTI 512x512x244 at the voxel limit", memory, volume, {201}, "ct.nii.gz")
+    if row["ok"]:
+        image = probe.client.post("/v1/images", files={"file": ("ct.nii.gz", volume)}).json()["id"]
+        probe.record("512x512x244: 4 3D boxes of 6 slices, npz", memory, len(volume), {200},
+                     lambda: _segment_3d(probe, image, [[50 + 100 * k, 50, 120, 140 + 100 * k, 450, 125]
+                                                        for k in range(4)]))
         probe.client.delete(f"/v1/images/{image}")
     probe.record("200 slow-loris connections", memory, 0, {0}, lambda: _slow_loris(url))
     probe.record("2D one box while a 3D request runs", memory, 0, {200}, lambda: _fairness(probe))
@@ -310,11 +321,12 @@ def run_probes(probe: Probe, series: Path, url: str, work: Path) -> list[dict]:
     probe.record("a folder given as --image", errors, 0, {2},
                  lambda: cli(["seg", "segment", "--image", str(work), "--box", "1,1,5,5", "-o",
                               str(work / "o.png")]))
-    text = work / "notes.txt"
+    text, picture = work / "notes.txt", work / "picture.png"
     text.write_text("hello\n")
+    picture.write_bytes(png_of(64, 64))
     probe.record("a text file as --checkpoint", errors, 0, {2},
-                 lambda: cli(["seg", "evaluate", "--images", str(work), "--masks", str(work), "--checkpoint",
-                              str(text)]))
+                 lambda: cli(["seg", "segment", "--image", str(picture), "--box", "5,5,40,40", "-o",
+                              str(work / "o.png"), "--checkpoint", str(text)]))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
@@ -343,6 +355,11 @@ def _segment(probe: Probe, image: str, boxes: list, output: str = "json") -> tup
     return response.status_code, _message(response) or f"{len(response.content):,} bytes back"
 
 
+def _segment_3d(probe: Probe, image: str, boxes: list) -> tuple[int, str]:
+    response = probe.client.post(f"/v1/images/{image}/segment", json={"boxes3d": boxes, "format": "npz"})
+    return response.status_code, _message(response) or f"{len(response.content):,} bytes back"
+
+
 def _slow_loris(url: str) -> tuple[int, str]:
     host, port = url.split("//")[1].split(":")
     sockets = []
@@ -366,25 +383,26 @@ def _slow_loris(url: str) -> tuple[int, str]:
 
 
 def _fairness(probe: Probe) -> tuple[int, str]:
-    volume = probe.client.post("/v1/images", files={"file": ("ct.nii.gz", nifti_volume((256, 256, 20)))}).json()["id"]
+    volume = probe.client.post("/v1/images", files={"file": ("ct.nii.gz", nifti_volume((20, 256, 256)))}).json()["id"]
     image = probe.client.post("/v1/images", files={"file": ("a.png", png_of(256, 256))}).json()["id"]
     probe.client.post(f"/v1/images/{image}/segment", json={"boxes": [[20, 20, 120, 120]]})   # encoded once
     finished = {}
 
     def long_3d():
-        probe.client.post(f"/v1/images/{volume}/segment", json={"boxes3d": [[30, 30, 0, 200, 200, 19]] * 4,
-                                                                "format": "npz"})
-        finished["3d"] = time.perf_counter()
+        answer = probe.client.post(f"/v1/images/{volume}/segment",
+                                   json={"boxes3d": [[30, 30, 0, 200, 200, 19]] * 4, "format": "npz"})
+        finished["3d"], finished["status"] = time.perf_counter(), answer.status_code
     worker = threading.Thread(target=long_3d)
     worker.start()
-    time.sleep(1.0)
+    time.sleep(0.5)
     began = time.perf_counter()
     response = probe.client.post(f"/v1/images/{image}/segment", json={"boxes": [[30, 30, 130, 130]]})
     answered = time.perf_counter()
     worker.join()
     latency = answered - began
     status = response.status_code if latency <= 1.0 and answered < finished["3d"] else 0
-    return status, f"2D answered in {latency:.2f} s; the 3D request finished {finished['3d'] - answered:.1f} s later"
+    return status, (f"2D answered in {latency:.2f} s; the 3D request ({finished['status']}) finished "
+                    f"{finished['3d'] - answered:.1f} s later")
 
 
 def _mispaired(work: Path) -> tuple[int, str]:

@@ -65,6 +65,7 @@ from gnnseg.seg.sam.distill import (
     EmbeddingCache,
     cache_teacher_embeddings,
     distill_encoder,
+    neck_from_teacher,
     student_from_teacher,
 )
 from gnnseg.seg.sam.finetune import (
@@ -206,6 +207,9 @@ def main() -> None:
                         help="views of each image the student learns (flip: also its mirror, a free 2x of data)")
     parser.add_argument("--student-init", help="start the student's encoder from this model (a name or a checkpoint "
                         "of the student's architecture) instead of random weights: more from a CPU budget")
+    parser.add_argument("--neck-from-teacher", action="store_true",
+                        help="start the student's encoder neck from the teacher's where the shapes agree, so its "
+                             "embeddings begin on the teacher's scale")
     parser.add_argument("--teacher-seconds", type=float, default=200)
     parser.add_argument("--distill-seconds", type=float, default=100)
     parser.add_argument("--finetune-seconds", type=float, default=160, help="stage 2's budget (0: no stage 2)")
@@ -274,6 +278,8 @@ def main() -> None:
     if args.student_init:
         student.image_encoder.load_state_dict(load_model(args.student_init).image_encoder.state_dict())
         report["student_init"] = args.student_init
+    if args.neck_from_teacher:
+        report["neck_from_teacher"] = neck_from_teacher(student, teacher)
     report["distill"] = budgeted_distill(student, prepared, cache,
                                          DistillConfig(batch_size=args.batch_size, lr=1e-3, warmup_iterations=100),
                                          args.distill_seconds, args.out / "student", device)

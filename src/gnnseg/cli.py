@@ -397,6 +397,7 @@ def _serve(args: argparse.Namespace) -> dict:
         raise ImportError(f"the service needs its extra: pip install 'gnnseg[serve]' ({exc})") from None
     sock = listening_socket(args.host, args.port)  # a port in use fails here, before the model loads
     limits = ServiceLimits(max_upload_bytes=args.max_upload_mb * 2**20, max_boxes=args.max_boxes,
+                           max_pixels=int(args.max_megapixels * 1e6), max_voxels=int(args.max_megavoxels * 1e6),
                            store_bytes=args.store_mb * 2**20, embedding_cache_bytes=args.cache_mb * 2**20)
     options = ModelOptions(decoder_dtype=args.decoder_dtype, compile_decoder=args.compile)
     access = access_for(args.host, args.token or os.environ.get("GNNSEG_SERVE_TOKEN"), args.allowed_host)
@@ -737,6 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "(repeatable; '*' for any; default for a non-loopback bind: any, with the token)")
     serve.add_argument("--max-upload-mb", type=int, default=256)
     serve.add_argument("--max-boxes", type=int, default=64, help="boxes per request")
+    serve.add_argument("--max-megapixels", type=float, default=4096 * 4096 / 1e6,
+                       help="largest 2D image (default 16.8: 4096 x 4096; memory grows about 20 bytes a pixel)")
+    serve.add_argument("--max-megavoxels", type=float, default=64.0, help="largest volume")
     serve.add_argument("--store-mb", type=int, default=2048, help="memory for uploaded pixels (LRU eviction)")
     serve.add_argument("--cache-mb", type=int, default=512, help="memory for image embeddings (LRU eviction)")
     serve.add_argument("--decoder-dtype", choices=["float32", "bfloat16"], default="float32",

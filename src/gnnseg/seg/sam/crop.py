@@ -73,12 +73,20 @@ class CropWindow:
 
 
 def resize_crop(crop: np.ndarray, size: int) -> Tensor:
-    """``(s, s, 3)`` uint8 crop -> ``(3, size, size)`` float pixels in 0..255 (bilinear, antialiased when shrinking)."""
-    pixels = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None].float()
-    if pixels.shape[-1] == size:
-        return pixels[0]
-    return F.interpolate(pixels, (size, size), mode="bilinear", align_corners=False,
-                         antialias=pixels.shape[-1] > size)[0].clamp(0, 255)
+    """``(s, s, 3)`` uint8 crop -> ``(3, size, size)`` float pixels in 0..255 (bilinear, antialiased when shrinking).
+
+    Channels are resized one at a time (they are independent), so a large window costs one float channel at a time
+    rather than three.
+    """
+    if crop.shape[0] == size:
+        return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float()
+    channels = []
+    for channel in range(crop.shape[2]):
+        plane = torch.from_numpy(np.ascontiguousarray(crop[:, :, channel]))[None, None].float()
+        channels.append(F.interpolate(plane, (size, size), mode="bilinear", align_corners=False,
+                                      antialias=plane.shape[-1] > size)[0, 0])
+        del plane
+    return torch.stack(channels).clamp(0, 255)
 
 
 def resize_mask_crop(crop: np.ndarray, size: int) -> Tensor:

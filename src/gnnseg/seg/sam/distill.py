@@ -188,3 +188,20 @@ def student_from_teacher(student: Sam, teacher: Sam) -> Sam:
                              f"{mismatched[:3] or sorted(set(theirs) ^ set(ours))[:3]})")
         getattr(student, part).load_state_dict(theirs)
     return student
+
+
+def neck_from_teacher(student: Sam, teacher: Sam) -> list[str]:
+    """Start ``student``'s encoder neck from the teacher's wherever the shapes agree; returns the names copied.
+
+    The neck's last layers (a 3 x 3 convolution and two layer norms at the prompt width) set the scale and offset
+    of every embedding channel; a student that starts with the teacher's begins with embeddings on the teacher's
+    scale, and its budget goes into the features instead (a CPU's few hundred steps cannot move a layer norm's
+    gain far). Only the first 1 x 1 convolution, from the student's own width, differs when the widths differ.
+    """
+    theirs = {key: value for key, value in teacher.image_encoder.state_dict().items() if key.startswith("neck.")}
+    ours = student.image_encoder.state_dict()
+    copied = [key for key, value in theirs.items() if key in ours and ours[key].shape == value.shape]
+    if not copied:
+        raise ValueError("the teacher's neck has no layer of the student's shapes")
+    student.image_encoder.load_state_dict({key: theirs[key].to(ours[key].dtype) for key in copied}, strict=False)
+    return copied

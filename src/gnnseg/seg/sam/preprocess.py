@@ -135,9 +135,7 @@ def window_ct(hu: np.ndarray, window: str | tuple[float, float] = "soft_tissue")
         width, level = float(pair[0]), float(pair[1])
         if width <= 0:
             raise ValueError(f"window width must be positive, got {width}")
-    values = _finite_real("hu", hu).astype(np.float64)
-    low, high = level - width / 2, level + width / 2
-    return _rescale_to_255(np.clip(values, low, high), low, high)
+    return map_to_255(_finite_real("hu", hu), level - width / 2, level + width / 2)
 
 
 def clip_percentiles(image: np.ndarray, low: float = 0.5, high: float = 99.5, *,
@@ -158,14 +156,31 @@ def clip_percentiles(image: np.ndarray, low: float = 0.5, high: float = 99.5, *,
         float32 array of ``image``'s shape in ``[0, 255]``; all zeros when the percentiles coincide (a constant
         image) or no voxel is positive.
     """
+    bounds = percentile_bounds(image, low, high, nonzero_only=nonzero_only)
+    if bounds is None:
+        return np.zeros(np.shape(image), np.float32)
+    return map_to_255(image, *bounds)
+
+
+def percentile_bounds(image: np.ndarray, low: float = 0.5, high: float = 99.5, *,
+                      nonzero_only: bool = True) -> tuple[float, float] | None:
+    """The ``low`` and ``high`` percentiles :func:`clip_percentiles` clips to (``None`` when no voxel counts),
+    computed in the image's own dtype: no float copy of the whole image."""
     if not (0.0 <= low < high <= 100.0):
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got low={low}, high={high}")
-    values = _finite_real("image", image).astype(np.float64)
-    sample = values[values > 0] if nonzero_only else values
+    values = _finite_real("image", image)
+    sample = values[values > 0] if nonzero_only else values.ravel()
     if sample.size == 0:
-        return np.zeros(values.shape, np.float32)
+        return None
+    if sample.dtype.kind == "f":  # interpolate in float64, as for integers; a copy of the sample only
+        sample = sample.astype(np.float64)
     lower, upper = (float(p) for p in np.percentile(sample, [low, high]))
-    return _rescale_to_255(np.clip(values, lower, upper), lower, upper)
+    return lower, upper
+
+
+def map_to_255(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Clip ``values`` to ``[low, high]`` and map that range linearly onto ``[0, 255]`` (float32)."""
+    return _rescale_to_255(np.clip(np.asarray(values, dtype=np.float64), low, high), low, high)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -70,8 +70,10 @@ MULTIPART_OVERHEAD = 64 * 2**10
 @dataclass(frozen=True)
 class ServiceLimits:
     max_upload_bytes: int = 256 * 2**20
-    max_pixels: int = 64_000_000
-    """Pixels of a 2D image or voxels of a volume."""
+    max_pixels: int = 4096 * 4096
+    """Pixels of a 2D image (at the limit: about 0.3 GB to decode and segment, docs/serve.md)."""
+    max_voxels: int = 64_000_000
+    """Voxels of a volume (a 512 x 512 x 244 CT)."""
     max_boxes: int = 64
     store_bytes: int = 2 * 2**30
     """Pixels of uploaded images kept in memory; the least recently used go first."""
@@ -270,7 +272,8 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
         if len(data) > limits.max_upload_bytes:
             raise UploadError(f"the upload exceeds {limits.max_upload_bytes:,} bytes", status=413)
         image = store.add(decode_upload(Path(file.filename or "").name, data, modality=modality, window=window,
-                                        max_pixels=limits.max_pixels, max_boxes=limits.max_boxes))
+                                        max_pixels=limits.max_pixels, max_voxels=limits.max_voxels,
+                                        max_boxes=limits.max_boxes))
         return image.describe()
 
     @app.get("/v1/images/{image_id}")

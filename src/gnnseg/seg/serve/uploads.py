@@ -108,11 +108,11 @@ def scale_volume_for_display(array: np.ndarray, modality: str, window: str) -> n
 
 
 def decode_upload(name: str, data: bytes, *, modality: str = "auto", window: str = "soft_tissue",
-                  max_pixels: int = 64_000_000, max_boxes: int = 64) -> UploadedImage:
+                  max_pixels: int = 4096 * 4096, max_voxels: int = 64_000_000, max_boxes: int = 64) -> UploadedImage:
     """Read an uploaded file into an :class:`UploadedImage` with a new random id.
 
     Sizes are checked from each format's header before anything is decoded (:class:`ImageTooLargeError`, a 413):
-    ``max_pixels`` pixels of a 2D image or voxels of a volume, ``max_boxes`` boxes of a challenge case; a zip is
+    ``max_pixels`` pixels of a 2D image, ``max_voxels`` voxels of a volume, ``max_boxes`` boxes of a challenge case; a zip is
     checked entry by entry before it is read into memory (never onto disk). Messages name the user's file, never
     the server's temporary paths.
     """
@@ -121,7 +121,7 @@ def decode_upload(name: str, data: bytes, *, modality: str = "auto", window: str
     label = name or "the upload"
     with tempfile.TemporaryDirectory(prefix="gnnseg-upload-") as folder:
         try:
-            image = _decode(Path(folder), label, data, modality, window, max_pixels, max_boxes)
+            image = _decode(Path(folder), label, data, modality, window, max_pixels, max_voxels, max_boxes)
         except UploadError:
             raise
         except (ImageTooLargeError, UnsafeArchiveError) as exc:
@@ -142,7 +142,7 @@ def _scrubbed(message: str, folder: str, label: str) -> str:
     return re.sub(re.escape(folder) + r"[^\s:,;'\"]*", label, message)
 
 
-def _decode(folder: Path, name: str, data: bytes, modality: str, window: str, max_pixels: int,
+def _decode(folder: Path, name: str, data: bytes, modality: str, window: str, max_pixels: int, max_voxels: int,
             max_boxes: int) -> UploadedImage:
     for magic, suffix in _SUFFIX_2D.items():
         if data.startswith(magic):
@@ -153,20 +153,20 @@ def _decode(folder: Path, name: str, data: bytes, modality: str, window: str, ma
     if _nifti_header(data) is not None:
         path = folder / ("upload.nii.gz" if data[:2] == b"\x1f\x8b" else "upload.nii")
         path.write_bytes(data)
-        return _volume(name, read_nifti(path, max_voxels=max_pixels), modality, window)
+        return _volume(name, read_nifti(path, max_voxels=max_voxels), modality, window)
     if data.startswith(b"PK"):
         archive = zipfile.ZipFile(io.BytesIO(data))
         if any(entry.endswith(".npy") for entry in archive.namelist()):
-            return _challenge_case(folder, name, data, max_pixels, max_boxes)
+            return _challenge_case(folder, name, data, max_pixels, max_voxels, max_boxes)
         # a DICOM series: about two bytes a voxel, plus headers
-        limits = ArchiveLimits(max_bytes=2 * max_pixels + (64 << 20), max_entries=4096)
+        limits = ArchiveLimits(max_bytes=2 * max_voxels + (64 << 20), max_entries=4096)
         files = read_entries(archive, limits, name)
         if not files:
             raise UploadError(f"{name}: the zip is empty")
         folders = [PurePosixPath(entry).parent for entry in files]
         fullest = max(set(folders), key=folders.count)  # the series, not a DICOMDIR or README beside it
         series = {entry: content for entry, content in files.items() if PurePosixPath(entry).parent == fullest}
-        return _volume(name, read_dicom_files(series, name, max_voxels=max_pixels), modality, window)
+        return _volume(name, read_dicom_files(series, name, max_voxels=max_voxels), modality, window)
     raise UploadError(f"{name}: unsupported file; send a PNG, JPEG, TIFF or GIF image, a NIfTI volume, a zip of a "
                       "DICOM series, or a challenge .npz", status=415)
 
@@ -183,13 +183,17 @@ def _volume(name: str, volume: MedicalImage, modality: str, window: str) -> Uplo
     return UploadedImage("", name, "3d", pixels, tuple(volume.spacing), volume.affine)
 
 
-def _challenge_case(folder: Path, name: str, data: bytes, max_pixels: int, max_boxes: int) -> UploadedImage:
+def _challenge_case(folder: Path, name: str, data: bytes, max_pixels: int, max_voxels: int,
+                    max_boxes: int) -> UploadedImage:
     path = folder / ("3D_upload.npz" if name.upper().startswith("3D") else "upload.npz")
     path.write_bytes(data)
     # the arrays' headers bound the values (an RGB image has three a pixel); a volume is then held to its voxels
-    case = read_challenge_npz(path, max_values=3 * max_pixels + 6 * max_boxes + 3, max_boxes=max_boxes)
-    if case.is_3d and case.image.size > max_pixels:
-        raise UploadError(f"{name}: {case.image.size:,} voxels exceed the limit of {max_pixels:,}", status=413)
+    case = read_challenge_npz(path, max_values=max(3 * max_pixels, max_voxels) + 6 * max_boxes + 3,
+                              max_boxes=max_boxes)
+    if case.is_3d and case.image.size > max_voxels:
+        raise UploadError(f"{name}: {case.image.size:,} voxels exceed the limit of {max_voxels:,}", status=413)
+    if not case.is_3d and case.image.size > 3 * max_pixels:
+        raise UploadError(f"{name}: {case.image.size // 3:,} pixels exceed the limit of {max_pixels:,}", status=413)
     pixels = np.round(case.image).astype(np.uint8) if case.image.dtype != np.uint8 else case.image
     spacing = case.spacing or (1.0,) * (3 if case.is_3d else 2)
     return UploadedImage("", name, "3d" if case.is_3d else "2d", pixels, spacing, boxes=case.boxes)
