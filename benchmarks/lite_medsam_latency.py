@@ -34,11 +34,11 @@ from gnnseg.seg.io import (
     write_image_2d,
     write_nifti,
 )
+from gnnseg.seg.io.intensity import scale_volume
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.export import export_onnx
 from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.preprocess import boxes_from_mask
-from gnnseg.seg.sam.segment_files import scale_volume
 from gnnseg.seg.sam.shipped import load_model, make_predictor
 from gnnseg.seg.sam.volume import segment_volume
 

@@ -6,12 +6,18 @@ import numpy as np
 import pytest
 from skimage.transform import resize
 
-from gnnseg.seg.sam.preprocess import (
+from gnnseg.seg.io.intensity import (
     CT_WINDOWS,
     IMAGENET_PIXEL_MEAN,
     IMAGENET_PIXEL_STD,
-    boxes_from_mask,
     clip_percentiles,
+    scale_volume,
+    to_rgb_uint8,
+    to_uint8,
+    window_ct,
+)
+from gnnseg.seg.sam.preprocess import (
+    boxes_from_mask,
     lite_model_input,
     medsam_model_input,
     minmax_normalize,
@@ -22,10 +28,7 @@ from gnnseg.seg.sam.preprocess import (
     resize_mask,
     scale_boxes,
     scale_boxes_longest_side,
-    to_rgb_uint8,
-    to_uint8,
     validate_boxes,
-    window_ct,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -349,3 +352,18 @@ def test_boxes_from_mask_errors():
         boxes_from_mask(mask, margin=-1)
     with pytest.raises(ValueError, match="integer or boolean labels, got dtype float64"):
         boxes_from_mask(mask.astype(float))
+
+
+def test_volumes_are_scaled_a_few_slices_at_a_time_exactly_as_whole():
+    rng = np.random.default_rng(0)
+    ct = rng.integers(-1100, 1500, (21, 30, 40)).astype(np.int16)
+    mr = rng.normal(300, 200, (19, 20, 30)).astype(np.float32).clip(0)
+    np.testing.assert_array_equal(scale_volume(ct, "ct"), np.round(window_ct(ct)).astype(np.uint8))
+    np.testing.assert_array_equal(scale_volume(mr, "mr"), np.round(clip_percentiles(mr)).astype(np.uint8))
+    np.testing.assert_array_equal(scale_volume(ct, "auto"), scale_volume(ct, "ct"))   # air below -200 HU: CT
+    np.testing.assert_array_equal(scale_volume(mr, "auto"), scale_volume(mr, "mr"))
+    assert not scale_volume(np.zeros((3, 4, 4)), "mr").any()
+    with pytest.raises(ValueError, match="unknown CT window 'liver'"):
+        scale_volume(ct, "ct", "liver")
+    with pytest.raises(ValueError, match="modality must be one of"):
+        scale_volume(ct, "pet")

@@ -125,7 +125,7 @@ def write_cases(data: str | os.PathLike, output_folder: str | os.PathLike, *, ma
     array's ``(z, y, x)`` order)."""
     from gnnseg.seg.io.nifti import read_nifti
     from gnnseg.seg.sam.corpus import kvasir
-    from gnnseg.seg.sam.segment_files import scale_volume
+    from gnnseg.seg.io.intensity import scale_volume
 
     output = Path(output_folder)
     if (output / "imgs").exists() or (output / "gts").exists():

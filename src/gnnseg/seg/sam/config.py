@@ -30,9 +30,6 @@ PREPROCESSINGS = ("gnnseg", "official")
 EncoderKind = Literal["vit", "tiny_vit"]
 ImageLayout = Literal["square", "padded"]
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
-
 
 @dataclass(frozen=True)
 class SamConfig:

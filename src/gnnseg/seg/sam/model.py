@@ -12,9 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gnnseg.seg.io.intensity import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD
 from gnnseg.seg.sam.config import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     SAM_CONFIGS,
     Normalization,
     SamConfig,
@@ -32,8 +31,8 @@ __all__ = ["SAM_CONFIGS", "Normalization", "Sam", "SamConfig", "build_sam", "ima
 
 def imagenet_normalize(pixels: Tensor) -> Tensor:
     """``(B, 3, H, W)`` pixels in 0..255 -> SAM's input: ImageNet mean and standard deviation per channel."""
-    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(-1, 1, 1)
+    mean = torch.tensor(IMAGENET_PIXEL_MEAN, device=pixels.device).view(-1, 1, 1)
+    std = torch.tensor(IMAGENET_PIXEL_STD, device=pixels.device).view(-1, 1, 1)
     return (pixels - mean) / std
 
 

@@ -18,7 +18,8 @@ from gnnseg.seg.sam.prediction import (
     to_input_coords,
     whole_image_masks,
 )
-from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes
+from gnnseg.seg.io.intensity import to_rgb_uint8
+from gnnseg.seg.sam.preprocess import validate_boxes
 
 
 class OnnxPredictor:

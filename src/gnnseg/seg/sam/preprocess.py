@@ -4,9 +4,9 @@ MedSAM (Ma et al., Nat Commun 2024, Methods) was trained on images that went thr
 checkpoint only gives its published accuracy on inputs prepared the same way. The chain, as in bowang-lab/MedSAM
 ``pre_CT_MR.py``, ``utils/pre_grey_rgb.py`` and ``MedSAM_Inference.py``:
 
-1. **Intensities to [0, 255].** CT: clip Hounsfield units to a window and rescale (:func:`window_ct`).
-   MR, X-ray, ultrasound: clip to the 0.5th and 99.5th percentiles and rescale (:func:`clip_percentiles`).
-   Stored as uint8 (:func:`to_uint8`); grey images become three identical channels (:func:`to_rgb_uint8`).
+1. **Intensities to [0, 255]** (:mod:`gnnseg.seg.io.intensity`). CT: clip Hounsfield units to a window and
+   rescale. MR, X-ray, ultrasound: clip to the 0.5th and 99.5th percentiles and rescale. Stored as uint8; grey
+   images become three identical channels.
 2. **Resize to 1024 x 1024** with bicubic interpolation, ignoring the aspect ratio (:func:`resize_image`).
    Label masks use nearest neighbour (:func:`resize_mask`).
 3. **Min-max to [0, 1]** over the whole resized image (:func:`normalize_for_model`). MedSAM feeds this straight
@@ -23,11 +23,7 @@ the bottom and right to 256 x 256 (:func:`pad_to_square`); boxes scale by the si
 
 Where this differs from the reference scripts
 ---------------------------------------------
-* :func:`window_ct` maps the window's bounds to 0 and 255; ``pre_CT_MR.py`` min-maxes the clipped volume
-  instead. The two agree whenever the volume reaches both bounds (CT nearly always holds air below and bone
-  above a soft-tissue window), and step 3 re-stretches every image anyway.
-* :func:`to_rgb_uint8` min-maxes every non-uint8 image; ``pre_grey_rgb.py`` does so only when its maximum
-  exceeds 255.
+* Step 1's differences are listed in :mod:`gnnseg.seg.io.intensity`; step 3 re-stretches every image anyway.
 * :func:`resize_longest_side` uses Pillow's area-weighted box filter when shrinking and bilinear interpolation
   when enlarging, standing in for OpenCV's ``INTER_AREA`` (OpenCV is not a dependency); it returns float32
   rather than rounding back to uint8. :func:`scale_boxes_longest_side` keeps fractional coordinates where the
@@ -43,12 +39,16 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from gnnseg.seg.io.intensity import (
+    IMAGENET_PIXEL_MEAN,
+    IMAGENET_PIXEL_STD,
+    finite_real,
+    rescale_to_255,
+    to_rgb_uint8,
+)
+
 __all__ = [
-    "CT_WINDOWS",
-    "IMAGENET_PIXEL_MEAN",
-    "IMAGENET_PIXEL_STD",
     "boxes_from_mask",
-    "clip_percentiles",
     "lite_model_input",
     "medsam_model_input",
     "minmax_normalize",
@@ -59,166 +59,10 @@ __all__ = [
     "resize_mask",
     "scale_boxes",
     "scale_boxes_longest_side",
-    "to_rgb_uint8",
-    "to_uint8",
     "validate_boxes",
-    "window_ct",
 ]
 
-#: CT display windows as ``(width, level)`` in Hounsfield units; a window keeps ``level +- width / 2``.
-CT_WINDOWS: dict[str, tuple[float, float]] = {
-    # Abdominal organs, muscle, fat: [-160, 240] HU. MedSAM's default (pre_CT_MR.py) and the usual soft-tissue window.
-    "soft_tissue": (400.0, 40.0),
-    # Lung parenchyma and airways: [-910, 590] HU. The level follows the MedSAM paper (W:1500, L:-160);
-    # radiology references often centre the lung window lower, at about -600 HU.
-    "lung": (1500.0, -160.0),
-    # Brain parenchyma, grey against white matter: [0, 80] HU. A narrow window for small density differences.
-    "brain": (80.0, 40.0),
-    # Cortical and trabecular bone: [-500, 1300] HU.
-    "bone": (1800.0, 400.0),
-}
-
-#: SAM's ``pixel_mean`` / ``pixel_std`` (ImageNet statistics on the 0..255 scale), for ``mode="imagenet"``.
-IMAGENET_PIXEL_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_PIXEL_STD = (58.395, 57.12, 57.375)
-
 _NORMALIZE_MODES = ("minmax", "imagenet")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Intensities
-# ----------------------------------------------------------------------------------------------------
-
-def _finite_real(name: str, value: object) -> np.ndarray:
-    """``value`` as a non-empty real array with no NaN or infinity."""
-    array = np.asarray(value)
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
-    if array.size == 0:
-        raise ValueError(f"{name} is empty (shape {array.shape})")
-    if array.dtype.kind == "f":
-        bad = ~np.isfinite(array)
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            kind = "NaN" if np.isnan(array[first]) else "infinity"
-            raise ValueError(f"{name} contains {kind} (first at index {first})")
-    return array
-
-
-def _rescale_to_255(clipped: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map ``[low, high]`` linearly onto ``[0, 255]`` as float32; all zeros when ``high == low``."""
-    if high <= low:
-        return np.zeros(clipped.shape, np.float32)
-    return ((clipped - low) / (high - low) * 255.0).astype(np.float32)
-
-
-def window_ct(hu: np.ndarray, window: str | tuple[float, float] = "soft_tissue") -> np.ndarray:
-    """Clip a CT image to a display window and map it linearly onto ``[0, 255]``.
-
-    Args:
-        hu: any-shaped array of Hounsfield units.
-        window: a name from :data:`CT_WINDOWS` or a ``(width, level)`` pair; values in
-            ``[level - width / 2, level + width / 2]`` map to ``[0, 255]``, values outside saturate.
-
-    Returns:
-        float32 array of ``hu``'s shape in ``[0, 255]`` (:func:`to_uint8` stores it as uint8).
-    """
-    if isinstance(window, str):
-        if window not in CT_WINDOWS:
-            raise ValueError(f"unknown CT window {window!r}; presets are {sorted(CT_WINDOWS)} "
-                             "or pass (width, level)")
-        width, level = CT_WINDOWS[window]
-    else:
-        pair = np.asarray(window, dtype=float)
-        if pair.shape != (2,) or not np.all(np.isfinite(pair)):
-            raise ValueError(f"window must be a preset name or a finite (width, level) pair, got {window!r}")
-        width, level = float(pair[0]), float(pair[1])
-        if width <= 0:
-            raise ValueError(f"window width must be positive, got {width}")
-    return map_to_255(_finite_real("hu", hu), level - width / 2, level + width / 2)
-
-
-def clip_percentiles(image: np.ndarray, low: float = 0.5, high: float = 99.5, *,
-                     nonzero_only: bool = True) -> np.ndarray:
-    """Clip an MR, X-ray or ultrasound image to two intensity percentiles and map them onto ``[0, 255]``.
-
-    With ``nonzero_only=True`` (the default, as MedSAM's ``pre_CT_MR.py`` for MR and ``pre_grey_rgb.py`` for grey
-    2D images do) the percentiles come from the voxels ``> 0`` only, so a large empty background does not pull the
-    lower percentile to zero. MR intensities are not negative, so these are the nonzero voxels. The background
-    lies below the lower percentile and still maps to 0 (the reference's extra ``image_data_pre[image_data == 0]
-    = 0`` changes nothing). ``nonzero_only=False`` takes the percentiles over every voxel.
-
-    Args:
-        image: any-shaped real array.
-        low, high: percentiles in ``[0, 100]`` with ``low < high`` (numpy's default linear interpolation).
-
-    Returns:
-        float32 array of ``image``'s shape in ``[0, 255]``; all zeros when the percentiles coincide (a constant
-        image) or no voxel is positive.
-    """
-    bounds = percentile_bounds(image, low, high, nonzero_only=nonzero_only)
-    if bounds is None:
-        return np.zeros(np.shape(image), np.float32)
-    return map_to_255(image, *bounds)
-
-
-def percentile_bounds(image: np.ndarray, low: float = 0.5, high: float = 99.5, *,
-                      nonzero_only: bool = True) -> tuple[float, float] | None:
-    """The ``low`` and ``high`` percentiles :func:`clip_percentiles` clips to (``None`` when no voxel counts),
-    computed in the image's own dtype: no float copy of the whole image."""
-    if not (0.0 <= low < high <= 100.0):
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got low={low}, high={high}")
-    values = _finite_real("image", image)
-    sample = values[values > 0] if nonzero_only else values.ravel()
-    if sample.size == 0:
-        return None
-    if sample.dtype.kind == "f":  # interpolate in float64, as for integers; a copy of the sample only
-        sample = sample.astype(np.float64)
-    lower, upper = (float(p) for p in np.percentile(sample, [low, high]))
-    return lower, upper
-
-
-def map_to_255(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Clip ``values`` to ``[low, high]`` and map that range linearly onto ``[0, 255]`` (float32)."""
-    return _rescale_to_255(np.clip(np.asarray(values, dtype=np.float64), low, high), low, high)
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Store a ``[0, 255]`` float image as uint8, truncating like the reference's ``np.uint8(...)`` cast.
-
-    Values within 1e-3 outside the range (rounding error) are clipped; anything further out is refused.
-    """
-    values = _finite_real("image", image)
-    if values.dtype == np.uint8:
-        return values.copy()
-    if values.min() < -1e-3 or values.max() > 255.0 + 1e-3:
-        raise ValueError(f"to_uint8 expects values in [0, 255], got range [{values.min()}, {values.max()}]")
-    return np.clip(values, 0, 255).astype(np.uint8)
-
-
-def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Bring a 2D image to the ``(H, W, 3)`` uint8 layout MedSAM expects.
-
-    Accepts ``(H, W)``, ``(H, W, 1)`` (repeated to three channels), ``(H, W, 3)`` and ``(H, W, 4)`` (alpha
-    dropped). uint8 input keeps its values; any other dtype is min-maxed over all channels onto ``0..255``
-    (a constant image becomes zeros).
-    """
-    array = np.asarray(image)
-    if array.ndim not in (2, 3):
-        raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got shape {array.shape}")
-    array = _finite_real("image", array)
-    if array.ndim == 3 and array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected 1, 3 or 4 channels, got shape {array.shape}")
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.shape[2] == 4:
-        array = array[:, :, :3]
-    if array.dtype != np.uint8:
-        values = array.astype(np.float64)
-        array = to_uint8(_rescale_to_255(values, float(values.min()), float(values.max())))
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    return np.array(array, dtype=np.uint8, order="C")          # always a copy: the caller's array is never shared
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -232,7 +76,7 @@ def _check_size(size: int) -> int:
 
 
 def _check_hwc(name: str, image: np.ndarray) -> np.ndarray:
-    array = _finite_real(name, image)
+    array = finite_real(name, image)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"{name} must have shape (H, W, 3), got {array.shape}")
     return array
@@ -281,7 +125,7 @@ def minmax_normalize(image: np.ndarray) -> np.ndarray:
 
     MedSAM's only intensity normalization before the image encoder; a constant image becomes zeros.
     """
-    values = _finite_real("image", image).astype(np.float64)
+    values = finite_real("image", image).astype(np.float64)
     low = values.min()
     return ((values - low) / max(float(values.max() - low), 1e-8)).astype(np.float32)
 
@@ -306,7 +150,7 @@ def normalize_for_model(resized_float_hwc: np.ndarray, mode: str = "minmax") -> 
 
 
 def medsam_model_input(image: np.ndarray, size: int = 1024) -> np.ndarray:
-    """Steps 1 (layout) to 3 for an already windowed image: :func:`to_rgb_uint8`, :func:`resize_image`,
+    """Steps 1 (layout) to 3 for an already windowed image: :func:`~gnnseg.seg.io.intensity.to_rgb_uint8`, :func:`resize_image`,
     :func:`normalize_for_model` (min-max). Returns ``(1, 3, size, size)`` float32."""
     return normalize_for_model(resize_image(to_rgb_uint8(image), size), "minmax")
 
@@ -323,7 +167,7 @@ def resize_longest_side(image: np.ndarray, size: int = 256) -> np.ndarray:
     Returns:
         float32 ``(H', W')`` or ``(H', W', C)``.
     """
-    array = _finite_real("image", image)
+    array = finite_real("image", image)
     if array.ndim not in (2, 3):
         raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got shape {array.shape}")
     size = _check_size(size)
@@ -358,7 +202,7 @@ def pad_to_square(image: np.ndarray, size: int = 256) -> np.ndarray:
 
 
 def lite_model_input(image: np.ndarray, size: int = 256) -> tuple[np.ndarray, tuple[int, int]]:
-    """Lite MedSAM's image chain: :func:`to_rgb_uint8`, :func:`resize_longest_side`, :func:`minmax_normalize`
+    """Lite MedSAM's image chain: :func:`~gnnseg.seg.io.intensity.to_rgb_uint8`, :func:`resize_longest_side`, :func:`minmax_normalize`
     (before padding, so the padding does not change the minimum), :func:`pad_to_square`.
 
     Returns:

@@ -17,12 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from gnnseg.seg.sam.preprocess import (
-    boxes_from_mask,
-    clip_percentiles,
-    to_rgb_uint8,
-    window_ct,
-)
+from gnnseg.seg.io.intensity import scale_volume, to_rgb_uint8
+from gnnseg.seg.sam.preprocess import boxes_from_mask
 
 MIN_OBJECT_PIXELS = 100
 """Objects smaller than this are dropped, as MedSAM's preprocessing drops them in 2D."""
@@ -71,13 +67,9 @@ def samples_from_volume(volume: np.ndarray, labels: np.ndarray, source: str, *, 
     """
     if volume.shape != labels.shape:
         raise ValueError(f"{source}: volume {volume.shape} and labels {labels.shape} differ in shape")
-    if modality == "ct":
-        scaled = window_ct(volume, "soft_tissue")
-    elif modality == "mr":
-        scaled = clip_percentiles(volume)
-    else:
+    if modality not in ("ct", "mr"):
         raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
-    scaled = np.round(scaled).astype(np.uint8)
+    scaled = scale_volume(volume, modality, "soft_tissue")
     samples = []
     for z in slices if slices is not None else range(volume.shape[0]):
         if labels[z].any():

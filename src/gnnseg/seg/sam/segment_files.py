@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 from gnnseg.seg.io.challenge_npz import read_challenge_npz, write_challenge_segs
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 from gnnseg.seg.io.image2d import read_image_2d, write_image_2d
-from gnnseg.seg.sam.preprocess import CT_WINDOWS, map_to_255, percentile_bounds, window_ct
+from gnnseg.seg.io.intensity import scale_volume
 from gnnseg.seg.sam.shipped import ModelChoice
 from gnnseg.seg.sam.volume import segment_challenge_case, segment_volume
 
@@ -66,30 +65,6 @@ def read_volume(path: str | os.PathLike) -> MedicalImage:
 
         return read_nifti(path)
     raise ImageFormatError(f"{path}: give a NIfTI file (.nii, .nii.gz) or a folder holding a DICOM series")
-
-
-SLAB = 8
-"""Slices scaled at a time: the float copies the scaling needs stay a few slices large, whatever the volume."""
-
-
-def scale_volume(array: np.ndarray, modality: str, window: str = "soft_tissue") -> np.ndarray:
-    """CT through a window, MR (and anything else) clipped to its 0.5-99.5 percentiles (over the whole volume);
-    uint8 ``(Z, Y, X)``, scaled :data:`SLAB` slices at a time."""
-    if modality == "ct":
-        if window not in CT_WINDOWS:
-            raise ValueError(f"unknown CT window {window!r}; choose one of {sorted(CT_WINDOWS)}")
-        scale = partial(window_ct, window=window)
-    elif modality == "mr":
-        bounds = percentile_bounds(array)
-        if bounds is None:
-            return np.zeros(array.shape, np.uint8)
-        scale = partial(map_to_255, low=bounds[0], high=bounds[1])
-    else:
-        raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
-    scaled = np.empty(array.shape, np.uint8)
-    for start in range(0, len(array), SLAB):
-        scaled[start : start + SLAB] = np.round(scale(array[start : start + SLAB]))
-    return scaled
 
 
 def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,

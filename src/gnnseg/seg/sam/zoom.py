@@ -32,7 +32,8 @@ import numpy as np
 from gnnseg.seg.sam.augmented_predictor import Predictor, PredictorWrapper
 from gnnseg.seg.sam.crop import BACKGROUND_LOGIT, CropWindow
 from gnnseg.seg.sam.prediction import Prediction, averaged
-from gnnseg.seg.sam.preprocess import to_rgb_uint8, validate_boxes
+from gnnseg.seg.io.intensity import to_rgb_uint8
+from gnnseg.seg.sam.preprocess import validate_boxes
 
 
 def zoom_window(box: np.ndarray, context: float, image_hw: tuple[int, int], min_side: int) -> tuple[slice, slice]:

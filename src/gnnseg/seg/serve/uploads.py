@@ -27,7 +27,7 @@ from gnnseg.core.archives import ArchiveLimits, UnsafeArchiveError, read_entries
 from gnnseg.seg.io import MedicalImage, read_dicom_files, read_image_2d, read_nifti
 from gnnseg.seg.io.challenge_npz import read_challenge_npz
 from gnnseg.seg.io.image import ImageTooLargeError
-from gnnseg.seg.sam.preprocess import to_rgb_uint8
+from gnnseg.seg.io.intensity import scale_volume, to_rgb_uint8
 
 
 class UploadError(ValueError):
@@ -95,16 +95,6 @@ def _nifti_header(data: bytes) -> bytes | None:
             return None
     magic = head[344:348]
     return head if len(head) == 348 and magic in (b"n+1\x00", b"ni1\x00") else None
-
-
-def scale_volume_for_display(array: np.ndarray, modality: str, window: str) -> np.ndarray:
-    """A volume's intensities as uint8: ``ct`` through a window, ``mr`` clipped to percentiles, ``auto`` picks CT
-    when the values reach below -200 (Hounsfield units of air and fat)."""
-    from gnnseg.seg.sam.segment_files import scale_volume
-
-    if modality == "auto":
-        modality = "ct" if float(np.min(array)) < -200 else "mr"
-    return scale_volume(array, modality, window)
 
 
 def decode_upload(name: str, data: bytes, *, modality: str = "auto", window: str = "soft_tissue",
@@ -179,7 +169,7 @@ def _volume(name: str, volume: MedicalImage, modality: str, window: str) -> Uplo
         raise UploadError(f"{name}: expected a 3D volume, got shape {array.shape}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise UploadError(f"{name}: the volume contains NaN or infinite values")
-    pixels = scale_volume_for_display(array, modality, window)
+    pixels = scale_volume(array, modality, window)
     return UploadedImage("", name, "3d", pixels, tuple(volume.spacing), volume.affine)
 
 
