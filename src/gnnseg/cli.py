@@ -187,9 +187,9 @@ def _gnn_oversmooth(args: argparse.Namespace) -> dict:
 
 
 def _gnn_eval(args: argparse.Namespace) -> dict:
-    from gnnseg.gnn.tasks.node_runs import evaluate_checkpoint
+    from gnnseg.gnn.tasks.saved_models import evaluate_saved_classifier
 
-    return evaluate_checkpoint(args.checkpoint, args.root, args.dataset)
+    return evaluate_saved_classifier(args.checkpoint, args.root, args.dataset)
 
 
 def _seg_convert(args: argparse.Namespace) -> dict:

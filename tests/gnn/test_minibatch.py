@@ -35,6 +35,7 @@ from gnnseg.gnn.tasks.minibatch import (
     train_minibatch,
 )
 from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
+from gnnseg.gnn.tasks.saved_models import evaluate_saved_classifier
 from tests.conftest import awkward_graph
 
 
@@ -298,6 +299,8 @@ def test_a_run_directory_resumes_and_refuses_other_settings(planetoid_root, tmp_
                                          overrides=overrides, resume_run=first["run_dir"], show_progress=False)
     assert again["run_dir"] == first["run_dir"] and again["test_acc_mean"] == first["test_acc_mean"]
     assert len(list((tmp_path / "gnn-train").iterdir())) == 1
+    scored = evaluate_saved_classifier(first["checkpoint"], planetoid_root)  # scored the mini-batch way: layer-wise
+    assert scored["sampler"] == "neighbor" and 0.5 < scored["test_acc"] <= 1.0
     with pytest.raises(ValueError, match="was started with other settings"):
         run_minibatch_classification("sage", None, "cora", planetoid_root, overrides={**overrides, "epochs": 3},
                                      resume_run=first["run_dir"], show_progress=False)

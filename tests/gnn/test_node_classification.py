@@ -16,6 +16,7 @@ from gnnseg.gnn.datasets import load_karate, load_planetoid
 from gnnseg.gnn.tasks.karate import karate_embeddings
 from gnnseg.gnn.tasks.node import NodeConfig, _Selection, _StoppingRule, preset, train_node_classifier
 from gnnseg.gnn.tasks.node_runs import evaluate_checkpoint, run_node_classification
+from gnnseg.gnn.tasks.saved_models import evaluate_saved_classifier
 
 
 def test_gcn_on_cora_beats_75_percent(planetoid_root):
@@ -98,8 +99,11 @@ def test_run_directory_checkpoint_and_eval(planetoid_root, tmp_path):
         evaluate_checkpoint(summary["checkpoint"], planetoid_root, dataset="citeseer")
     other = save_checkpoint({"format": "something/1", "config": {}, "state_dict": {}, "dataset": "cora",
                              "in_channels": 1, "num_classes": 1}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not a node classifier"):
+    with pytest.raises(CheckpointError, match="not a full-batch node classifier"):
         evaluate_checkpoint(other, planetoid_root)
+    assert evaluate_saved_classifier(summary["checkpoint"], planetoid_root) == scores
+    with pytest.raises(CheckpointError, match="'something/1' checkpoint, not a node classifier \\(known: "):
+        evaluate_saved_classifier(other, planetoid_root)
 
 
 def test_cli_json_contract(planetoid_root, tmp_path, capsys, last_json):

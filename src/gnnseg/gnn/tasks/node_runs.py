@@ -84,12 +84,8 @@ def evaluate_checkpoint(path: str | os.PathLike, root: str | os.PathLike | None,
     """Rebuild the model saved by :func:`run_node_classification` and score it on its dataset's splits."""
     payload = load_checkpoint(path, required_keys=("format", "config", "state_dict", "dataset", "in_channels",
                                                    "num_classes"))
-    if payload["format"] != CHECKPOINT_FORMAT:
-        from gnnseg.gnn.tasks import minibatch_runs
-
-        if payload["format"] == minibatch_runs.MODEL_FORMAT:      # a mini-batch model: scored layer by layer
-            return minibatch_runs.evaluate_minibatch_checkpoint(path, root, dataset)
-        raise CheckpointError(f"{path} is a {payload['format']!r} checkpoint, not a node classifier")
+    if payload["format"] != CHECKPOINT_FORMAT:  # a mini-batch model: gnnseg.gnn.tasks.saved_models
+        raise CheckpointError(f"{path} is a {payload['format']!r} checkpoint, not a full-batch node classifier")
     known = {f.name for f in fields(NodeConfig)}
     config = NodeConfig(**{k: v for k, v in payload["config"].items() if k in known})
     graph = prepare_graph(load_node_dataset(dataset or payload["dataset"], root), config)
