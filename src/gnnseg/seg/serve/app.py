@@ -39,11 +39,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.sam.preprocess import validate_boxes
-from gnnseg.seg.sam.shipped import ModelChoice, make_predictor
+from gnnseg.seg.sam.runtime import ModelOptions, service_predictor
+from gnnseg.seg.sam.shipped import ModelChoice
 from gnnseg.seg.sam.volume import segment_box_3d, validate_boxes_3d
-from gnnseg.seg.serve.guard import BodyLimit, RequestGuard, ServiceAccess
 from gnnseg.seg.serve.encoding import (
     image_png_bytes,
     nifti_bytes,
@@ -51,6 +50,7 @@ from gnnseg.seg.serve.encoding import (
     png_bytes,
     rle_encode,
 )
+from gnnseg.seg.serve.guard import BodyLimit, RequestGuard, ServiceAccess
 from gnnseg.seg.serve.uploads import (
     ImageStore,
     UploadedImage,
@@ -82,16 +82,6 @@ class ServiceLimits:
     """Time budget of one segmentation request; a 3D request over it stops at the next slice with a 503."""
 
 
-@dataclass(frozen=True)
-class ModelOptions:
-    """How the service runs its model's decoder (which model and how it answers: :class:`ModelChoice`)."""
-
-    decoder_dtype: Literal["float32", "bfloat16"] = "float32"
-    """bfloat16: the mask decoder in bfloat16 (PyTorch models only)."""
-    compile_decoder: bool = False
-    """Compile the mask decoder for single boxes (:func:`compile_single_prompt_decoder`; PyTorch models only)."""
-
-
 class SegmentRequest(BaseModel):
     boxes: list[list[float]] | None = Field(None, description="2D boxes x0, y0, x1, y1 in pixel indices")
     slice: int | None = Field(None, description="the slice the 2D boxes are drawn on (volumes only)")
@@ -113,29 +103,8 @@ class Segmenter:
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gnnseg-model")
         self.options = options or ModelOptions()
         self.choice = choice or ModelChoice()
-        self.predictor = self._model_thread.submit(self._prepare, load, cache_bytes, self.options,
-                                                   self.choice).result()
-
-    @staticmethod
-    def _prepare(load: Callable[[], Any], cache_bytes: int, options: ModelOptions, choice: ModelChoice):
-        model = load()
-        dtype = options.decoder_dtype
-        wanted = [text for text, asked in ((f"a {dtype} decoder", dtype != "float32"),
-                                           ("a compiled decoder", options.compile_decoder)) if asked]
-        if wanted and not hasattr(model, "mask_decoder"):
-            raise ValueError(f"{' and '.join(wanted)}: only for PyTorch models, not an ONNX export")
-        if dtype != "float32":
-            import torch  # only here: a service over an ONNX export runs without torch
-
-            model.mask_decoder.to(getattr(torch, dtype))
-        config = model.config
-        # the cached embeddings are in the decoder's dtype (ONNX exports: float32); each image keeps all its copies
-        itemsize = model.decoder_dtype.itemsize if hasattr(model, "decoder_dtype") else 4
-        image_bytes = itemsize * config.prompt_dim * config.embedding_size ** 2 * len(symmetries(choice.augmentation))
-        predictor = choice.predictor(model, cache_size=max(1, cache_bytes // image_bytes))
-        if options.compile_decoder:
-            compile_single_prompt_decoder(model)
-        return predictor
+        self.predictor = self._model_thread.submit(lambda: service_predictor(load(), self.choice, self.options,
+                                                                             cache_bytes)).result()
 
     def segment_2d(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         def segment() -> tuple[np.ndarray, np.ndarray]:
@@ -189,31 +158,6 @@ class _SliceByTurns:
             return predictor.predict(**prompts)
 
         return self.segmenter._model_thread.submit(one_slice).result()
-
-
-def compile_single_prompt_decoder(model) -> None:
-    """Compile ``model``'s mask decoder (in place) for one prompt at a time, a viewer's box; several prompts in one
-    call keep the eager decoder, so no count of boxes triggers a recompilation.
-
-    The warm-up goes through a predictor of its own on a blank image, so the compiled graph sees what requests
-    bring (inference tensors, the encoder's memory layout, the model's device) and the first request does not
-    compile again.
-    """
-    import torch
-
-    decoder = model.mask_decoder
-    eager = decoder.forward
-    compiled = torch.compile(eager, dynamic=False)
-
-    def forward(image_embeddings, image_pe, sparse, dense, multimask_output):
-        run = compiled if sparse.shape[0] == 1 else eager
-        return run(image_embeddings, image_pe, sparse, dense, multimask_output)
-
-    decoder.forward = forward
-    size = model.config.image_size
-    warm_up = make_predictor(model, cache_size=0)
-    warm_up.set_image(np.zeros((size, size, 3), dtype=np.uint8))
-    warm_up.predict(boxes=np.array([[0.0, 0.0, size / 2, size / 2]]))
 
 
 def _error(status: int, message: str) -> JSONResponse:
