@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/gnnseg demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 # Benchmarks write benchmarks/results/; the U-Net trainings take 20-45 minutes each on 2 cores.

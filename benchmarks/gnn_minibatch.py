@@ -127,7 +127,8 @@ def part_scale(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
            "peak_rss_mb_training_process": result["peak_rss_mb"],
            "test_acc_after_one_epoch": result["test_acc_mean"], "ceiling_accuracy": meta["ceiling_accuracy"],
            "sampled_nodes_per_batch_mean": result["sampled_nodes_per_batch_mean"], **generation}
-    print(f"scale {meta['num_nodes']} nodes / {meta['undirected_edges']} edges: epoch {row['epoch_train_seconds']:.0f} s "
+    print(f"scale {meta['num_nodes']} nodes / {meta['undirected_edges']} edges: "
+          f"epoch {row['epoch_train_seconds']:.0f} s "
           f"training + {row['eval_seconds']:.0f} s evaluation, peak RSS {row['peak_rss_mb_training_process']:.0f} MB",
           flush=True)
     return [row]

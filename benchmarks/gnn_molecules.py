@@ -62,7 +62,8 @@ PUBLISHED = {
          "split": "random", "verified": False},
     ],
     "tox21": [
-        {"value": 0.829, "model": "GraphConv, MoleculeNet", "source": "Wu et al., 'MoleculeNet', Chem. Sci. 9:513 (2018)",
+        {"value": 0.829, "model": "GraphConv, MoleculeNet",
+         "source": "Wu et al., 'MoleculeNet', Chem. Sci. 9:513 (2018)",
          "split": "random", "verified": False},
     ],
 }
@@ -84,8 +85,9 @@ def run_dataset(name: str, root: str, seeds: int, config: MoleculeConfig) -> dic
     summary = summarize_molecules(results)
     positives = [[int(np.nansum(data.targets[p].numpy())) for p in parts] for parts in splits] \
         if data.task == "classification" else None
-    return {"dataset": name, "table": table, "split": split, "positives_per_part": positives, "metric": metric, "task": data.task, "tasks": data.num_tasks,
-            "molecules": len(data), "skipped": len(data.skipped), "split_sizes": [[len(p) for p in parts] for parts in splits],
+    return {"dataset": name, "table": table, "split": split, "positives_per_part": positives, "metric": metric,
+            "task": data.task, "tasks": data.num_tasks, "molecules": len(data), "skipped": len(data.skipped),
+            "split_sizes": [[len(p) for p in parts] for parts in splits],
             "mean": summary[f"test_{metric}_mean"], "std": summary[f"test_{metric}_std"],
             "val_mean": summary[f"val_{metric}_mean"], "per_seed": [r.test_score for r in results],
             "best_epochs": [r.best_epoch for r in results], "epochs_run": [r.epochs_run for r in results],

@@ -71,13 +71,14 @@ def main() -> None:
     if args.merge and output.is_file():
         rerun = {(row["model"], row["dataset"]) for row in rows}
         kept = [row for row in json.loads(output.read_text())["rows"] if (row["model"], row["dataset"]) not in rerun]
-        rows = sorted(kept + rows, key=lambda row: (DATASET_ORDER.index(row["dataset"]), MODEL_ORDER.index(row["model"])))
+        rows = sorted(kept + rows,
+                      key=lambda row: (DATASET_ORDER.index(row["dataset"]), MODEL_ORDER.index(row["model"])))
     report = {"benchmark": "gnn_node_classification", "seeds": args.seeds, "machine": machine_info(),
               "protocol": "public Planetoid split; test accuracy at the selected epoch (lowest validation loss "
                           "for GCN and GAT, last epoch for SGC); population std over seeds",
               "rows": rows}
     write_json(output, report)
-    lines = ["| model | dataset | ours (mean ± std, %d seeds) | paper | target | met |" % args.seeds,
+    lines = [f"| model | dataset | ours (mean ± std, {args.seeds} seeds) | paper | target | met |",
              "|---|---|---|---|---|---|"]
     for row in rows:
         paper = f"{row['paper_mean']}" + (f" ± {row['paper_std']}" if row["paper_std"] is not None else "")

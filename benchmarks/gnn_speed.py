@@ -2,9 +2,9 @@
 
 An epoch is forward + backward + optimizer step of full-batch training with the papers' hyperparameters,
 once as the papers run it ("paper": dropout included) and once without dropout ("no dropout"), which
-isolates the graph kernels from the cost of drawing dropout masks. Both sides get the same row-normalized features, graph, Adam settings and threads; we
-report the median of ``--epochs`` epochs after ``--warmup``, alternating blocks of ours and theirs so
-that drift in machine load hits both. Also profiles where our time goes.
+isolates the graph kernels from the cost of drawing dropout masks. Both sides get the same row-normalized features,
+graph, Adam settings and threads; we report the median of ``--epochs`` epochs after ``--warmup``, alternating
+blocks of ours and theirs so that drift in machine load hits both. Also profiles where our time goes.
 Writes benchmarks/results/gnn_speed.{json,md}.
 """
 
@@ -122,7 +122,7 @@ def main() -> None:
                                  ours=False),
             }
             times: dict[str, list[float]] = {"ours": [], "pyg": []}
-            for side, step in steps.items():
+            for step in steps.values():
                 for _ in range(args.warmup):
                     step()
             per_block = args.epochs // args.blocks

@@ -41,9 +41,9 @@ import httpx
 import nibabel as nib
 import numpy as np
 from PIL import Image
-from serve_load import free_port, resident_mb
 
 from gnnseg.core import machine_info, write_json
+from serve_load import free_port, resident_mb
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN = "probe-token"
@@ -450,8 +450,9 @@ def report(rows: list[dict], args: argparse.Namespace, idle_mb: float) -> None:
                "checkpoint": args.checkpoint, "machine": machine_info(), "summary": summary, "inputs": rows}
     write_json(RESULTS / "hardening.json", payload)
     lines = ["# Hostile and broken input against the service and the commands", "",
-             f"Served model `{args.checkpoint or 'the default'}`; idle server {idle_mb:.0f} MB. Memory: peak resident above idle while "
-             "the input was handled; disk: bytes the server wrote to its temporary folder.", "",
+             f"Served model `{args.checkpoint or 'the default'}`; idle server {idle_mb:.0f} MB. Memory: peak "
+             "resident above idle while the input was handled; disk: bytes the server wrote to its temporary folder.",
+             "",
              "| input | class | bytes | status | as expected | peak MB above idle | disk bytes | seconds |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['input']} | {r['class']} | {r['bytes']:,} | {r['status']} | {'yes' if r['ok'] else 'NO'} | "

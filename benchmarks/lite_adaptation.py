@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lite_medsam_train import SHARES, seconds_per_iteration
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.metrics import dice
@@ -43,6 +42,7 @@ from gnnseg.seg.sam.distill import cache_teacher_embeddings
 from gnnseg.seg.sam.finetune import predicted_masks
 from gnnseg.seg.sam.prepared import PreparedSet
 from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model, make_predictor
+from lite_medsam_train import SHARES, seconds_per_iteration
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOX_MARGIN = 5
@@ -79,7 +79,8 @@ def markdown(result: dict) -> str:
              f"| decoder tuned on all five ({result['all']['tuning']['iterations']} steps) | "
              + " | ".join(f"{adapted[m]:.3f}" for m in MODALITIES) + f" | {np.mean(list(adapted.values())):.3f} |",
              "", "Leave one modality out: tuned on the other four, scored on the one it never saw.", "",
-             "| left out | steps | released | tuned without it | change | within 1 point |", "|---|---|---|---|---|---|"]
+             "| left out | steps | released | tuned without it | change | within 1 point |",
+             "|---|---|---|---|---|---|"]
     for modality, row in result["left_out"].items():
         change = row["dsc"] - released[modality]
         lines.append(f"| {modality} | {row['tuning']['iterations']} | {released[modality]:.3f} | {row['dsc']:.3f} | "

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timing import best_of
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.core.checkpoint import load_checkpoint
@@ -47,6 +46,7 @@ from gnnseg.seg.sam.shipped import (
     load_shipped_model,
     make_predictor,
 )
+from timing import best_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from timing import best_of
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import (
@@ -41,6 +40,7 @@ from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.preprocess import boxes_from_mask
 from gnnseg.seg.sam.shipped import load_model, make_predictor
 from gnnseg.seg.sam.volume import segment_volume
+from timing import best_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -121,7 +121,8 @@ def main() -> None:
     result = {"benchmark": "lite_medsam_latency", "machine": machine_info(),
               "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), **figures}
     write_json(RESULTS / "lite_medsam_latency.json", result)
-    cell = lambda key: f"{figures[key]:.2f}" if key in figures else "not run"
+    def cell(key: str) -> str:
+        return f"{figures[key]:.2f}" if key in figures else "not run"
     lines = [("| case | ViT-B 1024 (PyTorch) | Lite MedSAM (PyTorch) | Lite MedSAM (onnxruntime) "
               "| lite_medsam_fast (onnxruntime) |"), "|---|---|---|---|---|"]
     for label, suffix in (("2D, warm (s)", "2d_case_s"), ("2D, new process (s)", "2d_case_cold_s"),

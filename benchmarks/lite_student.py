@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lite_adaptation import BOX_MARGIN, held_out_dsc
-from timing import best_of
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.core.checkpoint import load_checkpoint
 from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.shipped import load_model
+from lite_adaptation import BOX_MARGIN, held_out_dsc
+from timing import best_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

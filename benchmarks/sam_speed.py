@@ -112,7 +112,8 @@ def main() -> None:
           f"ratio {encoder['ratio_ours_over_official']:.2f} (max |diff| {difference:.1e})")
     decoder = result["prompt_and_decoder"]
     print(f"prompt + decoder, one box: ours {decoder['ours_seconds_one_box'] * 1e3:.1f} ms, official "
-          f"{decoder['official_seconds_one_box'] * 1e3:.1f} ms; batched {decoder['ours_seconds_per_box_batched'] * 1e3:.1f}"
+          f"{decoder['official_seconds_one_box'] * 1e3:.1f} ms; "
+          f"batched {decoder['ours_seconds_per_box_batched'] * 1e3:.1f}"
           f" ms per box")
     if shipped:
         print(f"packaged vit_cpu: {shipped['seconds_per_box_single'] * 1e3:.1f} ms for one box, "

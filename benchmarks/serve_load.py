@@ -7,8 +7,9 @@
    request, and opening an ``httpx.Client`` costs ~20 ms for its TLS setup): on a 2-core machine the load
    generator's CPU time is taken from the server.
 2. **Memory**: ``--uploads`` distinct 256 x 256 images are uploaded, every ``--encode-every``-th followed by one box
-   request (so that it is encoded and its embedding cached), with the store and the embedding cache kept small (``--store-mb``,
-   ``--cache-mb``) so that LRU eviction must keep the server bounded; its resident memory is sampled throughout.
+   request (so that it is encoded and its embedding cached), with the store and the embedding cache kept small
+   (``--store-mb``, ``--cache-mb``) so that LRU eviction must keep the server bounded; its resident memory is
+   sampled throughout.
 
 The server is a separate ``gnnseg serve`` process; the test stops by itself.
 
@@ -104,7 +105,8 @@ def main() -> None:
             truth = read_image_2d(Path(args.data) / "kvasir_seg_subset" / "masks" / image_path.name,
                                   grayscale=True).array > 127
             tight = boxes_from_mask(truth)[0]
-            image_id = client.post("/v1/images", files={"file": (image_path.name, image_path.read_bytes())}).json()["id"]
+            upload = {"file": (image_path.name, image_path.read_bytes())}
+            image_id = client.post("/v1/images", files=upload).json()["id"]
             began = time.perf_counter()
             client.post(f"/v1/images/{image_id}/segment", json={"boxes": [tight.tolist()]}).raise_for_status()
             first_request_s = time.perf_counter() - began

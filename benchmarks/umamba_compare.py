@@ -21,14 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from unet_drive import run_drive
-
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import convert_kvasir
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
 from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.train import TrainConfig, train_fold
+from unet_drive import run_drive
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

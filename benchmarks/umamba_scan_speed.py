@@ -60,7 +60,8 @@ def main() -> None:
         "benchmark": "umamba_scan_speed", "machine": machine_info(),
         "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
         "block": {"d_model": D_MODEL, "d_state": 16, "expand": 2, "batch": 1, "chunk": 64}, "rows": rows})
-    lines = ["| positions | parallel fwd+bwd (s) | sequential fwd+bwd (s) | speed-up | peak RSS parallel / sequential (MB) |",
+    lines = ["| positions | parallel fwd+bwd (s) | sequential fwd+bwd (s) | speed-up "
+             "| peak RSS parallel / sequential (MB) |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['length']:,} | {r['parallel']['seconds']:.3f} | {r['sequential']['seconds']:.3f} | "
               f"{r['speedup']:.1f}x | {r['parallel']['peak_rss_mb']:.0f} / {r['sequential']['peak_rss_mb']:.0f} |"

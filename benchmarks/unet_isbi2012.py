@@ -135,7 +135,8 @@ def main() -> None:
         "total_seconds": time.perf_counter() - started,
     }
     write_json(RESULTS / f"{args.name}.json", result)
-    print({k: result[k] for k in ("pixel_error", "misclassified_fraction", "dice", "rand_error", "cases")}, result["training"])
+    print({k: result[k] for k in ("pixel_error", "misclassified_fraction", "dice", "rand_error", "cases")},
+          result["training"])
 
 
 if __name__ == "__main__":

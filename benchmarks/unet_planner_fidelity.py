@@ -22,8 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from gnnseg.core import machine_info, write_json
-from gnnseg.seg.io import MedicalImage, RawDataset, convert_drive, convert_isbi2012, convert_kvasir, read_nifti
-from gnnseg.seg.io import write_raw_dataset
+from gnnseg.seg.io import (
+    MedicalImage,
+    RawDataset,
+    convert_drive,
+    convert_isbi2012,
+    convert_kvasir,
+    read_nifti,
+    write_raw_dataset,
+)
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
 
@@ -66,7 +73,8 @@ def compare(ours: dict, fingerprint, theirs: dict, their_fingerprint: dict) -> d
         arch = config["architecture"]["arch_kwargs"]
         theirs_row = {"spacing": [round(float(s), 4) for s in config["spacing"]],
                       "patch_size": [int(p) for p in config["patch_size"]], "batch_size": int(config["batch_size"]),
-                      "strides": [list(s) for s in arch["strides"]], "kernel_sizes": [list(k) for k in arch["kernel_sizes"]],
+                      "strides": [list(s) for s in arch["strides"]],
+                      "kernel_sizes": [list(k) for k in arch["kernel_sizes"]],
                       "features_per_stage": list(arch["features_per_stage"]),
                       "normalization": [SCHEMES.get(s, s) for s in config["normalization_schemes"]],
                       "use_mask_for_norm": list(config["use_mask_for_norm"])}

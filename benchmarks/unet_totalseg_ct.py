@@ -68,7 +68,8 @@ def main() -> None:
                         help="probability of an additive intensity shift in [-1, 1] (normalised units) per patch")
     parser.add_argument("--label-shift", type=float, default=0.0, metavar="P",
                         help="probability of a shift in [-1, 1] drawn for each organ of a patch on its own")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --work (a finished run: evaluate it)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --work (a finished run: evaluate it)")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="float32",
                         help="training precision (bfloat16: autocast, about 2x faster on CPUs with AVX512-BF16)")
     parser.add_argument("--name", default="unet_totalseg_ct", help="results file name (benchmarks/results/NAME.json)")

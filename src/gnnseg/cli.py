@@ -643,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--npz", help="a CVPR 2024 'MedSAM on Laptop' case (imgs, boxes); writes its segs npz")
     segment.add_argument("--modality", choices=("ct", "mr"), default="ct", help="volume intensity handling")
     segment.add_argument("--window", default="soft_tissue", help="CT window preset (soft_tissue, lung, brain, bone)")
-    segment.add_argument("-o", "--output", required=True, help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
+    segment.add_argument("-o", "--output", required=True,
+                         help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
     _add_model_arguments(segment)
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)

@@ -43,8 +43,8 @@ def test_gcn_matches_pyg(seed, channels):
     theirs.bias.data.copy_(ours.bias.data)
     for edge_weight in (None, weight):
         ours.zero_grad(), theirs.zero_grad()
-        grads, oracle = compare(ours, theirs, x, lambda m, v: m(v, edge_index, edge_weight),
-                                lambda m, v: m(v, edge_index, edge_weight))
+        grads, oracle = compare(ours, theirs, x, lambda m, v, w=edge_weight: m(v, edge_index, w),
+                                lambda m, v, w=edge_weight: m(v, edge_index, w))
         torch.testing.assert_close(grads["linear.weight"], oracle["lin.weight"], **TOLERANCE)
         torch.testing.assert_close(grads["bias"], oracle["bias"], **TOLERANCE)
 

@@ -10,8 +10,14 @@ from gnnseg.cli import main
 from gnnseg.core.ranking import average_precision, roc_auc
 from gnnseg.gnn import Graph, GraphValidationError
 from gnnseg.gnn.datasets import load_karate, load_planetoid
-from gnnseg.gnn.tasks.link import (LinkConfig, full_reconstruction_loss, negative_sampling, split_edges,
-                                   train_link_predictor, undirected_pairs)
+from gnnseg.gnn.tasks.link import (
+    LinkConfig,
+    full_reconstruction_loss,
+    negative_sampling,
+    split_edges,
+    train_link_predictor,
+    undirected_pairs,
+)
 
 
 def test_ranking_scores_match_scikit_learn():

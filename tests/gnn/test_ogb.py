@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from gnnseg.gnn.datasets import load_node_dataset
 from gnnseg.core.archives import UnsafeArchiveError
+from gnnseg.gnn.datasets import load_node_dataset
 from gnnseg.gnn.datasets.ogb import CACHE_FOLDER, OGBError, download_ogb, load_ogb_node
 
 EDGES = [(0, 1), (1, 2), (2, 0), (3, 4), (1, 0), (5, 5)]     # (1, 0) reverses (0, 1); node 5 has a self-loop

@@ -10,9 +10,24 @@ import numpy as np
 import pydicom
 import pytest
 
-from gnnseg.seg.io import (ImageFormatError, MedicalImage, RawDataset, axis_codes, convert_drive, convert_isbi2012,
-                           convert_kvasir, read_dicom_files, read_dicom_series, read_image_2d, read_nifti, reorient,
-                           reorient_like, write_image_2d, write_nifti, write_raw_dataset)
+from gnnseg.seg.io import (
+    ImageFormatError,
+    MedicalImage,
+    RawDataset,
+    axis_codes,
+    convert_drive,
+    convert_isbi2012,
+    convert_kvasir,
+    read_dicom_files,
+    read_dicom_series,
+    read_image_2d,
+    read_nifti,
+    reorient,
+    reorient_like,
+    write_image_2d,
+    write_nifti,
+    write_raw_dataset,
+)
 from gnnseg.seg.io.challenge_npz import read_challenge_npz
 from gnnseg.seg.io.image import ImageTooLargeError
 from tests.conftest import require_dataset
@@ -264,7 +279,8 @@ def test_images_pair_with_masks_by_their_whole_name(tmp_path):
         (images / name).write_bytes(b"")
     for name in ("case.1.png", "case.2.png", "ct.nii.gz", "1.2.840.113619.2.56.png"):
         (masks / name).write_bytes(b"")
-    with pytest.raises(FileNotFoundError, match=r"1 image\(s\) .* 1\.2\.840\.113619\.2\.55\.jpg \(pass --allow-unmatched"):
+    unmatched = r"1 image\(s\) .* 1\.2\.840\.113619\.2\.55\.jpg \(pass --allow-unmatched"
+    with pytest.raises(FileNotFoundError, match=unmatched):
         paired_files(images, masks, suffixes)
     pairs = paired_files(images, masks, suffixes, allow_unmatched=True)
     assert [(image.name, mask.name) for image, mask in pairs] == [

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from gnnseg.seg.unet.fingerprint import Fingerprint
-from gnnseg.seg.unet.plans import (activation_elements, load_plans, plan_experiment, pooling_and_kernels,
-                                   save_plans, target_spacing)
+from gnnseg.seg.unet.plans import (
+    activation_elements,
+    load_plans,
+    plan_experiment,
+    pooling_and_kernels,
+    save_plans,
+    target_spacing,
+)
 
 
 def fingerprint(spacings, shapes, channels=("MR",), is_2d=False, relative=1.0) -> Fingerprint:

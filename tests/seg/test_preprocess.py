@@ -117,8 +117,10 @@ def test_fingerprint_weighs_every_case_equally(tmp_path):
     large_image[:, :5] = 210
     dataset = write_raw_dataset(tmp_path / "raw", channel_names=["grey"], labels={"background": 0, "x": 1},
                                 file_ending=".png",
-                                training=[("a", [MedicalImage(small_image, (1.0, 1.0))], MedicalImage(small_label, (1.0, 1.0))),
-                                          ("b", [MedicalImage(large_image, (1.0, 1.0))], MedicalImage(large_label, (1.0, 1.0)))])
+                                training=[("a", [MedicalImage(small_image, (1.0, 1.0))],
+                                           MedicalImage(small_label, (1.0, 1.0))),
+                                          ("b", [MedicalImage(large_image, (1.0, 1.0))],
+                                           MedicalImage(large_label, (1.0, 1.0)))])
     stats = extract_fingerprint(dataset).foreground_intensity_properties_per_channel["0"]
     assert stats["mean"] == pytest.approx(110.0)          # (10 + 210) / 2, not (10 + 50 * 210) / 51
     assert stats["std"] == pytest.approx(100.0)

@@ -175,11 +175,10 @@ def test_official_mode_reproduces_the_released_inference_code(released_path, tmp
     """The released ``CVPR24_LiteMedSAM_infer.py``, run unchanged, as the oracle of ``preprocessing="official"`` on
     held-out CT objects (512-pixel slices shrunk to 256, where the two chains differ)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    from lite_official_agreement import official_masks
-
     from gnnseg.seg.metrics import dice
     from gnnseg.seg.sam.corpus import ct_organs
     from gnnseg.seg.sam.finetune import box_prompted_masks
+    from lite_official_agreement import official_masks
 
     samples = [s for s in ct_organs(require_dataset(""), "val") if s.mask.sum() >= 100][:12]
     reference, _ = official_masks(Path(OFFICIAL_CHECKOUT), samples, tmp_path)

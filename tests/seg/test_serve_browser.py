@@ -61,7 +61,9 @@ OVERLAY_CHECK = """([x0, y0, x1, y1, margin]) => {
   let inside = 0, farOutside = 0;
   for (let y = 0; y < canvas.height; y++) for (let x = 0; x < canvas.width; x++) {
     const i = 4 * (y * canvas.width + x);
-    if (Math.abs(shown[i] - plain[i]) + Math.abs(shown[i + 1] - plain[i + 1]) + Math.abs(shown[i + 2] - plain[i + 2]) < 30) continue;
+    const change = Math.abs(shown[i] - plain[i]) + Math.abs(shown[i + 1] - plain[i + 1])
+      + Math.abs(shown[i + 2] - plain[i + 2]);
+    if (change < 30) continue;
     if (x > x0 + 3 && x < x1 - 3 && y > y0 + 3 && y < y1 - 3) inside++;
     else if (x < x0 - margin || x > x1 + margin || y < y0 - margin || y > y1 + margin) farOutside++;
   }

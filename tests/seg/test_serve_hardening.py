@@ -252,8 +252,8 @@ def test_memory_per_request_does_not_grow_with_the_number_of_boxes(model):
 
 
 def test_work_stops_once_the_client_has_left(model):
-    from gnnseg.seg.serve.app import RequestBudget, Segmenter, UploadError
     from gnnseg.seg.sam.volume import segment_box_3d
+    from gnnseg.seg.serve.app import RequestBudget, Segmenter, UploadError
 
     segmenter = Segmenter(lambda: model, 2**20)
     calls = []

@@ -60,7 +60,8 @@ def test_offset_index_follows_the_reference_enumeration():
 
 def test_lite_medsam_has_the_released_parameter_counts():
     model = build_sam("lite_medsam")
-    count = lambda module: sum(p.numel() for p in module.parameters())
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
     assert count(model.image_encoder) == 5_726_740
     assert count(model.prompt_encoder) == 6_220
     assert count(model.mask_decoder) == 4_058_340
@@ -98,7 +99,8 @@ def test_lite_medsam_fast_runs_every_stage_on_the_embedding_grid():
         assert model.encode(image).shape == (1, 256, 64, 64)
     lite = build_sam("lite_medsam")
     assert model.prompt_encoder.state_dict().keys() == lite.prompt_encoder.state_dict().keys()
-    count = lambda module: sum(p.numel() for p in module.parameters())
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
     assert count(model.image_encoder) < 0.5 * count(lite.image_encoder)
 
 

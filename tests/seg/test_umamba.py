@@ -19,7 +19,8 @@ from tests.seg.test_unet_pipeline import train_squares
 
 def scan_inputs(batch, length, channels, states, seed, dtype=torch.float64):
     generator = torch.Generator().manual_seed(seed)
-    tensor = lambda *shape: torch.randn(*shape, generator=generator, dtype=dtype)
+    def tensor(*shape):
+        return torch.randn(*shape, generator=generator, dtype=dtype)
     return [tensor(batch, length, channels).requires_grad_(),
             F.softplus(tensor(batch, length, channels)).detach().requires_grad_(),
             (-torch.rand(channels, states, generator=generator, dtype=dtype) * 6 - 0.05).requires_grad_(),

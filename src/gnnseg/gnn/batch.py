@@ -28,7 +28,7 @@ class GraphBatch:
     edge_attr: Tensor | None = None
 
     @classmethod
-    def collate(cls, graphs: Sequence[Graph], y: Tensor | None = None) -> "GraphBatch":
+    def collate(cls, graphs: Sequence[Graph], y: Tensor | None = None) -> GraphBatch:
         """Batch ``graphs``; their scalar ``y`` become ``y (G,)`` unless labels ``y (G, ...)`` are given
         (multi-task labels kept beside the graphs, e.g. molecules with missing values)."""
         if not graphs:

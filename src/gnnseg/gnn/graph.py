@@ -80,7 +80,7 @@ class Graph:
         return f"Graph({', '.join(parts)})"
 
     # ----------------------------------------------------------------------------------- validation
-    def validate(self) -> "Graph":
+    def validate(self) -> Graph:
         """Check every field; raise :class:`GraphValidationError` naming the first problem. Returns self."""
         ei = self.edge_index
         if self.num_nodes < 0:
@@ -206,10 +206,10 @@ class Graph:
 
     # ----------------------------------------------------------------------------------- transforms
     def _with_edges(self, edge_index: Tensor, edge_weight: Tensor | None,
-                    edge_attr: Tensor | None = None) -> "Graph":
+                    edge_attr: Tensor | None = None) -> Graph:
         return replace(self, edge_index=edge_index, edge_weight=edge_weight, edge_attr=edge_attr, _cache={})
 
-    def coalesce(self) -> "Graph":
+    def coalesce(self) -> Graph:
         """Sort edges and merge duplicates (their weights and edge features are summed, as PyG's default)."""
         keys = self._edge_keys(self.edge_index)
         unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
@@ -222,7 +222,7 @@ class Graph:
                 0, inverse, self.edge_attr)
         return self._with_edges(edge_index, weight, attr)
 
-    def to_undirected(self) -> "Graph":
+    def to_undirected(self) -> Graph:
         """Add the reverse of every edge, then merge duplicates (weights and edge features of ``u->v`` and
         ``v->u`` summed)."""
         edge_index = torch.cat([self.edge_index, self.edge_index.flip(0)], dim=1)
@@ -230,13 +230,13 @@ class Graph:
         attr = None if self.edge_attr is None else torch.cat([self.edge_attr, self.edge_attr])
         return self._with_edges(edge_index, weight, attr).coalesce()
 
-    def remove_self_loops(self) -> "Graph":
+    def remove_self_loops(self) -> Graph:
         keep = self.edge_index[0] != self.edge_index[1]
         return self._with_edges(self.edge_index[:, keep],
                                 None if self.edge_weight is None else self.edge_weight[keep],
                                 None if self.edge_attr is None else self.edge_attr[keep])
 
-    def add_self_loops(self, fill_value: float = 1.0) -> "Graph":
+    def add_self_loops(self, fill_value: float = 1.0) -> Graph:
         """Exactly one self-loop per node (an existing loop keeps its weight). Graphs with ``edge_attr``
         are refused: a self-loop has no natural edge feature."""
         if self.edge_attr is not None:
@@ -246,7 +246,7 @@ class Graph:
                                                           fill_value)
         return self._with_edges(edge_index, weight if self.edge_weight is not None else None)
 
-    def row_normalize_features(self) -> "Graph":
+    def row_normalize_features(self) -> Graph:
         """Scale each feature row to sum to 1 (rows of zeros stay zero), as in Kipf & Welling's preprocessing."""
         if self.x is None:
             raise GraphValidationError("row_normalize_features needs node features x, but x is None")
@@ -254,7 +254,7 @@ class Graph:
         return replace(self, x=self.x / sums.masked_fill(sums == 0, 1.0), _cache=self._cache)
 
     # ----------------------------------------------------------------------------------- conversions
-    def to_scipy(self) -> "scipy.sparse.csr_matrix":
+    def to_scipy(self) -> scipy.sparse.csr_matrix:
         """Adjacency as ``scipy.sparse.csr_matrix`` with ``A[source, target] = weight`` (duplicates summed)."""
         import scipy.sparse as sp
 
@@ -263,7 +263,7 @@ class Graph:
         return sp.csr_matrix((weight, (source, target)), shape=(self.num_nodes, self.num_nodes))
 
     @classmethod
-    def from_scipy(cls, matrix: "scipy.sparse.spmatrix", **fields_: Any) -> "Graph":
+    def from_scipy(cls, matrix: scipy.sparse.spmatrix, **fields_: Any) -> Graph:
         """Edges from the nonzeros of a square sparse matrix (``matrix[source, target]``); values become
         weights unless they are all one."""
         if matrix.shape[0] != matrix.shape[1]:
@@ -274,7 +274,7 @@ class Graph:
         weight = None if bool((values == 1).all()) else values
         return cls(edge_index=edge_index, num_nodes=matrix.shape[0], edge_weight=weight, **fields_)
 
-    def to_networkx(self) -> "networkx.Graph":
+    def to_networkx(self) -> networkx.Graph:
         """An undirected ``networkx.Graph`` when the edges are symmetric, else a ``DiGraph``.
         Features and labels become node attributes ``x`` and ``y``."""
         import networkx as nx
@@ -293,7 +293,7 @@ class Graph:
         return graph
 
     @classmethod
-    def from_networkx(cls, graph: "networkx.Graph", name: str = "networkx") -> "Graph":
+    def from_networkx(cls, graph: networkx.Graph, name: str = "networkx") -> Graph:
         """Nodes are relabeled 0..N-1 in ``graph.nodes`` order; undirected edges are stored both ways.
         A ``weight`` edge attribute becomes ``edge_weight`` when every edge has one."""
         index = {node: k for k, node in enumerate(graph.nodes)}
@@ -320,7 +320,7 @@ class Graph:
         return Data(**values, num_nodes=self.num_nodes)
 
     @classmethod
-    def from_pyg(cls, data: Any, name: str = "pyg") -> "Graph":
+    def from_pyg(cls, data: Any, name: str = "pyg") -> Graph:
         """From a PyG ``Data`` object (any attribute it lacks stays ``None``)."""
         values = {key: getattr(data, key, None)
                   for key in ("x", "y", "edge_weight", "edge_attr", *MASK_NAMES)}

@@ -178,8 +178,8 @@ def apply_on_block(layer: nn.Module, x: Tensor, block: Block) -> Tensor:
     """``layer`` on one block: ``x (num_sources, F)`` -> ``(num_targets, F')``, passing ``block.edge_weight``
     only to a layer that uses it (``accepts_block_weights``) and refusing a weighted block otherwise."""
     if not getattr(layer, "has_block_form", True):
-        raise ValueError(f"{layer.__class__.__name__} has no block form: its propagation A_hat^K X has no parameters and is computed "
-                         "once over the whole graph; train SGC on rows of it (output_nodes) instead")
+        raise ValueError(f"{layer.__class__.__name__} has no block form: its propagation A_hat^K X has no parameters "
+                         "and is computed once over the whole graph; train SGC on rows of it (output_nodes) instead")
     if block.edge_weight is None:
         return layer(x, block.edge_index, num_targets=block.num_targets)
     if not getattr(layer, "accepts_block_weights", False):

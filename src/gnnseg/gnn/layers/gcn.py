@@ -23,8 +23,8 @@ class GCNConv(nn.Module):
     Shapes: ``x (N, in_channels)``, ``edge_index (2, E)``, ``edge_weight (E,)`` -> ``(N, out_channels)``.
 
     On a sampled block (``num_targets=block.num_targets``, ``x`` the source features, see
-    ``gnnseg.gnn.sampling.blocks``) the output has ``num_targets`` rows and nothing is cached. ``"mean"`` normalizes over each
-    target's edges in the block plus its self-loop (exactly the full-graph layer when the block holds whole
+    ``gnnseg.gnn.sampling.blocks``) the output has ``num_targets`` rows and nothing is cached. ``"mean"`` normalizes
+    over each target's edges in the block plus its self-loop (exactly the full-graph layer when the block holds whole
     neighbourhoods); ``"none"`` uses the block's weights as given (FastGCN / LADIES blocks: build the layer
     with ``normalization="none", self_loops=False``); ``"symmetric"`` is refused on a block, because it
     needs every source's degree in the whole graph.

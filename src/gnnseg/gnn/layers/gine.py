@@ -16,7 +16,8 @@ class GINEConv(GINConv):
     Each edge ``j -> i`` sends ``ReLU(h_j + lin(e_ji))``; ``lin`` maps the ``edge_dim`` edge features to
     the ``in_channels`` node width (as PyG's ``GINEConv(nn, edge_dim=...)``, so the two agree exactly).
     ``eps`` is fixed (GINE-0 when 0) or trained (``train_eps=True``), as in :class:`GINConv`.
-    Shapes: ``x (N, in_channels)``, ``edge_index (2, E)``, ``edge_attr (E, edge_dim)`` -> ``mlp`` on ``(N, in_channels)``.
+    Shapes: ``x (N, in_channels)``, ``edge_index (2, E)``, ``edge_attr (E, edge_dim)`` -> ``mlp`` on
+    ``(N, in_channels)``.
     """
 
     def __init__(self, mlp: nn.Module, in_channels: int, edge_dim: int, *, eps: float = 0.0,

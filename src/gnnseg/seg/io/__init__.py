@@ -7,7 +7,8 @@ from importlib import import_module
 
 _HOMES = {
     "CONVERTERS": "converters", "convert_drive": "converters", "convert_isbi2012": "converters",
-    "convert_kvasir": "converters", "read_dicom_files": "dicom", "read_dicom_series": "dicom", "axis_codes": "geometry", "reorient": "geometry",
+    "convert_kvasir": "converters", "read_dicom_files": "dicom", "read_dicom_series": "dicom",
+    "axis_codes": "geometry", "reorient": "geometry",
     "reorient_like": "geometry", "ImageFormatError": "image", "MedicalImage": "image", "read_image_2d": "image2d",
     "write_image_2d": "image2d", "read_nifti": "nifti", "write_nifti": "nifti", "Case": "raw_dataset",
     "RawDataset": "raw_dataset", "read_any": "raw_dataset", "write_raw_dataset": "raw_dataset",

@@ -33,7 +33,8 @@ def read_nifti(path: str | os.PathLike, *, max_voxels: int | None = None) -> Med
     shape = image.header.get_data_shape()
     check_declared_size(str(path), shape, max_voxels, "voxels")
     if not path.name.endswith(".gz"):
-        needed = int(image.header["vox_offset"]) + int(np.prod(shape, dtype=np.int64)) * image.header.get_data_dtype().itemsize
+        itemsize = image.header.get_data_dtype().itemsize
+        needed = int(image.header["vox_offset"]) + int(np.prod(shape, dtype=np.int64)) * itemsize
         if path.stat().st_size < needed:
             raise ImageFormatError(f"{path} is truncated: its header declares {' x '.join(map(str, shape))} voxels "
                                    f"({needed:,} bytes), the file holds {path.stat().st_size:,}")

@@ -58,7 +58,7 @@ class RawDataset:
     name: str = ""
 
     @classmethod
-    def open(cls, root: str | os.PathLike) -> "RawDataset":
+    def open(cls, root: str | os.PathLike) -> RawDataset:
         root = Path(root)
         manifest = root / "dataset.json"
         if not manifest.is_file():

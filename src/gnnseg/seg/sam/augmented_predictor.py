@@ -23,8 +23,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gnnseg.seg.sam.prediction import Prediction, averaged
 from gnnseg.seg.io.intensity import to_rgb_uint8
+from gnnseg.seg.sam.prediction import Prediction, averaged
 from gnnseg.seg.sam.preprocess import validate_boxes
 from gnnseg.seg.sam.symmetry import DIHEDRAL, Symmetry
 

@@ -123,9 +123,9 @@ def write_cases(data: str | os.PathLike, output_folder: str | os.PathLike, *, ma
     Kvasir-SEG image (every polyp's box grown by ``margin`` pixels) and ``3DBox_CT_example.npz`` for the
     TotalSegmentator CT (soft-tissue window, one tight 3D box per organ of at least 100 voxels, spacing in the
     array's ``(z, y, x)`` order)."""
+    from gnnseg.seg.io.intensity import scale_volume
     from gnnseg.seg.io.nifti import read_nifti
     from gnnseg.seg.sam.corpus import kvasir
-    from gnnseg.seg.io.intensity import scale_volume
 
     output = Path(output_folder)
     if (output / "imgs").exists() or (output / "gts").exists():

@@ -77,7 +77,8 @@ def ct_organs(root: Path, part: str) -> list[PromptSample]:
     """CT organs: ``example_ct_sm`` (train) or the DICOM series on its label map's grid (val)."""
     folder = root / "totalsegmentator_examples"
     if part == "train":
-        volume, labels = read_nifti(_require(folder / "example_ct_sm.nii.gz")), read_nifti(folder / "example_seg.nii.gz")
+        volume = read_nifti(_require(folder / "example_ct_sm.nii.gz"))
+        labels = read_nifti(folder / "example_seg.nii.gz")
         return samples_from_volume(volume.array, labels.array, "ct_sm", modality="ct")
     labels = read_nifti(_require(folder / "example_seg_dicom.nii.gz"))
     series = reorient_like(read_dicom_series(folder / "example_ct_dicom"), labels)

@@ -24,7 +24,8 @@ OPSET = 17
 
 
 class BoxDecoder(nn.Module):
-    """``(1, D, h, w)`` embedding and ``(N, 4)`` boxes in the input grid -> ``(N, 1, 4h, 4w)`` logits, ``(N, 1)`` IoU."""
+    """``(1, D, h, w)`` embedding and ``(N, 4)`` boxes in the input grid -> ``(N, 1, 4h, 4w)`` logits and
+    ``(N, 1)`` IoU."""
 
     def __init__(self, model: Sam) -> None:
         super().__init__()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gnnseg.seg.io.intensity import to_rgb_uint8
 from gnnseg.seg.sam.onnx_model import OnnxSam
 from gnnseg.seg.sam.prediction import (
     EmbeddingMemo,
@@ -18,7 +19,6 @@ from gnnseg.seg.sam.prediction import (
     to_input_coords,
     whole_image_masks,
 )
-from gnnseg.seg.io.intensity import to_rgb_uint8
 from gnnseg.seg.sam.preprocess import validate_boxes
 
 

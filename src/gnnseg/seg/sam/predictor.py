@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gnnseg.seg.io.intensity import to_rgb_uint8
 from gnnseg.seg.sam.crop import CropWindow, resize_crop
 from gnnseg.seg.sam.model import Sam
 from gnnseg.seg.sam.prediction import (
@@ -39,7 +40,6 @@ from gnnseg.seg.sam.prediction import (
     to_input_coords,
     whole_image_masks,
 )
-from gnnseg.seg.io.intensity import to_rgb_uint8
 from gnnseg.seg.sam.preprocess import validate_boxes
 
 
@@ -131,7 +131,8 @@ class SamPredictor:
         if not np.isfinite(coords).all():
             raise ValueError("points contain NaN or infinite coordinates")
         height, width = self.image_shape
-        outside = (coords[..., 0] < 0) | (coords[..., 0] > width - 1) | (coords[..., 1] < 0) | (coords[..., 1] > height - 1)
+        x, y = coords[..., 0], coords[..., 1]
+        outside = (x < 0) | (x > width - 1) | (y < 0) | (y > height - 1)
         if outside.any():
             raise ValueError(f"points {coords[outside].tolist()} lie outside the image of height {height} "
                              f"and width {width}")

@@ -43,7 +43,6 @@ from gnnseg.seg.io.intensity import (
     IMAGENET_PIXEL_MEAN,
     IMAGENET_PIXEL_STD,
     finite_real,
-    rescale_to_255,
     to_rgb_uint8,
 )
 
@@ -150,7 +149,8 @@ def normalize_for_model(resized_float_hwc: np.ndarray, mode: str = "minmax") -> 
 
 
 def medsam_model_input(image: np.ndarray, size: int = 1024) -> np.ndarray:
-    """Steps 1 (layout) to 3 for an already windowed image: :func:`~gnnseg.seg.io.intensity.to_rgb_uint8`, :func:`resize_image`,
+    """Steps 1 (layout) to 3 for an already windowed image: :func:`~gnnseg.seg.io.intensity.to_rgb_uint8`,
+    :func:`resize_image`,
     :func:`normalize_for_model` (min-max). Returns ``(1, 3, size, size)`` float32."""
     return normalize_for_model(resize_image(to_rgb_uint8(image), size), "minmax")
 
@@ -202,7 +202,8 @@ def pad_to_square(image: np.ndarray, size: int = 256) -> np.ndarray:
 
 
 def lite_model_input(image: np.ndarray, size: int = 256) -> tuple[np.ndarray, tuple[int, int]]:
-    """Lite MedSAM's image chain: :func:`~gnnseg.seg.io.intensity.to_rgb_uint8`, :func:`resize_longest_side`, :func:`minmax_normalize`
+    """Lite MedSAM's image chain: :func:`~gnnseg.seg.io.intensity.to_rgb_uint8`, :func:`resize_longest_side`,
+    :func:`minmax_normalize`
     (before padding, so the padding does not change the minimum), :func:`pad_to_square`.
 
     Returns:

@@ -37,9 +37,9 @@ from gnnseg.seg.sam.config import (
 
 if TYPE_CHECKING:  # the predictors and models are imported where used: the CLI reads the names here at start-up
     from gnnseg.seg.sam.augmented_predictor import AugmentedPredictor
+    from gnnseg.seg.sam.model import Sam
     from gnnseg.seg.sam.onnx_model import OnnxSam
     from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
-    from gnnseg.seg.sam.model import Sam
     from gnnseg.seg.sam.predictor import SamPredictor
     from gnnseg.seg.sam.zoom import ZoomedPredictor
 
@@ -172,7 +172,8 @@ def check_test_time(augmentation: str, zoom: float | None, zoom_scales: int = 1)
 
 
 def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16, augmentation: str = "none",
-                   zoom: float | None = None, zoom_scales: int = 1) -> SamPredictor | OnnxPredictor | AugmentedPredictor | ZoomedPredictor:
+                   zoom: float | None = None,
+                   zoom_scales: int = 1) -> SamPredictor | OnnxPredictor | AugmentedPredictor | ZoomedPredictor:
     """The predictor for a model from :func:`load_model`: ``set_image`` once, ``predict`` many times.
 
     The embeddings of the last ``cache_size`` images are remembered. ``augmentation`` (``"flip"``, ``"d4"``)

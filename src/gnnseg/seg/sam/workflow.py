@@ -18,13 +18,13 @@ from gnnseg.seg.io.image2d import SUFFIXES_2D
 from gnnseg.seg.io.pairs import paired_files
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.checkpoint import save_sam
+from gnnseg.seg.sam.config import Normalization
 from gnnseg.seg.sam.distill import (
     DistillConfig,
     cache_teacher_embeddings,
     distill_encoder,
     student_from_teacher,
 )
-from gnnseg.seg.sam.config import Normalization
 from gnnseg.seg.sam.finetune import FinetuneConfig, finetune, predicted_masks
 from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.prepared import PreparedSet
@@ -127,5 +127,6 @@ def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, cho
     nsd = [normalized_surface_dice(mask, sample.mask, tolerance) for mask, sample in zip(predicted, samples)]
     return {"dsc_mean": float(np.mean(dsc)), "nsd_mean": float(np.mean(nsd)), "n": len(samples),
             "box_margin": box_margin, **choice.describe(), "seconds": time.perf_counter() - started,
-            "per_object": [{"source": s.source, "dsc": float(d), "nsd": float(n)} for s, d, n in zip(samples, dsc, nsd)]}
+            "per_object": [{"source": s.source, "dsc": float(d), "nsd": float(n)}
+                           for s, d, n in zip(samples, dsc, nsd)]}
 

@@ -29,10 +29,10 @@ import math
 
 import numpy as np
 
+from gnnseg.seg.io.intensity import to_rgb_uint8
 from gnnseg.seg.sam.augmented_predictor import Predictor, PredictorWrapper
 from gnnseg.seg.sam.crop import BACKGROUND_LOGIT, CropWindow
 from gnnseg.seg.sam.prediction import Prediction, averaged
-from gnnseg.seg.io.intensity import to_rgb_uint8
 from gnnseg.seg.sam.preprocess import validate_boxes
 
 

@@ -140,8 +140,9 @@ class RequestGuard:
             return
         host = _header(scope, b"host")
         if not self.host_allowed(host):
-            await refuse(send, 421, f"host {host!r} is not served here (allowed: {', '.join(sorted(self.allowed_hosts))}"
-                                    "; start the service with --allowed-host to add one)")
+            allowed = ", ".join(sorted(self.allowed_hosts))
+            await refuse(send, 421, f"host {host!r} is not served here (allowed: {allowed}; start the service with "
+                                    "--allowed-host to add one)")
             return
         origin = _header(scope, b"origin")
         if scope["method"] in STATE_CHANGING and origin is not None and origin != "null" \

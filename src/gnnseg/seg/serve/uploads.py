@@ -102,9 +102,9 @@ def decode_upload(name: str, data: bytes, *, modality: str = "auto", window: str
     """Read an uploaded file into an :class:`UploadedImage` with a new random id.
 
     Sizes are checked from each format's header before anything is decoded (:class:`ImageTooLargeError`, a 413):
-    ``max_pixels`` pixels of a 2D image, ``max_voxels`` voxels of a volume, ``max_boxes`` boxes of a challenge case; a zip is
-    checked entry by entry before it is read into memory (never onto disk). Messages name the user's file, never
-    the server's temporary paths.
+    ``max_pixels`` pixels of a 2D image, ``max_voxels`` voxels of a volume, ``max_boxes`` boxes of a challenge case;
+    a zip is checked entry by entry before it is read into memory (never onto disk). Messages name the user's file,
+    never the server's temporary paths.
     """
     if not data:
         raise UploadError("the uploaded file is empty")

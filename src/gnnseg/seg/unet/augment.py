@@ -52,7 +52,7 @@ class AugmentationConfig:
     mirror_axes: tuple[int, ...] | None = None   # spatial axes to mirror (None: all)
 
     @classmethod
-    def none(cls) -> "AugmentationConfig":
+    def none(cls) -> AugmentationConfig:
         return cls(rotation_p=0, scale_p=0, elastic_p=0, noise_p=0, blur_p=0, brightness_p=0, contrast_p=0,
                    gamma_p=0, inverted_gamma_p=0, mirror_axes=())
 

@@ -46,7 +46,7 @@ class Fingerprint:
         return write_json(path, asdict(self))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Fingerprint":
+    def load(cls, path: str | os.PathLike) -> Fingerprint:
         return cls(**json.loads(Path(path).read_text()))
 
 

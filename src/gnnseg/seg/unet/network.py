@@ -251,8 +251,8 @@ class UNet(nn.Module):
         spatial, divisor = tuple(x.shape[2:]), self.required_divisor
         if any(size % d for size, d in zip(spatial, divisor)):
             padded = tuple(-(-size // d) * d for size, d in zip(spatial, divisor))
-            raise ValueError(f"input spatial shape {spatial} ({_AXIS_NAMES[self.dims]}) is not divisible by the product of "
-                             f"the strides per axis {divisor}; pad or crop it, e.g. to {padded}")
+            raise ValueError(f"input spatial shape {spatial} ({_AXIS_NAMES[self.dims]}) is not divisible by the "
+                             f"product of the strides per axis {divisor}; pad or crop it, e.g. to {padded}")
 
 
 def ronneberger_unet(in_channels: int = 1, num_classes: int = 2, *, norm: Norm = None,

@@ -251,7 +251,8 @@ def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float = REFERENCE_GB
         "original_median_shape_after_transp": [int(round(v)) for v in np.median(shapes, 0)[transpose_forward]],
         "normalization_schemes": schemes,
         "use_mask_for_norm": use_mask,
-        "foreground_intensity_properties_per_channel": deepcopy(fingerprint.foreground_intensity_properties_per_channel),
+        "foreground_intensity_properties_per_channel":
+            deepcopy(fingerprint.foreground_intensity_properties_per_channel),
         "resampling": {"image_order": 3, "label_order": 1, "anisotropic_axis_order": 0},
         "configurations": configurations,
     }
