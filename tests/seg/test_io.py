@@ -290,3 +290,16 @@ def test_images_pair_with_masks_by_their_whole_name(tmp_path):
         paired_files(images, masks, suffixes)
     with pytest.raises(FileNotFoundError, match="masks folder .* does not exist"):
         paired_files(images, tmp_path / "none", suffixes)
+
+
+def test_one_dispatch_reads_and_writes_every_format(tmp_path):
+    from gnnseg.seg.io import read_any, write_any
+
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    volume = MedicalImage(np.arange(24, dtype=np.int16).reshape(2, 3, 4), (2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(read_any(write_any(MedicalImage(grey, (1.0, 1.0)), tmp_path / "a.png")).array, grey)
+    np.testing.assert_array_equal(read_any(write_any(volume, tmp_path / "v.nii.gz")).array, volume.array)
+    assert read_any(require_dataset(f"{TOTALSEG}/example_ct_dicom")).array.shape == (20, 512, 512)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ImageFormatError, match="unsupported file type .*notes.txt"):
+        read_any(tmp_path / "notes.txt")

@@ -11,14 +11,14 @@ _HOMES = {
     "axis_codes": "geometry", "reorient": "geometry",
     "reorient_like": "geometry", "ImageFormatError": "image", "MedicalImage": "image", "read_image_2d": "image2d",
     "write_image_2d": "image2d", "read_nifti": "nifti", "write_nifti": "nifti", "Case": "raw_dataset",
-    "RawDataset": "raw_dataset", "read_any": "raw_dataset", "write_raw_dataset": "raw_dataset",
+    "RawDataset": "raw_dataset", "read_any": "any_format", "write_any": "any_format",
+    "write_raw_dataset": "raw_dataset",
 }
 
 __all__ = [
     "CONVERTERS", "Case", "ImageFormatError", "MedicalImage", "RawDataset", "axis_codes", "convert_drive",
-    "convert_isbi2012", "convert_kvasir", "read_any", "read_dicom_series", "read_image_2d", "read_nifti", "reorient",
-    "reorient_like",
-    "write_image_2d", "write_nifti", "write_raw_dataset",
+    "convert_isbi2012", "convert_kvasir", "read_any", "read_dicom_files", "read_dicom_series", "read_image_2d",
+    "read_nifti", "reorient", "reorient_like", "write_any", "write_image_2d", "write_nifti", "write_raw_dataset",
 ]
 
 

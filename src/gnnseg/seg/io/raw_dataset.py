@@ -16,22 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnseg.seg.io.any_format import read_any, write_any
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
-from gnnseg.seg.io.image2d import SUFFIXES_2D, read_image_2d, write_image_2d
-from gnnseg.seg.io.nifti import read_nifti, write_nifti
 
 REQUIRED_KEYS = ("channel_names", "labels", "file_ending")
-
-
-def read_any(path: str | os.PathLike) -> MedicalImage:
-    """Read a NIfTI or a 2D image by its suffix (colour 2D images keep their channel axis)."""
-    path = Path(path)
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        return read_nifti(path)
-    if name.endswith(SUFFIXES_2D):
-        return read_image_2d(path)
-    raise ImageFormatError(f"unsupported file type {path} (use .nii.gz or one of {', '.join(SUFFIXES_2D)})")
 
 
 @dataclass
@@ -151,18 +139,11 @@ def write_raw_dataset(root: str | os.PathLike, *, channel_names: Sequence[str], 
                 raise ImageFormatError(f"case {case_id}: {len(channels)} channels given, "
                                        f"dataset declares {len(channel_names)}")
             for index, channel in enumerate(channels):
-                _write(channel, root / f"images{split}" / f"{case_id}_{index:04d}{file_ending}")
+                write_any(channel, root / f"images{split}" / f"{case_id}_{index:04d}{file_ending}")
             if label is not None:
-                _write(label, root / f"labels{split}" / f"{case_id}{file_ending}")
+                write_any(label, root / f"labels{split}" / f"{case_id}{file_ending}")
             count += split == "Tr"
     manifest = {"name": name or root.name, "channel_names": {str(i): n for i, n in enumerate(channel_names)},
                 "labels": labels, "numTraining": count, "file_ending": file_ending, **(extra or {})}
     (root / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return RawDataset.open(root)
-
-
-def _write(image: MedicalImage, path: Path) -> None:
-    if path.name.endswith((".nii", ".nii.gz")):
-        write_nifti(image, path)
-    else:
-        write_image_2d(image.array, path)

@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from gnnseg.seg.io.any_format import is_nifti, read_any
 from gnnseg.seg.io.challenge_npz import read_challenge_npz, write_challenge_segs
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 from gnnseg.seg.io.image2d import read_image_2d, write_image_2d
 from gnnseg.seg.io.intensity import scale_volume
 from gnnseg.seg.sam.shipped import ModelChoice
 from gnnseg.seg.sam.volume import segment_challenge_case, segment_volume
-
-VOLUME_SUFFIXES = (".nii", ".nii.gz")
 
 
 def refuse_existing(path: Path) -> None:
@@ -55,16 +54,9 @@ def segment_image(image_path: str | os.PathLike, boxes: np.ndarray, output: str 
 
 def read_volume(path: str | os.PathLike) -> MedicalImage:
     """A NIfTI file or a DICOM series folder as ``(Z, Y, X)``."""
-    path = Path(path)
-    if path.is_dir():
-        from gnnseg.seg.io.dicom import read_dicom_series
-
-        return read_dicom_series(path)
-    if path.name.lower().endswith(VOLUME_SUFFIXES):
-        from gnnseg.seg.io.nifti import read_nifti
-
-        return read_nifti(path)
-    raise ImageFormatError(f"{path}: give a NIfTI file (.nii, .nii.gz) or a folder holding a DICOM series")
+    if not (Path(path).is_dir() or is_nifti(path)):
+        raise ImageFormatError(f"{path}: give a NIfTI file (.nii, .nii.gz) or a folder holding a DICOM series")
+    return read_any(path)
 
 
 def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,

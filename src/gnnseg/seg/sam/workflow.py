@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gnnseg.seg.io import read_image_2d, read_nifti
-from gnnseg.seg.io.image2d import SUFFIXES_2D
+from gnnseg.seg.io.any_format import READABLE_SUFFIXES, is_nifti
 from gnnseg.seg.io.pairs import paired_files
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.checkpoint import save_sam
@@ -29,7 +29,7 @@ from gnnseg.seg.sam.finetune import FinetuneConfig, finetune, predicted_masks
 from gnnseg.seg.sam.model import build_sam
 from gnnseg.seg.sam.prepared import PreparedSet
 from gnnseg.seg.sam.samples import PromptSample, samples_from_image, samples_from_volume
-from gnnseg.seg.sam.segment_files import VOLUME_SUFFIXES, refuse_existing
+from gnnseg.seg.sam.segment_files import refuse_existing
 from gnnseg.seg.sam.shipped import DEFAULT_MODEL, ModelChoice, load_model
 
 
@@ -38,9 +38,9 @@ def load_samples(images: str | os.PathLike, masks: str | os.PathLike, modality: 
     """Samples from image/mask pairs with the same name (:func:`~gnnseg.seg.io.pairs.paired_files`): 2D images, or
     NIfTI volumes cut into axial slices. An image without a mask is an error unless ``allow_unmatched``."""
     samples = []
-    for image_path, mask_path in paired_files(Path(images), Path(masks), SUFFIXES_2D + VOLUME_SUFFIXES,
+    for image_path, mask_path in paired_files(Path(images), Path(masks), READABLE_SUFFIXES,
                                               allow_unmatched=allow_unmatched):
-        if image_path.name.lower().endswith(VOLUME_SUFFIXES):
+        if is_nifti(image_path):
             volume, labels = read_nifti(image_path), read_nifti(mask_path)
             samples += samples_from_volume(volume.array, labels.array.astype(np.int64), image_path.name,
                                            modality=modality)

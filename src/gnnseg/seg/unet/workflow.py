@@ -23,10 +23,8 @@ from gnnseg.seg.io import (
     read_any,
     reorient,
     reorient_like,
-    write_image_2d,
-    write_nifti,
 )
-from gnnseg.seg.io.image2d import SUFFIXES_2D
+from gnnseg.seg.io.any_format import READABLE_SUFFIXES, write_any
 from gnnseg.seg.metrics import evaluate_case
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import load_plans, plan_experiment, save_plans
@@ -152,11 +150,7 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
                               mirror_axes=mirror_axes)
         if keep_largest:
             image = MedicalImage(keep_largest_component(image.array, keep_largest), image.spacing, image.affine)
-        target = output / f"{case_id}{ending}"
-        if ending in (".nii", ".nii.gz"):
-            write_nifti(image, target)
-        else:
-            write_image_2d(image.array, target)
+        target = write_any(image, output / f"{case_id}{ending}")
         written.append(str(target))
     return {"run_dir": str(run_dir), "configuration": configuration, "predictions": written,
             "mirror_axes": list(mirror_axes), "keep_largest": list(keep_largest)}
@@ -168,7 +162,7 @@ def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, to
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     def images(folder: Path) -> set[str]:
         return {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                and p.name.lower().endswith((".nii", ".nii.gz", *SUFFIXES_2D))}
+                and p.name.lower().endswith(READABLE_SUFFIXES)}
 
     names = sorted(images(pred_dir) & images(gt_dir))
     if not names:
