@@ -262,3 +262,33 @@ def test_work_stops_once_the_client_has_left(model):
     with pytest.raises(UploadError, match="closed the connection") as refused:
         segment_box_3d(segmenter.slice_by_slice(budget), volume, np.array([2, 2, 0, 20, 20, 11]))
     assert refused.value.status == 499 and len(calls) == 4  # three slices, then nothing more for nobody
+
+
+def test_after_the_body_the_connection_may_stay_quiet():
+    """Waiting for a disconnect once the body is in (a long answer) is not a stalled body."""
+    import asyncio
+
+    from gnnseg.seg.serve.guard import BodyLimit
+
+    async def application(scope, receive, send):
+        await receive()                                   # the whole body
+        assert (await receive())["type"] == "http.disconnect"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    messages = iter([{"type": "http.request", "body": b"{}", "more_body": False}, {"type": "http.disconnect"}])
+
+    async def receive():
+        message = next(messages)
+        if message["type"] == "http.disconnect":
+            await asyncio.sleep(0.5)
+        return message
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(BodyLimit(application, max_bytes=100, idle_seconds=0.2)({"type": "http", "headers": []}, receive,
+                                                                         send))
+    assert sent[0]["status"] == 200

@@ -84,10 +84,12 @@ class BodyLimit:
             return
         received = 0
         refusal: tuple[int, str] | None = None
-        answered = False
+        answered = body_done = False
 
         async def counted_receive() -> Message:
-            nonlocal received, refusal
+            nonlocal received, refusal, body_done
+            if body_done:  # later calls wait for a disconnect, however long the answer takes
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), self.idle_seconds)
             except TimeoutError:
@@ -95,6 +97,7 @@ class BodyLimit:
                 raise BodyLimitExceeded from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > self.max_bytes:
                     refusal = (413, f"the request body exceeds the limit of {self.max_bytes:,} bytes")
                     raise BodyLimitExceeded
