@@ -18,7 +18,6 @@ Writes ``benchmarks/results/hardening.json`` and ``.md``::
 from __future__ import annotations
 
 import argparse
-import gzip
 import http.client
 import io
 import json
@@ -27,14 +26,12 @@ import shlex
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import httpx
@@ -44,6 +41,9 @@ from PIL import Image
 
 from gnnseg.core import machine_info, write_json
 from serve_load import free_port, resident_mb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test suite's crafted inputs, replayed here
+from tests.seg.crafted_inputs import nifti_declaring, npz_declaring, png_declaring  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN = "probe-token"
@@ -83,27 +83,11 @@ class Watch(threading.Thread):
 
 # ---- crafted inputs ----
 
-def png_declaring(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
-
-
 def png_of(height: int, width: int) -> bytes:
     ramp = np.arange(height, dtype=np.uint8)[:, None] + np.arange(width, dtype=np.uint8)[None, :]  # wraps at 256
     buffer = io.BytesIO()
     Image.fromarray(ramp).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def nifti_declaring(shape: tuple[int, ...], payload: int = 500_000) -> bytes:
-    header = nib.Nifti1Header()
-    header.set_data_shape(shape)
-    header.set_data_dtype(np.int16)
-    header["vox_offset"] = 352
-    return gzip.compress(header.binaryblock + b"\0" * 4 + os.urandom(payload))
 
 
 def nifti_volume(shape: tuple[int, int, int], zeros: bool = False) -> bytes:
@@ -113,18 +97,6 @@ def nifti_volume(shape: tuple[int, int, int], zeros: bool = False) -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         nib.save(nib.Nifti1Image(volume.T, np.diag([0.8, 0.8, 2.5, 1.0])), Path(folder) / "v.nii.gz")
         return (Path(folder) / "v.nii.gz").read_bytes()
-
-
-def npz_declaring(shape: tuple[int, ...]) -> bytes:
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": shape})
-    boxes = io.BytesIO()
-    np.save(boxes, np.array([[0, 0, 4, 4]]))
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("imgs.npy", header.getvalue() + b"\0" * 16)
-        archive.writestr("boxes.npy", boxes.getvalue())
-    return buffer.getvalue()
 
 
 def npz_with_boxes(count: int) -> bytes:
@@ -260,7 +232,7 @@ def main() -> None:
 
 def run_probes(probe: Probe, series: Path, url: str, work: Path) -> list[dict]:
     memory = "memory and disk"
-    probe.upload("NIfTI.gz declaring 1024x1024x256", memory, nifti_declaring((1024, 1024, 256)), {413},
+    probe.upload("NIfTI.gz declaring 1024x1024x256", memory, nifti_declaring((1024, 1024, 256), payload=500_000), {413},
                  "ct.nii.gz")
     probe.upload("PNG declaring 30000x30000", memory, png_declaring(30_000, 30_000), {413}, "bomb.png")
     probe.upload("PNG 12000x12000 (real pixels)", memory, png_of(12_000, 12_000), {413}, "big.png")
@@ -315,7 +287,8 @@ def run_probes(probe: Probe, series: Path, url: str, work: Path) -> list[dict]:
     probe.record("seg evaluate: case.1 / case.2 names", wrong, 0, {2}, lambda: _mispaired(work))
 
     errors = "errors a person can act on"
-    probe.upload("NIfTI declaring 32767^3", errors, nifti_declaring((32767, 32767, 32767), 1000), {413}, "x.nii.gz")
+    probe.upload("NIfTI declaring 32767^3", errors, nifti_declaring((32767, 32767, 32767), payload=1000), {413},
+                 "x.nii.gz")
     probe.upload("truncated NIfTI (server path hidden?)", errors, nifti_volume((24, 20, 5))[:3000], {422},
                  "patient.nii.gz")
     probe.record("a folder given as --image", errors, 0, {2},

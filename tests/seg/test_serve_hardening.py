@@ -6,15 +6,11 @@ and tokens before anything; 2D requests do not wait for a whole 3D request; erro
 
 from __future__ import annotations
 
-import gzip
 import io
-import struct
 import threading
 import time
 import zipfile
-import zlib
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -24,6 +20,7 @@ pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[t
 from gnnseg.seg.sam.model import build_sam  # noqa: E402
 from gnnseg.seg.serve.app import ServiceLimits, create_app  # noqa: E402
 from gnnseg.seg.serve.guard import ServiceAccess  # noqa: E402
+from tests.seg.crafted_inputs import nifti_declaring, npz_declaring, png_declaring  # noqa: E402
 from tests.seg.test_serve_api import error_of, local_client, nifti_upload, png_upload, upload  # noqa: E402
 
 
@@ -36,41 +33,6 @@ def model():
 def client(model):
     return local_client(create_app(model, limits=ServiceLimits(max_boxes=4, max_upload_bytes=2_000_000,
                                                                max_pixels=4_000_000)))
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A valid PNG header declaring ``width x height`` grey pixels, with a few bytes of data (a decompression bomb's
-    shape, without the bomb)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
-
-
-def nifti_declaring(shape: tuple[int, ...]) -> bytes:
-    header = nib.Nifti1Header()
-    header.set_data_shape(shape)
-    header.set_data_dtype(np.int16)
-    header["vox_offset"] = 352
-    return gzip.compress(header.binaryblock + b"\0" * 4 + b"\0" * 4096)
-
-
-def npz_declaring(shape: tuple[int, ...]) -> bytes:
-    """An npz whose ``imgs`` header declares ``shape`` uint8 values but holds a few bytes."""
-    npy_header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(npy_header, {"descr": "|u1", "fortran_order": False, "shape": shape})
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("imgs.npy", npy_header.getvalue() + b"\0" * 16)
-        archive.writestr("boxes.npy", _npy(np.array([[0, 0, 4, 4]])))
-    return buffer.getvalue()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize(("data", "name", "message"), [

@@ -107,19 +107,24 @@ def npz_declared_shapes(path: str | os.PathLike) -> dict[str, tuple[tuple[int, .
     return declared
 
 
-def read_npz_arrays(path: str | os.PathLike, required: Sequence[str] = (), *,
-                    max_values: int | None = None) -> dict[str, np.ndarray]:
+def check_declared_npz(path: Path, *, max_values: int | None, max_boxes: int | None) -> None:
+    """Refuse, from the arrays' headers alone, an npz whose arrays together hold more than ``max_values`` values or
+    whose ``boxes`` hold more than ``max_boxes`` rows (``None``: no limit)."""
+    shapes = npz_declared_shapes(path)
+    boxes = shapes.get("boxes", ((0,), None))[0]
+    if max_boxes is not None and boxes and boxes[0] > max_boxes:
+        raise ImageTooLargeError(f"{path}: holds {boxes[0]:,} boxes, over the limit of {max_boxes:,}")
+    total = sum(int(np.prod(shape, dtype=np.float64)) for shape, _ in shapes.values())
+    if max_values is not None and total > max_values:
+        listed = ", ".join(f"{key} {shape}" for key, (shape, _) in shapes.items())
+        raise ImageTooLargeError(f"{path}: its arrays declare {total:,} values ({listed}), over the limit of "
+                                 f"{max_values:,}")
+
+
+def read_npz_arrays(path: str | os.PathLike, required: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Every array of an npz archive (an input case, a ``segs`` prediction, a ``gts`` ground truth), read into
-    memory; pickled objects are refused, and each key of ``required`` must be there. ``max_values`` refuses, from
-    the arrays' headers and before any is decompressed, an archive whose arrays together hold more values."""
+    memory; pickled objects are refused, and each key of ``required`` must be there."""
     path = check_is_file(path, "npz file")
-    if max_values is not None:
-        shapes = npz_declared_shapes(path)
-        total = sum(int(np.prod(shape, dtype=np.float64)) for shape, _ in shapes.values())
-        if total > max_values:
-            listed = ", ".join(f"{key} {shape}" for key, (shape, _) in shapes.items())
-            raise ImageTooLargeError(f"{path}: its arrays declare {total:,} values ({listed}), over the limit of "
-                                     f"{max_values:,}")
     try:
         loaded = np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
@@ -167,11 +172,9 @@ def read_challenge_npz(path: str | os.PathLike, *, max_values: int | None = None
             0..255, bad spacing, or a ``2D``/``3D`` name prefix that contradicts the contents.
     """
     path = check_is_file(path, "challenge npz file")
-    if max_boxes is not None:
-        declared = npz_declared_shapes(path).get("boxes", ((0,), None))[0]
-        if declared and declared[0] > max_boxes:
-            raise ImageTooLargeError(f"{path}: holds {declared[0]:,} boxes, over the limit of {max_boxes:,}")
-    arrays = read_npz_arrays(path, required=("imgs", "boxes"), max_values=max_values)
+    if max_values is not None or max_boxes is not None:
+        check_declared_npz(path, max_values=max_values, max_boxes=max_boxes)
+    arrays = read_npz_arrays(path, required=("imgs", "boxes"))
     image, boxes = arrays["imgs"], arrays["boxes"]
     _check_boxes(path, boxes)
     is_3d = boxes.shape[1] == 6

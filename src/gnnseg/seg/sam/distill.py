@@ -154,8 +154,8 @@ def distill_encoder(student: Sam, prepared: PreparedSet, cache: EmbeddingCache, 
             group["lr"] = learning_rate(config, iteration)
         indices = np.sort(rng.choice(len(cache), size=config.batch_size, replace=len(cache) < config.batch_size))
         image_indices, view_indices = np.divmod(indices, len(views))
-        shown = None if views == [DIHEDRAL[0]] else [views[k] for k in view_indices]
-        pixels = prepared.pixels(image_indices, student.config.normalization, device, views=shown)
+        pixels = prepared.pixels(image_indices, student.config.normalization, device,
+                                 views=[views[k] for k in view_indices])
         target = cache.batch(indices, device)
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             predicted = encoder(pixels)

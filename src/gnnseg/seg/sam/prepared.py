@@ -130,13 +130,10 @@ class PreparedSet:
         indices = np.asarray(image_indices)
         images, extents = self.images[indices], self.extents[indices]
         if views is not None:
-            images, extents = images.copy(), extents.copy()
-            for row, (index, view) in enumerate(zip(indices, views, strict=True)):
-                height, width = self.extents[index]
-                shown = view.image(self.images[index, :height, :width])
-                images[row] = 0
-                images[row, : shown.shape[0], : shown.shape[1]] = shown
-                extents[row] = shown.shape[:2]
+            shown = [view.image(self.images[index, :height, :width])
+                     for index, (height, width), view in zip(indices, extents, views, strict=True)]
+            images = np.stack([pad_to_square(view, self.size) for view in shown])
+            extents = np.array([view.shape[:2] for view in shown])
         pixels = torch.as_tensor(images, device=device).permute(0, 3, 1, 2)
         return normalize_batch(pixels.float(), torch.as_tensor(extents, device=device), normalization)
 

@@ -50,7 +50,7 @@ from gnnseg.seg.serve.encoding import (
     png_bytes,
     rle_encode,
 )
-from gnnseg.seg.serve.guard import BodyLimit, RequestGuard, ServiceAccess
+from gnnseg.seg.serve.guard import BodyLimit, RequestGuard, ServiceAccess, error_body
 from gnnseg.seg.serve.uploads import (
     ImageStore,
     UploadedImage,
@@ -161,7 +161,7 @@ class _SliceByTurns:
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+    return JSONResponse(error_body(status, message), status_code=status)
 
 
 def create_app(model=None, *, choice: ModelChoice | None = None, limits: ServiceLimits | None = None,

@@ -46,9 +46,14 @@ def is_loopback(host: str) -> bool:
     return host.strip("[]") in LOOPBACK_HOSTS
 
 
+def error_body(status: int, message: str) -> dict[str, dict[str, Any]]:
+    """The service's JSON error body, for every refusal and error it answers."""
+    return {"error": {"status": status, "message": message}}
+
+
 async def refuse(send: Send, status: int, message: str) -> None:
-    """Answer with the service's JSON error body."""
-    body = json.dumps({"error": {"status": status, "message": message}}).encode()
+    """Answer with the service's JSON error body, before the application sees the request."""
+    body = json.dumps(error_body(status, message)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
@@ -148,13 +153,14 @@ class RequestGuard:
                                     "--allowed-host to add one)")
             return
         origin = _header(scope, b"origin")
-        if scope["method"] in STATE_CHANGING and origin is not None and origin != "null" \
-                and not self.host_allowed(urlsplit(origin).netloc):
-            await refuse(send, 403, f"requests from the web page at {origin} are not accepted")
-            return
-        if origin == "null" and scope["method"] in STATE_CHANGING:
-            await refuse(send, 403, "requests from an opaque origin (a sandboxed page or a file) are not accepted")
-            return
+        if scope["method"] in STATE_CHANGING and origin is not None:
+            if origin == "null":
+                await refuse(send, 403, "requests from an opaque origin (a sandboxed page or a file) are not "
+                                        "accepted")
+                return
+            if not self.host_allowed(urlsplit(origin).netloc):
+                await refuse(send, 403, f"requests from the web page at {origin} are not accepted")
+                return
         if self.token is not None and scope["path"].startswith("/v1"):
             given = _header(scope, b"authorization") or ""
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):

@@ -98,7 +98,7 @@ def _nifti_header(data: bytes) -> bytes | None:
 
 
 def decode_upload(name: str, data: bytes, *, modality: str = "auto", window: str = "soft_tissue",
-                  max_pixels: int = 4096 * 4096, max_voxels: int = 64_000_000, max_boxes: int = 64) -> UploadedImage:
+                  max_pixels: int, max_voxels: int, max_boxes: int) -> UploadedImage:
     """Read an uploaded file into an :class:`UploadedImage` with a new random id.
 
     Sizes are checked from each format's header before anything is decoded (:class:`ImageTooLargeError`, a 413):
