@@ -28,7 +28,7 @@ import torch
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.gnn.datasets.tu import load_tu
-from gnnseg.gnn.tasks.graph import GraphConfig, cross_validate
+from gnnseg.gnn.tasks.graph_classification import GraphConfig, cross_validate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER = {"MUTAG": (89.4, 5.6, 88.0), "PROTEINS": (76.2, 2.8, 75.0), "PTC_MR": (64.6, 7.0, 63.0),

@@ -30,8 +30,8 @@ import torch
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.core.atomic import atomic_path
-from gnnseg.gnn.datasets.molecules import load_shared_table, split_dataset
-from gnnseg.gnn.tasks.molecules import (
+from gnnseg.gnn.datasets.molecule_tables import load_shared_table, split_dataset
+from gnnseg.gnn.tasks.molecule_property import (
     MoleculeConfig,
     metric_name,
     summarize_molecules,

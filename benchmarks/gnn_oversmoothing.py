@@ -2,7 +2,7 @@
 at depths 1..32 (public split, a few seeds per point).
 
 Writes <out-dir>/gnn_oversmoothing.{json,md,png} (default benchmarks/results/). Training settings are those of
-``gnnseg.gnn.tasks.oversmoothing`` (PairNorm / GCNII reference code defaults; see docs/gnn.md). Accuracy does
+``gnnseg.gnn.tasks.depth_sweeps`` (PairNorm / GCNII reference code defaults; see docs/gnn.md). Accuracy does
 not depend on speed, so this may run with one thread while other work uses the second core (``--threads``).
 """
 
@@ -17,7 +17,7 @@ import torch
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.gnn.datasets import load_planetoid
-from gnnseg.gnn.tasks.oversmoothing import (
+from gnnseg.gnn.tasks.depth_sweeps import (
     DEFAULT_DEPTHS,
     GCNII_ALPHA,
     GCNII_LAMBDA,

@@ -12,7 +12,7 @@ from gnnseg.cli import main
 from gnnseg.gnn import Graph, GraphValidationError
 from gnnseg.gnn.batch import GraphBatch, readout
 from gnnseg.gnn.datasets.tu import TUFormatError, download_tu, load_tu
-from gnnseg.gnn.tasks.graph import GINClassifier, GraphConfig, accuracy, stratified_folds, train_fold
+from gnnseg.gnn.tasks.graph_classification import GINClassifier, GraphConfig, accuracy, stratified_folds, train_fold
 from tests.conftest import require_dataset
 
 COUNTS = {"MUTAG": (188, 3371, 7442, 7), "PTC_MR": (344, 4915, 10108, 18), "IMDB-BINARY": (1000, 19773, 386124, 65)}

@@ -15,7 +15,7 @@ pytest.importorskip("rdkit", reason="molecule support needs RDKit: pip install '
 from gnnseg.cli import main
 from gnnseg.gnn import Graph, GraphValidationError
 from gnnseg.gnn.batch import GraphBatch
-from gnnseg.gnn.datasets.molecules import (
+from gnnseg.gnn.datasets.molecule_tables import (
     MoleculeTableError,
     balanced_scaffold_split,
     load_molecule_csv,
@@ -24,7 +24,7 @@ from gnnseg.gnn.datasets.molecules import (
     scaffold_split,
 )
 from gnnseg.gnn.layers.gine import GINEConv
-from gnnseg.gnn.molecules import (
+from gnnseg.gnn.molecule_graphs import (
     ATOM_FEATURES,
     ATOM_TYPES,
     BOND_FEATURES,
@@ -33,14 +33,14 @@ from gnnseg.gnn.molecules import (
     murcko_scaffold,
     smiles_to_graph,
 )
-from gnnseg.gnn.tasks.molecule_runs import _write_new_csv, load_molecule_model
-from gnnseg.gnn.tasks.molecules import (
+from gnnseg.gnn.tasks.molecule_property import (
     MoleculeConfig,
     masked_loss,
     predict_graphs,
     task_metrics,
     train_molecule_model,
 )
+from gnnseg.gnn.tasks.molecule_runs import _write_new_csv, load_molecule_model
 from tests.conftest import require_dataset
 
 ASPIRIN = "CC(=O)OC1=CC=CC=C1C(=O)O"

@@ -13,7 +13,7 @@ from gnnseg.cli import main
 from gnnseg.core import CheckpointError, save_checkpoint
 from gnnseg.gnn import Graph, GraphValidationError
 from gnnseg.gnn.datasets import load_karate, load_planetoid
-from gnnseg.gnn.tasks.karate import karate_embeddings
+from gnnseg.gnn.tasks.karate_embeddings import karate_embeddings
 from gnnseg.gnn.tasks.node import NodeConfig, _Selection, _StoppingRule, preset, train_node_classifier
 from gnnseg.gnn.tasks.node_runs import evaluate_checkpoint, run_node_classification
 from gnnseg.gnn.tasks.saved_models import evaluate_saved_classifier

@@ -16,7 +16,7 @@ from gnnseg.cli import main
 from gnnseg.gnn import ops
 from gnnseg.gnn.datasets import load_karate, load_planetoid
 from gnnseg.gnn.layers import GCNIIConv, PairNorm
-from gnnseg.gnn.oversmoothing import (
+from gnnseg.gnn.smoothing_metrics import (
     HopRange,
     dirichlet_energy,
     hop_distances,
@@ -24,8 +24,7 @@ from gnnseg.gnn.oversmoothing import (
     mean_average_distance,
     smoothness,
 )
-from gnnseg.gnn.tasks.node import optimizer_for
-from gnnseg.gnn.tasks.oversmoothing import (
+from gnnseg.gnn.tasks.depth_sweeps import (
     GCNII_LAYER_WEIGHT_DECAY,
     SWEEP_CONFIGS,
     build_variant,
@@ -33,6 +32,7 @@ from gnnseg.gnn.tasks.oversmoothing import (
     karate_smoothing,
     run_oversmoothing,
 )
+from gnnseg.gnn.tasks.node import optimizer_for
 from tests.conftest import awkward_graph
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}

@@ -7,20 +7,23 @@ which the karate-club demo plots and the over-smoothing diagnostics measure.
 The same model runs on a full graph (``model(x, edge_index)``), on sampled mini-batch blocks
 (``model(x[blocks[0].source_nodes], blocks)``, :meth:`StackedGNN.forward_blocks`) and, for evaluation,
 layer by layer over every node's whole neighbourhood in bounded memory (:meth:`StackedGNN.layerwise_inference`).
+
+:data:`BUILDERS` maps each model's name to its builder; configs build models by name with :func:`build_model`.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnnseg.gnn import ops
-from gnnseg.gnn.layers import GATConv, GCNConv, GINConv, SAGEConv, SGConv
+from gnnseg.gnn.layers import GATConv, GCNConv, GINConv, GraphLayer, SAGEConv, SGConv
 from gnnseg.gnn.layers.sage import Aggregator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,15 +40,20 @@ class StackedGNN(nn.Module):
     raw features, 0.2 after every GCN layer and 0.5 before its classifier). No activation follows the last
     layer (it returns logits).
 
-    Layers with ``rowwise = True`` (:class:`NodeLinear`) transform every node on its own and take no
-    edges; on blocks they consume no block.
+    Every layer is a :class:`~gnnseg.gnn.layers.GraphLayer`, whose declarations the model reads: layers with
+    ``rowwise = True`` (:class:`NodeLinear`) transform every node on its own and take no edges; on blocks they
+    consume no block.
     """
 
-    def __init__(self, layers: Sequence[nn.Module], *, activation: Activation = F.relu,
+    def __init__(self, layers: Sequence[GraphLayer], *, activation: Activation = F.relu,
                  dropout: float | Sequence[float] = 0.0, final_activation: Activation | None = None) -> None:
         super().__init__()
         if not layers:
             raise ValueError("a StackedGNN needs at least one layer")
+        for position, layer in enumerate(layers):
+            if not isinstance(layer, GraphLayer):
+                raise TypeError(f"layer {position} is a {type(layer).__name__}, not a GraphLayer "
+                                f"(gnnseg.gnn.layers.GraphLayer declares what the model asks of its layers)")
         self.layers = nn.ModuleList(layers)
         rates = [float(dropout)] * len(layers) if isinstance(dropout, (int, float)) else [float(p) for p in dropout]
         if len(rates) != len(layers):
@@ -60,7 +68,7 @@ class StackedGNN(nn.Module):
     @property
     def num_message_passing_layers(self) -> int:
         """Layers that pass messages (one block each); row-wise layers are not counted."""
-        return sum(not getattr(layer, "rowwise", False) for layer in self.layers)
+        return sum(not layer.rowwise for layer in self.layers)
 
     def _after(self, position: int, x: Tensor) -> Tensor:
         if position < len(self.layers) - 1:
@@ -87,7 +95,7 @@ class StackedGNN(nn.Module):
             x = ops.dropout(x, self.dropouts[position], self.training)
             last = position == len(self.layers) - 1
             if last and output_nodes is not None:
-                if getattr(layer, "accepts_output_nodes", False):
+                if layer.accepts_output_nodes:
                     x = layer(x, edge_index, output_nodes=output_nodes)
                 else:
                     x = layer(x, edge_index)[output_nodes]
@@ -116,7 +124,7 @@ class StackedGNN(nn.Module):
         hidden, remaining = [], iter(blocks)
         for position, layer in enumerate(self.layers):
             x = ops.dropout(x, self.dropouts[position], self.training)
-            x = layer(x) if getattr(layer, "rowwise", False) else apply_on_block(layer, x, next(remaining))
+            x = layer(x) if layer.rowwise else apply_on_block(layer, x, next(remaining))
             x = self._after(position, x)
             hidden.append(x)
         return (x, hidden) if return_hidden else x
@@ -144,7 +152,7 @@ class StackedGNN(nn.Module):
             num_nodes = neighborhood.num_nodes
             if x.size(0) != num_nodes:
                 raise ValueError(f"x has {x.size(0)} rows but the graph has {num_nodes} nodes")
-            message_positions = [p for p, layer in enumerate(self.layers) if not getattr(layer, "rowwise", False)]
+            message_positions = [p for p, layer in enumerate(self.layers) if not layer.rowwise]
             last_message = message_positions[-1] if message_positions else -1
             all_nodes = torch.arange(num_nodes)
             wanted = all_nodes if output_nodes is None else torch.as_tensor(output_nodes, dtype=torch.int64)
@@ -153,7 +161,7 @@ class StackedGNN(nn.Module):
                                  f"{tuple(wanted.shape)}")
             h, rows_are_all = x, True
             for position, layer in enumerate(self.layers):
-                if getattr(layer, "rowwise", False):             # a per-node layer: no neighbourhood needed
+                if layer.rowwise:                                # a per-node layer: no neighbourhood needed
                     if position > last_message and rows_are_all and output_nodes is not None:
                         h, rows_are_all = h[wanted], False
                     h = self._after(position, layer(ops.dense(h)))
@@ -174,15 +182,16 @@ class StackedGNN(nn.Module):
             self.train(was_training)
 
 
-def apply_on_block(layer: nn.Module, x: Tensor, block: Block) -> Tensor:
+def apply_on_block(layer: GraphLayer, x: Tensor, block: Block) -> Tensor:
     """``layer`` on one block: ``x (num_sources, F)`` -> ``(num_targets, F')``, passing ``block.edge_weight``
     only to a layer that uses it (``accepts_block_weights``) and refusing a weighted block otherwise."""
-    if not getattr(layer, "has_block_form", True):
-        raise ValueError(f"{layer.__class__.__name__} has no block form: its propagation A_hat^K X has no parameters "
-                         "and is computed once over the whole graph; train SGC on rows of it (output_nodes) instead")
+    if not layer.has_block_form:
+        raise ValueError(f"{layer.__class__.__name__} has no block form: it runs on whole graphs only (SGC's "
+                         "propagation A_hat^K X has no parameters and is computed once over the whole graph; "
+                         "train SGC on rows of it (output_nodes) instead)")
     if block.edge_weight is None:
         return layer(x, block.edge_index, num_targets=block.num_targets)
-    if not getattr(layer, "accepts_block_weights", False):
+    if not layer.accepts_block_weights:
         raise ValueError(
             f"{layer.__class__.__name__} cannot use the propagation weights of this block (FastGCN / LADIES "
             f"importance weights): use GCNConv(normalization='none', self_loops=False) or SAGEConv with the "
@@ -212,7 +221,7 @@ def gat(in_channels: int, hidden_channels: int, out_channels: int, *, heads: int
     (``value_dropout`` adds the reference code's dropout on the aggregated values)."""
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-    layers: list[nn.Module] = []
+    layers: list[GraphLayer] = []
     width = in_channels
     for _ in range(num_layers - 1):
         layers.append(GATConv(width, hidden_channels, heads=heads, dropout=dropout, value_dropout=value_dropout,
@@ -234,7 +243,7 @@ def gin_mlp(in_channels: int, out_channels: int) -> nn.Sequential:
                          nn.Linear(out_channels, out_channels))
 
 
-class NodeLinear(nn.Linear):
+class NodeLinear(nn.Linear, GraphLayer):
     """A per-node linear classifier that ignores the graph, so it can close a ``StackedGNN``."""
 
     accepts_output_nodes = True
@@ -252,7 +261,7 @@ def gin(in_channels: int, hidden_channels: int, out_channels: int, *, num_layers
     """GIN for node classification: ``num_layers`` GIN layers (GIN-0, or GIN-eps with ``train_eps``) and a
     linear classifier."""
     widths = [in_channels] + [hidden_channels] * num_layers
-    layers: list[nn.Module] = [GINConv(gin_mlp(a, b), train_eps=train_eps) for a, b in zip(widths, widths[1:])]
+    layers: list[GraphLayer] = [GINConv(gin_mlp(a, b), train_eps=train_eps) for a, b in zip(widths, widths[1:])]
     layers.append(NodeLinear(hidden_channels, out_channels))
     return StackedGNN(layers, dropout=dropout)
 
@@ -285,10 +294,34 @@ def sampled_gcn(in_channels: int, hidden_channels: int = 256, out_channels: int 
     (``sampler.full_neighborhood()``), as the reference evaluates with the full ``A_hat``.
     """
     widths = [in_channels] + [hidden_channels] * num_layers
-    layers: list[nn.Module] = [GCNConv(a, b, normalization="none", self_loops=False)
-                               for a, b in itertools.pairwise(widths)]
+    layers: list[GraphLayer] = [GCNConv(a, b, normalization="none", self_loops=False)
+                                for a, b in itertools.pairwise(widths)]
     layers.append(NodeLinear(hidden_channels, out_channels))
     # the reference drops 0.2 after the last GCN layer and then 0.5 before the classifier: one dropout of
     # 1 - 0.8 * 0.5 = 0.6 has the same distribution
     rates = [input_dropout] + [dropout] * (num_layers - 1) + [1.0 - (1.0 - dropout) * (1.0 - classifier_dropout)]
     return StackedGNN(layers, activation=F.elu, dropout=rates)
+
+
+BUILDERS: dict[str, Callable[..., StackedGNN]] = {"gcn": gcn, "gat": gat, "sgc": sgc, "gin": gin, "sage": sage,
+                                                  "sampled_gcn": sampled_gcn}
+
+
+def check_model(name: str, known: Iterable[str] = BUILDERS) -> None:
+    """Refuse a model name that is not among ``known`` (the registry's names, or a config's choice of them)."""
+    known = tuple(known)
+    if name not in known:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(known)}")
+
+
+def build_model(name: str, in_channels: int, out_channels: int, **settings: Any) -> StackedGNN:
+    """The model ``name`` from its builder in :data:`BUILDERS`: ``in_channels`` features -> ``out_channels`` logits.
+
+    ``settings`` are builder keywords (``hidden_channels``, ``num_layers``, ``dropout``, ``heads``, ``K``, ...);
+    the builder gets those it takes and keeps its defaults for the rest, so a config passes every setting it has.
+    """
+    check_model(name)
+    builder = BUILDERS[name]
+    accepted = inspect.signature(builder).parameters
+    return builder(in_channels=in_channels, out_channels=out_channels,
+                   **{key: value for key, value in settings.items() if key in accepted})

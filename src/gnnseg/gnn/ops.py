@@ -180,6 +180,17 @@ class SparseMatrix:
         return torch.sparse.mm(self.matrix, dense)
 
 
+def normalized_adjacency(edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None,
+                         normalization: Normalization = "symmetric", self_loops: bool = True,
+                         num_targets: int | None = None) -> SparseMatrix:
+    """GCN's ``A_hat`` (:func:`normalize_edge_weights`) as a :class:`SparseMatrix` of shape
+    ``(num_targets, num_nodes)`` (``num_targets`` defaults to ``num_nodes``)."""
+    shape = (target_count(num_nodes, num_targets), num_nodes)
+    edge_index, weight = normalize_edge_weights(edge_index, num_nodes, edge_weight, normalization, self_loops,
+                                                num_targets=num_targets)
+    return SparseMatrix.from_edges(edge_index, weight, shape)
+
+
 def segment_softmax(scores: Tensor, segment: Tensor, num_segments: int) -> Tensor:
     """Softmax of ``scores`` (shape ``(E, ...)``) over the entries that share a ``segment`` id (shape ``(E,)``).
 

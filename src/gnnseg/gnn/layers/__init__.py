@@ -1,10 +1,12 @@
 """Message-passing layers, one operator per file. Each aggregates messages from neighbors, then transforms.
 
-GCNConv, GATConv, GINConv and SAGEConv also run on a sampled bipartite block:
+Every graph layer is a :class:`GraphLayer` (``base.py``), which declares what the models may ask of it.
+GCNConv, GATConv, GINConv and SAGEConv also run on a sampled bipartite block (``has_block_form``):
 ``layer(x_sources, block.edge_index, ..., num_targets=block.num_targets)`` -> ``(num_targets, F')``
 (conventions in :mod:`gnnseg.gnn.sampling.blocks`).
 """
 
+from gnnseg.gnn.layers.base import GraphLayer
 from gnnseg.gnn.layers.gat import GATConv
 from gnnseg.gnn.layers.gcn import GCNConv
 from gnnseg.gnn.layers.gcnii import GCNIIConv
@@ -14,4 +16,5 @@ from gnnseg.gnn.layers.pairnorm import PairNorm
 from gnnseg.gnn.layers.sage import SAGEConv
 from gnnseg.gnn.layers.sgc import SGConv
 
-__all__ = ["GATConv", "GCNConv", "GCNIIConv", "GINConv", "GINEConv", "PairNorm", "SAGEConv", "SGConv"]
+__all__ = ["GATConv", "GCNConv", "GCNIIConv", "GINConv", "GINEConv", "GraphLayer", "PairNorm", "SAGEConv",
+           "SGConv"]

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnnseg.gnn import ops
+from gnnseg.gnn.layers.base import GraphLayer
 
 
-class GATConv(nn.Module):
+class GATConv(GraphLayer):
     """Multi-head graph attention.
 
     Transform: ``z = x W`` split into ``heads`` of ``out_channels``. Score every edge ``j -> i`` with
@@ -32,6 +33,8 @@ class GATConv(nn.Module):
     ``GATConv((x, x[:num_targets]), edge_index, size=(num_sources, num_targets))``. Blocks are never cached.
     """
 
+    has_block_form = True
+
     def __init__(self, in_channels: int, out_channels: int, *, heads: int = 1, concat: bool = True,
                  negative_slope: float = 0.2, dropout: float = 0.0, value_dropout: float = 0.0,
                  self_loops: bool = True, bias: bool = True, cached: bool = False) -> None:
@@ -43,7 +46,6 @@ class GATConv(nn.Module):
         self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
         self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
         self.bias = nn.Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
-        self._cache: tuple[tuple, Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -52,22 +54,19 @@ class GATConv(nn.Module):
         nn.init.xavier_uniform_(self.att_dst)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-        self._cache = None
+        self.reset_cache()
 
     def attention_edges(self, edge_index: Tensor, num_nodes: int, *, cache: bool = True) -> Tensor:
         """The edges attention runs over: the input's, with exactly one self-loop per node (per target,
-        ``num_nodes`` of them, on a block). ``cache=False`` neither reads nor fills the cache (blocks: every
-        batch brings a new one, and an address-based key could match a block allocated where a freed one was)."""
-        use_cache = cache and self.cached
-        key = ops.graph_key(edge_index, num_nodes)
-        if use_cache and self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        if self.self_loops:
-            edge_index, _ = ops.remove_self_loops(edge_index)
-            edge_index, _ = ops.add_self_loops(edge_index, num_nodes)
-        if use_cache:
-            self._cache = (key, edge_index)
-        return edge_index
+        ``num_nodes`` of them, on a block). ``cache=False`` (blocks) neither reads nor fills the cache."""
+        key = ops.graph_key(edge_index, num_nodes) if cache else None
+        return self.cached_value(key, lambda: self._with_self_loops(edge_index, num_nodes))
+
+    def _with_self_loops(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        if not self.self_loops:
+            return edge_index
+        edge_index, _ = ops.remove_self_loops(edge_index)
+        return ops.add_self_loops(edge_index, num_nodes)[0]
 
     def forward(self, x: Tensor, edge_index: Tensor, return_attention: bool = False, *,
                 num_targets: int | None = None):

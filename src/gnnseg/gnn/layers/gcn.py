@@ -6,9 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from gnnseg.gnn import ops
+from gnnseg.gnn.layers.base import GraphLayer
 
 
-class GCNConv(nn.Module):
+class GCNConv(GraphLayer):
     """One GCN layer.
 
     The lecture's two steps: *aggregate* neighbor messages with the normalized adjacency ``A_hat``
@@ -31,6 +32,8 @@ class GCNConv(nn.Module):
     Shapes on a block: ``x (num_sources, in_channels)``, ``edge_index (2, E)`` -> ``(num_targets, out_channels)``.
     """
 
+    has_block_form = True
+
     def __init__(self, in_channels: int, out_channels: int, *, normalization: ops.Normalization = "symmetric",
                  self_loops: bool = True, cached: bool = False, bias: bool = True) -> None:
         super().__init__()
@@ -40,14 +43,13 @@ class GCNConv(nn.Module):
         self.normalization, self.self_loops, self.cached = normalization, self_loops, cached
         self.linear = nn.Linear(in_channels, out_channels, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self._cache: tuple[tuple, ops.SparseMatrix] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.linear.weight)  # Glorot, as in the paper
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-        self._cache = None
+        self.reset_cache()
 
     @property
     def accepts_block_weights(self) -> bool:
@@ -57,20 +59,11 @@ class GCNConv(nn.Module):
 
     def normalized_adjacency(self, edge_index: Tensor, num_nodes: int, edge_weight: Tensor | None = None,
                              num_targets: int | None = None) -> ops.SparseMatrix:
-        """``A_hat`` of shape ``(num_targets, num_nodes)`` (``num_targets`` defaults to ``num_nodes``).
-        A block (``num_targets`` given) is never cached: every batch brings a new one, and a key made of a
-        tensor's address could match a new block allocated where a freed one was."""
-        use_cache = self.cached and num_targets is None
-        key = ops.graph_key(edge_index, num_nodes, edge_weight)
-        if use_cache and self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        rows = ops.target_count(num_nodes, num_targets)
-        edge_index, weight = ops.normalize_edge_weights(edge_index, num_nodes, edge_weight, self.normalization,
-                                                        self.self_loops, num_targets=num_targets)
-        matrix = ops.SparseMatrix.from_edges(edge_index, weight, (rows, num_nodes))
-        if use_cache:
-            self._cache = (key, matrix)
-        return matrix
+        """``A_hat`` of shape ``(num_targets, num_nodes)`` (``num_targets`` defaults to ``num_nodes``); a block
+        (``num_targets`` given) is never cached."""
+        key = ops.graph_key(edge_index, num_nodes, edge_weight) if num_targets is None else None
+        return self.cached_value(key, lambda: ops.normalized_adjacency(
+            edge_index, num_nodes, edge_weight, self.normalization, self.self_loops, num_targets=num_targets))
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None, *,
                 num_targets: int | None = None) -> Tensor:

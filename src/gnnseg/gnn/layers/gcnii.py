@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from gnnseg.gnn import ops
+from gnnseg.gnn.layers.base import GraphLayer
 
 
-class GCNIIConv(nn.Module):
+class GCNIIConv(GraphLayer):
     """``H' = ((1 - alpha) A_hat H + alpha H0) ((1 - beta) I + beta W)``, ``beta = log(lambda_ / layer + 1)``.
 
     *Aggregate*: ``A_hat H`` with ``A_hat = D^-1/2 (A + I) D^-1/2``, mixed with a fraction ``alpha`` of the
@@ -38,7 +39,6 @@ class GCNIIConv(nn.Module):
         self.self_loops, self.cached = self_loops, cached
         self.weight = nn.Parameter(torch.empty(channels, channels))
         self.weight_initial = None if shared_weights else nn.Parameter(torch.empty(channels, channels))
-        self._cache: tuple[tuple, ops.SparseMatrix] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -46,19 +46,13 @@ class GCNIIConv(nn.Module):
         for weight in (self.weight, self.weight_initial):
             if weight is not None:
                 nn.init.uniform_(weight, -bound, bound)
-        self._cache = None
+        self.reset_cache()
 
     def normalized_adjacency(self, edge_index: Tensor, num_nodes: int,
                              edge_weight: Tensor | None = None) -> ops.SparseMatrix:
         key = ops.graph_key(edge_index, num_nodes, edge_weight)
-        if self._cache is not None and self._cache[0] == key:
-            return self._cache[1]
-        edge_index, weight = ops.normalize_edge_weights(edge_index, num_nodes, edge_weight, "symmetric",
-                                                        self.self_loops)
-        matrix = ops.SparseMatrix.from_edges(edge_index, weight, (num_nodes, num_nodes))
-        if self.cached:
-            self._cache = (key, matrix)
-        return matrix
+        return self.cached_value(key, lambda: ops.normalized_adjacency(edge_index, num_nodes, edge_weight,
+                                                                       "symmetric", self.self_loops))
 
     def _identity_mapped(self, h: Tensor, weight: Tensor) -> Tensor:
         """``h ((1 - beta) I + beta W)``."""

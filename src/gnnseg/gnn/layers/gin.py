@@ -6,9 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from gnnseg.gnn import ops
+from gnnseg.gnn.layers.base import GraphLayer
 
 
-class GINConv(nn.Module):
+class GINConv(GraphLayer):
     """Sum aggregation over incoming edges, then a learnable transform ``mlp``.
 
     Every edge is one message: duplicate edges count twice and an explicit self-loop adds ``h_i`` again,
@@ -18,6 +19,8 @@ class GINConv(nn.Module):
     On a sampled block (``num_targets=block.num_targets``, ``x`` the source features, see
     ``gnnseg.gnn.sampling.blocks``) the root term is ``x[:num_targets]`` and ``mlp`` sees ``(num_targets, F)``.
     """
+
+    has_block_form = True
 
     def __init__(self, mlp: nn.Module, *, eps: float = 0.0, train_eps: bool = False) -> None:
         super().__init__()

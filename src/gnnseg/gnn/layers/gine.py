@@ -17,8 +17,10 @@ class GINEConv(GINConv):
     the ``in_channels`` node width (as PyG's ``GINEConv(nn, edge_dim=...)``, so the two agree exactly).
     ``eps`` is fixed (GINE-0 when 0) or trained (``train_eps=True``), as in :class:`GINConv`.
     Shapes: ``x (N, in_channels)``, ``edge_index (2, E)``, ``edge_attr (E, edge_dim)`` -> ``mlp`` on
-    ``(N, in_channels)``.
+    ``(N, in_channels)``. Full graphs only (no block form).
     """
+
+    has_block_form = False
 
     def __init__(self, mlp: nn.Module, in_channels: int, edge_dim: int, *, eps: float = 0.0,
                  train_eps: bool = False) -> None:

@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnnseg.gnn import ops
+from gnnseg.gnn.layers.base import GraphLayer
 
 Aggregator = Literal["mean", "max", "pool"]
 AGGREGATORS = ("mean", "max", "pool")
 
 
-class SAGEConv(nn.Module):
+class SAGEConv(GraphLayer):
     """One GraphSAGE layer: *aggregate* the neighbours, then *transform* them and the node itself.
 
     ``h_i' = lin_l(AGG_{j -> i} m_j) + lin_r(h_i)``, then ``h_i' / ||h_i'||_2`` when ``normalize``
@@ -40,6 +41,8 @@ class SAGEConv(nn.Module):
     Shapes: ``x (N, in_channels)``, ``edge_index (2, E)``, ``edge_weight (E,)`` -> ``(N, out_channels)``;
     on a block ``x (num_sources, in_channels)`` -> ``(num_targets, out_channels)``.
     """
+
+    has_block_form = True
 
     def __init__(self, in_channels: int, out_channels: int, *, aggregator: Aggregator = "mean",
                  normalize: bool = False, root_weight: bool = True, bias: bool = True,

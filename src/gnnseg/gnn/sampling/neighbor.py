@@ -144,7 +144,7 @@ class NeighborSampler:
 
     Cost per hop: ``O(F * f^2)`` at most for the draws (``F`` frontier nodes, fanout ``f``) and ``O(m)`` to
     relabel the ``m <= F * (f + 1)`` nodes; independent of any node's degree. Gathers use ``index_select``,
-    several times faster than tensor indexing on 1-D tensors (a sampler is mostly gathers).
+    which is faster than tensor indexing on 1-D tensors (a sampler is mostly gathers).
     """
 
     def __init__(self, graph: Graph, fanouts: Sequence[int], *, replace: bool = False, reuse: bool = False) -> None:

@@ -111,8 +111,7 @@ class MiniBatchConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fanouts", check_sizes(tuple(self.fanouts), "fanouts"))
         object.__setattr__(self, "num_samples", check_sizes(tuple(self.num_samples), "num_samples"))
-        if self.model not in MINIBATCH_MODELS:
-            raise ValueError(f"unknown mini-batch model {self.model!r}; choose one of {', '.join(MINIBATCH_MODELS)}")
+        models.check_model(self.model, MINIBATCH_MODELS)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         if self.sampler != "neighbor" and not (self.model == "gcn" or (self.model == "sage"
@@ -142,21 +141,16 @@ class MiniBatchConfig:
         return len(self.fanouts) if self.sampler == "neighbor" else len(self.num_samples)
 
     def build(self, in_channels: int, num_classes: int) -> models.StackedGNN:
-        """The model: one message-passing layer per sampled layer."""
-        layers = self.num_layers
-        if self.model == "sage":
-            return models.sage(in_channels, self.hidden, num_classes, num_layers=layers, aggregator=self.aggregator,
-                               dropout=self.dropout, normalize=self.normalize)
-        if self.model == "gcn" and self.sampler != "neighbor":
-            return models.sampled_gcn(in_channels, self.hidden, num_classes, num_layers=layers,
-                                      dropout=self.dropout, classifier_dropout=self.classifier_dropout)
-        if self.model == "gcn":   # on uniform blocks GCN averages a node and its sampled neighbours
-            return models.gcn(in_channels, self.hidden, num_classes, num_layers=layers, dropout=self.dropout,
-                              normalization="mean", cached=False)
-        if self.model == "gat":
-            return models.gat(in_channels, self.hidden, num_classes, heads=self.heads, num_layers=layers,
-                              dropout=self.dropout, cached=False)
-        return models.gin(in_channels, self.hidden, num_classes, num_layers=layers, dropout=self.dropout)
+        """The model (:func:`gnnseg.gnn.models.build_model`): one message-passing layer per sampled layer.
+
+        GCN on FastGCN / LADIES blocks is ``sampled_gcn`` (the blocks' weights as given); on uniform blocks it
+        averages a node and its sampled neighbours (``"mean"``). Blocks change every batch: nothing is cached.
+        """
+        name = "sampled_gcn" if self.model == "gcn" and self.sampler != "neighbor" else self.model
+        return models.build_model(name, in_channels, num_classes, hidden_channels=self.hidden,
+                                  num_layers=self.num_layers, dropout=self.dropout, heads=self.heads,
+                                  aggregator=self.aggregator, normalize=self.normalize,
+                                  classifier_dropout=self.classifier_dropout, normalization="mean", cached=False)
 
     def build_sampler(self, graph: Graph) -> NeighborSampler | FastGCNSampler | LADIESSampler:
         if self.sampler == "neighbor":
@@ -175,7 +169,7 @@ PRESETS: dict[str, MiniBatchConfig] = {
     # acbull/LADIES pytorch_ladies.py: 5 layers, 64 nodes per layer
     "ladies": MiniBatchConfig(sampler="ladies", num_samples=(64,) * 5, **_LADIES_CODE),
     # the same training code with FastGCN's own depth and sample size (matenure/FastGCN: 2 layers, 400 nodes
-    # per layer); with LADIES's 5 x 64, most rows of a FastGCN layer are empty (Cora: 16 % accuracy here)
+    # per layer); with LADIES's 5 x 64, most rows of a FastGCN layer are empty and it barely learns
     "fastgcn": MiniBatchConfig(sampler="fastgcn", num_samples=(400, 400), **_LADIES_CODE),
 }
 # Planetoid graphs label only 20 nodes per class, so one epoch is one batch: the presets then run many more

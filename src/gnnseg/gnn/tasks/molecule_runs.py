@@ -19,15 +19,15 @@ from gnnseg.core import (
     progress,
     save_checkpoint,
 )
-from gnnseg.gnn.datasets.molecules import (
+from gnnseg.gnn.datasets.molecule_tables import (
     MoleculeDataset,
     SplitKind,
     TaskType,
     load_molecule_csv,
     split_dataset,
 )
-from gnnseg.gnn.molecules import FEATURIZER_VERSION
-from gnnseg.gnn.tasks.molecules import (
+from gnnseg.gnn.molecule_graphs import FEATURIZER_VERSION
+from gnnseg.gnn.tasks.molecule_property import (
     MoleculeConfig,
     MoleculeGIN,
     MoleculeResult,

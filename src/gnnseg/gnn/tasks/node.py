@@ -60,6 +60,7 @@ class NodeConfig:
     row_normalize_features: bool = True
 
     def __post_init__(self) -> None:
+        models.check_model(self.model, MODELS)
         for name in ("epochs", "hidden", "num_layers", "heads", "K", "stopping_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -67,18 +68,10 @@ class NodeConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
     def build(self, in_channels: int, num_classes: int) -> models.StackedGNN:
-        if self.model == "gcn":
-            return models.gcn(in_channels, self.hidden, num_classes, num_layers=self.num_layers,
-                              dropout=self.dropout, normalization=self.normalization)
-        if self.model == "gat":
-            return models.gat(in_channels, self.hidden, num_classes, heads=self.heads, num_layers=self.num_layers,
-                              dropout=self.dropout, value_dropout=self.value_dropout)
-        if self.model == "sgc":
-            return models.sgc(in_channels, num_classes, K=self.K)
-        if self.model == "gin":
-            return models.gin(in_channels, self.hidden, num_classes, num_layers=self.num_layers,
-                              dropout=self.dropout)
-        raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        """The named model (:func:`gnnseg.gnn.models.build_model`) with this config's settings."""
+        return models.build_model(self.model, in_channels, num_classes, hidden_channels=self.hidden,
+                                  num_layers=self.num_layers, dropout=self.dropout, heads=self.heads,
+                                  value_dropout=self.value_dropout, K=self.K, normalization=self.normalization)
 
 
 # SGC weight decay per dataset: the best mean validation accuracy over 1e-7..1e-3 (5 seeds each), recorded by
@@ -99,8 +92,7 @@ PRESETS: dict[str, NodeConfig] = {
 
 def preset(model: str, dataset: str | None = None, **overrides: Any) -> NodeConfig:
     """The paper preset for ``model`` (dataset-specific where the paper tunes per dataset), with overrides."""
-    if model not in PRESETS:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    models.check_model(model, MODELS)
     config = PRESETS[model]
     if model == "sgc" and dataset in SGC_WEIGHT_DECAY:
         config = replace(config, weight_decay=SGC_WEIGHT_DECAY[dataset])

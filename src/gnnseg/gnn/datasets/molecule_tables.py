@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from gnnseg.gnn.graph import Graph
-from gnnseg.gnn.molecules import (
+from gnnseg.gnn.molecule_graphs import (
     SkippedRow,
     featurize_smiles,
     murcko_scaffold,

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from gnnseg.core import progress, seed_everything
 from gnnseg.core.ranking import roc_auc
 from gnnseg.gnn.batch import GraphBatch, Readout, readout
-from gnnseg.gnn.datasets.molecules import MoleculeDataset, TaskType
+from gnnseg.gnn.datasets.molecule_tables import MoleculeDataset, TaskType
 from gnnseg.gnn.graph import Graph
 from gnnseg.gnn.layers.gin import GINConv
 from gnnseg.gnn.layers.gine import GINEConv

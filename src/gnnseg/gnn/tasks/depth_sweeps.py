@@ -2,7 +2,7 @@
 
 For every depth, three variants are trained on a node-classification graph (Cora's public split) with the
 full-batch trainer of :mod:`gnnseg.gnn.tasks.node`, and the representation after the last message-passing
-layer is measured with :mod:`gnnseg.gnn.oversmoothing` (MAD, MADGap, both Dirichlet energies):
+layer is measured with :mod:`gnnseg.gnn.smoothing_metrics` (MAD, MADGap, both Dirichlet energies):
 
 * ``gcn``: Kipf & Welling's GCN, ``depth`` GCN layers (the last one gives the logits), 64 hidden, ReLU.
 * ``pairnorm``: the same with PairNorm after every hidden GCN layer (the official ``DeepGCN``:
@@ -13,12 +13,11 @@ layer is measured with :mod:`gnnseg.gnn.oversmoothing` (MAD, MADGap, both Dirich
 
 Training settings: ``gcn``/``pairnorm`` use the PairNorm reference ``main.py`` defaults (hidden 64, Adam lr
 0.005, L2 5e-4 on every parameter, at most 1500 epochs) except dropout, 0.2 instead of 0.6 (our choice: 0.6
-before each of 16-32 layers kept PairNorm at 52 / 36 % there, 0.2 at 71 / 60 %; docs/gnn.md); ``gcnii`` the
-GCNII reference ``train.py``
-defaults for Cora (hidden 64, dropout 0.6, lr 0.01, L2 0.01 on the GCNII layers and 5e-4 on the two linear
-layers, at most 1500 epochs). Both references keep the model of the best validation epoch; here every variant
-stops after 100 epochs without a better validation loss or accuracy and reports the epoch of the lowest
-validation loss (the shared trainer's rules) — our choice, to bound CPU time.
+before each of 16-32 layers left deep PairNorm stacks far less accurate; docs/gnn.md lists what was tried);
+``gcnii`` the GCNII reference ``train.py`` defaults for Cora (hidden 64, dropout 0.6, lr 0.01, L2 0.01 on the
+GCNII layers and 5e-4 on the two linear layers, at most 1500 epochs). Both references keep the model of the best
+validation epoch; here every variant stops after 100 epochs without a better validation loss or accuracy and
+reports the epoch of the lowest validation loss (the shared trainer's rules) — our choice, to bound CPU time.
 
 "The representation after the last message-passing layer" is the logits for ``gcn`` and ``pairnorm``
 (their last layer is a GCN layer) and the last GCNII layer's output (before the linear classifier) for
@@ -49,15 +48,15 @@ from gnnseg.gnn import models, ops
 from gnnseg.gnn.datasets import load_node_dataset
 from gnnseg.gnn.datasets.karate import CLUBS
 from gnnseg.gnn.graph import Graph
-from gnnseg.gnn.layers import GCNIIConv, PairNorm
-from gnnseg.gnn.oversmoothing import (
+from gnnseg.gnn.layers import GCNIIConv, GraphLayer, PairNorm
+from gnnseg.gnn.plots import plot_embeddings
+from gnnseg.gnn.smoothing_metrics import (
     DEFAULT_CHUNK_SIZE,
     dirichlet_energy,
     mean_average_distance,
     smoothness,
 )
-from gnnseg.gnn.plots import plot_embeddings
-from gnnseg.gnn.tasks.karate import karate_embeddings
+from gnnseg.gnn.tasks.karate_embeddings import karate_embeddings
 from gnnseg.gnn.tasks.node import NodeConfig, prepare_graph, train_node_classifier
 
 VARIANTS = ("gcn", "pairnorm", "gcnii")
@@ -85,10 +84,10 @@ METRICS = ("test_acc", "mad", "mad_gap", "mad_neighbor", "mad_remote", "dirichle
 
 
 # ----------------------------------------------------------------------------------------------- models
-class ConvThenNorm(nn.Module):
-    """A graph layer followed by a normalization of its output: ``norm(layer(x, edge_index))``."""
+class ConvThenNorm(GraphLayer):
+    """A graph layer followed by a normalization of its output: ``norm(layer(x, edge_index))`` (full graphs)."""
 
-    def __init__(self, layer: nn.Module, norm: nn.Module) -> None:
+    def __init__(self, layer: GraphLayer, norm: nn.Module) -> None:
         super().__init__()
         self.layer, self.norm = layer, norm
 
@@ -176,7 +175,7 @@ def depth_sweep(graph: Graph, depths: Sequence[int] = DEFAULT_DEPTHS, variants: 
     """Train every ``variant`` at every depth from seeds ``first_seed..`` and measure its last representation.
 
     ``epochs`` caps the variants' maximum epochs (quick runs). Returns one row per (variant, depth, seed):
-    accuracies, epochs, training seconds and the :func:`gnnseg.gnn.oversmoothing.smoothness` diagnostics.
+    accuracies, epochs, training seconds and the :func:`gnnseg.gnn.smoothing_metrics.smoothness` diagnostics.
     """
     depths = _check_depths(depths)
     unknown = [v for v in variants if v not in VARIANTS]
@@ -292,7 +291,7 @@ def karate_smoothing(depths: Sequence[int] = range(1, 6),
     """The lecture's karate-club pictures with MAD and both Dirichlet energies of every 2D embedding.
 
     ``trained``: one GCN per depth learns 2D embeddings from the two leaders' labels
-    (:func:`gnnseg.gnn.tasks.karate.karate_embeddings`, the demo's figure; Li, Han & Wu 2018, Fig. 2).
+    (:func:`gnnseg.gnn.tasks.karate_embeddings.karate_embeddings`, the demo's figure; Li, Han & Wu 2018, Fig. 2).
     Training pulls the two clubs apart, so smoothing shows mostly in accuracy.
     ``propagation``: the same graph with no training at all, ``A_hat^k X W`` for one random ``W (34, 2)``:
     pure Laplacian smoothing, where MAD and the normalized energy fall towards 0 with ``k`` (the unnormalized
@@ -305,8 +304,7 @@ def karate_smoothing(depths: Sequence[int] = range(1, 6),
     trained = {f"layers_{o.num_layers}": {"unlabeled_accuracy": o.accuracy,
                                           **_embedding_metrics(o.embedding.detach(), graph.edge_index)}
                for o in outcomes}
-    edge_index, weight = ops.normalize_edge_weights(graph.edge_index, graph.num_nodes)
-    a_hat = ops.SparseMatrix.from_edges(edge_index, weight, (graph.num_nodes, graph.num_nodes))
+    a_hat = ops.normalized_adjacency(graph.edge_index, graph.num_nodes)
     x = graph.x @ torch.randn(graph.num_features, 2, generator=torch.Generator().manual_seed(seed))
     propagated, done = {}, 0
     for depth in sorted(_check_depths(propagation_depths)):
