@@ -23,9 +23,9 @@ from pathlib import Path
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import convert_kvasir
+from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
-from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.train import TrainConfig, train_fold
 from unet_drive import run_drive
 
@@ -51,7 +51,7 @@ def run_kvasir(source: str, work: Path, *, epochs: int, iterations: int, memory_
     return {"network": network, "dice": summary["validation"]["mean_dice"]["polyp"], "val_cases": len(per_case),
             "training": {"epochs": epochs, "iterations_per_epoch": iterations,
                          "train_seconds": summary["train_seconds"],
-                         "patch_size": plans["configurations"]["2d"]["patch_size"]}}
+                         "patch_size": plans.configuration("2d").patch_size}}
 
 
 def main() -> None:

@@ -21,10 +21,10 @@ import torch
 from gnnseg.core import machine_info, write_json
 from gnnseg.core.ranking import roc_auc
 from gnnseg.seg.io import RawDataset, convert_drive, read_image_2d
+from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
 from gnnseg.seg.unet.predict import predict_case
-from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -93,9 +93,9 @@ def run_drive(source: str, work: Path, *, epochs: int, iterations: int, memory_g
         "sensitivity": tp / truth.sum(), "specificity": float((~predicted & ~truth).sum() / (~truth).sum()),
         "f1_per_image": per_image,
         "training": {"epochs": epochs, "iterations_per_epoch": iterations, "train_seconds": summary["train_seconds"],
-                     "patch_size": plans["configurations"]["2d"]["patch_size"],
-                     "batch_size": plans["configurations"]["2d"]["batch_size"],
-                     "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],
+                     "patch_size": plans.configuration("2d").patch_size,
+                     "batch_size": plans.configuration("2d").batch_size,
+                     "features_per_stage": plans.configuration("2d").network.features_per_stage,
                      "parameters": sum(p.numel() for p in trained.parameters()),
                      "final_pseudo_dice": summary["final_pseudo_dice"]},
         "test_time_mirroring": mirror, "predict_seconds_per_image": predict_seconds,

@@ -40,10 +40,10 @@ from gnnseg.seg.pixel_error import (
     misclassified_fraction,
 )
 from gnnseg.seg.unet.augment import AugmentationConfig
+from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.plans import plan_experiment
 from gnnseg.seg.unet.predict import predict_case
-from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits
 from gnnseg.seg.unet.train import (
     PRECISIONS,
@@ -127,9 +127,9 @@ def main() -> None:
         "per_case": per_case,
         "training": {"epochs": args.epochs, "iterations_per_epoch": args.iterations, "fold_seconds": fold_seconds,
                      "optimizer": config.optimizer, "lr": config.lr, "precision": config.precision,
-                     "patch_size": plans["configurations"]["2d"]["patch_size"],
-                     "batch_size": plans["configurations"]["2d"]["batch_size"],
-                     "features_per_stage": plans["configurations"]["2d"]["network"]["features_per_stage"],
+                     "patch_size": plans.configuration("2d").patch_size,
+                     "batch_size": plans.configuration("2d").batch_size,
+                     "features_per_stage": plans.configuration("2d").network.features_per_stage,
                      "elastic_p": args.elastic},
         "test_time_mirroring": args.mirror,
         "total_seconds": time.perf_counter() - started,

@@ -32,7 +32,7 @@ from gnnseg.seg.io import (
     write_raw_dataset,
 )
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import plan_experiment
+from gnnseg.seg.unet.plans import Plans, plan_experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet_totalseg_ct import ORGANS, remap  # noqa: E402
@@ -64,12 +64,12 @@ def nnunet_plans(python: str, dataset: RawDataset, number: int, scratch: Path) -
             json.loads((folder / "dataset_fingerprint.json").read_text()))
 
 
-def compare(ours: dict, fingerprint, theirs: dict, their_fingerprint: dict) -> dict:
+def compare(ours: Plans, fingerprint, theirs: dict, their_fingerprint: dict) -> dict:
     rows = {}
     for name, config in theirs["configurations"].items():
         if "architecture" not in config:
             continue                                     # cascade entries only point at other configurations
-        mine = ours["configurations"].get(name)
+        mine = ours.configurations.get(name)
         arch = config["architecture"]["arch_kwargs"]
         theirs_row = {"spacing": [round(float(s), 4) for s in config["spacing"]],
                       "patch_size": [int(p) for p in config["patch_size"]], "batch_size": int(config["batch_size"]),
@@ -81,11 +81,12 @@ def compare(ours: dict, fingerprint, theirs: dict, their_fingerprint: dict) -> d
         if mine is None:
             rows[name] = {"nnunet": theirs_row, "ours": None, "equal": False}
             continue
-        ours_row = {"spacing": [round(float(s), 4) for s in mine["spacing"]], "patch_size": mine["patch_size"],
-                    "batch_size": mine["batch_size"], "strides": mine["network"]["strides"],
-                    "kernel_sizes": mine["network"]["kernel_sizes"],
-                    "features_per_stage": mine["network"]["features_per_stage"],
-                    "normalization": ours["normalization_schemes"], "use_mask_for_norm": ours["use_mask_for_norm"]}
+        ours_row = {"spacing": [round(float(s), 4) for s in mine.spacing], "patch_size": list(mine.patch_size),
+                    "batch_size": mine.batch_size, "strides": [list(s) for s in mine.network.strides],
+                    "kernel_sizes": [list(k) for k in mine.network.kernel_sizes],
+                    "features_per_stage": list(mine.network.features_per_stage),
+                    "normalization": list(ours.normalization_schemes),
+                    "use_mask_for_norm": list(ours.use_mask_for_norm)}
         differences = {key: {"ours": ours_row[key], "nnunet": theirs_row[key]}
                        for key in theirs_row if ours_row[key] != theirs_row[key]}
         rows[name] = {"ours": ours_row, "nnunet": theirs_row, "differences": differences, "equal": not differences}

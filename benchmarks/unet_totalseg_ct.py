@@ -31,17 +31,17 @@ from gnnseg.seg.io import (
 )
 from gnnseg.seg.metrics import dice
 from gnnseg.seg.unet.augment import AugmentationConfig
+from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
+from gnnseg.seg.unet.pipeline import predict_image
 from gnnseg.seg.unet.plans import plan_experiment
 from gnnseg.seg.unet.postprocess import keep_largest_component
-from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.train import (
     PRECISIONS,
     TrainConfig,
     load_trained_network,
     train_fold,
 )
-from gnnseg.seg.unet.workflow import predict_image
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ORGANS = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3, "stomach": 6}  # TotalSegmentator ids
@@ -101,7 +101,7 @@ def main() -> None:
     network, _, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")   # with this run's plans
     truth = read_nifti(source / "example_seg_dicom.nii.gz")
     # The series is stored LAS, the training volume RAS: predict_image hands the network the series in the
-    # training axis order (plans["axis_codes"]) and returns the labels on the series' own grid.
+    # training axis order (plans.axis_codes) and returns the labels on the series' own grid.
     series = read_dicom_series(source / "example_ct_dicom")
     predict_started = time.perf_counter()
     predicted = predict_image(network, [series], plans, configuration)
@@ -124,9 +124,9 @@ def main() -> None:
                      "lr": config.lr, "precision": config.precision, "mirroring": False,
                      "intensity_shift_p": args.intensity_shift, "label_shift_p": args.label_shift,
                      "train_seconds": summary["train_seconds"],
-                     "patch_size": plans["configurations"][configuration]["patch_size"],
-                     "spacing": plans["configurations"][configuration]["spacing"],
-                     "batch_size": plans["configurations"][configuration]["batch_size"]},
+                     "patch_size": plans.configuration(configuration).patch_size,
+                     "spacing": plans.configuration(configuration).spacing,
+                     "batch_size": plans.configuration(configuration).batch_size},
         "predict_seconds": predict_seconds, "total_seconds": time.perf_counter() - started,
     }
     write_json(RESULTS / f"{args.name}.json", result)

@@ -1,19 +1,29 @@
-"""Planner rules on synthetic fingerprints, checked against hand-derived expectations."""
+"""Planner rules on synthetic fingerprints, checked against hand-derived expectations; the plans file read through
+its views."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from gnnseg.seg.io import MedicalImage, write_raw_dataset
 from gnnseg.seg.unet.fingerprint import Fingerprint
+from gnnseg.seg.unet.pipeline import plan_dataset
 from gnnseg.seg.unet.plans import (
+    PLANS_VERSION,
+    IntensityProperties,
+    Plans,
     activation_elements,
-    load_plans,
     plan_experiment,
     pooling_and_kernels,
-    save_plans,
     target_spacing,
 )
+
+STATISTICS = {"mean": 0.0, "median": 0.0, "std": 1.0, "min": -3.0, "max": 3.0, "percentile_99_5": 2.5,
+              "percentile_00_5": -2.5}
 
 
 def fingerprint(spacings, shapes, channels=("MR",), is_2d=False, relative=1.0) -> Fingerprint:
@@ -21,7 +31,7 @@ def fingerprint(spacings, shapes, channels=("MR",), is_2d=False, relative=1.0) -
                        labels={"background": 0, "organ": 1}, num_training=len(spacings),
                        spacings=[list(map(float, s)) for s in spacings], shapes_after_crop=[list(s) for s in shapes],
                        median_relative_size_after_cropping=relative,
-                       foreground_intensity_properties_per_channel={"0": {"mean": 0.0}}, is_2d=is_2d)
+                       foreground_intensity_properties_per_channel={"0": STATISTICS}, is_2d=is_2d)
 
 
 def test_isotropic_volume_pools_every_axis_to_edge_four():
@@ -73,38 +83,38 @@ def test_activation_count_by_hand():
 
 def test_isotropic_plan_end_to_end():
     plans = plan_experiment(fingerprint([[1.0, 1.0, 1.0]] * 10, [[128, 128, 128]] * 10))
-    full = plans["configurations"]["3d_fullres"]
-    assert full["spacing"] == [1.0, 1.0, 1.0]
-    assert full["network"]["features_per_stage"][:5] == [32, 64, 128, 256, 320]   # doubling, capped at 320
-    assert all(p % d == 0 for p, d in zip(full["patch_size"], [2 ** (len(full["network"]["strides"]) - 1)] * 3))
-    assert full["batch_size"] >= 2
-    assert full["estimated_activation_elements"] / 2 * 2 <= 560e6
-    assert plans["transpose_forward"] == [0, 1, 2]
-    assert plans["normalization_schemes"] == ["zscore"] and plans["use_mask_for_norm"] == [False]
-    assert "2d" in plans["configurations"]
+    full = plans.configuration("3d_fullres")
+    assert full.spacing == (1.0, 1.0, 1.0)
+    assert full.network.features_per_stage[:5] == (32, 64, 128, 256, 320)   # doubling, capped at 320
+    assert all(p % d == 0 for p, d in zip(full.patch_size, [2 ** (full.network.num_stages - 1)] * 3))
+    assert full.batch_size >= 2
+    assert full.estimated_activation_elements / 2 * 2 <= 560e6
+    assert plans.transpose_forward == (0, 1, 2)
+    assert plans.normalization_schemes == ("zscore",) and plans.use_mask_for_norm == (False,)
+    assert "2d" in plans.configurations
 
 
 def test_coarsest_axis_moves_first():
     plans = plan_experiment(fingerprint([[0.8, 0.8, 4.0]] * 5, [[300, 300, 40]] * 5, channels=("CT",), relative=0.5))
-    assert plans["transpose_forward"] == [2, 0, 1] and plans["transpose_backward"] == [1, 2, 0]
-    assert plans["configurations"]["3d_fullres"]["spacing"][0] == pytest.approx(4.0)
-    assert plans["normalization_schemes"] == ["ct"] and plans["use_mask_for_norm"] == [False]
+    assert plans.transpose_forward == (2, 0, 1) and plans.transpose_backward == (1, 2, 0)
+    assert plans.configuration("3d_fullres").spacing[0] == pytest.approx(4.0)
+    assert plans.normalization_schemes == ("ct",) and plans.use_mask_for_norm == (False,)
 
 
 def test_two_dimensional_dataset_has_only_a_2d_configuration():
     plans = plan_experiment(fingerprint([[999.0, 1.0, 1.0]] * 30, [[1, 512, 512]] * 30, is_2d=True))
-    assert list(plans["configurations"]) == ["2d"]
-    two_d = plans["configurations"]["2d"]
-    assert two_d["patch_size"] == [512, 512]
+    assert list(plans.configurations) == ["2d"]
+    two_d = plans.configuration("2d")
+    assert two_d.patch_size == (512, 512)
     # 5% cap: 30 images x 512^2 x 0.05 / 512^2 = 1.5 -> 2 (and never below 2)
-    assert two_d["batch_size"] == 2
+    assert two_d.batch_size == 2
 
 
 def test_memory_budget_shrinks_the_patch_and_cpu_counts_double():
     fp = fingerprint([[1.0, 1.0, 1.0]] * 50, [[256, 256, 256]] * 50)
-    big = plan_experiment(fp, memory_gb=8)["configurations"]["3d_fullres"]["patch_size"]
-    small = plan_experiment(fp, memory_gb=2)["configurations"]["3d_fullres"]["patch_size"]
-    cpu = plan_experiment(fp, memory_gb=4, device="cpu")["configurations"]["3d_fullres"]["patch_size"]
+    big = plan_experiment(fp, memory_gb=8).configuration("3d_fullres").patch_size
+    small = plan_experiment(fp, memory_gb=2).configuration("3d_fullres").patch_size
+    cpu = plan_experiment(fp, memory_gb=4, device="cpu").configuration("3d_fullres").patch_size
     assert np.prod(small) < np.prod(big)
     assert cpu == small                          # 4 GB of float32 RAM ~ 2 GB of mixed-precision VRAM
     with pytest.raises(ValueError, match="memory_gb must be positive"):
@@ -115,11 +125,98 @@ def test_memory_budget_shrinks_the_patch_and_cpu_counts_double():
 
 def test_plans_round_trip(tmp_path):
     plans = plan_experiment(fingerprint([[1.0, 1.0, 1.0]] * 3, [[64, 64, 64]] * 3))
-    save_plans(plans, tmp_path / "plans.json")
-    assert load_plans(tmp_path / "plans.json") == plans
-    (tmp_path / "other.json").write_text('{"format": "nnUNetPlans"}')
-    with pytest.raises(ValueError, match="not a gnnseg plans file"):
-        load_plans(tmp_path / "other.json")
+    plans.save(tmp_path / "plans.json")
+    assert Plans.load(tmp_path / "plans.json") == plans
+    assert Plans.load(tmp_path / "plans.json").to_json() == json.loads((tmp_path / "plans.json").read_text())
+
+
+def ct_volumes_dataset(root):
+    """Three CT volumes of 5 x 0.8 x 0.8 mm stored (x, y, z) in RAS, as NIfTI keeps them: a real plans file of a 3D,
+    anisotropic, CT dataset comes from them."""
+    rng = np.random.default_rng(0)
+    affine = np.diag([0.8, 0.8, 5.0, 1.0])
+    cases = []
+    for k in range(3):
+        image = rng.normal(40, 20, size=(12, 48, 40)).astype(np.int16)
+        label = np.zeros((12, 48, 40), np.uint8)
+        label[3:9, 10 + k:30 + k, 8:28] = 1
+        image[label == 1] += 100
+        cases.append((f"ct{k}", [MedicalImage(image, (5.0, 0.8, 0.8), affine)],
+                      MedicalImage(label, (5.0, 0.8, 0.8), affine)))
+    return write_raw_dataset(root, channel_names=["CT"], labels={"background": 0, "liver": 1},
+                             file_ending=".nii.gz", training=cases)
+
+
+def test_the_views_read_a_generated_plans_file_as_written(tmp_path):
+    """The pipeline's plans.json read through Plans / Configuration: nnU-Net's keys as fields, and the file written
+    again from the view is the same, byte for byte."""
+    dataset = ct_volumes_dataset(tmp_path / "raw")
+    plan_dataset(dataset.root, tmp_path / "work", memory_gb=1.0, device="cpu", base_features=8)
+    path = tmp_path / "work" / "plans.json"
+    document = json.loads(path.read_text())
+    plans = Plans.load(path)
+
+    assert document["format"] == PLANS_VERSION and plans.dataset_name == document["dataset_name"] == "raw"
+    assert plans.channel_names == {"0": "CT"} and plans.labels == {"background": 0, "liver": 1}
+    assert plans.axis_codes == "RAS" and plans.file_ending == ".nii.gz" and plans.raw_dataset == str(dataset.root)
+    assert plans.transpose_forward == (0, 1, 2) and plans.transpose_backward == (0, 1, 2)   # z is the coarsest
+    assert plans.original_median_spacing_after_transp == pytest.approx((5.0, 0.8, 0.8))
+    assert plans.normalization_schemes == ("ct",) and plans.use_mask_for_norm == (False,)
+    statistics = plans.foreground_intensity_properties_per_channel["0"]
+    assert isinstance(statistics, IntensityProperties) and statistics.percentile_00_5 < statistics.mean < 200
+    assert plans.resampling.image_order == 3 and plans.resampling.label_order == 1
+    assert sorted(plans.configurations) == ["2d", "3d_fullres"]
+    full = plans.configuration("3d_fullres")
+    entry = document["configurations"]["3d_fullres"]
+    assert list(full.spacing) == entry["spacing"] and list(full.patch_size) == entry["patch_size"]
+    assert full.batch_size == entry["batch_size"] and full.network.dims == 3
+    assert [list(s) for s in full.network.strides] == entry["network"]["strides"]
+    assert full.network.strides[0] == (1, 1, 1) and full.network.num_stages == len(full.network.features_per_stage)
+    assert full.network.kernel_sizes[0] == (1, 3, 3)         # 5 mm against 0.8 mm: no kernel across the slices yet
+    assert plans.configuration("2d").network.dims == 2
+
+    assert plans.to_json() == document
+    plans.save(tmp_path / "again.json")
+    assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
+    older = {key: value for key, value in document.items() if key not in ("axis_codes", "raw_dataset", "file_ending")}
+    before = Plans.from_json(older)                 # a checkpoint's plans from before axis codes were recorded
+    assert before.axis_codes is None and before.raw_dataset is None and before == replace(
+        plans, axis_codes=None, raw_dataset=None, file_ending=None)
+
+
+def test_a_plans_file_that_is_not_one_is_refused_by_name(tmp_path):
+    plans = plan_experiment(fingerprint([[1.0, 1.0, 1.0]] * 3, [[64, 64, 64]] * 3))
+    path = tmp_path / "plans.json"
+
+    def refused(document) -> str:
+        path.write_text(json.dumps(document))
+        with pytest.raises(ValueError) as error:
+            Plans.load(path)
+        assert str(path) in str(error.value)
+        return str(error.value)
+
+    assert "not a gnnseg plans file (format 'nnUNetPlans'" in refused({"format": "nnUNetPlans"})
+    def without(key: str) -> dict:
+        return {k: v for k, v in plans.to_json().items() if k != key}
+
+    assert "format None, expected 'gnnseg.plans/1'" in refused(without("format"))
+    assert "format 'gnnseg.plans/2'" in refused({**plans.to_json(), "format": "gnnseg.plans/2"})
+    assert "lacks 'transpose_forward'" in refused(without("transpose_forward"))
+    broken = plans.to_json()
+    del broken["configurations"]["2d"]["patch_size"]
+    broken["configurations"]["2d"]["patchsize"] = [64, 64]
+    message = refused(broken)
+    assert "configurations['2d'] lacks 'patch_size' and has unknown 'patchsize'" in message
+    del broken["configurations"]["3d_fullres"]["network"]["strides"]
+    assert "configurations['3d_fullres'].network lacks 'strides'" in refused(broken)
+    assert "must be a JSON object, not list" in refused([1, 2])
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="is not a JSON file"):
+        Plans.load(path)
+    with pytest.raises(FileNotFoundError, match="run `gnnseg seg plan` first"):
+        Plans.load(tmp_path / "nowhere.json")
+    with pytest.raises(ValueError, match=r"'3d_lowres' is not in the plans \(have \['2d', '3d_fullres'\]\)"):
+        plans.configuration("3d_lowres")
 
 
 def test_budget_too_small_for_a_unet_is_refused():

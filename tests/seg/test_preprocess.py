@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
+
 import numpy as np
 import pytest
 
 from gnnseg.seg.io import MedicalImage, write_raw_dataset
+from gnnseg.seg.unet.case_preprocessing import load_preprocessed, normalize, preprocess_case, preprocess_dataset
 from gnnseg.seg.unet.cropping import crop_to_nonzero
-from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import plan_experiment
-from gnnseg.seg.unet.preprocess import load_preprocessed, normalize, preprocess_case, preprocess_dataset
+from gnnseg.seg.unet.fingerprint import Fingerprint, extract_fingerprint
+from gnnseg.seg.unet.plans import IntensityProperties, Plans, plan_experiment
 from gnnseg.seg.unet.resampling import resample_image, resample_labels, separate_axis
 
+STATISTICS = IntensityProperties(mean=100.0, median=100.0, std=50.0, min=-2000.0, max=3000.0,
+                                 percentile_99_5=1000.0, percentile_00_5=-1000.0)
 
-def plans_for(schemes, use_mask, stats=None):
-    return {"normalization_schemes": schemes, "use_mask_for_norm": use_mask,
-            "foreground_intensity_properties_per_channel": {"0": stats or {}}}
+
+def volume_plans() -> Plans:
+    """Plans of one-channel MR volumes at 2 x 1 x 1 mm: z-score normalisation, no transposition, and configurations
+    3d_fullres at (2, 1, 1) mm and 2d at (1, 1) mm."""
+    return plan_experiment(Fingerprint(
+        dataset_name="volumes", channel_names={"0": "MR"}, labels={"background": 0, "organ": 1}, num_training=4,
+        spacings=[[2.0, 1.0, 1.0]] * 4, shapes_after_crop=[[24, 30, 30]] * 4, median_relative_size_after_cropping=1.0,
+        foreground_intensity_properties_per_channel={"0": asdict(STATISTICS)}, is_2d=False))
+
+
+def plans_for(schemes, use_mask):
+    return replace(volume_plans(), normalization_schemes=tuple(schemes), use_mask_for_norm=tuple(use_mask))
 
 
 def test_ct_normalization_clips_then_standardizes():
     data = np.array([[[-2000.0, 0.0, 100.0, 3000.0]]])
-    stats = {"percentile_00_5": -1000.0, "percentile_99_5": 1000.0, "mean": 100.0, "std": 50.0}
-    out = normalize(data, np.zeros((1, 1, 4), np.int8), plans_for(["ct"], [False], stats))
+    out = normalize(data, np.zeros((1, 1, 4), np.int8), plans_for(["ct"], [False]))
     np.testing.assert_allclose(out[0, 0], [(-1000 - 100) / 50, -2.0, 0.0, (1000 - 100) / 50])
 
 
@@ -68,21 +80,20 @@ def test_preprocess_case_geometry_and_errors():
     volume = rng.normal(100, 20, size=(1, 12, 30, 30)).astype(np.float32)
     seg = np.zeros((1, 12, 30, 30), np.int16)
     seg[0, 4:8, 10:20, 10:20] = 1
-    fingerprint_like = {"normalization_schemes": ["zscore"], "use_mask_for_norm": [False], "channel_names": {"0": "MR"},
-                        "foreground_intensity_properties_per_channel": {"0": {}}, "transpose_forward": [0, 1, 2],
-                        "resampling": {"image_order": 3, "label_order": 1},
-                        "configurations": {"3d_fullres": {"spacing": [2.0, 1.0, 1.0]}, "2d": {"spacing": [1.0, 1.0]}}}
-    data, out_seg, properties = preprocess_case(volume, seg, (4.0, 1.0, 1.0), fingerprint_like, "3d_fullres")
+    plans = volume_plans()
+    assert plans.configuration("3d_fullres").spacing == (2.0, 1.0, 1.0)
+    assert plans.configuration("2d").spacing == (1.0, 1.0)
+    data, out_seg, properties = preprocess_case(volume, seg, (4.0, 1.0, 1.0), plans, "3d_fullres")
     assert data.shape == (1, 24, 30, 30) and out_seg.shape == (1, 24, 30, 30)
     assert properties["original_shape"] == [12, 30, 30] and properties["spacing"] == [2.0, 1.0, 1.0]
-    data_2d, _, properties_2d = preprocess_case(volume, seg, (4.0, 1.0, 1.0), fingerprint_like, "2d")
+    data_2d, _, properties_2d = preprocess_case(volume, seg, (4.0, 1.0, 1.0), plans, "2d")
     assert data_2d.shape == (1, 12, 30, 30) and properties_2d["spacing"] == [4.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="configuration '3d_lowres' is not in the plans"):
-        preprocess_case(volume, seg, (4.0, 1.0, 1.0), fingerprint_like, "3d_lowres")
+        preprocess_case(volume, seg, (4.0, 1.0, 1.0), plans, "3d_lowres")
     with pytest.raises(ValueError, match="NaN or infinite"):
-        preprocess_case(np.full_like(volume, np.nan), seg, (4.0, 1.0, 1.0), fingerprint_like, "2d")
+        preprocess_case(np.full_like(volume, np.nan), seg, (4.0, 1.0, 1.0), plans, "2d")
     with pytest.raises(ValueError, match="the plans expect 1"):
-        preprocess_case(np.concatenate([volume, volume]), seg, (4.0, 1.0, 1.0), fingerprint_like, "2d")
+        preprocess_case(np.concatenate([volume, volume]), seg, (4.0, 1.0, 1.0), plans, "2d")
 
 
 def test_preprocess_dataset_end_to_end(tmp_path):

@@ -7,14 +7,14 @@ import torch.multiprocessing as mp
 
 import gnnseg.seg.unet.train as train_module
 from gnnseg.core.distributed import leave_process_group
+from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import plan_experiment
-from gnnseg.seg.unet.preprocess import preprocess_dataset
+from gnnseg.seg.unet.plans import Plans, plan_experiment
 from tests.core.ranks import become_rank, free_port
 from tests.seg.test_unet_pipeline import squares_dataset
 
 
-def worker(rank: int, world_size: int, port: int, root: str, plans: dict) -> None:
+def worker(rank: int, world_size: int, port: int, root: str, plans: Plans) -> None:
     """What torchrun would start: one rank of the job. Saves this rank's final weights for the test."""
     become_rank(rank, world_size, port)
     built = []

@@ -21,6 +21,7 @@ from gnnseg.seg.unet.loss import (
     deep_supervision_weights,
     soft_dice,
 )
+from gnnseg.seg.unet.pipeline import predict_image
 from gnnseg.seg.unet.predict import (
     gaussian_importance,
     sliding_window_logits,
@@ -33,7 +34,6 @@ from gnnseg.seg.unet.train import (
     _as_json,
     _check_same_training,
 )
-from gnnseg.seg.unet.workflow import predict_image
 
 
 @pytest.fixture(autouse=True)
@@ -212,7 +212,7 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
         image.array[:3, :3] = 1
         return image
 
-    monkeypatch.setattr("gnnseg.seg.unet.workflow.predict_image", with_an_island)
+    monkeypatch.setattr("gnnseg.seg.unet.pipeline.predict_image", with_an_island)
     largest = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "largest", "-m", run_dir,
                   "--keep-largest", "1")
     assert largest["keep_largest"] == [1]
@@ -290,7 +290,7 @@ def test_a_volume_stored_otherwise_is_predicted_in_the_training_axis_order(tmp_p
     """The fingerprint and plans record where the training volumes' axes point; predict_image hands the network
     an LAS scan in RAS order (here a stand-in that labels the first half of the stored x axis, i.e. the
     patient's right in RAS) and puts the labels back on the scan's own grid."""
-    from gnnseg.seg.unet import workflow
+    from gnnseg.seg.unet import pipeline
     from gnnseg.seg.unet.fingerprint import extract_fingerprint
     from gnnseg.seg.unet.plans import plan_experiment
 
@@ -302,19 +302,19 @@ def test_a_volume_stored_otherwise_is_predicted_in_the_training_axis_order(tmp_p
     dataset = write_raw_dataset(tmp_path / "raw", channel_names=["CT"], labels={"background": 0, "organ": 1},
                                 file_ending=".nii.gz", training=training)
     plans = plan_experiment(extract_fingerprint(dataset))
-    assert plans["axis_codes"] == "RAS"
+    assert plans.axis_codes == "RAS"
 
     def first_half_of_x(network, data, spacing, plans, configuration, **options):
         labels = np.zeros(data.shape[1:], np.int16)
         labels[..., : data.shape[-1] // 2] = 1
         return labels, None
 
-    monkeypatch.setattr(workflow, "predict_case", first_half_of_x)
+    monkeypatch.setattr(pipeline, "predict_case", first_half_of_x)
     las = np.diag([-2.0, 2.0, 3.0, 1.0])
     las[0, 3] = 18.0                                   # the same grid as RAS, x stored from the other side
     scan = MedicalImage(volumes[0][:, :, ::-1].copy(), (3.0, 2.0, 2.0), las)
-    labels = workflow.predict_image(None, [scan], plans, "3d_fullres")
+    labels = pipeline.predict_image(None, [scan], plans, "3d_fullres")
     np.testing.assert_allclose(labels.affine, las)
     assert labels.array[..., 5:].all() and not labels.array[..., :5].any()   # the RAS first half, stored last
-    as_trained = workflow.predict_image(None, [MedicalImage(volumes[0], (3.0, 2.0, 2.0), ras)], plans, "3d_fullres")
+    as_trained = pipeline.predict_image(None, [MedicalImage(volumes[0], (3.0, 2.0, 2.0), ras)], plans, "3d_fullres")
     assert as_trained.array[..., :5].all() and not as_trained.array[..., 5:].any()

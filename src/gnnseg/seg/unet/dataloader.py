@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gnnseg.seg.unet.preprocess import load_preprocessed
+from gnnseg.seg.unet.case_preprocessing import load_preprocessed
 
 
 class PatchSampler:

@@ -22,6 +22,12 @@ Follows the default planner of nnU-Net v2 (Isensee et al., Nature Methods 2021, 
   then the foreground mean and std); all others a per-case z-score, restricted to the nonzero region when
   cropping removed more than a quarter of the median image.
 
+**Reading plans.** ``plans.json`` keeps nnU-Net v2's layout and key names; code reads it through the frozen views
+:class:`Plans` and :class:`Configuration` (nnU-Net's ``PlansManager`` / ``ConfigurationManager``, as plain data), whose
+field names are the file's keys. :meth:`Plans.from_json` checks the document once (its format version, then every
+object's keys, naming the file and what is missing or unknown) and :meth:`Plans.to_json` gives the same document
+back, so a plans file, the copy a run keeps and a checkpoint's plans all round-trip unchanged.
+
 **Memory budget.** nnU-Net calibrates a reference count of activation elements (560e6 in 3D, 85e6 in
 2D) to 8 GB of GPU memory at batch 2 / 12 with mixed precision. ``device="gpu"`` scales that reference by
 ``memory_gb / 8``, exactly as nnU-Net does. ``device="cpu"`` trains in float32, whose activations take twice
@@ -32,7 +38,8 @@ from __future__ import annotations
 
 import json
 import os
-from copy import deepcopy
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,9 +150,9 @@ def activation_elements(patch_size, strides, features, num_classes: int,
     return int(total)
 
 
-def configuration(spacing, median_shape, *, num_channels: int, num_classes: int, dataset_voxels: float,
-                  reference: float, base_features: int = 32) -> dict[str, Any]:
-    """One configuration (2D or 3D): patch size, batch size, network kwargs."""
+def plan_configuration(spacing, median_shape, *, num_channels: int, num_classes: int, dataset_voxels: float,
+                       reference: float, base_features: int = 32) -> dict[str, Any]:
+    """One configuration (2D or 3D) as its plans entry: patch size, batch size, network kwargs."""
     dims = len(spacing)
     spacing = np.asarray(spacing, float)
     median_shape = np.asarray(median_shape, float)[:dims]
@@ -202,8 +209,8 @@ def normalization_schemes(fingerprint: Fingerprint) -> tuple[list[str], list[boo
 
 
 def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float = REFERENCE_GB,
-                    device: Literal["gpu", "cpu"] = "gpu", base_features: int = 32) -> dict[str, Any]:
-    """Derive the plans (a JSON-ready dict) from a fingerprint. See the module docstring for the rules.
+                    device: Literal["gpu", "cpu"] = "gpu", base_features: int = 32) -> Plans:
+    """Derive the plans from a fingerprint. See the module docstring for the rules.
 
     ``base_features`` (nnU-Net: 32) sets the first stage's width; halving it makes a CPU epoch about four
     times cheaper, at some cost in accuracy.
@@ -230,15 +237,15 @@ def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float = REFERENCE_GB
 
     configurations = {}
     if not fingerprint.is_2d and median_shape[0] != 1:
-        configurations["3d_fullres"] = configuration(
+        configurations["3d_fullres"] = plan_configuration(
             spacing_t, median_shape, num_channels=num_channels, num_classes=num_classes,
             dataset_voxels=dataset_voxels, reference=REFERENCE_ELEMENTS[3] * scale, base_features=base_features)
-    configurations["2d"] = configuration(
+    configurations["2d"] = plan_configuration(
         spacing_t[1:], median_shape[1:], num_channels=num_channels, num_classes=num_classes,
         dataset_voxels=dataset_voxels, reference=REFERENCE_ELEMENTS[2] * scale, base_features=base_features)
 
     schemes, use_mask = normalization_schemes(fingerprint)
-    return {
+    return Plans.from_json({
         "format": PLANS_VERSION,
         "dataset_name": fingerprint.dataset_name,
         "memory_budget": {"device": device, "memory_gb": memory_gb, "base_features": base_features},
@@ -251,22 +258,195 @@ def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float = REFERENCE_GB
         "original_median_shape_after_transp": [int(round(v)) for v in np.median(shapes, 0)[transpose_forward]],
         "normalization_schemes": schemes,
         "use_mask_for_norm": use_mask,
-        "foreground_intensity_properties_per_channel":
-            deepcopy(fingerprint.foreground_intensity_properties_per_channel),
+        "foreground_intensity_properties_per_channel": fingerprint.foreground_intensity_properties_per_channel,
         "resampling": {"image_order": 3, "label_order": 1, "anisotropic_axis_order": 0},
         "configurations": configurations,
-    }
+    }, source=f"the plans of {fingerprint.dataset_name}")
 
 
-def save_plans(plans: dict[str, Any], path: str | os.PathLike) -> Path:
-    return write_json(path, plans)
+# ------------------------------------------------------------------------------------------------ reading
+def _json_object(document: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(document, Mapping):
+        raise ValueError(f"{where} must be a JSON object, not {type(document).__name__}")
+    return document
 
 
-def load_plans(path: str | os.PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"plans file not found: {path}; run `gnnseg seg plan` first")
-    plans = json.loads(path.read_text())
-    if plans.get("format") != PLANS_VERSION:
-        raise ValueError(f"{path} is not a gnnseg plans file (format {plans.get('format')!r})")
-    return plans
+def _fields_of(view: type, document: Any, where: str, optional: tuple[str, ...] = ()) -> Mapping[str, Any]:
+    """``document`` if it is a JSON object with a key for every field of the dataclass ``view`` (those in ``optional``
+    may be missing) and no other key; else a ``ValueError`` naming ``where`` and the keys."""
+    document = _json_object(document, where)
+    known = [field.name for field in fields(view)]
+    missing = [key for key in known if key not in document and key not in optional]
+    unknown = sorted(set(document) - set(known))
+    if missing or unknown:
+        problems = [f"lacks {', '.join(map(repr, missing))}"] if missing else []
+        if unknown:
+            problems.append(f"has unknown {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
+        raise ValueError(f"{where} {' and '.join(problems)}")
+    return document
+
+
+def as_json(value: Any) -> Any:
+    """A view (or a part of one) as the JSON it was read from: dataclasses as objects, tuples as lists."""
+    if is_dataclass(value):
+        return {field.name: as_json(getattr(value, field.name)) for field in fields(value)}
+    if isinstance(value, dict):
+        return {key: as_json(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [as_json(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class NetworkTopology:
+    """One configuration's U-Net, the keyword arguments of :class:`~gnnseg.seg.unet.network.UNet` (nnU-Net's
+    ``arch_kwargs``): one entry per stage, stage 0 at full resolution."""
+
+    dims: int
+    features_per_stage: tuple[int, ...]
+    kernel_sizes: tuple[tuple[int, ...], ...]
+    strides: tuple[tuple[int, ...], ...]      # strides[0] is all ones
+    convs_per_stage: int
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.strides)
+
+    @classmethod
+    def from_json(cls, document: Any, where: str) -> NetworkTopology:
+        network = _fields_of(cls, document, where)
+        return cls(dims=network["dims"], features_per_stage=tuple(network["features_per_stage"]),
+                   kernel_sizes=tuple(map(tuple, network["kernel_sizes"])),
+                   strides=tuple(map(tuple, network["strides"])), convs_per_stage=network["convs_per_stage"])
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One entry of the plans' ``configurations`` (``"2d"``, ``"3d_fullres"``); axes in the transposed order, a 2D
+    configuration's without the slicing axis."""
+
+    spacing: tuple[float, ...]                       # the target spacing preprocessing resamples to
+    median_image_size_in_voxels: tuple[float, ...]   # at that spacing
+    patch_size: tuple[int, ...]
+    batch_size: int                                  # per process
+    estimated_activation_elements: int               # what the memory budget was compared with
+    network: NetworkTopology
+
+    @classmethod
+    def from_json(cls, document: Any, where: str) -> Configuration:
+        configuration = _fields_of(cls, document, where)
+        return cls(spacing=tuple(configuration["spacing"]),
+                   median_image_size_in_voxels=tuple(configuration["median_image_size_in_voxels"]),
+                   patch_size=tuple(configuration["patch_size"]), batch_size=configuration["batch_size"],
+                   estimated_activation_elements=configuration["estimated_activation_elements"],
+                   network=NetworkTopology.from_json(configuration["network"], f"{where}.network"))
+
+
+@dataclass(frozen=True)
+class IntensityProperties:
+    """One channel's foreground intensities over the training set (the fingerprint's; ``None`` where it found no
+    foreground). CT normalisation clips to the percentiles, then subtracts the mean and divides by the std."""
+
+    mean: float | None
+    median: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    percentile_99_5: float | None
+    percentile_00_5: float | None
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """Spline orders: images, labels (each label resampled as a mask), and the coarse axis of anisotropic data."""
+
+    image_order: int
+    label_order: int
+    anisotropic_axis_order: int
+
+
+_WRITTEN_WHEN_SET = ("raw_dataset", "file_ending")
+"""Plans keys written only when set (the pipeline records them; plans made in code have neither)."""
+
+
+@dataclass(frozen=True)
+class Plans:
+    """A ``plans.json`` as read by preprocessing, training and prediction: a frozen view whose field names are the
+    file's keys. Make one with :func:`plan_experiment`, :meth:`load` or :meth:`from_json`; per-configuration
+    settings come from :meth:`configuration`. Axes are ``(z, y, x)`` after ``transpose_forward``."""
+
+    dataset_name: str
+    memory_budget: dict[str, Any]                 # the planner's device, memory_gb and base_features, as a record
+    channel_names: dict[str, str]                 # channel index ("0") -> name; "CT" selects CT normalisation
+    labels: dict[str, int]                        # label name -> value, background 0
+    axis_codes: str | None                        # where the training volumes' axes point ("RAS"); None for 2D
+    transpose_forward: tuple[int, ...]            # the coarsest axis first
+    transpose_backward: tuple[int, ...]
+    original_median_spacing_after_transp: tuple[float, ...]
+    original_median_shape_after_transp: tuple[int, ...]
+    normalization_schemes: tuple[str, ...]        # per channel: "ct" or "zscore"
+    use_mask_for_norm: tuple[bool, ...]           # per channel: z-score inside the nonzero region only
+    foreground_intensity_properties_per_channel: dict[str, IntensityProperties]
+    resampling: Resampling
+    configurations: dict[str, Configuration]
+    raw_dataset: str | None = None                # the raw dataset's folder and its images' file ending
+    file_ending: str | None = None
+
+    def configuration(self, name: str) -> Configuration:
+        """The configuration called ``name``; an unknown name is refused with the names there are."""
+        if name not in self.configurations:
+            raise ValueError(f"configuration {name!r} is not in the plans (have {sorted(self.configurations)})")
+        return self.configurations[name]
+
+    @classmethod
+    def from_json(cls, document: Any, source: str = "plans") -> Plans:
+        """The view of a parsed plans document (a ``plans.json``, or the copy a checkpoint keeps), checked once: the
+        format version, then the keys of every object. ``source`` names the document in the errors."""
+        document = _json_object(document, source)
+        if document.get("format") != PLANS_VERSION:
+            raise ValueError(f"{source} is not a gnnseg plans file (format {document.get('format')!r}, expected "
+                             f"{PLANS_VERSION!r})")
+        # axis_codes: plans made before gnnseg recorded it lack the key
+        entries = _fields_of(cls, {key: value for key, value in document.items() if key != "format"}, source,
+                             optional=("axis_codes", *_WRITTEN_WHEN_SET))
+        intensities = f"{source}: foreground_intensity_properties_per_channel"
+        return cls(
+            dataset_name=entries["dataset_name"], memory_budget=dict(entries["memory_budget"]),
+            channel_names=dict(entries["channel_names"]), labels=dict(entries["labels"]),
+            axis_codes=entries.get("axis_codes"), transpose_forward=tuple(entries["transpose_forward"]),
+            transpose_backward=tuple(entries["transpose_backward"]),
+            original_median_spacing_after_transp=tuple(entries["original_median_spacing_after_transp"]),
+            original_median_shape_after_transp=tuple(entries["original_median_shape_after_transp"]),
+            normalization_schemes=tuple(entries["normalization_schemes"]),
+            use_mask_for_norm=tuple(entries["use_mask_for_norm"]),
+            foreground_intensity_properties_per_channel={
+                channel: IntensityProperties(**_fields_of(IntensityProperties, stats, f"{intensities}[{channel!r}]"))
+                for channel, stats in _json_object(entries["foreground_intensity_properties_per_channel"],
+                                                   intensities).items()},
+            resampling=Resampling(**_fields_of(Resampling, entries["resampling"], f"{source}: resampling")),
+            configurations={name: Configuration.from_json(configuration, f"{source}: configurations[{name!r}]")
+                            for name, configuration in _json_object(entries["configurations"],
+                                                                    f"{source}: configurations").items()},
+            raw_dataset=entries.get("raw_dataset"), file_ending=entries.get("file_ending"))
+
+    def to_json(self) -> dict[str, Any]:
+        """The plans document: what :meth:`from_json` read (or :func:`plan_experiment` made), key for key."""
+        document = {"format": PLANS_VERSION, **as_json(self)}
+        for key in _WRITTEN_WHEN_SET:
+            if document[key] is None:
+                del document[key]
+        return document
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Plans:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"plans file not found: {path}; run `gnnseg seg plan` first")
+        try:
+            document = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not a JSON file ({error})") from None
+        return cls.from_json(document, source=str(path))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_json(path, self.to_json())

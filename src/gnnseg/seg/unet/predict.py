@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnnseg.seg.unet.preprocess import preprocess_case
+from gnnseg.seg.unet.case_preprocessing import preprocess_case
+from gnnseg.seg.unet.plans import Configuration, Plans
 from gnnseg.seg.unet.resampling import resample_image
 
 
@@ -84,35 +85,35 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     return logits[(slice(None), *[slice(0, s) for s in spatial])]
 
 
-def network_logits(network: nn.Module, data: np.ndarray, configuration: dict[str, Any], num_classes: int,
+def network_logits(network: nn.Module, data: np.ndarray, configuration: Configuration, num_classes: int,
                    **options: Any) -> Tensor:
     """Logits for a preprocessed case ``data (C, z, y, x)``: 3D windows, or 2D windows slice by slice."""
     image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-    if len(configuration["patch_size"]) == 3:
-        return sliding_window_logits(network, image, configuration["patch_size"], num_classes, **options)
-    slices = [sliding_window_logits(network, image[:, z], configuration["patch_size"], num_classes, **options)
+    if len(configuration.patch_size) == 3:
+        return sliding_window_logits(network, image, configuration.patch_size, num_classes, **options)
+    slices = [sliding_window_logits(network, image[:, z], configuration.patch_size, num_classes, **options)
               for z in range(image.shape[1])]
     return torch.stack(slices, dim=1)
 
 
-def predict_case(network: nn.Module, data: np.ndarray, spacing, plans: dict[str, Any], configuration: str,
+def predict_case(network: nn.Module, data: np.ndarray, spacing, plans: Plans, configuration: str,
                  **options: Any) -> tuple[np.ndarray, np.ndarray]:
     """Segment one raw case ``data (C, *spatial)`` with spacing in its own axis order.
 
     Returns ``(labels (*spatial) int16, probabilities (K, *spatial) float32)`` on the input grid.
     """
-    num_classes = len(plans["labels"])
+    num_classes = len(plans.labels)
     preprocessed, _, properties = preprocess_case(data, None, spacing, plans, configuration)
-    logits = network_logits(network, preprocessed, plans["configurations"][configuration], num_classes, **options)
+    logits = network_logits(network, preprocessed, plans.configuration(configuration), num_classes, **options)
     probabilities = logits.softmax(0).numpy()
     probabilities = resample_image(probabilities, properties["spacing"], properties["transposed_spacing"],
                                    new_shape=properties["shape_after_crop"], order=1)
-    transposed_shape = [properties["original_shape"][a] for a in plans["transpose_forward"]]
+    transposed_shape = [properties["original_shape"][a] for a in plans.transpose_forward]
     full = np.zeros((num_classes, *transposed_shape), np.float32)
     full[0] = 1.0                                   # outside the nonzero box: background
     box = tuple(slice(a, b) for a, b in properties["bbox"])
     full[(slice(None), *box)] = probabilities
-    backward = plans["transpose_backward"]
+    backward = plans.transpose_backward
     full = full.transpose(0, *[a + 1 for a in backward])
     squeeze = len(spacing) == 2                     # 2D inputs were stored as single-slice volumes
     if squeeze:

@@ -40,6 +40,7 @@ from gnnseg.seg.unet.augment import AugmentationConfig, augment  # noqa: E402
 from gnnseg.seg.unet.dataloader import PatchSampler  # noqa: E402
 from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss  # noqa: E402
 from gnnseg.seg.unet.network import NETWORKS, UNet, mamba_stages_for  # noqa: E402
+from gnnseg.seg.unet.plans import Plans  # noqa: E402
 from gnnseg.seg.unet.predict import predict_case  # noqa: E402
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits  # noqa: E402
 
@@ -62,7 +63,7 @@ class TrainConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     batch_size: int | None = None          # None: the plans' batch size
     network: str = "unet"                  # or umamba_bot / umamba_enc (U-Mamba, gnnseg.seg.unet.mamba)
-    precision: Literal["float32", "bfloat16"] = "float32"   # bfloat16: autocast, ~2x faster on AVX512-BF16 CPUs
+    precision: Literal["float32", "bfloat16"] = "float32"   # bfloat16: autocast (fast on AVX512-BF16 CPUs)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -86,13 +87,13 @@ class TrainConfig:
             raise ValueError(f"network must be one of {list(NETWORKS)}, got {self.network!r}")
 
 
-def build_network(plans: dict[str, Any], configuration: str, deep_supervision: bool = True,
-                  network: str = "unet") -> UNet:
+def build_network(plans: Plans, configuration: str, deep_supervision: bool = True, network: str = "unet") -> UNet:
     """The configuration's network from the plans: the U-Net, or a U-Mamba variant of it (``network``)."""
-    options = plans["configurations"][configuration]["network"]
-    stages = mamba_stages_for(network, len(options["features_per_stage"]))
-    return UNet(len(plans["channel_names"]), len(plans["labels"]), deep_supervision=deep_supervision,
-                mamba_stages=stages, **options)
+    topology = plans.configuration(configuration).network
+    return UNet(len(plans.channel_names), len(plans.labels), dims=topology.dims,
+                features_per_stage=topology.features_per_stage, kernel_sizes=topology.kernel_sizes,
+                strides=topology.strides, convs_per_stage=topology.convs_per_stage, deep_supervision=deep_supervision,
+                mamba_stages=mamba_stages_for(network, topology.num_stages))
 
 
 def autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
@@ -198,7 +199,7 @@ def _check_same_training(run_dir: Path, config: TrainConfig) -> None:
                          f"pass the run's own options again")
 
 
-def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configuration: str, fold: int | str,
+def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str, fold: int | str,
                output: str | os.PathLike, config: TrainConfig = TrainConfig(), *, raw_dataset: RawDataset | None = None,
                resume: bool = False, show_progress: bool | None = None,
                device: str | torch.device | None = None) -> dict[str, Any]:
@@ -221,9 +222,9 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
         train_ids = val_ids = case_ids
     else:
         train_ids, val_ids = fold_cases(load_or_create_splits(Path(preprocessed) / "splits_final.json", case_ids), fold)
-    plan = plans["configurations"][configuration]
-    num_classes = len(plans["labels"])
-    batch_size = plan["batch_size"] if config.batch_size is None else config.batch_size
+    plan = plans.configuration(configuration)
+    num_classes = len(plans.labels)
+    batch_size = plan.batch_size if config.batch_size is None else config.batch_size
 
     context = distributed_context()
     generator = seed_everything(config.seed)            # same initial weights on every rank
@@ -250,16 +251,17 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
             network, device_ids=[device.index] if device.type == "cuda" else None)
 
     if context.is_main:
-        write_json(output / "plans.json", plans)
+        plans.save(output / "plans.json")
         write_json(output / TRAIN_CONFIG, {**dataclasses.asdict(config), "configuration": configuration,
                                            "fold": fold, "train_cases": train_ids, "val_cases": val_ids,
                                            "world_size": context.world_size})
-    train_sampler = PatchSampler(folder, train_ids, plan["patch_size"], batch_size,
+    train_sampler = PatchSampler(folder, train_ids, plan.patch_size, batch_size,
                                  oversample_foreground=config.oversample_foreground,
                                  seed=config.seed + 1000 * context.rank + start_epoch)
-    val_sampler = PatchSampler(folder, val_ids, plan["patch_size"], batch_size,
+    val_sampler = PatchSampler(folder, val_ids, plan.patch_size, batch_size,
                                oversample_foreground=config.oversample_foreground,
                                seed=10_000 + config.seed + 1000 * context.rank)
+    plans_document = plans.to_json()      # checkpoints hold plain data (loaded with weights_only=True)
 
     bar = progress(range(start_epoch, config.epochs), desc=f"train {configuration} fold {fold}",
                    total=config.epochs - start_epoch, enabled=show_progress if context.is_main else False)
@@ -304,7 +306,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
             log[key].append(float(value))
         state = {"format": CHECKPOINT_FORMAT, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
                  "epoch": epoch + 1, "log": log, "best_ema": max(best_ema, ema), "configuration": configuration,
-                 "plans": plans, "deep_supervision": config.deep_supervision, "fold": fold,
+                 "plans": plans_document, "deep_supervision": config.deep_supervision, "fold": fold,
                  "network_kind": config.network}
         if not context.is_main:
             best_ema = max(best_ema, ema)
@@ -326,12 +328,12 @@ def train_fold(preprocessed: str | os.PathLike, plans: dict[str, Any], configura
     return summary
 
 
-def validate_cases(network: UNet, dataset: RawDataset, case_ids, plans: dict[str, Any], configuration: str,
+def validate_cases(network: UNet, dataset: RawDataset, case_ids, plans: Plans, configuration: str,
                    **options: Any) -> dict[str, Any]:
     """Segment each case in its original geometry and report Dice per foreground class and their mean."""
     network.deep_supervision = False
     per_case = {}
-    labels = {name: value for name, value in plans["labels"].items() if value != 0}
+    labels = {name: value for name, value in plans.labels.items() if value != 0}
     for case_id in case_ids:
         case = dataset.load_case(case_id)
         predicted, _ = predict_case(network, case.stacked(), case.spacing, plans, configuration, **options)
@@ -341,14 +343,15 @@ def validate_cases(network: UNet, dataset: RawDataset, case_ids, plans: dict[str
     return {"per_case": per_case, "mean_dice": mean}
 
 
-def load_trained_network(checkpoint: str | os.PathLike) -> tuple[UNet, dict[str, Any], str]:
+def load_trained_network(checkpoint: str | os.PathLike) -> tuple[UNet, Plans, str]:
     """``(network, plans, configuration)`` from a training checkpoint, ready for inference."""
     state = load_checkpoint(checkpoint, required_keys=("format", "network", "plans", "configuration"))
     if state["format"] != CHECKPOINT_FORMAT:
         raise ValueError(f"{checkpoint} is a {state['format']!r} checkpoint, not a gnnseg U-Net")
-    network = build_network(state["plans"], state["configuration"], state.get("deep_supervision", True),
+    plans = Plans.from_json(state["plans"], source=f"the plans in {checkpoint}")
+    network = build_network(plans, state["configuration"], state.get("deep_supervision", True),
                             state.get("network_kind", "unet"))
     network.load_state_dict(state["network"])
     network.deep_supervision = False
     network.eval()
-    return network, state["plans"], state["configuration"]
+    return network, plans, state["configuration"]

@@ -1,4 +1,4 @@
-"""The command-line workflow as library functions: plan -> preprocess -> train -> predict -> metrics.
+"""The U-Net pipeline behind the command line, as library functions: plan -> preprocess -> train -> predict -> metrics.
 
 A *work folder* holds one dataset's ``dataset_fingerprint.json``, ``plans.json`` and ``preprocessed/``;
 it records the raw dataset's location. Training creates ``runs/seg-train/<time>/`` (or continues one
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,11 @@ from gnnseg.seg.io import (
 )
 from gnnseg.seg.io.any_format import READABLE_SUFFIXES, write_any
 from gnnseg.seg.metrics import evaluate_case
+from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import load_plans, plan_experiment, save_plans
+from gnnseg.seg.unet.plans import Plans, plan_experiment
 from gnnseg.seg.unet.postprocess import keep_largest_component
 from gnnseg.seg.unet.predict import predict_case
-from gnnseg.seg.unet.preprocess import preprocess_dataset
 from gnnseg.seg.unet.train import (
     TrainConfig,
     load_trained_network,
@@ -51,20 +52,21 @@ def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *,
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = extract_fingerprint(dataset)
     fingerprint.save(work / "dataset_fingerprint.json")
-    plans = plan_experiment(fingerprint, memory_gb=memory_gb, device=device, base_features=base_features)
-    plans["raw_dataset"] = str(Path(dataset_dir).resolve())
-    plans["file_ending"] = dataset.file_ending
-    save_plans(plans, work / "plans.json")
+    plans = replace(plan_experiment(fingerprint, memory_gb=memory_gb, device=device, base_features=base_features),
+                    raw_dataset=str(Path(dataset_dir).resolve()), file_ending=dataset.file_ending)
+    plans.save(work / "plans.json")
     return {"work_dir": str(work), "plans": str(work / "plans.json"),
-            "configurations": {name: {"patch_size": c["patch_size"], "batch_size": c["batch_size"],
-                                      "spacing": c["spacing"], "stages": len(c["network"]["strides"])}
-                               for name, c in plans["configurations"].items()}}
+            "configurations": {name: {"patch_size": list(c.patch_size), "batch_size": c.batch_size,
+                                      "spacing": list(c.spacing), "stages": c.network.num_stages}
+                               for name, c in plans.configurations.items()}}
 
 
-def _work(work_dir) -> tuple[Path, dict[str, Any], RawDataset]:
+def _work(work_dir) -> tuple[Path, Plans, RawDataset]:
     work = Path(work_dir)
-    plans = load_plans(work / "plans.json")
-    return work, plans, RawDataset.open(plans["raw_dataset"])
+    plans = Plans.load(work / "plans.json")
+    if plans.raw_dataset is None:
+        raise ValueError(f"{work / 'plans.json'} does not say where its raw dataset is; make it with `gnnseg seg plan`")
+    return work, plans, RawDataset.open(plans.raw_dataset)
 
 
 def preprocess(work_dir: str | os.PathLike, configuration: str) -> dict[str, Any]:
@@ -100,14 +102,14 @@ def _inputs_by_case(input_dir: Path, file_ending: str, channels: int) -> dict[st
     return cases
 
 
-def predict_image(network, channels: Sequence[MedicalImage], plans: dict[str, Any], configuration: str,
+def predict_image(network, channels: Sequence[MedicalImage], plans: Plans, configuration: str,
                   **options: Any) -> MedicalImage:
     """Labels for one case given as one image per channel, on the first channel's grid (``options`` go to
-    :func:`predict_case`). A volume whose axes run otherwise than the training volumes' (``plans["axis_codes"]``,
+    :func:`predict_case`). A volume whose axes run otherwise than the training volumes' (``plans.axis_codes``,
     e.g. an LAS DICOM series for a network trained on RAS NIfTIs) is predicted in the training axis order and
     its labels put back, so the network never sees a scan mirrored or transposed."""
     reference = channels[0]
-    codes = plans.get("axis_codes")
+    codes = plans.axis_codes
     turn = (codes is not None and reference.affine is not None and len(reference.spacing) == 3
             and "".join(axis_codes(reference)) != codes)
     if turn:
@@ -127,17 +129,17 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
     runs on ``device`` (default: the GPU where there is one)."""
     network, plans, configuration = load_trained_network(Path(run_dir) / checkpoint)
     network.to(device or training_device())
-    unknown = sorted(set(keep_largest) - {int(v) for v in plans["labels"].values() if int(v) > 0})
+    unknown = sorted(set(keep_largest) - {int(v) for v in plans.labels.values() if int(v) > 0})
     if unknown:
-        raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this run ({plans['labels']})")
-    ending = plans.get("file_ending", ".nii.gz")     # the raw dataset itself is not needed to predict
+        raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this run ({plans.labels})")
+    ending = plans.file_ending or ".nii.gz"     # the raw dataset itself is not needed to predict
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    dims = len(plans["configurations"][configuration]["patch_size"])
+    dims = len(plans.configuration(configuration).patch_size)
     # test-time mirroring along the axes the run was trained to be mirrored on (all, unless trained without)
     trained_axes = (trained_augmentation(run_dir) or {}).get("mirror_axes")
     mirror_axes = (tuple(range(dims)) if trained_axes is None else tuple(trained_axes)) if mirror else ()
-    cases = _inputs_by_case(Path(input_dir), ending, len(plans["channel_names"]))
+    cases = _inputs_by_case(Path(input_dir), ending, len(plans.channel_names))
     if not cases:
         raise FileNotFoundError(f"no input files ending in {ending} in {input_dir}")
     existing = [str(output / f"{case_id}{ending}") for case_id in cases if (output / f"{case_id}{ending}").exists()]

@@ -1,4 +1,5 @@
-"""Preprocessing: transpose, crop to nonzero, normalise, resample; everything read from the plans.
+"""Preprocessing of cases for training and prediction: transpose, crop to nonzero, normalise, resample; everything read
+from the plans.
 
 Each training case is written as ``<case>.npy`` (``(C, *spatial)`` float32, memory-mappable),
 ``<case>_seg.npy`` (``(1, *spatial)`` int8, ``-1`` outside the nonzero region) and ``<case>.json``
@@ -21,22 +22,23 @@ from gnnseg.core.runs import write_json
 from gnnseg.seg.io import RawDataset
 from gnnseg.seg.unet.cropping import crop_to_nonzero
 from gnnseg.seg.unet.fingerprint import as_volume
+from gnnseg.seg.unet.plans import Configuration, Plans, as_json
 from gnnseg.seg.unet.resampling import resample_image, resample_labels
 
 MAX_LOCATIONS_PER_CLASS = 10_000
 
 
-def normalize(data: np.ndarray, seg: np.ndarray, plans: dict[str, Any]) -> np.ndarray:
+def normalize(data: np.ndarray, seg: np.ndarray, plans: Plans) -> np.ndarray:
     """Per channel: CT normalisation (clip to foreground p0.5/p99.5, foreground mean/std) or z-score
     (per case; only inside the nonzero region when the plans say so, zero outside)."""
     out = np.empty_like(data, dtype=np.float32)
-    for channel, scheme in enumerate(plans["normalization_schemes"]):
+    for channel, scheme in enumerate(plans.normalization_schemes):
         image = data[channel].astype(np.float32)
         if scheme == "ct":
-            stats = plans["foreground_intensity_properties_per_channel"][str(channel)]
-            image = np.clip(image, stats["percentile_00_5"], stats["percentile_99_5"])
-            out[channel] = (image - stats["mean"]) / max(stats["std"], 1e-8)
-        elif plans["use_mask_for_norm"][channel]:
+            stats = plans.foreground_intensity_properties_per_channel[str(channel)]
+            image = np.clip(image, stats.percentile_00_5, stats.percentile_99_5)
+            out[channel] = (image - stats.mean) / max(stats.std, 1e-8)
+        elif plans.use_mask_for_norm[channel]:
             inside = seg[0] >= 0
             values = image[inside]
             out[channel] = 0.0
@@ -46,25 +48,23 @@ def normalize(data: np.ndarray, seg: np.ndarray, plans: dict[str, Any]) -> np.nd
     return out
 
 
-def target_spacing_for(plans: dict[str, Any], configuration: str, spacing_transposed) -> list[float]:
+def target_spacing_for(configuration: Configuration, spacing_transposed) -> list[float]:
     """3D configurations resample every axis; the 2D configuration keeps the slicing axis as it is."""
-    planned = plans["configurations"][configuration]["spacing"]
+    planned = configuration.spacing
     if len(planned) == 2:
         return [float(spacing_transposed[0]), *planned]
     return list(planned)
 
 
-def preprocess_case(data: np.ndarray, seg: np.ndarray | None, spacing, plans: dict[str, Any],
+def preprocess_case(data: np.ndarray, seg: np.ndarray | None, spacing, plans: Plans,
                     configuration: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """``data (C, *spatial)``, ``seg (1, *spatial)`` or None, spacing in the data's axis order.
 
     Returns the preprocessed data, labels and the properties needed to map predictions back.
     """
-    if configuration not in plans["configurations"]:
-        raise ValueError(f"configuration {configuration!r} is not in the plans "
-                         f"(have {sorted(plans['configurations'])})")
-    if data.shape[0] != len(plans["channel_names"]):
-        raise ValueError(f"data has {data.shape[0]} channels, the plans expect {len(plans['channel_names'])}")
+    planned = plans.configuration(configuration)
+    if data.shape[0] != len(plans.channel_names):
+        raise ValueError(f"data has {data.shape[0]} channels, the plans expect {len(plans.channel_names)}")
     if not np.all(np.isfinite(data)):
         raise ValueError("image contains NaN or infinite values")
     if seg is not None and seg.shape[1:] != data.shape[1:]:
@@ -72,7 +72,7 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, spacing, plans: di
     seg = None if seg is None else as_volume(seg, spacing)[0]
     data, spacing = as_volume(data, spacing)
     original_shape = list(data.shape[1:])
-    order = plans["transpose_forward"]
+    order = plans.transpose_forward
     data = data.transpose(0, *[a + 1 for a in order])
     seg = None if seg is None else seg.transpose(0, *[a + 1 for a in order])
     spacing_t = [float(spacing[a]) for a in order]
@@ -80,10 +80,10 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, spacing, plans: di
     data, seg, box = crop_to_nonzero(data, seg)
     shape_after_crop = list(data.shape[1:])
     data = normalize(data, seg, plans)
-    new_spacing = target_spacing_for(plans, configuration, spacing_t)
-    data = resample_image(data, spacing_t, new_spacing, order=plans["resampling"]["image_order"])
+    new_spacing = target_spacing_for(planned, spacing_t)
+    data = resample_image(data, spacing_t, new_spacing, order=plans.resampling.image_order)
     seg = resample_labels(seg, spacing_t, new_spacing, new_shape=data.shape[1:],
-                          order=plans["resampling"]["label_order"]).astype(np.int8)
+                          order=plans.resampling.label_order).astype(np.int8)
     properties = {"original_shape": original_shape, "original_spacing": [float(s) for s in spacing],
                   "transposed_spacing": spacing_t, "bbox": [list(b) for b in box],
                   "shape_after_crop": shape_after_crop, "spacing": new_spacing,
@@ -104,7 +104,7 @@ def class_locations(seg: np.ndarray, labels, rng: np.random.Generator) -> dict[s
     return locations
 
 
-def preprocess_dataset(dataset: RawDataset, plans: dict[str, Any], configuration: str,
+def preprocess_dataset(dataset: RawDataset, plans: Plans, configuration: str,
                        output: str | os.PathLike, *, seed: int = 1234,
                        show_progress: bool | None = None) -> Path:
     """Preprocess every training case into ``output/<configuration>/``.
@@ -113,10 +113,10 @@ def preprocess_dataset(dataset: RawDataset, plans: dict[str, Any], configuration
     signature of the plan it was made with; when the plan has changed since (re-planned with another memory
     budget, say), the stale cases are derived data and are redone rather than silently mixed with new ones.
     """
+    signature = plan_signature(plans, configuration)
     folder = Path(output) / configuration
     folder.mkdir(parents=True, exist_ok=True)
     signature_file = folder / "plan_signature.txt"  # not .json: every .json here names a preprocessed case
-    signature = plan_signature(plans, configuration)
     if signature_file.is_file() and signature_file.read_text().strip() != signature:
         for stale in folder.glob("*.json"):
             stale.unlink()  # the per-case .json marks completion; without it the case is redone
@@ -128,18 +128,18 @@ def preprocess_dataset(dataset: RawDataset, plans: dict[str, Any], configuration
         case = dataset.load_case(case_id)
         data, seg, properties = preprocess_case(case.stacked(), case.label.array[None].astype(np.int16),
                                                 case.spacing, plans, configuration)
-        properties["class_locations"] = class_locations(seg, sorted(plans["labels"].values()), rng)
+        properties["class_locations"] = class_locations(seg, sorted(plans.labels.values()), rng)
         np.save(folder / f"{case_id}.npy", data)
         np.save(folder / f"{case_id}_seg.npy", seg)
         write_json(folder / f"{case_id}.json", properties)  # written last: marks the case complete
     return folder
 
 
-def plan_signature(plans: dict[str, Any], configuration: str) -> str:
-    """A hash of everything preprocessing reads from the plans for ``configuration``."""
-    relevant = {"configuration": plans["configurations"][configuration], "labels": plans["labels"],
-                "intensity": plans.get("foreground_intensity_properties_per_channel"),
-                "normalization": plans.get("normalization_schemes")}
+def plan_signature(plans: Plans, configuration: str) -> str:
+    """A hash of the plans file's entries that preprocessing reads for ``configuration``."""
+    relevant = {"configuration": as_json(plans.configuration(configuration)), "labels": plans.labels,
+                "intensity": as_json(plans.foreground_intensity_properties_per_channel),
+                "normalization": plans.normalization_schemes}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
