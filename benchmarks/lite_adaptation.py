@@ -1,9 +1,9 @@
 """Adapting the released LiteMedSAM weights to the five-modality corpus without costing them their generality.
 
 The released model (``litemedsam``) keeps its encoder; its mask decoder is tuned on its own cached embeddings of
-every training image of :mod:`gnnseg.seg.sam.corpus` (stage 3, :mod:`gnnseg.seg.sam.decoder_tuning`: Dice + BCE +
-IoU loss, 0-5 px box jitter, AdamW), which a 2-core CPU affords. ``--views``: the symmetric copies of each image
-cached (``flip``: the image and its mirror; ``d4``: all eight, 4x the caching, about 1 s per view here).
+every training image of :mod:`gnnseg.seg.sam.training.corpus` (stage 3, :mod:`gnnseg.seg.sam.training.decoder_tuning`:
+Dice + BCE + IoU loss, 0-5 px box jitter, AdamW), which a 2-core CPU affords. ``--views``: the symmetric copies of each
+image cached (``flip``: the image and its mirror; ``d4``: all eight, 4x the caching).
 
 - **all**: tuned on the five modalities (draw shares as for the packaged models), scored on every held-out object;
 - **leave one modality out**: for each modality, tuned on the other four with the same recipe and budget, scored
@@ -34,14 +34,14 @@ import torch
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.metrics import dice
-from gnnseg.seg.sam.augmented_predictor import symmetries
 from gnnseg.seg.sam.checkpoint import save_mask_decoder
-from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
-from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, tune_decoder
-from gnnseg.seg.sam.distill import cache_teacher_embeddings
-from gnnseg.seg.sam.finetune import predicted_masks
-from gnnseg.seg.sam.prepared import PreparedSet
+from gnnseg.seg.sam.inference.augmented_predictor import symmetries
+from gnnseg.seg.sam.inference.box_prompted import predicted_masks
 from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model, make_predictor
+from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
+from gnnseg.seg.sam.training.decoder_tuning import DecoderTuningConfig, tune_decoder
+from gnnseg.seg.sam.training.distill import cache_teacher_embeddings
+from gnnseg.seg.sam.training.prepared import PreparedSet
 from lite_medsam_train import SHARES, seconds_per_iteration
 
 RESULTS = Path(__file__).resolve().parent / "results"

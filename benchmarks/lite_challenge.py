@@ -4,7 +4,7 @@ The held-out Kvasir-SEG images (40 2D cases) and the TotalSegmentator CT (one 3D
 challenge cases (``gnnseg seg lite convert``); each whole-image model by name (the released ``litemedsam`` and the
 packaged Lite models), exported to ONNX, answers them
 (``gnnseg seg lite predict``), as given and with each box answered on a window around it (``--zoom 0.5``,
-:mod:`gnnseg.seg.sam.zoom`); ``gnnseg seg lite evaluate`` gives DSC and NSD per case. Writes
+:mod:`gnnseg.seg.sam.inference.zoom`); ``gnnseg seg lite evaluate`` gives DSC and NSD per case. Writes
 benchmarks/results/lite_challenge.{json,md}.
 
     python benchmarks/lite_challenge.py

@@ -1,8 +1,8 @@
 """Lite MedSAM against its teacher on held-out boxes, and its speed on this CPU (PyTorch and onnxruntime).
 
 Accuracy: Dice of the box-prompted mask (tight box + 5 px, the protocol of ``sam_box_prompt.py``) on every
-held-out object of the five-modality corpus (:mod:`gnnseg.seg.sam.corpus`), for the distilled student, its teacher
-and the shipped box-centred model.
+held-out object of the five-modality corpus (:mod:`gnnseg.seg.sam.training.corpus`), for the distilled student, its
+teacher and the shipped box-centred model.
 
 Speed, in one run on this machine:
 
@@ -35,17 +35,17 @@ import torch
 from gnnseg.core import machine_info, write_json
 from gnnseg.core.checkpoint import load_checkpoint
 from gnnseg.seg.sam.checkpoint import load_sam
-from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.export import export_onnx
-from gnnseg.seg.sam.finetune import box_dice_scores, grown_box
-from gnnseg.seg.sam.model import build_sam
-from gnnseg.seg.sam.onnx_model import OnnxSam
+from gnnseg.seg.sam.inference.box_prompted import box_dice_scores, grown_box
+from gnnseg.seg.sam.inference.onnx_model import OnnxSam
+from gnnseg.seg.sam.modeling.sam import build_sam
 from gnnseg.seg.sam.shipped import (
     PACKAGED_MODELS,
     load_model,
     load_shipped_model,
     make_predictor,
 )
+from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 from timing import best_of
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1,8 +1,8 @@
 """Train gnnseg's Lite MedSAM the way Lite MedSAM was made: a teacher, a distilled TinyViT, then fine-tuning.
 
 1. **Teacher**: ``vit_teacher_256`` (a ViT with Lite MedSAM's 256 input and 64 x 64 embedding) trained from scratch
-   with MedSAM's recipe (:mod:`gnnseg.seg.sam.finetune`) on the five-modality corpus. No released MedSAM weights can
-   be downloaded here; with them, ``medsam_vit_b.pth`` would be the teacher.
+   with MedSAM's recipe (:mod:`gnnseg.seg.sam.training.finetune`) on the five-modality corpus. No released MedSAM
+   weights can be downloaded here; with them, ``medsam_vit_b.pth`` would be the teacher.
 2. **Stage 1**: teacher embeddings of every training image cached on disk (:class:`EmbeddingCache`); TinyViT
    (``lite_medsam``) learns them with an MSE loss (:func:`distill_encoder`).
 3. **Stage 2**: the student takes the teacher's prompt encoder and mask decoder and the whole model is fine-tuned
@@ -10,7 +10,7 @@
 
 4. **Stage 3** (``--decoder-from``, affordable on a CPU): the encoder frozen, its embeddings of every training image
    under the square's eight symmetries cached once, and only the mask decoder trained on them
-   (:mod:`gnnseg.seg.sam.decoder_tuning`), with stage 2's loss and box jitter.
+   (:mod:`gnnseg.seg.sam.training.decoder_tuning`), with stage 2's loss and box jitter.
 
 Every phase has a wall-clock budget: a few timed steps measure the machine, and the phase gets as many iterations
 as fit. The corpus arrives prepared (``--prepared``, from ``--prepare``), so a machine without the raw datasets
@@ -59,8 +59,11 @@ import numpy as np
 import torch
 
 from gnnseg.seg.sam.checkpoint import load_sam, save_sam
-from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, tune_decoder
-from gnnseg.seg.sam.distill import (
+from gnnseg.seg.sam.inference.symmetry import DIHEDRAL
+from gnnseg.seg.sam.modeling.sam import Sam, build_sam
+from gnnseg.seg.sam.shipped import MODEL_NAMES, load_model
+from gnnseg.seg.sam.training.decoder_tuning import DecoderTuningConfig, tune_decoder
+from gnnseg.seg.sam.training.distill import (
     DistillConfig,
     EmbeddingCache,
     cache_teacher_embeddings,
@@ -68,23 +71,15 @@ from gnnseg.seg.sam.distill import (
     neck_from_teacher,
     student_from_teacher,
 )
-from gnnseg.seg.sam.finetune import (
-    BatchSource,
-    FinetuneConfig,
-    finetune,
-    prompted_loss,
-)
-from gnnseg.seg.sam.model import Sam, build_sam
-from gnnseg.seg.sam.prepared import PreparedSet
-from gnnseg.seg.sam.shipped import MODEL_NAMES, load_model
-from gnnseg.seg.sam.symmetry import DIHEDRAL
+from gnnseg.seg.sam.training.finetune import BatchSource, FinetuneConfig, finetune, prompted_loss
+from gnnseg.seg.sam.training.prepared import PreparedSet
 
 SHARES = {"endoscopy": 0.35, "EM": 0.2, "fundus": 0.05, "CT": 0.25, "MR": 0.15}
 """Probability that a training object comes from each modality (as for the shipped box-centred model)."""
 
 
 def prepare(data: str, target: Path) -> None:
-    from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
+    from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 
     corpus = load_corpus(data, "train")
     samples = [sample for modality in MODALITIES for sample in corpus[modality]]

@@ -1,7 +1,7 @@
 """Does gnnseg reproduce the released LiteMedSAM inference code? Per-box Dice between its masks and gnnseg's.
 
 The released weights (``litemedsam``) answer every held-out Kvasir polyp and every held-out CT object of
-:mod:`gnnseg.seg.sam.corpus` (tight box + 5 px) three ways:
+:mod:`gnnseg.seg.sam.training.corpus` (tight box + 5 px) three ways:
 
 - **official**: the released ``CVPR24_LiteMedSAM_infer.py`` itself, run unchanged as an oracle on one 2D challenge
   case per object (``--official`` is a checkout of the MedSAM repository's ``LiteMedSAM`` branch; nothing of it is
@@ -33,9 +33,9 @@ import numpy as np
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.metrics import dice
-from gnnseg.seg.sam.corpus import load_corpus
-from gnnseg.seg.sam.finetune import box_prompted_masks, grown_box
+from gnnseg.seg.sam.inference.box_prompted import box_prompted_masks, grown_box
 from gnnseg.seg.sam.shipped import load_model, released_weights_path
+from gnnseg.seg.sam.training.corpus import load_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOX_MARGIN = 5

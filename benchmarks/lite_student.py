@@ -28,8 +28,8 @@ import torch
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.core.checkpoint import load_checkpoint
-from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.shipped import load_model
+from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 from lite_adaptation import BOX_MARGIN, held_out_dsc
 from timing import best_of
 

@@ -2,7 +2,7 @@
 
 MedSAM (Ma et al., "Segment anything in medical images", Nat Commun 15:654, 2024) claims that one box-prompted
 generalist, trained on many modalities, matches specialist U-Nets trained on one. This script puts that claim to
-the test on the held-out objects of :mod:`gnnseg.seg.sam.corpus` (endoscopy, EM, fundus, CT, MR): every method
+the test on the held-out objects of :mod:`gnnseg.seg.sam.training.corpus` (endoscopy, EM, fundus, CT, MR): every method
 gets the same objects and the same box, and is scored per object.
 
 Protocol:
@@ -17,7 +17,7 @@ Protocol:
   GrabCut gives up the whole box and returns an empty mask, which scores 0: that is its answer, kept as is;
   ``specialist_unet`` (endoscopy only): a small 2D U-Net that sees the crop around the box plus a box channel,
   trained on the 160 Kvasir training images with random box jitter for ``--specialist-minutes`` of one CPU
-  thread (the issue reports about 0.92 DSC for such a specialist on the 40 held-out images, 41 polyps);
+  thread, scored on the 40 held-out images (41 polyps);
   ``sam_model``: the packaged box-prompted model (or ``--checkpoint``) through :class:`SamPredictor`.
 - **Metrics**: per object DSC and NSD at a 2-pixel tolerance (spacing 1, since the objects are 2D slices and
   images); means per modality, and the seconds per object of each method (the specialist's training excluded).
@@ -47,13 +47,14 @@ from torch.nn import functional as F
 
 from gnnseg.core import CheckpointError, machine_info, seed_everything, write_json
 from gnnseg.seg.metrics import dice, normalized_surface_dice
-from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
-from gnnseg.seg.sam.crop import CropWindow, resize_crop, resize_mask_crop
-from gnnseg.seg.sam.finetune import grown_box
-from gnnseg.seg.sam.model import Sam, build_sam
-from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.samples import PromptSample, jittered_box
+from gnnseg.seg.sam.inference.box_prompted import grown_box
+from gnnseg.seg.sam.inference.crop import CropWindow
+from gnnseg.seg.sam.inference.predictor import SamPredictor, paste_window, resize_crop
+from gnnseg.seg.sam.modeling.sam import Sam, build_sam
 from gnnseg.seg.sam.shipped import load_model
+from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
+from gnnseg.seg.sam.training.finetune import resize_mask_crop
+from gnnseg.seg.sam.training.samples import PromptSample, jittered_box
 from gnnseg.seg.unet.network import UNet, features_per_stage
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -203,7 +204,7 @@ def specialist_method(network: UNet) -> Method:
         windows = [CropWindow.around(box, SPECIALIST_CROP_MARGIN) for box in boxes]
         inputs = torch.stack([specialist_input(image, box, window) for box, window in zip(boxes, windows)])
         logits = network(inputs)
-        return np.stack([(window.paste(logits[i : i + 1], image.shape[:2]) > 0)[0, 0].numpy()
+        return np.stack([(paste_window(window, logits[i : i + 1], image.shape[:2]) > 0)[0, 0].numpy()
                          for i, window in enumerate(windows)])
 
     return specialist_unet

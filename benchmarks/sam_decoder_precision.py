@@ -23,9 +23,9 @@ import torch
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.metrics import dice
-from gnnseg.seg.sam.corpus import kvasir
-from gnnseg.seg.sam.finetune import box_prompted_masks
+from gnnseg.seg.sam.inference.box_prompted import box_prompted_masks
 from gnnseg.seg.sam.shipped import load_shipped_model
+from gnnseg.seg.sam.training.corpus import kvasir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/seg/offici
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.core.checkpoint import CheckpointError
-from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
-from gnnseg.seg.sam.predictor import SamPredictor
+from gnnseg.seg.sam.inference.predictor import SamPredictor
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
 from gnnseg.seg.sam.shipped import load_shipped_model
 from tests.seg.official_sam import build_official
 

@@ -1,13 +1,14 @@
 """Test-time augmentation for the box-prompted models by name: Dice, NSD and time per object, with and without.
 
-Every held-out object of :mod:`gnnseg.seg.sam.corpus` (endoscopy, EM, fundus, CT, MR) is prompted with its tight
-box grown by 5 pixels (the protocol of ``sam_box_prompt.py``) and segmented by each model three ways
-(:mod:`gnnseg.seg.sam.augmented_predictor`): as given (``none``), averaged with its left-right mirror (``flip``),
-and averaged over the eight symmetries of the square (``d4``). With ``--zoom C`` each box is answered on a window
-``C`` box sizes wider on each side, at least the model's input size and inside the image (:mod:`gnnseg.seg.sam.zoom`;
-whole-image models only); ``--zoom-scales 2`` adds a window half as wide, enlarged up to twice, and averages.
-Scores: mean DSC and NSD (2-pixel tolerance) per modality, seconds per object (encoder included), and the Kvasir
-figure beside the specialist U-Net measured by ``sam_box_prompt.py`` (read from its results file).
+Every held-out object of :mod:`gnnseg.seg.sam.training.corpus` (endoscopy, EM, fundus, CT, MR) is prompted with its
+tight box grown by 5 pixels (the protocol of ``sam_box_prompt.py``) and segmented by each model three ways
+(:mod:`gnnseg.seg.sam.inference.augmented_predictor`): as given (``none``), averaged with its left-right mirror
+(``flip``), and averaged over the eight symmetries of the square (``d4``). With ``--zoom C`` each box is answered on a
+window ``C`` box sizes wider on each side, at least the model's input size and inside the image
+(:mod:`gnnseg.seg.sam.inference.zoom`; whole-image models only); ``--zoom-scales 2`` adds a window half as wide,
+enlarged up to twice, and averages. Scores: mean DSC and NSD (2-pixel tolerance) per modality, seconds per object
+(encoder included), and the Kvasir figure beside the specialist U-Net measured by ``sam_box_prompt.py`` (read from its
+results file).
 
 Writes ``sam_test_time_augmentation.json`` and ``.md`` to ``--out-dir``; rows (model and setting) not measured
 now keep what an earlier full run wrote there (each run's command, machine and rows are listed under ``runs``)::
@@ -33,11 +34,11 @@ import torch
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.metrics import dice, normalized_surface_dice
-from gnnseg.seg.sam.augmented_predictor import AUGMENTATIONS
-from gnnseg.seg.sam.config import PREPROCESSINGS
-from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
-from gnnseg.seg.sam.finetune import box_prompted_masks
+from gnnseg.seg.sam.inference.augmented_predictor import AUGMENTATIONS
+from gnnseg.seg.sam.inference.box_prompted import box_prompted_masks
+from gnnseg.seg.sam.modeling.config import PREPROCESSINGS
 from gnnseg.seg.sam.shipped import MODEL_NAMES, PACKAGED_MODELS, load_shipped_model
+from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOX_MARGIN = 5

@@ -1,10 +1,10 @@
 """Train the box-prompted model that ships with gnnseg (``vit_cpu``) from scratch on five modalities.
 
 No pretrained SAM or MedSAM weights can be downloaded here, so the model is trained from random weights on the
-public data in ``../shared/datasets`` (splits in :mod:`gnnseg.seg.sam.corpus`), with MedSAM's recipe adapted to a
-small model (:mod:`gnnseg.seg.sam.finetune`). Modalities are drawn with fixed shares rather than in proportion to
-their object counts (EM has 2,465 cells, DRIVE 26 vessel trees). The result is written in half precision to
-``src/gnnseg/seg/sam/weights/medsam_cpu.pt`` with ``--install``.
+public data in ``../shared/datasets`` (splits in :mod:`gnnseg.seg.sam.training.corpus`), with MedSAM's recipe adapted to
+a small model (:mod:`gnnseg.seg.sam.training.finetune`). Modalities are drawn with fixed shares rather than in
+proportion to their object counts (EM has 2,465 cells, DRIVE 26 vessel trees). The result is written in half precision
+to ``src/gnnseg/seg/sam/weights/medsam_cpu.pt`` with ``--install``.
 
     python benchmarks/sam_train_cpu_model.py --out runs/sam_cpu --install
 """
@@ -23,9 +23,10 @@ import torch
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.sam.checkpoint import load_sam, save_sam
-from gnnseg.seg.sam.corpus import MODALITIES, load_corpus
-from gnnseg.seg.sam.finetune import FinetuneConfig, box_dice_scores, finetune
-from gnnseg.seg.sam.model import build_sam
+from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
+from gnnseg.seg.sam.modeling.sam import build_sam
+from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
+from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "gnnseg" / "seg" / "sam" / "weights" / "medsam_cpu.pt"
@@ -67,7 +68,7 @@ def main() -> None:
     model = build_sam(args.model)
     torch.manual_seed(config.seed)
     meta = {"trained_on": {m: len(train_sets[m]) for m in MODALITIES}, "shares": SHARES,
-            "data": "gnnseg.seg.sam.corpus splits of ../shared/datasets", "from_scratch": True}
+            "data": "gnnseg.seg.sam.training.corpus splits of ../shared/datasets", "from_scratch": True}
     started = time.perf_counter()
     finetune(model, train, val, config, args.out, weights=weights, resume=args.resume, meta=meta, show_progress=True)
     train_seconds = time.perf_counter() - started

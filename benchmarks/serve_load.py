@@ -4,7 +4,7 @@
    each on its own keep-alive connection as a viewer holds one, send ``--requests`` one-box segment requests in all
    (boxes jittered around the polyp), each client one at a time, and the throughput, p50 / p95 latency and errors
    are recorded. The clients are the standard library's ``http.client`` (about a tenth of httpx's CPU time per
-   request, and opening an ``httpx.Client`` costs ~20 ms for its TLS setup): on a 2-core machine the load
+   request, and no per-client TLS setup): on a 2-core machine the load
    generator's CPU time is taken from the server.
 2. **Memory**: ``--uploads`` distinct 256 x 256 images are uploaded, every ``--encode-every``-th followed by one box
    request (so that it is encoded and its embedding cached), with the store and the embedding cache kept small
@@ -36,7 +36,7 @@ import numpy as np
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import read_image_2d
-from gnnseg.seg.sam.preprocess import boxes_from_mask
+from gnnseg.seg.sam.inference.prompts import boxes_from_mask
 from gnnseg.seg.serve.encoding import image_png_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from importlib import import_module
 
 from gnnseg.core.jsonable import jsonable
-from gnnseg.seg.sam.config import NORMALIZATIONS, PREPROCESSINGS
+from gnnseg.seg.sam.modeling.config import NORMALIZATIONS, PREPROCESSINGS
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
 DEVICE_HELP = "cpu, cuda or cuda:N (default: the GPU where there is one, else the CPU)"
@@ -147,7 +147,7 @@ def _gnn_linkpred(args: argparse.Namespace) -> dict:
 
 def _gnn_graphclass(args: argparse.Namespace) -> dict:
     from gnnseg.gnn.datasets.tu import load_tu
-    from gnnseg.gnn.tasks.graph import GraphConfig, cross_validate
+    from gnnseg.gnn.tasks.graph_classification import GraphConfig, cross_validate
 
     config = GraphConfig(folds=args.folds, epochs=args.epochs, hidden=args.hidden, train_eps=args.train_eps,
                          readout=args.readout)
@@ -179,7 +179,7 @@ def _gnn_screen(args: argparse.Namespace) -> dict:
 
 
 def _gnn_oversmooth(args: argparse.Namespace) -> dict:
-    from gnnseg.gnn.tasks.oversmoothing import run_oversmoothing
+    from gnnseg.gnn.tasks.depth_sweeps import run_oversmoothing
 
     return run_oversmoothing(args.dataset, args.root, model=args.model, depths=args.depths, remedies=args.remedies,
                              seeds=args.seeds, first_seed=args.seed, epochs=args.epochs, runs_root=args.runs_dir,
@@ -201,7 +201,7 @@ def _seg_convert(args: argparse.Namespace) -> dict:
 
 
 def _seg_plan(args: argparse.Namespace) -> dict:
-    from gnnseg.seg.unet.workflow import plan_dataset
+    from gnnseg.seg.unet.pipeline import plan_dataset
 
     return plan_dataset(args.dataset_dir, args.work_dir or f"{args.dataset_dir.rstrip('/')}_work",
                         memory_gb=args.memory_gb, device=args.device, base_features=args.base_features,
@@ -209,15 +209,15 @@ def _seg_plan(args: argparse.Namespace) -> dict:
 
 
 def _seg_preprocess(args: argparse.Namespace) -> dict:
-    from gnnseg.seg.unet.workflow import preprocess
+    from gnnseg.seg.unet.pipeline import preprocess
 
     return preprocess(args.work_dir, args.configuration)
 
 
 def _seg_train(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.augment import AugmentationConfig
+    from gnnseg.seg.unet.pipeline import train
     from gnnseg.seg.unet.train import TrainConfig
-    from gnnseg.seg.unet.workflow import train
 
     augmentation = AugmentationConfig(elastic_p=args.elastic, shift_p=args.intensity_shift,
                                       label_shift_p=args.label_intensity_shift,
@@ -231,14 +231,14 @@ def _seg_train(args: argparse.Namespace) -> dict:
 
 
 def _seg_predict(args: argparse.Namespace) -> dict:
-    from gnnseg.seg.unet.workflow import predict_folder
+    from gnnseg.seg.unet.pipeline import predict_folder
 
     return predict_folder(args.model, args.input, args.output, checkpoint=args.checkpoint, mirror=args.mirror,
                           keep_largest=args.keep_largest, device=args.device)
 
 
 def _seg_metrics(args: argparse.Namespace) -> dict:
-    from gnnseg.seg.unet.workflow import metrics_folder
+    from gnnseg.seg.unet.pipeline import metrics_folder
 
     return metrics_folder(args.pred, args.gt, tolerance_mm=args.tolerance)
 
@@ -322,8 +322,8 @@ def _seg_segment(args: argparse.Namespace) -> dict:
 
 
 def _seg_finetune(args: argparse.Namespace) -> dict:
-    from gnnseg.seg.sam.finetune import FinetuneConfig
-    from gnnseg.seg.sam.workflow import finetune_folders
+    from gnnseg.seg.sam.folder_commands import finetune_folders
+    from gnnseg.seg.sam.training.finetune import FinetuneConfig
 
     config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
                             lr=args.lr, box_shift=args.box_shift, seed=args.seed)
@@ -335,9 +335,9 @@ def _seg_finetune(args: argparse.Namespace) -> dict:
 
 
 def _seg_distill(args: argparse.Namespace) -> dict:
-    from gnnseg.seg.sam.distill import DistillConfig
-    from gnnseg.seg.sam.finetune import FinetuneConfig
-    from gnnseg.seg.sam.workflow import distill_folders
+    from gnnseg.seg.sam.folder_commands import distill_folders
+    from gnnseg.seg.sam.training.distill import DistillConfig
+    from gnnseg.seg.sam.training.finetune import FinetuneConfig
 
     distill = DistillConfig(iterations=args.distill_iterations, batch_size=args.batch_size, seed=args.seed)
     stage2 = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
@@ -348,13 +348,13 @@ def _seg_distill(args: argparse.Namespace) -> dict:
 
 
 def _seg_export_onnx(args: argparse.Namespace) -> dict:
-    from gnnseg.seg.sam.workflow import export_onnx_folder
+    from gnnseg.seg.sam.folder_commands import export_onnx_folder
 
     return export_onnx_folder(args.output, choice=_model_choice(args))
 
 
 def _seg_evaluate(args: argparse.Namespace) -> dict:
-    from gnnseg.seg.sam.workflow import evaluate_folders
+    from gnnseg.seg.sam.folder_commands import evaluate_folders
 
     result = evaluate_folders(args.images, args.masks, choice=_model_choice(args), box_margin=args.box_margin,
                               tolerance=args.tolerance, modality=args.modality,

@@ -28,17 +28,17 @@ import numpy as np  # noqa: E402
 from gnnseg.core import new_run  # noqa: E402
 from gnnseg.gnn.datasets.karate import CLUBS  # noqa: E402
 from gnnseg.gnn.plots import plot_embeddings  # noqa: E402
-from gnnseg.gnn.tasks.karate import KARATE_CONFIG, karate_embeddings  # noqa: E402
+from gnnseg.gnn.tasks.karate_embeddings import KARATE_CONFIG, karate_embeddings  # noqa: E402
 from gnnseg.seg.io import MedicalImage, write_raw_dataset  # noqa: E402
 from gnnseg.seg.metrics import dice  # noqa: E402
-from gnnseg.seg.sam.finetune import box_prompted_masks, grown_box  # noqa: E402
-from gnnseg.seg.sam.samples import samples_from_image  # noqa: E402
+from gnnseg.seg.sam.inference.box_prompted import box_prompted_masks, grown_box  # noqa: E402
 from gnnseg.seg.sam.shipped import load_shipped_model  # noqa: E402
+from gnnseg.seg.sam.training.samples import samples_from_image  # noqa: E402
 from gnnseg.seg.synthetic import synthetic_cells  # noqa: E402
+from gnnseg.seg.unet.case_preprocessing import preprocess_dataset  # noqa: E402
 from gnnseg.seg.unet.fingerprint import extract_fingerprint  # noqa: E402
-from gnnseg.seg.unet.plans import plan_experiment, save_plans  # noqa: E402
+from gnnseg.seg.unet.plans import plan_experiment  # noqa: E402
 from gnnseg.seg.unet.predict import predict_case  # noqa: E402
-from gnnseg.seg.unet.preprocess import preprocess_dataset  # noqa: E402
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold  # noqa: E402
 
 DEMO_SEGMENTATION = {"train_images": 16, "test_images": 4, "size": 64, "epochs": 20, "iterations": 20,
@@ -56,7 +56,7 @@ def segmentation_demo(folder: Path, seed: int = 0) -> dict[str, Any]:
                                 file_ending=".png", training=[case(k) for k in range(settings["train_images"])])
     plans = plan_experiment(extract_fingerprint(dataset), device="cpu", memory_gb=1.0,
                             base_features=settings["base_features"])
-    save_plans(plans, folder / "plans.json")
+    plans.save(folder / "plans.json")
     preprocess_dataset(dataset, plans, "2d", folder / "preprocessed")
     config = TrainConfig(epochs=settings["epochs"], iterations_per_epoch=settings["iterations"],
                          validation_iterations=2, seed=seed)
@@ -82,7 +82,7 @@ def segmentation_demo(folder: Path, seed: int = 0) -> dict[str, Any]:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return {"test_dice_mean": float(np.mean(scores)), "test_dice": scores, "figure": str(path),
-            "patch_size": plans["configurations"]["2d"]["patch_size"]}
+            "patch_size": list(plans.configuration("2d").patch_size)}
 
 
 def box_prompt_demo(folder: Path, seed: int = 0, images: int = 3) -> dict[str, Any]:

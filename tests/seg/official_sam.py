@@ -15,7 +15,7 @@ from functools import partial
 import pytest
 import torch
 
-from gnnseg.seg.sam.model import SamConfig
+from gnnseg.seg.sam.modeling.sam import SamConfig
 
 
 def official_modeling():

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from gnnseg.seg.sam.augmented_predictor import (
+from gnnseg.seg.sam.inference.augmented_predictor import (
     AUGMENTATIONS,
     AugmentedPredictor,
     symmetries,
 )
-from gnnseg.seg.sam.model import build_sam
-from gnnseg.seg.sam.prediction import Prediction
+from gnnseg.seg.sam.inference.base import PredictorEntrance
+from gnnseg.seg.sam.inference.prediction import Prediction
+from gnnseg.seg.sam.inference.prompts import Prompts
+from gnnseg.seg.sam.inference.symmetry import DIHEDRAL, Symmetry
+from gnnseg.seg.sam.modeling.sam import build_sam
 from gnnseg.seg.sam.shipped import make_predictor
-from gnnseg.seg.sam.symmetry import DIHEDRAL, Symmetry
 
 HEIGHT, WIDTH = 5, 7
 
@@ -59,19 +61,20 @@ def test_the_augmentations_hold_distinct_symmetries_starting_with_the_identity()
         symmetries("d8")
 
 
-class LeftHalfOfTheBox:
+class LeftHalfOfTheBox(PredictorEntrance):
     """A stand-in predictor that is not mirror-symmetric: logit +10 on the left half of each box, -10 elsewhere."""
 
     def __init__(self) -> None:
         self.encoder_calls = 0
         self.images: list[np.ndarray] = []
 
-    def set_image(self, image: np.ndarray) -> None:
-        self.image = image
-        self.images.append(image)
+    def set_rgb(self, rgb: np.ndarray) -> None:
+        self._image = rgb
+        self.images.append(rgb)
 
-    def predict(self, boxes=None, points=None, point_labels=None, *, multimask=False) -> Prediction:
-        logits = np.full((len(boxes), 1, *self.image.shape[:2]), -10.0, dtype=np.float32)
+    def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
+        boxes = prompts.boxes
+        logits = np.full((len(boxes), 1, *self.image_shape), -10.0, dtype=np.float32)
         for index, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
             logits[index, 0, y0 : y1 + 1, x0 : (x0 + x1 + 1) // 2] = 10.0
         return Prediction(logits > 0, np.full((len(boxes), 1), 0.2 + 0.1 * (len(self.images) % 2)), logits)
@@ -111,7 +114,7 @@ def test_prompts_are_checked_in_the_image_as_given():
 def test_a_model_sees_every_copy_once_and_its_masks_match_a_manual_average(crop_margin):
     from dataclasses import replace
 
-    from gnnseg.seg.sam.model import SAM_CONFIGS
+    from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS
 
     model = build_sam(replace(SAM_CONFIGS["vit_mini"], crop_margin=crop_margin))
     rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ from gnnseg.seg.sam.checkpoint import (
     save_mask_decoder,
     save_sam,
 )
-from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from gnnseg.seg.io import (
     write_nifti,
 )
 from gnnseg.seg.sam.checkpoint import save_sam
-from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
 
 
 @pytest.fixture

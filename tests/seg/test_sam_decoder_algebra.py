@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from gnnseg.seg.sam.model import build_sam
-from gnnseg.seg.sam.transformer import ProjectedAttention
+from gnnseg.seg.sam.modeling.sam import build_sam
+from gnnseg.seg.sam.modeling.transformer import ProjectedAttention
 
 
 def projected_reference(attention: ProjectedAttention, q, k, v):

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from gnnseg.seg.sam.decoder_tuning import DecoderTuningConfig, tune_decoder, view_masks
-from gnnseg.seg.sam.distill import cache_teacher_embeddings
-from gnnseg.seg.sam.model import build_sam
-from gnnseg.seg.sam.prepared import PreparedSet
-from gnnseg.seg.sam.preprocess import whole_image_input
-from gnnseg.seg.sam.symmetry import DIHEDRAL
+from gnnseg.seg.sam.inference.model_input import whole_image_input
+from gnnseg.seg.sam.inference.symmetry import DIHEDRAL
+from gnnseg.seg.sam.modeling.sam import build_sam
+from gnnseg.seg.sam.training.decoder_tuning import DecoderTuningConfig, tune_decoder, view_masks
+from gnnseg.seg.sam.training.distill import cache_teacher_embeddings
+from gnnseg.seg.sam.training.prepared import PreparedSet
 from tests.seg.test_sam_distill import STUDENT, wide_disk_samples
 
 

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from gnnseg.seg.sam.distill import (
+from gnnseg.seg.sam.inference.model_input import resize_longest_side, resize_mask
+from gnnseg.seg.sam.inference.symmetry import Symmetry
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.training.distill import (
     DistillConfig,
     EmbeddingCache,
     cache_teacher_embeddings,
     distill_encoder,
     student_from_teacher,
 )
-from gnnseg.seg.sam.finetune import FinetuneConfig, finetune, prompt_batch
-from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
-from gnnseg.seg.sam.prepared import PreparedSet, jittered_boxes, normalize_batch
-from gnnseg.seg.sam.preprocess import resize_longest_side, resize_mask
-from gnnseg.seg.sam.samples import samples_from_image
-from gnnseg.seg.sam.symmetry import Symmetry
+from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune, prompt_batch
+from gnnseg.seg.sam.training.prepared import PreparedSet, jittered_boxes, normalize_batch
+from gnnseg.seg.sam.training.samples import samples_from_image
 
 STUDENT = SAM_CONFIGS["tiny_vit_mini"]
 TEACHER = replace(SAM_CONFIGS["vit_mini"], patch_size=4, image_layout="padded")  # 64 in, 16 x 16 out, as the student

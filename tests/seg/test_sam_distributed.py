@@ -6,8 +6,8 @@ import torch
 import torch.multiprocessing as mp
 
 from gnnseg.core.distributed import leave_process_group
-from gnnseg.seg.sam.finetune import FinetuneConfig, finetune
-from gnnseg.seg.sam.model import build_sam
+from gnnseg.seg.sam.modeling.sam import build_sam
+from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
 from tests.core.ranks import become_rank, free_port
 from tests.seg.test_sam_finetune import MODEL, disk_samples
 

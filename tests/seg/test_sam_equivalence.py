@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from gnnseg.seg.sam.checkpoint import config_from_state_dict, export_official, load_sam
-from gnnseg.seg.sam.model import SAM_CONFIGS, SamConfig, build_sam
-from gnnseg.seg.sam.prediction import whole_image_masks
+from gnnseg.seg.sam.inference.prediction import whole_image_masks
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, SamConfig, build_sam
 from tests.seg.official_sam import build_official
 
 TOLERANCE = 1e-4

@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from gnnseg.seg.sam.model import build_sam
-from gnnseg.seg.sam.predictor import SamPredictor
+from gnnseg.seg.sam.inference.predictor import SamPredictor
+from gnnseg.seg.sam.modeling.sam import build_sam
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[test]')")
 pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[test]')")
 
 from gnnseg.seg.sam.export import export_onnx
-from gnnseg.seg.sam.onnx_model import OnnxSam, default_threads
-from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
+from gnnseg.seg.sam.inference.onnx_model import OnnxSam, default_threads
+from gnnseg.seg.sam.inference.onnx_predictor import OnnxPredictor
 from gnnseg.seg.sam.shipped import load_model, make_predictor
 
 

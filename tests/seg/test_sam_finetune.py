@@ -10,15 +10,9 @@ import pytest
 import torch
 
 from gnnseg.seg.sam.checkpoint import load_sam
-from gnnseg.seg.sam.finetune import (
-    FinetuneConfig,
-    box_prompt_loss,
-    finetune,
-    learning_rate,
-    prompt_batch,
-)
-from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
-from gnnseg.seg.sam.samples import samples_from_image
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.training.finetune import FinetuneConfig, box_prompt_loss, finetune, learning_rate, prompt_batch
+from gnnseg.seg.sam.training.samples import samples_from_image
 
 MODEL = replace(SAM_CONFIGS["vit_mini"], crop_margin=0.25)
 
@@ -75,7 +69,7 @@ def test_finetune_reduces_the_loss(tmp_path):
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
-    import gnnseg.seg.sam.finetune as module
+    import gnnseg.seg.sam.training.finetune as module
 
     train, val = disk_samples(8), disk_samples(2, seed=1)
     config = FinetuneConfig(rounds=3, iterations_per_round=2, batch_size=2, warmup_iterations=1)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from gnnseg.seg.sam.prediction import EmbeddingMemo, bilinear_resize, to_input_coords, whole_image_masks
+from gnnseg.seg.sam.inference.prediction import EmbeddingMemo, bilinear_resize, to_input_coords, whole_image_masks
 
 
 @pytest.mark.parametrize("source, target", [((16, 16), (64, 64)), ((16, 16), (37, 53)), ((40, 30), (13, 7)),

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from gnnseg.seg.sam.crop import BACKGROUND_LOGIT, CropWindow, resize_crop
-from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
-from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.samples import (
+from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT, CropWindow
+from gnnseg.seg.sam.inference.predictor import SamPredictor, paste_window, resize_crop
+from gnnseg.seg.sam.inference.volume import segment_boxes_3d, segment_volume, validate_boxes_3d
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.training.samples import (
     PromptSample,
     jittered_box,
     object_masks,
     samples_from_volume,
 )
-from gnnseg.seg.sam.volume import segment_boxes_3d, segment_volume, validate_boxes_3d
 
 
 def test_crop_window_is_square_centred_and_maps_boxes_into_the_input():
@@ -38,7 +38,7 @@ def test_crop_cut_pads_outside_the_image_and_paste_inverts_it():
     assert (cut[:, :5] == 0).all() and (cut[8:] == 0).all()        # left of column 0, below row 19
     assert np.array_equal(cut[:8, 5:], image[12:20, 0:5])
     logits = torch.full((1, 1, 40, 40), 5.0)
-    pasted = window.paste(logits, (20, 30))[0, 0]
+    pasted = paste_window(window, logits, (20, 30))[0, 0]
     assert (pasted[12:20, 0:5] == 5).all()
     assert (pasted[:12] == BACKGROUND_LOGIT).all() and (pasted[:, 5:] == BACKGROUND_LOGIT).all()
 

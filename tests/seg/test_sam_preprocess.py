@@ -16,8 +16,7 @@ from gnnseg.seg.io.intensity import (
     to_uint8,
     window_ct,
 )
-from gnnseg.seg.sam.preprocess import (
-    boxes_from_mask,
+from gnnseg.seg.sam.inference.model_input import (
     lite_model_input,
     medsam_model_input,
     minmax_normalize,
@@ -26,10 +25,8 @@ from gnnseg.seg.sam.preprocess import (
     resize_image,
     resize_longest_side,
     resize_mask,
-    scale_boxes,
-    scale_boxes_longest_side,
-    validate_boxes,
 )
+from gnnseg.seg.sam.inference.prompts import boxes_from_mask, scale_boxes, scale_boxes_longest_side, validate_boxes
 
 # ----------------------------------------------------------------------------------------------------
 # Intensities

@@ -18,9 +18,9 @@ import torch
 from gnnseg.core.checkpoint import CheckpointError
 from gnnseg.seg.sam import shipped
 from gnnseg.seg.sam.checkpoint import load_sam
-from gnnseg.seg.sam.config import SAM_CONFIGS, with_input_chain
-from gnnseg.seg.sam.prediction import to_input_coords
-from gnnseg.seg.sam.preprocess import lite_model_input, official_lite_model_input
+from gnnseg.seg.sam.inference.model_input import lite_model_input, official_lite_model_input
+from gnnseg.seg.sam.inference.prediction import to_input_coords
+from gnnseg.seg.sam.modeling.config import SAM_CONFIGS, with_input_chain
 from gnnseg.seg.sam.shipped import ModelChoice, load_model, make_predictor, released_weights_path
 from tests.conftest import require_dataset
 from tests.seg.timm_tiny_vit import timm_tiny_vit_module
@@ -43,8 +43,8 @@ def released(released_path):
 
 def kvasir_image() -> tuple[np.ndarray, np.ndarray]:
     """A held-out polyp and its tight box + 5 px."""
-    from gnnseg.seg.sam.corpus import kvasir
-    from gnnseg.seg.sam.finetune import grown_box
+    from gnnseg.seg.sam.inference.box_prompted import grown_box
+    from gnnseg.seg.sam.training.corpus import kvasir
 
     require_dataset("kvasir_seg_subset/images")
     sample = kvasir(require_dataset(""), "val")[0]
@@ -91,7 +91,7 @@ def test_mobile_sam_layout_implies_imagenet_input(tmp_path):
 
 
 def load_model_for(name: str):
-    from gnnseg.seg.sam.model import build_sam
+    from gnnseg.seg.sam.modeling.sam import build_sam
 
     return build_sam(name)
 
@@ -176,8 +176,8 @@ def test_official_mode_reproduces_the_released_inference_code(released_path, tmp
     held-out CT objects (512-pixel slices shrunk to 256, where the two chains differ)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from gnnseg.seg.metrics import dice
-    from gnnseg.seg.sam.corpus import ct_organs
-    from gnnseg.seg.sam.finetune import box_prompted_masks
+    from gnnseg.seg.sam.inference.box_prompted import box_prompted_masks
+    from gnnseg.seg.sam.training.corpus import ct_organs
     from lite_official_agreement import official_masks
 
     samples = [s for s in ct_organs(require_dataset(""), "val") if s.mask.sum() >= 100][:12]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gnnseg.seg.sam.finetune import box_dice_scores
-from gnnseg.seg.sam.model import SAM_CONFIGS
+from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS
 from gnnseg.seg.sam.shipped import PACKAGED_MODELS, SHIPPED_MODEL_PATH, load_model, load_shipped_model
 from tests.conftest import require_dataset
 
@@ -22,7 +22,7 @@ def test_packaged_model_is_small_half_precision_and_the_cpu_configuration():
 
 def test_packaged_model_segments_held_out_polyps():
     require_dataset("kvasir_seg_subset/images")
-    from gnnseg.seg.sam.corpus import kvasir
+    from gnnseg.seg.sam.training.corpus import kvasir
 
     held_out = kvasir(require_dataset(""), "val")[:10]
     scores = box_dice_scores(load_shipped_model(), held_out, margin=5)
@@ -41,7 +41,7 @@ def test_packaged_lite_models_are_distilled_tiny_vits_in_half_precision(name):
 @pytest.mark.parametrize("name", ["lite_medsam", "lite_medsam_fast"])
 def test_packaged_lite_models_segment_held_out_polyps(name):
     require_dataset("kvasir_seg_subset/images")
-    from gnnseg.seg.sam.corpus import kvasir
+    from gnnseg.seg.sam.training.corpus import kvasir
 
     held_out = kvasir(require_dataset(""), "val")[:6]
     scores = box_dice_scores(load_shipped_model(name), held_out, margin=5)

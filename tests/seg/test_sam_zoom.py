@@ -7,15 +7,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gnnseg.seg.sam.crop import BACKGROUND_LOGIT
-from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
-from gnnseg.seg.sam.prediction import Prediction
+from gnnseg.seg.sam.inference.base import PredictorEntrance
+from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT
+from gnnseg.seg.sam.inference.prediction import Prediction
+from gnnseg.seg.sam.inference.prompts import Prompts
+from gnnseg.seg.sam.inference.volume import segment_box_3d
+from gnnseg.seg.sam.inference.zoom import ZoomedPredictor, zoom_window
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
 from gnnseg.seg.sam.shipped import make_predictor
-from gnnseg.seg.sam.volume import segment_box_3d
-from gnnseg.seg.sam.zoom import ZoomedPredictor, zoom_window
 
 
-class BoxFill:
+class BoxFill(PredictorEntrance):
     """A stand-in whole-image predictor: logit +5 inside each box, -5 elsewhere; remembers the images it was given."""
 
     class model:
@@ -27,12 +29,13 @@ class BoxFill:
         self.encoder_calls = 0
         self.images: list[np.ndarray] = []
 
-    def set_image(self, image: np.ndarray) -> None:
-        self.images.append(image)
+    def set_rgb(self, rgb: np.ndarray) -> None:
+        self._image = rgb
+        self.images.append(rgb)
         self.encoder_calls += 1
 
-    def predict(self, boxes=None, points=None, point_labels=None, *, multimask=False) -> Prediction:
-        boxes = np.atleast_2d(boxes)
+    def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
+        boxes = prompts.boxes
         logits = np.full((len(boxes), 1, *self.images[-1].shape[:2]), -5.0, dtype=np.float32)
         for index, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
             logits[index, 0, y0 : y1 + 1, x0 : x1 + 1] = 5.0

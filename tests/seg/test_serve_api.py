@@ -23,7 +23,7 @@ pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[t
 from fastapi.testclient import TestClient  # noqa: E402
 
 from gnnseg.seg.io import MedicalImage, read_dicom_series, read_nifti, write_nifti  # noqa: E402
-from gnnseg.seg.sam.model import build_sam  # noqa: E402
+from gnnseg.seg.sam.modeling.sam import build_sam  # noqa: E402
 from gnnseg.seg.sam.shipped import ModelChoice, make_predictor  # noqa: E402
 from gnnseg.seg.serve.app import ModelOptions, Segmenter, ServiceLimits, create_app  # noqa: E402
 from gnnseg.seg.serve.encoding import rle_decode  # noqa: E402
@@ -240,8 +240,8 @@ def test_the_model_is_loaded_and_called_on_one_thread_of_its_own(model):
         return model
 
     segmenter = Segmenter(load, cache_bytes=2**20)
-    predict = segmenter.predictor.predict
-    segmenter.predictor.predict = lambda **prompts: callers.append(threading.get_ident()) or predict(**prompts)
+    answer = segmenter.predictor.answer
+    segmenter.predictor.answer = lambda *prompts: callers.append(threading.get_ident()) or answer(*prompts)
     rgb = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda _: segmenter.segment_2d(rgb, np.array([[2.0, 2.0, 30.0, 30.0]])), range(6)))

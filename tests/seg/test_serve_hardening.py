@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("fastapi", reason="fastapi is not installed (pip install -e '.[test]')")
 pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[test]')")
 
-from gnnseg.seg.sam.model import build_sam  # noqa: E402
+from gnnseg.seg.sam.modeling.sam import build_sam  # noqa: E402
 from gnnseg.seg.serve.app import ServiceLimits, create_app  # noqa: E402
 from gnnseg.seg.serve.guard import ServiceAccess  # noqa: E402
 from tests.seg.crafted_inputs import nifti_declaring, npz_declaring, png_declaring  # noqa: E402
@@ -214,7 +214,7 @@ def test_memory_per_request_does_not_grow_with_the_number_of_boxes(model):
 
 
 def test_work_stops_once_the_client_has_left(model):
-    from gnnseg.seg.sam.volume import segment_box_3d
+    from gnnseg.seg.sam.inference.volume import segment_box_3d
     from gnnseg.seg.serve.app import RequestBudget, Segmenter, UploadError
 
     segmenter = Segmenter(lambda: model, 2**20)

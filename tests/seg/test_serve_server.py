@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install -e '.[test]')")
 
 from gnnseg.cli import main  # noqa: E402
-from gnnseg.seg.sam.model import build_sam  # noqa: E402
+from gnnseg.seg.sam.modeling.sam import build_sam  # noqa: E402
 from gnnseg.seg.serve import server as serving  # noqa: E402
 from gnnseg.seg.serve.app import create_app  # noqa: E402
 from gnnseg.seg.serve.guard import ServiceAccess  # noqa: E402

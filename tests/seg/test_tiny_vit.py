@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from gnnseg.seg.sam.checkpoint import config_from_state_dict, load_sam, save_sam
-from gnnseg.seg.sam.model import SAM_CONFIGS, build_sam
-from gnnseg.seg.sam.predictor import SamPredictor
-from gnnseg.seg.sam.preprocess import lite_model_input, whole_image_input
-from gnnseg.seg.sam.tiny_vit import TinyViT, window_offset_index
+from gnnseg.seg.sam.inference.model_input import lite_model_input, whole_image_input
+from gnnseg.seg.sam.inference.predictor import SamPredictor
+from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.modeling.tiny_vit import TinyViT, window_offset_index
 from tests.seg.timm_tiny_vit import timm_tiny_vit_module, to_mobile_sam_keys
 
 

@@ -1,4 +1,4 @@
-"""timm's TinyViT as an independent oracle for :mod:`gnnseg.seg.sam.tiny_vit`.
+"""timm's TinyViT as an independent oracle for :mod:`gnnseg.seg.sam.modeling.tiny_vit`.
 
 timm needs torchvision, whose PyPI build cannot load its compiled operators beside the CPU torch; torchvision only
 needs the schemas of ``nms`` and ``qnms`` to exist to import, so they are declared (never called) before timm loads.

@@ -29,10 +29,10 @@ from gnnseg.seg.io.challenge_npz import (
     write_challenge_segs,
 )
 from gnnseg.seg.metrics import dice, normalized_surface_dice
-from gnnseg.seg.sam.preprocess import boxes_from_mask
-from gnnseg.seg.sam.samples import MIN_OBJECT_PIXELS
+from gnnseg.seg.sam.inference.prompts import boxes_from_mask
+from gnnseg.seg.sam.inference.volume import segment_challenge_case
 from gnnseg.seg.sam.shipped import ModelChoice
-from gnnseg.seg.sam.volume import segment_challenge_case
+from gnnseg.seg.sam.training.samples import MIN_OBJECT_PIXELS
 
 NSD_TOLERANCE = 2.0
 """The challenge's NSD tolerance: 2 pixels in 2D, 2 mm (in the file's spacing units) in 3D."""
@@ -125,7 +125,7 @@ def write_cases(data: str | os.PathLike, output_folder: str | os.PathLike, *, ma
     array's ``(z, y, x)`` order)."""
     from gnnseg.seg.io.intensity import scale_volume
     from gnnseg.seg.io.nifti import read_nifti
-    from gnnseg.seg.sam.corpus import kvasir
+    from gnnseg.seg.sam.training.corpus import kvasir
 
     output = Path(output_folder)
     if (output / "imgs").exists() or (output / "gts").exists():

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from gnnseg.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from gnnseg.seg.sam.config import Preprocessing
-from gnnseg.seg.sam.model import Normalization, Sam, SamConfig, build_sam, with_input_chain
+from gnnseg.seg.sam.modeling.config import Preprocessing
+from gnnseg.seg.sam.modeling.sam import Normalization, Sam, SamConfig, build_sam, with_input_chain
 
 FORMAT = "gnnseg-sam"
 _DDP_PREFIX = "module."

@@ -2,8 +2,9 @@
 
 The model is split where its cost splits (as the CVPR 2024 "MedSAM on Laptop" entries did): the image encoder,
 run once per image, and the box path (prompt encoder + mask decoder), run once per batch of boxes with a dynamic
-number of boxes. :class:`~gnnseg.seg.sam.onnx_model.OnnxSam` runs the two graphs with onnxruntime, without torch,
-and :class:`~gnnseg.seg.sam.onnx_predictor.OnnxPredictor` answers boxes with them as ``SamPredictor`` does.
+number of boxes. :class:`~gnnseg.seg.sam.inference.onnx_model.OnnxSam` runs the two graphs with onnxruntime, without
+torch, and :class:`~gnnseg.seg.sam.inference.onnx_predictor.OnnxPredictor` answers boxes with them as ``SamPredictor``
+does.
 
 onnx and onnxruntime are optional (``pip install 'gnnseg[onnx]'``); nothing else in gnnseg needs them.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from gnnseg.seg.sam.model import Sam
+from gnnseg.seg.sam.modeling.sam import Sam
 
 OPSET = 17
 

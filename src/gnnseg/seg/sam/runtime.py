@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from gnnseg.seg.sam.augmented_predictor import symmetries
+from gnnseg.seg.sam.inference.augmented_predictor import symmetries
 from gnnseg.seg.sam.shipped import ModelChoice, make_predictor
 
 

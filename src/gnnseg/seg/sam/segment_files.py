@@ -19,8 +19,8 @@ from gnnseg.seg.io.challenge_npz import read_challenge_npz, write_challenge_segs
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 from gnnseg.seg.io.image2d import read_image_2d, write_image_2d
 from gnnseg.seg.io.intensity import scale_volume
+from gnnseg.seg.sam.inference.volume import segment_challenge_case, segment_volume
 from gnnseg.seg.sam.shipped import ModelChoice
-from gnnseg.seg.sam.volume import segment_challenge_case, segment_volume
 
 
 def refuse_existing(path: Path) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gnnseg.seg.sam.config import (
+from gnnseg.seg.sam.modeling.config import (
     NORMALIZATIONS,
     PREPROCESSINGS,
     Normalization,
@@ -36,12 +36,12 @@ from gnnseg.seg.sam.config import (
 )
 
 if TYPE_CHECKING:  # the predictors and models are imported where used: the CLI reads the names here at start-up
-    from gnnseg.seg.sam.augmented_predictor import AugmentedPredictor
-    from gnnseg.seg.sam.model import Sam
-    from gnnseg.seg.sam.onnx_model import OnnxSam
-    from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
-    from gnnseg.seg.sam.predictor import SamPredictor
-    from gnnseg.seg.sam.zoom import ZoomedPredictor
+    from gnnseg.seg.sam.inference.augmented_predictor import AugmentedPredictor
+    from gnnseg.seg.sam.inference.onnx_model import OnnxSam
+    from gnnseg.seg.sam.inference.onnx_predictor import OnnxPredictor
+    from gnnseg.seg.sam.inference.predictor import SamPredictor
+    from gnnseg.seg.sam.inference.zoom import ZoomedPredictor
+    from gnnseg.seg.sam.modeling.sam import Sam
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 PACKAGED_MODELS = {"vit_cpu": WEIGHTS / "medsam_cpu.pt", "lite_medsam": WEIGHTS / "lite_medsam.pt",
@@ -142,7 +142,7 @@ def load_model(checkpoint: str | Path | None = None, normalization: Normalizatio
         return load_shipped_model(str(checkpoint or DEFAULT_MODEL), normalization=normalization,
                                   preprocessing=preprocessing)
     if Path(checkpoint).is_dir():
-        from gnnseg.seg.sam.onnx_model import OnnxSam
+        from gnnseg.seg.sam.inference.onnx_model import OnnxSam
 
         model = OnnxSam(checkpoint)
         model.config = with_input_chain(model.config, normalization, preprocessing)
@@ -155,17 +155,14 @@ def load_model(checkpoint: str | Path | None = None, normalization: Normalizatio
 
 def check_test_time(augmentation: str, zoom: float | None, zoom_scales: int = 1) -> None:
     """Refuse an unknown augmentation or a bad zoom context or scale count before any work is done."""
-    from gnnseg.seg.sam.augmented_predictor import symmetries
+    from gnnseg.seg.sam.inference.augmented_predictor import symmetries
 
     symmetries(augmentation)
     if zoom is None:
         if zoom_scales != 1:
             raise ValueError(f"zoom scales ({zoom_scales!r}) need a zoom context: give zoom as well")
         return
-    from gnnseg.seg.sam.zoom import (  # imports torch: only when zooming, for ONNX runs
-        check_scales,
-        check_zoom,
-    )
+    from gnnseg.seg.sam.inference.zoom import check_scales, check_zoom
 
     check_zoom(zoom)
     check_scales(zoom_scales)
@@ -177,27 +174,27 @@ def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16, augmentation: 
     """The predictor for a model from :func:`load_model`: ``set_image`` once, ``predict`` many times.
 
     The embeddings of the last ``cache_size`` images are remembered. ``augmentation`` (``"flip"``, ``"d4"``)
-    averages over symmetric copies of each image (:mod:`gnnseg.seg.sam.augmented_predictor`); the memo then keeps
-    every copy of those images (at least of one, so that ``predict`` does not encode them again). ``zoom``: answer
+    averages over symmetric copies of each image (:mod:`gnnseg.seg.sam.inference.augmented_predictor`); the memo then
+    keeps every copy of those images (at least of one, so that ``predict`` does not encode them again). ``zoom``: answer
     each box on a window ``zoom`` box sizes wider on each side and at least the model's input size
-    (:mod:`gnnseg.seg.sam.zoom`); the memo then holds windows rather than images. ``zoom_scales``: windows per
+    (:mod:`gnnseg.seg.sam.inference.zoom`); the memo then holds windows rather than images. ``zoom_scales``: windows per
     box, each half as wide as the one before (enlarged up to ``2**(scales - 1)`` times), averaged.
     """
     check_test_time(augmentation, zoom, zoom_scales)
-    from gnnseg.seg.sam.augmented_predictor import AugmentedPredictor, symmetries
-    from gnnseg.seg.sam.onnx_model import OnnxSam
-    from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
+    from gnnseg.seg.sam.inference.augmented_predictor import AugmentedPredictor, symmetries
+    from gnnseg.seg.sam.inference.onnx_model import OnnxSam
+    from gnnseg.seg.sam.inference.onnx_predictor import OnnxPredictor
 
     copies = len(symmetries(augmentation))
     cache_size = cache_size if augmentation == "none" else max(cache_size, 1) * copies
     if isinstance(model, OnnxSam):
         predictor = OnnxPredictor(model, cache_size=cache_size)
     else:
-        from gnnseg.seg.sam.predictor import SamPredictor
+        from gnnseg.seg.sam.inference.predictor import SamPredictor
 
         predictor = SamPredictor(model, cache_size=cache_size)
     if zoom is not None:
-        from gnnseg.seg.sam.zoom import ZoomedPredictor
+        from gnnseg.seg.sam.inference.zoom import ZoomedPredictor
 
         predictor = ZoomedPredictor(predictor, zoom, scales=zoom_scales)
     return predictor if augmentation == "none" else AugmentedPredictor(predictor, augmentation)
@@ -216,9 +213,9 @@ class ModelChoice:
     preprocessing: Preprocessing | None = None
     """Overrides the model's preprocessing (``official``: as the released LiteMedSAM code)."""
     augmentation: str = "none"
-    """Test-time augmentation (:mod:`gnnseg.seg.sam.augmented_predictor`)."""
+    """Test-time augmentation (:mod:`gnnseg.seg.sam.inference.augmented_predictor`)."""
     zoom: float | None = None
-    """Answer each box on a window this many box sizes wider on each side (:mod:`gnnseg.seg.sam.zoom`)."""
+    """Answer each box on a window this many box sizes wider on each side (:mod:`gnnseg.seg.sam.inference.zoom`)."""
     zoom_scales: int = 1
     """Windows per box, each half as wide as the one before, averaged (with ``zoom``)."""
 

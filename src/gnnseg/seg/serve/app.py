@@ -39,10 +39,10 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gnnseg.seg.sam.preprocess import validate_boxes
+from gnnseg.seg.sam.inference.prompts import Prompts, validate_boxes
+from gnnseg.seg.sam.inference.volume import segment_box_3d, validate_boxes_3d
 from gnnseg.seg.sam.runtime import ModelOptions, service_predictor
 from gnnseg.seg.sam.shipped import ModelChoice
-from gnnseg.seg.sam.volume import segment_box_3d, validate_boxes_3d
 from gnnseg.seg.serve.encoding import (
     image_png_bytes,
     nifti_bytes,
@@ -94,8 +94,7 @@ class Segmenter:
 
     The model is loaded, prepared and called on that thread only, so calls run one at a time, always from the same
     thread. PyTorch's OpenMP workers belong to the thread that starts a parallel region, and once a second thread
-    has its own team the two slow each other on a small CPU (measured on 2 cores: a box took 15-18 ms instead of
-    11-12 after any other thread had run a parallel torch operation).
+    has its own team the two slow each other on a small CPU.
     """
 
     def __init__(self, load: Callable[[], Any], cache_bytes: int, options: ModelOptions | None = None,
@@ -107,9 +106,10 @@ class Segmenter:
                                                                              cache_bytes)).result()
 
     def segment_2d(self, rgb: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Masks and predicted IoUs of ``(N, 4)`` boxes already checked against the ``(H, W, 3)`` uint8 ``rgb``."""
         def segment() -> tuple[np.ndarray, np.ndarray]:
-            self.predictor.set_image(rgb)
-            prediction = self.predictor.predict(boxes=boxes)
+            self.predictor.set_rgb(rgb)
+            prediction = self.predictor.answer(Prompts(boxes))
             return prediction.masks[:, 0], prediction.iou[:, 0]
 
         return self._model_thread.submit(segment).result()

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from gnnseg.seg.io.intensity import scale_volume, to_rgb_uint8
-from gnnseg.seg.sam.preprocess import boxes_from_mask
+from gnnseg.seg.sam.inference.prompts import boxes_from_mask
 
 MIN_OBJECT_PIXELS = 100
 """Objects smaller than this are dropped, as MedSAM's preprocessing drops them in 2D."""

@@ -7,7 +7,7 @@ error between the predicted IoU and the IoU of the predicted mask, which keeps t
 
 Additions here, because a small model trained from scratch on a few hundred images needs them (MedSAM started from
 SAM's weights and 1.5 million images): flips and 90-degree rotations of each sample, and a learning rate with a
-linear warm-up and a cosine decay. Whole-image models train on a :class:`~gnnseg.seg.sam.prepared.PreparedSet`
+linear warm-up and a cosine decay. Whole-image models train on a :class:`~gnnseg.seg.sam.training.prepared.PreparedSet`
 (each image resized once); box-centred models cut a window per draw. On a GPU the steps run under bfloat16
 autocast. Training runs in rounds of ``iterations_per_round`` steps; after each round the
 model is scored on held-out samples (Dice with tight boxes plus ``val_box_margin``), a checkpoint is written and
@@ -37,15 +37,14 @@ from gnnseg.core.distributed import distributed_context
 from gnnseg.core.progress import progress
 from gnnseg.core.runs import write_json
 from gnnseg.core.seed import seed_everything
-from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.checkpoint import save_sam
-from gnnseg.seg.sam.crop import CropWindow, resize_crop, resize_mask_crop
-from gnnseg.seg.sam.model import Sam
-from gnnseg.seg.sam.prepared import PreparedSet
-from gnnseg.seg.sam.preprocess import boxes_from_mask
-from gnnseg.seg.sam.samples import PromptSample, draw_probabilities, jittered_box
-from gnnseg.seg.sam.shipped import make_predictor
-from gnnseg.seg.sam.symmetry import Symmetry
+from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
+from gnnseg.seg.sam.inference.crop import CropWindow
+from gnnseg.seg.sam.inference.predictor import resize_crop
+from gnnseg.seg.sam.inference.symmetry import Symmetry
+from gnnseg.seg.sam.modeling.sam import Sam
+from gnnseg.seg.sam.training.prepared import PreparedSet
+from gnnseg.seg.sam.training.samples import PromptSample, draw_probabilities, jittered_box
 
 TRAINING_FORMAT = "gnnseg-sam-training"
 
@@ -130,44 +129,13 @@ def prompted_loss(model: Sam, pixels: Tensor, boxes: Tensor, masks: Tensor, iou_
     return box_prompt_loss(low_res.float(), iou.float(), masks, iou_weight)
 
 
-def grown_box(sample: PromptSample, margin: int) -> np.ndarray:
-    """The sample's tight box grown by ``margin`` pixels per side, clipped to the image."""
-    return boxes_from_mask(sample.mask, margin)[0].astype(np.float64)
-
-
-def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int = 5, *,
-                       augmentation: str = "none", zoom: float | None = None,
-                       zoom_scales: int = 1) -> list[np.ndarray]:
-    """The predicted mask of each sample, prompted with its tight box grown by ``margin`` pixels
-    (:func:`predicted_masks` with ``model``'s predictor). ``augmentation``: test-time augmentation
-    (:mod:`gnnseg.seg.sam.augmented_predictor`); ``zoom`` and ``zoom_scales``: windows around each box
-    (:mod:`gnnseg.seg.sam.zoom`).
-    """
-    predictor = make_predictor(model, augmentation=augmentation, zoom=zoom, zoom_scales=zoom_scales)
-    return predicted_masks(predictor, samples, margin)
-
-
-def predicted_masks(predictor, samples: Sequence[PromptSample], margin: int = 5) -> list[np.ndarray]:
-    """Each sample's mask from ``predictor`` (any of :func:`~gnnseg.seg.sam.shipped.make_predictor`'s), prompted
-    with its tight box grown by ``margin`` pixels. Samples that share an image share one ``set_image`` and one
-    batched ``predict``."""
-    masks: list[np.ndarray | None] = [None] * len(samples)
-    by_image: dict[int, list[int]] = {}
-    for index, sample in enumerate(samples):
-        by_image.setdefault(id(sample.image), []).append(index)
-    for indices in by_image.values():
-        predictor.set_image(samples[indices[0]].image)
-        predicted = predictor.predict(boxes=np.stack([grown_box(samples[i], margin) for i in indices])).masks
-        for i, mask in zip(indices, predicted[:, 0]):
-            masks[i] = mask
-    return masks
-
-
-def box_dice_scores(model: Sam, samples: Sequence[PromptSample], margin: int = 5, *,
-                    augmentation: str = "none") -> np.ndarray:
-    """Dice of each sample's box-prompted mask (:func:`box_prompted_masks`) against its ground truth."""
-    masks = box_prompted_masks(model, samples, margin, augmentation=augmentation)
-    return np.array([dice(mask, sample.mask) for mask, sample in zip(masks, samples)])
+def resize_mask_crop(crop: np.ndarray, size: int) -> Tensor:
+    """``(s, s)`` boolean crop -> ``(size, size)`` float mask in {0, 1} (area-weighted, then thresholded at 0.5)."""
+    mask = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None, None]
+    if mask.shape[-1] != size:
+        mask = F.interpolate(mask, (size, size), mode="bilinear", align_corners=False,
+                             antialias=mask.shape[-1] > size)
+    return (mask[0, 0] >= 0.5).float()
 
 
 def _plot_curve(log: dict[str, list[float]], path: Path) -> None:

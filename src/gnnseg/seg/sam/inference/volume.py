@@ -9,9 +9,8 @@ The CVPR 2024 "MedSAM on Laptop" baseline (``CVPR24_LiteMedSAM_infer.py``) turns
 3. the same downwards to ``z_min``.
 
 One departure: the 3D box bounds its object in every axis, so here the propagated prompt and each slice's mask are
-kept inside the box's rectangle. The baseline lets them grow: on our CT case one 2,100-voxel organ grew into a
-124,000-voxel mask that painted over its neighbours, and the rule lifted the case's DSC from 0.10 to 0.34
-(``lite_medsam_fast``, ``benchmarks/results/lite_challenge.md``).
+kept inside the box's rectangle. The baseline lets them grow, and a small organ's mask can then paint over its
+neighbours (docs/benchmarks.md measures the difference).
 
 Label ``k`` of the result is box ``k`` (1-based); later boxes overwrite earlier ones where they overlap.
 """
@@ -23,11 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gnnseg.seg.io.challenge_npz import ChallengeCase, segs_from_masks
-from gnnseg.seg.sam.preprocess import boxes_from_mask, validate_boxes
+from gnnseg.seg.sam.inference.prompts import boxes_from_mask, validate_boxes
 
 if TYPE_CHECKING:
-    from gnnseg.seg.sam.onnx_predictor import OnnxPredictor
-    from gnnseg.seg.sam.predictor import SamPredictor
+    from gnnseg.seg.sam.inference.onnx_predictor import OnnxPredictor
+    from gnnseg.seg.sam.inference.predictor import SamPredictor
 
 
 def validate_boxes_3d(boxes: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

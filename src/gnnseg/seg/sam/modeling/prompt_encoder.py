@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from gnnseg.seg.sam.common import LayerNorm2d
+from gnnseg.seg.sam.modeling.common import LayerNorm2d
 
 NEGATIVE, POSITIVE, PADDING = 0, 1, -1
 """Point labels, as in SAM: background click, foreground click, padding token."""

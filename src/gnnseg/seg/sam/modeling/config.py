@@ -6,7 +6,7 @@ Configurations (:data:`SAM_CONFIGS`): ``vit_b``, ``vit_l``, ``vit_h`` are SAM's 
 patch 16, window 14, global attention every quarter of the depth); MedSAM (Ma et al. 2024) is ``vit_b`` with
 min-max input instead of ImageNet normalisation. ``vit_cpu`` is a small model that trains on a 2-core CPU (the model
 shipped with gnnseg); ``vit_mini`` is for tests. ``lite_medsam`` is Lite MedSAM (MobileSAM's TinyViT at 256 input,
-longest side resized and padded, min-max input; :mod:`gnnseg.seg.sam.tiny_vit`); ``lite_medsam_fast`` is a
+longest side resized and padded, min-max input; :mod:`gnnseg.seg.sam.modeling.tiny_vit`); ``lite_medsam_fast`` is a
 lighter TinyViT for CPUs (stride-4 stem, every stage at the 64 x 64 grid, fewer blocks), distilled from the Lite
 model; ``mobile_sam`` is MobileSAM's ``vit_t`` and ``tiny_vit_mini`` a TinyViT for tests. ``vit_teacher_256`` is a
 ViT with Lite MedSAM's input and embedding grid (256 in, 64 x 64 out), the teacher that gnnseg's Lite model is

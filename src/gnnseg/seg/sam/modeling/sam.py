@@ -4,7 +4,7 @@
 ``segment-anything`` code does) and adds only what ties them together: input normalisation, the embedding grid
 shared by the prompt encoder and decoder. The heavy encoder runs once per image
 (:meth:`Sam.encode`); the cheap prompt path runs once per prompt (:meth:`Sam.decode`). The configurations live in
-:mod:`gnnseg.seg.sam.config`.
+:mod:`gnnseg.seg.sam.modeling.config`.
 """
 
 from __future__ import annotations
@@ -13,17 +13,17 @@ import torch
 from torch import Tensor, nn
 
 from gnnseg.seg.io.intensity import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD
-from gnnseg.seg.sam.config import (
+from gnnseg.seg.sam.modeling.config import (
     SAM_CONFIGS,
     Normalization,
     SamConfig,
     with_input_chain,
 )
-from gnnseg.seg.sam.image_encoder import ImageEncoderViT
-from gnnseg.seg.sam.mask_decoder import MaskDecoder
-from gnnseg.seg.sam.prompt_encoder import PromptEncoder
-from gnnseg.seg.sam.tiny_vit import TinyViT
-from gnnseg.seg.sam.transformer import TwoWayTransformer
+from gnnseg.seg.sam.modeling.image_encoder import ImageEncoderViT
+from gnnseg.seg.sam.modeling.mask_decoder import MaskDecoder
+from gnnseg.seg.sam.modeling.prompt_encoder import PromptEncoder
+from gnnseg.seg.sam.modeling.tiny_vit import TinyViT
+from gnnseg.seg.sam.modeling.transformer import TwoWayTransformer
 
 __all__ = ["SAM_CONFIGS", "Normalization", "Sam", "SamConfig", "build_sam", "imagenet_normalize",
            "with_input_chain"]
@@ -38,7 +38,7 @@ def imagenet_normalize(pixels: Tensor) -> Tensor:
 
 class Sam(nn.Module):
     """Image encoder + prompt encoder + mask decoder, and the input normalisation that feeds them (mask upscaling is
-    :func:`gnnseg.seg.sam.prediction.whole_image_masks`, shared with the ONNX runtime)."""
+    :func:`gnnseg.seg.sam.inference.prediction.whole_image_masks`, shared with the ONNX runtime)."""
 
     def __init__(self, image_encoder: ImageEncoderViT | TinyViT, prompt_encoder: PromptEncoder,
                  mask_decoder: MaskDecoder, config: SamConfig) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from gnnseg.seg.sam.common import FeedForward
+from gnnseg.seg.sam.modeling.common import FeedForward
 
 
 class ProjectedAttention(nn.Module):
@@ -77,7 +77,7 @@ class ProjectedAttention(nn.Module):
         key = self._heads(self.k_proj(k)) * head_dim ** -0.5  # (B, h, n, d)
         folded = (key @ self._per_head(self.q_proj)).flatten(1, 2)  # (B, h n, D): W_q^T k per head
         bias = (key @ self.q_proj.bias.view(self.heads, -1, 1)).flatten(1, 2)  # (B, h n, 1): b_q . k per key
-        # softmax over the n keys of a head as a middle axis of (B, h, n, N): 30x faster than over a last axis of 7
+        # softmax over the n keys of a head as a middle axis of (B, h, n, N), far faster than over a short last axis
         weights = (_scores(q, folded) + bias).unflatten(1, (self.heads, keys)).softmax(dim=2).flatten(1, 2)
         value = self._heads(self.v_proj(v))  # (B, h, n, d)
         output_weight = self.out_proj.weight.reshape(-1, self.heads, head_dim).permute(1, 2, 0)  # (h, d, D)

@@ -1,16 +1,15 @@
 """Tuning a whole-image model's mask decoder on frozen image embeddings: more training than a CPU could otherwise give.
 
-One fine-tuning step of a whole Lite MedSAM on 2 CPU cores costs about 1.5 s per object, nearly all of it the image
-encoder's forward and backward pass. With the encoder frozen its embeddings never change, so they are computed once
-(:func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings` with ``symmetries=DIHEDRAL``): every training image under
-each of the square's eight symmetries (or a subset, on a smaller budget), turned and then padded exactly as
-test-time augmentation shows it to the model. A step then costs only the prompt encoder and mask decoder, about
-0.1 s per object.
+A fine-tuning step of a whole Lite MedSAM on a CPU is nearly all the image encoder's forward and backward pass. With the
+encoder frozen its embeddings never change, so they are computed once
+(:func:`~gnnseg.seg.sam.training.distill.cache_teacher_embeddings` with ``symmetries=DIHEDRAL``): every training image
+under each of the square's eight symmetries (or a subset, on a smaller budget), turned and then padded exactly as
+test-time augmentation shows it to the model. A step then costs only the prompt encoder and mask decoder.
 
-Each draw takes an object (with per-sample ``weights``, as :func:`~gnnseg.seg.sam.finetune.finetune`), one of the
-cached views of its image, the object's mask in that view and its tight box grown by a random 0..``box_shift`` pixels
-per side; the loss is stage 2's Dice + BCE + IoU-prediction MSE (:func:`~gnnseg.seg.sam.finetune.box_prompt_loss`)
-and only the mask decoder learns.
+Each draw takes an object (with per-sample ``weights``, as :func:`~gnnseg.seg.sam.training.finetune.finetune`), one of
+the cached views of its image, the object's mask in that view and its tight box grown by a random 0..``box_shift``
+pixels per side; the loss is stage 2's Dice + BCE + IoU-prediction MSE
+(:func:`~gnnseg.seg.sam.training.finetune.box_prompt_loss`) and only the mask decoder learns.
 """
 
 from __future__ import annotations
@@ -29,13 +28,13 @@ from torch import Tensor
 from gnnseg.core.progress import progress
 from gnnseg.core.runs import write_json
 from gnnseg.core.seed import seed_everything
-from gnnseg.seg.sam.distill import EmbeddingCache
-from gnnseg.seg.sam.finetune import box_prompt_loss, learning_rate
-from gnnseg.seg.sam.model import Sam
-from gnnseg.seg.sam.prepared import PreparedSet, jittered_boxes
-from gnnseg.seg.sam.preprocess import pad_to_square
-from gnnseg.seg.sam.samples import draw_probabilities
-from gnnseg.seg.sam.symmetry import DIHEDRAL, Symmetry
+from gnnseg.seg.sam.inference.model_input import pad_to_square
+from gnnseg.seg.sam.inference.symmetry import DIHEDRAL, Symmetry
+from gnnseg.seg.sam.modeling.sam import Sam
+from gnnseg.seg.sam.training.distill import EmbeddingCache
+from gnnseg.seg.sam.training.finetune import box_prompt_loss, learning_rate
+from gnnseg.seg.sam.training.prepared import PreparedSet, jittered_boxes
+from gnnseg.seg.sam.training.samples import draw_probabilities
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, confi
     """Train ``model.mask_decoder`` in place on the cached views of ``prepared``'s images; returns the loss log.
 
     ``cache`` must hold the model's own embeddings of every image under the same symmetries (all eight, or a
-    subset), in :func:`~gnnseg.seg.sam.distill.cache_teacher_embeddings` order. With ``output``,
+    subset), in :func:`~gnnseg.seg.sam.training.distill.cache_teacher_embeddings` order. With ``output``,
     ``decoder_tuning_log.json`` is written there.
     """
     prepared.check_fits(model.config)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from gnnseg.seg.sam.common import FeedForward, LayerNorm2d
+from gnnseg.seg.sam.modeling.common import FeedForward, LayerNorm2d
 
 
 def relative_position_table(query_len: int, key_len: int, table: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Image and box preprocessing for MedSAM and Lite MedSAM, re-derived from the published recipe.
+"""How an image becomes a model's input for MedSAM, SAM and Lite MedSAM, re-derived from the published recipe.
 
 MedSAM (Ma et al., Nat Commun 2024, Methods) was trained on images that went through one fixed chain, and a
 checkpoint only gives its published accuracy on inputs prepared the same way. The chain, as in bowang-lab/MedSAM
@@ -12,22 +12,22 @@ checkpoint only gives its published accuracy on inputs prepared the same way. Th
 3. **Min-max to [0, 1]** over the whole resized image (:func:`normalize_for_model`). MedSAM feeds this straight
    to its image encoder; SAM's ImageNet ``pixel_mean`` / ``pixel_std`` are *not* applied (``mode="imagenet"``
    is there for the original SAM weights).
-4. **Boxes** ``(x0, y0, x1, y1)`` in pixel index coordinates of the original image are checked and clipped
-   (:func:`validate_boxes`) and scaled with the image: ``box / [W, H, W, H] * 1024`` (:func:`scale_boxes`),
-   x and y independently because step 2 stretches the image.
+4. **Boxes** ``(x0, y0, x1, y1)`` in pixel index coordinates of the original image are checked, clipped and
+   scaled with the image: ``box / [W, H, W, H] * 1024``, x and y independently because step 2 stretches the image
+   (:mod:`gnnseg.seg.sam.inference.prompts`).
 
 Lite MedSAM (bowang-lab/MedSAM, LiteMedSAM branch, ``CVPR24_LiteMedSAM_infer.py``) keeps the aspect ratio instead:
 the longest side goes to 256 (:func:`resize_longest_side`), the image is min-max normalized, then zero-padded at
-the bottom and right to 256 x 256 (:func:`pad_to_square`); boxes scale by the single factor
-``256 / max(H, W)`` (:func:`scale_boxes_longest_side`). :func:`lite_model_input` chains these in that order.
+the bottom and right to 256 x 256 (:func:`pad_to_square`); boxes scale by the single factor ``256 / max(H, W)``.
+:func:`lite_model_input` chains these in that order.
 
 Where this differs from the reference scripts
 ---------------------------------------------
 * Step 1's differences are listed in :mod:`gnnseg.seg.io.intensity`; step 3 re-stretches every image anyway.
 * :func:`resize_longest_side` uses Pillow's area-weighted box filter when shrinking and bilinear interpolation
   when enlarging, standing in for OpenCV's ``INTER_AREA`` (OpenCV is not a dependency); it returns float32
-  rather than rounding back to uint8. :func:`scale_boxes_longest_side` keeps fractional coordinates where the
-  reference truncates them with ``int``.
+  rather than rounding back to uint8. Boxes keep fractional coordinates where the reference truncates them with
+  ``int`` (``--preprocessing official`` truncates as it does).
 * ``MedSAM_Inference.py`` casts the resized image back to uint8 (truncating) before step 3; here it stays
   float32, a difference below one grey level.
 """
@@ -47,7 +47,6 @@ from gnnseg.seg.io.intensity import (
 )
 
 __all__ = [
-    "boxes_from_mask",
     "lite_model_input",
     "medsam_model_input",
     "minmax_normalize",
@@ -56,19 +55,13 @@ __all__ = [
     "resize_image",
     "resize_longest_side",
     "resize_mask",
-    "scale_boxes",
-    "scale_boxes_longest_side",
-    "validate_boxes",
+    "whole_image_input",
 ]
 
 _NORMALIZE_MODES = ("minmax", "imagenet")
 
 
-# ----------------------------------------------------------------------------------------------------
-# Resizing and normalization
-# ----------------------------------------------------------------------------------------------------
-
-def _check_size(size: int) -> int:
+def check_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
     return int(size)
@@ -94,7 +87,7 @@ def resize_image(rgb_uint8: np.ndarray, size: int = 1024, *, anti_aliasing: bool
     from skimage.transform import resize  # imported here: a Lite model's runtime never needs it
 
     array = _check_hwc("rgb_uint8", rgb_uint8)
-    size = _check_size(size)
+    size = check_size(size)
     resized = resize(array, (size, size), order=3, preserve_range=True, anti_aliasing=anti_aliasing)
     return resized.astype(np.float32)
 
@@ -170,7 +163,7 @@ def resize_longest_side(image: np.ndarray, size: int = 256) -> np.ndarray:
     array = finite_real("image", image)
     if array.ndim not in (2, 3):
         raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got shape {array.shape}")
-    size = _check_size(size)
+    size = check_size(size)
     height, width = array.shape[:2]
     scale = size / max(height, width)
     new_height, new_width = max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
@@ -192,7 +185,7 @@ def pad_to_square(image: np.ndarray, size: int = 256) -> np.ndarray:
     array = np.asarray(image)
     if array.ndim not in (2, 3):
         raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got shape {array.shape}")
-    size = _check_size(size)
+    size = check_size(size)
     height, width = array.shape[:2]
     if height > size or width > size:
         raise ValueError(f"image of shape {array.shape} is larger than the {size} x {size} target; "
@@ -229,7 +222,7 @@ def official_lite_model_input(image: np.ndarray, size: int = 256) -> tuple[np.nd
         raise ImportError("preprocessing 'official' resizes with OpenCV, as the released LiteMedSAM code does: "
                           "pip install opencv-python-headless (or gnnseg[litemedsam])") from exc
     rgb = to_rgb_uint8(image)
-    size = _check_size(size)
+    size = check_size(size)
     height, width = rgb.shape[:2]
     scale = size / max(height, width)
     new_width, new_height = max(1, int(width * scale + 0.5)), max(1, int(height * scale + 0.5))
@@ -266,139 +259,3 @@ def whole_image_input(rgb: np.ndarray, size: int, *, layout: str, normalization:
     normalized[..., height:, :] = 0
     normalized[..., :, width:] = 0
     return normalized, (height, width)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Boxes
-# ----------------------------------------------------------------------------------------------------
-
-def _image_hw(image_shape: Sequence[int], name: str = "image_shape") -> tuple[int, int]:
-    dims = tuple(int(s) for s in image_shape)
-    if len(dims) < 2 or dims[0] < 1 or dims[1] < 1:
-        raise ValueError(f"{name} must start with a positive (H, W), got {tuple(image_shape)}")
-    return dims[0], dims[1]
-
-
-def _as_box_array(boxes: np.ndarray) -> np.ndarray:
-    """``boxes`` as float64 ``(N, 4)``; a single ``(4,)`` box becomes ``(1, 4)``."""
-    array = np.asarray(boxes)
-    if array.dtype.kind not in "iuf":
-        raise ValueError(f"boxes must hold numbers, got dtype {array.dtype}")
-    array = array.astype(np.float64)
-    if array.ndim == 1 and array.shape == (4,):
-        array = array[None]
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (4,) or (N, 4) as (x0, y0, x1, y1), got {array.shape}")
-    if array.shape[0] == 0:
-        raise ValueError("boxes is empty: give at least one (x0, y0, x1, y1) box")
-    return array
-
-
-def validate_boxes(boxes: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
-    """Check ``(x0, y0, x1, y1)`` boxes against an image and clip them to it.
-
-    Coordinates are pixel indices: x is the column in ``[0, W - 1]``, y the row in ``[0, H - 1]``. A box that
-    sticks out of the image is clipped to those ranges (a box drawn slightly past the border still means the
-    object at the border). Refused, with the box index and values: NaN or infinite coordinates, ``x1 <= x0``
-    or ``y1 <= y0``, and a box with no area left inside the image after clipping.
-
-    Args:
-        boxes: ``(4,)`` or ``(N, 4)``.
-        image_shape: ``(H, W)`` or ``(H, W, C)``.
-
-    Returns:
-        float64 ``(N, 4)`` clipped boxes.
-    """
-    height, width = _image_hw(image_shape)
-    array = _as_box_array(boxes)
-    for index, box in enumerate(array):
-        values = [float(v) for v in box]
-        if not np.all(np.isfinite(box)):
-            raise ValueError(f"box {index} {values} has a NaN or infinite coordinate")
-        if box[2] <= box[0] or box[3] <= box[1]:
-            raise ValueError(f"box {index} {values} must have x1 > x0 and y1 > y0 (x0, y0, x1, y1)")
-    clipped = array.copy()
-    clipped[:, [0, 2]] = np.clip(array[:, [0, 2]], 0, width - 1)
-    clipped[:, [1, 3]] = np.clip(array[:, [1, 3]], 0, height - 1)
-    for index, box in enumerate(clipped):
-        if box[2] <= box[0] or box[3] <= box[1]:
-            raise ValueError(f"box {index} {[float(v) for v in array[index]]} lies outside the image of height "
-                             f"{height} and width {width} (x in [0, {width - 1}], y in [0, {height - 1}])")
-    return clipped
-
-
-def scale_boxes(boxes: np.ndarray, original_hw: Sequence[int], size: int = 1024) -> np.ndarray:
-    """Boxes in the original image -> boxes in the ``size x size`` resized image (MedSAM).
-
-    ``boxes / [W, H, W, H] * size``: x and y scale separately because :func:`resize_image` stretches.
-
-    Returns:
-        float64 array of ``boxes``' shape (``(4,)`` or ``(N, 4)``).
-    """
-    height, width = _image_hw(original_hw, "original_hw")
-    size = _check_size(size)
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.shape[-1:] != (4,) or array.ndim > 2:
-        raise ValueError(f"boxes must have shape (4,) or (N, 4), got {array.shape}")
-    return array / np.array([width, height, width, height], np.float64) * size
-
-
-def scale_boxes_longest_side(boxes: np.ndarray, original_hw: Sequence[int], size: int = 256) -> np.ndarray:
-    """Boxes in the original image -> boxes in the :func:`resize_longest_side` image (Lite MedSAM).
-
-    One factor ``size / max(H, W)`` for both axes, since the aspect ratio is kept; :func:`pad_to_square` adds
-    no offset. Returns float64 of ``boxes``' shape.
-    """
-    height, width = _image_hw(original_hw, "original_hw")
-    size = _check_size(size)
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.shape[-1:] != (4,) or array.ndim > 2:
-        raise ValueError(f"boxes must have shape (4,) or (N, 4), got {array.shape}")
-    return array * (size / max(height, width))
-
-
-def boxes_from_mask(mask: np.ndarray, margin: int = 0, labels: Sequence[int] | None = None) -> np.ndarray:
-    """The tight bounding box of each label in a mask, grown by ``margin`` pixels and clipped to the image.
-
-    Coordinates are pixel indices, inclusive: a label covering columns 3..7 has ``x0 = 3, x1 = 7``. MedSAM
-    makes its training and evaluation prompts this way (its scripts add a margin, ``bbox_shift``, of a few
-    pixels).
-
-    Args:
-        mask: ``(H, W)`` or ``(D, H, W)`` integer or boolean labels; 0 is background.
-        margin: non-negative pixels added on every side (in-plane and along z).
-        labels: which labels, in output order; default all nonzero labels in increasing order.
-
-    Returns:
-        int64 ``(N, 4)`` rows ``(x0, y0, x1, y1)`` for a 2D mask, or ``(N, 6)`` rows
-        ``(x_min, y_min, z_min, x_max, y_max, z_max)`` for a 3D mask (the challenge npz order).
-    """
-    array = np.asarray(mask)
-    if array.dtype.kind not in "biu":
-        raise ValueError(f"mask must hold integer or boolean labels, got dtype {array.dtype}")
-    if array.ndim not in (2, 3):
-        raise ValueError(f"mask must be 2D (H, W) or 3D (D, H, W), got shape {array.shape}")
-    if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
-        raise ValueError(f"margin must be a non-negative integer, got {margin!r}")
-    if not array.any():
-        raise ValueError(f"mask is empty: no nonzero label in a mask of shape {array.shape}")
-    if labels is None:
-        wanted = [int(v) for v in np.unique(array) if v != 0]
-    else:
-        wanted = [int(v) for v in labels]
-        if not wanted:
-            raise ValueError("labels is empty; pass None for all nonzero labels")
-        if 0 in wanted:
-            raise ValueError(f"labels {wanted} include 0, the background")
-    # Axes in (x, y[, z]) order: columns, rows, slices.
-    axes = (1, 0) if array.ndim == 2 else (2, 1, 0)
-    limits = [array.shape[a] - 1 for a in axes]
-    rows = []
-    for label in wanted:
-        where = np.nonzero(array == label)
-        if where[0].size == 0:
-            raise ValueError(f"label {label} does not occur in the mask")
-        lows = [max(0, int(where[a].min()) - margin) for a in axes]
-        highs = [min(limit, int(where[a].max()) + margin) for a, limit in zip(axes, limits, strict=True)]
-        rows.append(lows + highs)
-    return np.array(rows, dtype=np.int64)

@@ -15,9 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import Tensor
-from torch.nn import functional as F
 
 MIN_SIDE = 16
 """Smallest window side in original pixels (a 3-pixel box still gets some context)."""
@@ -59,40 +56,3 @@ class CropWindow:
             out[src_y.start - self.top : src_y.stop - self.top, src_x.start - self.left : src_x.stop - self.left] = \
                 image[src_y, src_x]
         return out
-
-    def paste(self, logits: Tensor, image_hw: tuple[int, int]) -> Tensor:
-        """``(B, M, s, s)`` logits over the window (any ``s``) -> ``(B, M, H, W)`` logits over the whole image."""
-        resized = F.interpolate(logits, (self.side, self.side), mode="bilinear", align_corners=False)
-        height, width = image_hw
-        out = logits.new_full((*logits.shape[:2], height, width), BACKGROUND_LOGIT)
-        y0, x0 = max(self.top, 0), max(self.left, 0)
-        y1, x1 = min(self.top + self.side, height), min(self.left + self.side, width)
-        if y0 < y1 and x0 < x1:
-            out[..., y0:y1, x0:x1] = resized[..., y0 - self.top : y1 - self.top, x0 - self.left : x1 - self.left]
-        return out
-
-
-def resize_crop(crop: np.ndarray, size: int) -> Tensor:
-    """``(s, s, 3)`` uint8 crop -> ``(3, size, size)`` float pixels in 0..255 (bilinear, antialiased when shrinking).
-
-    Channels are resized one at a time (they are independent), so a large window costs one float channel at a time
-    rather than three.
-    """
-    if crop.shape[0] == size:
-        return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float()
-    channels = []
-    for channel in range(crop.shape[2]):
-        plane = torch.from_numpy(np.ascontiguousarray(crop[:, :, channel]))[None, None].float()
-        channels.append(F.interpolate(plane, (size, size), mode="bilinear", align_corners=False,
-                                      antialias=plane.shape[-1] > size)[0, 0])
-        del plane
-    return torch.stack(channels).clamp(0, 255)
-
-
-def resize_mask_crop(crop: np.ndarray, size: int) -> Tensor:
-    """``(s, s)`` boolean crop -> ``(size, size)`` float mask in {0, 1} (area-weighted, then thresholded at 0.5)."""
-    mask = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None, None]
-    if mask.shape[-1] != size:
-        mask = F.interpolate(mask, (size, size), mode="bilinear", align_corners=False,
-                             antialias=mask.shape[-1] > size)
-    return (mask[0, 0] >= 0.5).float()

@@ -2,7 +2,7 @@
 
 numpy in, numpy out, and no torch import: a process that only segments with an export
 (``gnnseg seg segment --checkpoint FOLDER``) starts in a fraction of a second instead of spending over one second
-importing torch. :class:`~gnnseg.seg.sam.onnx_predictor.OnnxPredictor` drives it.
+importing torch. :class:`~gnnseg.seg.sam.inference.onnx_predictor.OnnxPredictor` drives it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnseg.seg.sam.config import SamConfig
+from gnnseg.seg.sam.modeling.config import SamConfig
 
 
 def default_threads() -> int:
@@ -45,10 +45,10 @@ class OnnxSam:
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1
         # The encoder and decoder sessions take turns (3D propagation alternates them per slice); threads left
-        # spinning by one would hold the cores the other needs (30-slice case: 4.9 s spinning, 3.6 s without).
+        # spinning by one would hold the cores the other needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        # The decoder's session opens in the background while the encoder's opens and runs: ~50 ms of every new
+        # The decoder's session opens in the background while the encoder's opens and runs, which shortens every new
         # process that segments one image (a failure to open it is raised by the first decode).
         def session(name: str):
             try:

@@ -13,7 +13,7 @@ CT         ``example_ct_sm`` (every labelled slice)     the independent DICOM se
 MR         ``example_mr_sm`` slices 0-13                slices 14-19 (same scan: a weaker test)
 ========== =========================================== ====================================================
 
-Each object is a connected component of a label (:mod:`gnnseg.seg.sam.samples`); ISBI's objects are the cells
+Each object is a connected component of a label (:mod:`gnnseg.seg.sam.training.samples`); ISBI's objects are the cells
 between membranes.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from gnnseg.seg.io import read_dicom_series, read_image_2d, read_nifti, reorient_like
-from gnnseg.seg.sam.samples import PromptSample, samples_from_image, samples_from_volume
+from gnnseg.seg.sam.training.samples import PromptSample, samples_from_image, samples_from_volume
 
 MODALITIES = ("endoscopy", "EM", "fundus", "CT", "MR")
 

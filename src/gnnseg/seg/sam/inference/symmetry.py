@@ -1,8 +1,9 @@
 """The eight symmetries of the square (quarter turns, each also mirrored), for images, masks, points and boxes.
 
-Training draws one per sample as augmentation (:mod:`gnnseg.seg.sam.finetune`, :mod:`gnnseg.seg.sam.prepared`);
-test-time augmentation averages over several (:mod:`gnnseg.seg.sam.augmented_predictor`). Coordinates are pixel
-indices, x the column and y the row, so mirroring an image of width ``W`` sends ``x`` to ``W - 1 - x``.
+Training draws one per sample as augmentation (:mod:`gnnseg.seg.sam.training.finetune`,
+:mod:`gnnseg.seg.sam.training.prepared`); test-time augmentation averages over several
+(:mod:`gnnseg.seg.sam.inference.augmented_predictor`). Coordinates are pixel indices, x the column and y the row, so
+mirroring an image of width ``W`` sends ``x`` to ``W - 1 - x``.
 """
 
 from __future__ import annotations

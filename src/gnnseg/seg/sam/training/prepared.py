@@ -4,7 +4,7 @@ Whole-image models (SAM, MedSAM, Lite MedSAM) see every object of an image throu
 resize is done once per image here instead of once per draw: the images become ``(N, S, S, 3)`` uint8 in the
 model's layout (square, or longest side + zero padding) and the objects one instance map per image at ``S``
 (nearest neighbour, as MedSAM resizes ground truth). Objects of one image never overlap: they are connected
-components of a label map (:mod:`gnnseg.seg.sam.samples`). An object whose mask vanishes at ``S`` is dropped.
+components of a label map (:mod:`gnnseg.seg.sam.training.samples`). An object whose mask vanishes at ``S`` is dropped.
 
 A batch is drawn as tensors on the training device: rotations by 90 degrees and flips of image and mask together,
 the box read off the (augmented) mask and grown by a random 0..``box_shift`` pixels per side (at most a quarter of
@@ -22,15 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gnnseg.seg.sam.model import SamConfig, imagenet_normalize
-from gnnseg.seg.sam.preprocess import (
-    pad_to_square,
-    resize_image,
-    resize_longest_side,
-    resize_mask,
-)
-from gnnseg.seg.sam.samples import PromptSample
-from gnnseg.seg.sam.symmetry import Symmetry
+from gnnseg.seg.sam.inference.model_input import pad_to_square, resize_image, resize_longest_side, resize_mask
+from gnnseg.seg.sam.inference.symmetry import Symmetry
+from gnnseg.seg.sam.modeling.sam import SamConfig, imagenet_normalize
+from gnnseg.seg.sam.training.samples import PromptSample
 
 
 @dataclass

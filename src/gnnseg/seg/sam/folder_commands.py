@@ -18,19 +18,20 @@ from gnnseg.seg.io.any_format import READABLE_SUFFIXES, is_nifti
 from gnnseg.seg.io.pairs import paired_files
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.checkpoint import save_sam
-from gnnseg.seg.sam.config import Normalization
-from gnnseg.seg.sam.distill import (
+from gnnseg.seg.sam.inference.box_prompted import predicted_masks
+from gnnseg.seg.sam.modeling.config import Normalization
+from gnnseg.seg.sam.modeling.sam import build_sam
+from gnnseg.seg.sam.segment_files import refuse_existing
+from gnnseg.seg.sam.shipped import DEFAULT_MODEL, ModelChoice, load_model
+from gnnseg.seg.sam.training.distill import (
     DistillConfig,
     cache_teacher_embeddings,
     distill_encoder,
     student_from_teacher,
 )
-from gnnseg.seg.sam.finetune import FinetuneConfig, finetune, predicted_masks
-from gnnseg.seg.sam.model import build_sam
-from gnnseg.seg.sam.prepared import PreparedSet
-from gnnseg.seg.sam.samples import PromptSample, samples_from_image, samples_from_volume
-from gnnseg.seg.sam.segment_files import refuse_existing
-from gnnseg.seg.sam.shipped import DEFAULT_MODEL, ModelChoice, load_model
+from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
+from gnnseg.seg.sam.training.prepared import PreparedSet
+from gnnseg.seg.sam.training.samples import PromptSample, samples_from_image, samples_from_volume
 
 
 def load_samples(images: str | os.PathLike, masks: str | os.PathLike, modality: str = "ct", *,

@@ -2,13 +2,13 @@
 
 Lite MedSAM (``distillation/distill_multi_gpu.py`` of the LiteMedSAM branch) trains TinyViT at 256 input to match
 MedSAM's ViT-B embeddings at 1024 input with a mean squared error; stage 2 then fine-tunes the whole model
-(:func:`gnnseg.seg.sam.finetune.finetune`), starting from the teacher's prompt encoder and mask decoder
+(:func:`gnnseg.seg.sam.training.finetune.finetune`), starting from the teacher's prompt encoder and mask decoder
 (:func:`student_from_teacher`), which read embeddings of the same shape.
 
 The teacher costs seconds per image on a CPU, and its embeddings do not change, so they are computed once and kept
 on disk as a memory-mapped float16 array (:class:`EmbeddingCache`): 256 x 64 x 64 values, 2 MiB per image. The
-teacher sees each image through its own input chain (:func:`~gnnseg.seg.sam.preprocess.whole_image_input`), so a
-1024-input MedSAM teacher and a 256-input student see the same picture.
+teacher sees each image through its own input chain (:func:`~gnnseg.seg.sam.inference.model_input.whole_image_input`),
+so a 1024-input MedSAM teacher and a 256-input student see the same picture.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from torch.nn import functional as F
 from gnnseg.core.progress import progress
 from gnnseg.core.runs import write_json
 from gnnseg.core.seed import seed_everything
-from gnnseg.seg.sam.finetune import learning_rate
-from gnnseg.seg.sam.model import Sam
-from gnnseg.seg.sam.prepared import PreparedSet
-from gnnseg.seg.sam.preprocess import whole_image_input
-from gnnseg.seg.sam.symmetry import DIHEDRAL, Symmetry
+from gnnseg.seg.sam.inference.model_input import whole_image_input
+from gnnseg.seg.sam.inference.symmetry import DIHEDRAL, Symmetry
+from gnnseg.seg.sam.modeling.sam import Sam
+from gnnseg.seg.sam.training.finetune import learning_rate
+from gnnseg.seg.sam.training.prepared import PreparedSet
 
 
 class EmbeddingCache:

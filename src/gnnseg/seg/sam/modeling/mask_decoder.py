@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from gnnseg.seg.sam.common import LayerNorm2d, PerceptronStack
-from gnnseg.seg.sam.transformer import TwoWayTransformer
+from gnnseg.seg.sam.modeling.common import LayerNorm2d, PerceptronStack
+from gnnseg.seg.sam.modeling.transformer import TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):

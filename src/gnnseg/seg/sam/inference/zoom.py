@@ -3,22 +3,20 @@
 A whole-image model resizes the image's longer side to its input (256 pixels for Lite MedSAM), so a 25-pixel
 organ in a 512-pixel CT slice reaches the encoder 12 pixels wide. :class:`ZoomedPredictor` gives each box its own
 window instead: a square ``(1 + 2 * context)`` times the box's longer side
-(:meth:`~gnnseg.seg.sam.crop.CropWindow.around`) but at least ``min_side`` pixels, centred on the box, moved inside
-the image at its borders. ``min_side`` defaults to the model's input size, so the encoder sees a small object at
-the image's own resolution, never enlarged. A first design without the minimum enlarged small windows and lost
-12 points of DSC on the 91 x 117-pixel MR slices, which are already smaller than the input (docs/sam.md).
+(:meth:`~gnnseg.seg.sam.inference.crop.CropWindow.around`) but at least ``min_side`` pixels, centred on the box, moved
+inside the image at its borders. ``min_side`` defaults to the model's input size, so the encoder sees a small object at
+the image's own resolution, never enlarged (a design without the minimum enlarged small windows and lost accuracy on
+images already smaller than the input, docs/sam.md).
 The wrapped predictor segments the window as if it were the whole image (same preprocessing and post-processing);
 its logits go back into place and every pixel outside the window is background.
 
 With ``scales`` above 1 the box is also seen closer: window ``k`` has ``context / 2**k`` box sizes of context and a
 minimum side of ``min_side / 2**k``, so the second one is enlarged up to twice; the probabilities of all windows
-are averaged (:func:`~gnnseg.seg.sam.prediction.averaged`), each window counting as background outside itself.
-With ``d4``, two scales lifted the held-out DSC of ``lite_medsam_fast`` over one on Kvasir (+0.5 points), EM (+1.1)
-and CT (+3.2), left MR unchanged and fundus within 0.1 (docs/sam.md); each scale costs one more encoder pass per
-box.
+are averaged (:func:`~gnnseg.seg.sam.inference.prediction.averaged`), each window counting as background outside itself.
+Each scale costs one more encoder pass per box; docs/benchmarks.md measures what two scales gain.
 
-This differs from box-centred models (``crop_margin``, :mod:`gnnseg.seg.sam.crop`), which were trained on windows
-and pad them past the border: a whole-image model has only seen images, so its window stays inside one. The cost
+This differs from box-centred models (``crop_margin``, :mod:`gnnseg.seg.sam.inference.crop`), which were trained on
+windows and pad them past the border: a whole-image model has only seen images, so its window stays inside one. The cost
 is one encoder pass per box instead of one per image. It composes with test-time augmentation
 (:func:`~gnnseg.seg.sam.shipped.make_predictor` wraps the zoom in the augmentation).
 """
@@ -29,11 +27,10 @@ import math
 
 import numpy as np
 
-from gnnseg.seg.io.intensity import to_rgb_uint8
-from gnnseg.seg.sam.augmented_predictor import Predictor, PredictorWrapper
-from gnnseg.seg.sam.crop import BACKGROUND_LOGIT, CropWindow
-from gnnseg.seg.sam.prediction import Prediction, averaged
-from gnnseg.seg.sam.preprocess import validate_boxes
+from gnnseg.seg.sam.inference.base import Predictor, PredictorWrapper
+from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT, CropWindow
+from gnnseg.seg.sam.inference.prediction import Prediction, averaged
+from gnnseg.seg.sam.inference.prompts import Prompts
 
 
 def zoom_window(box: np.ndarray, context: float, image_hw: tuple[int, int], min_side: int) -> tuple[slice, slice]:
@@ -86,23 +83,17 @@ class ZoomedPredictor(PredictorWrapper):
                              "whole-image models")
         self.predictor = predictor
         self.min_side = predictor.model.config.image_size if min_side is None else int(min_side)
-        self._image: np.ndarray | None = None
 
-    def set_image(self, image: np.ndarray) -> None:
-        """Take an ``(H, W)`` or ``(H, W, 3)`` image; nothing is encoded until a box says where to look."""
-        self._image = to_rgb_uint8(image)
+    def set_rgb(self, rgb: np.ndarray) -> None:
+        self._image = rgb  # nothing is encoded until a box says where to look
 
-    def predict(self, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
-                point_labels: np.ndarray | None = None, *, multimask: bool = False) -> Prediction:
-        """Segment the object in each ``(4,)`` or ``(N, 4)`` box ``x0, y0, x1, y1`` (pixel indices)."""
-        if self._image is None:
-            raise RuntimeError("no image set: call set_image(image) before predict()")
-        if boxes is None or points is not None or point_labels is not None:
+    def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
+        """Segment the object in each box on the windows around it."""
+        if prompts.boxes is None or prompts.points is not None:
             raise ValueError("zoom answers box prompts only (the window is placed around the box); "
                              "prompt with points without zoom")
-        image_hw = self._image.shape[:2]
-        box_array = validate_boxes(boxes, image_hw)
-        answers = [self._answer(box, image_hw, multimask) for box in box_array]
+        image_hw = self.image_shape
+        answers = [self._answer(box, image_hw, multimask) for box in prompts.boxes]
         return Prediction(*(np.concatenate([getattr(answer, field) for answer in answers])
                             for field in ("masks", "iou", "logits")))
 
@@ -115,9 +106,9 @@ class ZoomedPredictor(PredictorWrapper):
         """One box's answer: each window segmented as a whole image, pasted back, the windows averaged."""
         logits, ious = [], []
         for rows, columns in self.windows(box, image_hw):
-            self.predictor.set_image(self._image[rows, columns])
+            self.predictor.set_rgb(np.ascontiguousarray(self._image[rows, columns]))
             offset = np.array([columns.start, rows.start, columns.start, rows.start], dtype=np.float64)
-            inside = self.predictor.predict(boxes=box - offset, multimask=multimask)
+            inside = self.predictor.answer(Prompts((box - offset)[None]), multimask)  # the window holds the box
             placed = np.full((*inside.logits.shape[:2], *image_hw), BACKGROUND_LOGIT, dtype=np.float32)
             placed[..., rows, columns] = inside.logits
             logits.append(placed)

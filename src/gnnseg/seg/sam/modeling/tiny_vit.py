@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from gnnseg.seg.sam.common import LayerNorm2d
+from gnnseg.seg.sam.modeling.common import LayerNorm2d
 
 
 class ConvBatchNorm(nn.Sequential):

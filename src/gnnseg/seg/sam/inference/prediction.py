@@ -1,9 +1,9 @@
 """What every box-prompted predictor shares, in numpy only: its answer, its embedding memo, prompt scaling and
 mask upscaling.
 
-:class:`~gnnseg.seg.sam.predictor.SamPredictor` (PyTorch models) and
-:class:`~gnnseg.seg.sam.onnx_predictor.OnnxPredictor` (exported models, no torch import) both use these, so the
-two answer the same prompt the same way.
+:class:`~gnnseg.seg.sam.inference.predictor.SamPredictor` (PyTorch models) and
+:class:`~gnnseg.seg.sam.inference.onnx_predictor.OnnxPredictor` (exported models, no torch import) both use these, so
+the two answer the same prompt the same way.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from gnnseg.seg.sam.config import SamConfig
-from gnnseg.seg.sam.preprocess import whole_image_input
+from gnnseg.seg.sam.inference.model_input import whole_image_input
+from gnnseg.seg.sam.modeling.config import SamConfig
 
 
 @dataclass
