@@ -3,30 +3,39 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
-STAMP  := $(VENV)/.installed
+BASE   := $(VENV)/.installed-base
+FULL   := $(VENV)/.installed-test
 DATA   ?= ../shared/datasets
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench docs clean
 
-setup: $(STAMP)
+# setup: everything (the package with every extra, the test oracles, ruff) for the tests and the benchmarks.
+setup: $(FULL)
 
-# Rebuilt only when the dependency list changes; torch is pinned to the CPU build by constraints.txt.
-$(STAMP): pyproject.toml constraints.txt
+# The package alone, as pip installs it: enough for the demo. Rebuilt when the dependency list changes; torch is the
+# CPU build pinned by constraints.txt (pyproject.toml declares the range gnnseg supports).
+$(BASE): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[test]'
-	touch $(STAMP)
+	$(PIP) install -q -c constraints.txt -e .
+	touch $(BASE)
 
-demo: $(STAMP)
+$(FULL): $(BASE)
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	touch $(FULL)
+
+demo: $(BASE)
 	$(VENV)/bin/gnnseg demo
 
-test: $(STAMP)
+test: $(FULL)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
+# docs/benchmarks.md is rendered from docs/benchmarks.template.md and benchmarks/results/*.json (standard library only).
+docs: ; $(PYTHON) benchmarks/render_results_page.py
+
 # Benchmarks write benchmarks/results/; the U-Net trainings take 20-45 minutes each on 2 cores.
 ISBI_BUDGET = --epochs 20 --iterations 40 --optimizer adamw
-bench: $(STAMP)
+bench: $(FULL)
 	$(PIP) install -q -c constraints.txt -e '.[test,bench]'
 	$(PY) benchmarks/gnn_node_classification.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_speed.py --root $(DATA)/planetoid
@@ -48,6 +57,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/gnn_sampling.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_minibatch.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_molecules.py --root $(DATA)/molecules
+	$(MAKE) docs
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
