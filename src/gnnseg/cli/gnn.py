@@ -1,0 +1,245 @@
+"""``gnnseg gnn ...``: the graph commands. Each handler imports what it runs, so building the parser imports no
+torch."""
+
+from __future__ import annotations
+
+import argparse
+
+from gnnseg.cli.arguments import LazyChoices, depths, int_list, names, node_dataset
+
+SAMPLERS = ("neighbor", "fastgcn", "ladies")
+NODE_DATASETS = LazyChoices("gnnseg.gnn.datasets", "NODE_DATASETS")
+
+
+def _gnn_train(args: argparse.Namespace) -> dict:
+    overrides = {key: value for key, value in (("epochs", args.epochs), ("lr", args.lr),
+                                               ("hidden", args.hidden)) if value is not None}
+    minibatch = {key: value for key, value in (("fanouts", args.fanouts), ("num_samples", args.num_samples),
+                                               ("batch_size", args.batch_size), ("num_workers", args.num_workers),
+                                               ("patience", args.patience), ("eval_every", args.eval_every),
+                                               ("reuse_samples", args.reuse_samples))
+                 if value is not None}
+    if args.model == "sage" or args.sampler is not None:     # mini-batch training on sampled blocks
+        from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
+
+        return run_minibatch_classification(args.model, args.sampler, args.dataset, args.root, seeds=args.seeds,
+                                            first_seed=args.seed, runs_root=args.runs_dir,
+                                            overrides={**overrides, **minibatch}, resume_run=args.resume,
+                                            show_progress=False if args.json else None)
+    if minibatch or args.resume:
+        given = ", ".join(f"--{key.replace('_', '-')}" for key in minibatch) or "--resume"
+        raise ValueError(f"{given} apply to mini-batch training: add --sampler neighbor|fastgcn|ladies "
+                         f"(or --model sage)")
+    from gnnseg.gnn.tasks.node_runs import run_node_classification
+
+    return run_node_classification(args.model or "gcn", args.dataset, args.root, seeds=args.seeds,
+                                   first_seed=args.seed, runs_root=args.runs_dir, overrides=overrides,
+                                   show_progress=False if args.json else None)
+
+
+def _gnn_synth(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.datasets.synthetic import SyntheticConfig, write_synthetic
+
+    config = SyntheticConfig(num_nodes=args.nodes, avg_degree=args.avg_degree, num_classes=args.classes,
+                             num_features=args.features, degree_exponent=args.degree_exponent,
+                             homophily=args.homophily, feature_noise=args.feature_noise,
+                             label_noise=args.label_noise, train_fraction=args.train_fraction,
+                             val_fraction=args.val_fraction, seed=args.seed)
+    return write_synthetic(config, args.out)
+
+
+def _gnn_linkpred(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.tasks.link_runs import run_link_prediction
+
+    return run_link_prediction(args.dataset, args.root, seeds=args.seeds, first_seed=args.seed,
+                               variational=args.variational, objective=args.objective, epochs=args.epochs,
+                               runs_root=args.runs_dir)
+
+
+def _gnn_graphclass(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.datasets.tu import load_tu
+    from gnnseg.gnn.tasks.graph_classification import GraphConfig, cross_validate
+
+    config = GraphConfig(folds=args.folds, epochs=args.epochs, hidden=args.hidden, train_eps=args.train_eps,
+                         readout=args.readout)
+    result = cross_validate(load_tu(args.dataset, args.root), config, seed=args.seed,
+                            show_progress=False if args.json else None)
+    result.pop("curves")
+    return {"dataset": args.dataset, "model": "gin-eps" if args.train_eps else "gin-0", **result}
+
+
+def _gnn_molecules(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.tasks.molecule_runs import run_molecule_property
+
+    overrides = {key: value for key, value in (("epochs", args.epochs), ("hidden", args.hidden),
+                                               ("num_layers", args.layers), ("batch_size", args.batch_size),
+                                               ("lr", args.lr), ("patience", args.patience),
+                                               ("dropout", args.dropout)) if value is not None}
+    if args.no_bond_features:
+        overrides["bond_features"] = False
+    return run_molecule_property(args.csv, args.targets, smiles_column=args.smiles_column, task=args.task,
+                                 split=args.split, seeds=args.seeds, first_seed=args.seed, runs_root=args.runs_dir,
+                                 overrides=overrides, show_progress=False if args.json else None)
+
+
+def _gnn_screen(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.tasks.molecule_runs import screen_library
+
+    return screen_library(args.model, args.csv, args.out, smiles_column=args.smiles_column, top=args.top,
+                          target=args.target, ascending=args.ascending)
+
+
+def _gnn_oversmooth(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.tasks.depth_sweeps import run_oversmoothing
+
+    return run_oversmoothing(args.dataset, args.root, model=args.model, depths=args.depths, remedies=args.remedies,
+                             seeds=args.seeds, first_seed=args.seed, epochs=args.epochs, runs_root=args.runs_dir,
+                             karate=not args.no_karate, show_progress=False if args.json else None)
+
+
+def _gnn_eval(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.tasks.saved_models import evaluate_saved_classifier
+
+    return evaluate_saved_classifier(args.checkpoint, args.root, args.dataset)
+
+
+def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
+    gnn = halves.add_parser("gnn", help="graph neural networks").add_subparsers(dest="gnn_command", required=True)
+    train = gnn.add_parser("train", help="node classification over several seeds: full-batch, or on sampled "
+                                         "mini-batches with --sampler (or --model sage)")
+    train.add_argument("--model", choices=LazyChoices("gnnseg.gnn.tasks.node", "MODELS", "sage"), default=None,
+                       metavar="MODEL",
+                       help="gcn (default), sgc, gin, gat full-batch; sage trains on sampled mini-batches, and "
+                            "with --sampler gcn/gat/gin do too (fastgcn/ladies: gcn by default)")
+    train.add_argument("--dataset", type=node_dataset, default="cora",
+                       help="cora, citeseer, pubmed, karate, synth:PATH (gnnseg gnn synth) or ogb:PATH (an OGB "
+                            "node-property folder such as dataset/ogbn_products)")
+    train.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
+    train.add_argument("--sampler", choices=SAMPLERS, help="mini-batch training with uniform neighbour "
+                                                           "(GraphSAGE), FastGCN or LADIES sampling")
+    train.add_argument("--fanouts", type=int_list, help="neighbours per hop from the seeds (default 25,10)")
+    train.add_argument("--reuse-samples", action="store_const", const=True,
+                       help="neighbour sampling: draw each node's neighbours once and share them with every layer "
+                            "(PyG's NeighborLoader) instead of afresh per layer (GraphSAGE)")
+    train.add_argument("--num-samples", type=int_list,
+                       help="fastgcn/ladies: nodes sampled per layer (defaults: fastgcn 400,400; ladies 64 x 5)")
+    train.add_argument("--batch-size", type=int, help="seed nodes per mini-batch (default 512)")
+    train.add_argument("--num-workers", type=int, help="DataLoader processes that sample ahead (default 0: "
+                                                       "sample in the training process)")
+    train.add_argument("--patience", type=int, help="mini-batch: epochs without a better validation accuracy "
+                                                    "before stopping")
+    train.add_argument("--eval-every", type=int, help="mini-batch: evaluate (exactly, over whole neighbourhoods) "
+                                                      "every N epochs and after the last (default 1)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="mini-batch: continue the run in RUN_DIR from its "
+                                                          "checkpoints (same arguments)")
+    train.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
+    train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    train.add_argument("--epochs", type=int, help="override the preset's maximum epochs")
+    train.add_argument("--lr", type=float, help="override the preset's learning rate")
+    train.add_argument("--hidden", type=int, help="override the preset's hidden width")
+    train.add_argument("--runs-dir", default="runs", help="where run directories are created (default runs/)")
+    train.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    train.set_defaults(handler=_gnn_train)
+
+    synth = gnn.add_parser("synth", help="write a large synthetic node-classification graph (degree-corrected "
+                                         "SBM with power-law degrees) to a folder of .npy files")
+    synth.add_argument("--nodes", type=int, required=True)
+    synth.add_argument("--avg-degree", type=float, default=50.0, help="mean neighbours per node (default 50)")
+    synth.add_argument("--classes", type=int, default=47, help="communities = classes (default 47)")
+    synth.add_argument("--features", type=int, default=100, help="feature dimensions (default 100)")
+    synth.add_argument("--degree-exponent", type=float, default=2.5, help="power-law tail P(k) ~ k^-g (default 2.5)")
+    synth.add_argument("--homophily", type=float, default=0.5, help="share of a node's edges inside its community")
+    synth.add_argument("--feature-noise", type=float, default=4.0, help="noise std around the class means")
+    synth.add_argument("--label-noise", type=float, default=0.1, help="share of labels flipped to another class")
+    synth.add_argument("--train-fraction", type=float, default=0.08)
+    synth.add_argument("--val-fraction", type=float, default=0.02)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, help="new folder to write (never overwritten)")
+    synth.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    synth.set_defaults(handler=_gnn_synth)
+
+    link = gnn.add_parser("linkpred", help="link prediction with a graph auto-encoder (GAE / VGAE)")
+    link.add_argument("--dataset", choices=NODE_DATASETS, default="cora", metavar="DATASET",
+                      help="cora, citeseer, pubmed or karate")
+    link.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
+    link.add_argument("--seeds", type=int, default=1)
+    link.add_argument("--seed", type=int, default=0, help="first seed")
+    link.add_argument("--variational", action="store_true", help="VGAE instead of GAE")
+    link.add_argument("--objective", choices=("full", "sampled"), default="full",
+                      help="full: all node pairs (GAE paper); sampled: one sampled non-edge per edge")
+    link.add_argument("--epochs", type=int, default=200)
+    link.add_argument("--runs-dir", default="runs")
+    link.add_argument("--json", action="store_true")
+    link.set_defaults(handler=_gnn_linkpred)
+
+    graphclass = gnn.add_parser("graphclass", help="graph classification with GIN, 10-fold cross-validation")
+    graphclass.add_argument("--dataset", required=True, help="TU dataset name, e.g. MUTAG, PROTEINS, NCI1")
+    graphclass.add_argument("--root", required=True, help="folder holding <NAME>/<NAME>_A.txt and friends")
+    graphclass.add_argument("--folds", type=int, default=10)
+    graphclass.add_argument("--epochs", type=int, default=350)
+    graphclass.add_argument("--hidden", type=int, default=32)
+    graphclass.add_argument("--readout", choices=("sum", "mean", "max"), default="sum")
+    graphclass.add_argument("--train-eps", action="store_true", help="GIN-eps instead of GIN-0")
+    graphclass.add_argument("--seed", type=int, default=0)
+    graphclass.add_argument("--json", action="store_true")
+    graphclass.set_defaults(handler=_gnn_graphclass)
+
+    molecules = gnn.add_parser("molecules", help="molecular property prediction from a SMILES table (GIN with "
+                                                 "bond features; needs RDKit)")
+    molecules.add_argument("--csv", required=True, help="a CSV with a SMILES column and target columns")
+    molecules.add_argument("--smiles-column", default="smiles")
+    molecules.add_argument("--targets", nargs="+", required=True, help="target column(s); blank cells = missing")
+    molecules.add_argument("--task", choices=("classification", "regression"), default="classification",
+                           help="classification: 0/1 labels, ROC-AUC; regression: RMSE")
+    molecules.add_argument("--split", choices=("scaffold", "scaffold_balanced", "random"), default="scaffold",
+                           help="80/10/10 by Bemis-Murcko scaffold (deterministic, MoleculeNet/OGB), by scaffold "
+                                "shuffled per seed (chemprop's balanced split) or at random (per seed)")
+    molecules.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
+    molecules.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    molecules.add_argument("--epochs", type=int, help="maximum epochs (default 100)")
+    molecules.add_argument("--patience", type=int, help="epochs without validation gain before stopping (default 20)")
+    molecules.add_argument("--hidden", type=int, help="hidden width (default 128)")
+    molecules.add_argument("--layers", type=int, help="GIN layers (default 5)")
+    molecules.add_argument("--batch-size", type=int, help="molecules per batch (default 32)")
+    molecules.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    molecules.add_argument("--dropout", type=float, help="dropout after every layer (default 0.5)")
+    molecules.add_argument("--no-bond-features", action="store_true", help="plain GIN: bonds give edges only")
+    molecules.add_argument("--runs-dir", default="runs", help="where run directories are created (default runs/)")
+    molecules.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    molecules.set_defaults(handler=_gnn_molecules)
+
+    screen = gnn.add_parser("screen", help="rank a library of SMILES with a model from `gnnseg gnn molecules`")
+    screen.add_argument("--model", required=True, help="model.pt from a molecules run directory")
+    screen.add_argument("--csv", required=True, help="the library: a CSV with a SMILES column")
+    screen.add_argument("--smiles-column", default="smiles")
+    screen.add_argument("--top", type=int, default=100, help="rows to write (default 100)")
+    screen.add_argument("--target", help="which of the model's tasks to rank by (default: its first)")
+    screen.add_argument("--ascending", action="store_true", help="lowest score first (e.g. a regression target)")
+    screen.add_argument("--out", required=True, help="ranked CSV to write; an existing file is never overwritten")
+    screen.add_argument("--json", action="store_true")
+    screen.set_defaults(handler=_gnn_screen)
+
+    smooth = gnn.add_parser("oversmooth", help="depth sweep: accuracy, MAD, MADGap and Dirichlet energy of GCN "
+                                               "and its over-smoothing remedies")
+    smooth.add_argument("--dataset", choices=NODE_DATASETS, default="cora", metavar="DATASET",
+                        help="cora, citeseer, pubmed or karate")
+    smooth.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
+    smooth.add_argument("--model", choices=("gcn",), default="gcn", help="the base model (default gcn)")
+    smooth.add_argument("--depths", type=depths, default=[1, 2, 4, 8, 16, 32],
+                        help="comma-separated layer counts (default 1,2,4,8,16,32)")
+    smooth.add_argument("--remedies", type=names, default=["pairnorm", "gcnii"],
+                        help="comma-separated: pairnorm, gcnii, or none (default pairnorm,gcnii)")
+    smooth.add_argument("--seeds", type=int, default=1, help="seeds per point (default 1)")
+    smooth.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    smooth.add_argument("--epochs", type=int, help="cap the maximum epochs (default: each variant's own, 1500)")
+    smooth.add_argument("--no-karate", action="store_true", help="skip the karate-club embedding figure")
+    smooth.add_argument("--runs-dir", default="runs", help="where run directories are created (default runs/)")
+    smooth.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    smooth.set_defaults(handler=_gnn_oversmooth)
+
+    evaluate = gnn.add_parser("eval", help="re-evaluate a saved node classifier")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--root", help="folder holding the raw Planetoid files")
+    evaluate.add_argument("--dataset", type=node_dataset, help="default: the checkpoint's dataset")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=_gnn_eval)
