@@ -37,7 +37,8 @@ from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.checkpoint import save_mask_decoder
 from gnnseg.seg.sam.inference.augmented_predictor import symmetries
 from gnnseg.seg.sam.inference.box_prompted import predicted_masks
-from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model, make_predictor
+from gnnseg.seg.sam.inference.chain import make_predictor
+from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model
 from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.training.decoder_tuning import DecoderTuningConfig, tune_decoder
 from gnnseg.seg.sam.training.distill import cache_teacher_embeddings

@@ -36,10 +36,11 @@ from gnnseg.seg.io import (
 from gnnseg.seg.io.intensity import scale_volume
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.export import export_onnx
+from gnnseg.seg.sam.inference.chain import make_predictor
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
 from gnnseg.seg.sam.inference.volume import segment_volume
 from gnnseg.seg.sam.modeling.sam import build_sam
-from gnnseg.seg.sam.shipped import load_model, make_predictor
+from gnnseg.seg.sam.shipped import load_model
 from timing import best_of
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -12,11 +12,11 @@ from gnnseg.seg.sam.inference.augmented_predictor import (
     symmetries,
 )
 from gnnseg.seg.sam.inference.base import PredictorEntrance
+from gnnseg.seg.sam.inference.chain import make_predictor
 from gnnseg.seg.sam.inference.prediction import Prediction
 from gnnseg.seg.sam.inference.prompts import Prompts
 from gnnseg.seg.sam.inference.symmetry import DIHEDRAL, Symmetry
 from gnnseg.seg.sam.modeling.sam import build_sam
-from gnnseg.seg.sam.shipped import make_predictor
 
 HEIGHT, WIDTH = 5, 7
 

@@ -17,9 +17,10 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip ins
 pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[test]')")
 
 from gnnseg.seg.sam.export import export_onnx
+from gnnseg.seg.sam.inference.chain import make_predictor
 from gnnseg.seg.sam.inference.onnx_model import OnnxSam, default_threads
 from gnnseg.seg.sam.inference.onnx_predictor import OnnxPredictor
-from gnnseg.seg.sam.shipped import load_model, make_predictor
+from gnnseg.seg.sam.shipped import load_model
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,11 @@ import torch
 from gnnseg.core.checkpoint import CheckpointError
 from gnnseg.seg.sam import shipped
 from gnnseg.seg.sam.checkpoint import load_sam
+from gnnseg.seg.sam.inference.chain import make_predictor
 from gnnseg.seg.sam.inference.model_input import lite_model_input, official_lite_model_input
 from gnnseg.seg.sam.inference.prediction import to_input_coords
 from gnnseg.seg.sam.modeling.config import SAM_CONFIGS, with_input_chain
-from gnnseg.seg.sam.shipped import ModelChoice, load_model, make_predictor, released_weights_path
+from gnnseg.seg.sam.shipped import ModelChoice, load_model, released_weights_path
 from tests.conftest import require_dataset
 from tests.seg.timm_tiny_vit import timm_tiny_vit_module
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from gnnseg.seg.sam.inference.base import PredictorEntrance
+from gnnseg.seg.sam.inference.chain import make_predictor
 from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT
 from gnnseg.seg.sam.inference.prediction import Prediction
 from gnnseg.seg.sam.inference.prompts import Prompts
 from gnnseg.seg.sam.inference.volume import segment_box_3d
 from gnnseg.seg.sam.inference.zoom import ZoomedPredictor, zoom_window
 from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
-from gnnseg.seg.sam.shipped import make_predictor
 
 
 class BoxFill(PredictorEntrance):

@@ -23,8 +23,9 @@ pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[t
 from fastapi.testclient import TestClient  # noqa: E402
 
 from gnnseg.seg.io import MedicalImage, read_dicom_series, read_nifti, write_nifti  # noqa: E402
+from gnnseg.seg.sam.inference.chain import make_predictor  # noqa: E402
 from gnnseg.seg.sam.modeling.sam import build_sam  # noqa: E402
-from gnnseg.seg.sam.shipped import ModelChoice, make_predictor  # noqa: E402
+from gnnseg.seg.sam.shipped import ModelChoice  # noqa: E402
 from gnnseg.seg.serve.app import ModelOptions, Segmenter, ServiceLimits, create_app  # noqa: E402
 from gnnseg.seg.serve.encoding import rle_decode  # noqa: E402
 from tests.conftest import require_dataset  # noqa: E402

@@ -1,6 +1,6 @@
 """How a long-lived process (the service) runs a model: its decoder's dtype, a compiled decoder, and an embedding
 cache sized by memory rather than by count. One function, :func:`service_predictor`, beside
-:func:`~gnnseg.seg.sam.shipped.make_predictor`, which it calls.
+:func:`~gnnseg.seg.sam.inference.chain.make_predictor`, which it calls.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from typing import Literal
 import numpy as np
 
 from gnnseg.seg.sam.inference.augmented_predictor import symmetries
-from gnnseg.seg.sam.shipped import ModelChoice, make_predictor
+from gnnseg.seg.sam.inference.chain import make_predictor
+from gnnseg.seg.sam.shipped import ModelChoice
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ never imported as code, its SHA-256 checked at every load):
 
 docs/MODEL_CARD.md gives their data, scores and limits. :func:`load_model` also takes any checkpoint path (SAM,
 MedSAM, MobileSAM, Lite MedSAM or gnnseg layout) or a folder written by :func:`gnnseg.seg.sam.export.export_onnx`,
-which then runs with onnxruntime; :func:`make_predictor` gives the predictor for either. torch is imported only when
-a PyTorch model is loaded, so segmenting with an export starts fast.
+which then runs with onnxruntime; :func:`~gnnseg.seg.sam.inference.chain.make_predictor` gives the predictor for either.
+torch is imported only when a PyTorch model is loaded, so segmenting with an export starts fast.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gnnseg.seg.sam.inference.chain import check_test_time, make_predictor
 from gnnseg.seg.sam.modeling.config import (
     NORMALIZATIONS,
     PREPROCESSINGS,
@@ -35,12 +36,9 @@ from gnnseg.seg.sam.modeling.config import (
     with_input_chain,
 )
 
-if TYPE_CHECKING:  # the predictors and models are imported where used: the CLI reads the names here at start-up
-    from gnnseg.seg.sam.inference.augmented_predictor import AugmentedPredictor
+if TYPE_CHECKING:  # the models are imported where used: the CLI reads the names here at start-up
+    from gnnseg.seg.sam.inference.base import Predictor
     from gnnseg.seg.sam.inference.onnx_model import OnnxSam
-    from gnnseg.seg.sam.inference.onnx_predictor import OnnxPredictor
-    from gnnseg.seg.sam.inference.predictor import SamPredictor
-    from gnnseg.seg.sam.inference.zoom import ZoomedPredictor
     from gnnseg.seg.sam.modeling.sam import Sam
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -153,53 +151,6 @@ def load_model(checkpoint: str | Path | None = None, normalization: Normalizatio
     return model
 
 
-def check_test_time(augmentation: str, zoom: float | None, zoom_scales: int = 1) -> None:
-    """Refuse an unknown augmentation or a bad zoom context or scale count before any work is done."""
-    from gnnseg.seg.sam.inference.augmented_predictor import symmetries
-
-    symmetries(augmentation)
-    if zoom is None:
-        if zoom_scales != 1:
-            raise ValueError(f"zoom scales ({zoom_scales!r}) need a zoom context: give zoom as well")
-        return
-    from gnnseg.seg.sam.inference.zoom import check_scales, check_zoom
-
-    check_zoom(zoom)
-    check_scales(zoom_scales)
-
-
-def make_predictor(model: Sam | OnnxSam, *, cache_size: int = 16, augmentation: str = "none",
-                   zoom: float | None = None,
-                   zoom_scales: int = 1) -> SamPredictor | OnnxPredictor | AugmentedPredictor | ZoomedPredictor:
-    """The predictor for a model from :func:`load_model`: ``set_image`` once, ``predict`` many times.
-
-    The embeddings of the last ``cache_size`` images are remembered. ``augmentation`` (``"flip"``, ``"d4"``)
-    averages over symmetric copies of each image (:mod:`gnnseg.seg.sam.inference.augmented_predictor`); the memo then
-    keeps every copy of those images (at least of one, so that ``predict`` does not encode them again). ``zoom``: answer
-    each box on a window ``zoom`` box sizes wider on each side and at least the model's input size
-    (:mod:`gnnseg.seg.sam.inference.zoom`); the memo then holds windows rather than images. ``zoom_scales``: windows per
-    box, each half as wide as the one before (enlarged up to ``2**(scales - 1)`` times), averaged.
-    """
-    check_test_time(augmentation, zoom, zoom_scales)
-    from gnnseg.seg.sam.inference.augmented_predictor import AugmentedPredictor, symmetries
-    from gnnseg.seg.sam.inference.onnx_model import OnnxSam
-    from gnnseg.seg.sam.inference.onnx_predictor import OnnxPredictor
-
-    copies = len(symmetries(augmentation))
-    cache_size = cache_size if augmentation == "none" else max(cache_size, 1) * copies
-    if isinstance(model, OnnxSam):
-        predictor = OnnxPredictor(model, cache_size=cache_size)
-    else:
-        from gnnseg.seg.sam.inference.predictor import SamPredictor
-
-        predictor = SamPredictor(model, cache_size=cache_size)
-    if zoom is not None:
-        from gnnseg.seg.sam.inference.zoom import ZoomedPredictor
-
-        predictor = ZoomedPredictor(predictor, zoom, scales=zoom_scales)
-    return predictor if augmentation == "none" else AugmentedPredictor(predictor, augmentation)
-
-
 @dataclass(frozen=True)
 class ModelChoice:
     """Which box-prompted model answers and how, as every command and the service take it; checked when made, so a
@@ -233,8 +184,7 @@ class ModelChoice:
     def load(self) -> Sam | OnnxSam:
         return load_model(self.checkpoint, self.normalization, self.preprocessing)
 
-    def predictor(self, model: Sam | OnnxSam | None = None, *, cache_size: int = 16
-                  ) -> SamPredictor | OnnxPredictor | AugmentedPredictor | ZoomedPredictor:
+    def predictor(self, model: Sam | OnnxSam | None = None, *, cache_size: int = 16) -> Predictor:
         """:func:`make_predictor` over ``model`` (default: :meth:`load`) with these test-time options."""
         return make_predictor(self.load() if model is None else model, cache_size=cache_size,
                               augmentation=self.augmentation, zoom=self.zoom, zoom_scales=self.zoom_scales)

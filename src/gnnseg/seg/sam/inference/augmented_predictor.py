@@ -3,8 +3,8 @@
 nnU-Net predicts every patch also mirrored and averages the softmax (Isensee et al., Nat Methods 18:203, 2021,
 "test-time augmentation"); a box-prompted model gains in the same way, because its errors along the object's
 boundary change with the orientation in which it sees the image. :class:`AugmentedPredictor` wraps any predictor
-from :func:`~gnnseg.seg.sam.shipped.make_predictor` and keeps its interface (``set_image`` once, ``predict`` many
-times):
+from :func:`~gnnseg.seg.sam.inference.chain.make_predictor` and keeps its interface (``set_image`` once, ``predict``
+many times):
 
 - ``set_image`` sets every transformed copy of the image once, so whole-image models encode each copy once and
   find it again in the predictor's embedding memo;
@@ -43,8 +43,8 @@ class AugmentedPredictor(PredictorWrapper):
     """A predictor that answers every prompt on several symmetric copies of the image and averages them.
 
     ``predictor`` must remember at least as many embeddings as there are copies (``cache_size``), or every
-    ``predict`` encodes the image again; :func:`~gnnseg.seg.sam.shipped.make_predictor` gives it room for the copies
-    of as many images as a plain predictor would keep.
+    ``predict`` encodes the image again; :func:`~gnnseg.seg.sam.inference.chain.make_predictor` gives it room for the
+    copies of as many images as a plain predictor would keep.
     """
 
     def __init__(self, predictor: Predictor, augmentation: str = "d4") -> None:

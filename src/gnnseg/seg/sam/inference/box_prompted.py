@@ -1,30 +1,36 @@
 """Masks for labelled objects from their boxes: how every benchmark, the demo and fine-tuning's validation score a
 model. Each object is prompted with its tight box grown by ``margin`` pixels (MedSAM's evaluation prompt), through
-any predictor of :func:`~gnnseg.seg.sam.shipped.make_predictor`.
+any predictor of :func:`~gnnseg.seg.sam.inference.chain.make_predictor`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from gnnseg.seg.metrics import dice
+from gnnseg.seg.sam.inference.chain import make_predictor
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
-from gnnseg.seg.sam.shipped import make_predictor
 
 if TYPE_CHECKING:
     from gnnseg.seg.sam.modeling.sam import Sam
-    from gnnseg.seg.sam.training.samples import PromptSample
 
 
-def grown_box(sample: PromptSample, margin: int) -> np.ndarray:
+class LabelledObject(Protocol):
+    """One object of an image (a :class:`~gnnseg.seg.sam.training.samples.PromptSample`, for one)."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    mask: np.ndarray   # (H, W) bool: the object
+
+
+def grown_box(sample: LabelledObject, margin: int) -> np.ndarray:
     """The sample's tight box grown by ``margin`` pixels per side, clipped to the image."""
     return boxes_from_mask(sample.mask, margin)[0].astype(np.float64)
 
 
-def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int = 5, *,
+def box_prompted_masks(model: Sam, samples: Sequence[LabelledObject], margin: int = 5, *,
                        augmentation: str = "none", zoom: float | None = None,
                        zoom_scales: int = 1) -> list[np.ndarray]:
     """The predicted mask of each sample, prompted with its tight box grown by ``margin`` pixels
@@ -36,8 +42,8 @@ def box_prompted_masks(model: Sam, samples: Sequence[PromptSample], margin: int 
     return predicted_masks(predictor, samples, margin)
 
 
-def predicted_masks(predictor, samples: Sequence[PromptSample], margin: int = 5) -> list[np.ndarray]:
-    """Each sample's mask from ``predictor`` (any of :func:`~gnnseg.seg.sam.shipped.make_predictor`'s), prompted
+def predicted_masks(predictor, samples: Sequence[LabelledObject], margin: int = 5) -> list[np.ndarray]:
+    """Each sample's mask from ``predictor`` (any of :func:`~gnnseg.seg.sam.inference.chain.make_predictor`'s), prompted
     with its tight box grown by ``margin`` pixels. Samples that share an image share one ``set_image`` and one
     batched ``predict``."""
     masks: list[np.ndarray | None] = [None] * len(samples)
@@ -52,7 +58,7 @@ def predicted_masks(predictor, samples: Sequence[PromptSample], margin: int = 5)
     return masks
 
 
-def box_dice_scores(model: Sam, samples: Sequence[PromptSample], margin: int = 5, *,
+def box_dice_scores(model: Sam, samples: Sequence[LabelledObject], margin: int = 5, *,
                     augmentation: str = "none") -> np.ndarray:
     """Dice of each sample's box-prompted mask (:func:`box_prompted_masks`) against its ground truth."""
     masks = box_prompted_masks(model, samples, margin, augmentation=augmentation)

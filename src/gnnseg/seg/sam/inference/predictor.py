@@ -23,7 +23,7 @@ The whole-image embedding is kept by ``set_image`` for every later ``predict``, 
 3D boxes, the same upload twice) skips the encoder. Box-centred windows are encoded in one batch per ``predict`` call.
 Models exported to ONNX have their own predictor with the same interface
 (:class:`~gnnseg.seg.sam.inference.onnx_predictor.OnnxPredictor`);
-:func:`~gnnseg.seg.sam.shipped.make_predictor` picks the right one.
+:func:`~gnnseg.seg.sam.inference.chain.make_predictor` picks the right one.
 """
 
 from __future__ import annotations

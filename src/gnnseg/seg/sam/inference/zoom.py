@@ -18,7 +18,7 @@ Each scale costs one more encoder pass per box; docs/benchmarks.md measures what
 This differs from box-centred models (``crop_margin``, :mod:`gnnseg.seg.sam.inference.crop`), which were trained on
 windows and pad them past the border: a whole-image model has only seen images, so its window stays inside one. The cost
 is one encoder pass per box instead of one per image. It composes with test-time augmentation
-(:func:`~gnnseg.seg.sam.shipped.make_predictor` wraps the zoom in the augmentation).
+(:func:`~gnnseg.seg.sam.inference.chain.make_predictor` wraps the zoom in the augmentation).
 """
 
 from __future__ import annotations
