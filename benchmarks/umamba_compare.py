@@ -25,7 +25,7 @@ from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import convert_kvasir
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import plan_experiment
+from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.train import TrainConfig, train_fold
 from unet_drive import run_drive
 

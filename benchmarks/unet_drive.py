@@ -23,7 +23,7 @@ from gnnseg.core.ranking import roc_auc
 from gnnseg.seg.io import RawDataset, convert_drive, read_image_2d
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import plan_experiment
+from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold
 

@@ -42,7 +42,7 @@ from gnnseg.seg.pixel_error import (
 from gnnseg.seg.unet.augment import AugmentationConfig
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import plan_experiment
+from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits
 from gnnseg.seg.unet.train import (

@@ -32,7 +32,8 @@ from gnnseg.seg.io import (
     write_raw_dataset,
 )
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import Plans, plan_experiment
+from gnnseg.seg.unet.planner import plan_experiment
+from gnnseg.seg.unet.plans import Plans
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet_totalseg_ct import ORGANS, remap  # noqa: E402

@@ -34,7 +34,7 @@ from gnnseg.seg.unet.augment import AugmentationConfig
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.pipeline import predict_image
-from gnnseg.seg.unet.plans import plan_experiment
+from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.postprocess import keep_largest_component
 from gnnseg.seg.unet.train import (
     PRECISIONS,

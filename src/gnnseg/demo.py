@@ -37,7 +37,7 @@ from gnnseg.seg.sam.training.samples import samples_from_image  # noqa: E402
 from gnnseg.seg.synthetic import synthetic_cells  # noqa: E402
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset  # noqa: E402
 from gnnseg.seg.unet.fingerprint import extract_fingerprint  # noqa: E402
-from gnnseg.seg.unet.plans import plan_experiment  # noqa: E402
+from gnnseg.seg.unet.planner import plan_experiment  # noqa: E402
 from gnnseg.seg.unet.predict import predict_case  # noqa: E402
 from gnnseg.seg.unet.train import TrainConfig, load_trained_network, train_fold  # noqa: E402
 

@@ -12,15 +12,8 @@ import pytest
 from gnnseg.seg.io import MedicalImage, write_raw_dataset
 from gnnseg.seg.unet.fingerprint import Fingerprint
 from gnnseg.seg.unet.pipeline import plan_dataset
-from gnnseg.seg.unet.plans import (
-    PLANS_VERSION,
-    IntensityProperties,
-    Plans,
-    activation_elements,
-    plan_experiment,
-    pooling_and_kernels,
-    target_spacing,
-)
+from gnnseg.seg.unet.planner import activation_elements, plan_experiment, pooling_and_kernels, target_spacing
+from gnnseg.seg.unet.plans import PLANS_VERSION, IntensityProperties, Plans
 
 STATISTICS = {"mean": 0.0, "median": 0.0, "std": 1.0, "min": -3.0, "max": 3.0, "percentile_99_5": 2.5,
               "percentile_00_5": -2.5}

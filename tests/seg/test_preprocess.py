@@ -11,7 +11,8 @@ from gnnseg.seg.io import MedicalImage, write_raw_dataset
 from gnnseg.seg.unet.case_preprocessing import load_preprocessed, normalize, preprocess_case, preprocess_dataset
 from gnnseg.seg.unet.cropping import crop_to_nonzero
 from gnnseg.seg.unet.fingerprint import Fingerprint, extract_fingerprint
-from gnnseg.seg.unet.plans import IntensityProperties, Plans, plan_experiment
+from gnnseg.seg.unet.planner import plan_experiment
+from gnnseg.seg.unet.plans import IntensityProperties, Plans
 from gnnseg.seg.unet.resampling import resample_image, resample_labels, separate_axis
 
 STATISTICS = IntensityProperties(mean=100.0, median=100.0, std=50.0, min=-2000.0, max=3000.0,

@@ -9,7 +9,8 @@ import gnnseg.seg.unet.train as train_module
 from gnnseg.core.distributed import leave_process_group
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import Plans, plan_experiment
+from gnnseg.seg.unet.planner import plan_experiment
+from gnnseg.seg.unet.plans import Plans
 from tests.core.ranks import become_rank, free_port
 from tests.seg.test_unet_pipeline import squares_dataset
 

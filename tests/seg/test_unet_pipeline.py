@@ -292,7 +292,7 @@ def test_a_volume_stored_otherwise_is_predicted_in_the_training_axis_order(tmp_p
     patient's right in RAS) and puts the labels back on the scan's own grid."""
     from gnnseg.seg.unet import pipeline
     from gnnseg.seg.unet.fingerprint import extract_fingerprint
-    from gnnseg.seg.unet.plans import plan_experiment
+    from gnnseg.seg.unet.planner import plan_experiment
 
     ras = np.diag([2.0, 2.0, 3.0, 1.0])
     rng = np.random.default_rng(0)
