@@ -6,6 +6,7 @@ as the challenge scored them; and our real datasets written as cases.
 - :func:`evaluate_cases` scores predictions against ground-truth files (``gts``, and ``spacing`` for 3D) the way the
   challenge's evaluation does: per case, DSC and NSD (tolerance 2: pixels in 2D, spacing-aware in 3D) of every
   label of the ground truth, averaged over the labels; then the mean over cases. A missing prediction scores 0.
+  :mod:`gnnseg.seg.folder_scoring` pairs the files and scores the labels.
 - :func:`write_cases` writes the held-out Kvasir-SEG polyps (2D) and the TotalSegmentator CT organs (3D) of
   ``../shared/datasets`` as ``imgs/`` and ``gts/`` folders in that format.
 
@@ -22,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from gnnseg.core.progress import progress
+from gnnseg.seg.folder_scoring import LabelMap, mean_over_labels, score_folders, score_labels
 from gnnseg.seg.io.challenge_npz import (
     read_challenge_npz,
     read_npz_arrays,
     segs_from_masks,
     write_challenge_segs,
 )
-from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
 from gnnseg.seg.sam.inference.volume import segment_challenge_case
 from gnnseg.seg.sam.shipped import ModelChoice
@@ -80,35 +81,41 @@ def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathL
 
 def score_case(segs: np.ndarray, gts: np.ndarray, spacing: tuple[float, ...] | None = None) -> dict[str, float]:
     """DSC and NSD of one case: every label of ``gts`` against the same label of ``segs``, averaged over labels."""
-    if segs.shape != gts.shape:
-        raise ValueError(f"prediction of shape {segs.shape} for a ground truth of shape {gts.shape}")
-    labels = [int(k) for k in np.unique(gts) if k != 0]
-    if not labels:
-        raise ValueError("the ground truth holds no labelled object")
-    grid = spacing if gts.ndim == 3 and spacing is not None else (1.0,) * gts.ndim
-    dsc = [dice(segs == k, gts == k) for k in labels]
-    nsd = [normalized_surface_dice(segs == k, gts == k, NSD_TOLERANCE, grid) for k in labels]
-    return {"dsc": float(np.mean(dsc)), "nsd": float(np.mean(nsd)), "labels": len(labels)}
+    scores = score_labels(segs, gts, "truth", spacing=_measured_spacing(gts, spacing), tolerance_mm=NSD_TOLERANCE)
+    return _case_summary(mean_over_labels(scores), len(scores))
 
 
 def evaluate_cases(prediction_folder: str | os.PathLike, truth_folder: str | os.PathLike) -> dict[str, Any]:
     """Score every ground-truth case of ``truth_folder`` against the same file name in ``prediction_folder``."""
-    predictions = Path(prediction_folder)
-    per_case, missing = {}, []
-    for path in _cases(truth_folder):
-        truth = read_npz_arrays(path, required=("gts",))
-        gts = truth["gts"]
-        spacing = tuple(float(s) for s in truth["spacing"]) if "spacing" in truth else None
-        name = path.name[: -len(".npz")]
-        if not (predictions / path.name).is_file():
-            missing.append(path.name)
-            per_case[name] = {"dsc": 0.0, "nsd": 0.0, "labels": int(len(np.unique(gts)) - 1)}
-            continue
-        segs = read_npz_arrays(predictions / path.name, required=("segs",))["segs"]
-        per_case[name] = score_case(segs, gts, spacing)
-    return {"cases": len(per_case), "missing": missing,
+    scores = score_folders(prediction_folder, truth_folder, suffixes=(".npz",), read_prediction=_read_segs,
+                           read_truth=_read_gts, labels="truth", missing="empty", tolerance_mm=NSD_TOLERANCE)
+    means = scores.mean_per_case()
+    per_case = {name[: -len(".npz")]: _case_summary(means[name], len(case)) for name, case in scores.per_case.items()}
+    return {"cases": len(per_case), "missing": scores.missing,
             "dsc_mean": float(np.mean([c["dsc"] for c in per_case.values()])),
             "nsd_mean": float(np.mean([c["nsd"] for c in per_case.values()])), "per_case": per_case}
+
+
+def _case_summary(means: dict[str, float], labels: int) -> dict[str, float]:
+    """The challenge's figures of one case from its means over its ``labels`` labels: DSC and NSD."""
+    return {"dsc": means["dice"], "nsd": means["nsd"], "labels": labels}
+
+
+def _measured_spacing(gts: np.ndarray, spacing: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    """The spacing the challenge measures a case in: the file's for 3D, pixels (``None``) for 2D."""
+    return spacing if gts.ndim == 3 else None
+
+
+def _read_segs(path: Path) -> LabelMap:
+    """A prediction file's ``segs`` (its spacing is the truth's)."""
+    return LabelMap(read_npz_arrays(path, required=("segs",))["segs"], None)
+
+
+def _read_gts(path: Path) -> LabelMap:
+    """A ground-truth file's ``gts`` with the spacing the challenge measures it in."""
+    truth = read_npz_arrays(path, required=("gts",))
+    spacing = tuple(float(s) for s in truth["spacing"]) if "spacing" in truth else None
+    return LabelMap(truth["gts"], _measured_spacing(truth["gts"], spacing))
 
 
 def _write_case(folder: Path, name: str, image: np.ndarray, labels: np.ndarray, boxes: np.ndarray,

@@ -16,7 +16,7 @@ import numpy as np
 from gnnseg.seg.io import read_image_2d, read_nifti
 from gnnseg.seg.io.any_format import READABLE_SUFFIXES, is_nifti
 from gnnseg.seg.io.pairs import paired_files
-from gnnseg.seg.metrics import dice, normalized_surface_dice
+from gnnseg.seg.metrics import evaluate_case
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.inference.box_prompted import predicted_masks
 from gnnseg.seg.sam.modeling.config import Normalization
@@ -124,8 +124,9 @@ def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, cho
     samples = load_samples(images, masks, modality, allow_unmatched=allow_unmatched)
     started = time.perf_counter()
     predicted = predicted_masks(choice.predictor(), samples, box_margin)
-    dsc = [dice(mask, sample.mask) for mask, sample in zip(predicted, samples)]
-    nsd = [normalized_surface_dice(mask, sample.mask, tolerance) for mask, sample in zip(predicted, samples)]
+    scores = [evaluate_case(mask, sample.mask, [1], tolerance_mm=tolerance)[1]  # a boolean mask: its object is 1
+              for mask, sample in zip(predicted, samples)]
+    dsc, nsd = [score["dice"] for score in scores], [score["nsd"] for score in scores]
     return {"dsc_mean": float(np.mean(dsc)), "nsd_mean": float(np.mean(nsd)), "n": len(samples),
             "box_margin": box_margin, **choice.describe(), "seconds": time.perf_counter() - started,
             "per_object": [{"source": s.source, "dsc": float(d), "nsd": float(n)}

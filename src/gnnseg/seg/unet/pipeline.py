@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gnnseg.core.runs import new_run, reopen_run
+from gnnseg.seg.folder_scoring import score_folders
 from gnnseg.seg.io import (
     ImageFormatError,
     MedicalImage,
@@ -25,11 +26,11 @@ from gnnseg.seg.io import (
     reorient,
     reorient_like,
 )
-from gnnseg.seg.io.any_format import READABLE_SUFFIXES, write_any
-from gnnseg.seg.metrics import evaluate_case
+from gnnseg.seg.io.any_format import write_any
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
-from gnnseg.seg.unet.plans import Plans, plan_experiment
+from gnnseg.seg.unet.planner import plan_experiment
+from gnnseg.seg.unet.plans import Plans
 from gnnseg.seg.unet.postprocess import keep_largest_component
 from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.train import (
@@ -160,28 +161,10 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
 
 def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, tolerance_mm: float = 2.0,
                    labels: list[int] | None = None) -> dict[str, Any]:
-    """Dice, NSD and HD95 per case and label for files present in both folders (same names)."""
-    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    def images(folder: Path) -> set[str]:
-        return {p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                and p.name.lower().endswith(READABLE_SUFFIXES)}
-
-    names = sorted(images(pred_dir) & images(gt_dir))
-    if not names:
-        raise FileNotFoundError(f"no file names shared by {pred_dir} and {gt_dir}")
-    per_case, collected = {}, {}
-    for name in names:
-        predicted, truth = read_any(pred_dir / name), read_any(gt_dir / name)
-        if predicted.array.shape != truth.array.shape:
-            raise ImageFormatError(f"{name}: prediction shape {predicted.array.shape} != ground truth "
-                                   f"{truth.array.shape}")
-        present = labels or sorted((set(np.unique(truth.array).tolist()) | set(np.unique(predicted.array).tolist()))
-                                   - {0})   # a class predicted but absent from the truth counts too
-        scores = evaluate_case(predicted.array, truth.array, present, spacing=truth.spacing, tolerance_mm=tolerance_mm)
-        per_case[name] = {str(k): v for k, v in scores.items()}
-        for label, values in scores.items():
-            for metric, value in values.items():
-                collected.setdefault(str(label), {}).setdefault(metric, []).append(value)
-    mean = {label: {metric: float(np.mean(values)) for metric, values in metrics.items()}
-            for label, metrics in collected.items()}
-    return {"cases": len(names), "mean": mean, "per_case": per_case}
+    """Dice, NSD and HD95 per case and label for files present in both folders (same names), and their mean per
+    label; ``labels`` default: those of either map (:func:`~gnnseg.seg.folder_scoring.score_folders`)."""
+    scores = score_folders(pred_dir, gt_dir, labels=labels or "union", tolerance_mm=tolerance_mm)
+    return {"cases": len(scores.per_case),
+            "mean": {str(label): means for label, means in scores.mean_per_label().items()},
+            "per_case": {name: {str(label): values for label, values in case.items()}
+                         for name, case in scores.per_case.items()}}
