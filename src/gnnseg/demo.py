@@ -34,7 +34,7 @@ from gnnseg.seg.metrics import dice  # noqa: E402
 from gnnseg.seg.sam.inference.box_prompted import box_prompted_masks, grown_box  # noqa: E402
 from gnnseg.seg.sam.shipped import load_shipped_model  # noqa: E402
 from gnnseg.seg.sam.training.samples import samples_from_image  # noqa: E402
-from gnnseg.seg.synthetic import synthetic_cells  # noqa: E402
+from gnnseg.seg.synthetic_cells import synthetic_cells  # noqa: E402
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset  # noqa: E402
 from gnnseg.seg.unet.fingerprint import extract_fingerprint  # noqa: E402
 from gnnseg.seg.unet.planner import plan_experiment  # noqa: E402

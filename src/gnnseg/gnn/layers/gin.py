@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from gnnseg.gnn import ops
-from gnnseg.gnn.layers.base import GraphLayer
+from gnnseg.gnn.layers.graph_layer import GraphLayer
 
 
 class GINConv(GraphLayer):

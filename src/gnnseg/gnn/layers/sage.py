@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnnseg.gnn import ops
-from gnnseg.gnn.layers.base import GraphLayer
+from gnnseg.gnn.layers.graph_layer import GraphLayer
 
 Aggregator = Literal["mean", "max", "pool"]
 AGGREGATORS = ("mean", "max", "pool")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from gnnseg.gnn import ops
-from gnnseg.gnn.layers.base import GraphLayer
+from gnnseg.gnn.layers.graph_layer import GraphLayer
 
 
 class SGConv(GraphLayer):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gnnseg.seg.synthetic import synthetic_cells
+from gnnseg.seg.synthetic_cells import synthetic_cells
 
 
 def test_synthetic_cells_are_reproducible_and_consistent():
