@@ -30,7 +30,8 @@ test: $(FULL)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
-# docs/benchmarks.md is rendered from docs/benchmarks.template.md and benchmarks/results/*.json (standard library only).
+# docs/benchmarks.md and the README's headline table are rendered from their templates in docs/ and
+# benchmarks/results/*.json (standard library only).
 docs: ; $(PYTHON) benchmarks/render_results_page.py
 
 # Benchmarks write benchmarks/results/; the U-Net trainings take 20-45 minutes each on 2 cores.

@@ -1,5 +1,6 @@
-"""docs/benchmarks.md is current: rendered now from its template and benchmarks/results/*.json, it is the committed
-page; and what the page cannot be rendered from is named (template line, results file, path), never left blank."""
+"""docs/benchmarks.md and the README's headline table are current: rendered now from their templates and
+benchmarks/results/*.json, they are what is committed; and what cannot be rendered is named (template line, results
+file, path), never left blank."""
 
 from __future__ import annotations
 
@@ -32,6 +33,21 @@ def test_committed_page_equals_the_page_rendered_from_the_results():
         "docs/benchmarks.md differs from what docs/benchmarks.template.md and benchmarks/results/*.json give: "
         "run `make docs` (python benchmarks/render_results_page.py --check shows the difference)"
     )
+
+
+def test_readme_headline_table_equals_the_table_rendered_from_the_results():
+    renderer = _renderer()
+    committed = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert renderer.render_readme(committed) == committed, (
+        "README.md's headline table differs from what docs/readme_headlines.template.md and benchmarks/results/*.json "
+        "give: run `make docs`"
+    )
+
+
+def test_a_readme_without_the_headline_markers_is_refused_by_name():
+    renderer = _renderer()
+    with pytest.raises(renderer.RenderError, match="headline table"):
+        renderer.render_readme("# gnnseg\n\n| what | measured |\n")
 
 
 @pytest.fixture
