@@ -42,7 +42,7 @@ def test_segment_image_writes_a_mask_and_never_overwrites(tmp_path, checkpoint, 
             "--checkpoint", checkpoint, "-o", str(output), "--json"]
     assert main(args) == 0
     result = last_json()
-    assert result["boxes"] == 1 and read_image_2d(output).array.shape == (64, 80)
+    assert result["objects"] == 1 and read_image_2d(output).array.shape == (64, 80)
     assert set(np.unique(read_image_2d(output).array)) <= {0, 255}
     assert main(args) == 2
     assert "exists" in capsys.readouterr().err
@@ -60,6 +60,44 @@ def test_segment_refuses_bad_boxes_and_unreadable_images(tmp_path, checkpoint, i
                  "--checkpoint", checkpoint, "-o", str(tmp_path / "c.png")]) == 2
     assert "cannot read image" in capsys.readouterr().err
     assert not (tmp_path / "a.png").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_segment_image_with_clicks_and_a_prompts_file(tmp_path, checkpoint, image_folders, capsys, last_json):
+    image = str(image_folders[0] / "case0.png")
+    clicked = tmp_path / "clicked.png"
+    assert main(["seg", "segment", "--image", image, "--box", "26,16,54,44", "--point", "40,30,1", "--point",
+                 "10,5,0", "--checkpoint", checkpoint, "-o", str(clicked), "--json"]) == 0
+    assert last_json()["objects"] == 1 and set(np.unique(read_image_2d(clicked).array)) <= {0, 255}
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text('{"objects": [{"box": [26, 16, 54, 44]}, {"points": [[40, 30]], "labels": [1]}]}')
+    assert main(["seg", "segment", "--image", image, "--prompts", str(prompts), "--checkpoint", checkpoint,
+                 "-o", str(tmp_path / "two.png"), "--json"]) == 0
+    assert last_json()["objects"] == 2 and set(np.unique(read_image_2d(tmp_path / "two.png").array)) <= {0, 1, 2}
+    for arguments, message in [
+        (["--box", "1,1,9,9", "--box", "2,2,8,8", "--point", "4,4,1"], "at most one --box"),
+        (["--point", "100,4,1"], "outside the image"),
+        (["--prompts", str(prompts), "--box", "1,1,9,9"], "not both"),
+    ]:
+        assert main(["seg", "segment", "--image", image, *arguments, "--checkpoint", checkpoint,
+                     "-o", str(tmp_path / "bad.png")]) == 2
+        assert message in capsys.readouterr().err
+    prompts.write_text('{"objects": [{"points": [[40, 30]]}]}')
+    assert main(["seg", "segment", "--image", image, "--prompts", str(prompts), "-o", str(tmp_path / "bad.png")]) == 2
+    assert "points and labels go together" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["seg", "segment", "--image", image, "--point", "4,4,2", "-o", str(tmp_path / "bad.png")])
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_evaluate_with_clicks_adds_the_challenge_figures(checkpoint, image_folders, last_json):
+    images, masks = image_folders
+    assert main(["seg", "evaluate", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,
+                 "--clicks", "2", "--json"]) == 0
+    interactive = last_json()["interactive"]
+    assert interactive["clicks"] == 2 and interactive["objects"] == 2
+    assert len(interactive["dsc_per_step"]) == len(interactive["nsd_per_step"]) == 3
+    assert interactive["dsc_final"] == pytest.approx(interactive["dsc_per_step"][-1])
+    assert 0.0 <= interactive["dsc_auc"] <= 1.0
 
 
 def test_segment_volume_writes_labels_on_the_volume_grid(tmp_path, checkpoint, capsys):

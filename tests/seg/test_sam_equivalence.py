@@ -53,7 +53,7 @@ def test_image_embeddings_match(config):
         torch.testing.assert_close(ours.encode(image), official.image_encoder(image), atol=TOLERANCE, rtol=0)
 
 
-PROMPTS = ["box", "points", "box+points", "box+mask"]
+PROMPTS = ["box", "points", "box+points", "box+mask", "box+points+mask"]
 
 
 @pytest.mark.parametrize("multimask", [False, True])

@@ -176,7 +176,7 @@ def test_bad_use_is_refused_with_a_named_reason():
     with pytest.raises(RuntimeError, match="set_image"):
         predictor.predict(boxes=np.array([0, 0, 2, 2]))
     predictor.set_image(np.zeros((10, 10), dtype=np.uint8))
-    with pytest.raises(ValueError, match="box prompts only"):
+    with pytest.raises(ValueError, match="zoom needs a box per prompt"):
         predictor.predict(points=np.array([[3, 3]]), point_labels=np.array([1]))
     with pytest.raises(ValueError, match=r"box 0 \[5.0, 1.0, 2.0, 4.0\] must have x1 > x0"):
         predictor.predict(boxes=np.array([5, 1, 2, 4]))

@@ -81,3 +81,10 @@ def box(text: str) -> list[float]:
 
 def box3d(text: str) -> list[float]:
     return numbers(text, 6, "a 3D box (x_min,y_min,z_min,x_max,y_max,z_max)")
+
+
+def point(text: str) -> list[float]:
+    x, y, label = numbers(text, 3, "a point (x,y,label)")
+    if label not in (0, 1):
+        raise argparse.ArgumentTypeError(f"a point's label is 1 (inside the object) or 0 (outside), got {text!r}")
+    return [x, y, label]

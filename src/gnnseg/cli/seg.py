@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from gnnseg.cli.arguments import DEVICE_HELP, LazyChoices, box, box3d, int_list, probability
+from gnnseg.cli.arguments import DEVICE_HELP, LazyChoices, box, box3d, int_list, point, probability
 from gnnseg.seg.sam.modeling.config import NORMALIZATIONS, PREPROCESSINGS
 
 TTA_HELP = ("test-time augmentation: none (default), flip (the image and its mirror, 2 passes) or d4 (4 quarter "
@@ -116,24 +116,41 @@ def _seg_metrics(args: argparse.Namespace) -> dict:
 def _seg_segment(args: argparse.Namespace) -> dict:
     import numpy as np
 
-    from gnnseg.seg.sam.segment_files import (
-        segment_challenge_file,
-        segment_image,
-        segment_volume_file,
-    )
+    from gnnseg.seg.sam.segment_files import segment_challenge_file, segment_image, segment_volume_file
 
     if sum(map(bool, (args.image, args.volume, args.npz))) != 1:
         raise ValueError("give exactly one of --image (with --box), --volume (with --box3d) or --npz")
     if args.npz:
         return segment_challenge_file(args.npz, args.output, choice=_model_choice(args))
     if args.image:
-        if not args.box:
-            raise ValueError("--image needs at least one --box x0,y0,x1,y1")
-        return segment_image(args.image, np.array(args.box), args.output, choice=_model_choice(args))
+        return segment_image(args.image, _image_objects(args), args.output, choice=_model_choice(args))
     if not args.box3d:
         raise ValueError("--volume needs at least one --box3d x_min,y_min,z_min,x_max,y_max,z_max")
     return segment_volume_file(args.volume, np.array(args.box3d), args.output, modality=args.modality,
                                window=args.window, choice=_model_choice(args))
+
+
+def _image_objects(args: argparse.Namespace) -> list:
+    """The objects of ``seg segment --image``: one per --box, the --point clicks with the one box (or alone), or
+    those of a --prompts file."""
+    import numpy as np
+
+    from gnnseg.seg.sam.segment_files import ObjectPrompt, read_prompts_file
+
+    if args.prompts:
+        if args.box or args.point:
+            raise ValueError("give the objects either in --prompts FILE or as --box / --point, not both")
+        return read_prompts_file(args.prompts)
+    if not args.box and not args.point:
+        raise ValueError("--image needs at least one --box x0,y0,x1,y1, --point x,y,label or --prompts FILE")
+    if not args.point:
+        return [ObjectPrompt(box=np.array(b)) for b in args.box]
+    if args.box and len(args.box) > 1:
+        raise ValueError("--point refines one object: give at most one --box with it (--prompts FILE holds many "
+                         "objects, each with its own points)")
+    points = np.array([p[:2] for p in args.point])
+    return [ObjectPrompt(box=np.array(args.box[0]) if args.box else None, points=points,
+                         labels=np.array([p[2] for p in args.point]))]
 
 
 def _seg_finetune(args: argparse.Namespace) -> dict:
@@ -173,7 +190,7 @@ def _seg_evaluate(args: argparse.Namespace) -> dict:
 
     result = evaluate_folders(args.images, args.masks, choice=_model_choice(args), box_margin=args.box_margin,
                               tolerance=args.tolerance, modality=args.modality,
-                              allow_unmatched=args.allow_unmatched)
+                              allow_unmatched=args.allow_unmatched, clicks=args.clicks)
     if not args.json:
         result.pop("per_object")
     return result
@@ -302,6 +319,11 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     segment = seg.add_parser("segment", help="box-prompted segmentation of a 2D image or a 3D volume (MedSAM)")
     segment.add_argument("--image", help="a PNG / JPEG / TIFF image")
     segment.add_argument("--box", type=box, action="append", help="x0,y0,x1,y1 in pixels (repeatable)")
+    segment.add_argument("--point", type=point, action="append",
+                         help="x,y,label: a click on the image's object, label 1 inside it and 0 outside (repeatable; "
+                              "with at most one --box)")
+    segment.add_argument("--prompts", metavar="FILE",
+                         help='a JSON file {"objects": [{"box": [...], "points": [[x, y], ...], "labels": [...]}]}')
     segment.add_argument("--volume", help="a NIfTI file or a DICOM series folder")
     segment.add_argument("--box3d", type=box3d, action="append",
                          help="x_min,y_min,z_min,x_max,y_max,z_max in voxel indices of the (Z, Y, X) array")
@@ -368,6 +390,9 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     assess.add_argument("--box-margin", type=int, default=5, help="pixels added around each ground-truth box")
     assess.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in pixels (mm for volumes)")
     assess.add_argument("--modality", choices=("ct", "mr"), default="ct", help="how NIfTI volumes are scaled")
+    assess.add_argument("--clicks", type=int, default=0, metavar="N",
+                        help="then correct each object with up to N clicks of the CVPR 2025 challenge's simulated "
+                             "user (5 as the challenge): adds DSC and NSD per step, their AUC and final values")
     _add_model_arguments(assess)
     assess.add_argument("--json", action="store_true")
     assess.set_defaults(handler=_seg_evaluate)

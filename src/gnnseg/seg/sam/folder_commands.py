@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from gnnseg.core.progress import progress
 from gnnseg.seg.io import read_image_2d, read_nifti
 from gnnseg.seg.io.any_format import READABLE_SUFFIXES, is_nifti
 from gnnseg.seg.io.pairs import paired_files
 from gnnseg.seg.metrics import evaluate_case
 from gnnseg.seg.sam.checkpoint import save_sam
-from gnnseg.seg.sam.inference.box_prompted import predicted_masks
+from gnnseg.seg.sam.inference.box_prompted import grown_box, predicted_masks
+from gnnseg.seg.sam.inference.simulated_user import click_scores, loop_summary
 from gnnseg.seg.sam.modeling.config import Normalization
 from gnnseg.seg.sam.modeling.sam import build_sam
 from gnnseg.seg.sam.segment_files import refuse_existing
@@ -117,18 +119,30 @@ def export_onnx_folder(output: str | os.PathLike, *, choice: ModelChoice | None 
 
 def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, choice: ModelChoice | None = None,
                      box_margin: int = 5, tolerance: float = 2.0, modality: str = "ct",
-                     allow_unmatched: bool = False) -> dict[str, Any]:
+                     allow_unmatched: bool = False, clicks: int = 0) -> dict[str, Any]:
     """DSC and NSD (tolerance in pixels) of every object, prompted by its ground-truth box grown by ``box_margin``,
-    answered by ``choice`` (:class:`~gnnseg.seg.sam.shipped.ModelChoice`; default: the default model)."""
+    answered by ``choice`` (:class:`~gnnseg.seg.sam.shipped.ModelChoice`; default: the default model).
+
+    With ``clicks``, the challenge's simulated user then corrects each object with up to that many clicks
+    (:mod:`gnnseg.seg.sam.inference.simulated_user`), and the result adds its figures under ``"interactive"``.
+    """
+    if isinstance(clicks, bool) or not isinstance(clicks, int) or not 0 <= clicks <= 20:
+        raise ValueError(f"clicks must be a whole number from 0 to 20, got {clicks!r}")
     choice = choice or ModelChoice()
     samples = load_samples(images, masks, modality, allow_unmatched=allow_unmatched)
     started = time.perf_counter()
-    predicted = predicted_masks(choice.predictor(), samples, box_margin)
+    predictor = choice.predictor()
+    predicted = predicted_masks(predictor, samples, box_margin)
     scores = [evaluate_case(mask, sample.mask, [1], tolerance_mm=tolerance)[1]  # a boolean mask: its object is 1
               for mask, sample in zip(predicted, samples)]
     dsc, nsd = [score["dice"] for score in scores], [score["nsd"] for score in scores]
+    interactive = {}
+    if clicks:
+        loops = [click_scores(predictor, s.image, s.mask, grown_box(s, box_margin), clicks=clicks, tolerance=tolerance)
+                 for s in progress(samples, desc="clicks")]
+        interactive = {"interactive": loop_summary(loops)}
     return {"dsc_mean": float(np.mean(dsc)), "nsd_mean": float(np.mean(nsd)), "n": len(samples),
-            "box_margin": box_margin, **choice.describe(), "seconds": time.perf_counter() - started,
+            "box_margin": box_margin, **choice.describe(), **interactive, "seconds": time.perf_counter() - started,
             "per_object": [{"source": s.source, "dsc": float(d), "nsd": float(n)}
                            for s, d, n in zip(samples, dsc, nsd)]}
 

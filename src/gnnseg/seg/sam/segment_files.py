@@ -7,8 +7,11 @@ PyTorch checkpoint :func:`~gnnseg.seg.sam.shipped.load_model` imports it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +31,71 @@ def refuse_existing(path: Path) -> None:
         raise FileExistsError(f"{path} exists; choose another output path")
 
 
-def segment_image(image_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
-                  choice: ModelChoice | None = None) -> dict[str, Any]:
-    """Segment the objects in ``(N, 4)`` boxes of a 2D image; write a PNG with label ``k`` for box ``k``.
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """One object's prompts: a box ``x0, y0, x1, y1`` and/or ``(P, 2)`` points with ``(P,)`` labels (1 inside the
+    object, 0 outside), in pixel indices."""
 
-    With one box the PNG holds 0/255 so that it is visible in any viewer. ``choice``, here and below: the model and
-    how it answers (:class:`~gnnseg.seg.sam.shipped.ModelChoice`; default: the default model as it is).
+    box: np.ndarray | None = None
+    points: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+def read_prompts_file(path: str | os.PathLike) -> list[ObjectPrompt]:
+    """The objects of a JSON prompts file: ``{"objects": [{"box": [x0, y0, x1, y1], "points": [[x, y], ...],
+    "labels": [1, 0, ...]}, ...]}`` (each object a box, points, or both); a bad file is refused by object and key."""
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable JSON prompts file ({error})") from None
+    objects = document.get("objects") if isinstance(document, dict) else None
+    if not isinstance(objects, list) or not objects:
+        raise ValueError(f'{path}: expected {{"objects": [...]}} with at least one object')
+    prompts = []
+    for index, given in enumerate(objects):
+        where = f"{path}: object {index}"
+        if not isinstance(given, dict) or not given or set(given) - {"box", "points", "labels"}:
+            raise ValueError(f"{where} must be an object with box and/or points and labels, got {given!r}")
+        if ("points" in given) != ("labels" in given):
+            raise ValueError(f"{where}: points and labels go together")
+        try:
+            prompts.append(ObjectPrompt(*(None if key not in given else np.asarray(given[key], dtype=np.float64)
+                                          for key in ("box", "points", "labels"))))
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: box, points and labels must hold numbers") from None
+    return prompts
+
+
+def segment_image(image_path: str | os.PathLike, objects: Sequence[ObjectPrompt], output: str | os.PathLike, *,
+                  choice: ModelChoice | None = None) -> dict[str, Any]:
+    """Segment each object of a 2D image from its box and/or points; write a PNG with label ``k`` for object ``k``.
+
+    With one object the PNG holds 0/255 so that it is visible in any viewer. Objects prompted by boxes alone are
+    answered in one batch. ``choice``, here and below: the model and how it answers
+    (:class:`~gnnseg.seg.sam.shipped.ModelChoice`; default: the default model as it is).
     """
+    if not objects:
+        raise ValueError("give at least one object: a box and/or points")
     output = Path(output)
     refuse_existing(output)
     image = read_image_2d(image_path).array
     predictor = (choice or ModelChoice()).predictor()
     started = time.perf_counter()
     predictor.set_image(image)
-    prediction = predictor.predict(boxes=boxes)
+    if all(o.points is None for o in objects):
+        prediction = predictor.predict(boxes=np.stack([o.box for o in objects]))
+        masks, ious = prediction.masks[:, 0], prediction.iou[:, 0]
+    else:
+        answers = [predictor.predict(boxes=o.box, points=None if o.points is None else o.points[None],
+                                     point_labels=None if o.labels is None else o.labels[None]) for o in objects]
+        masks = np.concatenate([a.masks[:, 0] for a in answers])
+        ious = np.concatenate([a.iou[:, 0] for a in answers])
     seconds = time.perf_counter() - started
-    masks = prediction.masks[:, 0]
     labels = np.zeros(masks.shape[1:], dtype=np.uint8)
     for index, mask in enumerate(masks):
         labels[mask] = 255 if len(masks) == 1 else index + 1
     write_image_2d(labels, output)
-    return {"output": str(output), "boxes": len(masks), "predicted_iou": prediction.iou[:, 0].tolist(),
+    return {"output": str(output), "objects": len(masks), "predicted_iou": ious.tolist(),
             "foreground_pixels": [int(m.sum()) for m in masks], "seconds": seconds}
 
 

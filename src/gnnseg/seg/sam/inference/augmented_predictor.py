@@ -8,9 +8,9 @@ many times):
 
 - ``set_image`` sets every transformed copy of the image once, so whole-image models encode each copy once and
   find it again in the predictor's embedding memo;
-- ``predict`` moves the boxes and points into each copy, predicts, turns each copy's answer back into the image's
-  frame and averages the probabilities (:func:`~gnnseg.seg.sam.inference.prediction.averaged`). The mask is the mean
-  probability above 0.5; ``logits`` hold the logit of that mean, so ``logits > 0`` is the mask as for every
+- ``predict`` moves the boxes, points and previous logits into each copy, predicts, turns each copy's answer back into
+  the image's frame and averages the probabilities (:func:`~gnnseg.seg.sam.inference.prediction.averaged`). The mask is
+  the mean probability above 0.5; ``logits`` hold the logit of that mean, so ``logits > 0`` is the mask as for every
   predictor; the predicted IoU is the mean over the copies.
 
 Choices (:data:`AUGMENTATIONS`): ``"none"``, ``"flip"`` (the image and its left-right mirror: 2 passes) and ``"d4"``
@@ -67,7 +67,9 @@ class AugmentedPredictor(PredictorWrapper):
             self.predictor.set_rgb(image)
             moved = Prompts(None if prompts.boxes is None else symmetry.boxes(prompts.boxes, image_hw),
                             None if prompts.points is None else symmetry.points(prompts.points, image_hw),
-                            prompts.labels)
+                            prompts.labels,
+                            None if prompts.mask_logits is None else np.stack([symmetry.image(logits)
+                                                                               for logits in prompts.mask_logits]))
             prediction = self.predictor.answer(moved, multimask)
             logits.append(symmetry.restore(prediction.logits))
             ious.append(prediction.iou)

@@ -26,7 +26,8 @@ class Predictor(Protocol):
     def set_image(self, image: np.ndarray) -> None: ...
 
     def predict(self, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
-                point_labels: np.ndarray | None = None, *, multimask: bool = False) -> Prediction: ...
+                point_labels: np.ndarray | None = None, *, mask_logits: np.ndarray | None = None,
+                multimask: bool = False) -> Prediction: ...
 
     def set_rgb(self, rgb: np.ndarray) -> None: ...
 
@@ -50,16 +51,19 @@ class PredictorEntrance:
         self.set_rgb(to_rgb_uint8(image))
 
     def predict(self, boxes: np.ndarray | None = None, points: np.ndarray | None = None,
-                point_labels: np.ndarray | None = None, *, multimask: bool = False) -> Prediction:
+                point_labels: np.ndarray | None = None, *, mask_logits: np.ndarray | None = None,
+                multimask: bool = False) -> Prediction:
         """Segment the object in each prompt.
 
         Args:
             boxes: ``(4,)`` or ``(N, 4)`` boxes ``x0, y0, x1, y1`` in pixel indices of the image.
             points: ``(N, P, 2)`` (or ``(P, 2)`` for one prompt) x, y clicks; with boxes, ``N`` must match.
             point_labels: ``(N, P)`` labels, 1 foreground and 0 background.
+            mask_logits: ``(N, H, W)`` (or ``(H, W)``) logits of each prompt's previous answer at the image's size
+                (``Prediction.logits[:, 0]``): the correction loop feeds them back with the next click.
             multimask: return SAM's three candidate masks per prompt instead of one.
         """
-        return self.answer(checked_prompts(boxes, points, point_labels, self.image_shape), multimask)
+        return self.answer(checked_prompts(boxes, points, point_labels, self.image_shape, mask_logits), multimask)
 
     def set_rgb(self, rgb: np.ndarray) -> None:
         raise NotImplementedError

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT, CropWindow
 from gnnseg.seg.sam.inference.model_input import whole_image_input
 from gnnseg.seg.sam.modeling.config import SamConfig
 
@@ -149,3 +150,28 @@ def whole_image_masks(low_res: np.ndarray, layout: str, size: int, input_hw: Seq
     logits = bilinear_resize(low_res, (size, size))[..., : input_hw[0], : input_hw[1]]
     logits = bilinear_resize(logits, image_hw)
     return logits, logits > 0
+
+
+def whole_image_mask_input(mask_logits: np.ndarray, layout: str, size: int, input_hw: Sequence[int],
+                           low_size: int) -> np.ndarray:
+    """``(N, H, W)`` logits at the image's size -> the ``(N, 1, L, L)`` dense prompt of a whole-image model
+    (``L = low_size``, four times its embedding grid): the inverse of :func:`whole_image_masks`'s upscaling.
+
+    ``square`` stretches the image to the input, so the logits are stretched to ``L x L``; ``padded`` keeps the
+    image in the top-left ``input_hw`` of the input, so the logits go there at ``L / size`` of that size and the
+    padding is background (:data:`~gnnseg.seg.sam.inference.crop.BACKGROUND_LOGIT`).
+    """
+    if layout == "square":
+        return bilinear_resize(mask_logits, (low_size, low_size))[:, None]
+    height = max(1, round(input_hw[0] * low_size / size))
+    width = max(1, round(input_hw[1] * low_size / size))
+    dense = np.full((len(mask_logits), 1, low_size, low_size), BACKGROUND_LOGIT, dtype=np.float32)
+    dense[:, 0, :height, :width] = bilinear_resize(mask_logits, (height, width))
+    return dense
+
+
+def window_mask_input(mask_logits: np.ndarray, window: CropWindow, low_size: int) -> np.ndarray:
+    """``(H, W)`` logits at the image's size -> the ``(1, L, L)`` dense prompt of a box-centred model for
+    ``window`` (background where the window leaves the image)."""
+    cut = window.cut(mask_logits - BACKGROUND_LOGIT) + BACKGROUND_LOGIT
+    return bilinear_resize(cut, (low_size, low_size))[None]

@@ -39,9 +39,11 @@ from gnnseg.seg.sam.inference.prediction import (
     EmbeddingMemo,
     Prediction,
     to_input_coords,
+    whole_image_mask_input,
     whole_image_masks,
+    window_mask_input,
 )
-from gnnseg.seg.sam.inference.prompts import Prompts
+from gnnseg.seg.sam.inference.prompts import Prompts, prompt_extents
 from gnnseg.seg.sam.modeling.sam import Sam
 
 
@@ -123,25 +125,34 @@ class SamPredictor(PredictorEntrance):
             return Prediction(logits.numpy() > 0, iou.numpy(), logits.numpy())
         return self._predict_whole_image(prompts, multimask)
 
+    @property
+    def _mask_input_size(self) -> int:
+        return 4 * self.model.config.embedding_size
+
     def _predict_whole_image(self, prompts: Prompts, multimask: bool) -> Prediction:
+        config = self.model.config
         boxes = None if prompts.boxes is None else self._tensor(self._to_input_coords(prompts.boxes), torch.float32)
         points = None
         if prompts.points is not None:
             points = (self._tensor(self._to_input_coords(prompts.points), torch.float32),
                       self._tensor(prompts.labels, torch.int64))
-        low_res, iou = self.model.decode(self._embedding, points=points, boxes=boxes, multimask=multimask)
-        config = self.model.config
+        masks = None
+        if prompts.mask_logits is not None:
+            masks = self._tensor(whole_image_mask_input(prompts.mask_logits, config.layout, config.image_size,
+                                                        self._input_hw, self._mask_input_size), torch.float32)
+        low_res, iou = self.model.decode(self._embedding, points=points, boxes=boxes, mask_inputs=masks,
+                                         multimask=multimask)
         logits, masks = whole_image_masks(low_res.float().cpu().numpy(), config.layout, config.image_size,
                                           self._input_hw, self.image_shape)
         return Prediction(masks, iou.float().cpu().numpy(), logits)
 
     def _predict_in_windows(self, prompts: Prompts, multimask: bool) -> tuple[Tensor, Tensor]:
-        """One window per prompt around its box (or, without a box, around its points)."""
+        """One window per prompt around its box and points: its box's when all its points lie in the box (a box
+        alone keeps the window it always had), else around both."""
         config = self.model.config
         size = self.model.image_size
         boxes, points = prompts.boxes, prompts.points
-        extents = boxes if boxes is not None else np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1)
-        windows = [CropWindow.around(extent, config.crop_margin) for extent in extents]
+        windows = [CropWindow.around(extent, config.crop_margin) for extent in prompt_extents(prompts)]
         pixels = torch.stack([resize_crop(window.cut(self._image), size) for window in windows])
         embeddings = self.model.encode(self.model.normalize(pixels.to(self.device)))
         box_tensor = None
@@ -151,7 +162,12 @@ class SamPredictor(PredictorEntrance):
         if points is not None:
             local = np.stack([w.to_input(p, size) for w, p in zip(windows, points)])
             point_prompt = (self._tensor(local, torch.float32), self._tensor(prompts.labels, torch.int64))
-        low_res, iou = self.model.decode(embeddings, points=point_prompt, boxes=box_tensor, multimask=multimask)
+        masks = None
+        if prompts.mask_logits is not None:
+            masks = self._tensor(np.stack([window_mask_input(logits, window, self._mask_input_size)
+                                           for logits, window in zip(prompts.mask_logits, windows)]), torch.float32)
+        low_res, iou = self.model.decode(embeddings, points=point_prompt, boxes=box_tensor, mask_inputs=masks,
+                                         multimask=multimask)
         low_res, iou = low_res.float().cpu(), iou.float().cpu()
         image_hw = self.image_shape
         logits = torch.cat([paste_window(window, low_res[i : i + 1], image_hw) for i, window in enumerate(windows)])

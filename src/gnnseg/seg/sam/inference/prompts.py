@@ -153,24 +153,52 @@ class Prompts:
     """The prompts of one ``predict`` call, checked against the image (:func:`checked_prompts`).
 
     ``boxes``: float64 ``(N, 4)`` clipped to the image, or None; ``points``: float64 ``(N, P, 2)`` x, y inside the
-    image, or None; ``labels``: ``(N, P)`` of 0 (background) and 1 (foreground) where there are points.
+    image, or None; ``labels``: ``(N, P)`` of 0 (background) and 1 (foreground) where there are points;
+    ``mask_logits``: float32 ``(N, H, W)``, each prompt's previous answer (its ``Prediction.logits``) at the image's
+    size, which the model reads as a dense prompt, or None.
     """
 
     boxes: np.ndarray | None = None
     points: np.ndarray | None = None
     labels: np.ndarray | None = None
+    mask_logits: np.ndarray | None = None
+
+
+
+def prompt_extents(prompts: Prompts) -> np.ndarray:
+    """``(N, 4)`` ``x0, y0, x1, y1`` of each prompt: its box grown to hold its points (a box alone, or points
+    alone, give their own extent)."""
+    if prompts.points is None:
+        return prompts.boxes
+    extents = np.concatenate([prompts.points.min(axis=1), prompts.points.max(axis=1)], axis=1)
+    if prompts.boxes is None:
+        return extents
+    return np.concatenate([np.minimum(prompts.boxes[:, :2], extents[:, :2]),
+                           np.maximum(prompts.boxes[:, 2:], extents[:, 2:])], axis=1)
+
+
+MAX_POINTS = 64
+"""Most points per prompt (the challenge protocol uses at most 5 clicks; a web page may send a few dozen)."""
 
 
 def checked_prompts(boxes: np.ndarray | None, points: np.ndarray | None, point_labels: np.ndarray | None,
-                    image_hw: Sequence[int]) -> Prompts:
-    """Boxes and points as :class:`Prompts`, or a ``ValueError`` that names what is wrong with them."""
+                    image_hw: Sequence[int], mask_logits: np.ndarray | None = None) -> Prompts:
+    """Boxes, points and previous logits as :class:`Prompts`, or a ``ValueError`` that names what is wrong."""
     box_array = validate_boxes(boxes, image_hw) if boxes is not None else None
+    coords, labels = _checked_points(points, point_labels, image_hw)
+    if box_array is None and coords is None:
+        raise ValueError("give at least one prompt: boxes and/or points (mask logits only refine them)")
+    if box_array is not None and coords is not None and len(box_array) != len(coords):
+        raise ValueError(f"{len(box_array)} boxes but {len(coords)} point sets: give one point set per box")
+    count = len(box_array) if box_array is not None else len(coords)
+    return Prompts(box_array, coords, labels, _checked_mask_logits(mask_logits, count, image_hw))
+
+
+def _checked_points(points, point_labels, image_hw: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray | None]:
     if points is None:
         if point_labels is not None:
             raise ValueError("point_labels given without points")
-        if box_array is None:
-            raise ValueError("give at least one prompt: boxes and/or points")
-        return Prompts(box_array)
+        return None, None
     coords = np.asarray(points, dtype=np.float64)
     if coords.ndim == 2:
         coords = coords[None]
@@ -178,7 +206,12 @@ def checked_prompts(boxes: np.ndarray | None, points: np.ndarray | None, point_l
         raise ValueError(f"points must have shape (N, P, 2) or (P, 2), got {np.shape(points)}")
     if point_labels is None:
         raise ValueError("points need point_labels (1 foreground, 0 background)")
-    labels = np.asarray(point_labels).reshape(coords.shape[:2])
+    if coords.shape[1] > MAX_POINTS:
+        raise ValueError(f"{coords.shape[1]} points per prompt exceed the limit of {MAX_POINTS}")
+    labels = np.asarray(point_labels)
+    if labels.size != coords.shape[0] * coords.shape[1]:
+        raise ValueError(f"point_labels has {labels.size} values for {coords.shape[0] * coords.shape[1]} points")
+    labels = labels.reshape(coords.shape[:2])
     if not np.isin(labels, (0, 1)).all():
         raise ValueError(f"point labels must be 0 (background) or 1 (foreground), got {np.unique(labels)}")
     if not np.isfinite(coords).all():
@@ -189,6 +222,22 @@ def checked_prompts(boxes: np.ndarray | None, points: np.ndarray | None, point_l
     if outside.any():
         raise ValueError(f"points {coords[outside].tolist()} lie outside the image of height {height} "
                          f"and width {width}")
-    if box_array is not None and len(box_array) != len(coords):
-        raise ValueError(f"{len(box_array)} boxes but {len(coords)} point sets: give one point set per box")
-    return Prompts(box_array, coords, labels)
+    return coords, labels.astype(np.int64)
+
+
+def _checked_mask_logits(mask_logits, count: int, image_hw: Sequence[int]) -> np.ndarray | None:
+    if mask_logits is None:
+        return None
+    height, width = _image_hw(image_hw)
+    array = np.asarray(mask_logits)
+    if array.dtype.kind not in "iuf":
+        raise ValueError(f"mask logits must hold numbers, got dtype {array.dtype}")
+    array = array.astype(np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    if array.shape != (count, height, width):
+        raise ValueError(f"mask logits must have shape ({count}, {height}, {width}) (one per prompt, at the image's "
+                         f"size), got {np.shape(mask_logits)}")
+    if not np.isfinite(array).all():
+        raise ValueError("mask logits contain NaN or infinite values")
+    return array

@@ -30,7 +30,7 @@ import numpy as np
 from gnnseg.seg.sam.inference.base import Predictor, PredictorWrapper
 from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT, CropWindow
 from gnnseg.seg.sam.inference.prediction import Prediction, averaged
-from gnnseg.seg.sam.inference.prompts import Prompts
+from gnnseg.seg.sam.inference.prompts import Prompts, prompt_extents
 
 
 def zoom_window(box: np.ndarray, context: float, image_hw: tuple[int, int], min_side: int) -> tuple[slice, slice]:
@@ -88,27 +88,35 @@ class ZoomedPredictor(PredictorWrapper):
         self._image = rgb  # nothing is encoded until a box says where to look
 
     def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
-        """Segment the object in each box on the windows around it."""
-        if prompts.boxes is None or prompts.points is not None:
-            raise ValueError("zoom answers box prompts only (the window is placed around the box); "
-                             "prompt with points without zoom")
+        """Segment each prompt's object on the windows around its box and points."""
+        if prompts.boxes is None:
+            raise ValueError("zoom needs a box per prompt (the window is placed around it); prompt with points "
+                             "alone without zoom")
         image_hw = self.image_shape
-        answers = [self._answer(box, image_hw, multimask) for box in prompts.boxes]
+        answers = [self._answer(prompts, index, extent, image_hw, multimask)
+                   for index, extent in enumerate(prompt_extents(prompts))]
         return Prediction(*(np.concatenate([getattr(answer, field) for answer in answers])
                             for field in ("masks", "iou", "logits")))
 
     def windows(self, box: np.ndarray, image_hw: tuple[int, int]) -> list[tuple[slice, slice]]:
-        """Rows and columns of each scale's window around ``box``, the widest first."""
+        """Rows and columns of each scale's window around ``box`` (a prompt's extent), the widest first."""
         return [zoom_window(box, self.context / 2**k, image_hw, round(self.min_side / 2**k))
                 for k in range(self.scales)]
 
-    def _answer(self, box: np.ndarray, image_hw: tuple[int, int], multimask: bool) -> Prediction:
-        """One box's answer: each window segmented as a whole image, pasted back, the windows averaged."""
+    def _answer(self, prompts: Prompts, index: int, extent: np.ndarray, image_hw: tuple[int, int],
+                multimask: bool) -> Prediction:
+        """Prompt ``index``'s answer: each window around its ``extent`` segmented as a whole image, pasted back, the
+        windows averaged. The window holds the box and the points; the previous logits are cut to it."""
         logits, ious = [], []
-        for rows, columns in self.windows(box, image_hw):
+        for rows, columns in self.windows(extent, image_hw):
             self.predictor.set_rgb(np.ascontiguousarray(self._image[rows, columns]))
-            offset = np.array([columns.start, rows.start, columns.start, rows.start], dtype=np.float64)
-            inside = self.predictor.answer(Prompts((box - offset)[None]), multimask)  # the window holds the box
+            corner = np.array([columns.start, rows.start], dtype=np.float64)
+            inside = self.predictor.answer(Prompts(
+                (prompts.boxes[index] - np.tile(corner, 2))[None],
+                None if prompts.points is None else (prompts.points[index] - corner)[None],
+                None if prompts.labels is None else prompts.labels[index][None],
+                None if prompts.mask_logits is None else np.ascontiguousarray(
+                    prompts.mask_logits[index][rows, columns])[None]), multimask)
             placed = np.full((*inside.logits.shape[:2], *image_hw), BACKGROUND_LOGIT, dtype=np.float32)
             placed[..., rows, columns] = inside.logits
             logits.append(placed)
