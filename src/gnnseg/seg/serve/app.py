@@ -10,6 +10,11 @@ Routes (all errors are JSON ``{"error": {"status": ..., "message": ...}}`` with 
   for volumes) or ``{"boxes3d": [[x_min, y_min, z_min, x_max, y_max, z_max], ...]}`` and ``"format"``: ``png``
   (default; label ``k`` is box ``k``, one box gives 0/255; predicted IoU in the ``X-Predicted-IoU`` header),
   ``npz`` (``segs``, ``iou``), ``nifti`` (volumes, original geometry) or ``json`` (run-length masks and IoU).
+- ``POST /v1/images/{id}/objects`` with ``{"box": [...], "points": [[x, y], ...], "labels": [...], "slice": k}`` (a
+  box and/or clicks) starts an object to correct (201, its id and mask as run lengths);
+  ``POST /v1/images/{id}/objects/{oid}/clicks`` with ``{"x", "y", "label"}`` (1 add, 0 remove) answers it again from
+  its box, every click and its previous logits (one decoder pass); ``POST .../undo``; ``GET .../{oid}`` (JSON, or
+  ``?format=png``); ``GET /v1/images/{id}/objects``; ``DELETE .../{oid}`` (:mod:`gnnseg.seg.serve.objects`).
 - ``GET /v1/images/{id}``, ``GET /v1/images/{id}/slices/{k}`` (PNG), ``DELETE /v1/images/{id}``, ``GET /healthz``,
   ``GET /openapi.json`` and ``/docs``; ``GET /`` is the web page.
 
@@ -39,7 +44,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gnnseg.seg.sam.inference.prompts import Prompts, validate_boxes
+from gnnseg.seg.sam.inference.prompts import MAX_POINTS, Prompts, validate_boxes
 from gnnseg.seg.sam.inference.volume import segment_box_3d, validate_boxes_3d
 from gnnseg.seg.sam.runtime import ModelOptions, service_predictor
 from gnnseg.seg.sam.shipped import ModelChoice
@@ -51,6 +56,7 @@ from gnnseg.seg.serve.encoding import (
     rle_encode,
 )
 from gnnseg.seg.serve.guard import BodyLimit, RequestGuard, ServiceAccess, error_body
+from gnnseg.seg.serve.objects import ObjectStore, TrackedObject
 from gnnseg.seg.serve.uploads import (
     ImageStore,
     UploadedImage,
@@ -80,6 +86,10 @@ class ServiceLimits:
     embedding_cache_bytes: int = 512 * 2**20
     max_request_seconds: float = 120.0
     """Time budget of one segmentation request; a 3D request over it stops at the next slice with a 503."""
+    objects_bytes: int = 512 * 2**20
+    """Memory for the objects being corrected with clicks (their logits, their images); least recently used go."""
+    undo_depth: int = 8
+    """Clicks of an object that can be undone."""
 
 
 class SegmentRequest(BaseModel):
@@ -87,6 +97,19 @@ class SegmentRequest(BaseModel):
     slice: int | None = Field(None, description="the slice the 2D boxes are drawn on (volumes only)")
     boxes3d: list[list[float]] | None = Field(None, description="x_min, y_min, z_min, x_max, y_max, z_max")
     format: Literal["png", "npz", "nifti", "json"] = "png"
+
+
+class ObjectRequest(BaseModel):
+    box: list[float] | None = Field(None, description="x0, y0, x1, y1 in pixel indices")
+    points: list[list[float]] | None = Field(None, description="clicks [[x, y], ...] in pixel indices")
+    labels: list[int] | None = Field(None, description="one per click: 1 inside the object, 0 outside")
+    slice: int | None = Field(None, description="the slice the object is on (volumes only)")
+
+
+class ClickRequest(BaseModel):
+    x: float
+    y: float
+    label: Literal[0, 1] = Field(description="1: the object goes on here (add); 0: it does not (remove)")
 
 
 class Segmenter:
@@ -113,6 +136,10 @@ class Segmenter:
             return prediction.masks[:, 0], prediction.iou[:, 0]
 
         return self._model_thread.submit(segment).result()
+
+    def call(self, function: Callable[[], Any]) -> Any:
+        """``function()`` on the model thread, in turn with every other model call."""
+        return self._model_thread.submit(function).result()
 
     def slice_by_slice(self, budget: RequestBudget) -> _SliceByTurns:
         """A predictor for 3D propagation on the caller's thread whose every slice is one call on the model
@@ -176,9 +203,11 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
     segmenter = Segmenter(lambda: model if model is not None else choice.load(), limits.embedding_cache_bytes,
                           options, choice)
     store = ImageStore(limits.store_bytes)
+    objects = ObjectStore(limits.objects_bytes, segmenter.call, undo_depth=limits.undo_depth,
+                          max_objects_per_image=limits.max_boxes)
     app = FastAPI(title="gnnseg box-prompted segmentation", version="1",
                   description="Upload an image or volume, then ask for the object inside each box.")
-    app.state.store, app.state.segmenter, app.state.limits = store, segmenter, limits
+    app.state.store, app.state.segmenter, app.state.limits, app.state.objects = store, segmenter, limits, objects
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes + MULTIPART_OVERHEAD)
     app.add_middleware(RequestGuard, allowed_hosts=access.allowed_hosts, token=access.token)  # outermost: first
 
@@ -231,6 +260,51 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
     @app.delete("/v1/images/{image_id}", status_code=204)
     def delete(image_id: str) -> Response:
         store.delete(image_id)
+        objects.forget_image(image_id)
+        return Response(status_code=204)
+
+    @app.post("/v1/images/{image_id}/objects", status_code=201)
+    def create_object(image_id: str, request: ObjectRequest) -> dict:
+        image = store.get(image_id)
+        began = time.perf_counter()
+        slice_index = _slice_of(image, request.slice)
+        given = [None if v is None else np.array(v, dtype=np.float64) for v in (request.box, request.points,
+                                                                                  request.labels)]
+        if given[1] is not None and len(given[1]) > MAX_POINTS:
+            raise UploadError(f"{len(given[1])} clicks exceed the limit of {MAX_POINTS} per object")
+        tracked = objects.create(image, slice_index, segmenter.predictor, *given)
+        return _object_answer(tracked, began)
+
+    @app.get("/v1/images/{image_id}/objects")
+    def list_objects(image_id: str) -> dict:
+        store.get(image_id)
+        return {"objects": [_object_answer(o, with_mask=False) for o in objects.on_image(image_id)]}
+
+    @app.get("/v1/images/{image_id}/objects/{object_id}")
+    def get_object(image_id: str, object_id: str, format: Literal["json", "png"] = "json") -> Any:
+        store.get(image_id)
+        tracked = objects.get(image_id, object_id)
+        if format == "png":
+            return Response(png_bytes(tracked.state.mask.astype(np.uint8)), media_type="image/png",
+                            headers={"X-Predicted-IoU": f"{tracked.state.iou:.4f}"})
+        return _object_answer(tracked)
+
+    @app.post("/v1/images/{image_id}/objects/{object_id}/clicks")
+    def click(image_id: str, object_id: str, request: ClickRequest) -> dict:
+        store.get(image_id)
+        began = time.perf_counter()
+        return _object_answer(objects.click(image_id, object_id, request.x, request.y, request.label == 1), began)
+
+    @app.post("/v1/images/{image_id}/objects/{object_id}/undo")
+    def undo(image_id: str, object_id: str) -> dict:
+        store.get(image_id)
+        began = time.perf_counter()
+        return _object_answer(objects.undo(image_id, object_id), began)
+
+    @app.delete("/v1/images/{image_id}/objects/{object_id}", status_code=204)
+    def delete_object(image_id: str, object_id: str) -> Response:
+        store.get(image_id)
+        objects.delete(image_id, object_id)
         return Response(status_code=204)
 
     @app.post("/v1/images/{image_id}/segment")
@@ -270,6 +344,28 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
     return app
 
 
+def _slice_of(image: UploadedImage, requested: int | None) -> int:
+    """The slice 2D boxes or an object are on: 0 for a 2D image, the one named for a volume."""
+    if image.is_volume and requested is None:
+        raise UploadError(f"2D prompts on a volume need the slice they are drawn on (0..{image.shape[0] - 1})")
+    if not image.is_volume and requested not in (None, 0):
+        raise UploadError("a 2D image has only slice 0")
+    return requested or 0
+
+
+def _object_answer(tracked: TrackedObject, began: float | None = None, *, with_mask: bool = True) -> dict:
+    """An object as the API shows it: its prompts, its predicted IoU and (``with_mask``) its mask as run lengths."""
+    state = tracked.state
+    answer = {"id": tracked.id, "slice": tracked.slice, "box": None if state.box is None else state.box.tolist(),
+              "points": state.points.tolist(), "labels": state.labels.tolist(), "iou": state.iou,
+              "shape": list(state.logits.shape)}
+    if with_mask:
+        answer["mask"] = rle_encode(state.mask)
+    if began is not None:
+        answer["seconds"] = time.perf_counter() - began
+    return answer
+
+
 def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter, limits: ServiceLimits,
             budget: RequestBudget) -> tuple[np.ndarray, np.ndarray, list[dict] | None]:
     """Labels (box order, later boxes win), predicted IoU, and for JSON each box's run-length mask.
@@ -292,11 +388,7 @@ def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
         by_slices = segmenter.slice_by_slice(budget)
         answers = (segment_box_3d(by_slices, image.pixels, box) for box in boxes)
         return _painted(answers, len(boxes), image.shape, request.format == "json")
-    if image.is_volume and request.slice is None:
-        raise UploadError(f"2D boxes on a volume need the slice they are drawn on (0..{image.shape[0] - 1})")
-    if not image.is_volume and request.slice not in (None, 0):
-        raise UploadError("a 2D image has only slice 0")
-    rgb = image.slice_rgb(request.slice or 0)
+    rgb = image.slice_rgb(_slice_of(image, request.slice))
     boxes = validate_boxes(np.array(request.boxes, dtype=np.float64), rgb.shape[:2])
 
     def answers():

@@ -40,17 +40,22 @@ class ObjectState:
 @dataclass
 class _Object:
     states: list[ObjectState] = field(default_factory=list)
+    forgotten: int = 0   # states dropped beyond the undo depth
 
 
 class InteractiveSession:
     """An image being segmented object by object, each object corrected click by click.
 
     ``add`` starts an object from a box and/or points and returns its id; ``click`` adds one point to it; ``undo``
-    takes back the last click; ``state`` tells where an object stands.
+    takes back the last click; ``state`` tells where an object stands. ``undo_depth`` bounds the states an object
+    keeps (each holds logits the size of the image): at most that many clicks can be taken back.
     """
 
-    def __init__(self, predictor: Predictor, image: np.ndarray) -> None:
+    def __init__(self, predictor: Predictor, image: np.ndarray, *, undo_depth: int | None = None) -> None:
+        if undo_depth is not None and undo_depth < 0:
+            raise ValueError(f"undo_depth must be >= 0 or None, got {undo_depth}")
         self.predictor = predictor
+        self.undo_depth = undo_depth
         self.rgb = to_rgb_uint8(image)
         self._objects: dict[int, _Object] = {}
         self._next_id = 1
@@ -81,19 +86,30 @@ class InteractiveSession:
         checked_prompts(None if current.box is None else current.box[None], points[None], labels[None],
                         self.image_shape)   # refuses a bad click before anything changes
         state = self._answer(current.box, points, labels, current.logits)
-        self._objects[object_id].states.append(state)
+        states = self._objects[object_id].states
+        states.append(state)
+        if self.undo_depth is not None and len(states) > self.undo_depth + 1:
+            del states[0]
+            self._objects[object_id].forgotten += 1
         return state
 
     def undo(self, object_id: int) -> ObjectState:
-        """Take back the object's last click (its first answer stays); the state it returns to."""
-        states = self._object(object_id).states
+        """Take back the object's last click; the state it returns to."""
+        tracked = self._object(object_id)
+        states = tracked.states
         if len(states) == 1:
-            raise ValueError(f"object {object_id} has no click to undo")
+            raise ValueError(f"object {object_id} has no click to undo" if not tracked.forgotten else
+                             f"object {object_id} keeps no earlier state (the last {self.undo_depth} clicks can be "
+                             "undone)")
         states.pop()
         return states[-1]
 
     def state(self, object_id: int) -> ObjectState:
         return self._object(object_id).states[-1]
+
+    def history(self, object_id: int) -> list[ObjectState]:
+        """The states the object keeps, oldest first (the last is its current state)."""
+        return list(self._object(object_id).states)
 
     def remove(self, object_id: int) -> None:
         self._object(object_id)
