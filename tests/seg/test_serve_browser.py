@@ -113,6 +113,55 @@ def test_page_segments_a_dragged_box_in_chromium(server_url, tmp_path):
     assert "1 mask(s) in" in status
 
 
+def test_page_corrects_a_mask_with_two_clicks_and_undoes_one(server_url, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    executable = chromium_path()
+    image = require_dataset("kvasir_seg_subset/images")
+    name = sorted(image.glob("*.jpg"))[170].name
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=executable, headless=True, args=["--no-sandbox"],
+            viewport={"width": 1400, "height": 1000})
+        try:
+            page = context.new_page()
+            page.goto(server_url)
+            page.set_input_files("#file", str(image / name))
+            page.wait_for_function("document.getElementById('status').textContent.includes('Drag a box')",
+                                   timeout=60_000)
+            scale = page.evaluate("state.scale")
+            frame = page.locator("#view").bounding_box()
+            css = frame["width"] / page.evaluate("document.getElementById('view').width")
+
+            def at(x, y):
+                return frame["x"] + x * scale * css, frame["y"] + y * scale * css
+
+            page.mouse.move(*at(40, 40))
+            page.mouse.down()
+            page.mouse.move(*at(200, 200), steps=8)
+            page.mouse.up()
+            page.wait_for_function("document.getElementById('view').dataset.masks === '1'", timeout=60_000)
+            boxed = page.evaluate("state.boxes[0].object.mask")
+            page.mouse.click(*at(120, 120))
+            page.wait_for_function("document.getElementById('view').dataset.clicks === '1'", timeout=60_000)
+            first = page.evaluate("state.boxes[0].object")
+            page.keyboard.down("Shift")
+            page.mouse.click(*at(60, 60))
+            page.keyboard.up("Shift")
+            page.wait_for_function("document.getElementById('view').dataset.clicks === '2'", timeout=60_000)
+            second = page.evaluate("state.boxes[0].object")
+            status = page.text_content("#status")
+            page.click("#undo")
+            page.wait_for_function("document.getElementById('view').dataset.clicks === '1'", timeout=60_000)
+            undone = page.evaluate("state.boxes[0].object")
+        finally:
+            context.close()
+    assert first["labels"] == [1] and second["labels"] == [1, 0]
+    assert [round(v) for v in second["points"][1]] == [60, 60]
+    assert "Click answered in" in status and "on the server" in status
+    assert undone["mask"] == first["mask"] and undone["points"] == first["points"]
+    assert boxed["size"] == first["mask"]["size"]
+
+
 def test_page_propagates_a_box_through_a_volume_and_downloads_nifti(server_url, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     executable = chromium_path()

@@ -1,9 +1,12 @@
-// gnnseg web page: upload, draw boxes, show masks. Talks to the service's /v1 API only.
+// gnnseg web page: upload, draw boxes, correct masks with clicks, show masks. Talks to the service's /v1 API only.
+// A 2D box (or a first click) starts an object on the service; clicks correct the selected object (shift-click or
+// the "remove" mode: the object does not go there); 3D boxes are propagated through slices in one request.
 "use strict";
 
 const COLORS = [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240],
                 [240, 50, 230], [210, 245, 60]];
-const state = { image: null, slice: 0, picture: null, boxes: [], masks: null, drag: null, scale: 1, busy: false };
+const state = { image: null, slice: 0, picture: null, boxes: [], masks: null, drag: null, scale: 1, busy: false,
+                selected: -1 };
 const $ = (id) => document.getElementById(id);
 const canvas = $("view");
 const context = canvas.getContext("2d");
@@ -37,6 +40,7 @@ async function upload(file) {
   state.image = await response.json();
   state.boxes = (state.image.kind === "2d" && state.image.boxes) ? state.image.boxes.map((b) => ({ box: b, slice: 0 })) : [];
   state.masks = null;
+  state.selected = state.boxes.length - 1;
   const volume = state.image.kind === "3d";
   $("slice-controls").hidden = !volume;
   $("slice").max = state.image.slices - 1;
@@ -82,10 +86,11 @@ function draw() {
   if (!state.picture) return;
   context.imageSmoothingEnabled = false;
   context.drawImage(state.picture, 0, 0, canvas.width, canvas.height);
-  if (state.masks) {
+  const masks = shownMasks();
+  if (masks.length) {
     const [height, width] = state.image.shape.slice(-2);
     const overlay = new ImageData(width, height);
-    state.masks.forEach((mask, k) => {
+    masks.forEach((mask, k) => {
       const bits = maskOnSlice(mask.rle);
       const [r, g, b] = COLORS[k % COLORS.length];
       for (let i = 0; i < bits.length; i++) {
@@ -99,10 +104,22 @@ function draw() {
   context.lineWidth = 2;
   state.boxes.forEach((entry, k) => {
     if (entry.slice !== state.slice && !entry.box3d) return;
-    const [x0, y0, x1, y1] = entry.box;
     const [r, g, b] = COLORS[k % COLORS.length];
     context.strokeStyle = `rgb(${r}, ${g}, ${b})`;
-    context.strokeRect(x0 * state.scale, y0 * state.scale, (x1 - x0) * state.scale, (y1 - y0) * state.scale);
+    if (entry.box) {
+      const [x0, y0, x1, y1] = entry.box;
+      context.setLineDash(k === state.selected ? [] : [4, 3]);
+      context.strokeRect(x0 * state.scale, y0 * state.scale, (x1 - x0) * state.scale, (y1 - y0) * state.scale);
+      context.setLineDash([]);
+    }
+    const points = entry.object ? entry.object.points : [];
+    points.forEach(([x, y], i) => {
+      context.fillStyle = entry.object.labels[i] ? "#22dd44" : "#ff3344";
+      context.beginPath();
+      context.arc(x * state.scale, y * state.scale, 5, 0, 2 * Math.PI);
+      context.fill();
+      context.stroke();
+    });
   });
   if (state.drag) {
     const { x0, y0, x1, y1 } = state.drag;
@@ -118,13 +135,19 @@ function listBoxes() {
   $("boxes").innerHTML = "";
   state.boxes.forEach((entry, k) => {
     const item = document.createElement("li");
-    const iou = state.masks && state.masks[k] && state.masks[k].iou !== null ? `, predicted IoU ${state.masks[k].iou.toFixed(2)}` : "";
+    const answer = entry.object || (state.masks && state.masks[k]);
+    const iou = answer && answer.iou !== null && answer.iou !== undefined ? `, predicted IoU ${answer.iou.toFixed(2)}` : "";
+    const clicks = entry.object ? `, ${entry.object.points.length} click(s)` : "";
     const where = entry.box3d ? `slices ${entry.box3d[2]}-${entry.box3d[5]}` : `slice ${entry.slice}`;
-    item.textContent = `[${entry.box.map(Math.round).join(", ")}] ${state.image.kind === "3d" ? where : ""}${iou}`;
+    const prompt = entry.box ? `[${entry.box.map(Math.round).join(", ")}]` : "from a click";
+    item.textContent = `${prompt} ${state.image.kind === "3d" ? where : ""}${clicks}${iou}`;
+    item.classList.toggle("selected", k === state.selected);
+    item.addEventListener("click", () => { state.selected = k; draw(); });
     $("boxes").appendChild(item);
   });
   const any = state.boxes.length > 0;
   $("undo").disabled = $("clear").disabled = !any;
+  $("undo").textContent = hasClickToUndo(state.boxes[state.selected]) ? "Undo last click" : "Remove last object";
   $("download-png").disabled = !any || state.image.kind === "3d" && state.boxes.some((e) => e.box3d);
   $("download-nifti").disabled = !any || state.image.kind !== "3d";
 }
@@ -133,28 +156,97 @@ function requestBody(format) {
   if (state.image.kind === "3d" && state.boxes.some((e) => e.box3d)) {
     return { boxes3d: state.boxes.map((e) => e.box3d || [e.box[0], e.box[1], e.slice, e.box[2], e.box[3], e.slice]), format };
   }
-  const onSlice = state.boxes.filter((e) => e.slice === state.slice);
+  const onSlice = state.boxes.filter((e) => e.slice === state.slice && e.box);
   const body = { boxes: onSlice.map((e) => e.box), format };
   if (state.image.kind === "3d") body.slice = state.slice;
   return body;
 }
 
+async function post(path, body) {
+  return api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+function shownMasks() {
+  // the masks to draw: a 3D answer covers every slice; 2D objects belong to their slice
+  if (state.masks) return state.masks;
+  return state.boxes.filter((e) => e.object && e.slice === state.slice).map((e) => ({ rle: e.object.mask, iou: e.object.iou }));
+}
+
+async function startObject(entry) {
+  const body = entry.box ? { box: entry.box } : { points: [entry.point], labels: [1] };
+  if (state.image.kind === "3d") body.slice = entry.slice;
+  const response = await post(`/v1/images/${state.image.id}/objects`, body);
+  if (!response.ok) { setStatus(await errorText(response), true); return false; }
+  entry.object = await response.json();
+  return true;
+}
+
 async function segment() {
-  const body = requestBody("json");
-  if (body.boxes && body.boxes.length === 0 || !state.boxes.length) { state.masks = null; draw(); return; }
   state.busy = true;
   setStatus("Segmenting...");
   const began = performance.now();
-  const response = await api(`/v1/images/${state.image.id}/segment`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-  });
+  if (state.boxes.some((e) => e.box3d)) {
+    const response = await post(`/v1/images/${state.image.id}/segment`, requestBody("json"));
+    state.busy = false;
+    if (!response.ok) { setStatus(await errorText(response), true); return; }
+    state.masks = (await response.json()).masks;
+  } else {
+    state.masks = null;
+    for (const entry of state.boxes.filter((e) => !e.object && e.slice === state.slice)) {
+      if (!(await startObject(entry))) { state.busy = false; return; }
+    }
+    state.busy = false;
+  }
+  const count = shownMasks().length;
+  draw();
+  canvas.dataset.masks = String(count);
+  setStatus(`${count} mask(s) in ${((performance.now() - began) / 1000).toFixed(2)} s.` +
+            (count && !state.masks ? " Click to add to the selected object, shift-click to remove." : ""));
+}
+
+async function click(point, remove) {
+  // a click corrects the selected object on this slice, or starts one
+  const selected = state.boxes[state.selected];
+  if (!selected || !selected.object || selected.slice !== state.slice) {
+    if (remove) return;
+    state.boxes.push({ box: null, point, slice: state.slice });
+    state.selected = state.boxes.length - 1;
+    await segment();
+    return;
+  }
+  state.busy = true;
+  const began = performance.now();
+  const url = `/v1/images/${state.image.id}/objects/${selected.object.id}/clicks`;
+  const response = await post(url, { x: point[0], y: point[1], label: remove ? 0 : 1 });
   state.busy = false;
   if (!response.ok) { setStatus(await errorText(response), true); return; }
-  const answer = await response.json();
-  state.masks = answer.masks;
+  selected.object = await response.json();
   draw();
-  canvas.dataset.masks = String(answer.masks.length);
-  setStatus(`${answer.masks.length} mask(s) in ${((performance.now() - began) / 1000).toFixed(2)} s.`);
+  canvas.dataset.clicks = String(selected.object.points.length);
+  setStatus(`Click answered in ${Math.round(performance.now() - began)} ms ` +
+            `(${Math.round(1000 * selected.object.seconds)} ms on the server), predicted IoU ${selected.object.iou.toFixed(2)}.`);
+}
+
+function hasClickToUndo(entry) {
+  return entry && entry.object && entry.object.points.length > (entry.box ? 0 : 1);
+}
+
+async function undo() {
+  const selected = state.boxes[state.selected];
+  if (hasClickToUndo(selected)) {
+    const response = await post(`/v1/images/${state.image.id}/objects/${selected.object.id}/undo`, {});
+    if (!response.ok) { setStatus(await errorText(response), true); return; }
+    selected.object = await response.json();
+    canvas.dataset.clicks = String(selected.object.points.length);
+    draw();
+    setStatus("Last click undone.");
+    return;
+  }
+  const entry = state.boxes.pop();
+  if (entry && entry.object) api(`/v1/images/${state.image.id}/objects/${entry.object.id}`, { method: "DELETE" });
+  state.selected = state.boxes.length - 1;
+  state.masks = null;
+  await segment();
 }
 
 function toImage(event) {
@@ -166,6 +258,7 @@ function toImage(event) {
 
 canvas.addEventListener("mousedown", (event) => {
   if (!state.image) return;
+  state.shift = event.shiftKey;
   const p = toImage(event);
   state.drag = { x0: p.x, y0: p.y, x1: p.x, y1: p.y };
 });
@@ -182,23 +275,29 @@ window.addEventListener("mouseup", async () => {
   const [height, width] = state.image.shape.slice(-2);
   const box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)].map((v) => v / state.scale);
   box[2] = Math.min(box[2], width - 1); box[3] = Math.min(box[3], height - 1);
+  if (Math.abs(x1 - x0) < 4 && Math.abs(y1 - y0) < 4) {   // not a drag: a click
+    const point = [Math.min(x1 / state.scale, width - 1), Math.min(y1 / state.scale, height - 1)];
+    if (!state.busy) await click(point, state.shift || $("remove-mode").checked);
+    return;
+  }
   if (box[2] - box[0] < 2 || box[3] - box[1] < 2) { draw(); return; }
   const entry = { box, slice: state.slice };
   if (state.image.kind === "3d" && $("propagate").checked) {
     entry.box3d = [box[0], box[1], Number($("z-from").value), box[2], box[3], Number($("z-to").value)];
   }
   state.boxes.push(entry);
+  state.selected = state.boxes.length - 1;
   await segment();
 });
 
 $("file").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });
-function volumeResult() {
-  return state.masks && state.masks.length && state.masks[0].rle.size.length === 3;
-}
-// a 3D result covers every slice: scrolling only redraws; 2D boxes belong to their slice and are asked per slice
-$("slice").addEventListener("input", (event) => showSlice(Number(event.target.value)).then(() => (volumeResult() ? draw() : segment())));
-$("undo").addEventListener("click", () => { state.boxes.pop(); segment(); });
-$("clear").addEventListener("click", () => { state.boxes = []; state.masks = null; draw(); });
+// a 3D result covers every slice and 2D objects belong to theirs: scrolling only redraws
+$("slice").addEventListener("input", (event) => showSlice(Number(event.target.value)).then(draw));
+$("undo").addEventListener("click", undo);
+$("clear").addEventListener("click", () => {
+  state.boxes.filter((e) => e.object).forEach((e) => api(`/v1/images/${state.image.id}/objects/${e.object.id}`, { method: "DELETE" }));
+  state.boxes = []; state.masks = null; state.selected = -1; draw();
+});
 document.addEventListener("dragover", (event) => { event.preventDefault(); document.body.classList.add("dragging"); });
 document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
 document.addEventListener("drop", (event) => {
@@ -207,13 +306,33 @@ document.addEventListener("drop", (event) => {
   if (event.dataTransfer.files[0]) upload(event.dataTransfer.files[0]);
 });
 
-async function download(format, suffix) {
-  const response = await api(`/v1/images/${state.image.id}/segment`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(requestBody(format)),
+async function labelsPng() {
+  // the objects on this slice as a label PNG: one object 0/255, several their numbers 1..n
+  const [height, width] = state.image.shape.slice(-2);
+  const masks = shownMasks();
+  const labels = new ImageData(width, height);
+  for (let i = 3; i < labels.data.length; i += 4) labels.data[i] = 255;
+  masks.forEach((mask, k) => {
+    const value = masks.length === 1 ? 255 : k + 1;
+    const bits = maskOnSlice(mask.rle);
+    for (let i = 0; i < bits.length; i++) if (bits[i]) labels.data.set([value, value, value], 4 * i);
   });
-  if (!response.ok) { setStatus(await errorText(response), true); return; }
+  const layer = new OffscreenCanvas(width, height);
+  layer.getContext("2d").putImageData(labels, 0, 0);
+  return layer.convertToBlob({ type: "image/png" });
+}
+
+async function download(format, suffix) {
+  let blob;
+  if (format === "png" && !state.boxes.some((e) => e.box3d)) {
+    blob = await labelsPng();      // what the page shows, clicks included
+  } else {
+    const response = await post(`/v1/images/${state.image.id}/segment`, requestBody(format));
+    if (!response.ok) { setStatus(await errorText(response), true); return; }
+    blob = await response.blob();
+  }
   const link = document.createElement("a");
-  link.href = URL.createObjectURL(await response.blob());
+  link.href = URL.createObjectURL(blob);
   link.download = `${state.image.name.replace(/\.[^.]*$/, "").replace(/\.nii$/, "")}_mask${suffix}`;
   link.click();
 }
