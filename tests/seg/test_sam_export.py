@@ -65,16 +65,43 @@ def test_test_time_augmentation_over_an_export_matches_pytorchs(exported):
     np.testing.assert_allclose(actual.iou, expected.iou, atol=1e-3)
 
 
-def test_onnx_model_refuses_prompts_it_was_not_exported_for(exported):
+def test_clicks_and_previous_logits_through_the_export_match_pytorch(exported):
+    model, folder = exported
+    image = (np.random.default_rng(3).random((50, 80, 3)) * 255).astype(np.uint8)
+    boxes = np.array([[5, 5, 40, 30], [30, 10, 79, 49]])
+    points = np.array([[[10, 12], [30, 20]], [[50, 30], [70, 40]]])
+    labels = np.array([[1, 0], [1, 1]])
+    previous = np.random.default_rng(4).normal(0, 4, (2, 50, 80)).astype(np.float32)
+    answers = []
+    for predictor in (SamPredictor(model), OnnxPredictor(OnnxSam(folder, threads=1))):
+        predictor.set_image(image)
+        answers.append([predictor.predict(boxes=boxes, points=points, point_labels=labels),
+                        predictor.predict(boxes=boxes, points=points, point_labels=labels, mask_logits=previous),
+                        predictor.predict(boxes=boxes[:1], points=points[:1, :1], point_labels=labels[:1, :1])])
+    for expected, actual in zip(*answers):
+        np.testing.assert_allclose(actual.logits, expected.logits, atol=1e-3, rtol=1e-3)
+        np.testing.assert_allclose(actual.iou, expected.iou, atol=1e-3)
+    assert not np.allclose(answers[1][0].logits, answers[1][1].logits)   # the previous logits are read
+
+
+def test_onnx_model_refuses_prompts_it_was_not_exported_for(exported, tmp_path):
     _, folder = exported
     predictor = OnnxPredictor(OnnxSam(folder, threads=1))
     predictor.set_image(np.zeros((32, 32), np.uint8) + 5)
-    with pytest.raises(ValueError, match="no points"):
+    with pytest.raises(ValueError, match="clicks refine a box"):
         predictor.predict(points=np.array([[3, 3]]), point_labels=np.array([1]))
     with pytest.raises(ValueError, match="multimask"):
         predictor.predict(boxes=np.array([2, 2, 20, 20]), multimask=True)
     with pytest.raises(ValueError, match="outside"):
         predictor.predict(boxes=np.array([40, 40, 60, 60]))
+    boxes_only = tmp_path / "boxes_only"
+    boxes_only.mkdir()
+    for name in ("encoder.onnx", "decoder.onnx", "config.json"):
+        (boxes_only / name).write_bytes((folder / name).read_bytes())
+    older = OnnxPredictor(OnnxSam(boxes_only, threads=1))
+    older.set_image(np.zeros((32, 32), np.uint8) + 5)
+    with pytest.raises(ValueError, match="export the model again"):
+        older.predict(boxes=np.array([2, 2, 20, 20]), points=np.array([[3, 3]]), point_labels=np.array([1]))
 
 
 def test_load_model_and_make_predictor_pick_onnxruntime_for_an_export_folder(exported):

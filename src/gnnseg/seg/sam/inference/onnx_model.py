@@ -29,7 +29,8 @@ def default_threads() -> int:
 
 
 class OnnxSam:
-    """``encoder.onnx`` (one image) and ``decoder.onnx`` (boxes on one image, one mask each) with their config."""
+    """``encoder.onnx`` (one image), ``decoder.onnx`` (boxes on one image, one mask each) and, in exports that have
+    it, ``prompt_decoder.onnx`` (boxes with clicks and previous logits), with their config."""
 
     def __init__(self, folder: str | os.PathLike, *, threads: int | None = None) -> None:
         try:
@@ -58,7 +59,10 @@ class OnnxSam:
 
         opener = ThreadPoolExecutor(max_workers=1)
         self._decoder = opener.submit(session, "decoder.onnx")
+        self._prompt_decoder = (opener.submit(session, "prompt_decoder.onnx")
+                                if (folder / "prompt_decoder.onnx").is_file() else None)
         opener.shutdown(wait=False)
+        self.folder = folder
         self.encoder = session("encoder.onnx")
 
     @property
@@ -76,4 +80,21 @@ class OnnxSam:
         logits and ``(N, 1)`` predicted IoU."""
         logits, iou = self.decoder.run(None, {"embeddings": embedding.astype(np.float32),
                                               "boxes": np.asarray(boxes, dtype=np.float32)})
+        return logits, iou
+
+    def decode_prompts(self, embedding: np.ndarray, boxes: np.ndarray, points: np.ndarray, labels: np.ndarray,
+                       mask_input: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes with clicks and (optionally) previous low-resolution logits, all in the input grid -> logits and
+        IoU as :meth:`decode_boxes`."""
+        if self._prompt_decoder is None:
+            raise ValueError(f"the export in {self.folder} answers boxes only (it has no prompt_decoder.onnx): export "
+                             "the model again to correct with clicks")
+        count = len(boxes)
+        low = 4 * self.config.embedding_size
+        has_mask = np.full(count, 0.0 if mask_input is None else 1.0, dtype=np.float32)
+        masks = np.zeros((count, 1, low, low), np.float32) if mask_input is None else mask_input.astype(np.float32)
+        logits, iou = self._prompt_decoder.result().run(None, {
+            "embeddings": embedding.astype(np.float32), "boxes": np.asarray(boxes, dtype=np.float32),
+            "points": np.asarray(points, dtype=np.float32), "labels": np.asarray(labels, dtype=np.int64),
+            "mask_input": masks, "has_mask": has_mask})
         return logits, iou

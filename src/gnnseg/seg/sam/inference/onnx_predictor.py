@@ -2,8 +2,9 @@
 interface (``set_image`` once, ``predict`` many times, numpy in and out) over
 :class:`~gnnseg.seg.sam.inference.onnx_model.OnnxSam`, without importing torch.
 
-The export answers boxes with one mask each, on whole-image models (SAM, MedSAM, Lite MedSAM); the image chain,
-box scaling, embedding memo and mask upscaling are the ones the PyTorch predictor uses
+The export answers boxes with one mask each, refined by clicks and previous logits where given, on whole-image
+models (SAM, MedSAM, Lite MedSAM); the image chain, box scaling, embedding memo and mask upscaling are the ones the
+PyTorch predictor uses
 (:mod:`gnnseg.seg.sam.inference.model_input`, :mod:`gnnseg.seg.sam.inference.prediction`).
 """
 
@@ -17,6 +18,7 @@ from gnnseg.seg.sam.inference.prediction import (
     EmbeddingMemo,
     Prediction,
     to_input_coords,
+    whole_image_mask_input,
     whole_image_masks,
 )
 from gnnseg.seg.sam.inference.prompts import Prompts
@@ -42,14 +44,23 @@ class OnnxPredictor(PredictorEntrance):
         self.encoder_calls += encoded
 
     def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
-        """One mask per box (the export's decoder takes boxes only)."""
-        if prompts.points is not None or multimask or prompts.boxes is None:
-            raise ValueError("the ONNX decoder answers boxes with one mask each (no points, mask inputs or "
-                             "multimask output)")
+        """One mask per box; clicks and previous logits refine a box (the export's prompt decoder)."""
+        if multimask or prompts.boxes is None:
+            raise ValueError("the ONNX decoder answers boxes with one mask each (clicks refine a box; no multimask "
+                             "output)")
         image_hw = self.image_shape
         config = self.model.config
         scaled = to_input_coords(prompts.boxes, image_hw, self._input_hw, config.image_size, config.layout,
                                  config.preprocessing)
-        low_res, iou = self.model.decode_boxes(self._embedding, scaled)
+        if prompts.points is None and prompts.mask_logits is None:
+            low_res, iou = self.model.decode_boxes(self._embedding, scaled)
+        else:
+            points = (np.zeros((len(scaled), 1, 2)) if prompts.points is None else
+                      to_input_coords(prompts.points, image_hw, self._input_hw, config.image_size, config.layout,
+                                      config.preprocessing))
+            labels = (np.full((len(scaled), 1), -1) if prompts.labels is None else prompts.labels)
+            masks = None if prompts.mask_logits is None else whole_image_mask_input(
+                prompts.mask_logits, config.layout, config.image_size, self._input_hw, 4 * config.embedding_size)
+            low_res, iou = self.model.decode_prompts(self._embedding, scaled, points, labels, masks)
         logits, masks = whole_image_masks(low_res, config.layout, config.image_size, self._input_hw, image_hw)
         return Prediction(masks, iou, logits)
