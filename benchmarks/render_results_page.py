@@ -586,6 +586,26 @@ def table_umamba_isbi2012(results: Results) -> str:
     return markdown_table(header, rows)
 
 
+INTERACTIVE_MODELS = {"vit_cpu": "`vit_cpu`, trained with boxes",
+                      "runs/click_tuning/vit_cpu_clicks.pt": "`vit_cpu` + click tuning"}
+
+
+def table_interactive(results: Results) -> str:
+    data = results["interactive.json"]
+    clicks = data["clicks"]
+    rows = []
+    for model, label in INTERACTIVE_MODELS.items():
+        for modality, row in data["scores"][model].items():
+            steps = [format_number(value, ".3f") for value in row["dsc_per_step"]]
+            rows.append([label, modality, *steps, format_number(row["dsc_auc"], ".2f"),
+                         format_number(row["nsd_auc"], ".2f"), format_number(row["nsd_final"], ".3f"),
+                         f"{format_number(row['click_seconds_p50'], 'ms .0f')} / "
+                         f"{format_number(row['click_seconds_p95'], 'ms .0f')}"])
+    header = ["model", "held-out objects", "box", *(f"{k} click{'s' * (k > 1)}" for k in range(1, clicks + 1)),
+              "DSC_AUC", "NSD_AUC", "final NSD", "click p50 / p95 (ms)"]
+    return markdown_table(header, rows)
+
+
 TABLES: dict[str, Callable[[Results], str]] = {
     "node_classification": table_node_classification,
     "link_prediction": table_link_prediction,
@@ -603,6 +623,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "umamba_scan_speed": table_umamba_scan_speed,
     "umamba_drive": table_umamba_drive,
     "umamba_isbi2012": table_umamba_isbi2012,
+    "interactive": table_interactive,
 }
 
 

@@ -36,12 +36,14 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/datasets")
     parser.add_argument("--model", default="vit_cpu")
     parser.add_argument("--steps", type=int, default=ClickTuningConfig.steps)
+    parser.add_argument("--batch-size", type=int, default=ClickTuningConfig.batch_size)
+    parser.add_argument("--lr", type=float, default=ClickTuningConfig.lr)
     parser.add_argument("--out", type=Path, required=True, help="the tuned checkpoint (never overwritten)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; choose another path")
-    config = ClickTuningConfig(steps=args.steps)
+    config = ClickTuningConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     model = load_shipped_model(args.model)
     train = load_corpus(args.data, "train")
     began = time.perf_counter()
@@ -49,15 +51,20 @@ def main() -> None:
     cache_seconds = time.perf_counter() - began
     log = click_tune(model, cache, config)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_sam(model, args.out)
-    losses = np.array(log["loss"])
-    window = max(1, len(losses) // 10)
+    save_sam(model, args.out, meta={"click_tuning": log["config"], "base_model": args.model},
+             half_precision=True)     # as the packaged models are stored
+    losses, depths = np.array(log["loss"]), np.array(log["depth"])
+    tenth = max(1, len(losses) // 10)
+    by_depth = {int(d): {"first_tenth": float(losses[:tenth][depths[:tenth] == d].mean()),
+                         "last_tenth": float(losses[-tenth:][depths[-tenth:] == d].mean())}
+                for d in np.unique(depths)}
     result = {"benchmark": "click_tuning", "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
               "machine": machine_info(), "torch_threads": torch.get_num_threads(), "model": args.model,
               "config": log["config"], "windows": len(cache.boxes),
               "objects": {name: min(len(s), config.max_objects_per_group) for name, s in train.items()},
               "cache_seconds": cache_seconds, "train_seconds": log["seconds"],
-              "loss_first_tenth": float(losses[:window].mean()), "loss_last_tenth": float(losses[-window:].mean()),
+              "loss_first_tenth": float(losses[:tenth].mean()), "loss_last_tenth": float(losses[-tenth:].mean()),
+              "loss_by_clicks": by_depth,
               "checkpoint": str(args.out)}
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_json(args.out_dir / "click_tuning.json", result)

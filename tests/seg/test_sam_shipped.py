@@ -48,6 +48,24 @@ def test_packaged_lite_models_segment_held_out_polyps(name):
     assert np.mean(scores) > 0.85, scores
 
 
+def test_the_click_tuned_model_shares_vit_cpus_encoder_and_clicks_improve_held_out_polyps():
+    tuned, base = load_shipped_model("vit_cpu_clicks"), load_shipped_model("vit_cpu")
+    assert tuned.config == base.config
+    assert all(torch.equal(a, b) for a, b in zip(tuned.image_encoder.state_dict().values(),
+                                                 base.image_encoder.state_dict().values()))
+    require_dataset("kvasir_seg_subset/images")
+    from gnnseg.seg.sam.inference.box_prompted import grown_box
+    from gnnseg.seg.sam.inference.chain import make_predictor
+    from gnnseg.seg.sam.inference.simulated_user import click_scores
+    from gnnseg.seg.sam.training.corpus import kvasir
+
+    predictor = make_predictor(tuned)
+    loops = [click_scores(predictor, s.image, s.mask, grown_box(s, 5), clicks=3) for s in kvasir(
+        require_dataset(""), "val")[:8]]
+    box_only, after = np.mean([loop.dsc[0] for loop in loops]), np.mean([loop.dsc[-1] for loop in loops])
+    assert after > box_only + 0.01, (box_only, after)
+
+
 def test_unknown_packaged_model_is_named():
     with pytest.raises(ValueError, match="choose one of"):
         load_shipped_model("medsam_vit_h")

