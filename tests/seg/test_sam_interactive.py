@@ -164,3 +164,22 @@ def test_the_loop_scores_the_box_and_every_click():
     assert len(scores.dsc) == len(scores.nsd) == len(scores.seconds) == 4 and len(scores.clicks) <= 3
     assert all(0.0 <= value <= 1.0 for value in scores.dsc + scores.nsd)
     assert scores.dsc_auc == pytest.approx(area_under_steps(scores.dsc))
+
+
+def test_a_box_centred_model_keeps_the_window_of_a_click_inside_the_box():
+    model = build_sam(replace(SAM_CONFIGS["vit_mini"], crop_margin=0.25))
+    encoded = []
+    model.image_encoder.register_forward_hook(lambda module, inputs, output: encoded.append(len(output)))
+    image = np.random.default_rng(5).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    session = InteractiveSession(SamPredictor(model), image)
+    first = session.add(box=np.array([8, 6, 30, 28]))
+    clicked = session.click(first, 20, 15, positive=True)
+    session.click(first, 12, 20, positive=False)
+    assert encoded == [1]                                   # one window, encoded once for the box and both clicks
+    fresh = SamPredictor(model)                             # the kept embedding gives the same answer
+    fresh.set_image(image)
+    again = fresh.predict(boxes=np.array([8, 6, 30, 28]), points=np.array([[20, 15]]), point_labels=np.array([1]),
+                          mask_logits=session.history(first)[0].logits)
+    assert np.array_equal(again.logits[0, 0], clicked.logits)
+    session.click(first, 45, 35, positive=True)             # outside the box's window: a wider window is encoded
+    assert encoded == [1, 1, 1]

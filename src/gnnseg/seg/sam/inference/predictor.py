@@ -28,6 +28,8 @@ Models exported to ONNX have their own predictor with the same interface
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -78,6 +80,10 @@ def paste_window(window: CropWindow, logits: Tensor, image_hw: tuple[int, int]) 
     return out
 
 
+WINDOW_MEMO = 64
+"""Window embeddings a box-centred model keeps for the current image."""
+
+
 class SamPredictor(PredictorEntrance):
     """``set_image`` once, ``predict`` many times."""
 
@@ -88,6 +94,7 @@ class SamPredictor(PredictorEntrance):
         self._memo = EmbeddingMemo(cache_size)
         self._embedding: Tensor | None = None
         self._input_hw: tuple[int, int] | None = None
+        self._windows: OrderedDict[CropWindow, Tensor] = OrderedDict()   # box-centred: this image's windows
 
     @property
     def box_centred(self) -> bool:
@@ -95,6 +102,8 @@ class SamPredictor(PredictorEntrance):
 
     @torch.inference_mode()
     def set_rgb(self, rgb: np.ndarray) -> None:
+        if rgb is not self._image:       # the same array again (a session's next click) keeps its windows
+            self._windows.clear()
         self._image = rgb
         self._embedding = None
         if self.box_centred:
@@ -146,6 +155,23 @@ class SamPredictor(PredictorEntrance):
                                           self._input_hw, self.image_shape)
         return Prediction(masks, iou.float().cpu().numpy(), logits)
 
+    def _window_embeddings(self, windows: list[CropWindow]) -> Tensor:
+        """The windows' embeddings: those this image already had are kept (a click inside the box keeps its
+        window), the others encoded in one batch. At most ``WINDOW_MEMO`` are kept per image."""
+        missing = list(dict.fromkeys(w for w in windows if w not in self._windows))
+        if missing:
+            size = self.model.image_size
+            pixels = torch.stack([resize_crop(window.cut(self._image), size) for window in missing])
+            encoded = self.model.encode(self.model.normalize(pixels.to(self.device)))
+            for window, embedding in zip(missing, encoded):
+                self._windows[window] = embedding
+        for window in windows:
+            self._windows.move_to_end(window)
+        found = torch.stack([self._windows[window] for window in windows])
+        while len(self._windows) > WINDOW_MEMO:
+            self._windows.popitem(last=False)
+        return found
+
     def _predict_in_windows(self, prompts: Prompts, multimask: bool) -> tuple[Tensor, Tensor]:
         """One window per prompt around its box and points: its box's when all its points lie in the box (a box
         alone keeps the window it always had), else around both."""
@@ -153,8 +179,7 @@ class SamPredictor(PredictorEntrance):
         size = self.model.image_size
         boxes, points = prompts.boxes, prompts.points
         windows = [CropWindow.around(extent, config.crop_margin) for extent in prompt_extents(prompts)]
-        pixels = torch.stack([resize_crop(window.cut(self._image), size) for window in windows])
-        embeddings = self.model.encode(self.model.normalize(pixels.to(self.device)))
+        embeddings = self._window_embeddings(windows)
         box_tensor = None
         if boxes is not None:
             box_tensor = self._tensor(np.stack([w.to_input(b, size) for w, b in zip(windows, boxes)]), torch.float32)
