@@ -8,7 +8,8 @@ a miss and negative on a spill), each answered from the box, every click so far 
 (:class:`~gnnseg.seg.sam.inference.session.InteractiveSession`). Recorded per model and modality: DSC and NSD
 (2-pixel tolerance, 0 below DSC 0.2 as the challenge scores) after each step, DSC_AUC and NSD_AUC (the challenge's
 trapezoid over the click steps, 0..4 for five clicks), final DSC / NSD, and the median and 95th-percentile seconds of
-a click (the image embedding kept, as a service keeps it; box-centred models encode their window again).
+a click (the image embedding kept, as a service keeps it; a box-centred model keeps its window's embedding
+while the clicks stay inside the box).
 
 Targets (for the default model): final DSC after 5 clicks at least 5 points above box-only on CT, EM and MR and
 >= 0.95 on Kvasir; no modality worse after clicks than before; a click in <= 30 ms (p95) on the server.

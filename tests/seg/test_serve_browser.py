@@ -4,6 +4,7 @@ the overlay must cover the polyp inside the box and nothing far outside. A scree
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -71,16 +72,16 @@ OVERLAY_CHECK = """([x0, y0, x1, y1, margin]) => {
 }"""
 
 
-def test_page_segments_a_dragged_box_in_chromium(server_url, tmp_path):
+POLYP = 170   # the Kvasir image the page tests open (sorted by name)
+
+
+@contextlib.contextmanager
+def polyp_page(server_url, tmp_path):
+    """The page in chromium with a Kvasir polyp opened; yields the page and ``at(x, y)``, the page position of image
+    pixel ``(x, y)``."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     executable = chromium_path()
-    image = require_dataset("kvasir_seg_subset/images")
-    name = sorted(image.glob("*.jpg"))[170].name
-    from gnnseg.seg.io import read_image_2d
-
-    truth = read_image_2d(image.parent / "masks" / name, grayscale=True).array > 127
-    rows, cols = np.nonzero(truth)
-    box = [int(cols.min()) - 5, int(rows.min()) - 5, int(cols.max()) + 5, int(rows.max()) + 5]
+    image = sorted(require_dataset("kvasir_seg_subset/images").glob("*.jpg"))[POLYP]
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=executable, headless=True, args=["--no-sandbox"],
@@ -88,73 +89,60 @@ def test_page_segments_a_dragged_box_in_chromium(server_url, tmp_path):
         try:
             page = context.new_page()
             page.goto(server_url)
-            page.set_input_files("#file", str(image / name))
+            page.set_input_files("#file", str(image))
             page.wait_for_function("document.getElementById('status').textContent.includes('Drag a box')",
                                    timeout=60_000)
             scale = page.evaluate("state.scale")
             frame = page.locator("#view").bounding_box()
             css = frame["width"] / page.evaluate("document.getElementById('view').width")
-            corners = [(frame["x"] + v * scale * css, frame["y"] + w * scale * css)
-                       for v, w in ((box[0], box[1]), (box[2], box[3]))]
-            page.mouse.move(*corners[0])
-            page.mouse.down()
-            page.mouse.move(*corners[1], steps=8)
-            page.mouse.up()
-            page.wait_for_function("document.getElementById('view').dataset.masks === '1'", timeout=60_000)
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "serve_page.png"))
-            canvas_box = [float(v * scale) for v in box]
-            found = page.evaluate(OVERLAY_CHECK, [*canvas_box, 12 * scale])
-            status = page.text_content("#status")
+            yield page, lambda x, y: (frame["x"] + x * scale * css, frame["y"] + y * scale * css)
         finally:
             context.close()
+
+
+def test_page_segments_a_dragged_box_in_chromium(server_url, tmp_path):
+    name = sorted(require_dataset("kvasir_seg_subset/images").glob("*.jpg"))[POLYP].name
+    from gnnseg.seg.io import read_image_2d
+
+    truth = read_image_2d(require_dataset("kvasir_seg_subset/masks") / name, grayscale=True).array > 127
+    rows, cols = np.nonzero(truth)
+    box = [int(cols.min()) - 5, int(rows.min()) - 5, int(cols.max()) + 5, int(rows.max()) + 5]
+    with polyp_page(server_url, tmp_path) as (page, at):
+        page.mouse.move(*at(box[0], box[1]))
+        page.mouse.down()
+        page.mouse.move(*at(box[2], box[3]), steps=8)
+        page.mouse.up()
+        page.wait_for_function("document.getElementById('view').dataset.masks === '1'", timeout=60_000)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "serve_page.png"))
+        scale = page.evaluate("state.scale")
+        found = page.evaluate(OVERLAY_CHECK, [*(float(v * scale) for v in box), 12 * scale])
+        status = page.text_content("#status")
     assert found["inside"] > 0.2 * found["area"], found
     assert found["farOutside"] == 0, found
     assert "1 mask(s) in" in status
 
 
 def test_page_corrects_a_mask_with_two_clicks_and_undoes_one(server_url, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    executable = chromium_path()
-    image = require_dataset("kvasir_seg_subset/images")
-    name = sorted(image.glob("*.jpg"))[170].name
-    with sync_api.sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=executable, headless=True, args=["--no-sandbox"],
-            viewport={"width": 1400, "height": 1000})
-        try:
-            page = context.new_page()
-            page.goto(server_url)
-            page.set_input_files("#file", str(image / name))
-            page.wait_for_function("document.getElementById('status').textContent.includes('Drag a box')",
-                                   timeout=60_000)
-            scale = page.evaluate("state.scale")
-            frame = page.locator("#view").bounding_box()
-            css = frame["width"] / page.evaluate("document.getElementById('view').width")
-
-            def at(x, y):
-                return frame["x"] + x * scale * css, frame["y"] + y * scale * css
-
-            page.mouse.move(*at(40, 40))
-            page.mouse.down()
-            page.mouse.move(*at(200, 200), steps=8)
-            page.mouse.up()
-            page.wait_for_function("document.getElementById('view').dataset.masks === '1'", timeout=60_000)
-            boxed = page.evaluate("state.boxes[0].object.mask")
-            page.mouse.click(*at(120, 120))
-            page.wait_for_function("document.getElementById('view').dataset.clicks === '1'", timeout=60_000)
-            first = page.evaluate("state.boxes[0].object")
-            page.keyboard.down("Shift")
-            page.mouse.click(*at(60, 60))
-            page.keyboard.up("Shift")
-            page.wait_for_function("document.getElementById('view').dataset.clicks === '2'", timeout=60_000)
-            second = page.evaluate("state.boxes[0].object")
-            status = page.text_content("#status")
-            page.click("#undo")
-            page.wait_for_function("document.getElementById('view').dataset.clicks === '1'", timeout=60_000)
-            undone = page.evaluate("state.boxes[0].object")
-        finally:
-            context.close()
+    with polyp_page(server_url, tmp_path) as (page, at):
+        page.mouse.move(*at(40, 40))
+        page.mouse.down()
+        page.mouse.move(*at(200, 200), steps=8)
+        page.mouse.up()
+        page.wait_for_function("document.getElementById('view').dataset.masks === '1'", timeout=60_000)
+        boxed = page.evaluate("state.boxes[0].object.mask")
+        page.mouse.click(*at(120, 120))
+        page.wait_for_function("document.getElementById('view').dataset.clicks === '1'", timeout=60_000)
+        first = page.evaluate("state.boxes[0].object")
+        page.keyboard.down("Shift")
+        page.mouse.click(*at(60, 60))
+        page.keyboard.up("Shift")
+        page.wait_for_function("document.getElementById('view').dataset.clicks === '2'", timeout=60_000)
+        second = page.evaluate("state.boxes[0].object")
+        status = page.text_content("#status")
+        page.click("#undo")
+        page.wait_for_function("document.getElementById('view').dataset.clicks === '1'", timeout=60_000)
+        undone = page.evaluate("state.boxes[0].object")
     assert first["labels"] == [1] and second["labels"] == [1, 0]
     assert [round(v) for v in second["points"][1]] == [60, 60]
     assert "Click answered in" in status and "on the server" in status

@@ -21,6 +21,7 @@ from gnnseg.core.runs import write_json
 
 PLANS_VERSION = "gnnseg.plans/1"
 
+
 def _json_object(document: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(document, Mapping):
         raise ValueError(f"{where} must be a JSON object, not {type(document).__name__}")
@@ -128,8 +129,8 @@ _WRITTEN_WHEN_SET = ("raw_dataset", "file_ending")
 @dataclass(frozen=True)
 class Plans:
     """A ``plans.json`` as read by preprocessing, training and prediction: a frozen view whose field names are the
-    file's keys. Make one with :func:`plan_experiment`, :meth:`load` or :meth:`from_json`; per-configuration
-    settings come from :meth:`configuration`. Axes are ``(z, y, x)`` after ``transpose_forward``."""
+    file's keys. Make one with :func:`~gnnseg.seg.unet.planner.plan_experiment`, :meth:`load` or :meth:`from_json`;
+    per-configuration settings come from :meth:`configuration`. Axes are ``(z, y, x)`` after ``transpose_forward``."""
 
     dataset_name: str
     memory_budget: dict[str, Any]                 # the planner's device, memory_gb and base_features, as a record
