@@ -13,6 +13,9 @@ kept inside the box's rectangle. The baseline lets them grow, and a small organ'
 neighbours (docs/benchmarks.md measures the difference).
 
 Label ``k`` of the result is box ``k`` (1-based); later boxes overwrite earlier ones where they overlap.
+
+Clicks on any slice correct a 3D object (:func:`correct_slice_3d`): that slice is answered again from its box, the
+clicks and its current mask, and the slices beyond it are propagated again from the corrected one.
 """
 
 from __future__ import annotations
@@ -60,6 +63,27 @@ def propagated_box(previous: np.ndarray | None, rectangle: np.ndarray, margin: i
     return np.concatenate([np.maximum(grown[:2], rectangle[:2]), np.minimum(grown[2:], rectangle[2:])])
 
 
+def _propagate(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, rectangle: np.ndarray,
+               mask: np.ndarray, slice_iou: np.ndarray, order: range, previous: np.ndarray | None, margin: int) -> None:
+    """Segment the slices of ``order`` in turn into ``mask`` (and their predicted IoU into ``slice_iou``), each
+    prompted by the box of the slice before it, ``previous`` for the first; masks stay inside ``rectangle``."""
+    x0, y0, x1, y1 = (int(v) for v in rectangle)
+    for z in order:
+        predictor.set_image(volume[z])
+        prediction = predictor.predict(boxes=propagated_box(previous, rectangle, margin))
+        mask[z] = False
+        mask[z, y0:y1 + 1, x0:x1 + 1] = prediction.masks[0, 0, y0:y1 + 1, x0:x1 + 1]  # the object stays in its box
+        slice_iou[z] = prediction.iou[0, 0]
+        previous = mask[z]
+
+
+def _weighted_iou(mask: np.ndarray, slice_iou: np.ndarray, z0: int, z1: int) -> float:
+    """The slices' predicted IoUs weighted by their mask areas (their plain mean when every slice came out empty)."""
+    areas = mask[z0:z1 + 1].sum(axis=(1, 2))
+    ious = slice_iou[z0:z1 + 1]
+    return float(np.average(ious, weights=areas) if areas.sum() else ious.mean())
+
+
 def segment_box_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray,
                    margin: int = 3) -> tuple[np.ndarray, float]:
     """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice,
@@ -70,19 +94,35 @@ def segment_box_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, 
     mask = np.zeros(volume.shape[:3], dtype=bool)
     slice_iou = np.zeros(volume.shape[0])
     middle = z0 + (z1 - z0) // 2
-    for order in (range(middle, z1 + 1), range(middle - 1, z0 - 1, -1)):
-        previous = None
-        if order.start != middle:  # going down starts next to the middle slice
-            previous = mask[middle]
-        for z in order:
-            predictor.set_image(volume[z])
-            prediction = predictor.predict(boxes=propagated_box(previous, rectangle, margin))
-            mask[z, y0:y1 + 1, x0:x1 + 1] = prediction.masks[0, 0, y0:y1 + 1, x0:x1 + 1]  # the object stays in its box
-            slice_iou[z] = prediction.iou[0, 0]
-            previous = mask[z]
-    areas = mask[z0:z1 + 1].sum(axis=(1, 2))
-    ious = slice_iou[z0:z1 + 1]
-    return mask, float(np.average(ious, weights=areas) if areas.sum() else ious.mean())
+    _propagate(predictor, volume, rectangle, mask, slice_iou, range(middle, z1 + 1), None, margin)
+    _propagate(predictor, volume, rectangle, mask, slice_iou, range(middle - 1, z0 - 1, -1), mask[middle], margin)
+    return mask, _weighted_iou(mask, slice_iou, z0, z1)
+
+
+def correct_slice_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray, mask: np.ndarray,
+                     z: int, points: np.ndarray, labels: np.ndarray, margin: int = 3) -> tuple[np.ndarray, float]:
+    """A 3D object's mask after clicks on slice ``z``: that slice answered from its box (the box of its current mask
+    grown by ``margin``, within the 3D box), the ``(P, 2)`` clicks with their labels and its current mask as the
+    previous answer; then every slice beyond it, on both sides up to the 3D box's ends, propagated again from the
+    corrected slice. ``mask`` (``(D, H, W)`` bool, as :func:`segment_box_3d` gives) is left as it was; returns the
+    new mask and its predicted IoU."""
+    x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
+    if not z0 <= z <= z1:
+        raise ValueError(f"slice {z} lies outside the 3D box's slices {z0}..{z1}")
+    if mask.shape != volume.shape[:3]:
+        raise ValueError(f"mask shape {mask.shape} != volume shape {volume.shape[:3]}")
+    rectangle = np.array([x0, y0, x1, y1], dtype=np.float64)
+    corrected, slice_iou = mask.copy(), np.zeros(volume.shape[0])
+    predictor.set_image(volume[z])
+    previous_logits = np.where(mask[z], 8.0, -8.0).astype(np.float32)    # the hard mask as confident logits
+    prediction = predictor.predict(boxes=propagated_box(mask[z], rectangle, margin), points=np.asarray(points)[None],
+                                   point_labels=np.asarray(labels)[None], mask_logits=previous_logits)
+    corrected[z] = False
+    corrected[z, y0:y1 + 1, x0:x1 + 1] = prediction.masks[0, 0, y0:y1 + 1, x0:x1 + 1]
+    slice_iou[z] = prediction.iou[0, 0]
+    _propagate(predictor, volume, rectangle, corrected, slice_iou, range(z + 1, z1 + 1), corrected[z], margin)
+    _propagate(predictor, volume, rectangle, corrected, slice_iou, range(z - 1, z0 - 1, -1), corrected[z], margin)
+    return corrected, _weighted_iou(corrected, slice_iou, z0, z1)
 
 
 def segment_boxes_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray,
