@@ -39,9 +39,12 @@ class OnnxPredictor(PredictorEntrance):
         self._input_hw: tuple[int, int] | None = None
 
     def set_rgb(self, rgb: np.ndarray) -> None:
-        self._image = rgb
+        if rgb is self._image:           # the same array again (a session's next click): its embedding stands
+            return
+        self._image = None
         self._embedding, self._input_hw, encoded = self._memo.embedding(rgb, self.model.config, self.model.encode)
         self.encoder_calls += encoded
+        self._image = rgb                # only once its embedding is made
 
     def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
         """One mask per box; clicks and previous logits refine a box (the export's prompt decoder)."""

@@ -102,14 +102,14 @@ class SamPredictor(PredictorEntrance):
 
     @torch.inference_mode()
     def set_rgb(self, rgb: np.ndarray) -> None:
-        if rgb is not self._image:       # the same array again (a session's next click) keeps its windows
-            self._windows.clear()
-        self._image = rgb
-        self._embedding = None
-        if self.box_centred:
+        if rgb is self._image:           # the same array again (a session's next click): embedding and windows stand
             return
-        self._embedding, self._input_hw, encoded = self._memo.embedding(rgb, self.model.config, self._encode)
-        self.encoder_calls += encoded
+        self._image, self._embedding = None, None
+        self._windows.clear()
+        if not self.box_centred:
+            self._embedding, self._input_hw, encoded = self._memo.embedding(rgb, self.model.config, self._encode)
+            self.encoder_calls += encoded
+        self._image = rgb                # only once its embedding is made
 
     def _encode(self, pixels: np.ndarray) -> Tensor:
         """The embedding in the decoder's dtype (a bfloat16 decoder then reads a cached embedding without a cast)."""
