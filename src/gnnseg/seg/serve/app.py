@@ -44,7 +44,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gnnseg.seg.sam.inference.prompts import MAX_POINTS, Prompts, validate_boxes
+from gnnseg.seg.sam.inference.prompts import Prompts, validate_boxes
 from gnnseg.seg.sam.inference.volume import segment_box_3d, validate_boxes_3d
 from gnnseg.seg.sam.runtime import ModelOptions, service_predictor
 from gnnseg.seg.sam.shipped import ModelChoice
@@ -270,9 +270,7 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
         slice_index = _slice_of(image, request.slice)
         given = [None if v is None else np.array(v, dtype=np.float64) for v in (request.box, request.points,
                                                                                   request.labels)]
-        if given[1] is not None and len(given[1]) > MAX_POINTS:
-            raise UploadError(f"{len(given[1])} clicks exceed the limit of {MAX_POINTS} per object")
-        tracked = objects.create(image, slice_index, segmenter.predictor, *given)
+        tracked = objects.create(image, slice_index, segmenter.predictor, *given)   # prompts checked there
         return _object_answer(tracked, began)
 
     @app.get("/v1/images/{image_id}/objects")

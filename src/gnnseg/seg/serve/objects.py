@@ -58,14 +58,13 @@ class ObjectStore:
     def create(self, image: UploadedImage, slice_index: int, predictor: Any, box: np.ndarray | None,
                points: np.ndarray | None, labels: np.ndarray | None) -> TrackedObject:
         """A new object on ``image`` (slice ``slice_index``) from its box and/or clicks, answered once."""
-        rgb = image.slice_rgb(slice_index)
-
         def create() -> TrackedObject:
             if len(self.on_image(image.id)) >= self.max_objects_per_image:
                 raise UploadError(f"the image already has {self.max_objects_per_image} objects; delete some first",
                                   status=409)
             key = (image.id, slice_index)
-            session = self._sessions.get(key) or InteractiveSession(predictor, rgb, undo_depth=self.undo_depth)
+            session = self._sessions.get(key) or InteractiveSession(predictor, image.slice_rgb(slice_index),
+                                                                     undo_depth=self.undo_depth)
             tracked = TrackedObject(secrets.token_hex(8), image.id, slice_index, session,
                                     session.add(box=box, points=points, labels=labels))
             with self._lock:
@@ -106,7 +105,11 @@ class ObjectStore:
         self.run(lambda: self._drop(self.get(image_id, object_id)))
 
     def forget_image(self, image_id: str) -> None:
-        self.run(lambda: [self._drop(o) for o in self.on_image(image_id)])
+        def forget() -> None:
+            for tracked in self.on_image(image_id):
+                self._drop(tracked)
+
+        self.run(forget)
 
     def on_image(self, image_id: str) -> list[TrackedObject]:
         """The image's objects, oldest first."""
