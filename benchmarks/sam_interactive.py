@@ -34,10 +34,8 @@ from pathlib import Path
 import torch
 
 from gnnseg.core import machine_info, write_json
-from gnnseg.core.progress import progress
-from gnnseg.seg.sam.inference.box_prompted import grown_box
 from gnnseg.seg.sam.inference.chain import make_predictor
-from gnnseg.seg.sam.inference.simulated_user import CLICKS, click_scores, loop_summary
+from gnnseg.seg.sam.inference.simulated_user import CLICKS, objects_summary
 from gnnseg.seg.sam.shipped import DEFAULT_MODEL, MODEL_NAMES, load_model
 from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 
@@ -84,10 +82,9 @@ def main() -> None:
         predictor = make_predictor(load_model(name))
         table[name] = {}
         for modality in MODALITIES:
-            loops = [click_scores(predictor, s.image, s.mask, grown_box(s, BOX_MARGIN), clicks=args.clicks,
-                                  tolerance=NSD_TOLERANCE_PIXELS)
-                     for s in progress(held_out[modality], desc=f"{name} {modality}")]
-            table[name][modality] = row = loop_summary(loops)
+            table[name][modality] = row = objects_summary(predictor, held_out[modality], margin=BOX_MARGIN,
+                                                          clicks=args.clicks, tolerance=NSD_TOLERANCE_PIXELS,
+                                                          desc=f"{name} {modality}")
             print(name, modality, [round(v, 3) for v in row["dsc_per_step"]], f"auc {row['dsc_auc']:.3f}",
                   flush=True)
         result = {"benchmark": "interactive", "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),

@@ -54,15 +54,12 @@ def test_the_click_tuned_model_shares_vit_cpus_encoder_and_clicks_improve_held_o
     assert all(torch.equal(a, b) for a, b in zip(tuned.image_encoder.state_dict().values(),
                                                  base.image_encoder.state_dict().values()))
     require_dataset("kvasir_seg_subset/images")
-    from gnnseg.seg.sam.inference.box_prompted import grown_box
     from gnnseg.seg.sam.inference.chain import make_predictor
-    from gnnseg.seg.sam.inference.simulated_user import click_scores
+    from gnnseg.seg.sam.inference.simulated_user import objects_summary
     from gnnseg.seg.sam.training.corpus import kvasir
 
-    predictor = make_predictor(tuned)
-    loops = [click_scores(predictor, s.image, s.mask, grown_box(s, 5), clicks=3) for s in kvasir(
-        require_dataset(""), "val")[:8]]
-    box_only, after = np.mean([loop.dsc[0] for loop in loops]), np.mean([loop.dsc[-1] for loop in loops])
+    summary = objects_summary(make_predictor(tuned), kvasir(require_dataset(""), "val")[:8], margin=5, clicks=3)
+    box_only, after = summary["dsc_per_step"][0], summary["dsc_per_step"][-1]
     assert after > box_only + 0.01, (box_only, after)
 
 

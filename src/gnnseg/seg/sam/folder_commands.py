@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from gnnseg.core.progress import progress
 from gnnseg.seg.io import read_image_2d, read_nifti
 from gnnseg.seg.io.any_format import READABLE_SUFFIXES, is_nifti
 from gnnseg.seg.io.pairs import paired_files
 from gnnseg.seg.metrics import evaluate_case
 from gnnseg.seg.sam.checkpoint import save_sam
-from gnnseg.seg.sam.inference.box_prompted import grown_box, predicted_masks
-from gnnseg.seg.sam.inference.simulated_user import click_scores, loop_summary
+from gnnseg.seg.sam.inference.box_prompted import predicted_masks
+from gnnseg.seg.sam.inference.simulated_user import objects_summary
 from gnnseg.seg.sam.modeling.config import Normalization
 from gnnseg.seg.sam.modeling.sam import build_sam
 from gnnseg.seg.sam.segment_files import refuse_existing
@@ -138,9 +137,8 @@ def evaluate_folders(images: str | os.PathLike, masks: str | os.PathLike, *, cho
     dsc, nsd = [score["dice"] for score in scores], [score["nsd"] for score in scores]
     interactive = {}
     if clicks:
-        loops = [click_scores(predictor, s.image, s.mask, grown_box(s, box_margin), clicks=clicks, tolerance=tolerance)
-                 for s in progress(samples, desc="clicks")]
-        interactive = {"interactive": loop_summary(loops)}
+        interactive = {"interactive": objects_summary(predictor, samples, margin=box_margin, clicks=clicks,
+                                                      tolerance=tolerance)}
     return {"dsc_mean": float(np.mean(dsc)), "nsd_mean": float(np.mean(nsd)), "n": len(samples),
             "box_margin": box_margin, **choice.describe(), **interactive, "seconds": time.perf_counter() - started,
             "per_object": [{"source": s.source, "dsc": float(d), "nsd": float(n)}

@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from gnnseg.core.progress import progress
 from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.inference.base import Predictor
+from gnnseg.seg.sam.inference.box_prompted import LabelledObject, grown_box
 from gnnseg.seg.sam.inference.session import InteractiveSession
 
 CLICKS = 5
@@ -129,3 +131,11 @@ def loop_summary(scores: Sequence[ClickScores]) -> dict[str, Any]:
             "dsc_final": float(dsc[:, -1].mean()), "nsd_final": float(nsd[:, -1].mean()),
             "click_seconds_p50": float(np.percentile(click_seconds, 50)),
             "click_seconds_p95": float(np.percentile(click_seconds, 95))}
+
+
+def objects_summary(predictor: Predictor, objects: Sequence[LabelledObject], *, margin: int, clicks: int = CLICKS,
+                    tolerance: float = 2.0, desc: str = "clicks") -> dict[str, Any]:
+    """:func:`loop_summary` of the loop on every object, each first prompted with its tight box grown by
+    ``margin`` pixels (the box benchmarks' prompt)."""
+    return loop_summary([click_scores(predictor, o.image, o.mask, grown_box(o, margin), clicks=clicks,
+                                      tolerance=tolerance) for o in progress(objects, desc=desc)])
