@@ -11,12 +11,10 @@ from gnnseg.seg.sam.inference.augmented_predictor import (
     AugmentedPredictor,
     symmetries,
 )
-from gnnseg.seg.sam.inference.base import PredictorEntrance
 from gnnseg.seg.sam.inference.chain import make_predictor
-from gnnseg.seg.sam.inference.prediction import Prediction
-from gnnseg.seg.sam.inference.prompts import Prompts
 from gnnseg.seg.sam.inference.symmetry import DIHEDRAL, Symmetry
 from gnnseg.seg.sam.modeling.sam import build_sam
+from tests.seg.stand_in_predictors import LeftHalfOfTheBox
 
 HEIGHT, WIDTH = 5, 7
 
@@ -59,25 +57,6 @@ def test_the_augmentations_hold_distinct_symmetries_starting_with_the_identity()
     assert len({symmetry.image(image).tobytes() + bytes(symmetry.image(image).shape) for symmetry in DIHEDRAL}) == 8
     with pytest.raises(ValueError, match="unknown test-time augmentation 'd8'.*'d4'"):
         symmetries("d8")
-
-
-class LeftHalfOfTheBox(PredictorEntrance):
-    """A stand-in predictor that is not mirror-symmetric: logit +10 on the left half of each box, -10 elsewhere."""
-
-    def __init__(self) -> None:
-        self.encoder_calls = 0
-        self.images: list[np.ndarray] = []
-
-    def set_rgb(self, rgb: np.ndarray) -> None:
-        self._image = rgb
-        self.images.append(rgb)
-
-    def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
-        boxes = prompts.boxes
-        logits = np.full((len(boxes), 1, *self.image_shape), -10.0, dtype=np.float32)
-        for index, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
-            logits[index, 0, y0 : y1 + 1, x0 : (x0 + x1 + 1) // 2] = 10.0
-        return Prediction(logits > 0, np.full((len(boxes), 1), 0.2 + 0.1 * (len(self.images) % 2)), logits)
 
 
 def test_flip_averages_a_copy_and_its_mirror_in_the_image_frame():

@@ -9,48 +9,19 @@ import numpy as np
 import pytest
 
 from gnnseg.seg.sam.inference.augmented_predictor import AugmentedPredictor
-from gnnseg.seg.sam.inference.base import PredictorEntrance
 from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT
-from gnnseg.seg.sam.inference.prediction import Prediction, whole_image_mask_input, whole_image_masks
+from gnnseg.seg.sam.inference.prediction import whole_image_mask_input, whole_image_masks
 from gnnseg.seg.sam.inference.predictor import SamPredictor
-from gnnseg.seg.sam.inference.prompts import Prompts
 from gnnseg.seg.sam.inference.session import InteractiveSession
 from gnnseg.seg.sam.inference.simulated_user import area_under_steps, click_scores, next_click
 from gnnseg.seg.sam.inference.zoom import ZoomedPredictor
 from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
-
-
-class PaintsItsPrompts(PredictorEntrance):
-    """A stand-in whole-image predictor: logit +10 at every positive point it is given and in the top-left pixel of
-    every box, -10 elsewhere; it remembers the prompts."""
-
-    class model:
-        class config:
-            crop_margin = None
-            image_size = 16
-
-    def __init__(self) -> None:
-        self.encoder_calls = 0
-        self.received: list[Prompts] = []
-
-    def set_rgb(self, rgb: np.ndarray) -> None:
-        self._image = rgb
-
-    def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
-        self.received.append(prompts)
-        count = len(prompts.boxes) if prompts.boxes is not None else len(prompts.points)
-        logits = np.full((count, 1, *self.image_shape), -10.0, dtype=np.float32)
-        for index in range(count):
-            if prompts.points is not None:
-                for (x, y), label in zip(prompts.points[index], prompts.labels[index]):
-                    if label == 1:
-                        logits[index, 0, int(round(y)), int(round(x))] = 10.0
-        return Prediction(logits > 0, np.full((count, 1), 0.5), logits)
+from tests.seg.stand_in_predictors import BoxAndClicks, PaintsClicks
 
 
 @pytest.mark.parametrize("augmentation", ["flip", "d4"])
 def test_a_point_marks_the_same_pixel_through_test_time_augmentation(augmentation):
-    predictor = AugmentedPredictor(PaintsItsPrompts(), augmentation)
+    predictor = AugmentedPredictor(PaintsClicks(), augmentation)
     predictor.set_image(np.zeros((9, 14), dtype=np.uint8))
     prediction = predictor.predict(boxes=np.array([1, 1, 12, 7]), points=np.array([[10, 2], [3, 6]]),
                                    point_labels=np.array([1, 0]))
@@ -58,7 +29,7 @@ def test_a_point_marks_the_same_pixel_through_test_time_augmentation(augmentatio
 
 
 def test_a_point_and_previous_logits_reach_the_zoom_window_at_the_same_pixel():
-    inner = PaintsItsPrompts()
+    inner = PaintsClicks()
     predictor = ZoomedPredictor(inner, context=0.25, min_side=4)
     predictor.set_image(np.zeros((40, 50), dtype=np.uint8))
     previous = np.zeros((40, 50), dtype=np.float32)
@@ -185,48 +156,22 @@ def test_a_box_centred_model_keeps_the_window_of_a_click_inside_the_box():
     assert encoded == [1, 1, 1]
 
 
-class PaintsBoxes(PredictorEntrance):
-    """A stand-in whole-image predictor: +5 inside the box it is given and at positive clicks, -5 at negative clicks
-    and elsewhere; it records each slice it is set on and the prompts it answers."""
-
-    class model:
-        class config:
-            crop_margin = None
-            image_size = 16
-
-    def __init__(self) -> None:
-        self.encoder_calls = 0
-        self.calls: list[tuple[int, Prompts]] = []
-
-    def set_rgb(self, rgb: np.ndarray) -> None:
-        self._image = rgb
-
-    def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
-        self.calls.append((int(self._image[0, 0, 0]), prompts))
-        logits = np.full((1, 1, *self.image_shape), -5.0, dtype=np.float32)
-        x0, y0, x1, y1 = prompts.boxes[0].astype(int)
-        logits[0, 0, y0 : y1 + 1, x0 : x1 + 1] = 5.0
-        if prompts.points is not None:
-            for (x, y), label in zip(prompts.points[0].astype(int), prompts.labels[0]):
-                logits[0, 0, y, x] = 5.0 if label else -5.0
-        return Prediction(logits > 0, np.full((1, 1), 0.8), logits)
-
-
 def test_clicks_on_one_slice_correct_it_and_propagate_again_from_it():
     from gnnseg.seg.sam.inference.volume import correct_slice_3d, segment_box_3d
 
     volume = np.repeat(np.arange(7, dtype=np.uint8)[:, None, None], 24, axis=1)[:, :, None].repeat(24, axis=2)
     volume = volume * 30                                     # slice k has the value 30 k: the stand-in reads it
     box = np.array([4, 5, 1, 18, 16, 5])
-    predictor = PaintsBoxes()
+    predictor = BoxAndClicks()
     mask, _ = segment_box_3d(predictor, volume, box)
     assert mask[1:6, 5:17, 4:19].all() and not mask[0].any() and not mask[6].any()
-    predictor.calls.clear()
+    predictor.images.clear()
+    predictor.received.clear()
     corrected, iou = correct_slice_3d(predictor, volume, box, mask, 4, np.array([[10, 10]]), np.array([0]))
-    assert [value // 30 for value, _ in predictor.calls] == [4, 5, 3, 2, 1]   # the slice, then outwards both ways
-    first = predictor.calls[0][1]
+    assert [int(i[0, 0, 0]) // 30 for i in predictor.images] == [4, 5, 3, 2, 1]   # the slice, then outwards
+    first = predictor.received[0]
     assert first.points.tolist() == [[[10.0, 10.0]]] and first.mask_logits is not None
-    assert all(p.points is None and p.mask_logits is None for _, p in predictor.calls[1:])
+    assert all(p.points is None and p.mask_logits is None for p in predictor.received[1:])
     assert not corrected[4, 10, 10] and corrected[4, 11, 10] and mask[4, 10, 10]   # the input mask is untouched
     assert not corrected[0].any() and not corrected[6].any() and 0.0 <= iou <= 1.0
     with pytest.raises(ValueError, match="outside the 3D box"):

@@ -7,39 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from gnnseg.seg.sam.inference.base import PredictorEntrance
 from gnnseg.seg.sam.inference.chain import make_predictor
 from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT
-from gnnseg.seg.sam.inference.prediction import Prediction
-from gnnseg.seg.sam.inference.prompts import Prompts
 from gnnseg.seg.sam.inference.volume import segment_box_3d
 from gnnseg.seg.sam.inference.zoom import ZoomedPredictor, zoom_window
 from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
-
-
-class BoxFill(PredictorEntrance):
-    """A stand-in whole-image predictor: logit +5 inside each box, -5 elsewhere; remembers the images it was given."""
-
-    class model:
-        class config:
-            crop_margin = None
-            image_size = 16
-
-    def __init__(self) -> None:
-        self.encoder_calls = 0
-        self.images: list[np.ndarray] = []
-
-    def set_rgb(self, rgb: np.ndarray) -> None:
-        self._image = rgb
-        self.images.append(rgb)
-        self.encoder_calls += 1
-
-    def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
-        boxes = prompts.boxes
-        logits = np.full((len(boxes), 1, *self.images[-1].shape[:2]), -5.0, dtype=np.float32)
-        for index, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
-            logits[index, 0, y0 : y1 + 1, x0 : x1 + 1] = 5.0
-        return Prediction(logits > 0, np.full((len(boxes), 1), 0.7), logits)
+from tests.seg.stand_in_predictors import BoxFill
 
 
 def test_the_window_is_centred_on_the_box_moved_inside_the_image_and_never_below_min_side():
