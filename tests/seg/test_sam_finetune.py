@@ -11,7 +11,9 @@ import torch
 
 from gnnseg.seg.sam.checkpoint import load_sam
 from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
-from gnnseg.seg.sam.training.finetune import FinetuneConfig, box_prompt_loss, finetune, learning_rate, prompt_batch
+from gnnseg.seg.sam.training.click_loop import loop_losses
+from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune, learning_rate, prompt_batch, prompted_loss
+from gnnseg.seg.sam.training.losses import box_prompt_loss
 from gnnseg.seg.sam.training.samples import samples_from_image
 
 MODEL = replace(SAM_CONFIGS["vit_mini"], crop_margin=0.25)
@@ -46,6 +48,34 @@ def test_loss_is_small_for_a_confident_correct_prediction():
     logits = (masks * 40 - 20)[:, None, ::2, ::2].contiguous()
     assert box_prompt_loss(logits, torch.ones(2, 1), masks).item() < 0.1
     assert box_prompt_loss(-logits, torch.ones(2, 1), masks).item() > 2
+
+
+def test_the_training_loss_is_the_box_alone_or_the_mean_over_the_correction_loop():
+    torch.manual_seed(0)
+    model = build_sam(MODEL).eval()
+    pixels, boxes, masks = prompt_batch(disk_samples(3), model, np.random.default_rng(0), box_shift=5, augment=False)
+    embeddings = model.encode(pixels)
+    box_alone = box_prompt_loss(*model.decode(embeddings, boxes=boxes), masks)
+    assert float(prompted_loss(model, pixels, boxes, masks)) == pytest.approx(float(box_alone), rel=1e-5)
+    loop = loop_losses(model, embeddings, boxes, masks, 3)
+    assert float(prompted_loss(model, pixels, boxes, masks, click_rounds=2)) == pytest.approx(
+        float(torch.stack(loop).mean()), rel=1e-5)
+
+
+def test_click_rounds_train_the_point_embeddings(tmp_path):
+    def point_embeddings_after(click_rounds: int) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_sam(MODEL)
+        config = FinetuneConfig(rounds=1, iterations_per_round=2, batch_size=2, warmup_iterations=1,
+                                freeze_prompt_encoder=False, click_rounds=click_rounds)
+        finetune(model, disk_samples(4), [], config, tmp_path / str(click_rounds), show_progress=False)
+        return [e.weight.detach().clone() for e in model.prompt_encoder.point_embeddings]
+
+    torch.manual_seed(0)
+    initial = [e.weight.detach().clone() for e in build_sam(MODEL).prompt_encoder.point_embeddings]
+    box_only, with_clicks = point_embeddings_after(0), point_embeddings_after(2)
+    assert all(torch.equal(a, b) for a, b in zip(initial[:2], box_only[:2]))        # no click: labels 0/1 unused
+    assert any(not torch.equal(a, b) for a, b in zip(initial[:2], with_clicks[:2]))  # clicks move them
 
 
 def test_learning_rate_warms_up_then_decays():

@@ -157,8 +157,11 @@ def _seg_finetune(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.folder_commands import finetune_folders
     from gnnseg.seg.sam.training.finetune import FinetuneConfig
 
+    if args.click_rounds < 0:
+        raise ValueError(f"--click-rounds must be 0 or more, got {args.click_rounds}")
     config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
-                            lr=args.lr, box_shift=args.box_shift, seed=args.seed)
+                            lr=args.lr, box_shift=args.box_shift, seed=args.seed, click_rounds=args.click_rounds,
+                            freeze_prompt_encoder=args.click_rounds == 0)
     return finetune_folders(args.images, args.masks, args.output, val_images=args.val_images,
                             val_masks=args.val_masks, checkpoint=args.checkpoint, model=args.model,
                             normalization=args.normalization,
@@ -352,6 +355,9 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     tune.add_argument("--batch-size", type=int, default=8)
     tune.add_argument("--lr", type=float, default=1e-4)
     tune.add_argument("--box-shift", type=int, default=20, help="random box growth, 0..N pixels per side")
+    tune.add_argument("--click-rounds", type=int, default=0,
+                      help="after the box, N rounds of simulated correction clicks per step, every round scored "
+                           "(SAM's recipe), so the model learns to take clicks; the prompt encoder then trains too")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--resume", action="store_true", help="continue the run in --output")
     tune.add_argument("--json", action="store_true")

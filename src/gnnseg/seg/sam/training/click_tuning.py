@@ -9,13 +9,13 @@ error region, the previous logits are fed back as the dense prompt, and every ro
    window (the model's ``crop_margin``) is encoded once by the frozen image encoder, and its mask resized to the
    input. A box-centred model's window depends only on its box, and clicks inside the box leave it unchanged, so the
    cached embedding is exactly what inference sees.
-2. A step draws a batch of windows (the modalities equally often) and a depth ``k`` from 0 to ``clicks``, and plays
-   the loop to round ``k``: the box (round 0), then each window's next click from
-   :func:`~gnnseg.seg.sam.inference.simulated_user.next_click` on its current mask at the input's resolution (no
-   click where nothing is wrong: a padding point, label -1), with all clicks so far and the previous low-resolution
-   logits (detached) as prompts. Only round ``k`` is scored (:func:`~gnnseg.seg.sam.training.finetune.box_prompt_loss`)
-   and back-propagated, the earlier rounds run without gradients: SAM scores every round, which costs a CPU
-   ``clicks + 1`` backward passes per step instead of one. Box-only answers stay trained (depth 0).
+2. A step draws a batch of windows (the modalities equally often) and plays the loop
+   (:func:`~gnnseg.seg.sam.training.click_loop.loop_losses`): the box (round 0), then each window's next click from
+   the simulated user on its current mask at the input's resolution (no click where nothing is wrong: a padding
+   point, label -1), with all clicks so far and the previous low-resolution logits (detached) as prompts. With
+   ``score_every_round`` every round ``0 .. clicks`` is scored and back-propagated, as SAM does; without it, a depth
+   ``k`` from 0 to ``clicks`` is drawn and only round ``k`` is scored, the earlier rounds running without gradients
+   (one backward pass per step instead of ``clicks + 1``). Box-only answers stay trained (round 0).
 3. AdamW on the prompt encoder and mask decoder only; the image encoder and its cache never change.
 """
 
@@ -28,18 +28,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from gnnseg.core.progress import progress
 from gnnseg.core.seed import seed_everything
 from gnnseg.seg.sam.inference.crop import CropWindow
 from gnnseg.seg.sam.inference.predictor import resize_crop
-from gnnseg.seg.sam.inference.simulated_user import next_click
 from gnnseg.seg.sam.modeling.sam import Sam
-from gnnseg.seg.sam.training.finetune import box_prompt_loss, resize_mask_crop
+from gnnseg.seg.sam.training.click_loop import loop_losses
+from gnnseg.seg.sam.training.finetune import resize_mask_crop
 from gnnseg.seg.sam.training.samples import PromptSample, jittered_box
-
-PADDING_LABEL = -1
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,7 @@ class ClickTuningConfig:
     box_shift: int = 10
     lr: float = 3e-4
     weight_decay: float = 0.01
+    score_every_round: bool = False
     seed: int = 0
 
 
@@ -92,40 +90,6 @@ def cache_windows(model: Sam, samples: Mapping[str, Sequence[PromptSample]], con
     return WindowCache(torch.cat(embeddings), torch.stack(boxes), torch.stack(masks), np.array(groups))
 
 
-def simulated_clicks(low_res: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-    """Each window's next click on its answer ``(B, 1, h, w)`` against its mask ``(B, S, S)``: ``(B, 1, 2)`` x, y
-    in input pixels and ``(B, 1)`` labels (1 add, 0 remove, -1 nothing to correct)."""
-    size = masks.shape[-1]
-    answers = F.interpolate(low_res.detach().float(), (size, size), mode="bilinear", align_corners=False)[:, 0] > 0
-    points = torch.zeros(len(masks), 1, 2)
-    labels = torch.full((len(masks), 1), PADDING_LABEL, dtype=torch.int64)
-    for index, (answer, mask) in enumerate(zip(answers.numpy(), masks.numpy() > 0.5)):
-        click = next_click(answer, mask)
-        if click is not None:
-            (y, x), label = click
-            points[index, 0] = torch.tensor([x, y], dtype=torch.float32)
-            labels[index, 0] = label
-    return points, labels
-
-
-def round_loss(model: Sam, embeddings: Tensor, boxes: Tensor, masks: Tensor, depth: int) -> Tensor:
-    """The loss of the loop's round ``depth`` (0: the box alone; ``k``: after ``k`` clicks). The rounds before it
-    run without gradients: they only make its clicks and its previous logits."""
-    points, labels, previous = None, None, None
-    for round_index in range(depth + 1):
-        graded = round_index == depth
-        with torch.set_grad_enabled(graded and torch.is_grad_enabled()):
-            prompt = None if points is None else (points, labels)
-            low_res, iou = model.decode(embeddings, points=prompt, boxes=boxes, mask_inputs=previous)
-        if graded:
-            return box_prompt_loss(low_res, iou, masks)
-        new_points, new_labels = simulated_clicks(low_res, masks)
-        points = new_points if points is None else torch.cat([points, new_points], dim=1)
-        labels = new_labels if labels is None else torch.cat([labels, new_labels], dim=1)
-        previous = low_res.detach()
-    raise AssertionError("unreachable: the last round returns")
-
-
 def click_tune(model: Sam, cache: WindowCache, config: ClickTuningConfig) -> dict:
     """Tune ``model``'s prompt encoder and mask decoder in place on ``cache``; the training log."""
     seed_everything(config.seed)
@@ -136,17 +100,24 @@ def click_tune(model: Sam, cache: WindowCache, config: ClickTuningConfig) -> dic
     optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     by_group = [np.flatnonzero(cache.groups == g) for g in np.unique(cache.groups)]
     model.train()
-    log = {"loss": [], "depth": [], "config": asdict(config)}
+    log = {"loss": [], "round_losses": [], "config": asdict(config)}
     started = time.perf_counter()
     for _ in progress(range(config.steps), desc="click tuning"):
         picks = np.array([rng.choice(by_group[g]) for g in rng.integers(len(by_group), size=config.batch_size)])
-        depth = int(rng.integers(config.clicks + 1))
-        loss = round_loss(model, cache.embeddings[picks], cache.boxes[picks], cache.masks[picks], depth)
+        batch = cache.embeddings[picks], cache.boxes[picks], cache.masks[picks]
+        if config.score_every_round:
+            losses = loop_losses(model, *batch, rounds=config.clicks + 1)
+            scored = dict(enumerate(losses))
+            loss = torch.stack(losses).mean()
+        else:
+            depth = int(rng.integers(config.clicks + 1))
+            loss, = loop_losses(model, *batch, rounds=depth + 1, graded="last")
+            scored = {depth: loss}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         log["loss"].append(float(loss.detach()))
-        log["depth"].append(depth)
+        log["round_losses"].append({k: float(v.detach()) for k, v in scored.items()})
     model.eval()
     log["seconds"] = time.perf_counter() - started
     return log

@@ -9,7 +9,7 @@ test-time augmentation shows it to the model. A step then costs only the prompt 
 Each draw takes an object (with per-sample ``weights``, as :func:`~gnnseg.seg.sam.training.finetune.finetune`), one of
 the cached views of its image, the object's mask in that view and its tight box grown by a random 0..``box_shift``
 pixels per side; the loss is stage 2's Dice + BCE + IoU-prediction MSE
-(:func:`~gnnseg.seg.sam.training.finetune.box_prompt_loss`) and only the mask decoder learns.
+(:func:`~gnnseg.seg.sam.training.losses.box_prompt_loss`) and only the mask decoder learns.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from gnnseg.seg.sam.inference.model_input import pad_to_square
 from gnnseg.seg.sam.inference.symmetry import DIHEDRAL, Symmetry
 from gnnseg.seg.sam.modeling.sam import Sam
 from gnnseg.seg.sam.training.distill import EmbeddingCache
-from gnnseg.seg.sam.training.finetune import box_prompt_loss, learning_rate
+from gnnseg.seg.sam.training.finetune import learning_rate
+from gnnseg.seg.sam.training.losses import box_prompt_loss
 from gnnseg.seg.sam.training.prepared import PreparedSet, jittered_boxes
 from gnnseg.seg.sam.training.samples import draw_probabilities
 

@@ -5,15 +5,17 @@ MedSAM's recipe (Ma et al. 2024, Methods; ``train_one_gpu.py``): one box per obj
 decay 0.01); the prompt encoder frozen, the image encoder and mask decoder trained. Lite MedSAM adds a mean squared
 error between the predicted IoU and the IoU of the predicted mask, which keeps the IoU head meaningful.
 
-Additions here, because a small model trained from scratch on a few hundred images needs them (MedSAM started from
-SAM's weights and 1.5 million images): flips and 90-degree rotations of each sample, and a learning rate with a
-linear warm-up and a cosine decay. Whole-image models train on a :class:`~gnnseg.seg.sam.training.prepared.PreparedSet`
-(each image resized once); box-centred models cut a window per draw. On a GPU the steps run under bfloat16
-autocast. Training runs in rounds of ``iterations_per_round`` steps; after each round the
-model is scored on held-out samples (Dice with tight boxes plus ``val_box_margin``), a checkpoint is written and
-the curve is plotted. A run resumes from its last checkpoint; under ``torchrun`` every rank draws its own samples
-and the gradients are averaged over ranks with an all-reduce before every step (what DistributedDataParallel does,
-without wrapping the model, whose encoder and decoder are called separately).
+Additions here, because a small model trained from scratch on a few hundred images needs them (MedSAM started from SAM's
+weights and 1.5 million images): flips and 90-degree rotations of each sample, and a learning rate with a linear warm-up
+and a cosine decay. With ``click_rounds`` the step plays SAM's correction loop after the box (clicks from the simulated
+user, the previous logits fed back, every round scored), so the model learns to take clicks; the point embeddings learn
+only with ``freeze_prompt_encoder=False``. Whole-image models train on a
+:class:`~gnnseg.seg.sam.training.prepared.PreparedSet` (each image resized once); box-centred models cut a window per
+draw. On a GPU the steps run under bfloat16 autocast. Training runs in rounds of ``iterations_per_round`` steps; after
+each round the model is scored on held-out samples (Dice with tight boxes plus ``val_box_margin``), a checkpoint is
+written and the curve is plotted. A run resumes from its last checkpoint; under ``torchrun`` every rank draws its own
+samples and the gradients are averaged over ranks with an all-reduce before every step (what DistributedDataParallel
+does, without wrapping the model, whose encoder and decoder are called separately).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from gnnseg.seg.sam.inference.crop import CropWindow
 from gnnseg.seg.sam.inference.predictor import resize_crop
 from gnnseg.seg.sam.inference.symmetry import Symmetry
 from gnnseg.seg.sam.modeling.sam import Sam
+from gnnseg.seg.sam.training.click_loop import loop_losses
 from gnnseg.seg.sam.training.prepared import PreparedSet
 from gnnseg.seg.sam.training.samples import PromptSample, draw_probabilities, jittered_box
 
@@ -61,6 +64,7 @@ class FinetuneConfig:
     augment: bool = True
     iou_loss_weight: float = 1.0
     freeze_prompt_encoder: bool = True
+    click_rounds: int = 0
     val_box_margin: int = 5
     seed: int = 0
 
@@ -101,32 +105,16 @@ def prompt_batch(samples: Sequence[PromptSample], model: Sam, rng: np.random.Gen
     return model.normalize(torch.stack(pixels)), torch.stack(boxes), torch.stack(masks)
 
 
-def box_prompt_loss(low_res: Tensor, iou_pred: Tensor, masks: Tensor, iou_weight: float = 1.0) -> Tensor:
-    """Dice (squared denominators, as MONAI's ``DiceLoss(squared_pred=True)``) + BCE + IoU-prediction MSE.
-
-    ``low_res`` ``(B, 1, h, w)`` logits are upscaled to the masks' ``(B, S, S)`` size.
-    """
-    logits = F.interpolate(low_res, masks.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    probabilities = torch.sigmoid(logits)
-    dims = (1, 2)
-    intersection = (probabilities * masks).sum(dims)
-    dice_loss = 1 - (2 * intersection + 1e-5) / ((probabilities ** 2).sum(dims) + (masks ** 2).sum(dims) + 1e-5)
-    bce = F.binary_cross_entropy_with_logits(logits, masks)
-    with torch.no_grad():
-        predicted = logits > 0
-        hits = (predicted & (masks > 0)).sum(dims)
-        union = (predicted | (masks > 0)).sum(dims)
-        true_iou = hits / union.clamp_min(1)
-    iou_loss = F.mse_loss(iou_pred[:, 0], true_iou)
-    return dice_loss.mean() + bce + iou_weight * iou_loss
-
-
-def prompted_loss(model: Sam, pixels: Tensor, boxes: Tensor, masks: Tensor, iou_weight: float = 1.0) -> Tensor:
-    """One training forward pass and its :func:`box_prompt_loss` (the model under bfloat16 autocast on a GPU)."""
+def prompted_loss(model: Sam, pixels: Tensor, boxes: Tensor, masks: Tensor, iou_weight: float = 1.0,
+                  click_rounds: int = 0) -> Tensor:
+    """One training forward pass and its :func:`~gnnseg.seg.sam.training.losses.box_prompt_loss` (the model under
+    bfloat16 autocast on a GPU): the box's answer, then ``click_rounds`` rounds of simulated correction clicks on the
+    same embeddings, every round scored and the losses averaged
+    (:func:`~gnnseg.seg.sam.training.click_loop.loop_losses`)."""
     device = pixels.device
     with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-        low_res, iou = model.decode(model.encode(pixels), boxes=boxes)
-    return box_prompt_loss(low_res.float(), iou.float(), masks, iou_weight)
+        embeddings = model.encode(pixels)
+    return torch.stack(loop_losses(model, embeddings, boxes, masks, click_rounds + 1, iou_weight=iou_weight)).mean()
 
 
 def resize_mask_crop(crop: np.ndarray, size: int) -> Tensor:
@@ -240,7 +228,7 @@ def finetune(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Seque
             iteration = round_index * config.iterations_per_round + step
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, iteration)
-            loss = prompted_loss(model, *source.draw(rng), config.iou_loss_weight)
+            loss = prompted_loss(model, *source.draw(rng), config.iou_loss_weight, config.click_rounds)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if context.enabled:  # data parallel: average the gradients over ranks
