@@ -90,3 +90,17 @@ class BoxAndClicks(BoxFill):
     def paint(self, plane: np.ndarray, prompts: Prompts, index: int) -> None:
         super().paint(plane, prompts, index)
         self.paint_clicks(plane, prompts, index, negative=True)
+
+
+class CutsAtNegativeClicks(BoxFill):
+    """+5 inside the box, -5 in every column from a negative click's x rightwards, then +5 at its positive clicks: a
+    negative click narrows the mask, so a 3D propagation from the clicked slice shows where it went."""
+
+    def paint(self, plane: np.ndarray, prompts: Prompts, index: int) -> None:
+        super().paint(plane, prompts, index)
+        if prompts.points is None:
+            return
+        for (x, _), label in zip(prompts.points[index], prompts.labels[index]):
+            if label == 0:
+                plane[:, int(round(x)):] = -self.magnitude
+        self.paint_clicks(plane, prompts, index, negative=False)

@@ -11,18 +11,22 @@ Routes (all errors are JSON ``{"error": {"status": ..., "message": ...}}`` with 
   (default; label ``k`` is box ``k``, one box gives 0/255; predicted IoU in the ``X-Predicted-IoU`` header),
   ``npz`` (``segs``, ``iou``), ``nifti`` (volumes, original geometry) or ``json`` (run-length masks and IoU).
 - ``POST /v1/images/{id}/objects`` with ``{"box": [...], "points": [[x, y], ...], "labels": [...], "slice": k}`` (a
-  box and/or clicks) starts an object to correct (201, its id and mask as run lengths);
-  ``POST /v1/images/{id}/objects/{oid}/clicks`` with ``{"x", "y", "label"}`` (1 add, 0 remove) answers it again from
-  its box, every click and its previous logits (one decoder pass); ``POST .../undo``; ``GET .../{oid}`` (JSON, or
-  ``?format=png``); ``GET /v1/images/{id}/objects``; ``DELETE .../{oid}`` (:mod:`gnnseg.seg.serve.objects`).
+  box and/or clicks) starts a 2D object to correct (201, its id and mask as run lengths); on a volume,
+  ``{"box3d": [x_min, y_min, z_min, x_max, y_max, z_max]}`` (alone) starts a 3D object, propagated from its middle
+  slice; ``POST /v1/images/{id}/objects/{oid}/clicks`` with ``{"x", "y", "label"}`` (1 add, 0 remove; ``"slice": z``
+  for a 3D object, refused for a 2D one) answers it again: a 2D object from its box, every click and its previous
+  logits (one decoder pass), a 3D object's slice ``z`` from that slice's clicks and mask, then the slices beyond it
+  propagated again up to the nearest slices with clicks of their own; ``POST .../undo``; ``GET .../{oid}`` (JSON;
+  ``?format=png``, for a 3D object ``?format=png&slice=z``; ``?format=nifti`` for a 3D object);
+  ``GET /v1/images/{id}/objects``; ``DELETE .../{oid}`` (:mod:`gnnseg.seg.serve.objects`).
 - ``GET /v1/images/{id}``, ``GET /v1/images/{id}/slices/{k}`` (PNG), ``DELETE /v1/images/{id}``, ``GET /healthz``,
   ``GET /openapi.json`` and ``/docs``; ``GET /`` is the web page.
 
 Model calls queue for one model thread, so concurrent requests are answered one model call at a time, and a 3D
-request queues one slice at a time, so a 2D request sent meanwhile waits for a slice, not a volume. A bad request is
-refused before it reaches the model and never changes what other clients uploaded; sizes are refused before any
-decoding (:mod:`gnnseg.seg.serve.guard` for the body, the readers' header checks for the pixels), and the Host,
-Origin and token checks of :mod:`gnnseg.seg.serve.guard` come first of all.
+request (a 3D box, a 3D object's creation or click) queues one slice at a time, so a 2D request sent meanwhile waits
+for a slice, not a volume. A bad request is refused before it reaches the model and never changes what other clients
+uploaded; sizes are refused before any decoding (:mod:`gnnseg.seg.serve.guard` for the body, the readers' header
+checks for the pixels), and the Host, Origin and token checks of :mod:`gnnseg.seg.serve.guard` come first of all.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any, Literal
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -104,12 +108,15 @@ class ObjectRequest(BaseModel):
     points: list[list[float]] | None = Field(None, description="clicks [[x, y], ...] in pixel indices")
     labels: list[int] | None = Field(None, description="one per click: 1 inside the object, 0 outside")
     slice: int | None = Field(None, description="the slice the object is on (volumes only)")
+    box3d: list[float] | None = Field(None, description="a 3D object on a volume: x_min, y_min, z_min, x_max, "
+                                                        "y_max, z_max in voxel indices (alone, without the others)")
 
 
 class ClickRequest(BaseModel):
     x: float
     y: float
     label: Literal[0, 1] = Field(description="1: the object goes on here (add); 0: it does not (remove)")
+    slice: int | None = Field(None, description="the slice clicked (3D objects only)")
 
 
 class Segmenter:
@@ -263,10 +270,21 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
         objects.forget_image(image_id)
         return Response(status_code=204)
 
+    def budget_of(http_request: Request) -> RequestBudget:
+        return RequestBudget(limits.max_request_seconds,
+                             client_gone=lambda: anyio.from_thread.run(http_request.is_disconnected))
+
     @app.post("/v1/images/{image_id}/objects", status_code=201)
-    def create_object(image_id: str, request: ObjectRequest) -> dict:
+    def create_object(image_id: str, request: ObjectRequest, http_request: Request) -> dict:
         image = store.get(image_id)
         began = time.perf_counter()
+        if request.box3d is not None:
+            if any(v is not None for v in (request.box, request.points, request.labels, request.slice)):
+                raise UploadError("box3d starts a 3D object on its own: give it without box, points, labels or slice "
+                                  "(click on its slices afterwards)")
+            tracked = objects.create_3d(image, np.array(request.box3d, dtype=np.float64),
+                                        segmenter.slice_by_slice(budget_of(http_request)))
+            return _object_answer(tracked, began)
         slice_index = _slice_of(image, request.slice)
         given = [None if v is None else np.array(v, dtype=np.float64) for v in (request.box, request.points,
                                                                                   request.labels)]
@@ -279,19 +297,23 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
         return {"objects": [_object_answer(o, with_mask=False) for o in objects.on_image(image_id)]}
 
     @app.get("/v1/images/{image_id}/objects/{object_id}")
-    def get_object(image_id: str, object_id: str, format: Literal["json", "png"] = "json") -> Any:
-        store.get(image_id)
+    def get_object(image_id: str, object_id: str, format: Literal["json", "png", "nifti"] = "json",
+                   slice_index: int | None = Query(None, alias="slice", description="a 3D object's PNG slice")) -> Any:
+        image = store.get(image_id)
         tracked = objects.get(image_id, object_id)
-        if format == "png":
-            return Response(png_bytes(tracked.state.mask.astype(np.uint8)), media_type="image/png",
-                            headers={"X-Predicted-IoU": f"{tracked.state.iou:.4f}"})
-        return _object_answer(tracked)
+        if format == "json":
+            if slice_index is not None:
+                raise UploadError("slice picks the slice of a 3D object's PNG; the JSON holds the whole mask")
+            return _object_answer(tracked)
+        return _object_file(image, tracked, format, slice_index)
 
     @app.post("/v1/images/{image_id}/objects/{object_id}/clicks")
-    def click(image_id: str, object_id: str, request: ClickRequest) -> dict:
+    def click(image_id: str, object_id: str, request: ClickRequest, http_request: Request) -> dict:
         store.get(image_id)
         began = time.perf_counter()
-        return _object_answer(objects.click(image_id, object_id, request.x, request.y, request.label == 1), began)
+        tracked = objects.click(image_id, object_id, request.x, request.y, request.label == 1, request.slice,
+                                segmenter.slice_by_slice(budget_of(http_request)))
+        return _object_answer(tracked, began)
 
     @app.post("/v1/images/{image_id}/objects/{object_id}/undo")
     def undo(image_id: str, object_id: str) -> dict:
@@ -309,9 +331,7 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
     def segment(image_id: str, request: SegmentRequest, http_request: Request) -> Response:
         image = store.get(image_id)
         began = time.perf_counter()
-        budget = RequestBudget(limits.max_request_seconds,
-                               client_gone=lambda: anyio.from_thread.run(http_request.is_disconnected))
-        labels, iou, objects = _answer(image, request, segmenter, limits, budget)
+        labels, iou, objects = _answer(image, request, segmenter, limits, budget_of(http_request))
         headers = {"X-Predicted-IoU": ",".join(f"{v:.4f}" for v in iou),
                    "X-Seconds": f"{time.perf_counter() - began:.3f}"}
         if request.format == "png":
@@ -352,16 +372,43 @@ def _slice_of(image: UploadedImage, requested: int | None) -> int:
 
 
 def _object_answer(tracked: TrackedObject, began: float | None = None, *, with_mask: bool = True) -> dict:
-    """An object as the API shows it: its prompts, its predicted IoU and (``with_mask``) its mask as run lengths."""
+    """An object as the API shows it: its prompts, its predicted IoU and (``with_mask``) its mask as run lengths (a 3D
+    object's whole ``(D, H, W)`` mask as one run-length code, row-major: slice ``z`` is its runs from
+    ``z * H * W``)."""
     state = tracked.state
-    answer = {"id": tracked.id, "slice": tracked.slice, "box": None if state.box is None else state.box.tolist(),
-              "points": state.points.tolist(), "labels": state.labels.tolist(), "iou": state.iou,
-              "shape": list(state.logits.shape)}
+    if tracked.is_3d:
+        answer = {"id": tracked.id, "kind": "3d", "box3d": state.box.tolist(),
+                  "clicks": [{"slice": z, "points": points.tolist(), "labels": labels.tolist()}
+                             for z, (points, labels) in sorted(state.clicks.items())],
+                  "iou": state.iou, "shape": list(state.shape)}
+    else:
+        answer = {"id": tracked.id, "kind": "2d", "slice": tracked.slice,
+                  "box": None if state.box is None else state.box.tolist(), "points": state.points.tolist(),
+                  "labels": state.labels.tolist(), "iou": state.iou, "shape": list(state.logits.shape)}
     if with_mask:
         answer["mask"] = rle_encode(state.mask)
     if began is not None:
         answer["seconds"] = time.perf_counter() - began
     return answer
+
+
+def _object_file(image: UploadedImage, tracked: TrackedObject, format: str, slice_index: int | None) -> Response:
+    """An object's mask as PNG (a 2D object's; one slice of a 3D object's) or NIfTI (a 3D object's volume)."""
+    state, headers = tracked.state, {"X-Predicted-IoU": f"{tracked.state.iou:.4f}"}
+    if format == "nifti":
+        if not tracked.is_3d:
+            raise UploadError("NIfTI holds a 3D object's mask; ask for format png for a 2D object")
+        return Response(nifti_bytes(state.mask.astype(np.uint8), image.spacing, image.affine),
+                        media_type="application/gzip", headers=headers)
+    if not tracked.is_3d:
+        if slice_index is not None:
+            raise UploadError(f"a 2D object's PNG is its mask on its own slice ({tracked.slice}): leave slice out")
+        return Response(png_bytes(state.mask.astype(np.uint8)), media_type="image/png", headers=headers)
+    if slice_index is None:
+        raise UploadError(f"a PNG holds one slice of a 3D object: add slice=z (0..{state.shape[0] - 1}), or ask "
+                          "for format nifti")
+    return Response(png_bytes(state.mask_slice(slice_index).astype(np.uint8)), media_type="image/png",
+                    headers=headers)
 
 
 def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter, limits: ServiceLimits,

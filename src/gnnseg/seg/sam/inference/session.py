@@ -12,12 +12,13 @@ them as given (:mod:`gnnseg.seg.sam.inference.base`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from gnnseg.seg.io.intensity import to_rgb_uint8
 from gnnseg.seg.sam.inference.base import Predictor
+from gnnseg.seg.sam.inference.object_history import ObjectHistories
 from gnnseg.seg.sam.inference.prediction import Prediction
 from gnnseg.seg.sam.inference.prompts import Prompts, checked_prompts
 
@@ -36,14 +37,12 @@ class ObjectState:
     def mask(self) -> np.ndarray:
         return self.logits > 0
 
-
-@dataclass
-class _Object:
-    states: list[ObjectState] = field(default_factory=list)
-    forgotten: int = 0   # states dropped beyond the undo depth
+    @property
+    def nbytes(self) -> int:
+        return self.logits.nbytes + self.points.nbytes + self.labels.nbytes
 
 
-class InteractiveSession:
+class InteractiveSession(ObjectHistories[ObjectState]):
     """An image being segmented object by object, each object corrected click by click.
 
     ``add`` starts an object from a box and/or points and returns its id; ``click`` adds one point to it; ``undo``
@@ -52,17 +51,18 @@ class InteractiveSession:
     """
 
     def __init__(self, predictor: Predictor, image: np.ndarray, *, undo_depth: int | None = None) -> None:
-        if undo_depth is not None and undo_depth < 0:
-            raise ValueError(f"undo_depth must be >= 0 or None, got {undo_depth}")
+        super().__init__(undo_depth)
         self.predictor = predictor
-        self.undo_depth = undo_depth
         self.rgb = to_rgb_uint8(image)
-        self._objects: dict[int, _Object] = {}
-        self._next_id = 1
 
     @property
     def image_shape(self) -> tuple[int, int]:
         return self.rgb.shape[:2]
+
+    @property
+    def image_nbytes(self) -> int:
+        """Bytes of the image the session holds."""
+        return self.rgb.nbytes
 
     def add(self, box: np.ndarray | None = None, points: np.ndarray | None = None,
             labels: np.ndarray | None = None) -> int:
@@ -73,9 +73,7 @@ class InteractiveSession:
         given_points = prompts.points[0] if prompts.points is not None else np.zeros((0, 2))
         given_labels = prompts.labels[0] if prompts.labels is not None else np.zeros(0, dtype=np.int64)
         state = self._answer(None if prompts.boxes is None else prompts.boxes[0], given_points, given_labels, None)
-        object_id, self._next_id = self._next_id, self._next_id + 1
-        self._objects[object_id] = _Object([state])
-        return object_id
+        return self._new_object(state)
 
     def click(self, object_id: int, x: float, y: float, positive: bool) -> ObjectState:
         """Add a point at ``(x, y)`` (pixel indices; ``positive``: inside the object) and answer the object again
@@ -86,44 +84,8 @@ class InteractiveSession:
         checked_prompts(None if current.box is None else current.box[None], points[None], labels[None],
                         self.image_shape)   # refuses a bad click before anything changes
         state = self._answer(current.box, points, labels, current.logits)
-        states = self._objects[object_id].states
-        states.append(state)
-        if self.undo_depth is not None and len(states) > self.undo_depth + 1:
-            del states[0]
-            self._objects[object_id].forgotten += 1
+        self._push(object_id, state)
         return state
-
-    def undo(self, object_id: int) -> ObjectState:
-        """Take back the object's last click; the state it returns to."""
-        tracked = self._object(object_id)
-        states = tracked.states
-        if len(states) == 1:
-            raise ValueError(f"object {object_id} has no click to undo" if not tracked.forgotten else
-                             f"object {object_id} keeps no earlier state (the last {self.undo_depth} clicks can be "
-                             "undone)")
-        states.pop()
-        return states[-1]
-
-    def state(self, object_id: int) -> ObjectState:
-        return self._object(object_id).states[-1]
-
-    def history(self, object_id: int) -> list[ObjectState]:
-        """The states the object keeps, oldest first (the last is its current state)."""
-        return list(self._object(object_id).states)
-
-    def remove(self, object_id: int) -> None:
-        self._object(object_id)
-        del self._objects[object_id]
-
-    @property
-    def object_ids(self) -> list[int]:
-        return list(self._objects)
-
-    def _object(self, object_id: int) -> _Object:
-        if object_id not in self._objects:
-            known = ", ".join(map(str, self._objects)) or "none"
-            raise KeyError(f"no object {object_id} in this session (objects: {known})")
-        return self._objects[object_id]
 
     def _answer(self, box: np.ndarray | None, points: np.ndarray, labels: np.ndarray,
                 previous: np.ndarray | None) -> ObjectState:

@@ -14,12 +14,16 @@ neighbours (docs/benchmarks.md measures the difference).
 
 Label ``k`` of the result is box ``k`` (1-based); later boxes overwrite earlier ones where they overlap.
 
-Clicks on any slice correct a 3D object (:func:`correct_slice_3d`): that slice is answered again from its box, the
-clicks and its current mask, and the slices beyond it are propagated again from the corrected one.
+Clicks on any slice correct a 3D object (:func:`correct_slice_3d`, :func:`repropagate_from_slice`): that slice is
+answered again from its box, the clicks and its current mask, and the slices beyond it are propagated again from the
+corrected one, to the 3D box's ends or, on each side, to the slice before the nearest *anchor*, a slice corrected
+with clicks of its own, whose mask is kept (a click elsewhere must not undo what the user fixed there).
+:class:`~gnnseg.seg.sam.inference.volume_session.VolumeSession` keeps 3D objects and their clicks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,18 +81,18 @@ def _propagate(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, rect
         previous = mask[z]
 
 
-def _weighted_iou(mask: np.ndarray, slice_iou: np.ndarray, z0: int, z1: int) -> float:
-    """The slices' predicted IoUs weighted by their mask areas (their plain mean when every slice came out empty)."""
+def volume_iou(mask: np.ndarray, slice_iou: np.ndarray, z0: int, z1: int) -> float:
+    """A 3D object's predicted IoU over slices ``z0..z1``: the slices' predicted IoUs weighted by their mask areas
+    (their plain mean when every slice came out empty)."""
     areas = mask[z0:z1 + 1].sum(axis=(1, 2))
     ious = slice_iou[z0:z1 + 1]
     return float(np.average(ious, weights=areas) if areas.sum() else ious.mean())
 
 
-def segment_box_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray,
-                   margin: int = 3) -> tuple[np.ndarray, float]:
-    """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice,
-    and its predicted IoU: the slices' predicted IoUs weighted by their mask areas (their plain mean when every
-    slice came out empty)."""
+def propagate_box_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray,
+                     margin: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice, and
+    the ``(D,)`` predicted IoU of each slice (0 outside the box's slices)."""
     x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
     rectangle = np.array([x0, y0, x1, y1], dtype=np.float64)
     mask = np.zeros(volume.shape[:3], dtype=bool)
@@ -96,33 +100,72 @@ def segment_box_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, 
     middle = z0 + (z1 - z0) // 2
     _propagate(predictor, volume, rectangle, mask, slice_iou, range(middle, z1 + 1), None, margin)
     _propagate(predictor, volume, rectangle, mask, slice_iou, range(middle - 1, z0 - 1, -1), mask[middle], margin)
-    return mask, _weighted_iou(mask, slice_iou, z0, z1)
+    return mask, slice_iou
 
 
-def correct_slice_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray, mask: np.ndarray,
-                     z: int, points: np.ndarray, labels: np.ndarray, margin: int = 3) -> tuple[np.ndarray, float]:
-    """A 3D object's mask after clicks on slice ``z``: that slice answered from its box (the box of its current mask
-    grown by ``margin``, within the 3D box), the ``(P, 2)`` clicks with their labels and its current mask as the
-    previous answer; then every slice beyond it, on both sides up to the 3D box's ends, propagated again from the
-    corrected slice. ``mask`` (``(D, H, W)`` bool, as :func:`segment_box_3d` gives) is left as it was; returns the
-    new mask and its predicted IoU."""
-    x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
+def segment_box_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray,
+                   margin: int = 3) -> tuple[np.ndarray, float]:
+    """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice,
+    and its predicted IoU (:func:`volume_iou` over the box's slices)."""
+    mask, slice_iou = propagate_box_3d(predictor, volume, box, margin)
+    return mask, volume_iou(mask, slice_iou, int(box[2]), int(box[5]))
+
+
+def repropagated_slices(box: np.ndarray, z: int, anchors: Iterable[int] = ()) -> tuple[int, int]:
+    """The first and last slice answered after clicks on slice ``z`` of a 3D ``box``: the box's ends, or on each
+    side the slice before the nearest anchor (a slice whose mask its own clicks made, which is kept)."""
+    z0, z1 = int(box[2]), int(box[5])
     if not z0 <= z <= z1:
         raise ValueError(f"slice {z} lies outside the 3D box's slices {z0}..{z1}")
+    anchors = sorted({int(a) for a in anchors} - {z})
+    outside = [a for a in anchors if not z0 <= a <= z1]
+    if outside:
+        raise ValueError(f"anchor slices {outside} lie outside the 3D box's slices {z0}..{z1}")
+    below, above = [a for a in anchors if a < z], [a for a in anchors if a > z]
+    return (below[-1] + 1 if below else z0), (above[0] - 1 if above else z1)
+
+
+def repropagate_from_slice(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray,
+                           mask: np.ndarray, slice_iou: np.ndarray, z: int, points: np.ndarray, labels: np.ndarray,
+                           margin: int = 3, *, anchors: Iterable[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D object's mask and per-slice predicted IoUs after clicks on slice ``z``: that slice answered from its box
+    (the box of its current mask grown by ``margin``, within the 3D box), the ``(P, 2)`` clicks with their labels
+    and its current mask as the previous answer; then the slices beyond it, on both sides, propagated again from
+    the corrected one up to the 3D box's ends or, where ``anchors`` name slices corrected with clicks of their
+    own, up to the slice before the nearest anchor (:func:`repropagated_slices`). Slices not answered keep their
+    mask and IoU. ``mask`` (``(D, H, W)`` bool) and ``slice_iou`` (``(D,)``), as :func:`propagate_box_3d` gives
+    them, are left as they were."""
+    first, last = repropagated_slices(box, z, anchors)
     if mask.shape != volume.shape[:3]:
         raise ValueError(f"mask shape {mask.shape} != volume shape {volume.shape[:3]}")
+    if np.shape(slice_iou) != volume.shape[:1]:
+        raise ValueError(f"slice_iou shape {np.shape(slice_iou)} != ({volume.shape[0]},), one per slice")
+    x0, y0, _, x1, y1, _ = (int(v) for v in box)
     rectangle = np.array([x0, y0, x1, y1], dtype=np.float64)
-    corrected, slice_iou = mask.copy(), np.zeros(volume.shape[0])
+    corrected, corrected_iou = mask.copy(), np.array(slice_iou, dtype=np.float64)
     predictor.set_image(volume[z])
     previous_logits = np.where(mask[z], 8.0, -8.0).astype(np.float32)    # the hard mask as confident logits
     prediction = predictor.predict(boxes=propagated_box(mask[z], rectangle, margin), points=np.asarray(points)[None],
                                    point_labels=np.asarray(labels)[None], mask_logits=previous_logits)
     corrected[z] = False
     corrected[z, y0:y1 + 1, x0:x1 + 1] = prediction.masks[0, 0, y0:y1 + 1, x0:x1 + 1]
-    slice_iou[z] = prediction.iou[0, 0]
-    _propagate(predictor, volume, rectangle, corrected, slice_iou, range(z + 1, z1 + 1), corrected[z], margin)
-    _propagate(predictor, volume, rectangle, corrected, slice_iou, range(z - 1, z0 - 1, -1), corrected[z], margin)
-    return corrected, _weighted_iou(corrected, slice_iou, z0, z1)
+    corrected_iou[z] = prediction.iou[0, 0]
+    _propagate(predictor, volume, rectangle, corrected, corrected_iou, range(z + 1, last + 1), corrected[z], margin)
+    _propagate(predictor, volume, rectangle, corrected, corrected_iou, range(z - 1, first - 1, -1), corrected[z],
+               margin)
+    return corrected, corrected_iou
+
+
+def correct_slice_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray, mask: np.ndarray,
+                     z: int, points: np.ndarray, labels: np.ndarray, margin: int = 3, *,
+                     anchors: Iterable[int] = ()) -> tuple[np.ndarray, float]:
+    """A 3D object's mask after clicks on slice ``z`` (:func:`repropagate_from_slice`: without ``anchors`` every
+    slice of the 3D box beyond ``z`` is propagated again; with them, only up to the slice before the nearest anchor
+    on each side, and the anchored slices keep their mask). ``mask`` is left as it was; returns the new mask and
+    the predicted IoU of the slices answered (:func:`volume_iou`; all the box's slices without anchors)."""
+    corrected, slice_iou = repropagate_from_slice(predictor, volume, box, mask, np.zeros(volume.shape[0]), z, points,
+                                                  labels, margin, anchors=anchors)
+    return corrected, volume_iou(corrected, slice_iou, *repropagated_slices(box, z, anchors))
 
 
 def segment_boxes_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray,

@@ -1,12 +1,14 @@
 // gnnseg web page: upload, draw boxes, correct masks with clicks, show masks. Talks to the service's /v1 API only.
 // A 2D box (or a first click) starts an object on the service; clicks correct the selected object (shift-click or
-// the "remove" mode: the object does not go there); 3D boxes are propagated through slices in one request.
+// the "remove" mode: the object does not go there). On a volume with "3D" on, the box and a slice range start a 3D
+// object: clicks on any of its slices correct it there and the service propagates the change to the other slices.
+// A 3D object's mask comes as one run-length code over the volume; each slice is decoded from it when shown.
 "use strict";
 
 const COLORS = [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240],
                 [240, 50, 230], [210, 245, 60]];
-const state = { image: null, slice: 0, picture: null, boxes: [], masks: null, drag: null, scale: 1, busy: false,
-                selected: -1 };
+const state = { image: null, slice: 0, picture: null, boxes: [], drag: null, scale: 1, busy: false, selected: -1,
+                zRangeSet: false };
 const $ = (id) => document.getElementById(id);
 const canvas = $("view");
 const context = canvas.getContext("2d");
@@ -39,12 +41,11 @@ async function upload(file) {
   if (!response.ok) { setStatus(`Could not open ${file.name}: ${await errorText(response)}`, true); return; }
   state.image = await response.json();
   state.boxes = (state.image.kind === "2d" && state.image.boxes) ? state.image.boxes.map((b) => ({ box: b, slice: 0 })) : [];
-  state.masks = null;
   state.selected = state.boxes.length - 1;
   const volume = state.image.kind === "3d";
   $("slice-controls").hidden = !volume;
-  $("slice").max = state.image.slices - 1;
-  $("z-to").value = state.image.slices - 1;
+  $("slice").max = $("z-from").max = $("z-to").max = state.image.slices - 1;
+  state.zRangeSet = false;
   await showSlice(volume ? Math.floor(state.image.slices / 2) : 0);
   setStatus(`${file.name}: ${state.image.shape.join(" x ")}${volume ? " (volume)" : ""}. Drag a box around an object.`);
   if (state.boxes.length) await segment();
@@ -54,6 +55,10 @@ async function showSlice(index) {
   state.slice = index;
   $("slice").value = index;
   $("slice-number").textContent = index;
+  if (!state.zRangeSet) {   // a 3D box spans the shown slice +-5 (within the volume) until the user sets its range
+    $("z-from").value = Math.max(0, index - 5);
+    $("z-to").value = Math.min(state.image.slices - 1, index + 5);
+  }
   const response = await api(`/v1/images/${state.image.id}/slices/${index}`);
   if (!response.ok) { setStatus(await errorText(response), true); return; }
   state.picture = await createImageBitmap(await response.blob());
@@ -103,7 +108,7 @@ function draw() {
   }
   context.lineWidth = 2;
   state.boxes.forEach((entry, k) => {
-    if (entry.slice !== state.slice && !entry.box3d) return;
+    if (!onSlice(entry)) return;
     const [r, g, b] = COLORS[k % COLORS.length];
     context.strokeStyle = `rgb(${r}, ${g}, ${b})`;
     if (entry.box) {
@@ -112,9 +117,9 @@ function draw() {
       context.strokeRect(x0 * state.scale, y0 * state.scale, (x1 - x0) * state.scale, (y1 - y0) * state.scale);
       context.setLineDash([]);
     }
-    const points = entry.object ? entry.object.points : [];
+    const { points, labels } = entry.object ? clicksOnSlice(entry.object) : { points: [], labels: [] };
     points.forEach(([x, y], i) => {
-      context.fillStyle = entry.object.labels[i] ? "#22dd44" : "#ff3344";
+      context.fillStyle = labels[i] ? "#22dd44" : "#ff3344";
       context.beginPath();
       context.arc(x * state.scale, y * state.scale, 5, 0, 2 * Math.PI);
       context.fill();
@@ -135,10 +140,10 @@ function listBoxes() {
   $("boxes").innerHTML = "";
   state.boxes.forEach((entry, k) => {
     const item = document.createElement("li");
-    const answer = entry.object || (state.masks && state.masks[k]);
+    const answer = entry.object;
     const iou = answer && answer.iou !== null && answer.iou !== undefined ? `, predicted IoU ${answer.iou.toFixed(2)}` : "";
-    const clicks = entry.object ? `, ${entry.object.points.length} click(s)` : "";
-    const where = entry.box3d ? `slices ${entry.box3d[2]}-${entry.box3d[5]}` : `slice ${entry.slice}`;
+    const clicks = entry.object ? `, ${clickCount(entry.object)} click(s)` : "";
+    const where = entry.box3d ? `slices ${zRange(entry).join("-")} (3D)` : `slice ${entry.slice}`;
     const prompt = entry.box ? `[${entry.box.map(Math.round).join(", ")}]` : "from a click";
     item.textContent = `${prompt} ${state.image.kind === "3d" ? where : ""}${clicks}${iou}`;
     item.classList.toggle("selected", k === state.selected);
@@ -148,16 +153,36 @@ function listBoxes() {
   const any = state.boxes.length > 0;
   $("undo").disabled = $("clear").disabled = !any;
   $("undo").textContent = hasClickToUndo(state.boxes[state.selected]) ? "Undo last click" : "Remove last object";
-  $("download-png").disabled = !any || state.image.kind === "3d" && state.boxes.some((e) => e.box3d);
+  $("download-png").disabled = !any;
   $("download-nifti").disabled = !any || state.image.kind !== "3d";
 }
 
+function zRange(entry) {
+  // a 3D object's slices as the service took them (rounded, within the volume), or as asked before it answered
+  const box = (entry.object && entry.object.box3d) || entry.box3d;
+  return [box[2], box[5]];
+}
+
+function onSlice(entry) {
+  if (!entry.box3d) return entry.slice === state.slice;
+  const [z0, z1] = zRange(entry);
+  return z0 <= state.slice && state.slice <= z1;
+}
+
+function clicksOnSlice(object) {
+  // a 2D object's clicks, or a 3D object's clicks on the shown slice
+  if (object.kind !== "3d") return { points: object.points, labels: object.labels };
+  return object.clicks.find((c) => c.slice === state.slice) || { points: [], labels: [] };
+}
+
+function clickCount(object) {
+  return object.kind === "3d" ? object.clicks.reduce((n, c) => n + c.points.length, 0) : object.points.length;
+}
+
 function requestBody(format) {
-  if (state.image.kind === "3d" && state.boxes.some((e) => e.box3d)) {
-    return { boxes3d: state.boxes.map((e) => e.box3d || [e.box[0], e.box[1], e.slice, e.box[2], e.box[3], e.slice]), format };
-  }
-  const onSlice = state.boxes.filter((e) => e.slice === state.slice && e.box);
-  const body = { boxes: onSlice.map((e) => e.box), format };
+  // the 2D boxes of the shown slice, for the segment route
+  const boxes = state.boxes.filter((e) => e.slice === state.slice && e.box && !e.box3d);
+  const body = { boxes: boxes.map((e) => e.box), format };
   if (state.image.kind === "3d") body.slice = state.slice;
   return body;
 }
@@ -167,14 +192,17 @@ async function post(path, body) {
 }
 
 function shownMasks() {
-  // the masks to draw: a 3D answer covers every slice; 2D objects belong to their slice
-  if (state.masks) return state.masks;
-  return state.boxes.filter((e) => e.object && e.slice === state.slice).map((e) => ({ rle: e.object.mask, iou: e.object.iou }));
+  // the masks to draw: 2D objects on their slice, 3D objects on every slice of their range
+  return state.boxes.filter((e) => e.object && onSlice(e)).map((e) => ({ rle: e.object.mask, iou: e.object.iou }));
 }
 
 async function startObject(entry) {
-  const body = entry.box ? { box: entry.box } : { points: [entry.point], labels: [1] };
-  if (state.image.kind === "3d") body.slice = entry.slice;
+  let body;
+  if (entry.box3d) body = { box3d: entry.box3d };
+  else {
+    body = entry.box ? { box: entry.box } : { points: [entry.point], labels: [1] };
+    if (state.image.kind === "3d") body.slice = entry.slice;
+  }
   const response = await post(`/v1/images/${state.image.id}/objects`, body);
   if (!response.ok) { setStatus(await errorText(response), true); return false; }
   entry.object = await response.json();
@@ -185,29 +213,21 @@ async function segment() {
   state.busy = true;
   setStatus("Segmenting...");
   const began = performance.now();
-  if (state.boxes.some((e) => e.box3d)) {
-    const response = await post(`/v1/images/${state.image.id}/segment`, requestBody("json"));
-    state.busy = false;
-    if (!response.ok) { setStatus(await errorText(response), true); return; }
-    state.masks = (await response.json()).masks;
-  } else {
-    state.masks = null;
-    for (const entry of state.boxes.filter((e) => !e.object && e.slice === state.slice)) {
-      if (!(await startObject(entry))) { state.busy = false; return; }
-    }
-    state.busy = false;
+  for (const entry of state.boxes.filter((e) => !e.object && onSlice(e))) {
+    if (!(await startObject(entry))) { state.busy = false; return; }
   }
+  state.busy = false;
   const count = shownMasks().length;
   draw();
   canvas.dataset.masks = String(count);
   setStatus(`${count} mask(s) in ${((performance.now() - began) / 1000).toFixed(2)} s.` +
-            (count && !state.masks ? " Click to add to the selected object, shift-click to remove." : ""));
+            (count ? " Click to add to the selected object, shift-click to remove." : ""));
 }
 
 async function click(point, remove) {
-  // a click corrects the selected object on this slice, or starts one
+  // a click corrects the selected object on this slice (a 3D object on any slice of its range), or starts one
   const selected = state.boxes[state.selected];
-  if (!selected || !selected.object || selected.slice !== state.slice) {
+  if (!selected || !selected.object || !onSlice(selected)) {
     if (remove) return;
     state.boxes.push({ box: null, point, slice: state.slice });
     state.selected = state.boxes.length - 1;
@@ -217,18 +237,20 @@ async function click(point, remove) {
   state.busy = true;
   const began = performance.now();
   const url = `/v1/images/${state.image.id}/objects/${selected.object.id}/clicks`;
-  const response = await post(url, { x: point[0], y: point[1], label: remove ? 0 : 1 });
+  const body = { x: point[0], y: point[1], label: remove ? 0 : 1 };
+  if (selected.box3d) body.slice = state.slice;
+  const response = await post(url, body);
   state.busy = false;
   if (!response.ok) { setStatus(await errorText(response), true); return; }
   selected.object = await response.json();
   draw();
-  canvas.dataset.clicks = String(selected.object.points.length);
+  canvas.dataset.clicks = String(clickCount(selected.object));
   setStatus(`Click answered in ${Math.round(performance.now() - began)} ms ` +
             `(${Math.round(1000 * selected.object.seconds)} ms on the server), predicted IoU ${selected.object.iou.toFixed(2)}.`);
 }
 
 function hasClickToUndo(entry) {
-  return entry && entry.object && entry.object.points.length > (entry.box ? 0 : 1);
+  return entry && entry.object && clickCount(entry.object) > (entry.box ? 0 : 1);
 }
 
 async function undo() {
@@ -237,7 +259,7 @@ async function undo() {
     const response = await post(`/v1/images/${state.image.id}/objects/${selected.object.id}/undo`, {});
     if (!response.ok) { setStatus(await errorText(response), true); return; }
     selected.object = await response.json();
-    canvas.dataset.clicks = String(selected.object.points.length);
+    canvas.dataset.clicks = String(clickCount(selected.object));
     draw();
     setStatus("Last click undone.");
     return;
@@ -245,7 +267,6 @@ async function undo() {
   const entry = state.boxes.pop();
   if (entry && entry.object) api(`/v1/images/${state.image.id}/objects/${entry.object.id}`, { method: "DELETE" });
   state.selected = state.boxes.length - 1;
-  state.masks = null;
   await segment();
 }
 
@@ -282,8 +303,11 @@ window.addEventListener("mouseup", async () => {
   }
   if (box[2] - box[0] < 2 || box[3] - box[1] < 2) { draw(); return; }
   const entry = { box, slice: state.slice };
-  if (state.image.kind === "3d" && $("propagate").checked) {
-    entry.box3d = [box[0], box[1], Number($("z-from").value), box[2], box[3], Number($("z-to").value)];
+  if (state.image.kind === "3d" && $("box-3d").checked) {
+    const last = state.image.slices - 1;
+    const clamp = (value) => Math.max(0, Math.min(last, Math.round(Number(value) || 0)));
+    const [z0, z1] = [clamp($("z-from").value), clamp($("z-to").value)].sort((a, b) => a - b);
+    entry.box3d = [box[0], box[1], z0, box[2], box[3], z1];
   }
   state.boxes.push(entry);
   state.selected = state.boxes.length - 1;
@@ -291,12 +315,13 @@ window.addEventListener("mouseup", async () => {
 });
 
 $("file").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });
-// a 3D result covers every slice and 2D objects belong to theirs: scrolling only redraws
+// masks are held here (a 3D object's slices decoded from its run lengths): scrolling only redraws
 $("slice").addEventListener("input", (event) => showSlice(Number(event.target.value)).then(draw));
+["z-from", "z-to"].forEach((id) => $(id).addEventListener("input", () => { state.zRangeSet = true; }));
 $("undo").addEventListener("click", undo);
 $("clear").addEventListener("click", () => {
   state.boxes.filter((e) => e.object).forEach((e) => api(`/v1/images/${state.image.id}/objects/${e.object.id}`, { method: "DELETE" }));
-  state.boxes = []; state.masks = null; state.selected = -1; draw();
+  state.boxes = []; state.selected = -1; draw();
 });
 document.addEventListener("dragover", (event) => { event.preventDefault(); document.body.classList.add("dragging"); });
 document.addEventListener("dragleave", () => document.body.classList.remove("dragging"));
@@ -323,11 +348,16 @@ async function labelsPng() {
 }
 
 async function download(format, suffix) {
+  // PNG: what the page shows on this slice, clicks included; NIfTI: the selected 3D object (clicks included), or
+  // the 2D boxes of this slice placed in the volume
+  const selected = state.boxes[state.selected];
   let blob;
-  if (format === "png" && !state.boxes.some((e) => e.box3d)) {
-    blob = await labelsPng();      // what the page shows, clicks included
+  if (format === "png") {
+    blob = await labelsPng();
   } else {
-    const response = await post(`/v1/images/${state.image.id}/segment`, requestBody(format));
+    const response = selected && selected.box3d && selected.object
+      ? await api(`/v1/images/${state.image.id}/objects/${selected.object.id}?format=nifti`)
+      : await post(`/v1/images/${state.image.id}/segment`, requestBody(format));
     if (!response.ok) { setStatus(await errorText(response), true); return; }
     blob = await response.blob();
   }
