@@ -19,8 +19,8 @@ ZOOM_SCALES_HELP = ("with --zoom: N windows per box, each half as wide as the on
                     "measure)")
 
 
-CHECKPOINT_HELP = ("a model name ({names}{default}), a checkpoint (SAM, MedSAM, MobileSAM, Lite MedSAM or gnnseg "
-                   "layout) or an ONNX export folder")
+CHECKPOINT_HELP = ("a model name ({names}; default {default}), a checkpoint (SAM, MedSAM, MobileSAM, Lite MedSAM "
+                   "or gnnseg layout) or an ONNX export folder")
 NORMALIZATION_HELP = ("input normalisation, overriding what the checkpoint implies: minmax (MedSAM, Lite MedSAM) or "
                       "imagenet (SAM, MobileSAM); needed for a flat ViT checkpoint, whose tensors do not tell")
 UNMATCHED_HELP = ("go on when an image has no mask of the same name (by default that is an error listing every "
@@ -30,19 +30,17 @@ PREPROCESSING_HELP = ("Lite MedSAM-style models: gnnseg (area averaging in float
                       "masks; needs opencv-python-headless); default: the model's own")
 
 
-def _checkpoint_help(*, with_default: bool = True) -> str:
+def _checkpoint_help() -> str:
     """--checkpoint's help with the model names, read from the torch-free registry without loading a model."""
     from gnnseg.seg.sam.shipped import DEFAULT_MODEL, MODEL_NAMES
 
-    return CHECKPOINT_HELP.format(names=", ".join(MODEL_NAMES), default=f"; default {DEFAULT_MODEL}" * with_default)
+    return CHECKPOINT_HELP.format(names=", ".join(MODEL_NAMES), default=DEFAULT_MODEL)
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, tta_help: str | None = TTA_HELP, *,
-                         checkpoint_required: bool = False) -> None:
+def _add_model_arguments(parser: argparse.ArgumentParser, tta_help: str | None = TTA_HELP) -> None:
     """--checkpoint, --normalization, --preprocessing and (unless ``tta_help`` is None) --tta, --zoom and
     --zoom-scales: which box-prompted model answers and how (:func:`_model_choice`)."""
-    parser.add_argument("--checkpoint", required=checkpoint_required,
-                        help=_checkpoint_help(with_default=not checkpoint_required))
+    parser.add_argument("--checkpoint", help=_checkpoint_help())
     parser.add_argument("--normalization", choices=NORMALIZATIONS, help=NORMALIZATION_HELP)
     parser.add_argument("--preprocessing", choices=PREPROCESSINGS, help=PREPROCESSING_HELP)
     if tta_help is None:
@@ -382,9 +380,10 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     distil.add_argument("--json", action="store_true")
     distil.set_defaults(handler=_seg_distill)
 
-    export = seg.add_parser("export-onnx", help="write a whole-image model as encoder.onnx + decoder.onnx "
-                                                "(run with onnxruntime by passing the folder as --checkpoint)")
-    _add_model_arguments(export, tta_help=None, checkpoint_required=True)  # the default may be box-centred
+    export = seg.add_parser("export-onnx", help="write a model as encoder.onnx, decoder.onnx and "
+                                                "prompt_decoder.onnx (run with onnxruntime, without torch, by passing "
+                                                "the folder as --checkpoint)")
+    _add_model_arguments(export, tta_help=None)
     export.add_argument("-o", "--output", required=True, help="a new or empty folder")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=_seg_export_onnx)

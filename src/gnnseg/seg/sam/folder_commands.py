@@ -19,6 +19,7 @@ from gnnseg.seg.io.pairs import paired_files
 from gnnseg.seg.metrics import evaluate_case
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.inference.box_prompted import predicted_masks
+from gnnseg.seg.sam.inference.onnx_model import OnnxSam
 from gnnseg.seg.sam.inference.simulated_user import objects_summary
 from gnnseg.seg.sam.modeling.config import Normalization
 from gnnseg.seg.sam.modeling.sam import build_sam
@@ -101,17 +102,17 @@ def distill_folders(images: str, masks: str, output: str, *, teacher: str, stude
 
 
 def export_onnx_folder(output: str | os.PathLike, *, choice: ModelChoice | None = None) -> dict[str, Any]:
-    """Write a model (``choice``'s: its checkpoint, normalisation and preprocessing) as ``encoder.onnx`` +
-    ``decoder.onnx`` into a new folder (``gnnseg seg export-onnx``)."""
+    """Write a model (``choice``'s: its checkpoint, normalisation and preprocessing; default: the default model) as
+    ``encoder.onnx``, ``decoder.onnx`` and ``prompt_decoder.onnx`` into a new folder (``gnnseg seg export-onnx``)."""
     from gnnseg.seg.sam.export import export_onnx
 
     output_path = Path(output)
     if output_path.exists() and any(output_path.iterdir()):
         raise FileExistsError(f"{output_path} is not empty; choose another output folder")
-    model = (choice or ModelChoice()).load()
-    if model.config.crop_margin is not None:
-        raise ValueError("box-centred models encode one window per box and are not exported; export a "
-                         "whole-image model such as litemedsam or the packaged lite_medsam")
+    choice = choice or ModelChoice()
+    model = choice.load()
+    if isinstance(model, OnnxSam):
+        raise ValueError(f"{choice.name} is already an ONNX export; export the PyTorch checkpoint it came from")
     encoder, decoder = export_onnx(model, output_path)
     return {"encoder": str(encoder), "decoder": str(decoder), "image_size": model.config.image_size}
 

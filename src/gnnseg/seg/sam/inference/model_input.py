@@ -55,6 +55,7 @@ __all__ = [
     "resize_image",
     "resize_longest_side",
     "resize_mask",
+    "resize_window",
     "whole_image_input",
 ]
 
@@ -169,12 +170,34 @@ def resize_longest_side(image: np.ndarray, size: int = 256) -> np.ndarray:
     new_height, new_width = max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
     method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     channels = array[:, :, None] if array.ndim == 2 else array
-    resized = np.stack([
-        np.asarray(Image.fromarray(np.ascontiguousarray(channels[:, :, c], np.float32))
-                   .resize((new_width, new_height), method))
-        for c in range(channels.shape[2])
-    ], axis=2)
+    resized = _resize_channels(channels, (new_height, new_width), method)
     return resized[:, :, 0] if array.ndim == 2 else resized
+
+
+def _resize_channels(array: np.ndarray, hw: Sequence[int], method: Image.Resampling) -> np.ndarray:
+    """Resize each channel of an ``(H, W, C)`` array to ``hw`` with Pillow's ``method`` on float32 ('F') images, one
+    channel at a time (a large image then costs one float channel at a time rather than all of them).
+
+    Returns:
+        float32 ``(h, w, C)``.
+    """
+    height, width = (int(v) for v in hw)
+    return np.stack([
+        np.asarray(Image.fromarray(np.ascontiguousarray(array[:, :, c], np.float32)).resize((width, height), method))
+        for c in range(array.shape[2])
+    ], axis=2)
+
+
+def resize_window(window: np.ndarray, size: int) -> np.ndarray:
+    """A box-centred model's ``(s, s, 3)`` window (:meth:`~gnnseg.seg.sam.inference.crop.CropWindow.cut`) -> its
+    ``(size, size, 3)`` float32 pixels in 0..255, before normalisation.
+
+    Pillow's bilinear filter: when shrinking it widens with the scale (antialiasing), which is what torch's
+    ``interpolate(mode="bilinear", antialias=True)`` was written to reproduce; when enlarging it is ordinary
+    half-pixel bilinear interpolation (``align_corners=False``). The two agree to float rounding
+    (tests/seg/test_sam_export_box_centred.py measures it), so the PyTorch and ONNX predictors and training share this.
+    """
+    return np.clip(_resize_channels(window, (size, size), Image.Resampling.BILINEAR), 0, 255)
 
 
 def pad_to_square(image: np.ndarray, size: int = 256) -> np.ndarray:

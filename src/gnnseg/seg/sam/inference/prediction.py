@@ -3,7 +3,8 @@ mask upscaling.
 
 :class:`~gnnseg.seg.sam.inference.predictor.SamPredictor` (PyTorch models) and
 :class:`~gnnseg.seg.sam.inference.onnx_predictor.OnnxPredictor` (exported models, no torch import) both use these, so
-the two answer the same prompt the same way.
+the two answer the same prompt the same way; what they share for box-centred models is in
+:mod:`gnnseg.seg.sam.inference.box_centred`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT, CropWindow
+from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT
 from gnnseg.seg.sam.inference.model_input import whole_image_input
 from gnnseg.seg.sam.modeling.config import SamConfig
 
@@ -168,10 +169,3 @@ def whole_image_mask_input(mask_logits: np.ndarray, layout: str, size: int, inpu
     dense = np.full((len(mask_logits), 1, low_size, low_size), BACKGROUND_LOGIT, dtype=np.float32)
     dense[:, 0, :height, :width] = bilinear_resize(mask_logits, (height, width))
     return dense
-
-
-def window_mask_input(mask_logits: np.ndarray, window: CropWindow, low_size: int) -> np.ndarray:
-    """``(H, W)`` logits at the image's size -> the ``(1, L, L)`` dense prompt of a box-centred model for
-    ``window`` (background where the window leaves the image)."""
-    cut = window.cut(mask_logits - BACKGROUND_LOGIT) + BACKGROUND_LOGIT
-    return bilinear_resize(cut, (low_size, low_size))[None]

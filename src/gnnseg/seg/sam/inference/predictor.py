@@ -14,8 +14,9 @@ encoder depends on the model:
   (:func:`~gnnseg.seg.sam.inference.model_input.lite_model_input`); the same post-processing with a 0.5 probability
   threshold, which is logit 0.
 - **Box-centred models** (``crop_margin`` set, such as the shipped ``vit_cpu`` model): each prompt gets its own
-  window around the box (:mod:`gnnseg.seg.sam.inference.crop`); the encoder runs once per window rather than once per
-  image, which at 128 pixels is cheap.
+  window around the box (:mod:`gnnseg.seg.sam.inference.crop`, answered as
+  :mod:`gnnseg.seg.sam.inference.box_centred` says); the encoder runs once per window rather than once per image,
+  which at 128 pixels is cheap.
 
 The whole-image embedding is kept by ``set_image`` for every later ``predict``, and the last
 ``cache_size`` embeddings are remembered by the image's content
@@ -28,60 +29,35 @@ Models exported to ONNX have their own predictor with the same interface
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from gnnseg.seg.sam.inference.base import PredictorEntrance
-from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT, CropWindow
+from gnnseg.seg.sam.inference.box_centred import WindowedPrompts, WindowMemo, paste_logits
+from gnnseg.seg.sam.inference.crop import CropWindow
+from gnnseg.seg.sam.inference.model_input import resize_window
 from gnnseg.seg.sam.inference.prediction import (
     EmbeddingMemo,
     Prediction,
     to_input_coords,
     whole_image_mask_input,
     whole_image_masks,
-    window_mask_input,
 )
-from gnnseg.seg.sam.inference.prompts import Prompts, prompt_extents
+from gnnseg.seg.sam.inference.prompts import Prompts
 from gnnseg.seg.sam.modeling.sam import Sam
 
 
 def resize_crop(crop: np.ndarray, size: int) -> Tensor:
-    """``(s, s, 3)`` uint8 crop -> ``(3, size, size)`` float pixels in 0..255 (bilinear, antialiased when shrinking).
-
-    Channels are resized one at a time (they are independent), so a large window costs one float channel at a time
-    rather than three.
-    """
-    if crop.shape[0] == size:
-        return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float()
-    channels = []
-    for channel in range(crop.shape[2]):
-        plane = torch.from_numpy(np.ascontiguousarray(crop[:, :, channel]))[None, None].float()
-        channels.append(F.interpolate(plane, (size, size), mode="bilinear", align_corners=False,
-                                      antialias=plane.shape[-1] > size)[0, 0])
-        del plane
-    return torch.stack(channels).clamp(0, 255)
+    """``(s, s, 3)`` uint8 crop -> ``(3, size, size)`` float pixels in 0..255: the box-centred window's pixels
+    (:func:`~gnnseg.seg.sam.inference.model_input.resize_window`) as a tensor, for this predictor and for training."""
+    return torch.from_numpy(resize_window(crop, size)).permute(2, 0, 1)
 
 
 def paste_window(window: CropWindow, logits: Tensor, image_hw: tuple[int, int]) -> Tensor:
-    """``(B, M, s, s)`` logits over ``window`` (any ``s``) -> ``(B, M, H, W)`` logits over the whole image, background
-    (:data:`~gnnseg.seg.sam.inference.crop.BACKGROUND_LOGIT`) outside the window."""
-    side = window.side
-    resized = F.interpolate(logits, (side, side), mode="bilinear", align_corners=False)
-    height, width = image_hw
-    out = logits.new_full((*logits.shape[:2], height, width), BACKGROUND_LOGIT)
-    y0, x0 = max(window.top, 0), max(window.left, 0)
-    y1, x1 = min(window.top + side, height), min(window.left + side, width)
-    if y0 < y1 and x0 < x1:
-        out[..., y0:y1, x0:x1] = resized[..., y0 - window.top : y1 - window.top, x0 - window.left : x1 - window.left]
-    return out
-
-
-WINDOW_MEMO = 64
-"""Window embeddings a box-centred model keeps for the current image."""
+    """:func:`~gnnseg.seg.sam.inference.box_centred.paste_logits` on tensors: ``(B, M, s, s)`` logits over ``window``
+    -> ``(B, M, H, W)`` float32 logits over the whole image (CPU)."""
+    return torch.from_numpy(paste_logits(window, logits.detach().float().cpu().numpy(), image_hw))
 
 
 class SamPredictor(PredictorEntrance):
@@ -94,7 +70,7 @@ class SamPredictor(PredictorEntrance):
         self._memo = EmbeddingMemo(cache_size)
         self._embedding: Tensor | None = None
         self._input_hw: tuple[int, int] | None = None
-        self._windows: OrderedDict[CropWindow, Tensor] = OrderedDict()   # box-centred: this image's windows
+        self._windows = WindowMemo()     # box-centred: this image's windows
 
     @property
     def box_centred(self) -> bool:
@@ -130,8 +106,7 @@ class SamPredictor(PredictorEntrance):
     @torch.inference_mode()
     def answer(self, prompts: Prompts, multimask: bool = False) -> Prediction:
         if self.box_centred:
-            logits, iou = self._predict_in_windows(prompts, multimask)
-            return Prediction(logits.numpy() > 0, iou.numpy(), logits.numpy())
+            return self._predict_in_windows(prompts, multimask)
         return self._predict_whole_image(prompts, multimask)
 
     @property
@@ -155,45 +130,24 @@ class SamPredictor(PredictorEntrance):
                                           self._input_hw, self.image_shape)
         return Prediction(masks, iou.float().cpu().numpy(), logits)
 
-    def _window_embeddings(self, windows: list[CropWindow]) -> Tensor:
-        """The windows' embeddings: those this image already had are kept (a click inside the box keeps its
-        window), the others encoded in one batch. At most ``WINDOW_MEMO`` are kept per image."""
-        missing = list(dict.fromkeys(w for w in windows if w not in self._windows))
-        if missing:
-            size = self.model.image_size
-            pixels = torch.stack([resize_crop(window.cut(self._image), size) for window in missing])
-            encoded = self.model.encode(self.model.normalize(pixels.to(self.device)))
-            for window, embedding in zip(missing, encoded):
-                self._windows[window] = embedding
-        for window in windows:
-            self._windows.move_to_end(window)
-        found = torch.stack([self._windows[window] for window in windows])
-        while len(self._windows) > WINDOW_MEMO:
-            self._windows.popitem(last=False)
-        return found
-
-    def _predict_in_windows(self, prompts: Prompts, multimask: bool) -> tuple[Tensor, Tensor]:
-        """One window per prompt around its box and points: its box's when all its points lie in the box (a box
-        alone keeps the window it always had), else around both."""
-        config = self.model.config
+    def _encode_windows(self, windows: list[CropWindow]) -> Tensor:
+        """``(B, D, h, w)`` embeddings of the windows of this image, in one batch."""
         size = self.model.image_size
-        boxes, points = prompts.boxes, prompts.points
-        windows = [CropWindow.around(extent, config.crop_margin) for extent in prompt_extents(prompts)]
-        embeddings = self._window_embeddings(windows)
-        box_tensor = None
-        if boxes is not None:
-            box_tensor = self._tensor(np.stack([w.to_input(b, size) for w, b in zip(windows, boxes)]), torch.float32)
+        pixels = torch.stack([resize_crop(window.cut(self._image), size) for window in windows])
+        return self.model.encode(self.model.normalize(pixels.to(self.device)))
+
+    def _predict_in_windows(self, prompts: Prompts, multimask: bool) -> Prediction:
+        """One window per prompt around its box and points (:class:`WindowedPrompts`); the windows this image already
+        had keep their embeddings (:class:`WindowMemo`)."""
+        config = self.model.config
+        local = WindowedPrompts.place(prompts, config.crop_margin, config.image_size, self._mask_input_size)
+        embeddings = torch.stack(self._windows.embeddings(local.windows, self._encode_windows))
+        box_tensor = None if local.boxes is None else self._tensor(local.boxes, torch.float32)
         point_prompt = None
-        if points is not None:
-            local = np.stack([w.to_input(p, size) for w, p in zip(windows, points)])
-            point_prompt = (self._tensor(local, torch.float32), self._tensor(prompts.labels, torch.int64))
-        masks = None
-        if prompts.mask_logits is not None:
-            masks = self._tensor(np.stack([window_mask_input(logits, window, self._mask_input_size)
-                                           for logits, window in zip(prompts.mask_logits, windows)]), torch.float32)
+        if local.points is not None:
+            point_prompt = (self._tensor(local.points, torch.float32), self._tensor(local.labels, torch.int64))
+        masks = None if local.mask_input is None else self._tensor(local.mask_input, torch.float32)
         low_res, iou = self.model.decode(embeddings, points=point_prompt, boxes=box_tensor, mask_inputs=masks,
                                          multimask=multimask)
-        low_res, iou = low_res.float().cpu(), iou.float().cpu()
-        image_hw = self.image_shape
-        logits = torch.cat([paste_window(window, low_res[i : i + 1], image_hw) for i, window in enumerate(windows)])
-        return logits, iou
+        logits = local.paste(low_res.float().cpu().numpy(), self.image_shape)
+        return Prediction(logits > 0, iou.float().cpu().numpy(), logits)
