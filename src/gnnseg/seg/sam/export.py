@@ -1,11 +1,14 @@
 """ONNX export of a SAM-architecture model and inference with onnxruntime on the CPU.
 
 The model is split where its cost splits (as the CVPR 2024 "MedSAM on Laptop" entries did): the image encoder,
-run once per image, and the box path (prompt encoder + mask decoder), run once per batch of boxes with a dynamic
-number of boxes. A third graph answers corrections: boxes with a dynamic number of clicks each and the previous
-logits as a dense prompt (``has_mask`` 0 where there are none, as the official SAM export does).
+run once per image (once per window for box-centred models, whose windows are resized to the same input), and the
+box path (prompt encoder + mask decoder), run once per batch of boxes with a dynamic number of boxes. A third graph
+answers corrections: boxes with a dynamic number of clicks each and the previous logits as a dense prompt
+(``has_mask`` 0 where there are none, as the official SAM export does).
 :class:`~gnnseg.seg.sam.inference.onnx_model.OnnxSam` runs the graphs with onnxruntime, without torch, and
-:class:`~gnnseg.seg.sam.inference.onnx_predictor.OnnxPredictor` answers boxes with them as ``SamPredictor`` does.
+:class:`~gnnseg.seg.sam.inference.onnx_predictor.OnnxPredictor` answers boxes with them as ``SamPredictor`` does;
+``config.json`` carries what else the predictor needs (the input size and normalisation, a box-centred model's
+``crop_margin``).
 
 onnx and onnxruntime are optional (``pip install 'gnnseg[onnx]'``); nothing else in gnnseg needs them.
 """
