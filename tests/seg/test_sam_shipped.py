@@ -12,11 +12,13 @@ from gnnseg.seg.sam.shipped import PACKAGED_MODELS, SHIPPED_MODEL_PATH, load_mod
 from tests.conftest import require_dataset
 
 
-def test_packaged_model_is_small_half_precision_and_the_cpu_configuration():
-    assert SHIPPED_MODEL_PATH.stat().st_size <= 25e6
-    payload = torch.load(SHIPPED_MODEL_PATH, weights_only=True)
-    assert {tensor.dtype for tensor in payload["model"].values()} == {torch.float16}
-    assert set(payload["meta"]["val_dice_margin5"]) == {"endoscopy", "EM", "fundus", "CT", "MR"}
+def test_the_default_is_the_click_tuned_cpu_model_small_and_in_half_precision():
+    assert SHIPPED_MODEL_PATH == PACKAGED_MODELS["vit_cpu_clicks"] and SHIPPED_MODEL_PATH.stat().st_size <= 25e6
+    default = torch.load(SHIPPED_MODEL_PATH, weights_only=True)
+    assert {tensor.dtype for tensor in default["model"].values()} == {torch.float16}
+    assert default["meta"]["base_model"] == "vit_cpu" and default["meta"]["click_tuning"]["score_every_round"]
+    base = torch.load(PACKAGED_MODELS["vit_cpu"], weights_only=True)
+    assert set(base["meta"]["val_dice_margin5"]) == {"endoscopy", "EM", "fundus", "CT", "MR"}
     assert load_shipped_model().config == SAM_CONFIGS["vit_cpu"]
 
 

@@ -7,8 +7,8 @@ Packaged inside gnnseg (trained here on five modalities of public data, stored i
 - ``lite_medsam``: Lite MedSAM's architecture (TinyViT, whole image at 256), distilled from a ViT teacher and
   fine-tuned by ``benchmarks/lite_medsam_train.py``;
 - ``lite_medsam_fast``: a lighter TinyViT distilled from ``lite_medsam`` for CPUs;
-- ``vit_cpu_clicks``: ``vit_cpu`` with its prompt encoder and mask decoder tuned for correction clicks by
-  ``benchmarks/sam_click_tuning.py`` (the same image encoder).
+- ``vit_cpu_clicks`` (the default): ``vit_cpu`` with its prompt encoder and mask decoder tuned for correction
+  clicks by ``benchmarks/sam_click_tuning.py --score-every-round`` (the same image encoder).
 
 Released by their authors and installed as a file of a PyPI package (:data:`RELEASED_MODELS`; never committed here,
 never imported as code, its SHA-256 checked at every load):
@@ -79,7 +79,7 @@ RELEASED_MODELS = {
 
 
 MODEL_NAMES = (*PACKAGED_MODELS, *RELEASED_MODELS)
-DEFAULT_MODEL = "vit_cpu"
+DEFAULT_MODEL = "vit_cpu_clicks"
 SHIPPED_MODEL_PATH = PACKAGED_MODELS[DEFAULT_MODEL]
 
 
