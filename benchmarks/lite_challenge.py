@@ -2,9 +2,10 @@
 
 The held-out Kvasir-SEG images (40 2D cases) and the TotalSegmentator CT (one 3D case, 37 organs) are written as
 challenge cases (``gnnseg seg lite convert``); each whole-image model by name (the released ``litemedsam`` and the
-packaged Lite models), exported to ONNX, answers them
-(``gnnseg seg lite predict``), as given and with each box answered on a window around it (``--zoom 0.5``,
-:mod:`gnnseg.seg.sam.inference.zoom`); ``gnnseg seg lite evaluate`` gives DSC and NSD per case. Writes
+packaged Lite models), exported to ONNX, answers them (``gnnseg seg lite predict``), as given and with each box
+answered on a window around it (``--zoom 0.5``, :mod:`gnnseg.seg.sam.inference.zoom`); box-centred models
+(``vit_cpu``, ``vit_cpu_clicks``), which ONNX does not run and which answer every box on its own window already,
+run in PyTorch once. ``gnnseg seg lite evaluate`` gives DSC and NSD per case. Writes
 benchmarks/results/lite_challenge.{json,md}.
 
     python benchmarks/lite_challenge.py
@@ -30,7 +31,7 @@ from gnnseg.seg.sam.export import export_onnx
 from gnnseg.seg.sam.shipped import ModelChoice, load_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MODELS = ("litemedsam", "lite_medsam", "lite_medsam_fast")
+MODELS = ("litemedsam", "lite_medsam", "lite_medsam_fast", "vit_cpu", "vit_cpu_clicks")
 
 
 def main() -> None:
@@ -47,17 +48,22 @@ def main() -> None:
         folder = Path(folder)
         cases = write_cases(args.data, folder / "cases")
         for name in names:
-            export_onnx(load_model(name), folder / name)
-            for zoom in zooms:
+            model = load_model(name)
+            box_centred = model.config.crop_margin is not None
+            if not box_centred:
+                export_onnx(model, folder / name)
+            for zoom in [None] if box_centred else zooms:
                 predictions = folder / f"pred_{name}_{zoom}"
+                checkpoint = name if box_centred else str(folder / name)
                 began = time.perf_counter()
                 run = predict_cases(folder / "cases" / "imgs", predictions,
-                                    choice=ModelChoice(checkpoint=str(folder / name), zoom=zoom), show_progress=False)
+                                    choice=ModelChoice(checkpoint=checkpoint, zoom=zoom), show_progress=False)
                 seconds = time.perf_counter() - began
                 scores = evaluate_cases(predictions, folder / "cases" / "gts")["per_case"]
                 two_d = [score for case, score in scores.items() if case.startswith("2D")]
                 three_d = scores["3DBox_CT_example"]
-                label = f"{name} (onnxruntime)" if zoom is None else f"{name} (onnxruntime, zoom {zoom:g})"
+                runtime = "PyTorch" if box_centred else "onnxruntime"
+                label = f"{name} ({runtime})" if zoom is None else f"{name} ({runtime}, zoom {zoom:g})"
                 rows.append({"name": name, "model": label, "command": command, "zoom": zoom,
                              "dsc_2d": float(np.mean([s["dsc"] for s in two_d])),
                              "nsd_2d": float(np.mean([s["nsd"] for s in two_d])), "dsc_3d": three_d["dsc"],

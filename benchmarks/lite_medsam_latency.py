@@ -1,5 +1,6 @@
-"""Latency per case on this CPU: MedSAM's ViT-B at 1024, Lite MedSAM in PyTorch and in onnxruntime, and the lighter
-``lite_medsam_fast`` in onnxruntime.
+"""Latency per case on this CPU: MedSAM's ViT-B at 1024, Lite MedSAM in PyTorch and in onnxruntime, the lighter
+``lite_medsam_fast`` in onnxruntime, and the default model (box-centred: one 128-pixel window per box and slice) in
+onnxruntime.
 
 A case is what the CVPR 2024 "MedSAM on Laptop" challenge times: read the image, segment, write the mask.
 
@@ -40,7 +41,7 @@ from gnnseg.seg.sam.inference.chain import make_predictor
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
 from gnnseg.seg.sam.inference.volume import segment_volume
 from gnnseg.seg.sam.modeling.sam import build_sam
-from gnnseg.seg.sam.shipped import load_model
+from gnnseg.seg.sam.shipped import DEFAULT_MODEL, load_model
 from timing import best_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -89,14 +90,15 @@ def main() -> None:
         folder = Path(folder)
         export_onnx(lite, folder / "onnx")
         export_onnx(fast, folder / "fast_onnx")
+        export_onnx(load_model(DEFAULT_MODEL), folder / "default_onnx")
         runners = {"vit_b": vit_b, "lite_torch": lite, "onnx": load_model(folder / "onnx"),
-                   "fast_onnx": load_model(folder / "fast_onnx")}
+                   "fast_onnx": load_model(folder / "fast_onnx"), "default_onnx": load_model(folder / "default_onnx")}
         for name, model in runners.items():
             case_2d(model, image_path, box, folder / "warmup.png")
             figures[f"{name}_2d_case_s"] = best_of(lambda m=model: case_2d(m, image_path, box, folder / "m.png"),
                                                    args.repeats if name != "vit_b" else 2)
             print(name, "2d", round(figures[f"{name}_2d_case_s"], 3), flush=True)
-        for name in ("lite_torch", "onnx", "fast_onnx"):
+        for name in ("lite_torch", "onnx", "fast_onnx", "default_onnx"):
             figures[f"{name}_3d_case_s"] = best_of(
                 lambda m=runners[name]: case_3d(m, volume_path, box3d, folder / "m.nii.gz"), 2)
             print(name, "3d", round(figures[f"{name}_3d_case_s"], 3), flush=True)
@@ -105,13 +107,14 @@ def main() -> None:
         box_arg = ",".join(str(int(v)) for v in box)
         box3d_arg = ",".join(str(int(v)) for v in box3d[0])
         checkpoints = {"vit_b": str(folder / "medsam_vit_b_random.pt"), "lite_torch": "lite_medsam",
-                       "onnx": str(folder / "onnx"), "fast_onnx": str(folder / "fast_onnx")}
+                       "onnx": str(folder / "onnx"), "fast_onnx": str(folder / "fast_onnx"),
+                       "default_onnx": str(folder / "default_onnx")}
         for name, checkpoint in checkpoints.items():
             figures[f"{name}_2d_case_cold_s"] = cold(["--image", str(image_path), "--box", box_arg,
                                                       "--checkpoint", checkpoint], folder / "cold.png",
                                                      1 if name == "vit_b" else args.repeats)
             print(name, "2d cold", round(figures[f"{name}_2d_case_cold_s"], 3), flush=True)
-        for name in ("onnx", "fast_onnx"):
+        for name in ("onnx", "fast_onnx", "default_onnx"):
             figures[f"{name}_3d_case_cold_s"] = cold(["--volume", str(volume_path), "--box3d", box3d_arg,
                                                       "--checkpoint", checkpoints[name]], folder / "cold.nii.gz", 1)
         figures["python_torch_import_s"] = best_of(
@@ -119,13 +122,13 @@ def main() -> None:
     figures["speedup_vs_vit_b"] = figures["vit_b_2d_case_s"] / figures["onnx_2d_case_s"]
     figures["speedup_vs_vit_b_torch"] = figures["vit_b_2d_case_s"] / figures["lite_torch_2d_case_s"]
     figures["fast_speedup_vs_vit_b"] = figures["vit_b_2d_case_s"] / figures["fast_onnx_2d_case_s"]
-    result = {"benchmark": "lite_medsam_latency", "machine": machine_info(),
+    result = {"benchmark": "lite_medsam_latency", "machine": machine_info(), "default_model": DEFAULT_MODEL,
               "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), **figures}
     write_json(RESULTS / "lite_medsam_latency.json", result)
     def cell(key: str) -> str:
         return f"{figures[key]:.2f}" if key in figures else "not run"
     lines = [("| case | ViT-B 1024 (PyTorch) | Lite MedSAM (PyTorch) | Lite MedSAM (onnxruntime) "
-              "| lite_medsam_fast (onnxruntime) |"), "|---|---|---|---|---|"]
+              f"| lite_medsam_fast (onnxruntime) | {DEFAULT_MODEL}, the default (onnxruntime) |"), "|---" * 6 + "|"]
     for label, suffix in (("2D, warm (s)", "2d_case_s"), ("2D, new process (s)", "2d_case_cold_s"),
                           ("3D 30 slices, warm (s)", "3d_case_s"), ("3D 30 slices, new process (s)", "3d_case_cold_s")):
         lines.append(f"| {label} | " + " | ".join(cell(f"{name}_{suffix}") for name in checkpoints) + " |")
