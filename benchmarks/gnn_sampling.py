@@ -7,12 +7,16 @@ without replacement by ``NeighborSampler.sample`` and by PyG's ``NeighborLoader`
 features attached, so both sides only sample and relabel). Reported: seed nodes per second, sampled edges per
 second and sampled (input) nodes per batch, and ours / PyG ratios of seeds per second.
 
-Ours runs in both of its modes. By default (``reuse=False``, GraphSAGE's Algorithm 2, DGL's blocks) *every*
-node of the layer above draws again for each layer, so it draws more edges for the same seeds than PyG, whose
-one subgraph has each hop draw only for the nodes new at that hop; ``reuse=True`` does what PyG does (each node
-draws once, every layer shares its edges), the like-for-like comparison. Seeds per second is the figure a
-training step needs, edges per second the raw sampling rate. Each configuration is timed ``--rounds`` times,
-ours and PyG's in turn, and the fastest round of each is kept (the machine's other load only slows a round).
+Ours runs in both of its modes, each on both backends: ``torch`` (the vectorized tensor code, the columns
+headed "ours") and ``numba`` (the compiled kernel of ``gnnseg.gnn.sampling.compiled``, skipped with a message
+when numba is not installed); the time of the numba kernel's first call (compiling it, or loading it from
+numba's cache) is reported apart and not timed. By default (``reuse=False``, GraphSAGE's Algorithm 2, DGL's
+blocks) *every* node of the layer above draws again for each layer, so it draws more edges for the same seeds
+than PyG, whose one subgraph has each hop draw only for the nodes new at that hop; ``reuse=True`` does what PyG
+does (each node draws once, every layer shares its edges), the like-for-like comparison. Seeds per second is
+the figure a training step needs, edges per second the raw sampling rate. Each configuration is timed
+``--rounds`` times, every side in turn, and the fastest round of each is kept (the machine's other load only
+slows a round).
 
 PyG's NeighborLoader needs ``pyg-lib`` or ``torch-sparse``. Neither installs from a wheel for this torch, so
 the PyG side is skipped (with that message in the report) unless one of them is importable; build it in a
@@ -23,6 +27,7 @@ on 2 cores). Writes ``benchmarks/results/gnn_sampling.{json,md}`` (``--out-dir``
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import time
 from functools import partial
 from pathlib import Path
@@ -38,9 +43,16 @@ from gnnseg.gnn.datasets.synthetic import (
 )
 from gnnseg.gnn.graph import Graph
 from gnnseg.gnn.sampling import NeighborSampler
+from gnnseg.gnn.sampling.neighbor import resolve_backend
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# (side, against, row key): the seeds-per-second ratios a row gets when both sides were timed
+RATIOS = (("ours", "pyg", "ratio_seeds_per_s"), ("ours_reuse", "pyg", "ratio_reuse_seeds_per_s"),
+          ("numba", "pyg", "ratio_numba_seeds_per_s"), ("numba_reuse", "pyg", "ratio_numba_reuse_seeds_per_s"),
+          ("numba", "ours", "ratio_numba_to_torch_seeds_per_s"),
+          ("numba_reuse", "ours_reuse", "ratio_numba_to_torch_reuse_seeds_per_s"))
 FANOUTS = ([15, 10, 5], [25, 10])
+NUMBA_MISSING = "numba is not installed (pip install 'gnnseg[fast]'): the numba backend's columns are skipped"
 PYG_MISSING = ("PyG's NeighborLoader needs pyg-lib or torch-sparse, neither of which is importable here; build "
                "one in a benchmark-only environment: pip install --no-build-isolation torch-scatter torch-sparse "
                "(20-30 minutes on 2 cores)")
@@ -87,9 +99,16 @@ def seed_batches(num_nodes: int, batch_size: int, batches: int, seed: int) -> li
     return result
 
 
+def first_numba_call_seconds(graph: Graph) -> float:
+    """Seconds of the numba kernel's first call in this process: compiling it, or loading numba's cache."""
+    began = time.perf_counter()
+    NeighborSampler(graph, [2], backend="numba").sample(torch.tensor([0]), generator=0)
+    return time.perf_counter() - began
+
+
 def time_ours(graph: Graph, fanouts: list[int], batches: list[torch.Tensor], warmup: int,
-              reuse: bool = False) -> dict[str, float]:
-    sampler = NeighborSampler(graph, fanouts, reuse=reuse)
+              reuse: bool = False, backend: str = "torch") -> dict[str, float]:
+    sampler = NeighborSampler(graph, fanouts, reuse=reuse, backend=backend)
     for k in range(warmup):
         sampler.sample(batches[k % len(batches)], generator=k)
     edges = nodes = 0
@@ -126,6 +145,24 @@ def time_pyg(graph: Graph, fanouts: list[int], batches: list[torch.Tensor], warm
             "edges_per_batch": edges / count, "nodes_per_batch": nodes / count}
 
 
+def numba_table(rows: list[dict], graph_info: dict) -> str:
+    """The numba backend's rows: seeds per second and its ratios to the torch backend and to PyG."""
+    lines = ["| graph | fanouts | numba seeds/s (per layer) | numba seeds/s (reuse) | numba edges/s (reuse) | "
+             "numba / torch (per layer) | numba / torch (reuse) | numba / PyG (per layer) | numba / PyG (reuse) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        n, u = r["numba"], r["numba_reuse"]
+        versus_pyg = (f"{r['ratio_numba_seeds_per_s']:.2f} | {r['ratio_numba_reuse_seeds_per_s']:.2f}"
+                      if "pyg" in r else "skipped | skipped")
+        lines.append(f"| {r['graph']} | {r['fanouts']} | {n['seeds_per_s']:.0f} | {u['seeds_per_s']:.0f} | "
+                     f"{u['edges_per_s']:.0f} | {r['ratio_numba_to_torch_seeds_per_s']:.2f} | "
+                     f"{r['ratio_numba_to_torch_reuse_seeds_per_s']:.2f} | {versus_pyg} |")
+    first_calls = ", ".join(f"{name} {info['numba_first_call_seconds']:.2f} s" for name, info in graph_info.items())
+    lines.append(f"\nFirst call of the numba kernel (compiling it, or loading numba's cache; not timed): "
+                 f"{first_calls}.")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="../shared/datasets/planetoid", help="folder with the Planetoid files")
@@ -144,6 +181,9 @@ def main() -> None:
     backend = pyg_backend()
     if backend is None:
         print(f"PyG side skipped: {PYG_MISSING}", flush=True)
+    with_numba = resolve_backend("auto") == "numba"
+    if not with_numba:
+        print(NUMBA_MISSING, flush=True)
 
     graphs = [("cora", lambda: (load_planetoid("cora", args.root), {})), ("synthetic", lambda: synthetic_graph(args))]
     rows, graph_info = [], {}
@@ -152,9 +192,14 @@ def main() -> None:
         graph_info[name] = {"nodes": graph.num_nodes, "directed_edges": graph.num_edges, **info}
         print(f"{name}: {graph.num_nodes} nodes, {graph.num_edges} directed edges", flush=True)
         batches = seed_batches(graph.num_nodes, args.batch_size, args.batches, args.seed)
+        if with_numba:
+            graph_info[name]["numba_first_call_seconds"] = first_numba_call_seconds(graph)
         for fanouts in FANOUTS:
             job = (graph, fanouts, batches, args.warmup)
             timers = {"ours": partial(time_ours, *job), "ours_reuse": partial(time_ours, *job, reuse=True)}
+            if with_numba:
+                timers["numba"] = partial(time_ours, *job, backend="numba")
+                timers["numba_reuse"] = partial(time_ours, *job, reuse=True, backend="numba")
             if backend is not None:
                 timers["pyg"] = partial(time_pyg, *job)
             best: dict[str, dict[str, float]] = {}
@@ -165,26 +210,36 @@ def main() -> None:
                         best[side] = timing
             row = {"graph": name, "fanouts": fanouts, "batch_size": args.batch_size, "batches": len(batches),
                    "rounds": args.rounds, **best}
-            if backend is not None:
-                row["ratio_seeds_per_s"] = row["ours"]["seeds_per_s"] / row["pyg"]["seeds_per_s"]
-                row["ratio_reuse_seeds_per_s"] = row["ours_reuse"]["seeds_per_s"] / row["pyg"]["seeds_per_s"]
+            for ours, theirs, key in RATIOS:
+                if ours in row and theirs in row:
+                    row[key] = row[ours]["seeds_per_s"] / row[theirs]["seeds_per_s"]
             rows.append(row)
             pyg = row.get("pyg")
             print(f"{name:9s} {fanouts!s:12s} ours {row['ours']['seeds_per_s']:10.0f} seeds/s, reusing "
                   f"{row['ours_reuse']['seeds_per_s']:10.0f} seeds/s"
                   + (f" | PyG {pyg['seeds_per_s']:10.0f} seeds/s | ours/PyG {row['ratio_seeds_per_s']:.2f}, "
                      f"reusing {row['ratio_reuse_seeds_per_s']:.2f}" if pyg else " | PyG skipped"), flush=True)
+            if with_numba:
+                print(f"{'':22s} numba {row['numba']['seeds_per_s']:10.0f} seeds/s, reusing "
+                      f"{row['numba_reuse']['seeds_per_s']:10.0f} seeds/s | numba/torch "
+                      f"{row['ratio_numba_to_torch_seeds_per_s']:.2f}, reusing "
+                      f"{row['ratio_numba_to_torch_reuse_seeds_per_s']:.2f}"
+                      + (f" | numba/PyG {row['ratio_numba_seeds_per_s']:.2f}, reusing "
+                         f"{row['ratio_numba_reuse_seeds_per_s']:.2f}" if pyg else ""), flush=True)
         del graph
 
     import torch_geometric
 
     report = {"benchmark": "gnn_sampling", "machine": machine_info(), "threads": args.threads,
               "torch_geometric": torch_geometric.__version__, "pyg_backend": backend,
-              "pyg_skipped_reason": None if backend else PYG_MISSING, "graphs": graph_info,
+              "pyg_skipped_reason": None if backend else PYG_MISSING,
+              "numba": importlib.metadata.version("numba") if with_numba else None,
+              "numba_skipped_reason": None if with_numba else NUMBA_MISSING, "graphs": graph_info,
               "definition": "uniform neighbour sampling without replacement, batch of seed nodes -> per-layer "
                             "blocks (ours: every layer draws afresh, or with reuse each node draws once) / one "
                             "sampled subgraph (PyG NeighborLoader, num_workers=0, no features); "
-                            "ratio = ours / PyG seeds per second (above 1: ours is faster)", "rows": rows}
+                            "ratio = ours / PyG seeds per second (above 1: ours is faster); ours / numba: the "
+                            "torch / numba backends of NeighborSampler", "rows": rows}
     out = Path(args.out_dir)
     write_json(out / "gnn_sampling.json", report)
     lines = [("| graph | fanouts | ours seeds/s (per layer) | ours nodes/batch | ours seeds/s (reuse) | ours edges/s "
@@ -199,6 +254,7 @@ def main() -> None:
                      f"{u['seeds_per_s']:.0f} | {u['edges_per_s']:.0f} | {theirs} |")
     if backend is None:
         lines.append(f"\nPyG skipped: {PYG_MISSING}.")
+    lines += ["", numba_table(rows, graph_info) if with_numba else f"{NUMBA_MISSING}."]
     (out / "gnn_sampling.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

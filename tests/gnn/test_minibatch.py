@@ -25,6 +25,7 @@ from gnnseg.gnn.sampling import (
     LADIESSampler,
     NeighborSampler,
 )
+from gnnseg.gnn.sampling.neighbor import resolve_backend
 from gnnseg.gnn.tasks.minibatch import (
     MiniBatchConfig,
     SeedBatches,
@@ -183,6 +184,31 @@ def test_sage_on_cora_improves_validation_accuracy(planetoid_root, reuse_samples
     assert result.batches == 6 and result.peak_rss_mb > 10
 
 
+@pytest.mark.skipif(resolve_backend("auto") != "numba", reason="numba is not installed (pip install 'gnnseg[fast]')")
+def test_sage_on_cora_learns_as_well_with_the_numba_sampler_as_with_torchs(planetoid_root):
+    graph = load_planetoid("cora", planetoid_root)
+    results = {backend: train_minibatch(graph, minibatch_preset("sage", "cora", epochs=6, fanouts=(10, 5),
+                                                                 sampler_backend=backend), seed=0, show_progress=False)
+               for backend in ("torch", "numba")}
+    torch_run, numba_run = results["torch"], results["numba"]
+    assert torch_run.test_acc > 0.7 and numba_run.test_acc > 0.7
+    assert abs(numba_run.test_acc - torch_run.test_acc) < 0.03
+    assert abs(numba_run.sampled_nodes_per_batch_mean / torch_run.sampled_nodes_per_batch_mean - 1) < 0.05
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_eager_training():
+    graph = small_synthetic()
+    config = MiniBatchConfig(fanouts=(4, 3), batch_size=32, hidden=16, epochs=1, dropout=0.0)
+    eager = train_minibatch(graph, config, seed=5, show_progress=False)
+    compiled = train_minibatch(graph, MiniBatchConfig(**{**config.__dict__, "compile": True}), seed=5,
+                               show_progress=False)
+    assert compiled.batches == eager.batches == 6
+    assert compiled.history["loss"] == pytest.approx(eager.history["loss"], rel=1e-4)
+    for name, tensor in eager.state_dict.items():
+        torch.testing.assert_close(compiled.state_dict[name], tensor, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("reuse_samples", [False, True])
 def test_results_do_not_depend_on_the_number_of_workers(reuse_samples):
     """Also for reused draws, whose blocks share one edge list between processes."""
@@ -271,6 +297,7 @@ def test_epoch_shards_are_disjoint_and_batches_deterministic():
 @pytest.mark.parametrize("values,message", [
     ({"fanouts": (0, 5)}, r"fanouts\[0\] must be a positive integer"),
     ({"sampler": "uniform"}, "unknown sampler 'uniform'"),
+    ({"sampler_backend": "cuda"}, "unknown sampler backend 'cuda'; choose one of auto, numba, torch"),
     ({"model": "gat", "sampler": "ladies"}, "only GCN .model 'gcn'. and SAGE with the mean aggregator"),
     ({"model": "sage", "aggregator": "pool", "sampler": "fastgcn"}, "with aggregator 'pool'"),
     ({"batch_size": 0}, "batch_size must be a positive integer"),
@@ -314,6 +341,9 @@ def test_settings_saved_before_they_existed_count_as_their_defaults():
     older = {k: v for k, v in saved.items() if k != "reuse_samples"}          # written before the option
     assert same_run_settings(saved, config) and same_run_settings(older, config)
     assert not same_run_settings(older, MiniBatchConfig(fanouts=(5, 5), epochs=2, reuse_samples=True))
+    before_backends = {k: v for k, v in saved.items() if k != "sampler_backend"}    # those runs sampled with torch
+    assert same_run_settings(before_backends, MiniBatchConfig(fanouts=(5, 5), epochs=2, sampler_backend="torch"))
+    assert not same_run_settings(before_backends, config)
     assert same_run_settings({**saved, "num_workers": 3}, config)              # execution settings may differ
     assert not same_run_settings({**saved, "epochs": 3}, config)
 
@@ -322,7 +352,7 @@ def test_settings_saved_before_they_existed_count_as_their_defaults():
 def test_cli_minibatch_json_contract_and_eval(planetoid_root, tmp_path, capsys, last_json):
     code = main(["gnn", "train", "--model", "sage", "--sampler", "neighbor", "--fanouts", "10,5", "--batch-size", "64",
                  "--dataset", "cora", "--root", str(planetoid_root), "--epochs", "3", "--seeds", "2",
-                 "--reuse-samples", "--runs-dir", str(tmp_path), "--json"])
+                 "--reuse-samples", "--sampler-backend", "torch", "--runs-dir", str(tmp_path), "--json"])
     assert code == 0
     result = last_json()
     for key in ("model", "dataset", "seeds", "test_acc_mean", "test_acc_std", "val_acc_mean", "epoch_time_ms_median",
@@ -335,6 +365,7 @@ def test_cli_minibatch_json_contract_and_eval(planetoid_root, tmp_path, capsys, 
     files = {p.name for p in run_dir.iterdir()}
     assert {"config.json", "metrics.json", "curves.png", "model.pt", "checkpoint_seed0.pt"} <= files
     assert '"reuse_samples": true' in (run_dir / "config.json").read_text()
+    assert '"sampler_backend": "torch"' in (run_dir / "config.json").read_text()
 
     code = main(["gnn", "eval", "--checkpoint", result["checkpoint"], "--root", str(planetoid_root), "--json"])
     assert code == 0
@@ -362,6 +393,8 @@ def test_cli_synth_then_ladies_training(tmp_path, capsys, last_json):
 @pytest.mark.parametrize("arguments,message", [
     (["--sampler", "neighbor", "--fanouts", "0,5"], "fanouts[0] must be a positive integer, got 0"),
     (["--fanouts", "10,5"], "--fanouts apply to mini-batch training: add --sampler"),
+    (["--compile"], "--compile apply to mini-batch training: add --sampler"),
+    (["--sampler", "neighbor", "--sampler-backend", "cuda"], "invalid choice: 'cuda'"),
     (["--sampler", "neighbor", "--dataset", "synth:/nonexistent/graph"], "meta.json is missing"),
     (["--sampler", "ladies", "--model", "gat"], "only GCN (model 'gcn') and SAGE"),
 ])

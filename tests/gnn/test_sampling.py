@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import sys
 import time
 
 import pytest
@@ -19,17 +20,25 @@ from gnnseg.gnn.sampling.importance import draw_without_replacement
 from gnnseg.gnn.sampling.neighbor import (
     distinct_offsets,
     padded_key_offsets,
+    resolve_backend,
     sample_slots,
     sorted_key_offsets,
 )
 from tests.conftest import awkward_graph
 
 SAMPLERS = {
-    "neighbor": lambda graph, sizes: NeighborSampler(graph, sizes),
+    "neighbor": lambda graph, sizes: NeighborSampler(graph, sizes),                    # numba where it imports
+    "neighbor-torch": lambda graph, sizes: NeighborSampler(graph, sizes, backend="torch"),
     "neighbor-replace": lambda graph, sizes: NeighborSampler(graph, sizes, replace=True),
     "fastgcn": lambda graph, sizes: FastGCNSampler(graph, sizes),
     "ladies": lambda graph, sizes: LADIESSampler(graph, sizes),
 }
+
+
+HAVE_NUMBA = resolve_backend("auto") == "numba"
+NO_NUMBA = "numba is not installed (pip install 'gnnseg[fast]')"
+# every behaviour test of the neighbour sampler runs on both of its backends
+BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not HAVE_NUMBA, reason=NO_NUMBA))]
 
 
 def awkward() -> Graph:
@@ -55,11 +64,13 @@ def check_chain(blocks: list[Block], seeds: torch.Tensor, num_nodes: int) -> Non
 
 
 # ------------------------------------------------------------------------------------------ neighbour sampler
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("replace,reuse", [(False, False), (True, False), (False, True), (True, True)])
-def test_every_sampled_edge_is_an_edge_of_the_graph(replace, reuse):
+def test_every_sampled_edge_is_an_edge_of_the_graph(replace, reuse, backend):
     graph = awkward()
     seeds = torch.tensor([3, 0, 28, 1, 17])
-    blocks = NeighborSampler(graph, [4, 3, 2], replace=replace, reuse=reuse).sample(seeds, generator=0)
+    sampler = NeighborSampler(graph, [4, 3, 2], replace=replace, reuse=reuse, backend=backend)
+    blocks = sampler.sample(seeds, generator=0)
     check_chain(blocks, seeds, graph.num_nodes)
     for block in blocks:
         source = block.source_nodes[block.edge_index[0]]
@@ -67,38 +78,42 @@ def test_every_sampled_edge_is_an_edge_of_the_graph(replace, reuse):
         assert torch.equal(graph.edge_index[:, block.edge_ids], torch.stack([source, target]))
 
 
-def test_fanout_is_respected_and_small_neighbourhoods_are_taken_whole():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fanout_is_respected_and_small_neighbourhoods_are_taken_whole(backend):
     graph = random_graph()
     degree = graph.in_degree()
     seeds = torch.arange(0, 200, 7)
     for fanouts in ([3, 2], [10, 5]):
-        blocks = NeighborSampler(graph, fanouts).sample(seeds, generator=1)
+        blocks = NeighborSampler(graph, fanouts, backend=backend).sample(seeds, generator=1)
         for block, fanout in zip(reversed(blocks), fanouts):
             counts = torch.bincount(block.edge_index[1], minlength=block.num_targets)
             assert torch.equal(counts, degree[block.target_nodes].clamp_max(fanout))
 
 
-def test_with_replacement_draws_exactly_fanout_per_node_with_neighbours():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_with_replacement_draws_exactly_fanout_per_node_with_neighbours(backend):
     graph = awkward()
     degree = graph.in_degree()
-    block = NeighborSampler(graph, [6], replace=True).sample(torch.arange(30), generator=2)[0]
+    block = NeighborSampler(graph, [6], replace=True, backend=backend).sample(torch.arange(30), generator=2)[0]
     counts = torch.bincount(block.edge_index[1], minlength=30)
     assert torch.equal(counts, torch.where(degree > 0, 6, 0))
     assert block.edge_ids.unique().numel() < block.num_edges          # repeats happen with replacement
 
 
-def test_without_replacement_never_repeats_an_edge_or_a_neighbour():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_replacement_never_repeats_an_edge_or_a_neighbour(backend):
     graph = random_graph()
-    blocks = NeighborSampler(graph, [5, 5]).sample(torch.arange(0, 200, 3), generator=3)
+    blocks = NeighborSampler(graph, [5, 5], backend=backend).sample(torch.arange(0, 200, 3), generator=3)
     for block in blocks:
         assert block.edge_ids.unique().numel() == block.num_edges
         pairs = block.edge_index[1] * block.num_sources + block.edge_index[0]
         assert pairs.unique().numel() == block.num_edges                # graph is coalesced: no neighbour twice
 
 
-def test_same_seed_same_blocks_and_different_seeds_differ():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_blocks_and_different_seeds_differ(backend):
     graph = random_graph()
-    sampler = NeighborSampler(graph, [4, 3])
+    sampler = NeighborSampler(graph, [4, 3], backend=backend)
     seeds = torch.arange(0, 200, 5)
 
     def signature(blocks):
@@ -114,13 +129,14 @@ def test_same_seed_same_blocks_and_different_seeds_differ():
     assert signature(sampler.sample(seeds)) == global_rng
 
 
-def test_reused_samples_draw_each_node_once_and_share_its_edges_with_every_layer():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reused_samples_draw_each_node_once_and_share_its_edges_with_every_layer(backend):
     """reuse=True (PyG's NeighborLoader): a block's edges are the first edges of the block below, each node
     draws its neighbours at the hop where it first appears, and only there."""
     graph = random_graph()
     fanouts = [5, 3, 2]
     seeds = torch.tensor([4, 11, 0, 37])
-    blocks = NeighborSampler(graph, fanouts, reuse=True).sample(seeds, generator=3)
+    blocks = NeighborSampler(graph, fanouts, reuse=True, backend=backend).sample(seeds, generator=3)
     check_chain(blocks, seeds, graph.num_nodes)
     for lower, upper in itertools.pairwise(blocks):
         assert torch.equal(lower.edge_index[:, :upper.num_edges], upper.edge_index)
@@ -133,7 +149,7 @@ def test_reused_samples_draw_each_node_once_and_share_its_edges_with_every_layer
     expected = torch.minimum(degree, torch.tensor(fanouts)[first_hop])
     drawn = torch.bincount(blocks[0].edge_index[1], minlength=blocks[0].num_targets)
     assert torch.equal(drawn, expected)
-    independent = NeighborSampler(graph, fanouts).sample(seeds, generator=3)
+    independent = NeighborSampler(graph, fanouts, backend=backend).sample(seeds, generator=3)
     # drawn edges: each node once, against every target of every layer drawing afresh
     assert blocks[0].num_edges < sum(block.num_edges for block in independent)
 
@@ -211,11 +227,13 @@ def largest_allocation(function) -> int:
     return max((event.cpu_memory_usage for event in prof.events()), default=0)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("replace", [False, True])
-def test_a_hub_with_two_million_neighbours_costs_no_more_than_a_leaf(replace):
+def test_a_hub_with_two_million_neighbours_costs_no_more_than_a_leaf(replace, backend):
     num_leaves = 2_000_000
     graph = hub_graph(num_leaves)
-    sampler = NeighborSampler(graph, [10, 10], replace=replace)      # builds the graph's CSR once
+    sampler = NeighborSampler(graph, [10, 10], replace=replace, backend=backend)      # builds the graph's CSR once
+    sampler.sample(torch.tensor([5]), generator=0)                    # numba: loads (or compiles) the kernel
     seeds = torch.tensor([0, 5, 17])                                  # the hub and two leaves (hub at hop 2 too)
     start = time.perf_counter()
     blocks = sampler.sample(seeds, generator=0)
@@ -226,20 +244,23 @@ def test_a_hub_with_two_million_neighbours_costs_no_more_than_a_leaf(replace):
     if not replace:
         assert blocks[-1].source_nodes[blocks[-1].edge_index[0, hub_edges]].unique().numel() == 10
     check_chain(blocks, seeds, graph.num_nodes)
+    if backend == "numba":      # its arrays are numba's, invisible to torch's profiler: the time above is the test
+        return
     # No tensor proportional to the hub's degree: the largest allocation stays tiny (a hub-sized int64
     # tensor would be 16 MB; the instrument itself is checked on one).
     assert largest_allocation(lambda: torch.zeros(num_leaves, dtype=torch.int64)) >= 8 * num_leaves
     assert largest_allocation(lambda: sampler.sample(seeds, generator=1)) < 64 * 1024
 
 
-def test_isolated_seeds_get_no_edges_but_stay_targets():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_isolated_seeds_get_no_edges_but_stay_targets(backend):
     graph = awkward()                                                  # 27, 28, 29 have no edges
     seeds = torch.tensor([27, 4, 29])
-    blocks = NeighborSampler(graph, [5, 5]).sample(seeds, generator=0)
+    blocks = NeighborSampler(graph, [5, 5], backend=backend).sample(seeds, generator=0)
     top = blocks[-1]
     assert top.target_nodes.tolist() == [27, 4, 29]
     assert not bool(((top.edge_index[1] == 0) | (top.edge_index[1] == 2)).any())
-    only_isolated = NeighborSampler(graph, [5, 5]).sample(torch.tensor([28]), generator=0)
+    only_isolated = NeighborSampler(graph, [5, 5], backend=backend).sample(torch.tensor([28]), generator=0)
     assert [b.num_edges for b in only_isolated] == [0, 0]
     assert [b.source_nodes.tolist() for b in only_isolated] == [[28], [28]]
     layer = SAGEConv(3, 2)
@@ -312,6 +333,22 @@ def test_bad_seeds_are_named(name, seeds, message):
         sampler.full_neighborhood().block(nodes)
 
 
+def test_backend_names_are_checked_and_auto_takes_numba_where_it_imports():
+    assert NeighborSampler(awkward(), [2], backend="torch").backend == "torch"
+    assert NeighborSampler(awkward(), [2]).backend == ("numba" if HAVE_NUMBA else "torch")
+    with pytest.raises(ValueError, match="unknown sampler backend 'cuda'; choose one of auto, numba, torch"):
+        NeighborSampler(awkward(), [2], backend="cuda")
+
+
+def test_without_numba_auto_falls_back_to_torch_and_numba_is_refused_by_name(monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba", None)                     # as if numba were not installed
+    monkeypatch.delitem(sys.modules, "gnnseg.gnn.sampling.compiled", raising=False)
+    assert resolve_backend("auto") == "torch"
+    assert NeighborSampler(awkward(), [2]).sample([1, 2], generator=0)[-1].target_nodes.tolist() == [1, 2]
+    with pytest.raises(ImportError, match=r"sampler backend 'numba' needs numba.*pip install 'gnnseg\[fast\]'"):
+        resolve_backend("numba")
+
+
 def test_bad_generator_is_named():
     with pytest.raises(ValueError, match="generator must be a torch.Generator, an int seed or None"):
         NeighborSampler(awkward(), [2]).sample([1], generator="seven")
@@ -328,9 +365,10 @@ class SampleBatch:
         return self.sampler.sample(*item)
 
 
-def test_blocks_and_samplers_travel_to_dataloader_workers():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_blocks_and_samplers_travel_to_dataloader_workers(backend):
     graph = random_graph()
-    sampler = NeighborSampler(graph, [3, 2])
+    sampler = NeighborSampler(graph, [3, 2], backend=backend)
     copy = pickle.loads(pickle.dumps(sampler))
     ours, theirs = sampler.sample([1, 2, 3], generator=5), copy.sample([1, 2, 3], generator=5)
     assert all(torch.equal(a.edge_index, b.edge_index) and torch.equal(a.source_nodes, b.source_nodes)

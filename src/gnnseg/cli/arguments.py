@@ -64,6 +64,15 @@ def node_dataset(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def node_split(text: str) -> tuple[float, float, float]:
+    from gnnseg.gnn.node_splits import parse_split
+
+    try:
+        return parse_split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def depths(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]

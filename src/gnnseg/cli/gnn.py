@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from gnnseg.cli.arguments import LazyChoices, depths, int_list, names, node_dataset
+from gnnseg.cli.arguments import LazyChoices, depths, int_list, names, node_dataset, node_split
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
-NODE_DATASETS = LazyChoices("gnnseg.gnn.datasets", "NODE_DATASETS")
 
 
 def _gnn_train(args: argparse.Namespace) -> dict:
@@ -17,7 +16,9 @@ def _gnn_train(args: argparse.Namespace) -> dict:
     minibatch = {key: value for key, value in (("fanouts", args.fanouts), ("num_samples", args.num_samples),
                                                ("batch_size", args.batch_size), ("num_workers", args.num_workers),
                                                ("patience", args.patience), ("eval_every", args.eval_every),
-                                               ("reuse_samples", args.reuse_samples))
+                                               ("reuse_samples", args.reuse_samples),
+                                               ("sampler_backend", args.sampler_backend),
+                                               ("compile", args.compile))
                  if value is not None}
     if args.model == "sage" or args.sampler is not None:     # mini-batch training on sampled blocks
         from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
@@ -25,6 +26,8 @@ def _gnn_train(args: argparse.Namespace) -> dict:
         return run_minibatch_classification(args.model, args.sampler, args.dataset, args.root, seeds=args.seeds,
                                             first_seed=args.seed, runs_root=args.runs_dir,
                                             overrides={**overrides, **minibatch}, resume_run=args.resume,
+                                            split=args.split, split_seed=args.split_seed,
+                                            save_predictions=args.save_predictions,
                                             show_progress=False if args.json else None)
     if minibatch or args.resume:
         given = ", ".join(f"--{key.replace('_', '-')}" for key in minibatch) or "--resume"
@@ -34,6 +37,8 @@ def _gnn_train(args: argparse.Namespace) -> dict:
 
     return run_node_classification(args.model or "gcn", args.dataset, args.root, seeds=args.seeds,
                                    first_seed=args.seed, runs_root=args.runs_dir, overrides=overrides,
+                                   split=args.split, split_seed=args.split_seed,
+                                   save_predictions=args.save_predictions,
                                    show_progress=False if args.json else None)
 
 
@@ -79,7 +84,8 @@ def _gnn_molecules(args: argparse.Namespace) -> dict:
         overrides["bond_features"] = False
     return run_molecule_property(args.csv, args.targets, smiles_column=args.smiles_column, task=args.task,
                                  split=args.split, seeds=args.seeds, first_seed=args.seed, runs_root=args.runs_dir,
-                                 overrides=overrides, show_progress=False if args.json else None)
+                                 overrides=overrides, featurizer=args.featurizer,
+                                 show_progress=False if args.json else None)
 
 
 def _gnn_screen(args: argparse.Namespace) -> dict:
@@ -112,15 +118,31 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
                        help="gcn (default), sgc, gin, gat full-batch; sage trains on sampled mini-batches, and "
                             "with --sampler gcn/gat/gin do too (fastgcn/ladies: gcn by default)")
     train.add_argument("--dataset", type=node_dataset, default="cora",
-                       help="cora, citeseer, pubmed, karate, synth:PATH (gnnseg gnn synth) or ogb:PATH (an OGB "
-                            "node-property folder such as dataset/ogbn_products)")
-    train.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
+                       help="cora, citeseer, pubmed, karate, synth:PATH (gnnseg gnn synth), ogb:PATH (an OGB "
+                            "node-property folder such as dataset/ogbn_products), pyg:PATH (a PyG dataset folder "
+                            "or a torch.save'd Data) or files:DIR (edges.csv, features.npy, labels.csv; docs/gnn.md)")
+    train.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*), flat or in PyG's "
+                                      "layout (ROOT/Cora/raw)")
+    train.add_argument("--split", type=node_split, metavar="random:TRAIN,VAL,TEST",
+                       help="a random split with these fractions (e.g. random:0.6,0.2,0.2) instead of the dataset's "
+                            "masks; a dataset without train or test masks gets random:0.6,0.2,0.2 anyway, with a "
+                            "warning")
+    train.add_argument("--split-seed", type=int, default=0, help="seed of the random split (default 0)")
+    train.add_argument("--save-predictions", metavar="PATH",
+                       help="write the saved model's class for every node, in the dataset's node order, as a tensor "
+                            "(torch.load(PATH, weights_only=True)); an existing file is never overwritten")
     train.add_argument("--sampler", choices=SAMPLERS, help="mini-batch training with uniform neighbour "
                                                            "(GraphSAGE), FastGCN or LADIES sampling")
     train.add_argument("--fanouts", type=int_list, help="neighbours per hop from the seeds (default 25,10)")
     train.add_argument("--reuse-samples", action="store_const", const=True,
                        help="neighbour sampling: draw each node's neighbours once and share them with every layer "
                             "(PyG's NeighborLoader) instead of afresh per layer (GraphSAGE)")
+    train.add_argument("--sampler-backend", choices=("auto", "numba", "torch"),
+                       help="neighbour sampling: the code that draws (default auto: numba where it is installed, "
+                            "else torch; the same distribution, different draws)")
+    train.add_argument("--compile", action="store_const", const=True,
+                       help="mini-batch: train through torch.compile (10-20 s to compile; off by default: on CPU "
+                            "it paid only for SAGE, and modestly; see benchmarks/gnn_compile.py)")
     train.add_argument("--num-samples", type=int_list,
                        help="fastgcn/ladies: nodes sampled per layer (defaults: fastgcn 400,400; ladies 64 x 5)")
     train.add_argument("--batch-size", type=int, help="seed nodes per mini-batch (default 512)")
@@ -159,8 +181,8 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
     synth.set_defaults(handler=_gnn_synth)
 
     link = gnn.add_parser("linkpred", help="link prediction with a graph auto-encoder (GAE / VGAE)")
-    link.add_argument("--dataset", choices=NODE_DATASETS, default="cora", metavar="DATASET",
-                      help="cora, citeseer, pubmed or karate")
+    link.add_argument("--dataset", type=node_dataset, default="cora",
+                      help="cora, citeseer, pubmed, karate, pyg:PATH or files:DIR (as gnn train)")
     link.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
     link.add_argument("--seeds", type=int, default=1)
     link.add_argument("--seed", type=int, default=0, help="first seed")
@@ -204,6 +226,9 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
     molecules.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     molecules.add_argument("--dropout", type=float, help="dropout after every layer (default 0.5)")
     molecules.add_argument("--no-bond-features", action="store_true", help="plain GIN: bonds give edges only")
+    molecules.add_argument("--featurizer", choices=("gnnseg", "ogb"), default="gnnseg",
+                           help="atom and bond features: gnnseg's one-hot (default) or OGB's smiles2graph codes, "
+                                "comparable with OGB's leaderboard (needs the ogb package)")
     molecules.add_argument("--runs-dir", default="runs", help="where run directories are created (default runs/)")
     molecules.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     molecules.set_defaults(handler=_gnn_molecules)
@@ -221,8 +246,8 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
 
     smooth = gnn.add_parser("oversmooth", help="depth sweep: accuracy, MAD, MADGap and Dirichlet energy of GCN "
                                                "and its over-smoothing remedies")
-    smooth.add_argument("--dataset", choices=NODE_DATASETS, default="cora", metavar="DATASET",
-                        help="cora, citeseer, pubmed or karate")
+    smooth.add_argument("--dataset", type=node_dataset, default="cora",
+                        help="cora, citeseer, pubmed, karate, pyg:PATH or files:DIR (as gnn train)")
     smooth.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
     smooth.add_argument("--model", choices=("gcn",), default="gcn", help="the base model (default gcn)")
     smooth.add_argument("--depths", type=depths, default=[1, 2, 4, 8, 16, 32],

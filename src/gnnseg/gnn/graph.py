@@ -6,8 +6,9 @@ An undirected graph stores both directions. Transforms return new graphs and nev
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from gnnseg.gnn import ops
 if TYPE_CHECKING:  # pragma: no cover
     import networkx
     import scipy.sparse
+    import torch_geometric.data
 
 MASK_NAMES = ("train_mask", "val_mask", "test_mask")
 
@@ -309,22 +311,82 @@ class Graph:
             edge_weight = torch.tensor(weights, dtype=torch.float32)
         return cls(edge_index=edge_index, num_nodes=len(index), edge_weight=edge_weight, name=name)
 
-    def to_pyg(self):
-        """A ``torch_geometric.data.Data`` (PyG is imported only here, and only when installed)."""
-        try:
-            from torch_geometric.data import Data
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("Graph.to_pyg needs torch-geometric: pip install torch-geometric") from exc
+    def to_pyg(self) -> torch_geometric.data.Data:
+        """A ``torch_geometric.data.Data`` with every field that is set, ``num_nodes`` and ``name`` (PyG is
+        imported only here, and only when installed). :meth:`from_pyg` gives the same graph back."""
+        Data = require_pyg_data("Graph.to_pyg").Data
         values = {f.name: getattr(self, f.name) for f in fields(self)
-                  if f.name not in ("name", "_cache", "num_nodes") and getattr(self, f.name) is not None}
+                  if f.name not in ("_cache", "num_nodes") and getattr(self, f.name) is not None}
         return Data(**values, num_nodes=self.num_nodes)
 
     @classmethod
-    def from_pyg(cls, data: Any, name: str = "pyg") -> Graph:
-        """From a PyG ``Data`` object (any attribute it lacks stays ``None``)."""
-        values = {key: getattr(data, key, None)
+    def from_pyg(cls, data: Any, name: str | None = None) -> Graph:
+        """From a PyG ``Data`` object; any field it lacks stays ``None``. ``name``: the data's own ``name``
+        attribute when it has a string one (as :meth:`to_pyg` writes), else ``"pyg"``.
+
+        PyG's ``EdgeIndex`` becomes a plain tensor; node order and edge order are kept. Raises
+        :class:`GraphValidationError` for data without ``edge_index`` (e.g. only a ``SparseTensor`` ``adj_t``) and
+        for masks with several columns (PyG's way of storing several splits: pick one column first).
+        """
+        edge_index = getattr(data, "edge_index", None)
+        if edge_index is None:
+            hint = " (it has adj_t: build it without the ToSparseTensor transform)" if "adj_t" in data else ""
+            raise GraphValidationError(f"the PyG data has no edge_index{hint}")
+        for mask in MASK_NAMES:
+            value = getattr(data, mask, None)
+            if value is not None and value.dim() == 2:
+                raise GraphValidationError(
+                    f"{mask} has shape {tuple(value.shape)}: {value.size(1)} splits, one per column; pick one, "
+                    f"e.g. data.{mask} = data.{mask}[:, 0], for every mask")
+        if data.num_nodes is None:
+            raise GraphValidationError("the PyG data has no num_nodes and no x to count nodes from")
+        own_name = getattr(data, "name", None)
+        values = {key: _plain_tensor(getattr(data, key, None))
                   for key in ("x", "y", "edge_weight", "edge_attr", *MASK_NAMES)}
-        return cls(edge_index=data.edge_index, num_nodes=int(data.num_nodes), name=name, **values)
+        return cls(edge_index=_plain_tensor(edge_index), num_nodes=int(data.num_nodes),
+                   name=name or (own_name if isinstance(own_name, str) else "pyg"), **values)
+
+
+GraphLike = Union[Graph, "torch_geometric.data.Data", "torch_geometric.data.Dataset"]
+"""What the trainers accept: a :class:`Graph`, a PyG ``Data`` or a PyG dataset holding one graph."""
+
+
+def as_graph(data: GraphLike) -> Graph:
+    """``data`` as a :class:`Graph`: a ``Graph`` as it is, a PyG ``Data`` through :meth:`Graph.from_pyg`, a PyG
+    dataset (``InMemoryDataset``) through its one graph, named after the dataset. ``HeteroData``, a dataset of
+    several graphs and anything else are refused by name."""
+    if isinstance(data, Graph):
+        return data
+    pyg = sys.modules.get("torch_geometric.data")   # a PyG object exists only where PyG was imported
+    if pyg is not None:
+        if isinstance(data, pyg.HeteroData):
+            raise GraphValidationError("heterogeneous graphs (HeteroData) are not supported; convert one with "
+                                       "data.to_homogeneous() first")
+        if isinstance(data, pyg.Data):
+            return Graph.from_pyg(data)
+        if isinstance(data, pyg.Dataset):
+            name = str(getattr(data, "name", type(data).__name__))
+            if len(data) != 1:
+                raise GraphValidationError(f"the PyG dataset {name!r} holds {len(data)} graphs; node "
+                                           f"classification trains on one: pass dataset[i]")
+            graph = data[0]
+            return Graph.from_pyg(graph, name=name) if isinstance(graph, pyg.Data) else as_graph(graph)
+    raise TypeError(f"expected a gnnseg Graph, a torch_geometric Data or a one-graph PyG dataset, got "
+                    f"{type(data).__module__}.{type(data).__qualname__}")
+
+
+def _plain_tensor(value: Any) -> Any:
+    """PyG's tensor subclasses (``EdgeIndex``, ``Index``) as plain tensors; anything else as it is."""
+    return value.as_subclass(Tensor) if isinstance(value, Tensor) and type(value) is not Tensor else value
+
+
+def require_pyg_data(user: str) -> Any:
+    """``torch_geometric.data``, or an ``ImportError`` saying that ``user`` needs PyG and how to install it."""
+    try:
+        import torch_geometric.data
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{user} needs torch-geometric: pip install torch-geometric") from exc
+    return torch_geometric.data
 
 
 def _require_finite(name: str, tensor: Tensor) -> None:

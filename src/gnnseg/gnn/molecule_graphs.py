@@ -21,6 +21,10 @@ hybridization             SP, SP2, SP3, SP3D, SP3D2 + other
 Bond features (``BOND_FEATURES`` = 6): bond type one-hot (single, double, triple, aromatic), conjugated,
 in a ring.
 
+``featurizer="ogb"`` (:data:`FEATURIZERS`) builds the graph with OGB's ``smiles2graph`` instead
+(``ogb_molecule_features``: 9 atom and 3 bond features as integer codes), for figures comparable with OGB's.
+Either way the SMILES is checked here first, so an invalid one gets the same reason.
+
 RDKit is an optional dependency (``pip install 'gnnseg[chem]'``); it is imported only when a function here
 needs it, so the rest of gnnseg imports without it.
 """
@@ -29,12 +33,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
 from gnnseg.gnn.graph import Graph
+from gnnseg.gnn.ogb_molecule_features import OGB_FEATURIZER_VERSION, ogb_smiles_to_graph
 
 if TYPE_CHECKING:  # pragma: no cover
     from rdkit.Chem import Mol
@@ -56,6 +61,15 @@ ATOM_FEATURES = sum(width for _, width in ATOM_BLOCKS)
 BOND_FEATURES = len(BOND_TYPES) + 2
 # Stored in checkpoints: a model only scores molecules featurized the same way.
 FEATURIZER_VERSION = f"gnnseg.molecules/1:{ATOM_FEATURES}x{BOND_FEATURES}"
+
+Featurizer = Literal["gnnseg", "ogb"]
+FEATURIZERS = ("gnnseg", "ogb")
+FEATURIZER_VERSIONS = {"gnnseg": FEATURIZER_VERSION, "ogb": OGB_FEATURIZER_VERSION}
+
+
+def check_featurizer(featurizer: str) -> None:
+    if featurizer not in FEATURIZERS:
+        raise ValueError(f"featurizer must be one of {FEATURIZERS}, got {featurizer!r}")
 
 
 class InvalidSmilesError(ValueError):
@@ -164,9 +178,14 @@ def mol_to_graph(mol: Mol, name: str = "molecule") -> Graph:
                  name=name)
 
 
-def smiles_to_graph(smiles: str) -> Graph:
-    """Featurize one SMILES string (raises :class:`InvalidSmilesError` when RDKit rejects it)."""
-    return mol_to_graph(parse_smiles(smiles), name=smiles.strip())
+def smiles_to_graph(smiles: str, featurizer: Featurizer = "gnnseg") -> Graph:
+    """Featurize one SMILES string (raises :class:`InvalidSmilesError` when RDKit rejects it): gnnseg's
+    one-hot features, or OGB's ``smiles2graph`` codes with ``featurizer="ogb"``."""
+    check_featurizer(featurizer)
+    mol = parse_smiles(smiles)
+    if featurizer == "ogb":
+        return ogb_smiles_to_graph(smiles.strip())
+    return mol_to_graph(mol, name=smiles.strip())
 
 
 def murcko_scaffold(smiles_or_mol: str | Mol, include_chirality: bool = False) -> str:
@@ -193,9 +212,9 @@ class SkippedRow:
         return f"row {self.row} (line {self.line}): {self.smiles!r}: {self.reason}"
 
 
-def featurize_smiles(smiles: Sequence[str], lines: Sequence[int] | None = None
+def featurize_smiles(smiles: Sequence[str], lines: Sequence[int] | None = None, featurizer: Featurizer = "gnnseg"
                      ) -> tuple[list[Graph], list[int], list[SkippedRow]]:
-    """Featurize many SMILES; invalid ones are skipped and reported, never raised.
+    """Featurize many SMILES with ``featurizer``; invalid ones are skipped and reported, never raised.
 
     Returns ``(graphs, kept_rows, skipped)``: ``graphs[k]`` belongs to input row ``kept_rows[k]``.
     ``lines[row]`` is the file line of each row, for the report (default ``row + 2``: a CSV with a header).
@@ -203,7 +222,7 @@ def featurize_smiles(smiles: Sequence[str], lines: Sequence[int] | None = None
     graphs, kept, skipped = [], [], []
     for row, text in enumerate(smiles):
         try:
-            graphs.append(smiles_to_graph(text))
+            graphs.append(smiles_to_graph(text, featurizer))
         except InvalidSmilesError as exc:
             line = row + 2 if lines is None else int(lines[row])
             skipped.append(SkippedRow(row=row, line=line, smiles=text, reason=exc.reason))

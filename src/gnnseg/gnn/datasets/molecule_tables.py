@@ -13,9 +13,11 @@ moleculenet/tox21.csv              ``smiles``       the 12 ``NR-*`` / ``SR-*`` c
 stokes2020_ecoli/ecoli.csv         ``smiles``       ``activity``                            classification
 =================================  ===============  ======================================  ===============
 
-Missing labels (blank cells) become NaN and are masked in losses and metrics. Rows whose SMILES RDKit
-rejects are skipped and reported (row, file line, text, reason); a label that is not a number, or a
-classification label other than 0/1, is a mistake in the table or the column choice and raises.
+``featurizer="ogb"`` featurizes with OGB's ``smiles2graph`` (integer codes) instead of gnnseg's one-hot
+features (``molecule_graphs``). Missing labels (blank cells) become NaN and are masked in losses and
+metrics. Rows whose SMILES RDKit rejects are skipped and reported (row, file line, text, reason); a label
+that is not a number, or a classification label other than 0/1, is a mistake in the table or the column
+choice and raises.
 
 Splits return index arrays into the dataset: ``random_split`` (seeded permutation), ``scaffold_split``
 (Bemis-Murcko scaffold groups, largest first into train, as DeepChem's ``ScaffoldSplitter`` that
@@ -40,7 +42,9 @@ from torch import Tensor
 
 from gnnseg.gnn.graph import Graph
 from gnnseg.gnn.molecule_graphs import (
+    Featurizer,
     SkippedRow,
+    check_featurizer,
     featurize_smiles,
     murcko_scaffold,
     require_rdkit,
@@ -72,6 +76,7 @@ class MoleculeDataset:
     ``graphs[k]`` (with ``x``, ``edge_index``, ``edge_attr``) has labels ``targets[k]`` (``(G, T)`` float32,
     NaN where missing) and came from data row ``rows[k]`` of the file; ``skipped`` lists the rows left out.
     ``records[k]`` holds that row's original columns (used when screening writes them back out).
+    ``featurizer`` says how the graphs were made (``"gnnseg"`` one-hot floats, ``"ogb"`` integer codes).
     """
 
     graphs: list[Graph]
@@ -84,6 +89,7 @@ class MoleculeDataset:
     records: list[dict[str, str]] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     source: str = ""
+    featurizer: Featurizer = "gnnseg"
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -95,7 +101,8 @@ class MoleculeDataset:
     def summary(self) -> dict:
         """Counts for reports: molecules, tasks, labels present, and the skipped rows (as dicts)."""
         present = ~torch.isnan(self.targets)
-        info = {"source": self.source, "molecules": len(self), "tasks": self.num_tasks, "task": self.task,
+        info = {"source": self.source, "featurizer": self.featurizer, "molecules": len(self),
+                "tasks": self.num_tasks, "task": self.task,
                 "labels_present": int(present.sum()), "labels_missing": int((~present).sum()),
                 "skipped": len(self.skipped), "skipped_rows": [vars(s) for s in self.skipped]}
         if self.task == "classification" and self.num_tasks:
@@ -122,10 +129,12 @@ def _parse_label(text: str, task: TaskType, where: str) -> float:
 
 
 def load_molecule_csv(path: str | os.PathLike, smiles_column: str = "smiles",
-                      target_columns: Sequence[str] = (), task: TaskType = "classification") -> MoleculeDataset:
-    """Read ``path`` and featurize its SMILES (see the module docstring). ``target_columns`` may be empty
-    (a library to score): ``targets`` then has shape ``(G, 0)``."""
+                      target_columns: Sequence[str] = (), task: TaskType = "classification",
+                      featurizer: Featurizer = "gnnseg") -> MoleculeDataset:
+    """Read ``path`` and featurize its SMILES with ``featurizer`` (see the module docstring).
+    ``target_columns`` may be empty (a library to score): ``targets`` then has shape ``(G, 0)``."""
     require_rdkit()
+    check_featurizer(featurizer)
     if task not in TASK_TYPES:
         raise ValueError(f"task must be one of {TASK_TYPES}, got {task!r}")
     path = Path(path)
@@ -150,22 +159,22 @@ def load_molecule_csv(path: str | os.PathLike, smiles_column: str = "smiles",
             labels[row, column] = _parse_label(record.get(name, ""), task,
                                                f"{path} line {lines[row]}, column {name!r}")
     smiles = [record.get(smiles_column, "") for record in records]
-    graphs, kept, skipped = featurize_smiles(smiles, lines=lines)
+    graphs, kept, skipped = featurize_smiles(smiles, lines=lines, featurizer=featurizer)
     if not graphs:
         raise MoleculeTableError(f"{path}: none of its {len(records)} rows holds a valid SMILES in column "
                                  f"{smiles_column!r}" + (f" (first problem: {skipped[0]})" if skipped else ""))
     return MoleculeDataset(graphs=graphs, smiles=[smiles[k].strip() for k in kept],
                            targets=torch.from_numpy(labels[kept]), target_names=list(target_columns), task=task,
                            rows=kept, skipped=skipped, records=[records[k] for k in kept], columns=columns,
-                           source=str(path))
+                           source=str(path), featurizer=featurizer)
 
 
-def load_shared_table(name: str, root: str | os.PathLike) -> MoleculeDataset:
+def load_shared_table(name: str, root: str | os.PathLike, featurizer: Featurizer = "gnnseg") -> MoleculeDataset:
     """One of ``SHARED_TABLES`` (bbbp, esol, tox21, ecoli) from ``root`` (``../shared/datasets/molecules``)."""
     if name not in SHARED_TABLES:
         raise ValueError(f"unknown molecule table {name!r}; choose one of {', '.join(SHARED_TABLES)}")
     relative, smiles_column, targets, task = SHARED_TABLES[name]
-    return load_molecule_csv(Path(root) / relative, smiles_column, targets, task)
+    return load_molecule_csv(Path(root) / relative, smiles_column, targets, task, featurizer)
 
 
 # ------------------------------------------------------------------------------------------------- splits

@@ -18,6 +18,10 @@ the arrays as ``.npy`` files under ``<folder>/gnnseg_processed/`` (written atomi
 changed), which later loads memory-map. ``download_ogb`` fetches the official zip for users with internet.
 OGB publishes no checksums for these archives, so the download reports the sha256 it got instead of checking
 one (pin it in :data:`CHECKSUMS` once you trust a copy).
+
+The graph is named for its dataset (``ogbn-arxiv``), and the node trainers score a graph with such a name by
+OGB's own metric (``gnnseg.gnn.ogb_evaluation.ogb_metric``: OGB's ``Evaluator`` when ogb is installed).
+Only single-label datasets load: ogbn-proteins' 112 binary label columns are refused by the label check.
 """
 
 from __future__ import annotations

@@ -105,19 +105,35 @@ def _check_name(name: str) -> str:
     return key
 
 
+def raw_folder(name: str, root: str | os.PathLike) -> Path:
+    """Where the raw files of ``name`` are under ``root``: ``root`` itself (the flat layout), or PyG's layout,
+    ``root/<Name>/raw`` (any case of the name, as PyG's ``Planetoid(root, "Cora")`` writes it) or ``root/raw``
+    (``root`` is PyG's dataset folder). ``root`` itself when none holds them, so that the error names it."""
+    key, root = _check_name(name), Path(root)
+    pyg_layouts = [root / "raw"]
+    if root.is_dir():
+        pyg_layouts += sorted(folder / "raw" for folder in root.iterdir() if folder.name.lower() == key)
+    for folder in [root, *pyg_layouts]:
+        if _file(folder, key, "graph").is_file():
+            return folder
+    return root
+
+
 def load_planetoid(name: str, root: str | os.PathLike) -> Graph:
-    """Load ``name`` (cora, citeseer, pubmed) from the raw files in ``root`` with the public split.
+    """Load ``name`` (cora, citeseer, pubmed) from the raw files under ``root`` (flat, or PyG's
+    ``root/Cora/raw`` layout: :func:`raw_folder`) with the public split.
 
     Features are returned raw (binary bag-of-words for Cora and CiteSeer); call
     :meth:`Graph.row_normalize_features` for the GCN paper's preprocessing. Edges are symmetric, without
     duplicates or self-loops. CiteSeer's 15 isolated test slots get zero feature rows, as in Kipf's loader.
     """
-    key, root = _check_name(name), Path(root)
+    key, root = _check_name(name), raw_folder(name, root)
     missing = [str(_file(root, key, part)) for part in PARTS if not _file(root, key, part).is_file()]
     if missing:
         raise FileNotFoundError(
             f"Planetoid {key} is incomplete in {root}: missing {', '.join(missing)}. "
-            f"Use download_planetoid({key!r}, root) where there is internet, or copy the files there.")
+            f"Use download_planetoid({key!r}, root) where there is internet, or copy the files there "
+            f"(or into PyG's layout, root/{key.capitalize()}/raw).")
     x, y, tx, ty, allx, ally, adjacency, test_index = (_read(_file(root, key, part)) for part in PARTS)
 
     test_sorted = np.sort(test_index)

@@ -13,6 +13,11 @@ random, for all frontier nodes at once (no Python loop over nodes):
   so repeated draws give repeated edges (the mean over them is the usual unbiased estimate).
 
 Nodes without incoming edges (isolated) get no edges but stay targets (their layer output is the root term).
+
+Two backends draw the same distribution into the same block structure: ``"torch"`` (this module's vectorized
+tensor code: the fallback and the oracle) and ``"numba"`` (:mod:`gnnseg.gnn.sampling.compiled`: one compiled
+call per mini-batch, several times faster where a batch is small enough for per-operation overhead to dominate).
+``"auto"`` takes numba when it imports.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from gnnseg.gnn.sampling.blocks import (
     check_sizes,
 )
 
+BACKENDS = ("auto", "numba", "torch")
 # distinct_subsets draws by random keys over every edge of the rows while no row holds more than KEYS_LIMIT
 # edges per draw (then at most KEYS_LIMIT * count keys per row), else by Floyd's algorithm
 KEYS_LIMIT = 32
@@ -123,6 +129,25 @@ def sample_slots(row_ptr: Tensor, nodes: Tensor, fanout: int, replace: bool = Fa
     return slots, owner
 
 
+def resolve_backend(backend: str) -> str:
+    """``"numba"`` or ``"torch"``: the backend a sampler runs for the requested one (``"auto"``: numba when it
+    imports, else torch). ``ValueError`` for an unknown name; ``ImportError`` naming the fix for ``"numba"``
+    where numba does not import."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown sampler backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return backend
+    try:
+        import gnnseg.gnn.sampling.compiled  # noqa: F401
+    except ImportError as error:
+        if backend == "numba":
+            raise ImportError(f"sampler backend 'numba' needs numba, which does not import here ({error}); "
+                              f"install it with pip install 'gnnseg[fast]', or choose backend 'torch' or "
+                              f"'auto'") from error
+        return "torch"
+    return "numba"
+
+
 class NeighborSampler:
     """Per-layer uniform neighbour sampling over the graph's cached incoming-edge CSR.
 
@@ -145,24 +170,38 @@ class NeighborSampler:
     Cost per hop: ``O(F * f^2)`` at most for the draws (``F`` frontier nodes, fanout ``f``) and ``O(m)`` to
     relabel the ``m <= F * (f + 1)`` nodes; independent of any node's degree. Gathers use ``index_select``,
     which is faster than tensor indexing on 1-D tensors (a sampler is mostly gathers).
+
+    ``backend``: ``"torch"`` (the code below), ``"numba"`` (:mod:`gnnseg.gnn.sampling.compiled`, the same
+    distribution and block structure from one compiled call per batch) or ``"auto"`` (numba when it imports);
+    ``self.backend`` is the one that runs. The two draw different blocks from the same generator state.
     """
 
-    def __init__(self, graph: Graph, fanouts: Sequence[int], *, replace: bool = False, reuse: bool = False) -> None:
+    def __init__(self, graph: Graph, fanouts: Sequence[int], *, replace: bool = False, reuse: bool = False,
+                 backend: str = "auto") -> None:
         self.fanouts = check_sizes(fanouts, "fanouts")
         self.replace, self.reuse = bool(replace), bool(reuse)
+        self.backend = resolve_backend(backend)
         self.num_nodes = graph.num_nodes
         self.row_ptr, self.neighbors, self.edge_ids = graph.csr()
-        self.relabel = Relabeler(self.num_nodes)
+        if self.backend == "numba":
+            from gnnseg.gnn.sampling.compiled import CompiledNeighborSampling
+
+            self.compiled = CompiledNeighborSampling(self.row_ptr, self.neighbors, self.edge_ids, self.fanouts,
+                                                     replace=self.replace, reuse=self.reuse)
+        else:
+            self.relabel = Relabeler(self.num_nodes)
 
     def __repr__(self) -> str:
         return (f"NeighborSampler(fanouts={list(self.fanouts)}, replace={self.replace}, reuse={self.reuse}, "
-                f"num_nodes={self.num_nodes})")
+                f"backend={self.backend!r}, num_nodes={self.num_nodes})")
 
     def sample(self, seeds: Tensor | Sequence[int], generator: Generator = None) -> list[Block]:
         """Blocks for the (unique) ``seeds``, input layer first; ``blocks[-1].target_nodes`` equals ``seeds``.
         ``generator``: a ``torch.Generator``, an int seed, or ``None`` for torch's global RNG."""
         targets = check_seeds(seeds, self.num_nodes, unique=False)     # the relabeler finds repeated seeds
         generator = as_generator(generator)
+        if self.backend == "numba":
+            return self.compiled.sample(targets, generator)
         hops = []                      # per hop: source nodes, targets, local sources, local targets, edge ids
         drawing = targets              # the nodes that draw neighbours at this hop
         for fanout in self.fanouts:

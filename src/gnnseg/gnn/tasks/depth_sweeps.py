@@ -47,7 +47,7 @@ from gnnseg.core import new_run, progress, seed_everything
 from gnnseg.gnn import models, ops
 from gnnseg.gnn.datasets import load_node_dataset
 from gnnseg.gnn.datasets.karate import CLUBS
-from gnnseg.gnn.graph import Graph
+from gnnseg.gnn.graph import GraphLike
 from gnnseg.gnn.layers import GCNIIConv, GraphLayer, PairNorm
 from gnnseg.gnn.plots import plot_embeddings
 from gnnseg.gnn.smoothing_metrics import (
@@ -57,7 +57,7 @@ from gnnseg.gnn.smoothing_metrics import (
     smoothness,
 )
 from gnnseg.gnn.tasks.karate_embeddings import karate_embeddings
-from gnnseg.gnn.tasks.node import NodeConfig, prepare_graph, train_node_classifier
+from gnnseg.gnn.tasks.node import NodeConfig, prepare_graph, train_node_classifier, trainable_graph
 
 VARIANTS = ("gcn", "pairnorm", "gcnii")
 REMEDIES = ("pairnorm", "gcnii")
@@ -169,14 +169,16 @@ def _check_depths(depths: Sequence[int]) -> list[int]:
     return depths
 
 
-def depth_sweep(graph: Graph, depths: Sequence[int] = DEFAULT_DEPTHS, variants: Sequence[str] = VARIANTS, *,
+def depth_sweep(graph: GraphLike, depths: Sequence[int] = DEFAULT_DEPTHS, variants: Sequence[str] = VARIANTS, *,
                 seeds: int = 1, first_seed: int = 0, epochs: int | None = None,
                 chunk_size: int = DEFAULT_CHUNK_SIZE, show_progress: bool | None = None) -> list[dict[str, Any]]:
     """Train every ``variant`` at every depth from seeds ``first_seed..`` and measure its last representation.
 
     ``epochs`` caps the variants' maximum epochs (quick runs). Returns one row per (variant, depth, seed):
     accuracies, epochs, training seconds and the :func:`gnnseg.gnn.smoothing_metrics.smoothness` diagnostics.
+    ``graph``: as :func:`~gnnseg.gnn.tasks.node.train_node_classifier` takes it (split once for every run).
     """
+    graph = trainable_graph(graph)
     depths = _check_depths(depths)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:

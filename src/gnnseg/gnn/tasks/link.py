@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from gnnseg.core import progress, seed_everything
 from gnnseg.core.ranking import average_precision, roc_auc
 from gnnseg.gnn import ops
-from gnnseg.gnn.graph import Graph, GraphValidationError
+from gnnseg.gnn.graph import Graph, GraphLike, GraphValidationError, as_graph
 from gnnseg.gnn.layers import GCNConv
 
 
@@ -177,10 +177,11 @@ def full_reconstruction_loss(train_edges: Tensor, num_nodes: int):
     return loss
 
 
-def train_link_predictor(graph: Graph, config: LinkConfig = LinkConfig(), seed: int = 0,
+def train_link_predictor(graph: GraphLike, config: LinkConfig = LinkConfig(), seed: int = 0,
                          show_progress: bool | None = None) -> LinkResult:
-    """Split, train, and report test AUC/AP at the selected epoch (``config.select``)."""
-    graph.validate()
+    """Split, train, and report test AUC/AP at the selected epoch (``config.select``). ``graph``: a
+    :class:`Graph`, a PyG ``Data`` or a one-graph PyG dataset, with node features."""
+    graph = as_graph(graph).validate()
     if graph.x is None:
         raise GraphValidationError("link prediction needs node features x (use an identity matrix if none)")
     if config.objective not in ("full", "sampled"):

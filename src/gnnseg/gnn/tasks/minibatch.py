@@ -61,10 +61,11 @@ from gnnseg.core import (
 )
 from gnnseg.core.distributed import DistributedContext, distributed_context
 from gnnseg.gnn import models, ops
-from gnnseg.gnn.graph import Graph
+from gnnseg.gnn.graph import Graph, GraphLike
 from gnnseg.gnn.sampling import FastGCNSampler, LADIESSampler, NeighborSampler
 from gnnseg.gnn.sampling.blocks import Block, check_sizes
-from gnnseg.gnn.tasks.node import check_trainable, summarize
+from gnnseg.gnn.sampling.neighbor import BACKENDS as SAMPLER_BACKENDS
+from gnnseg.gnn.tasks.node import accuracy, summarize, trainable_graph
 
 SAMPLERS = ("neighbor", "fastgcn", "ladies")
 MINIBATCH_MODELS = ("sage", "gcn", "gat", "gin")
@@ -77,9 +78,12 @@ class MiniBatchConfig:
 
     ``fanouts`` (neighbour sampling, per hop from the seeds, PyG's order) or ``num_samples`` (FastGCN /
     LADIES, nodes per layer from the seeds down) set the number of message-passing layers; ``reuse_samples``
-    shares each node's drawn neighbours between the layers (see :class:`NeighborSampler`). ``patience`` is
+    shares each node's drawn neighbours between the layers and ``sampler_backend`` picks the code that draws them
+    (``"auto"``: numba where it imports; see :class:`NeighborSampler`). ``patience`` is
     in epochs without a better validation accuracy (``None``: run all epochs). ``row_normalize_features``
     ``None`` normalizes rows only when every feature is non-negative (bag-of-words data such as Cora).
+    ``compile`` trains through ``torch.compile(model, dynamic=True)`` (evaluation stays eager); off by default:
+    on CPU it paid only for SAGE, and modestly, after 10-20 s of compiling (``benchmarks/gnn_compile.py``).
     """
 
     model: Literal["sage", "gcn", "gat", "gin"] = "sage"
@@ -87,6 +91,7 @@ class MiniBatchConfig:
     fanouts: tuple[int, ...] = (25, 10)
     replace: bool = False
     reuse_samples: bool = False
+    sampler_backend: Literal["auto", "numba", "torch"] = "auto"
     num_samples: tuple[int, ...] = (64, 64, 64, 64, 64)
     importance_normalization: Literal["mean", "symmetric"] = "mean"
     batch_size: int = 512
@@ -107,6 +112,7 @@ class MiniBatchConfig:
     eval_max_nodes: int = 8192
     eval_max_edges: int = 1 << 19
     row_normalize_features: bool | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fanouts", check_sizes(tuple(self.fanouts), "fanouts"))
@@ -114,6 +120,9 @@ class MiniBatchConfig:
         models.check_model(self.model, MINIBATCH_MODELS)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.sampler_backend not in SAMPLER_BACKENDS:
+            raise ValueError(f"unknown sampler backend {self.sampler_backend!r}; choose one of "
+                             f"{', '.join(SAMPLER_BACKENDS)}")
         if self.sampler != "neighbor" and not (self.model == "gcn" or (self.model == "sage"
                                                                          and self.aggregator == "mean")):
             raise ValueError(f"the {self.sampler} sampler's blocks carry importance weights, which only GCN "
@@ -154,7 +163,8 @@ class MiniBatchConfig:
 
     def build_sampler(self, graph: Graph) -> NeighborSampler | FastGCNSampler | LADIESSampler:
         if self.sampler == "neighbor":
-            return NeighborSampler(graph, self.fanouts, replace=self.replace, reuse=self.reuse_samples)
+            return NeighborSampler(graph, self.fanouts, replace=self.replace, reuse=self.reuse_samples,
+                                   backend=self.sampler_backend)
         sampler_type = FastGCNSampler if self.sampler == "fastgcn" else LADIESSampler
         return sampler_type(graph, self.num_samples, normalization=self.importance_normalization)
 
@@ -321,9 +331,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def prepare_minibatch_graph(graph: Graph, config: MiniBatchConfig) -> Graph:
-    """Validate and require what training needs; normalize feature rows as configured."""
-    check_trainable(graph)
+def prepare_minibatch_graph(data: GraphLike, config: MiniBatchConfig) -> Graph:
+    """:func:`~gnnseg.gnn.tasks.node.trainable_graph`; then feature rows normalized as configured."""
+    graph = trainable_graph(data)
     normalize = config.row_normalize_features
     if normalize is None:
         normalize = not ops.is_sparse(graph.x) and bool((graph.x >= 0).all())
@@ -344,7 +354,7 @@ def evaluate_layerwise(model: models.StackedGNN, graph: Graph, neighborhood: Any
         rows = torch.searchsorted(nodes, index)
         labels = graph.y[index]
         scores[f"{split}_loss"] = float(F.cross_entropy(logits[rows], labels))
-        scores[f"{split}_acc"] = float((logits[rows].argmax(-1) == labels).float().mean())
+        scores[f"{split}_acc"] = accuracy(logits[rows], labels, graph.name)
     return scores
 
 
@@ -362,7 +372,9 @@ def _share_scores(scores: dict[str, float] | None, context: DistributedContext) 
 
 
 # settings that change how fast a run goes, never its numbers: a run may resume with other values
-EXECUTION_SETTINGS = ("num_workers", "prefetch_factor")
+EXECUTION_SETTINGS = ("num_workers", "prefetch_factor", "compile")
+# settings whose default differs from what runs did before the setting existed (they sampled with torch)
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"sampler_backend": "torch"}
 
 
 def _config_dict(config: MiniBatchConfig) -> dict[str, Any]:
@@ -371,8 +383,9 @@ def _config_dict(config: MiniBatchConfig) -> dict[str, Any]:
 
 def same_run_settings(saved: dict[str, Any], config: MiniBatchConfig) -> bool:
     """Whether a saved config describes the same computation as ``config`` (worker settings aside). A setting
-    the saved config lacks (written before the setting existed) counts as its default."""
-    current, defaults = _config_dict(config), _config_dict(MiniBatchConfig())
+    the saved config lacks (written before the setting existed) counts as what such runs did: its default, or
+    its value in :data:`SETTINGS_BEFORE_THEY_EXISTED`."""
+    current, defaults = _config_dict(config), {**_config_dict(MiniBatchConfig()), **SETTINGS_BEFORE_THEY_EXISTED}
     return all(saved.get(k, defaults[k]) == v for k, v in current.items() if k not in EXECUTION_SETTINGS)
 
 
@@ -381,11 +394,12 @@ def config_from_dict(values: dict[str, Any]) -> MiniBatchConfig:
     return MiniBatchConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in known})
 
 
-def train_minibatch(graph: Graph, config: MiniBatchConfig, seed: int = 0, *,
+def train_minibatch(graph: GraphLike, config: MiniBatchConfig, seed: int = 0, *,
                     checkpoint: str | os.PathLike | None = None, resume: bool = False,
                     show_progress: bool | None = None, context: DistributedContext | None = None,
                     eval_progress: bool = False) -> MiniBatchResult:
-    """Train one model on ``graph`` (which needs ``x``, ``y``, ``train_mask``) with sampled mini-batches.
+    """Train one model on ``graph`` with sampled mini-batches: a :class:`Graph`, a PyG ``Data`` or a one-graph
+    PyG dataset with ``x`` and ``y`` (:func:`~gnnseg.gnn.tasks.node.trainable_graph`: its masks, or a random split).
 
     ``checkpoint``: file written after every epoch (rank 0 only); ``resume=True`` continues from it (it must
     exist and hold the same config, seed and world size). ``context``: the distributed context (default:
@@ -428,9 +442,11 @@ def train_minibatch(graph: Graph, config: MiniBatchConfig, seed: int = 0, *,
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["rng"])
         history, state, best_state = saved["history"], saved["state"], saved["best_state"]
-    ddp_model: nn.Module = model
+    training_model: nn.Module = model
     if context.enabled:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model)
+        training_model = torch.nn.parallel.DistributedDataParallel(model)
+    if config.compile:                   # blocks change shape every batch: compiled once for dynamic shapes
+        training_model = torch.compile(training_model, dynamic=True)
 
     first_epoch = state["epoch"]
     last_epoch = first_epoch if state["stopped"] else config.epochs
@@ -447,7 +463,7 @@ def train_minibatch(graph: Graph, config: MiniBatchConfig, seed: int = 0, *,
     for position, batch in enumerate(bar):
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(ddp_model(batch.x, batch.blocks), batch.y)
+        loss = F.cross_entropy(training_model(batch.x, batch.blocks), batch.y)
         loss.backward()
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

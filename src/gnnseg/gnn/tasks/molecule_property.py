@@ -7,6 +7,11 @@ batch norm) each followed by batch norm, ReLU (not after the last) and dropout; 
 linear head with ``T`` outputs (one per task). With ``bond_features=False`` the layers are plain GIN
 (:class:`~gnnseg.gnn.layers.GINConv`) and the bonds only give the edges.
 
+On OGB's integer-coded features (``featurizer="ogb"``) the atom encoder is OGB's ``AtomEncoder`` (a sum of one
+embedding per atom column, :class:`~gnnseg.gnn.categorical_features.CategoricalEmbedding`) and every GINE
+layer's edge map reads the bonds' one-hot columns (5 + 6 + 2), which makes it a per-layer ``BondEncoder`` as
+in OGB's GIN (one learned vector per bond column's value, summed, plus a bias).
+
 Training: Adam, mini-batches of molecules, a loss over the labels that are present (BCE with logits for
 classification, MSE on standardized targets for regression; missing labels are masked out), early
 stopping on the validation metric (mean ROC-AUC over tasks that have both classes, or RMSE), test scores
@@ -27,31 +32,45 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnnseg.core import progress, seed_everything
-from gnnseg.core.ranking import roc_auc
 from gnnseg.gnn.batch import GraphBatch, Readout, readout
+from gnnseg.gnn.categorical_features import CategoricalEmbedding, categorical_one_hot
 from gnnseg.gnn.datasets.molecule_tables import MoleculeDataset, TaskType
 from gnnseg.gnn.graph import Graph
 from gnnseg.gnn.layers.gin import GINConv
 from gnnseg.gnn.layers.gine import GINEConv
 from gnnseg.gnn.models import gin_mlp
+from gnnseg.gnn.molecule_graphs import Featurizer, check_featurizer
+from gnnseg.gnn.ogb_evaluation import per_task_ranking
+from gnnseg.gnn.ogb_molecule_features import OGB_ATOM_VOCABULARY, OGB_BOND_VOCABULARY
 
 
 class MoleculeGIN(nn.Module):
     """Atoms ``x (N, in_channels)``, bonds ``edge_attr (E, edge_channels)`` -> ``(G, num_tasks)`` outputs.
 
+    ``featurizer`` says what ``x`` and ``edge_attr`` hold: gnnseg's one-hot floats, or OGB's integer codes
+    (``"ogb"``: ``in_channels`` 9, ``edge_channels`` 3).
     For regression the outputs are standardized values; :meth:`predict` maps them back with the buffers
     ``target_mean`` / ``target_std`` (saved in the state dict, so a checkpoint is self-contained).
     """
 
     def __init__(self, in_channels: int, edge_channels: int, hidden: int, num_tasks: int, *, num_layers: int = 5,
                  dropout: float = 0.5, readout_kind: Readout = "mean", bond_features: bool = True,
-                 train_eps: bool = False) -> None:
+                 train_eps: bool = False, featurizer: Featurizer = "gnnseg") -> None:
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if num_tasks < 1:
             raise ValueError(f"a molecule model needs at least one task, got {num_tasks}")
-        self.atom_encoder = nn.Linear(in_channels, hidden)
+        check_featurizer(featurizer)
+        if featurizer == "ogb":
+            expected = (len(OGB_ATOM_VOCABULARY), len(OGB_BOND_VOCABULARY))
+            if (in_channels, edge_channels) != expected:
+                raise ValueError(f"OGB features have {expected[0]} atom and {expected[1]} bond columns, got "
+                                 f"{in_channels} and {edge_channels}")
+            self.atom_encoder: nn.Module = CategoricalEmbedding(OGB_ATOM_VOCABULARY, hidden)
+            edge_channels = sum(OGB_BOND_VOCABULARY)
+        else:
+            self.atom_encoder = nn.Linear(in_channels, hidden)
         if bond_features:
             convs = [GINEConv(gin_mlp(hidden, hidden), hidden, edge_channels, train_eps=train_eps)
                      for _ in range(num_layers)]
@@ -61,17 +80,22 @@ class MoleculeGIN(nn.Module):
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden) for _ in range(num_layers))
         self.head = nn.Linear(hidden, num_tasks)
         self.dropout, self.readout_kind, self.bond_features = dropout, readout_kind, bond_features
+        self.featurizer = featurizer
         self.register_buffer("target_mean", torch.zeros(num_tasks))
         self.register_buffer("target_std", torch.ones(num_tasks))
 
     def forward(self, batch: GraphBatch) -> Tensor:
         """Logits (classification) or standardized values (regression), ``(G, num_tasks)``."""
         h = self.atom_encoder(batch.x)
+        bonds = batch.edge_attr
+        if self.bond_features:
+            if bonds is None:
+                raise ValueError("this model uses bond features, but the batch has no edge_attr")
+            if self.featurizer == "ogb":
+                bonds = categorical_one_hot(bonds, OGB_BOND_VOCABULARY)
         for position, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             if self.bond_features:
-                if batch.edge_attr is None:
-                    raise ValueError("this model uses bond features, but the batch has no edge_attr")
-                h = conv(h, batch.edge_index, batch.edge_attr)
+                h = conv(h, batch.edge_index, bonds)
             else:
                 h = conv(h, batch.edge_index)
             h = norm(h)
@@ -114,10 +138,11 @@ class MoleculeConfig:
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
-    def build(self, in_channels: int, edge_channels: int, num_tasks: int) -> MoleculeGIN:
+    def build(self, in_channels: int, edge_channels: int, num_tasks: int,
+              featurizer: Featurizer = "gnnseg") -> MoleculeGIN:
         return MoleculeGIN(in_channels, edge_channels, self.hidden, num_tasks, num_layers=self.num_layers,
                            dropout=self.dropout, readout_kind=self.readout, bond_features=self.bond_features,
-                           train_eps=self.train_eps)
+                           train_eps=self.train_eps, featurizer=featurizer)
 
 
 # ------------------------------------------------------------------------------------------ loss and metrics
@@ -142,19 +167,19 @@ def task_metrics(predictions: np.ndarray, targets: np.ndarray, task: TaskType,
     """Per-task scores over the present labels and their mean.
 
     Classification: ROC-AUC per task (``None`` for a task whose present labels hold one class only), and
-    ``auc`` = the mean over the tasks that have both classes (NaN if none does; ``auc_tasks`` counts them).
+    ``auc`` = the mean over the tasks that have both classes (NaN if none does; ``auc_tasks`` counts them):
+    OGB's rule (``ogb_evaluation.per_task_ranking``), equal to ``Evaluator("ogbg-moltox21")``'s ``rocauc``.
     Regression: RMSE per task and ``rmse`` = their mean. Arrays are ``(G, T)``.
     """
     predictions, targets = np.asarray(predictions, dtype=np.float64), np.asarray(targets, dtype=np.float64)
     names = target_names or [str(k) for k in range(targets.shape[1])]
-    per_task: dict[str, float | None] = {}
-    for column, name in enumerate(names):
-        present = ~np.isnan(targets[:, column])
-        labels, scores = targets[present, column], predictions[present, column]
-        if task == "classification":
-            both = labels.size and 0 < labels.sum() < labels.size
-            per_task[name] = roc_auc(scores, labels) if both else None
-        else:
+    if task == "classification":
+        per_task: dict[str, float | None] = dict(zip(names, per_task_ranking(targets, predictions)))
+    else:
+        per_task = {}
+        for column, name in enumerate(names):
+            present = ~np.isnan(targets[:, column])
+            labels, scores = targets[present, column], predictions[present, column]
             per_task[name] = float(np.sqrt(np.mean((scores - labels) ** 2))) if labels.size else None
     defined = [v for v in per_task.values() if v is not None]
     mean = float(np.mean(defined)) if defined else math.nan
@@ -242,7 +267,8 @@ def train_molecule_model(dataset: MoleculeDataset, split: tuple[np.ndarray, np.n
     generator = seed_everything(seed)
     task, targets = dataset.task, dataset.targets
     scaled = targets.clone()
-    model = config.build(dataset.graphs[0].num_features, dataset.graphs[0].num_edge_features, dataset.num_tasks)
+    model = config.build(dataset.graphs[0].num_features, dataset.graphs[0].num_edge_features, dataset.num_tasks,
+                         dataset.featurizer)
     if task == "regression":
         train_targets = targets[train_index]
         mean = torch.nanmean(train_targets, dim=0).nan_to_num(0.0)

@@ -26,7 +26,7 @@ from gnnseg.gnn.datasets.molecule_tables import (
     load_molecule_csv,
     split_dataset,
 )
-from gnnseg.gnn.molecule_graphs import FEATURIZER_VERSION
+from gnnseg.gnn.molecule_graphs import FEATURIZER_VERSIONS, Featurizer
 from gnnseg.gnn.tasks.molecule_property import (
     MoleculeConfig,
     MoleculeGIN,
@@ -44,7 +44,7 @@ def run_molecule_property(csv_path: str | os.PathLike, targets: Sequence[str], *
                           task: TaskType = "classification", split: SplitKind = "scaffold",
                           seeds: int = 1, first_seed: int = 0, runs_root: str | os.PathLike = "runs",
                           overrides: dict[str, Any] | None = None, dataset: MoleculeDataset | None = None,
-                          show_progress: bool | None = None) -> dict[str, Any]:
+                          featurizer: Featurizer = "gnnseg", show_progress: bool | None = None) -> dict[str, Any]:
     """Train ``seeds`` models (seeds ``first_seed..``) on the table at ``csv_path`` and write
     ``runs/gnn-molecules/<time>/``: ``config.json``, ``metrics.json`` (per seed, summary, skipped rows) and
     ``model.pt`` (the seed with the best validation score). The deterministic scaffold split is the same
@@ -53,7 +53,8 @@ def run_molecule_property(csv_path: str | os.PathLike, targets: Sequence[str], *
 
     Returns the summary: ``test_auc_mean`` / ``test_auc_std`` (classification) or ``test_rmse_mean`` /
     ``test_rmse_std`` (regression), the same for validation, counts, ``run_dir`` and ``checkpoint``.
-    ``dataset`` may pass an already loaded table (then ``csv_path`` is only recorded).
+    ``dataset`` may pass an already loaded table (then ``csv_path`` is only recorded and its own featurizer
+    is used); otherwise the table is featurized with ``featurizer`` (``"ogb"``: OGB's ``smiles2graph``).
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
@@ -61,10 +62,11 @@ def run_molecule_property(csv_path: str | os.PathLike, targets: Sequence[str], *
         raise ValueError("name at least one target column (--targets)")
     config = MoleculeConfig(**(overrides or {}))
     if dataset is None:
-        dataset = load_molecule_csv(csv_path, smiles_column, targets, task)
+        dataset = load_molecule_csv(csv_path, smiles_column, targets, task, featurizer)
     run = new_run("gnn-molecules", runs_root)
     run.save_config({"csv": str(csv_path), "smiles_column": smiles_column, "targets": list(targets), "task": task,
-                     "split": split, "seeds": seeds, "first_seed": first_seed, "config": asdict(config)})
+                     "split": split, "seeds": seeds, "first_seed": first_seed, "featurizer": dataset.featurizer,
+                     "config": asdict(config)})
     data_summary = dataset.summary()
     run.log_metrics(data=data_summary)
     results: list[MoleculeResult] = []
@@ -77,12 +79,14 @@ def run_molecule_property(csv_path: str | os.PathLike, targets: Sequence[str], *
         run.log_metrics(per_seed=[r.summary() for r in results])
     best = max(results, key=lambda r: (_selection_value(r), -r.seed))
     checkpoint = save_checkpoint({
-        "format": CHECKPOINT_FORMAT, "featurizer": FEATURIZER_VERSION, "config": asdict(config), "task": task,
+        "format": CHECKPOINT_FORMAT, "featurizer": FEATURIZER_VERSIONS[dataset.featurizer], "config": asdict(config),
+        "task": task,
         "target_names": list(dataset.target_names), "smiles_column": smiles_column,
         "in_channels": dataset.graphs[0].num_features, "edge_channels": dataset.graphs[0].num_edge_features,
         "seed": best.seed, "state_dict": best.state_dict, "metrics": {"val": best.val, "test": best.test},
     }, run.path / "model.pt")
     summary = {"csv": str(csv_path), "targets": list(dataset.target_names), "task": task, "split": split,
+               "featurizer": dataset.featurizer,
                "molecules": len(dataset), "split_sizes": split_sizes, **summarize_molecules(results),
                "best_seed": best.seed, "skipped": len(dataset.skipped),
                "skipped_rows": data_summary["skipped_rows"][:REPORTED_SKIPS]}
@@ -97,17 +101,20 @@ def _selection_value(result: MoleculeResult) -> float:
 
 
 def load_molecule_model(path: str | os.PathLike) -> tuple[MoleculeGIN, dict[str, Any]]:
-    """Rebuild the model saved by :func:`run_molecule_property`; returns ``(model in eval mode, payload)``."""
+    """Rebuild the model saved by :func:`run_molecule_property`; returns ``(model in eval mode, payload)``.
+    ``model.featurizer`` names the featurizer its molecules need."""
     payload = load_checkpoint(path, required_keys=("format", "featurizer", "config", "task", "target_names",
                                                    "in_channels", "edge_channels", "state_dict"))
     if payload["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is a {payload['format']!r} checkpoint, not a molecule model")
-    if payload["featurizer"] != FEATURIZER_VERSION:
+    featurizers = {version: name for name, version in FEATURIZER_VERSIONS.items()}
+    if payload["featurizer"] not in featurizers:
         raise CheckpointError(f"{path} was trained on features {payload['featurizer']!r}; this gnnseg makes "
-                              f"{FEATURIZER_VERSION!r}")
+                              f"{', '.join(map(repr, featurizers))}")
     known = {f.name for f in fields(MoleculeConfig)}
     config = MoleculeConfig(**{k: v for k, v in payload["config"].items() if k in known})
-    model = config.build(payload["in_channels"], payload["edge_channels"], len(payload["target_names"]))
+    model = config.build(payload["in_channels"], payload["edge_channels"], len(payload["target_names"]),
+                         featurizers[payload["featurizer"]])
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit its model: missing {missing}, unexpected {unexpected}")
@@ -151,7 +158,7 @@ def screen_library(checkpoint: str | os.PathLike, csv_path: str | os.PathLike, o
     target = names[0] if target is None else target
     if target not in names:
         raise ValueError(f"the model predicts {names}, not {target!r}")
-    library = load_molecule_csv(csv_path, smiles_column, (), "classification")
+    library = load_molecule_csv(csv_path, smiles_column, (), "classification", model.featurizer)
     scores = predict_graphs(model, library.graphs, payload["task"], batch_size)[:, names.index(target)].numpy()
     order = np.argsort(scores if ascending else -scores, kind="stable")[:top]
     extra = [c for c in library.columns if c != smiles_column]

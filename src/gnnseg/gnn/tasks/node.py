@@ -33,7 +33,9 @@ from torch import Tensor, nn
 
 from gnnseg.core import progress, seed_everything
 from gnnseg.gnn import models, ops
-from gnnseg.gnn.graph import Graph, GraphValidationError
+from gnnseg.gnn.graph import Graph, GraphLike, GraphValidationError, as_graph
+from gnnseg.gnn.node_splits import with_splits
+from gnnseg.gnn.ogb_evaluation import node_accuracy
 
 MODELS = ("gcn", "sgc", "gin", "gat")
 
@@ -112,6 +114,7 @@ class NodeResult:
     epoch_times_ms: list[float]
     history: dict[str, list[float]] = field(repr=False)
     state_dict: dict[str, Tensor] = field(repr=False)
+    predictions: Tensor = field(repr=False)   # (N,) int64: the selected model's class for every node, input order
 
     def summary(self) -> dict[str, Any]:
         return {"seed": self.seed, "test_acc": self.test_acc, "val_acc": self.val_acc, "train_acc": self.train_acc,
@@ -163,8 +166,9 @@ class _Selection:
         return better
 
 
-def accuracy(logits: Tensor, labels: Tensor) -> float:
-    return float((logits.argmax(-1) == labels).float().mean()) if labels.numel() else float("nan")
+def accuracy(logits: Tensor, labels: Tensor, dataset: str | None = None) -> float:
+    """Share of rows whose largest logit is the label; OGB's Evaluator's for an OGB ``dataset`` (by name)."""
+    return node_accuracy(dataset, logits.argmax(-1), labels)
 
 
 def optimizer_for(model: models.StackedGNN, config: NodeConfig) -> torch.optim.Optimizer:
@@ -183,30 +187,40 @@ def optimizer_for(model: models.StackedGNN, config: NodeConfig) -> torch.optim.O
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def check_trainable(graph: Graph) -> None:
-    """Validate ``graph`` and require what node-classification training needs (features, labels, a train mask)."""
+def trainable_graph(data: GraphLike) -> Graph:
+    """The entrance of every node-classification trainer: ``data`` (a :class:`Graph`, a PyG ``Data`` or a
+    one-graph PyG dataset) as a validated :class:`Graph` with features, integer labels ``(N,)`` (PyG's ``(N, 1)``
+    flattened) and a train and test split (:func:`gnnseg.gnn.node_splits.with_splits`: its own masks, or a
+    random split with a warning)."""
+    graph = as_graph(data)
+    if graph.y is not None and graph.y.dim() == 2 and graph.y.size(1) == 1:
+        graph = replace(graph, y=graph.y.flatten(), _cache=graph._cache)
     graph.validate()
-    for name in ("x", "y", "train_mask"):
+    for name in ("x", "y"):
         if getattr(graph, name) is None:
             raise GraphValidationError(f"node classification needs graph.{name}, but it is None")
-    if not bool(graph.train_mask.any()):
-        raise GraphValidationError("train_mask selects no node: nothing to learn from")
+    if graph.y.is_floating_point() or graph.y.dim() != 1:
+        raise GraphValidationError(f"node classification needs one integer class label per node, but y is "
+                                   f"{graph.y.dtype} of shape {tuple(graph.y.shape)}")
+    return with_splits(graph)
 
 
-def prepare_graph(graph: Graph, config: NodeConfig) -> Graph:
-    """Validate, require what training needs, and apply the feature preprocessing of the config."""
-    check_trainable(graph)
+def prepare_graph(data: GraphLike, config: NodeConfig) -> Graph:
+    """:func:`trainable_graph`, then the feature preprocessing of the config."""
+    graph = trainable_graph(data)
     return graph.row_normalize_features() if config.row_normalize_features else graph
 
 
-def train_node_classifier(graph: Graph, config: NodeConfig, seed: int = 0, *,
+def train_node_classifier(graph: GraphLike, config: NodeConfig = PRESETS["gcn"], seed: int = 0, *,
                           model: models.StackedGNN | None = None,
                           show_progress: bool | None = None) -> NodeResult:
-    """Train one model on ``graph`` from seed ``seed`` and return its selected-epoch accuracies.
+    """Train one model on ``graph`` from seed ``seed`` and return its selected-epoch accuracies and predictions.
 
-    ``graph`` needs ``x``, ``y`` and ``train_mask``; without ``val_mask`` no early stopping or selection
-    happens (the last epoch counts). Accuracies are fractions in [0, 1]. ``model`` replaces the one the
-    config would build (the optimizer and schedule still come from the config); it is trained in place.
+    ``graph``: a :class:`Graph`, a PyG ``Data`` or a one-graph PyG dataset with ``x`` and ``y``
+    (:func:`trainable_graph`; without train / test masks it gets a random split, with a warning). Without
+    validation nodes no early stopping or selection happens (the last epoch counts). Accuracies are fractions in
+    [0, 1]. ``config`` defaults to the GCN preset. ``model`` replaces the one the config would build (the optimizer
+    and schedule still come from the config); it is trained in place.
     """
     graph = prepare_graph(graph, config)
     seed_everything(seed)
@@ -233,37 +247,47 @@ def train_node_classifier(graph: Graph, config: NodeConfig, seed: int = 0, *,
         optimizer.step()
         epoch_times.append((time.perf_counter() - start) * 1e3)
 
-        scores = evaluate(model, graph, x)
+        logits = predict(model, graph, x)
+        scores = split_scores(logits, graph)
         history["train_loss"].append(float(loss.detach()))
         for key, value in scores.items():
             if key in history:
                 history[key].append(value)
         if selection.improved(scores):
-            best = (epoch, scores, copy.deepcopy(model.state_dict()))
+            best = (epoch, scores, copy.deepcopy(model.state_dict()), logits.argmax(-1))
         if rule.should_stop(scores.get("val_loss", 0.0), scores.get("val_acc", 0.0)):
             break
     assert best is not None  # at least one epoch ran
-    best_epoch, scores, state = best
-    return NodeResult(seed=seed, test_acc=scores.get("test_acc", float("nan")),
-                      val_acc=scores.get("val_acc", float("nan")), train_acc=scores["train_acc"],
-                      best_epoch=best_epoch, epochs_run=epoch + 1, epoch_times_ms=epoch_times,
-                      history=history, state_dict=state)
+    best_epoch, scores, state, predictions = best
+    return NodeResult(seed=seed, test_acc=scores["test_acc"], val_acc=scores.get("val_acc", float("nan")),
+                      train_acc=scores["train_acc"], best_epoch=best_epoch, epochs_run=epoch + 1,
+                      epoch_times_ms=epoch_times, history=history, state_dict=state, predictions=predictions)
 
 
 @torch.no_grad()
+def predict(model: nn.Module, graph: Graph, features: Tensor | None = None) -> Tensor:
+    """Logits ``(N, C)`` of every node in eval mode; ``features`` replaces ``graph.x`` (e.g. its sparse form)."""
+    model.eval()
+    return model(graph.x if features is None else features, graph.edge_index)
+
+
 def evaluate(model: nn.Module, graph: Graph, features: Tensor | None = None) -> dict[str, float]:
     """Loss and accuracy on every split the graph has (``{split}_loss``, ``{split}_acc``).
 
     ``features`` replaces ``graph.x`` (for instance its sparse form) when given.
     """
-    model.eval()
-    logits = model(graph.x if features is None else features, graph.edge_index)
+    return split_scores(predict(model, graph, features), graph)
+
+
+@torch.no_grad()
+def split_scores(logits: Tensor, graph: Graph) -> dict[str, float]:
+    """Loss and accuracy of ``logits (N, C)`` on every split the graph has."""
     scores = {}
     for split in ("train", "val", "test"):
         mask = getattr(graph, f"{split}_mask")
         if mask is not None and bool(mask.any()):
             scores[f"{split}_loss"] = float(F.cross_entropy(logits[mask], graph.y[mask]))
-            scores[f"{split}_acc"] = accuracy(logits[mask], graph.y[mask])
+            scores[f"{split}_acc"] = accuracy(logits[mask], graph.y[mask], graph.name)
     return scores
 
 
