@@ -21,6 +21,7 @@ checked against the paper's text when this script was written (see PUBLISHED).
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 from gnnseg.core import machine_info, write_json
 from gnnseg.core.atomic import atomic_path
 from gnnseg.gnn.datasets.molecule_tables import load_shared_table, split_dataset
+from gnnseg.gnn.molecule_graphs import FEATURIZERS, Featurizer
 from gnnseg.gnn.tasks.molecule_property import (
     MoleculeConfig,
     metric_name,
@@ -69,23 +71,25 @@ PUBLISHED = {
 }
 
 
-def run_dataset(name: str, root: str, seeds: int, config: MoleculeConfig) -> dict:
+def run_dataset(name: str, root: str, seeds: int, config: MoleculeConfig, featurizer: Featurizer) -> dict:
     began = time.perf_counter()
     table, split = PROTOCOLS[name]
-    data = load_shared_table(table, root)
+    data = load_shared_table(table, root, featurizer)
     results, splits = [], []
     for seed in range(seeds):
         parts = split_dataset(data, split, seed=seed)
         splits.append(parts)
         results.append(train_molecule_model(data, parts, config, seed, show_progress=True))
         metric = metric_name(data.task)
-        print(f"  {name} seed {seed}: test {metric} {results[-1].test_score:.4f}, val {results[-1].val_score:.4f}, "
+        print(f"  {name} ({featurizer}) seed {seed}: test {metric} {results[-1].test_score:.4f}, "
+              f"val {results[-1].val_score:.4f}, "
               f"best epoch {results[-1].best_epoch}/{results[-1].epochs_run}, {results[-1].seconds:.0f} s", flush=True)
     metric = metric_name(data.task)
     summary = summarize_molecules(results)
     positives = [[int(np.nansum(data.targets[p].numpy())) for p in parts] for parts in splits] \
         if data.task == "classification" else None
-    return {"dataset": name, "table": table, "split": split, "positives_per_part": positives, "metric": metric,
+    return {"dataset": name, "featurizer": featurizer, "table": table, "split": split,
+            "positives_per_part": positives, "metric": metric,
             "task": data.task, "tasks": data.num_tasks, "molecules": len(data), "skipped": len(data.skipped),
             "split_sizes": [[len(p) for p in parts] for parts in splits],
             "mean": summary[f"test_{metric}_mean"], "std": summary[f"test_{metric}_std"],
@@ -99,7 +103,8 @@ def markdown(rows: list[dict], machine: dict, config: MoleculeConfig, seeds: int
              f"{seeds} seed(s); config: " + ", ".join(f"{k}={v}" for k, v in asdict(config).items()) + ".",
              (f"Machine: {machine['processor']}, {machine['cpu_count']} cores, torch {machine['torch']} "
               f"({machine['torch_threads']} threads), {machine['date']}."), "",
-             "| dataset | split | metric | ours (mean ± std) | published | source |", "|---|---|---|---|---|---|"]
+             "| dataset | split | featurizer | metric | ours (mean ± std) | published | source |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
         published = row["published"] or [{"value": None, "source": "-", "verified": True}]
         for k, ref in enumerate(published):
@@ -107,7 +112,7 @@ def markdown(rows: list[dict], machine: dict, config: MoleculeConfig, seeds: int
             value = "-" if ref["value"] is None else f"{ref['value']:.3f}" + (f" ± {ref['std']:.3f}" if "std" in ref
                                                                               else "")
             mark = "" if ref.get("verified", True) else " (unverified)"
-            lead = (row["dataset"], row["split"], row["metric"]) if k == 0 else ("", "", "")
+            lead = (row["dataset"], row["split"], row["featurizer"], row["metric"]) if k == 0 else ("",) * 4
             lines.append(f"| {' | '.join(lead)} | {ours} | {value}{mark} | {ref.get('model', '')}: {ref['source']} |")
     lines += ["", ("ROC-AUC: higher is better; RMSE (log mol/L): lower is better. Published numbers use other "
                    "featurizers, splits and model sizes; they place ours, they are not a same-run comparison."), ""]
@@ -119,6 +124,8 @@ def main() -> None:
     parser.add_argument("--root", default="../shared/datasets/molecules")
     parser.add_argument("--datasets", nargs="+", default=["ecoli", "ecoli-balanced", "bbbp", "esol"],
                         choices=list(PROTOCOLS))
+    parser.add_argument("--featurizers", nargs="+", default=["gnnseg", "ogb"], choices=list(FEATURIZERS),
+                        help="gnnseg's one-hot atom / bond features and OGB's smiles2graph codes (OGB's leaderboard)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--patience", type=int, default=20)
@@ -131,11 +138,12 @@ def main() -> None:
     config = MoleculeConfig(epochs=args.epochs, patience=args.patience, hidden=args.hidden)
     out_dir = Path(args.out_dir)
     rows = []
-    for name in args.datasets:
-        row = run_dataset(name, args.root, args.seeds, config)
+    for name, featurizer in itertools.product(args.datasets, args.featurizers):
+        row = run_dataset(name, args.root, args.seeds, config, featurizer)
         rows.append(row)
         refs = ", ".join(f"{r['value']}{'' if r.get('verified', True) else '?'}" for r in row["published"])
-        print(f"{name:14s} {row['split']:17s} test {row['metric']} {row['mean']:.3f} +- {row['std']:.3f} "
+        print(f"{name:14s} {featurizer:6s} {row['split']:17s} test {row['metric']} {row['mean']:.3f} "
+              f"+- {row['std']:.3f} "
               f"(published {refs}; {row['seconds']:.0f} s)", flush=True)
         machine = machine_info()
         write_json(out_dir / "gnn_molecules.json", {"benchmark": "gnn_molecules", "machine": machine,

@@ -393,7 +393,6 @@ def test_cli_synth_then_ladies_training(tmp_path, capsys, last_json):
 @pytest.mark.parametrize("arguments,message", [
     (["--sampler", "neighbor", "--fanouts", "0,5"], "fanouts[0] must be a positive integer, got 0"),
     (["--fanouts", "10,5"], "--fanouts apply to mini-batch training: add --sampler"),
-    (["--compile"], "--compile apply to mini-batch training: add --sampler"),
     (["--sampler", "neighbor", "--sampler-backend", "cuda"], "invalid choice: 'cuda'"),
     (["--sampler", "neighbor", "--dataset", "synth:/nonexistent/graph"], "meta.json is missing"),
     (["--sampler", "ladies", "--model", "gat"], "only GCN (model 'gcn') and SAGE"),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from gnnseg.cli import main
 from gnnseg.core import CheckpointError, save_checkpoint
@@ -39,6 +40,19 @@ def test_same_seed_same_result():
     config = NodeConfig(epochs=30, stopping="none", select="last", row_normalize_features=False)
     first, second = (train_node_classifier(graph, config, seed=3) for _ in range(2))
     assert first.history["train_loss"] == second.history["train_loss"]
+
+
+@pytest.mark.slow
+def test_compiled_full_graph_training_follows_eager_training(planetoid_root):
+    graph = load_planetoid("cora", planetoid_root)
+    for model in ("gcn", "gat"):
+        config = preset(model, "cora", epochs=3, dropout=0.0, value_dropout=0.0)
+        eager = train_node_classifier(graph, config, seed=2, show_progress=False)
+        compiled = train_node_classifier(graph, preset(model, "cora", epochs=3, dropout=0.0, value_dropout=0.0,
+                                                       compile=True), seed=2, show_progress=False)
+        assert compiled.history["train_loss"] == pytest.approx(eager.history["train_loss"], rel=1e-4)
+        for name, tensor in eager.state_dict.items():
+            torch.testing.assert_close(compiled.state_dict[name], tensor, rtol=1e-4, atol=1e-4)
 
 
 def test_stopping_rules():

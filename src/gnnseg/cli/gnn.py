@@ -12,13 +12,13 @@ SAMPLERS = ("neighbor", "fastgcn", "ladies")
 
 def _gnn_train(args: argparse.Namespace) -> dict:
     overrides = {key: value for key, value in (("epochs", args.epochs), ("lr", args.lr),
-                                               ("hidden", args.hidden)) if value is not None}
+                                               ("hidden", args.hidden), ("compile", args.compile))
+                 if value is not None}
     minibatch = {key: value for key, value in (("fanouts", args.fanouts), ("num_samples", args.num_samples),
                                                ("batch_size", args.batch_size), ("num_workers", args.num_workers),
                                                ("patience", args.patience), ("eval_every", args.eval_every),
                                                ("reuse_samples", args.reuse_samples),
-                                               ("sampler_backend", args.sampler_backend),
-                                               ("compile", args.compile))
+                                               ("sampler_backend", args.sampler_backend))
                  if value is not None}
     if args.model == "sage" or args.sampler is not None:     # mini-batch training on sampled blocks
         from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
@@ -82,10 +82,25 @@ def _gnn_molecules(args: argparse.Namespace) -> dict:
                                                ("dropout", args.dropout)) if value is not None}
     if args.no_bond_features:
         overrides["bond_features"] = False
-    return run_molecule_property(args.csv, args.targets, smiles_column=args.smiles_column, task=args.task,
-                                 split=args.split, seeds=args.seeds, first_seed=args.seed, runs_root=args.runs_dir,
-                                 overrides=overrides, featurizer=args.featurizer,
-                                 show_progress=False if args.json else None)
+    common = {"seeds": args.seeds, "first_seed": args.seed, "runs_root": args.runs_dir, "overrides": overrides,
+              "show_progress": False if args.json else None}
+    if args.ogb:
+        given = [f"--{name.replace('_', '-')}" for name in ("targets", "task") if getattr(args, name) is not None]
+        if args.featurizer == "gnnseg":
+            given.append("--featurizer gnnseg")
+        if given:
+            raise ValueError(f"{', '.join(given)} do not apply to --ogb: an OGB folder brings its targets, task "
+                             f"and OGB's atom and bond codes")
+        from gnnseg.gnn.datasets.ogb_molecules import load_ogb_molecules
+
+        dataset = load_ogb_molecules(args.ogb)
+        return run_molecule_property(args.ogb, dataset.target_names, task=dataset.task, dataset=dataset,
+                                     split=args.split or "official", **common)
+    if not args.targets:
+        raise ValueError("--csv needs --targets: the column(s) to learn")
+    return run_molecule_property(args.csv, args.targets, smiles_column=args.smiles_column,
+                                 task=args.task or "classification", split=args.split or "scaffold",
+                                 featurizer=args.featurizer or "gnnseg", **common)
 
 
 def _gnn_screen(args: argparse.Namespace) -> dict:
@@ -141,8 +156,8 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
                        help="neighbour sampling: the code that draws (default auto: numba where it is installed, "
                             "else torch; the same distribution, different draws)")
     train.add_argument("--compile", action="store_const", const=True,
-                       help="mini-batch: train through torch.compile (10-20 s to compile; off by default: on CPU "
-                            "it paid only for SAGE, and modestly; see benchmarks/gnn_compile.py)")
+                       help="train through torch.compile (seconds to compile; off by default: on CPU it pays "
+                            "only for full-graph GAT; see benchmarks/gnn_compile.py)")
     train.add_argument("--num-samples", type=int_list,
                        help="fastgcn/ladies: nodes sampled per layer (defaults: fastgcn 400,400; ladies 64 x 5)")
     train.add_argument("--batch-size", type=int, help="seed nodes per mini-batch (default 512)")
@@ -206,16 +221,20 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
     graphclass.add_argument("--json", action="store_true")
     graphclass.set_defaults(handler=_gnn_graphclass)
 
-    molecules = gnn.add_parser("molecules", help="molecular property prediction from a SMILES table (GIN with "
-                                                 "bond features; needs RDKit)")
-    molecules.add_argument("--csv", required=True, help="a CSV with a SMILES column and target columns")
+    molecules = gnn.add_parser("molecules", help="molecular property prediction from a SMILES table or an OGB "
+                                                 "molecule folder (GIN with bond features; needs RDKit)")
+    source = molecules.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", help="a CSV with a SMILES column and target columns")
+    source.add_argument("--ogb", metavar="DIR", help="an OGB molecule dataset folder as OGB lays it out (e.g. "
+                                                     "dataset/ogbg_molhiv): its graphs, labels and official split")
     molecules.add_argument("--smiles-column", default="smiles")
-    molecules.add_argument("--targets", nargs="+", required=True, help="target column(s); blank cells = missing")
-    molecules.add_argument("--task", choices=("classification", "regression"), default="classification",
-                           help="classification: 0/1 labels, ROC-AUC; regression: RMSE")
-    molecules.add_argument("--split", choices=("scaffold", "scaffold_balanced", "random"), default="scaffold",
-                           help="80/10/10 by Bemis-Murcko scaffold (deterministic, MoleculeNet/OGB), by scaffold "
-                                "shuffled per seed (chemprop's balanced split) or at random (per seed)")
+    molecules.add_argument("--targets", nargs="+", help="--csv: target column(s); blank cells = missing")
+    molecules.add_argument("--task", choices=("classification", "regression"),
+                           help="--csv: classification (0/1 labels, ROC-AUC; the default) or regression (RMSE)")
+    molecules.add_argument("--split", choices=("scaffold", "scaffold_balanced", "random", "official"),
+                           help="80/10/10 by Bemis-Murcko scaffold (deterministic, MoleculeNet/OGB; the default for "
+                                "--csv), by scaffold shuffled per seed (chemprop's balanced split), at random (per "
+                                "seed), or the dataset's own (the default for --ogb)")
     molecules.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
     molecules.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     molecules.add_argument("--epochs", type=int, help="maximum epochs (default 100)")
@@ -226,9 +245,9 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
     molecules.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     molecules.add_argument("--dropout", type=float, help="dropout after every layer (default 0.5)")
     molecules.add_argument("--no-bond-features", action="store_true", help="plain GIN: bonds give edges only")
-    molecules.add_argument("--featurizer", choices=("gnnseg", "ogb"), default="gnnseg",
-                           help="atom and bond features: gnnseg's one-hot (default) or OGB's smiles2graph codes, "
-                                "comparable with OGB's leaderboard (needs the ogb package)")
+    molecules.add_argument("--featurizer", choices=("gnnseg", "ogb"),
+                           help="--csv: atom and bond features, gnnseg's one-hot (default) or OGB's smiles2graph "
+                                "codes, comparable with OGB's leaderboard (needs the ogb package)")
     molecules.add_argument("--runs-dir", default="runs", help="where run directories are created (default runs/)")
     molecules.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     molecules.set_defaults(handler=_gnn_molecules)

@@ -77,6 +77,8 @@ class MoleculeDataset:
     NaN where missing) and came from data row ``rows[k]`` of the file; ``skipped`` lists the rows left out.
     ``records[k]`` holds that row's original columns (used when screening writes them back out).
     ``featurizer`` says how the graphs were made (``"gnnseg"`` one-hot floats, ``"ogb"`` integer codes).
+    ``name`` and ``official_split`` (train / validation / test indices) are set for a dataset that comes with its
+    own split, such as an OGB folder (``datasets.ogb_molecules``).
     """
 
     graphs: list[Graph]
@@ -90,6 +92,8 @@ class MoleculeDataset:
     columns: list[str] = field(default_factory=list)
     source: str = ""
     featurizer: Featurizer = "gnnseg"
+    name: str = ""
+    official_split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -101,7 +105,7 @@ class MoleculeDataset:
     def summary(self) -> dict:
         """Counts for reports: molecules, tasks, labels present, and the skipped rows (as dicts)."""
         present = ~torch.isnan(self.targets)
-        info = {"source": self.source, "featurizer": self.featurizer, "molecules": len(self),
+        info = {"source": self.source, "name": self.name, "featurizer": self.featurizer, "molecules": len(self),
                 "tasks": self.num_tasks, "task": self.task,
                 "labels_present": int(present.sum()), "labels_missing": int((~present).sum()),
                 "skipped": len(self.skipped), "skipped_rows": [vars(s) for s in self.skipped]}
@@ -257,14 +261,20 @@ def balanced_scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = 
         np.array(sorted(test), dtype=np.int64)
 
 
-SplitKind = Literal["random", "scaffold", "scaffold_balanced"]
-SPLITS = ("random", "scaffold", "scaffold_balanced")
+SplitKind = Literal["random", "scaffold", "scaffold_balanced", "official"]
+SPLITS = ("random", "scaffold", "scaffold_balanced", "official")
 
 
 def split_dataset(dataset: MoleculeDataset, how: SplitKind, seed: int = 0,
                   fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of the train / validation / test molecules; ``seed`` matters for the random and the
-    balanced scaffold split, not for the deterministic scaffold split."""
+    balanced scaffold split, not for the deterministic scaffold split. ``"official"`` is the split the dataset
+    came with (an OGB folder's)."""
+    if how == "official":
+        if dataset.official_split is None:
+            raise ValueError(f"{dataset.source or 'this dataset'} has no official split (OGB folders have one); "
+                             f"choose one of {', '.join(s for s in SPLITS if s != 'official')}")
+        return dataset.official_split
     if how == "random":
         return random_split(len(dataset), fractions, seed)
     if how == "scaffold":

@@ -74,7 +74,8 @@ def dataset_name(folder: Path) -> str | None:
     return None
 
 
-def _read_csv(path: Path, dtype: type, columns: int | None = None) -> np.ndarray:
+def read_ogb_csv(path: Path, dtype: type, columns: int | None = None) -> np.ndarray:
+    """A headerless gzipped CSV of OGB's raw layout as a 2-D array (one-line errors for missing or bad files)."""
     if not path.is_file():
         raise FileNotFoundError(f"OGB file missing: {path}")
     try:
@@ -87,7 +88,8 @@ def _read_csv(path: Path, dtype: type, columns: int | None = None) -> np.ndarray
     return values.astype(dtype, copy=False)
 
 
-def _split_folder(root: Path, split: str | None) -> Path:
+def ogb_split_folder(root: Path, split: str | None) -> Path:
+    """``root/split/<split>``, or the only split folder there is when ``split`` is None."""
     folders = sorted(p for p in (root / "split").glob("*") if p.is_dir()) if (root / "split").is_dir() else []
     if split is not None:
         chosen = root / "split" / split
@@ -103,11 +105,11 @@ def _split_folder(root: Path, split: str | None) -> Path:
 def _parse(root: Path, name: str | None, split: str | None, undirected: bool) -> dict[str, np.ndarray]:
     raw = root / "raw"
     info = OGB_NODE_DATASETS.get(name or "", {})
-    split_folder = _split_folder(root, split or info.get("split"))
-    num_nodes = int(_read_csv(raw / "num-node-list.csv.gz", np.int64, 1)[0, 0])
+    split_folder = ogb_split_folder(root, split or info.get("split"))
+    num_nodes = int(read_ogb_csv(raw / "num-node-list.csv.gz", np.int64, 1)[0, 0])
     if num_nodes < 1:
         raise OGBError(f"{raw / 'num-node-list.csv.gz'} gives {num_nodes} nodes")
-    edges = _read_csv(raw / "edge.csv.gz", np.int64, 2)
+    edges = read_ogb_csv(raw / "edge.csv.gz", np.int64, 2)
     if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
         row = int(np.nonzero((edges < 0).any(1) | (edges >= num_nodes).any(1))[0][0])
         raise OGBError(f"{raw / 'edge.csv.gz'} line {row + 1} ({edges[row].tolist()}) refers to a node outside "
@@ -118,7 +120,7 @@ def _parse(root: Path, name: str | None, split: str | None, undirected: bool) ->
     row_ptr, sources = csr_from_keys(keys, num_nodes)
     del keys
     arrays = {"row_ptr": row_ptr, "sources": sources}
-    labels = _read_csv(raw / "node-label.csv.gz", np.float64, 1)[:, 0]
+    labels = read_ogb_csv(raw / "node-label.csv.gz", np.float64, 1)[:, 0]
     if labels.shape[0] != num_nodes:
         raise OGBError(f"{raw / 'node-label.csv.gz'} has {labels.shape[0]} rows for {num_nodes} nodes")
     if np.isnan(labels).any():
@@ -127,12 +129,12 @@ def _parse(root: Path, name: str | None, split: str | None, undirected: bool) ->
     arrays["y"] = labels.astype(np.int64)
     feature_file = raw / "node-feat.csv.gz"
     if feature_file.is_file():
-        features = _read_csv(feature_file, np.float32)
+        features = read_ogb_csv(feature_file, np.float32)
         if features.shape[0] != num_nodes:
             raise OGBError(f"{feature_file} has {features.shape[0]} rows for {num_nodes} nodes")
         arrays["x"] = features
     for part, key in (("train", "train_idx"), ("valid", "val_idx"), ("test", "test_idx")):
-        index = _read_csv(split_folder / f"{part}.csv.gz", np.int64, 1)[:, 0]
+        index = read_ogb_csv(split_folder / f"{part}.csv.gz", np.int64, 1)[:, 0]
         if index.size and (index.min() < 0 or index.max() >= num_nodes):
             raise OGBError(f"{split_folder / (part + '.csv.gz')} refers to a node outside 0..{num_nodes - 1}")
         arrays[key] = index

@@ -85,7 +85,8 @@ def run_molecule_property(csv_path: str | os.PathLike, targets: Sequence[str], *
         "in_channels": dataset.graphs[0].num_features, "edge_channels": dataset.graphs[0].num_edge_features,
         "seed": best.seed, "state_dict": best.state_dict, "metrics": {"val": best.val, "test": best.test},
     }, run.path / "model.pt")
-    summary = {"csv": str(csv_path), "targets": list(dataset.target_names), "task": task, "split": split,
+    summary = {"csv": str(csv_path), "dataset": dataset.name, "targets": list(dataset.target_names), "task": task,
+               "split": split,
                "featurizer": dataset.featurizer,
                "molecules": len(dataset), "split_sizes": split_sizes, **summarize_molecules(results),
                "best_seed": best.seed, "skipped": len(dataset.skipped),
