@@ -202,3 +202,59 @@ def test_cli_trains_pyg_folders_and_pyg_roots_like_our_loader(pyg_root, referenc
     assert main(["gnn", "train", "--dataset", "cora", "--root", str(pyg_root), "--save-predictions",
                  str(predictions), *common]) == 2                                        # never overwritten
     assert torch.equal(torch.load(predictions, weights_only=True), reference.predictions)
+
+
+@pytest.fixture(scope="module")
+def pyg_mutag(tmp_path_factory):
+    """PyG's own TUDataset built from the shared MUTAG files (copied into a temporary root, never downloaded)."""
+    source = require_dataset("tudataset/MUTAG")
+    root = tmp_path_factory.mktemp("pyg_tu")
+    shutil.copytree(source, root / "MUTAG" / "raw")
+    from torch_geometric.datasets import TUDataset
+
+    return root / "MUTAG", TUDataset(str(root), "MUTAG")
+
+
+def test_a_pyg_dataset_of_graphs_equals_our_tu_reader(pyg_mutag):
+    from gnnseg.gnn.datasets.pyg_files import load_pyg_graphs
+    from gnnseg.gnn.datasets.tu import load_tu
+    from gnnseg.gnn.graph import as_graphs
+
+    folder, dataset = pyg_mutag
+    ours = load_tu("MUTAG", require_dataset("tudataset"))
+    for graphs in (load_pyg_graphs(folder), as_graphs(dataset)):
+        assert len(graphs) == len(ours) == 188
+        for theirs, mine in zip(graphs, ours, strict=True):
+            assert int(theirs.y.reshape(())) == int(mine.y)
+            assert torch.equal(theirs.x, mine.x)
+            edges = [sorted(map(tuple, g.edge_index.t().tolist())) for g in (theirs, mine)]
+            assert edges[0] == edges[1]
+    assert load_pyg_graphs(folder)[5].name == "MUTAG[5]"
+
+
+def test_graph_classification_takes_pyg_datasets_and_folders(pyg_mutag, tmp_path, last_json):
+    from gnnseg.gnn.tasks.graph_classification import GraphConfig, cross_validate
+
+    folder, dataset = pyg_mutag
+    result = cross_validate(dataset, GraphConfig(folds=2, epochs=2, hidden=8), show_progress=False)
+    assert result["folds"] == 2 and 0.0 <= result["cv_acc_mean"] <= 1.0
+    assert main(["gnn", "graphclass", "--dataset", f"pyg:{folder}", "--folds", "2", "--epochs", "2", "--hidden",
+                 "8", "--json"]) == 0
+    assert last_json()["folds"] == 2
+    with pytest.raises(PyGFileError, match="is a PyG dataset of 188 graphs; node classification trains on one"):
+        load_pyg(folder)
+
+
+def test_graph_classification_names_graphs_it_cannot_use():
+    from gnnseg.gnn.tasks.graph_classification import cross_validate
+
+    with_labels = [pyg_data.Data(x=torch.ones(3, 2), edge_index=torch.tensor([[0, 1], [1, 2]]), y=torch.tensor([k % 2]))
+                   for k in range(4)]
+    no_features = [*with_labels[:3], pyg_data.Data(edge_index=torch.tensor([[0], [1]]), num_nodes=2,
+                                                   y=torch.tensor([1]))]
+    with pytest.raises(GraphValidationError, match=r"graph 3 \(pyg\) has no node features x"):
+        cross_validate(no_features)
+    node_labels = [*with_labels[:3], pyg_data.Data(x=torch.ones(3, 2), edge_index=torch.tensor([[0], [1]]),
+                                                   y=torch.tensor([0, 1, 0]))]
+    with pytest.raises(GraphValidationError, match=r"graph 3 \(pyg\) has y of shape \(3,\)"):
+        cross_validate(node_labels)

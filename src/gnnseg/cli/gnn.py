@@ -62,13 +62,22 @@ def _gnn_linkpred(args: argparse.Namespace) -> dict:
 
 
 def _gnn_graphclass(args: argparse.Namespace) -> dict:
-    from gnnseg.gnn.datasets.tu import load_tu
     from gnnseg.gnn.tasks.graph_classification import GraphConfig, cross_validate
 
     config = GraphConfig(folds=args.folds, epochs=args.epochs, hidden=args.hidden, train_eps=args.train_eps,
                          readout=args.readout)
-    result = cross_validate(load_tu(args.dataset, args.root), config, seed=args.seed,
-                            show_progress=False if args.json else None)
+    if args.dataset.startswith("pyg:"):
+        from gnnseg.gnn.datasets.pyg_files import load_pyg_graphs
+
+        graphs = load_pyg_graphs(args.dataset[len("pyg:"):])
+    else:
+        if args.root is None:
+            raise ValueError(f"--root is needed for the TU dataset {args.dataset}: the folder holding "
+                             f"{args.dataset}/{args.dataset}_A.txt")
+        from gnnseg.gnn.datasets.tu import load_tu
+
+        graphs = load_tu(args.dataset, args.root)
+    result = cross_validate(graphs, config, seed=args.seed, show_progress=False if args.json else None)
     result.pop("curves")
     return {"dataset": args.dataset, "model": "gin-eps" if args.train_eps else "gin-0", **result}
 
@@ -210,8 +219,10 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
     link.set_defaults(handler=_gnn_linkpred)
 
     graphclass = gnn.add_parser("graphclass", help="graph classification with GIN, 10-fold cross-validation")
-    graphclass.add_argument("--dataset", required=True, help="TU dataset name, e.g. MUTAG, PROTEINS, NCI1")
-    graphclass.add_argument("--root", required=True, help="folder holding <NAME>/<NAME>_A.txt and friends")
+    graphclass.add_argument("--dataset", required=True, help="TU dataset name, e.g. MUTAG, PROTEINS, NCI1, or "
+                                                              "pyg:PATH (a PyG dataset folder such as TUDataset's "
+                                                              "root/MUTAG, or a saved list of Data)")
+    graphclass.add_argument("--root", help="TU datasets: the folder holding <NAME>/<NAME>_A.txt and friends")
     graphclass.add_argument("--folds", type=int, default=10)
     graphclass.add_argument("--epochs", type=int, default=350)
     graphclass.add_argument("--hidden", type=int, default=32)

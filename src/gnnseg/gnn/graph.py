@@ -7,6 +7,7 @@ An undirected graph stores both directions. Transforms return new graphs and nev
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Union
 
@@ -350,6 +351,9 @@ class Graph:
 GraphLike = Union[Graph, "torch_geometric.data.Data", "torch_geometric.data.Dataset"]
 """What the trainers accept: a :class:`Graph`, a PyG ``Data`` or a PyG dataset holding one graph."""
 
+GraphsLike = Union[Sequence[GraphLike], "torch_geometric.data.Dataset"]
+"""What graph classification accepts: a list of graphs or a PyG dataset of many (:func:`as_graphs`)."""
+
 
 def as_graph(data: GraphLike) -> Graph:
     """``data`` as a :class:`Graph`: a ``Graph`` as it is, a PyG ``Data`` through :meth:`Graph.from_pyg`, a PyG
@@ -373,6 +377,26 @@ def as_graph(data: GraphLike) -> Graph:
             return Graph.from_pyg(graph, name=name) if isinstance(graph, pyg.Data) else as_graph(graph)
     raise TypeError(f"expected a gnnseg Graph, a torch_geometric Data or a one-graph PyG dataset, got "
                     f"{type(data).__module__}.{type(data).__qualname__}")
+
+
+def as_graphs(data: GraphsLike) -> list[Graph]:
+    """Many graphs (graph classification) as :class:`Graph` objects: a list of ``Graph`` or PyG ``Data``, or a PyG
+    dataset of several graphs (``TUDataset``), each graph named ``<dataset>[i]``."""
+    pyg = sys.modules.get("torch_geometric.data")
+    if pyg is not None and isinstance(data, pyg.Dataset):
+        name = str(getattr(data, "name", type(data).__name__))
+        return [_graph_level_label(Graph.from_pyg(data[i], name=f"{name}[{i}]")) for i in range(len(data))]
+    if isinstance(data, list | tuple):
+        return [_graph_level_label(as_graph(item)) for item in data]
+    raise TypeError(f"expected a list of graphs or a PyG dataset, got {type(data).__module__}."
+                    f"{type(data).__qualname__}")
+
+
+def _graph_level_label(graph: Graph) -> Graph:
+    """PyG stores a graph's class as ``y`` of shape ``(1,)``; gnnseg's graphs hold it as a scalar."""
+    if graph.y is not None and graph.y.dim() == 1 and graph.y.numel() == 1:
+        return replace(graph, y=graph.y.reshape(()))
+    return graph
 
 
 def _plain_tensor(value: Any) -> Any:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from gnnseg.core import progress, seed_everything
 from gnnseg.gnn.batch import GraphBatch, Readout, readout
-from gnnseg.gnn.graph import Graph
+from gnnseg.gnn.graph import Graph, GraphsLike, GraphValidationError, as_graphs
 from gnnseg.gnn.layers import GINConv
 from gnnseg.gnn.models import gin_mlp
 
@@ -123,10 +123,29 @@ def train_fold(graphs: list[Graph], train_index: np.ndarray, test_index: np.ndar
     return curve
 
 
-def cross_validate(graphs: list[Graph], config: GraphConfig = GraphConfig(), seed: int = 0,
+def graph_labels(graphs: list[Graph]) -> np.ndarray:
+    """Each graph's one class label; a graph without features or without exactly one label is named."""
+    labels = []
+    for k, graph in enumerate(graphs):
+        if graph.x is None:
+            raise GraphValidationError(f"graph {k} ({graph.name}) has no node features x; give every node some "
+                                       f"(e.g. PyG's OneHotDegree transform) before classifying graphs")
+        if graph.y is None or graph.y.numel() != 1:
+            shape = None if graph.y is None else tuple(graph.y.shape)
+            raise GraphValidationError(f"graph {k} ({graph.name}) has y of shape {shape}; graph classification "
+                                       f"needs one class label per graph")
+        labels.append(int(graph.y.reshape(())))
+    if min(labels) < 0:
+        raise GraphValidationError(f"class labels must be >= 0, got {min(labels)}")
+    return np.array(labels)
+
+
+def cross_validate(graphs: GraphsLike, config: GraphConfig = GraphConfig(), seed: int = 0,
                    show_progress: bool | None = None) -> dict:
-    """The GIN paper's protocol; returns the best-mean-epoch accuracy and the per-fold curves."""
-    labels = np.array([int(g.y) for g in graphs])
+    """The GIN paper's protocol; returns the best-mean-epoch accuracy and the per-fold curves. ``graphs``: a list
+    of :class:`Graph` or PyG ``Data``, or a PyG dataset of many graphs (:func:`gnnseg.gnn.graph.as_graphs`)."""
+    graphs = as_graphs(graphs)
+    labels = graph_labels(graphs)
     folds = stratified_folds(labels, config.folds, seed)
     curves = []
     for k in progress(range(config.folds), desc="folds", enabled=show_progress):
