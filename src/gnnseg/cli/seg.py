@@ -20,7 +20,8 @@ ZOOM_SCALES_HELP = ("with --zoom: N windows per box, each half as wide as the on
 
 
 CHECKPOINT_HELP = ("a model name ({names}; default {default}), a checkpoint (SAM, MedSAM, MobileSAM, Lite MedSAM "
-                   "or gnnseg layout) or an ONNX export folder")
+                   "or gnnseg layout), an ONNX export folder or a Hugging Face SAM folder (config.json + "
+                   "model.safetensors)")
 NORMALIZATION_HELP = ("input normalisation, overriding what the checkpoint implies: minmax (MedSAM, Lite MedSAM) or "
                       "imagenet (SAM, MobileSAM); needed for a flat ViT checkpoint, whose tensors do not tell")
 UNMATCHED_HELP = ("go on when an image has no mask of the same name (by default that is an error listing every "
@@ -99,10 +100,12 @@ def _seg_train(args: argparse.Namespace) -> dict:
 
 
 def _seg_predict(args: argparse.Namespace) -> dict:
-    from gnnseg.seg.unet.pipeline import predict_folder
+    from gnnseg.seg.io.dicom_seg import is_dicom_seg_path
+    from gnnseg.seg.unet.pipeline import predict_dicom_seg, predict_folder
 
-    return predict_folder(args.model, args.input, args.output, checkpoint=args.checkpoint, mirror=args.mirror,
-                          keep_largest=args.keep_largest, device=args.device)
+    predict = predict_dicom_seg if is_dicom_seg_path(args.output) else predict_folder
+    return predict(args.model, args.input, args.output, checkpoint=args.checkpoint, mirror=args.mirror,
+                   keep_largest=args.keep_largest, device=args.device)
 
 
 def _seg_metrics(args: argparse.Namespace) -> dict:
@@ -184,6 +187,14 @@ def _seg_export_onnx(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.folder_commands import export_onnx_folder
 
     return export_onnx_folder(args.output, choice=_model_choice(args))
+
+
+def _seg_export_hf(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.sam.hf_checkpoint import export_hf, refuse_nonempty_folder
+
+    refuse_nonempty_folder(args.output)  # before the model loads
+    folder = export_hf(_model_choice(args).load(), args.output)
+    return {"output": str(folder), "files": sorted(path.name for path in folder.iterdir())}
 
 
 def _seg_evaluate(args: argparse.Namespace) -> dict:
@@ -298,8 +309,9 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     fit.set_defaults(handler=_seg_train)
 
     infer = seg.add_parser("predict", help="segment every case of a folder with a trained run")
-    infer.add_argument("-i", "--input", required=True)
-    infer.add_argument("-o", "--output", required=True)
+    infer.add_argument("-i", "--input", required=True, help="a folder of cases, or one DICOM series folder")
+    infer.add_argument("-o", "--output", required=True,
+                       help="a new folder for the cases' labels; a .dcm file: a DICOM-SEG of the DICOM series -i")
     infer.add_argument("-m", "--model", required=True, help="a run folder made by `gnnseg seg train`")
     infer.add_argument("--checkpoint", default="checkpoint_best.pt")
     infer.add_argument("--mirror", action="store_true",
@@ -332,7 +344,8 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     segment.add_argument("--modality", choices=("ct", "mr"), default="ct", help="volume intensity handling")
     segment.add_argument("--window", default="soft_tissue", help="CT window preset (soft_tissue, lung, brain, bone)")
     segment.add_argument("-o", "--output", required=True,
-                         help="mask PNG (2D), NIfTI (3D) or npz (--npz); never overwritten")
+                         help="mask PNG (2D), NIfTI (3D), .dcm (a DICOM-SEG of a DICOM series --volume) or npz "
+                              "(--npz); never overwritten")
     _add_model_arguments(segment)
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)
@@ -387,6 +400,14 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     export.add_argument("-o", "--output", required=True, help="a new or empty folder")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=_seg_export_onnx)
+
+    export_hf = seg.add_parser("export-hf", help="write a ViT model as a Hugging Face transformers SAM folder "
+                                                 "(config.json + model.safetensors) that SamModel.from_pretrained "
+                                                 "loads, and that --checkpoint reads back")
+    _add_model_arguments(export_hf, tta_help=None)
+    export_hf.add_argument("-o", "--output", "--out", required=True, help="a new or empty folder")
+    export_hf.add_argument("--json", action="store_true")
+    export_hf.set_defaults(handler=_seg_export_hf)
 
     assess = seg.add_parser("evaluate", help="DSC and NSD of box-prompted segmentation against masks")
     assess.add_argument("--images", required=True)

@@ -1,4 +1,4 @@
-"""Medical image I/O: NIfTI, DICOM series, 2D images, and the nnU-Net raw dataset layout.
+"""Medical image I/O: NIfTI, DICOM series and DICOM-SEG, 2D images, and the nnU-Net raw dataset layout.
 
 Names are loaded from their modules on first use: reading a PNG does not pay for importing nibabel and pydicom.
 """
@@ -7,7 +7,8 @@ from importlib import import_module
 
 _HOMES = {
     "CONVERTERS": "converters", "convert_drive": "converters", "convert_isbi2012": "converters",
-    "convert_kvasir": "converters", "read_dicom_files": "dicom", "read_dicom_series": "dicom",
+    "convert_kvasir": "converters", "read_dicom_files": "dicom", "read_dicom_headers": "dicom",
+    "read_dicom_series": "dicom", "read_dicom_seg": "dicom_seg", "write_dicom_seg": "dicom_seg",
     "axis_codes": "geometry", "reorient": "geometry",
     "reorient_like": "geometry", "ImageFormatError": "image", "MedicalImage": "image", "read_image_2d": "image2d",
     "write_image_2d": "image2d", "read_nifti": "nifti", "write_nifti": "nifti", "Case": "raw_dataset",
@@ -17,8 +18,9 @@ _HOMES = {
 
 __all__ = [
     "CONVERTERS", "Case", "ImageFormatError", "MedicalImage", "RawDataset", "axis_codes", "convert_drive",
-    "convert_isbi2012", "convert_kvasir", "read_any", "read_dicom_files", "read_dicom_series", "read_image_2d",
-    "read_nifti", "reorient", "reorient_like", "write_any", "write_image_2d", "write_nifti", "write_raw_dataset",
+    "convert_isbi2012", "convert_kvasir", "read_any", "read_dicom_files", "read_dicom_headers", "read_dicom_seg",
+    "read_dicom_series", "read_image_2d", "read_nifti", "reorient", "reorient_like", "write_any", "write_dicom_seg",
+    "write_image_2d", "write_nifti", "write_raw_dataset",
 ]
 
 

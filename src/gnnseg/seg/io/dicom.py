@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -47,7 +47,35 @@ def read_dicom_series(folder: str | os.PathLike, *, max_voxels: int | None = Non
 def read_dicom_files(files: Mapping[str, Path | bytes], source: str, *,
                      max_voxels: int | None = None) -> MedicalImage:
     """:func:`read_dicom_series` over files given by name, each a path or its bytes (a series unpacked into
-    memory); ``source`` names the series in messages."""
+    memory); ``source`` names the series in messages.
+
+    ``metadata["headers"]`` keeps every slice's header (no pixel data) in volume order: what a DICOM-SEG of this
+    volume must reference (:mod:`gnnseg.seg.io.dicom_seg`).
+    """
+    headers = ordered_slice_headers(_image_headers(files, source), source, max_voxels=max_voxels)
+    slices = [(name, _full(name, files[name])) for name, _ in headers]
+    volume = np.stack([_rescaled(name, ds) for name, ds in slices])
+    spacing, affine = series_geometry([ds for _, ds in headers])
+    first = headers[0][1]
+    return MedicalImage(
+        array=volume, spacing=spacing, affine=affine, source=str(source),
+        metadata={"modality": str(getattr(first, "Modality", "")),
+                  "series_uid": str(getattr(first, "SeriesInstanceUID", "")),
+                  "files": [name for name, _ in headers], "headers": [ds for _, ds in headers]})
+
+
+def read_dicom_headers(folder: str | os.PathLike) -> list[tuple[str, pydicom.Dataset]]:
+    """The slice headers (no pixel data) of the series in ``folder`` by file name, in volume order, refused as
+    :func:`read_dicom_series` refuses a series; nothing is decoded."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"DICOM folder not found: {folder}")
+    files = {path.name: path for path in sorted(folder.iterdir()) if path.is_file()}
+    return ordered_slice_headers(_image_headers(files, str(folder)), str(folder))
+
+
+def _image_headers(files: Mapping[str, Path | bytes], source: str) -> list[tuple[str, pydicom.Dataset]]:
+    """The header of every image file, by name; notes, pictures and image-less DICOM files passed over."""
     headers = []
     for name, content in sorted(files.items()):
         if PurePosixPath(name).name.startswith(".") or PurePosixPath(name).suffix.lower() in NOT_SLICES:
@@ -59,9 +87,18 @@ def read_dicom_files(files: Mapping[str, Path | bytes], source: str, *,
                                    "remove it, or repair the series") from None
         if "Rows" in dataset:  # an image; a DICOMDIR, report or presentation state has no size and is passed over
             headers.append((name, dataset))
+    return headers
+
+
+def ordered_slice_headers(headers: Sequence[tuple[str, pydicom.Dataset]], source: str, *,
+                          max_voxels: int | None = None) -> list[tuple[str, pydicom.Dataset]]:
+    """``(name, header)`` pairs of one series sorted along the slice normal, the order of the volume's ``z`` axis.
+
+    Refused, by name: no images, several series, slices of different sizes, more than ``max_voxels`` voxels, a
+    slice without position or orientation, and positions that are not evenly spaced.
+    """
     if not headers:
         raise ImageFormatError(f"no DICOM image files in {source}")
-
     series = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in headers}
     if len(series) > 1:
         raise ImageFormatError(f"{source} mixes {len(series)} series ({sorted(series)}); give one series per folder")
@@ -75,25 +112,32 @@ def read_dicom_files(files: Mapping[str, Path | bytes], source: str, *,
     check_declared_size(str(source), (frames, *next(iter(shapes))), max_voxels, "voxels")
 
     try:
-        orientation = np.array(headers[0][1].ImageOrientationPatient, dtype=float)
+        normal = _slice_normal(headers[0][1])
         positions = np.array([np.array(ds.ImagePositionPatient, dtype=float) for _, ds in headers])
     except (AttributeError, ValueError) as exc:
         raise ImageFormatError(f"{source}: a slice lacks its position or orientation ({exc})") from None
-    row_cosine, column_cosine = orientation[:3], orientation[3:]
-    normal = np.cross(row_cosine, column_cosine)
     order = np.argsort(positions @ normal, kind="stable")
-    headers = [headers[k] for k in order]
-    positions = positions[order]
-    offsets = positions @ normal
-    _check_even_positions(source, [name for name, _ in headers], offsets)
-    slices = [(name, _full(name, files[name])) for name, _ in headers]
+    ordered = [headers[k] for k in order]
+    _check_even_positions(source, [name for name, _ in ordered], positions[order] @ normal)
+    return ordered
 
-    volume = np.stack([_rescaled(name, ds) for name, ds in slices])
-    row_spacing, column_spacing = (float(v) for v in slices[0][1].PixelSpacing)
-    if len(slices) > 1:
-        slice_spacing = float(np.median(np.diff(offsets)))
+
+def series_geometry(headers: Sequence[pydicom.Dataset]) -> tuple[tuple[float, float, float], np.ndarray]:
+    """Spacing ``(slice, row, column)`` and the RAS affine of slices in volume order (:func:`ordered_slice_headers`).
+
+    Spacing is ``(slice spacing from the positions, row spacing, column spacing)``; the affine maps ``(x, y, z)``
+    indices to RAS millimetres like a NIfTI affine.
+    """
+    first = headers[0]
+    orientation = np.array(first.ImageOrientationPatient, dtype=float)
+    row_cosine, column_cosine = orientation[:3], orientation[3:]
+    normal = _slice_normal(first)
+    positions = np.array([np.array(ds.ImagePositionPatient, dtype=float) for ds in headers])
+    row_spacing, column_spacing = (float(v) for v in first.PixelSpacing)
+    if len(headers) > 1:
+        slice_spacing = float(np.median(np.diff(positions @ normal)))
     else:
-        slice_spacing = float(getattr(slices[0][1], "SliceThickness", 1.0) or 1.0)
+        slice_spacing = float(getattr(first, "SliceThickness", 1.0) or 1.0)
 
     # index (x = column, y = row, z = slice) -> LPS millimetres, then to RAS as NIfTI uses
     affine_lps = np.eye(4)
@@ -101,12 +145,13 @@ def read_dicom_files(files: Mapping[str, Path | bytes], source: str, *,
     affine_lps[:3, 1] = column_cosine * row_spacing
     affine_lps[:3, 2] = normal * slice_spacing
     affine_lps[:3, 3] = positions[0]
-    first = slices[0][1]
-    return MedicalImage(
-        array=volume, spacing=(slice_spacing, row_spacing, column_spacing), affine=LPS_TO_RAS @ affine_lps,
-        source=str(source),
-        metadata={"modality": str(getattr(first, "Modality", "")), "series_uid": next(iter(series)),
-                  "files": [name for name, _ in slices]})
+    return (slice_spacing, row_spacing, column_spacing), LPS_TO_RAS @ affine_lps
+
+
+def _slice_normal(dataset: pydicom.Dataset) -> np.ndarray:
+    """The cross product of the slice's two ``ImageOrientationPatient`` direction cosines."""
+    orientation = np.array(dataset.ImageOrientationPatient, dtype=float)
+    return np.cross(orientation[:3], orientation[3:])
 
 
 def _opened(content: Path | bytes) -> str | io.BytesIO:

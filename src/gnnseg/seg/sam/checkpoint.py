@@ -1,6 +1,7 @@
 """Reading and writing SAM / MedSAM weights.
 
-Three layouts arrive in practice:
+Three file layouts arrive in practice (a Hugging Face ``transformers`` folder is the fourth:
+:mod:`gnnseg.seg.sam.hf_checkpoint`):
 
 - **official**: a flat state dict with SAM's key names (``image_encoder.*``, ``prompt_encoder.*``,
   ``mask_decoder.*``), as in ``sam_vit_b_01ec64.pth`` and ``medsam_vit_b.pth``;
@@ -153,9 +154,15 @@ def load_sam(path: str | os.PathLike, *, normalization: Normalization | None = N
 
     gnnseg checkpoints carry their normalisation; a flat or training checkpoint's is read off its architecture
     (:func:`normalization_from_layout`) and refused where that is ambiguous (a ViT: SAM and MedSAM look alike).
-    ``normalization`` and ``preprocessing`` override what the checkpoint implies.
+    A folder is read as a Hugging Face ``transformers`` SAM (``config.json`` + ``model.safetensors``,
+    :func:`gnnseg.seg.sam.hf_checkpoint.load_hf_folder`). ``normalization`` and ``preprocessing`` override what the
+    checkpoint implies.
     """
     path = Path(path)
+    if path.is_dir():
+        from gnnseg.seg.sam.hf_checkpoint import load_hf_folder
+
+        return load_hf_folder(path, normalization=normalization, preprocessing=preprocessing)
     payload = load_checkpoint(path)
     state, layout = unwrap_state_dict(payload)
     if layout == "gnnseg":

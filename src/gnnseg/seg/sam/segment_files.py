@@ -19,6 +19,7 @@ import numpy as np
 
 from gnnseg.seg.io.any_format import is_nifti, read_any
 from gnnseg.seg.io.challenge_npz import read_challenge_npz, write_challenge_segs
+from gnnseg.seg.io.dicom_seg import is_dicom_seg_path, refuse_non_dicom_source
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 from gnnseg.seg.io.image2d import read_image_2d, write_image_2d
 from gnnseg.seg.io.intensity import scale_volume
@@ -78,6 +79,8 @@ def segment_image(image_path: str | os.PathLike, objects: Sequence[ObjectPrompt]
         raise ValueError("give at least one object: a box and/or points")
     output = Path(output)
     refuse_existing(output)
+    if is_dicom_seg_path(output):
+        refuse_non_dicom_source(image_path, output)
     image = read_image_2d(image_path).array
     predictor = (choice or ModelChoice()).predictor()
     started = time.perf_counter()
@@ -110,17 +113,32 @@ def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, outpu
                         modality: str = "ct", window: str = "soft_tissue",
                         choice: ModelChoice | None = None) -> dict[str, Any]:
     """Segment ``(N, 6)`` 3D boxes ``x_min, y_min, z_min, x_max, y_max, z_max`` (voxel indices of the ``(Z, Y, X)``
-    array) in a volume; write the labels as NIfTI on the volume's grid."""
+    array) in a volume; write the labels (label ``k`` for box ``k``) as NIfTI on the volume's grid, or, for an
+    ``output`` ending in ``.dcm``, as a DICOM-SEG referencing the DICOM series ``volume_path`` (checked before the
+    model runs)."""
     output = Path(output)
     refuse_existing(output)
+    dicom_source = None
+    if is_dicom_seg_path(output):
+        from gnnseg.seg.io.dicom_seg import dicom_seg_source, require_highdicom
+
+        refuse_non_dicom_source(volume_path, output)
+        require_highdicom()
+        dicom_source = dicom_seg_source(volume_path)
     volume = read_volume(volume_path)
     predictor = (choice or ModelChoice()).predictor()
     started = time.perf_counter()
     labels = segment_volume(predictor, scale_volume(volume.array, modality, window), boxes)
     seconds = time.perf_counter() - started
-    from gnnseg.seg.io.nifti import write_nifti
+    if dicom_source is not None:
+        from gnnseg.seg.io.dicom_seg import write_dicom_seg
 
-    write_nifti(MedicalImage(labels.astype(np.uint16), volume.spacing, volume.affine), output)
+        write_dicom_seg(labels, dicom_source, output, model=(choice or ModelChoice()).name,
+                        algorithm_type="SEMIAUTOMATIC")
+    else:
+        from gnnseg.seg.io.nifti import write_nifti
+
+        write_nifti(MedicalImage(labels.astype(np.uint16), volume.spacing, volume.affine), output)
     return {"output": str(output), "boxes": len(np.atleast_2d(boxes)), "seconds": seconds,
             "voxels_per_label": {int(k): int((labels == k).sum()) for k in np.unique(labels) if k}}
 
@@ -130,6 +148,8 @@ def segment_challenge_file(case_path: str | os.PathLike, output: str | os.PathLi
     """Answer one CVPR 2024 "MedSAM on Laptop" case: ``imgs`` + ``boxes`` in, ``segs`` out (labels in box order)."""
     output = Path(output)
     refuse_existing(output)
+    if is_dicom_seg_path(output):
+        refuse_non_dicom_source(case_path, output)
     case = read_challenge_npz(case_path)
     predictor = (choice or ModelChoice()).predictor()
     started = time.perf_counter()

@@ -133,7 +133,8 @@ def load_shipped_model(name: str = DEFAULT_MODEL, *, normalization: Normalizatio
 
 def load_model(checkpoint: str | Path | None = None, normalization: Normalization | None = None,
                preprocessing: Preprocessing | None = None) -> Sam | OnnxSam:
-    """The default model (``None``), a model by name, an ONNX export folder, or a checkpoint path.
+    """The default model (``None``), a model by name, an ONNX export folder, a Hugging Face SAM folder, or a
+    checkpoint path.
 
     ``normalization`` (``minmax``, ``imagenet``) and ``preprocessing`` (``gnnseg``, ``official``) override how the
     model's inputs are made; a flat ViT checkpoint needs ``normalization`` (its tensors do not tell).
@@ -141,7 +142,9 @@ def load_model(checkpoint: str | Path | None = None, normalization: Normalizatio
     if checkpoint is None or str(checkpoint) in MODEL_NAMES:
         return load_shipped_model(str(checkpoint or DEFAULT_MODEL), normalization=normalization,
                                   preprocessing=preprocessing)
-    if Path(checkpoint).is_dir():
+    from gnnseg.seg.sam.hf_layout import is_hugging_face_folder  # torch-free: the ONNX path stays torch-free
+
+    if Path(checkpoint).is_dir() and not is_hugging_face_folder(checkpoint):
         from gnnseg.seg.sam.inference.onnx_model import OnnxSam
 
         model = OnnxSam(checkpoint)
@@ -159,8 +162,8 @@ class ModelChoice:
     bad option is refused before anything is read or written."""
 
     checkpoint: str | None = None
-    """A model name (:data:`MODEL_NAMES`), a checkpoint path or an ONNX export folder; ``None``: the default
-    (:data:`DEFAULT_MODEL`)."""
+    """A model name (:data:`MODEL_NAMES`), a checkpoint path, an ONNX export folder or a Hugging Face SAM folder;
+    ``None``: the default (:data:`DEFAULT_MODEL`)."""
     normalization: Normalization | None = None
     """Overrides the input normalisation the model implies (needed for flat ViT checkpoints)."""
     preprocessing: Preprocessing | None = None

@@ -9,7 +9,8 @@ Routes (all errors are JSON ``{"error": {"status": ..., "message": ...}}`` with 
 - ``POST /v1/images/{id}/segment`` with JSON ``{"boxes": [[x0, y0, x1, y1], ...], "slice": k}`` (2D boxes; ``slice``
   for volumes) or ``{"boxes3d": [[x_min, y_min, z_min, x_max, y_max, z_max], ...]}`` and ``"format"``: ``png``
   (default; label ``k`` is box ``k``, one box gives 0/255; predicted IoU in the ``X-Predicted-IoU`` header),
-  ``npz`` (``segs``, ``iou``), ``nifti`` (volumes, original geometry) or ``json`` (run-length masks and IoU).
+  ``npz`` (``segs``, ``iou``), ``nifti`` (volumes, original geometry), ``dicom-seg`` (a DICOM Segmentation
+  referencing an uploaded DICOM series, segment ``label k`` for box ``k``) or ``json`` (run-length masks and IoU).
 - ``POST /v1/images/{id}/objects`` with ``{"box": [...], "points": [[x, y], ...], "labels": [...], "slice": k}`` (a
   box and/or clicks) starts a 2D object to correct (201, its id and mask as run lengths); on a volume,
   ``{"box3d": [x_min, y_min, z_min, x_max, y_max, z_max]}`` (alone) starts a 3D object, propagated from its middle
@@ -17,7 +18,8 @@ Routes (all errors are JSON ``{"error": {"status": ..., "message": ...}}`` with 
   for a 3D object, refused for a 2D one) answers it again: a 2D object from its box, every click and its previous
   logits (one decoder pass), a 3D object's slice ``z`` from that slice's clicks and mask, then the slices beyond it
   propagated again up to the nearest slices with clicks of their own; ``POST .../undo``; ``GET .../{oid}`` (JSON;
-  ``?format=png``, for a 3D object ``?format=png&slice=z``; ``?format=nifti`` for a 3D object);
+  ``?format=png``, for a 3D object ``?format=png&slice=z``; ``?format=nifti`` or ``?format=dicom-seg`` for a 3D
+  object);
   ``GET /v1/images/{id}/objects``; ``DELETE .../{oid}`` (:mod:`gnnseg.seg.serve.objects`).
 - ``GET /v1/images/{id}``, ``GET /v1/images/{id}/slices/{k}`` (PNG), ``DELETE /v1/images/{id}``, ``GET /healthz``,
   ``GET /openapi.json`` and ``/docs``; ``GET /`` is the web page.
@@ -48,11 +50,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gnnseg.seg.io.dicom_seg import dicom_seg_source, require_highdicom
 from gnnseg.seg.sam.inference.prompts import Prompts, validate_boxes
 from gnnseg.seg.sam.inference.volume import segment_box_3d, validate_boxes_3d
 from gnnseg.seg.sam.runtime import ModelOptions, service_predictor
 from gnnseg.seg.sam.shipped import ModelChoice
 from gnnseg.seg.serve.encoding import (
+    dicom_seg_bytes,
     image_png_bytes,
     nifti_bytes,
     npz_bytes,
@@ -100,7 +104,7 @@ class SegmentRequest(BaseModel):
     boxes: list[list[float]] | None = Field(None, description="2D boxes x0, y0, x1, y1 in pixel indices")
     slice: int | None = Field(None, description="the slice the 2D boxes are drawn on (volumes only)")
     boxes3d: list[list[float]] | None = Field(None, description="x_min, y_min, z_min, x_max, y_max, z_max")
-    format: Literal["png", "npz", "nifti", "json"] = "png"
+    format: Literal["png", "npz", "nifti", "dicom-seg", "json"] = "png"
 
 
 class ObjectRequest(BaseModel):
@@ -297,7 +301,7 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
         return {"objects": [_object_answer(o, with_mask=False) for o in objects.on_image(image_id)]}
 
     @app.get("/v1/images/{image_id}/objects/{object_id}")
-    def get_object(image_id: str, object_id: str, format: Literal["json", "png", "nifti"] = "json",
+    def get_object(image_id: str, object_id: str, format: Literal["json", "png", "nifti", "dicom-seg"] = "json",
                    slice_index: int | None = Query(None, alias="slice", description="a 3D object's PNG slice")) -> Any:
         image = store.get(image_id)
         tracked = objects.get(image_id, object_id)
@@ -305,7 +309,7 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
             if slice_index is not None:
                 raise UploadError("slice picks the slice of a 3D object's PNG; the JSON holds the whole mask")
             return _object_answer(tracked)
-        return _object_file(image, tracked, format, slice_index)
+        return _object_file(image, tracked, format, slice_index, segmenter.choice.name)
 
     @app.post("/v1/images/{image_id}/objects/{object_id}/clicks")
     def click(image_id: str, object_id: str, request: ClickRequest, http_request: Request) -> dict:
@@ -331,6 +335,8 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
     def segment(image_id: str, request: SegmentRequest, http_request: Request) -> Response:
         image = store.get(image_id)
         began = time.perf_counter()
+        if request.format == "dicom-seg":
+            _check_dicom_seg_source(image)          # before the model: the answer could not be given
         labels, iou, objects = _answer(image, request, segmenter, limits, budget_of(http_request))
         headers = {"X-Predicted-IoU": ",".join(f"{v:.4f}" for v in iou),
                    "X-Seconds": f"{time.perf_counter() - began:.3f}"}
@@ -344,12 +350,12 @@ def create_app(model=None, *, choice: ModelChoice | None = None, limits: Service
         if request.format == "nifti":
             if not image.is_volume:
                 raise UploadError("NIfTI masks are for volumes; ask for png or npz for a 2D image")
-            if labels.ndim == 2:  # 2D boxes on one slice: place the slice in an empty volume
-                volume = np.zeros(image.shape, dtype=labels.dtype)
-                volume[request.slice] = labels
-                labels = volume
-            return Response(nifti_bytes(labels, image.spacing, image.affine), media_type="application/gzip",
-                            headers=headers)
+            return Response(nifti_bytes(_as_volume(labels, image, request.slice), image.spacing, image.affine),
+                            media_type="application/gzip", headers=headers)
+        if request.format == "dicom-seg":
+            return Response(dicom_seg_bytes(_as_volume(labels, image, request.slice), image.dicom_headers,
+                                            model=segmenter.choice.name),
+                            media_type="application/dicom", headers=headers)
         return JSONResponse({"shape": list(labels.shape), "masks": objects,
                              "seconds": time.perf_counter() - began})
 
@@ -369,6 +375,28 @@ def _slice_of(image: UploadedImage, requested: int | None) -> int:
     if not image.is_volume and requested not in (None, 0):
         raise UploadError("a 2D image has only slice 0")
     return requested or 0
+
+
+def _as_volume(labels: np.ndarray, image: UploadedImage, slice_index: int | None) -> np.ndarray:
+    """Labels of a volume: 3D labels as they are, 2D boxes' labels on their slice of an otherwise empty volume."""
+    if labels.ndim == 3:
+        return labels
+    volume = np.zeros(image.shape, dtype=labels.dtype)
+    volume[slice_index] = labels
+    return volume
+
+
+def _check_dicom_seg_source(image: UploadedImage) -> None:
+    """Refuse a DICOM-SEG answer for an image that was not uploaded as a DICOM series the answer can reference
+    (422), or when highdicom is not installed (501)."""
+    if not image.dicom_headers:
+        raise UploadError(f"{image.name or 'this image'} was not uploaded as a DICOM series (a zip of its slices), and "
+                          "a DICOM-SEG must reference the series it segments: ask for format nifti or npz")
+    try:
+        require_highdicom()
+    except ImportError as exc:
+        raise UploadError(str(exc), status=501) from None
+    dicom_seg_source(image.dicom_headers)       # UIDs present: refused by name otherwise
 
 
 def _object_answer(tracked: TrackedObject, began: float | None = None, *, with_mask: bool = True) -> dict:
@@ -392,9 +420,17 @@ def _object_answer(tracked: TrackedObject, began: float | None = None, *, with_m
     return answer
 
 
-def _object_file(image: UploadedImage, tracked: TrackedObject, format: str, slice_index: int | None) -> Response:
-    """An object's mask as PNG (a 2D object's; one slice of a 3D object's) or NIfTI (a 3D object's volume)."""
+def _object_file(image: UploadedImage, tracked: TrackedObject, format: str, slice_index: int | None,
+                 model: str) -> Response:
+    """An object's mask as PNG (a 2D object's; one slice of a 3D object's), NIfTI or DICOM-SEG (a 3D object's
+    volume; the DICOM-SEG for an uploaded DICOM series)."""
     state, headers = tracked.state, {"X-Predicted-IoU": f"{tracked.state.iou:.4f}"}
+    if format == "dicom-seg":
+        if not tracked.is_3d:
+            raise UploadError("a DICOM-SEG holds a 3D object's mask; ask for format png for a 2D object")
+        _check_dicom_seg_source(image)
+        return Response(dicom_seg_bytes(state.mask.astype(np.uint8), image.dicom_headers, model=model),
+                        media_type="application/dicom", headers=headers)
     if format == "nifti":
         if not tracked.is_3d:
             raise UploadError("NIfTI holds a 3D object's mask; ask for format png for a 2D object")

@@ -1,4 +1,5 @@
-"""Masks as the service returns them: PNG, compressed npz, NIfTI on the original grid, or run-length JSON.
+"""Masks as the service returns them: PNG, compressed npz, NIfTI on the original grid, a DICOM-SEG referencing the
+uploaded DICOM series, or run-length JSON.
 
 Run-length encoding (``rle``): the label map flattened in row-major (C) order, as alternating run lengths that
 start with a background run (possibly 0): ``[background, object, background, ...]``, with the map's ``size``.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,16 @@ def nifti_bytes(labels: np.ndarray, spacing: tuple[float, ...], affine: np.ndarr
         path = Path(folder) / "mask.nii.gz"
         write_nifti(MedicalImage(labels.astype(np.uint16), tuple(spacing), affine), path)
         return path.read_bytes()
+
+
+def dicom_seg_bytes(labels: np.ndarray, headers: Sequence, *, model: str) -> bytes:
+    """A ``(D, H, W)`` label volume as a DICOM-SEG file referencing the series whose slice ``headers`` are given
+    (label ``k`` as segment "label k"; :mod:`gnnseg.seg.io.dicom_seg`)."""
+    from gnnseg.seg.io.dicom_seg import build_dicom_seg
+
+    buffer = io.BytesIO()
+    build_dicom_seg(labels, headers, model=model, algorithm_type="SEMIAUTOMATIC").save_as(buffer)
+    return buffer.getvalue()
 
 
 def rle_encode(mask: np.ndarray) -> dict:

@@ -3,7 +3,8 @@
 An upload is recognised by its content, not its name: PNG, JPEG, TIFF and GIF by their magic bytes, NIfTI by its
 header (plain or gzipped), a zip holding a DICOM series, and a CVPR 2024 challenge ``.npz``. Volumes are scaled to
 0..255 as the command line does (CT through a window, MR and the rest clipped to percentiles); the original
-geometry (spacing, affine) is kept so that masks can be returned as NIfTI on the same grid.
+geometry (spacing, affine) is kept so that masks can be returned as NIfTI on the same grid, and a DICOM series
+keeps its slices' headers (without pixel data) so that masks can be returned as a DICOM-SEG referencing it.
 
 Every failure is an :class:`UploadError` whose message names the problem; nothing is kept of a failed upload.
 """
@@ -51,6 +52,8 @@ class UploadedImage:
     affine: np.ndarray | None = None
     boxes: np.ndarray | None = None
     """Boxes that came with the file (challenge npz), else ``None``."""
+    dicom_headers: tuple = ()
+    """A DICOM series' slice headers (pydicom datasets without pixel data) in volume order, else empty."""
 
     @property
     def is_volume(self) -> bool:
@@ -170,7 +173,8 @@ def _volume(name: str, volume: MedicalImage, modality: str, window: str) -> Uplo
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise UploadError(f"{name}: the volume contains NaN or infinite values")
     pixels = scale_volume(array, modality, window)
-    return UploadedImage("", name, "3d", pixels, tuple(volume.spacing), volume.affine)
+    return UploadedImage("", name, "3d", pixels, tuple(volume.spacing), volume.affine,
+                         dicom_headers=tuple(volume.metadata.get("headers", ())))
 
 
 def _challenge_case(folder: Path, name: str, data: bytes, max_pixels: int, max_voxels: int,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,18 +128,11 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
     """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting); each label in
     ``keep_largest`` is reduced to its largest connected component (:mod:`gnnseg.seg.unet.postprocess`). The network
     runs on ``device`` (default: the GPU where there is one)."""
-    network, plans, configuration = load_trained_network(Path(run_dir) / checkpoint)
-    network.to(device or training_device())
-    unknown = sorted(set(keep_largest) - {int(v) for v in plans.labels.values() if int(v) > 0})
-    if unknown:
-        raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this run ({plans.labels})")
+    trained = _TrainedForPrediction.load(run_dir, checkpoint, device, mirror, keep_largest)
+    plans = trained.plans
     ending = plans.file_ending or ".nii.gz"     # the raw dataset itself is not needed to predict
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    dims = len(plans.configuration(configuration).patch_size)
-    # test-time mirroring along the axes the run was trained to be mirrored on (all, unless trained without)
-    trained_axes = (trained_augmentation(run_dir) or {}).get("mirror_axes")
-    mirror_axes = (tuple(range(dims)) if trained_axes is None else tuple(trained_axes)) if mirror else ()
     cases = _inputs_by_case(Path(input_dir), ending, len(plans.channel_names))
     if not cases:
         raise FileNotFoundError(f"no input files ending in {ending} in {input_dir}")
@@ -149,14 +142,72 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
                               f"choose a new output folder")
     written = []
     for case_id, paths in cases.items():
-        image = predict_image(network, [read_any(p) for p in paths], plans, configuration, step=step,
-                              mirror_axes=mirror_axes)
-        if keep_largest:
-            image = MedicalImage(keep_largest_component(image.array, keep_largest), image.spacing, image.affine)
+        image = trained.predict([read_any(p) for p in paths], step)
         target = write_any(image, output / f"{case_id}{ending}")
         written.append(str(target))
-    return {"run_dir": str(run_dir), "configuration": configuration, "predictions": written,
-            "mirror_axes": list(mirror_axes), "keep_largest": list(keep_largest)}
+    return {"run_dir": str(run_dir), "configuration": trained.configuration, "predictions": written,
+            "mirror_axes": list(trained.mirror_axes), "keep_largest": list(keep_largest)}
+
+
+def predict_dicom_seg(run_dir: str | os.PathLike, series_dir: str | os.PathLike, output: str | os.PathLike, *,
+                      checkpoint: str = "checkpoint_best.pt", step: float = 0.5, mirror: bool = False,
+                      keep_largest: Sequence[int] = (), device: str | None = None) -> dict[str, Any]:
+    """Segment one DICOM series (a folder of its slices) and write the labels as the DICOM-SEG ``output``, its
+    segments named by the run's labels and referencing the series (:mod:`gnnseg.seg.io.dicom_seg`). The output and
+    the series are checked before the network loads; options as :func:`predict_folder`."""
+    from gnnseg.seg.io.dicom_seg import dicom_seg_source, refuse_non_dicom_source, require_highdicom, write_dicom_seg
+
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} exists; choose another output path")
+    refuse_non_dicom_source(series_dir, output)
+    require_highdicom()
+    source = dicom_seg_source(series_dir)
+    trained = _TrainedForPrediction.load(run_dir, checkpoint, device, mirror, keep_largest)
+    if len(trained.plans.channel_names) != 1:
+        raise ValueError(f"the run takes {len(trained.plans.channel_names)} channels per case; a DICOM series gives "
+                         "one")
+    image = trained.predict([read_any(series_dir)], step)
+    names = {int(value): name for name, value in trained.plans.labels.items() if int(value) > 0}
+    write_dicom_seg(image.array, source, output, label_names=names,
+                    model=f"U-Net {Path(run_dir).name} {trained.configuration}")
+    return {"run_dir": str(run_dir), "configuration": trained.configuration, "predictions": [str(output)],
+            "mirror_axes": list(trained.mirror_axes), "keep_largest": list(keep_largest),
+            "voxels_per_label": {int(k): int((image.array == k).sum()) for k in np.unique(image.array) if k}}
+
+
+@dataclass(frozen=True)
+class _TrainedForPrediction:
+    """A trained network with what prediction needs from its run: plans, configuration, mirroring, kept labels."""
+
+    network: Any
+    plans: Plans
+    configuration: str
+    mirror_axes: tuple[int, ...]
+    keep_largest: tuple[int, ...]
+
+    @classmethod
+    def load(cls, run_dir, checkpoint: str, device: str | None, mirror: bool,
+             keep_largest: Sequence[int]) -> _TrainedForPrediction:
+        network, plans, configuration = load_trained_network(Path(run_dir) / checkpoint)
+        network.to(device or training_device())
+        unknown = sorted(set(keep_largest) - {int(v) for v in plans.labels.values() if int(v) > 0})
+        if unknown:
+            raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this run ({plans.labels})")
+        dims = len(plans.configuration(configuration).patch_size)
+        # test-time mirroring along the axes the run was trained to be mirrored on (all, unless trained without)
+        trained_axes = (trained_augmentation(run_dir) or {}).get("mirror_axes")
+        mirror_axes = (tuple(range(dims)) if trained_axes is None else tuple(trained_axes)) if mirror else ()
+        return cls(network, plans, configuration, mirror_axes, tuple(keep_largest))
+
+    def predict(self, channels: Sequence[MedicalImage], step: float) -> MedicalImage:
+        """Labels of one case on its first channel's grid, the kept labels reduced to their largest component."""
+        image = predict_image(self.network, channels, self.plans, self.configuration, step=step,
+                              mirror_axes=self.mirror_axes)
+        if self.keep_largest:
+            image = MedicalImage(keep_largest_component(image.array, self.keep_largest), image.spacing,
+                                 image.affine)
+        return image
 
 
 def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, tolerance_mm: float = 2.0,

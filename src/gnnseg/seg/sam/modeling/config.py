@@ -56,6 +56,9 @@ class SamConfig:
     decoder_heads: int = 8
     decoder_mlp_dim: int = 2048
     iou_head_hidden: int = 256
+    decoder_norm_eps: float = 1e-5
+    """The two-way transformer's LayerNorm eps: PyTorch's default, which SAM was trained with; transformers'
+    converted SAM configs say 1e-6 (``mask_decoder_config.layer_norm_eps``), and such a model keeps it."""
     mask_in_chans: int = 16
     normalization: Normalization = "imagenet"
     crop_margin: float | None = None

@@ -106,7 +106,8 @@ def build_sam(config: SamConfig | str) -> Sam:
                                    input_image_size=(config.image_size, config.image_size),
                                    mask_in_chans=config.mask_in_chans)
     transformer = TwoWayTransformer(depth=config.decoder_depth, embedding_dim=config.prompt_dim,
-                                    num_heads=config.decoder_heads, mlp_dim=config.decoder_mlp_dim)
+                                    num_heads=config.decoder_heads, mlp_dim=config.decoder_mlp_dim,
+                                    norm_eps=config.decoder_norm_eps)
     decoder = MaskDecoder(transformer_dim=config.prompt_dim, transformer=transformer,
                           iou_head_hidden_dim=config.iou_head_hidden)
     return Sam(encoder, prompt_encoder, decoder, config).eval()

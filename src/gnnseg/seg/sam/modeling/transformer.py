@@ -109,15 +109,16 @@ def _times(weights: Tensor, values: Tensor) -> Tensor:
 class TwoWayAttentionBlock(nn.Module):
     """One layer of the two-way transformer; returns updated ``(queries, keys)``."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, downsample: int = 2, skip_first_pe: bool = False) -> None:
+    def __init__(self, dim: int, heads: int, mlp_dim: int, downsample: int = 2, skip_first_pe: bool = False,
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.self_attn = ProjectedAttention(dim, heads)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.cross_attn_token_to_image = ProjectedAttention(dim, heads, downsample)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = FeedForward(dim, mlp_dim, nn.ReLU)
-        self.norm3 = nn.LayerNorm(dim)
-        self.norm4 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim, eps=norm_eps)
+        self.norm4 = nn.LayerNorm(dim, eps=norm_eps)
         self.cross_attn_image_to_token = ProjectedAttention(dim, heads, downsample)
         self.skip_first_pe = skip_first_pe
 
@@ -142,14 +143,15 @@ class TwoWayTransformer(nn.Module):
     batch 1: every prompt then reads the same image tokens in the first layer, which updates them per prompt."""
 
     def __init__(self, *, depth: int = 2, embedding_dim: int = 256, num_heads: int = 8, mlp_dim: int = 2048,
-                 attention_downsample_rate: int = 2) -> None:
+                 attention_downsample_rate: int = 2, norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_pe=i == 0)
+            TwoWayAttentionBlock(embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_pe=i == 0,
+                                 norm_eps=norm_eps)
             for i in range(depth)
         )
         self.final_attn_token_to_image = ProjectedAttention(embedding_dim, num_heads, attention_downsample_rate)
-        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+        self.norm_final_attn = nn.LayerNorm(embedding_dim, eps=norm_eps)
 
     def forward(self, image_embedding: Tensor, image_pe: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
         # tokens with their channels contiguous, as every product and LayerNorm below reads them
