@@ -58,6 +58,7 @@ bench: $(FULL)
 	$(PY) benchmarks/gnn_sampling.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_minibatch.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_molecules.py --root $(DATA)/molecules
+	$(PY) benchmarks/nnunet_dropin.py --repeats 3
 	$(MAKE) docs
 
 clean:

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from gnnseg.seg.io import MedicalImage, write_raw_dataset
-from gnnseg.seg.unet.case_preprocessing import load_preprocessed, normalize, preprocess_case, preprocess_dataset
+from gnnseg.seg.unet.case_preprocessing import load_preprocessed, preprocess_case, preprocess_dataset
 from gnnseg.seg.unet.cropping import crop_to_nonzero
 from gnnseg.seg.unet.fingerprint import Fingerprint, extract_fingerprint
+from gnnseg.seg.unet.inference_preprocessing import normalize
 from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.plans import IntensityProperties, Plans
 from gnnseg.seg.unet.resampling import resample_image, resample_labels, separate_axis
@@ -34,17 +35,17 @@ def plans_for(schemes, use_mask):
 
 def test_ct_normalization_clips_then_standardizes():
     data = np.array([[[-2000.0, 0.0, 100.0, 3000.0]]])
-    out = normalize(data, np.zeros((1, 1, 4), np.int8), plans_for(["ct"], [False]))
+    out = normalize(data, np.ones((1, 4), bool), plans_for(["ct"], [False]))
     np.testing.assert_allclose(out[0, 0], [(-1000 - 100) / 50, -2.0, 0.0, (1000 - 100) / 50])
 
 
 def test_zscore_inside_the_nonzero_region_only():
     data = np.array([[[0.0, 2.0, 4.0, 6.0]]])
     seg = np.array([[[-1, 0, 0, 1]]], np.int8)
-    out = normalize(data, seg, plans_for(["zscore"], [True]))
+    out = normalize(data, seg[0] >= 0, plans_for(["zscore"], [True]))
     inside = np.array([2.0, 4.0, 6.0])
     np.testing.assert_allclose(out[0, 0], [0.0, *((inside - inside.mean()) / inside.std())], rtol=1e-6)
-    whole = normalize(data, seg, plans_for(["zscore"], [False]))
+    whole = normalize(data, seg[0] >= 0, plans_for(["zscore"], [False]))
     assert abs(whole.mean()) < 1e-6 and abs(whole.std() - 1) < 1e-5
 
 

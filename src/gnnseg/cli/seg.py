@@ -29,6 +29,8 @@ UNMATCHED_HELP = ("go on when an image has no mask of the same name (by default 
 PREPROCESSING_HELP = ("Lite MedSAM-style models: gnnseg (area averaging in floating point, fractional boxes) or "
                       "official (the released LiteMedSAM code's OpenCV resize and truncated boxes, reproducing its "
                       "masks; needs opencv-python-headless); default: the model's own")
+UNET_CHECKPOINT = "checkpoint_best.pt"
+"""A gnnseg U-Net run's checkpoint that `seg predict` and `seg export-onnx --unet` use unless told otherwise."""
 
 
 def _checkpoint_help() -> str:
@@ -101,11 +103,41 @@ def _seg_train(args: argparse.Namespace) -> dict:
 
 def _seg_predict(args: argparse.Namespace) -> dict:
     from gnnseg.seg.io.dicom_seg import is_dicom_seg_path
+    from gnnseg.seg.unet.onnx_predictor import is_unet_onnx_export
+
+    if is_unet_onnx_export(args.model):           # torch-free: numpy + onnxruntime, nothing else imported
+        from gnnseg.seg.unet.onnx_predictor import predict_onnx_folder
+
+        given = [flag for flag, value in (("--folds", args.folds), ("--checkpoint", args.checkpoint),
+                                          ("--save-probabilities", args.save_probabilities),
+                                          ("--device", args.device)) if value]
+        if given or is_dicom_seg_path(args.output):
+            raise ValueError(f"{', '.join(given) or 'DICOM-SEG output'}: not for an ONNX export (its folds and "
+                             f"checkpoint were chosen at export; it runs on the CPU with onnxruntime)")
+        if args.mirror and args.disable_tta:
+            raise ValueError("--mirror and --disable-tta contradict each other")
+        mirror = True if args.mirror else False if args.disable_tta else None    # None: as the model was made
+        return predict_onnx_folder(args.model, args.input, args.output, mirror=mirror, step_size=args.step_size,
+                                   keep_largest=tuple(args.keep_largest))
+    from gnnseg.seg.unet.nnunet_models import DEFAULT_CHECKPOINT, is_nnunet_model_folder
     from gnnseg.seg.unet.pipeline import predict_dicom_seg, predict_folder
 
+    if is_nnunet_model_folder(args.model):
+        from gnnseg.seg.unet.nnunet_predict import predict_nnunet_folder
+
+        if args.mirror or args.keep_largest or is_dicom_seg_path(args.output):
+            raise ValueError("--mirror, --keep-largest and DICOM-SEG output are for gnnseg runs; an nnU-Net model "
+                             "mirrors unless --disable-tta")
+        return predict_nnunet_folder(args.model, args.input, args.output, folds=args.folds,
+                                     checkpoint=args.checkpoint or DEFAULT_CHECKPOINT, step_size=args.step_size,
+                                     use_mirroring=not args.disable_tta, save_probabilities=args.save_probabilities,
+                                     device=args.device, show_progress=False if args.json else None)
+    if args.folds or args.disable_tta or args.save_probabilities:
+        raise ValueError("--folds, --disable-tta and --save-probabilities are for nnU-Net model folders "
+                         f"({args.model} is not one: no plans.json + dataset.json or fold_* folders)")
     predict = predict_dicom_seg if is_dicom_seg_path(args.output) else predict_folder
-    return predict(args.model, args.input, args.output, checkpoint=args.checkpoint, mirror=args.mirror,
-                   keep_largest=args.keep_largest, device=args.device)
+    return predict(args.model, args.input, args.output, checkpoint=args.checkpoint or UNET_CHECKPOINT,
+                   mirror=args.mirror, step=args.step_size, keep_largest=args.keep_largest, device=args.device)
 
 
 def _seg_metrics(args: argparse.Namespace) -> dict:
@@ -184,6 +216,17 @@ def _seg_distill(args: argparse.Namespace) -> dict:
 
 
 def _seg_export_onnx(args: argparse.Namespace) -> dict:
+    if args.unet:
+        sam_options = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--normalization",
+                       args.normalization), ("--preprocessing", args.preprocessing)) if value is not None]
+        if sam_options:
+            raise ValueError(f"--unet exports a U-Net; {', '.join(sam_options)} choose a SAM model: give one or "
+                             "the other")
+        from gnnseg.seg.unet.onnx_export import export_unet_folders
+
+        return export_unet_folders(args.unet, args.output, checkpoint=args.unet_checkpoint, folds=args.unet_folds)
+    if args.unet_checkpoint is not None or args.unet_folds is not None:
+        raise ValueError("--unet-checkpoint and --unet-folds choose within a --unet model; give --unet MODEL_DIR")
     from gnnseg.seg.sam.folder_commands import export_onnx_folder
 
     return export_onnx_folder(args.output, choice=_model_choice(args))
@@ -308,14 +351,29 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     fit.add_argument("--json", action="store_true")
     fit.set_defaults(handler=_seg_train)
 
-    infer = seg.add_parser("predict", help="segment every case of a folder with a trained run")
+    infer = seg.add_parser("predict", help="segment every case of a folder with a trained run or nnU-Net model")
     infer.add_argument("-i", "--input", required=True, help="a folder of cases, or one DICOM series folder")
     infer.add_argument("-o", "--output", required=True,
                        help="a new folder for the cases' labels; a .dcm file: a DICOM-SEG of the DICOM series -i")
-    infer.add_argument("-m", "--model", required=True, help="a run folder made by `gnnseg seg train`")
-    infer.add_argument("--checkpoint", default="checkpoint_best.pt")
+    infer.add_argument("-m", "--model", required=True,
+                       help="a run folder made by `gnnseg seg train`, an nnU-Net v2 model folder "
+                            "(Trainer__Plans__configuration with plans.json, dataset.json, fold_*/), or a U-Net "
+                            "ONNX export (`gnnseg seg export-onnx --unet`: runs without torch)")
+    infer.add_argument("--checkpoint", default=None,
+                       help=f"checkpoint file name (default: {UNET_CHECKPOINT} for gnnseg runs, checkpoint_final.pth "
+                            "for nnU-Net models; checkpoint_best.pth is the other nnU-Net choice)")
+    infer.add_argument("-f", "--folds", nargs="+", default=None, metavar="FOLD",
+                       help="nnU-Net models: the folds to ensemble (default: every fold_<k> holding the checkpoint; "
+                            "'all' for fold_all)")
+    infer.add_argument("--step-size", type=float, default=0.5,
+                       help="sliding-window step as a fraction of the patch (default 0.5: windows overlap by half)")
+    infer.add_argument("--disable-tta", action="store_true",
+                       help="nnU-Net models and their ONNX exports: no test-time mirroring (on by default, along "
+                            "the axes the trainer allows)")
+    infer.add_argument("--save-probabilities", action="store_true",
+                       help="nnU-Net models: also write <case>.npz (probabilities) and <case>.json (properties)")
     infer.add_argument("--mirror", action="store_true",
-                       help="test-time mirroring on the axes the run was trained to mirror (all by default)")
+                       help="gnnseg runs: test-time mirroring on the axes the run was trained to mirror")
     infer.add_argument("--keep-largest", type=int_list, default=[], metavar="L1,L2",
                        help="reduce these labels to their largest connected component (for one-piece organs)")
     infer.add_argument("--device", help=DEVICE_HELP)
@@ -393,10 +451,22 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     distil.add_argument("--json", action="store_true")
     distil.set_defaults(handler=_seg_distill)
 
-    export = seg.add_parser("export-onnx", help="write a model as encoder.onnx, decoder.onnx and "
+    export = seg.add_parser("export-onnx", help="write a SAM model as encoder.onnx, decoder.onnx and "
                                                 "prompt_decoder.onnx (run with onnxruntime, without torch, by passing "
-                                                "the folder as --checkpoint)")
+                                                "the folder as --checkpoint), or with --unet a U-Net (gnnseg run or "
+                                                "nnU-Net v2 model) as ONNX graphs with its plans, segmented without "
+                                                "torch by the ONNX U-Net predictor")
     _add_model_arguments(export, tta_help=None)
+    export.add_argument("--unet", action="append", metavar="MODEL_DIR",
+                        help="export a U-Net instead of a SAM model: an nnU-Net v2 model folder (every fold it holds), "
+                             "or a gnnseg run folder (`seg train`; repeat --unet for the folds of one plan and "
+                             "configuration); one graph per fold, their logits averaged at prediction")
+    export.add_argument("--unet-checkpoint", metavar="FILE",
+                        help="with --unet: the checkpoint file in each fold (default checkpoint_final.pth for nnU-Net, "
+                             f"{UNET_CHECKPOINT} for gnnseg runs)")
+    export.add_argument("--unet-folds", nargs="+", metavar="FOLD",
+                        help="with --unet and an nnU-Net model folder: the folds to export (default: every fold_<k> "
+                             "holding the checkpoint; 'all' for fold_all)")
     export.add_argument("-o", "--output", required=True, help="a new or empty folder")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=_seg_export_onnx)

@@ -21,39 +21,11 @@ from gnnseg.core import progress
 from gnnseg.core.runs import write_json
 from gnnseg.seg.io import RawDataset
 from gnnseg.seg.unet.cropping import crop_to_nonzero
-from gnnseg.seg.unet.fingerprint import as_volume
-from gnnseg.seg.unet.plans import Configuration, Plans, as_json
+from gnnseg.seg.unet.inference_preprocessing import as_volume, normalize, target_spacing_for
+from gnnseg.seg.unet.plans import Plans, as_json
 from gnnseg.seg.unet.resampling import resample_image, resample_labels
 
 MAX_LOCATIONS_PER_CLASS = 10_000
-
-
-def normalize(data: np.ndarray, seg: np.ndarray, plans: Plans) -> np.ndarray:
-    """Per channel: CT normalisation (clip to foreground p0.5/p99.5, foreground mean/std) or z-score
-    (per case; only inside the nonzero region when the plans say so, zero outside)."""
-    out = np.empty_like(data, dtype=np.float32)
-    for channel, scheme in enumerate(plans.normalization_schemes):
-        image = data[channel].astype(np.float32)
-        if scheme == "ct":
-            stats = plans.foreground_intensity_properties_per_channel[str(channel)]
-            image = np.clip(image, stats.percentile_00_5, stats.percentile_99_5)
-            out[channel] = (image - stats.mean) / max(stats.std, 1e-8)
-        elif plans.use_mask_for_norm[channel]:
-            inside = seg[0] >= 0
-            values = image[inside]
-            out[channel] = 0.0
-            out[channel][inside] = (values - values.mean()) / max(values.std(), 1e-8)
-        else:
-            out[channel] = (image - image.mean()) / max(image.std(), 1e-8)
-    return out
-
-
-def target_spacing_for(configuration: Configuration, spacing_transposed) -> list[float]:
-    """3D configurations resample every axis; the 2D configuration keeps the slicing axis as it is."""
-    planned = configuration.spacing
-    if len(planned) == 2:
-        return [float(spacing_transposed[0]), *planned]
-    return list(planned)
 
 
 def preprocess_case(data: np.ndarray, seg: np.ndarray | None, spacing, plans: Plans,
@@ -79,7 +51,7 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, spacing, plans: Pl
 
     data, seg, box = crop_to_nonzero(data, seg)
     shape_after_crop = list(data.shape[1:])
-    data = normalize(data, seg, plans)
+    data = normalize(data, seg[0] >= 0, plans)
     new_spacing = target_spacing_for(planned, spacing_t)
     data = resample_image(data, spacing_t, new_spacing, order=plans.resampling.image_order)
     seg = resample_labels(seg, spacing_t, new_spacing, new_shape=data.shape[1:],

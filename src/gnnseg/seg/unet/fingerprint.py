@@ -22,6 +22,7 @@ from gnnseg.core import progress
 from gnnseg.core.runs import write_json
 from gnnseg.seg.io import RawDataset, axis_codes
 from gnnseg.seg.unet.cropping import crop_to_nonzero
+from gnnseg.seg.unet.inference_preprocessing import as_volume
 
 FOREGROUND_SAMPLES_TOTAL = 10e7
 
@@ -48,13 +49,6 @@ class Fingerprint:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Fingerprint:
         return cls(**json.loads(Path(path).read_text()))
-
-
-def as_volume(array: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndarray, tuple[float, ...]]:
-    """2D ``(C, y, x)`` becomes ``(C, 1, y, x)`` with a dummy spacing of 999 on the new axis."""
-    if len(spacing) == 2:
-        return array[:, None], (999.0, *spacing)
-    return array, tuple(spacing)
 
 
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, percent: float) -> float:

@@ -18,7 +18,6 @@ import numpy as np
 from gnnseg.core.runs import new_run, reopen_run
 from gnnseg.seg.folder_scoring import score_folders
 from gnnseg.seg.io import (
-    ImageFormatError,
     MedicalImage,
     RawDataset,
     axis_codes,
@@ -27,6 +26,7 @@ from gnnseg.seg.io import (
     reorient_like,
 )
 from gnnseg.seg.io.any_format import write_any
+from gnnseg.seg.unet.case_inputs import inputs_by_case
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.planner import plan_experiment
@@ -86,23 +86,6 @@ def train(work_dir: str | os.PathLike, configuration: str, fold: int | str, conf
     return {"run_dir": str(run_dir), **summary}
 
 
-def _inputs_by_case(input_dir: Path, file_ending: str, channels: int) -> dict[str, list[Path]]:
-    """Group ``CASE_XXXX<ending>`` files; a folder of single-channel files named freely is also accepted."""
-    files = sorted(p for p in input_dir.iterdir() if p.name.endswith(file_ending))
-    cases: dict[str, list[Path]] = {}
-    for path in files:
-        stem = path.name[: -len(file_ending)]
-        case_id, _, channel = stem.rpartition("_")
-        if case_id and channel.isdigit() and len(channel) == 4:
-            cases.setdefault(case_id, []).append(path)
-        elif channels == 1:
-            cases[stem] = [path]
-    incomplete = {c: len(p) for c, p in cases.items() if len(p) != channels}
-    if incomplete:
-        raise ImageFormatError(f"cases {incomplete} do not have the {channels} channel files the model needs")
-    return cases
-
-
 def predict_image(network, channels: Sequence[MedicalImage], plans: Plans, configuration: str,
                   **options: Any) -> MedicalImage:
     """Labels for one case given as one image per channel, on the first channel's grid (``options`` go to
@@ -133,7 +116,7 @@ def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, out
     ending = plans.file_ending or ".nii.gz"     # the raw dataset itself is not needed to predict
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    cases = _inputs_by_case(Path(input_dir), ending, len(plans.channel_names))
+    cases = inputs_by_case(Path(input_dir), ending, len(plans.channel_names))
     if not cases:
         raise FileNotFoundError(f"no input files ending in {ending} in {input_dir}")
     existing = [str(output / f"{case_id}{ending}") for case_id in cases if (output / f"{case_id}{ending}").exists()]

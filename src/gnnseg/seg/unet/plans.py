@@ -17,8 +17,6 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from gnnseg.core.runs import write_json
-
 PLANS_VERSION = "gnnseg.plans/1"
 
 
@@ -206,4 +204,6 @@ class Plans:
         return cls.from_json(document, source=str(path))
 
     def save(self, path: str | os.PathLike) -> Path:
+        from gnnseg.core.runs import write_json  # here: reading plans (the torch-free ONNX predictor) needs no torch
+
         return write_json(path, self.to_json())

@@ -9,7 +9,6 @@ cropped shape (linear), argmaxed, put back into the uncropped box and transposed
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,36 +19,23 @@ from torch import Tensor, nn
 from gnnseg.seg.unet.case_preprocessing import preprocess_case
 from gnnseg.seg.unet.plans import Configuration, Plans
 from gnnseg.seg.unet.resampling import resample_image
-
-
-def window_starts(size: int, patch: int, step: float) -> list[int]:
-    """Start offsets along one axis: evenly spread, first at 0, last flush with the end."""
-    if size <= patch:
-        return [0]
-    count = math.ceil((size - patch) / (patch * step)) + 1
-    spacing = (size - patch) / (count - 1)
-    return [int(round(spacing * k)) for k in range(count)]
-
-
-def gaussian_importance(patch_size: Sequence[int], sigma_scale: float = 1 / 8) -> Tensor:
-    """A Gaussian bump over the patch, maximum 1, no zeros (zeros would leave voxels unweighted)."""
-    axes = [torch.arange(p, dtype=torch.float32) - (p - 1) / 2 for p in patch_size]
-    grids = torch.meshgrid(*axes, indexing="ij")
-    exponent = sum(g ** 2 / (2 * (p * sigma_scale) ** 2) for g, p in zip(grids, patch_size))
-    weights = torch.exp(-exponent)
-    weights = weights / weights.max()
-    return weights.clamp_min(weights[weights > 0].min())
+from gnnseg.seg.unet.sliding_window import gaussian_importance, window_starts
 
 
 @torch.no_grad()
 def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequence[int], num_classes: int, *,
                           step: float = 0.5, gaussian: bool = True, mirror_axes: Sequence[int] = (),
-                          batch_size: int = 4) -> Tensor:
+                          batch_size: int = 4, importance: Tensor | None = None,
+                          centered_padding: bool = False, accumulation_dtype: torch.dtype = torch.float32) -> Tensor:
     """``image (C, *spatial)`` -> averaged logits ``(num_classes, *spatial)``.
 
-    Images smaller than the patch are zero-padded (and the padding cut off again). ``mirror_axes`` adds
-    test-time augmentation: predictions on inputs mirrored along every non-empty combination of those axes (3
-    mirrored views in 2D, 7 in 3D, as nnU-Net v2 does), mirrored back and averaged with the plain prediction.
+    Images smaller than the patch are zero-padded (and the padding cut off again): after the image, or split before
+    and after it with ``centered_padding`` (nnU-Net's ``pad_nd_image``: the odd voxel after). ``importance`` (the
+    patch's shape) replaces the Gaussian weights, e.g. with nnU-Net's own map. ``accumulation_dtype`` holds the weighted
+    sums (and the result); ``torch.float16`` reproduces nnU-Net v2's predictor, which sums in half precision.
+    ``mirror_axes`` adds test-time augmentation: predictions on inputs mirrored along every non-empty combination of
+    those axes (3 mirrored views in 2D, 7 in 3D, as nnU-Net v2 does), mirrored back and averaged with the plain
+    prediction.
     Windows run on the network's device; the logits are summed on the CPU.
     """
     if not 0 < step <= 1:
@@ -57,13 +43,18 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     patch = [int(p) for p in patch_size]
     spatial = list(image.shape[1:])
     padded_shape = [max(s, p) for s, p in zip(spatial, patch)]
-    padding = [(0, p - s) for s, p in zip(spatial, padded_shape)]
-    if any(after for _, after in padding):
+    padding = [((p - s) // 2 if centered_padding else 0, 0) for s, p in zip(spatial, padded_shape)]
+    padding = [(before, p - s - before) for (before, _), s, p in zip(padding, spatial, padded_shape)]
+    if any(before or after for before, after in padding):
         flat = [v for before_after in reversed(padding) for v in before_after]
         image = torch.nn.functional.pad(image, flat)
-    weights = gaussian_importance(patch) if gaussian else torch.ones(patch)
-    logits = torch.zeros((num_classes, *padded_shape))
-    counts = torch.zeros(padded_shape)
+    if importance is not None:
+        weights = importance.to(torch.float32)
+    else:
+        weights = torch.from_numpy(gaussian_importance(patch)) if gaussian else torch.ones(patch)
+    logits = torch.zeros((num_classes, *padded_shape), dtype=accumulation_dtype)
+    counts = torch.zeros(padded_shape, dtype=accumulation_dtype)
+    count_weights = weights.to(accumulation_dtype)
     starts = [window_starts(s, p, step) for s, p in zip(padded_shape, patch)]
     windows = [tuple(slice(starts[d][i], starts[d][i] + patch[d]) for d, i in enumerate(corner))
                for corner in np.ndindex(*map(len, starts))]
@@ -80,9 +71,9 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
         prediction = (prediction / (1 + len(mirrorings))).float().cpu()
         for window, out in zip(chunk, prediction):
             logits[(slice(None), *window)] += out * weights
-            counts[window] += weights
+            counts[window] += count_weights
     logits = logits / counts
-    return logits[(slice(None), *[slice(0, s) for s in spatial])]
+    return logits[(slice(None), *[slice(before, before + s) for (before, _), s in zip(padding, spatial)])]
 
 
 def network_logits(network: nn.Module, data: np.ndarray, configuration: Configuration, num_classes: int,

@@ -1,0 +1,232 @@
+"""Prediction with a model trained by nnU-Net v2, as ``nnUNetPredictor`` makes it by default.
+
+Per case: nnU-Net's preprocessing (:mod:`gnnseg.seg.unet.nnunet_preprocessing`); per fold, Gaussian-weighted sliding
+windows (gnnseg's :func:`~gnnseg.seg.unet.predict.sliding_window_logits` with nnU-Net's importance map,
+:func:`nnunet_gaussian`, and its centred padding of images smaller than the patch), a 2D configuration slice by slice,
+test-time mirroring along the axes the checkpoint allows (every combination: 4 views in 2D, 8 in 3D; off with
+``use_mirroring=False``); the folds' logits averaged (nnU-Net v2 averages logits, not probabilities); then export
+as ``export_prediction.py`` does it: logits resampled back to the cropped shape with the plans' probability
+resampling, softmax (sigmoid for region-based labels), the segmentation put into the uncropped box (background
+outside; probabilities there are background 1) and transposed back.
+
+Precision follows nnU-Net too: it sums the weighted window logits, the folds and their mean in float16 (to save GPU
+memory) and resamples them into a float16 array; only the softmax is float32. This matters more than rounding: the
+Gaussian's tails fall below float16's normal range, so where only a window's border covers a voxel (image corners,
+images barely larger than the patch) nnU-Net's logits are coarsely quantised. ``half_precision=False`` sums in float32
+instead (better numbers, no longer nnU-Net's). Outputs never replace a file: everything is checked before the first
+case, and each file is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+from torch import Tensor
+
+from gnnseg.core import progress
+from gnnseg.core.atomic import atomic_path
+from gnnseg.core.runs import write_json
+from gnnseg.seg.io import ImageFormatError, MedicalImage, read_any
+from gnnseg.seg.io.any_format import write_any
+from gnnseg.seg.unet.nnunet_models import DEFAULT_CHECKPOINT, NnUNetModel, open_nnunet_model
+from gnnseg.seg.unet.nnunet_preprocessing import preprocess_nnunet_case
+from gnnseg.seg.unet.nnunet_resampling import resample_to_shape
+from gnnseg.seg.unet.predict import sliding_window_logits
+
+SLICE_SPACING_2D = 999.0
+"""The spacing nnU-Net's readers give the added slicing axis of a 2D image."""
+
+
+def nnunet_gaussian(patch_size: Sequence[int], sigma_scale: float = 1 / 8) -> Tensor:
+    """nnU-Net's importance map: a unit impulse at ``p // 2`` blurred with sigma ``p * sigma_scale`` per axis
+    (``scipy.ndimage.gaussian_filter``, truncated at 4 sigma), scaled to a maximum of 10 and stored in float16
+    (zeros replaced by the smallest nonzero value), returned as float32 of those values."""
+    impulse = np.zeros([int(p) for p in patch_size])
+    impulse[tuple(int(p) // 2 for p in patch_size)] = 1
+    weights = gaussian_filter(impulse, [p * sigma_scale for p in patch_size], 0, mode="constant", cval=0)
+    weights = torch.from_numpy(weights / (weights.max() / 10)).to(torch.float16)
+    weights[weights == 0] = weights[weights != 0].min()
+    return weights.float()
+
+
+@dataclass(frozen=True)
+class NnUNetPrediction:
+    """One case's result in nnU-Net's reader axis order ``(z, y, x)`` (a 2D image as ``(1, y, x)``)."""
+
+    segmentation: np.ndarray             # uint8 (uint16 with 255 or more foreground labels)
+    probabilities: np.ndarray | None     # (outputs, z, y, x) float32, when asked for
+    properties: dict[str, Any]
+
+
+class NnUNetPredictor:
+    """Predicts cases with an opened :class:`~gnnseg.seg.unet.nnunet_models.NnUNetModel` (all its folds)."""
+
+    def __init__(self, model: NnUNetModel, *, step_size: float = 0.5, use_mirroring: bool = True,
+                 device: str | torch.device = "cpu", batch_size: int = 1, half_precision: bool = True):
+        if not 0 < step_size <= 1:
+            raise ValueError(f"step size must be in (0, 1], got {step_size}")
+        self.model = model
+        self.step_size = step_size
+        self.mirror_axes = tuple(model.mirror_axes or ()) if use_mirroring else ()
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.dtype = torch.float16 if half_precision else torch.float32
+        self.importance = nnunet_gaussian(model.configuration.patch_size)
+        model.network.to(self.device)
+
+    def logits(self, data: np.ndarray) -> Tensor:
+        """Preprocessed ``data (C, z, y, x)`` -> the folds' mean logits ``(outputs, z, y, x)`` on the CPU (float16 with
+        ``half_precision``, as nnU-Net computes them)."""
+        image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        patch = self.model.configuration.patch_size
+        options = {"step": self.step_size, "mirror_axes": self.mirror_axes, "batch_size": self.batch_size,
+                   "importance": self.importance, "centered_padding": True, "accumulation_dtype": self.dtype}
+        outputs = self.model.labels.num_outputs
+        total = None
+        for weights in self.model.fold_weights:
+            self.model.network.load_state_dict(weights)
+            if len(patch) == 3:
+                fold = sliding_window_logits(self.model.network, image, patch, outputs, **options)
+            else:
+                fold = torch.stack([sliding_window_logits(self.model.network, image[:, z], patch, outputs, **options)
+                                    for z in range(image.shape[1])], dim=1)
+            total = fold if total is None else total + fold
+        return total / len(self.model.fold_weights)
+
+    def predict(self, data: np.ndarray, spacing: Sequence[float], *,
+                return_probabilities: bool = False) -> NnUNetPrediction:
+        """One case ``data (C, z, y, x)`` with ``spacing (sz, sy, sx)`` as nnU-Net's readers give them."""
+        if data.ndim != 4 or len(spacing) != 3:
+            raise ValueError(f"expected data (C, z, y, x) and 3 spacings, got {data.shape} and {tuple(spacing)}")
+        if data.shape[0] != self.model.labels.num_channels:
+            raise ValueError(f"the case has {data.shape[0]} channels, the model takes "
+                             f"{self.model.labels.num_channels} ({self.model.labels.channel_names})")
+        preprocessed, properties = preprocess_nnunet_case(data, spacing, self.model.plans, self.model.configuration)
+        with torch.inference_mode():
+            logits = self.logits(preprocessed)
+        return self.export(logits, properties, return_probabilities)
+
+    def export(self, logits: Tensor, properties: dict[str, Any], return_probabilities: bool) -> NnUNetPrediction:
+        """Logits on the preprocessed grid -> segmentation (and probabilities) on the case's own grid."""
+        plans, configuration, labels = self.model.plans, self.model.configuration, self.model.labels
+        spacing_transposed = [properties["spacing"][a] for a in plans.transpose_forward]
+        current = (list(configuration.spacing) if len(configuration.spacing) == 3
+                   else [spacing_transposed[0], *configuration.spacing])
+        resampling = configuration.resampling_probabilities
+        logits_np = resample_to_shape(logits.numpy(), properties["shape_after_cropping_and_before_resampling"],
+                                      current, spacing_transposed, resampling.order, resampling.order_z,
+                                      resampling.force_separate_z)
+        logits_t = torch.from_numpy(np.ascontiguousarray(logits_np)).float()
+        if labels.has_regions:
+            probabilities = torch.sigmoid(logits_t).numpy()
+            cropped = np.zeros(probabilities.shape[1:], dtype=np.uint16)
+            for index, value in enumerate(labels.regions_class_order):
+                cropped[probabilities[index] > 0.5] = value
+        else:
+            probabilities = torch.softmax(logits_t, 0).numpy()
+            cropped = probabilities.argmax(0)
+        foreground = len([v for v in labels.all_labels if v != 0])
+        dtype = np.uint8 if foreground < 255 else np.uint16
+        box = tuple(slice(start, stop) for start, stop in properties["bbox_used_for_cropping"])
+        segmentation = np.zeros(properties["shape_before_cropping"], dtype=dtype)
+        segmentation[box] = cropped
+        segmentation = segmentation.transpose(plans.transpose_backward)
+        full = None
+        if return_probabilities:
+            full = np.zeros((probabilities.shape[0], *properties["shape_before_cropping"]), dtype=np.float32)
+            if not labels.has_regions:
+                full[0] = 1
+            full[(slice(None), *box)] = probabilities
+            full = full.transpose(0, *[a + 1 for a in plans.transpose_backward])
+        return NnUNetPrediction(np.ascontiguousarray(segmentation), full, properties)
+
+
+def case_files(input_dir: Path, file_ending: str) -> dict[str, list[Path]]:
+    """nnU-Net's input naming: ``<case>_<XXXX><file_ending>``, one file per channel group, channels in order."""
+    cases: dict[str, list[Path]] = {}
+    for path in sorted(input_dir.iterdir()):
+        if not path.is_file() or not path.name.endswith(file_ending):
+            continue
+        stem = path.name[: -len(file_ending)]
+        case_id, _, channel = stem.rpartition("_")
+        if not case_id or len(channel) != 4 or not channel.isdigit():
+            raise ImageFormatError(f"{path}: not named <case>_<XXXX>{file_ending} as nnU-Net expects")
+        cases.setdefault(case_id, []).append(path)
+    return cases
+
+
+def read_nnunet_case(paths: Sequence[Path]) -> tuple[np.ndarray, tuple[float, float, float], MedicalImage]:
+    """The channel files of one case as nnU-Net's readers give them: ``(C, z, y, x)`` float32 and ``(sz, sy, sx)``;
+    a 2D image is one slice of spacing 999 (colour images give their 3 channels); also the first file's image, whose
+    geometry the segmentation is written with."""
+    channels, spacing, reference = [], None, None
+    for path in paths:
+        image = read_any(path)
+        reference = reference or image
+        arrays = image.channels() if image.array.ndim > len(image.spacing) else [image.array]
+        for array in arrays:
+            volume = array[None] if array.ndim == 2 else array
+            channels.append(volume.astype(np.float32))
+        this_spacing = ((SLICE_SPACING_2D, *image.spacing) if len(image.spacing) == 2 else tuple(image.spacing))
+        if spacing is None:
+            spacing = this_spacing
+        if channels[-1].shape != channels[0].shape:
+            raise ImageFormatError(f"{path}: shape {channels[-1].shape} differs from {paths[0]}'s {channels[0].shape}")
+    return np.stack(channels), tuple(float(s) for s in spacing), reference
+
+
+def _segmentation_image(segmentation: np.ndarray, reference: MedicalImage) -> MedicalImage:
+    if len(reference.spacing) == 2:
+        return MedicalImage(segmentation[0], reference.spacing, reference.affine)
+    return MedicalImage(segmentation, reference.spacing, reference.affine)
+
+
+def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.PathLike,
+                          output_dir: str | os.PathLike, *, folds: Sequence[str | int] | None = None,
+                          checkpoint: str = DEFAULT_CHECKPOINT, step_size: float = 0.5, use_mirroring: bool = True,
+                          save_probabilities: bool = False, device: str | None = None,
+                          show_progress: bool | None = None) -> dict[str, Any]:
+    """Segment every case of ``input_dir`` (nnU-Net naming, the model's ``file_ending``) into ``output_dir`` with the
+    nnU-Net model folder ``model_folder`` (the network on ``device``, default the GPU where there is one; a bar on
+    stderr counts the cases); ``save_probabilities`` adds ``<case>.npz`` (``probabilities``, as nnU-Net
+    writes it) and ``<case>.json`` (the properties nnU-Net keeps in a pickle). The model, the inputs and every output
+    name are checked before the first case is predicted; no existing file is replaced."""
+    model = open_nnunet_model(model_folder, folds, checkpoint)
+    ending = model.labels.file_ending
+    input_dir, output = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f"{input_dir}: input folder not found")
+    cases = case_files(input_dir, ending)
+    if not cases:
+        raise FileNotFoundError(f"{input_dir}: no input files ending in {ending}")
+    outputs = {case_id: [output / f"{case_id}{ending}"] + ([output / f"{case_id}.npz", output / f"{case_id}.json"]
+                                                          if save_probabilities else [])
+               for case_id in cases}
+    existing = [str(path) for paths in outputs.values() for path in paths if path.exists()]
+    if existing:
+        raise FileExistsError(f"{len(existing)} outputs already exist in {output} (e.g. {existing[0]}); choose a new "
+                              "output folder")
+    predictor = NnUNetPredictor(model, step_size=step_size, use_mirroring=use_mirroring,
+                                device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for case_id in progress(list(cases), desc=f"nnU-Net {model.configuration.name} ({len(model.folds)} folds)",
+                            enabled=show_progress):
+        data, spacing, reference = read_nnunet_case(cases[case_id])
+        prediction = predictor.predict(data, spacing, return_probabilities=save_probabilities)
+        paths = outputs[case_id]
+        if save_probabilities:
+            with atomic_path(paths[1]) as temporary:
+                np.savez_compressed(temporary, probabilities=prediction.probabilities)
+            write_json(paths[2], prediction.properties)
+        written.append(str(write_any(_segmentation_image(prediction.segmentation, reference), paths[0])))
+    return {"model": str(model.folder), "trainer": model.trainer_name, "configuration": model.configuration.name,
+            "folds": list(model.folds), "checkpoint": checkpoint,
+            "mirror_axes": list(predictor.mirror_axes), "step_size": step_size, "predictions": written}
