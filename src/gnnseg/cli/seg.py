@@ -102,6 +102,26 @@ def _seg_train(args: argparse.Namespace) -> dict:
 
 
 def _seg_predict(args: argparse.Namespace) -> dict:
+    """Predict, then apply --postprocessing (read and checked before anything is predicted) to the label maps."""
+    rule = None
+    if args.postprocessing:
+        from gnnseg.seg.io.dicom_seg import is_dicom_seg_path
+        from gnnseg.seg.unet.postprocess import PostprocessingRule
+
+        if args.keep_largest or is_dicom_seg_path(args.output):
+            raise ValueError("--postprocessing writes the chosen rule into a folder of label maps; give it without "
+                             "--keep-largest and without a DICOM-SEG output")
+        rule = PostprocessingRule.load(args.postprocessing)
+    result = _predict_cases(args)
+    if rule is not None:
+        from gnnseg.seg.unet.postprocess import postprocess_files
+
+        postprocess_files(result["predictions"], rule)
+        result["postprocessing"] = {"file": args.postprocessing, "steps": rule.to_json()}
+    return result
+
+
+def _predict_cases(args: argparse.Namespace) -> dict:
     from gnnseg.seg.io.dicom_seg import is_dicom_seg_path
     from gnnseg.seg.unet.onnx_predictor import is_unet_onnx_export
 
@@ -138,6 +158,15 @@ def _seg_predict(args: argparse.Namespace) -> dict:
     predict = predict_dicom_seg if is_dicom_seg_path(args.output) else predict_folder
     return predict(args.model, args.input, args.output, checkpoint=args.checkpoint or UNET_CHECKPOINT,
                    mirror=args.mirror, step=args.step_size, keep_largest=args.keep_largest, device=args.device)
+
+
+def _seg_find_best_configuration(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.unet.trained_folds import find_best_configuration
+
+    return find_best_configuration(args.work_dir, args.configurations, args.folds, runs_dir=args.runs_dir,
+                                   runs=args.run or (), output=args.output,
+                                   allow_ensembling=not args.disable_ensembling,
+                                   show_progress=False if args.json else None)
 
 
 def _seg_metrics(args: argparse.Namespace) -> dict:
@@ -376,9 +405,33 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
                        help="gnnseg runs: test-time mirroring on the axes the run was trained to mirror")
     infer.add_argument("--keep-largest", type=int_list, default=[], metavar="L1,L2",
                        help="reduce these labels to their largest connected component (for one-piece organs)")
+    infer.add_argument("--postprocessing", metavar="FILE",
+                       help="apply the post-processing chosen on cross-validation (postprocessing.json made by "
+                            "`gnnseg seg find-best-configuration`) to the predicted label maps")
     infer.add_argument("--device", help=DEVICE_HELP)
     infer.add_argument("--json", action="store_true")
     infer.set_defaults(handler=_seg_predict)
+
+    select = seg.add_parser("find-best-configuration",
+                            help="nnU-Net's model selection over trained folds: cross-validation Dice of each "
+                                 "configuration and of their pairwise ensembles, the best one, and the "
+                                 "keep-the-largest-component post-processing that raises its Dice")
+    select.add_argument("work_dir", help="the work folder the runs were trained from (its plans.json)")
+    select.add_argument("-c", "--configurations", nargs="+", metavar="CONFIGURATION",
+                        help="configurations to compare (default: every configuration of the plans with runs)")
+    select.add_argument("-f", "--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], metavar="FOLD",
+                        help="the folds whose validation predictions are pooled (default 0 1 2 3 4)")
+    select.add_argument("--runs-dir", default="runs",
+                        help="where `seg train` put the runs (default runs; those trained with WORK_DIR's plans count)")
+    select.add_argument("--run", action="append", metavar="RUN_DIR",
+                        help="use exactly these runs (repeat; one per configuration and fold) instead of searching "
+                             "--runs-dir")
+    select.add_argument("--disable-ensembling", action="store_true",
+                        help="compare single configurations only (ensembles need every case's probabilities)")
+    select.add_argument("-o", "--output",
+                        help="a new folder for the results (default WORK_DIR/model_selection_folds_<folds>)")
+    select.add_argument("--json", action="store_true")
+    select.set_defaults(handler=_seg_find_best_configuration)
 
     score = seg.add_parser("metrics", help="Dice, NSD and HD95 of predictions against ground truth")
     score.add_argument("--pred", required=True)

@@ -7,7 +7,8 @@ iterations. ``precision="bfloat16"`` runs the forward passes under autocast (con
 in float32), as nnU-Net trains with mixed precision on GPUs. After each epoch: the pseudo Dice of validation
 patches, its moving average (which picks ``checkpoint_best.pt``), ``checkpoint_latest.pt`` and ``progress.png``.
 ``resume=True`` continues from the latest checkpoint. At the end every validation case is segmented with sliding
-windows in its original geometry and scored (Dice per class).
+windows in its original geometry and scored (Dice per class); its labels and probabilities are kept in the run's
+``validation/`` folder (:mod:`gnnseg.seg.unet.validation_predictions`), where model selection reads them.
 
 Launched with ``torchrun --nproc_per_node=N``, training is data parallel (DDP): every rank draws its own
 patches (seeded by rank), gradients are averaged across ranks, validation counts are summed, and rank 0
@@ -20,6 +21,7 @@ import dataclasses
 import json
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +45,7 @@ from gnnseg.seg.unet.network import NETWORKS, UNet, mamba_stages_for  # noqa: E4
 from gnnseg.seg.unet.plans import Plans  # noqa: E402
 from gnnseg.seg.unet.predict import predict_case  # noqa: E402
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits  # noqa: E402
+from gnnseg.seg.unet.validation_predictions import ValidationPredictionWriter  # noqa: E402
 
 CHECKPOINT_FORMAT = "gnnseg.unet/1"
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -322,23 +325,29 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
                                "best_pseudo_dice_ema": best_ema,
                                "train_seconds": float(np.sum(log["epoch_seconds"]))}
     if raw_dataset is not None and context.is_main:
-        summary["validation"] = validate_cases(network, raw_dataset, val_ids, plans, configuration)
+        summary["validation"] = validate_cases(network, raw_dataset, val_ids, plans, configuration, save_to=output)
     if context.is_main:
         write_json(output / "summary.json", summary)
     return summary
 
 
 def validate_cases(network: UNet, dataset: RawDataset, case_ids, plans: Plans, configuration: str,
-                   **options: Any) -> dict[str, Any]:
-    """Segment each case in its original geometry and report Dice per foreground class and their mean."""
+                   save_to: str | os.PathLike | None = None, **options: Any) -> dict[str, Any]:
+    """Segment each case in its original geometry and report Dice per foreground class and their mean; with
+    ``save_to`` (a run folder) the predictions are kept in its ``validation/`` folder for model selection."""
     network.deep_supervision = False
     per_case = {}
     labels = {name: value for name, value in plans.labels.items() if value != 0}
-    for case_id in case_ids:
-        case = dataset.load_case(case_id)
-        predicted, _ = predict_case(network, case.stacked(), case.spacing, plans, configuration, **options)
-        per_case[case_id] = {name: dice(predicted == value, case.label.array == value)
-                             for name, value in labels.items()}
+    writer = ValidationPredictionWriter(save_to, dataset.file_ending) if save_to is not None else nullcontext()
+    with writer:
+        for case_id in case_ids:
+            case = dataset.load_case(case_id)
+            predicted, probabilities = predict_case(network, case.stacked(), case.spacing, plans, configuration,
+                                                    **options)
+            if save_to is not None:
+                writer.save(case_id, predicted, probabilities, case.label)
+            per_case[case_id] = {name: dice(predicted == value, case.label.array == value)
+                                 for name, value in labels.items()}
     mean = {name: float(np.mean([scores[name] for scores in per_case.values()])) for name in labels}
     return {"per_case": per_case, "mean_dice": mean}
 
