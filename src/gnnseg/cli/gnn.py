@@ -20,6 +20,18 @@ def _gnn_train(args: argparse.Namespace) -> dict:
                                                ("reuse_samples", args.reuse_samples),
                                                ("sampler_backend", args.sampler_backend))
                  if value is not None}
+    if args.partitions is not None:                          # one rank per partition (gnn partition)
+        given = [flag for flag, value in (("--split", args.split), ("--save-predictions", args.save_predictions))
+                 if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} cannot be used with --partitions: the partitions carry the split "
+                             f"they were cut with (score the saved model with gnnseg gnn eval on one machine)")
+        from gnnseg.gnn.distributed.runs import run_partitioned_classification
+
+        return run_partitioned_classification(args.partitions, args.model, args.sampler, seeds=args.seeds,
+                                              first_seed=args.seed, runs_root=args.runs_dir,
+                                              overrides={**overrides, **minibatch}, resume_run=args.resume,
+                                              timeout_s=args.timeout, show_progress=False if args.json else None)
     if args.model == "sage" or args.sampler is not None:     # mini-batch training on sampled blocks
         from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
 
@@ -40,6 +52,13 @@ def _gnn_train(args: argparse.Namespace) -> dict:
                                    split=args.split, split_seed=args.split_seed,
                                    save_predictions=args.save_predictions,
                                    show_progress=False if args.json else None)
+
+
+def _gnn_partition(args: argparse.Namespace) -> dict:
+    from gnnseg.gnn.distributed.partition import partition_graph
+
+    return partition_graph(args.dataset, args.root, args.parts, args.out, seed=args.seed,
+                           show_progress=False if args.json else None)
 
 
 def _gnn_synth(args: argparse.Namespace) -> dict:
@@ -178,6 +197,13 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
                                                       "every N epochs and after the last (default 1)")
     train.add_argument("--resume", metavar="RUN_DIR", help="mini-batch: continue the run in RUN_DIR from its "
                                                           "checkpoints (same arguments)")
+    train.add_argument("--partitions", metavar="DIR",
+                       help="mini-batch training over the partitions in DIR (gnnseg gnn partition), one torchrun "
+                            "process per partition; neighbours and features of other partitions are fetched from "
+                            "their ranks (--dataset is taken from the partitions)")
+    train.add_argument("--timeout", type=float, default=600.0,
+                       help="--partitions: seconds a collective waits for a stalled rank before every rank stops "
+                            "(default 600)")
     train.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
     train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     train.add_argument("--epochs", type=int, help="override the preset's maximum epochs")
@@ -203,6 +229,17 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, help="new folder to write (never overwritten)")
     synth.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     synth.set_defaults(handler=_gnn_synth)
+
+    partition = gnn.add_parser("partition", help="METIS edge-cut partitions of a node dataset for training on "
+                                                 "several machines (gnn train --partitions)")
+    partition.add_argument("--dataset", type=node_dataset, required=True,
+                           help="cora, citeseer, pubmed, synth:PATH, ogb:PATH, pyg:PATH or files:DIR (as gnn train)")
+    partition.add_argument("--root", help="folder holding the raw Planetoid files (ind.<name>.*)")
+    partition.add_argument("--parts", type=int, required=True, help="number of partitions (= training processes)")
+    partition.add_argument("--out", required=True, help="new folder to write (never overwritten)")
+    partition.add_argument("--seed", type=int, default=0, help="METIS seed (default 0)")
+    partition.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    partition.set_defaults(handler=_gnn_partition)
 
     link = gnn.add_parser("linkpred", help="link prediction with a graph auto-encoder (GAE / VGAE)")
     link.add_argument("--dataset", type=node_dataset, default="cora",

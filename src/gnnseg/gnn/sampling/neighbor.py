@@ -22,7 +22,7 @@ call per mini-batch, several times faster where a batch is small enough for per-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -129,6 +129,44 @@ def sample_slots(row_ptr: Tensor, nodes: Tensor, fanout: int, replace: bool = Fa
     return slots, owner
 
 
+HopDraw = Callable[[Tensor, int, torch.Generator | None], tuple[Tensor, Tensor, Tensor | None]]
+
+
+def assemble_blocks(targets: Tensor, fanouts: Sequence[int], reuse: bool, relabel: Relabeler, draw: HopDraw,
+                    generator: torch.Generator | None = None) -> list[Block]:
+    """The blocks of uniform neighbour sampling from one hop-drawing function: the block structure that every
+    neighbour sampler shares, whatever holds the graph (one machine's CSR, or partitions on several machines).
+
+    ``draw(drawing, fanout, generator) -> (neighbors, owner, edge_ids)`` samples up to ``fanout`` incoming
+    edges of each node of ``drawing`` (global ids): ``neighbors (E,)`` int64 global ids, ``owner (E,)`` the
+    position in ``drawing`` of the node that drew each edge, grouped by node in the order of ``drawing``, and
+    ``edge_ids (E,)`` or ``None``. ``relabel`` gives local ids over the same global id space. Returns
+    ``len(fanouts)`` blocks, input layer first, as :meth:`NeighborSampler.sample` describes (``reuse``: each
+    node draws once and every layer shares its edges).
+    """
+    hops = []                      # per hop: source nodes, targets, local sources, local targets, edge ids
+    drawing = targets              # the nodes that draw neighbours at this hop
+    for fanout in fanouts:
+        neighbors, owner, edge_ids = draw(drawing, fanout, generator)
+        source_nodes, local = relabel(targets, neighbors, check_targets=not hops)   # later targets: earlier sources
+        hops.append((source_nodes, targets.numel(), local, owner + (targets.numel() - drawing.numel()), edge_ids))
+        drawing = source_nodes[targets.numel():] if reuse else source_nodes
+        targets = source_nodes
+    if not reuse:
+        return [Block(sources, num_targets, torch.stack([local, owner]), edge_ids=ids)
+                for sources, num_targets, local, owner, ids in reversed(hops)]
+    # reusing: each block's local ids hold in the blocks below (their targets begin with its sources), so
+    # every block's edges are the first edges of the input block's, views of one edge list
+    edge_index = torch.stack([torch.cat([hop[2] for hop in hops]), torch.cat([hop[3] for hop in hops])])
+    edge_ids = None if hops[0][4] is None else torch.cat([hop[4] for hop in hops])
+    blocks, edges = [], 0
+    for sources, num_targets, local, _, _ in hops:
+        edges += local.numel()
+        blocks.append(Block(sources, num_targets, edge_index[:, :edges],
+                            edge_ids=None if edge_ids is None else edge_ids[:edges]))
+    return blocks[::-1]
+
+
 def resolve_backend(backend: str) -> str:
     """``"numba"`` or ``"torch"``: the backend a sampler runs for the requested one (``"auto"``: numba when it
     imports, else torch). ``ValueError`` for an unknown name; ``ImportError`` naming the fix for ``"numba"``
@@ -202,29 +240,14 @@ class NeighborSampler:
         generator = as_generator(generator)
         if self.backend == "numba":
             return self.compiled.sample(targets, generator)
-        hops = []                      # per hop: source nodes, targets, local sources, local targets, edge ids
-        drawing = targets              # the nodes that draw neighbours at this hop
-        for fanout in self.fanouts:
-            slots, owner = sample_slots(self.row_ptr, drawing, fanout, self.replace, generator)
-            source_nodes, local = self.relabel(targets, self.neighbors.index_select(0, slots).to(torch.int64),
-                                               check_targets=not hops)       # later targets: earlier sources
-            # no edge ids: the CSR holds the edges in the graph's order
-            edge_ids = slots if self.edge_ids is None else self.edge_ids.index_select(0, slots)
-            hops.append((source_nodes, targets.numel(), local, owner + (targets.numel() - drawing.numel()), edge_ids))
-            drawing = source_nodes[targets.numel():] if self.reuse else source_nodes
-            targets = source_nodes
-        if not self.reuse:
-            return [Block(sources, num_targets, torch.stack([local, owner]), edge_ids=ids)
-                    for sources, num_targets, local, owner, ids in reversed(hops)]
-        # reusing: each block's local ids hold in the blocks below (their targets begin with its sources), so
-        # every block's edges are the first edges of the input block's, views of one edge list
-        edge_index = torch.stack([torch.cat([hop[2] for hop in hops]), torch.cat([hop[3] for hop in hops])])
-        edge_ids = torch.cat([hop[4] for hop in hops])
-        blocks, edges = [], 0
-        for sources, num_targets, local, _, _ in hops:
-            edges += local.numel()
-            blocks.append(Block(sources, num_targets, edge_index[:, :edges], edge_ids=edge_ids[:edges]))
-        return blocks[::-1]
+        return assemble_blocks(targets, self.fanouts, self.reuse, self.relabel, self._draw_local, generator)
+
+    def _draw_local(self, drawing: Tensor, fanout: int,
+                    generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        slots, owner = sample_slots(self.row_ptr, drawing, fanout, self.replace, generator)
+        # no edge ids: the CSR holds the edges in the graph's order
+        edge_ids = slots if self.edge_ids is None else self.edge_ids.index_select(0, slots)
+        return self.neighbors.index_select(0, slots).to(torch.int64), owner, edge_ids
 
     def full_neighborhood(self) -> FullNeighborhood:
         """The layer this sampler estimates: every node's whole in-neighbourhood, unweighted (for exact

@@ -1,0 +1,128 @@
+"""``gnnseg gnn train --partitions DIR`` under ``torchrun``: one rank per partition, a run directory written by
+rank 0, the same summary on every rank.
+
+The process group is joined here with a collective timeout (``timeout_s``), so a rank that stalls ends the
+others' collectives with an error instead of a hang; a rank that dies closes its connections and the others
+fail at their next exchange. Either way every rank stops with one line naming the phase
+(:class:`~gnnseg.gnn.distributed.exchange.RankLostError`). The run folder has the mini-batch trainer's files;
+``model.pt`` names the partitions' source dataset, so ``gnnseg gnn eval`` re-scores it on one machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from gnnseg.core import new_run, progress, save_checkpoint
+from gnnseg.core.distributed import DistributedContext, distributed_context
+from gnnseg.core.runs import RunDirectory, reopen_run
+from gnnseg.gnn.distributed.exchange import AllToAll, guarded
+from gnnseg.gnn.distributed.partition_store import PartitionStore, read_partition_meta
+from gnnseg.gnn.distributed.training import PartitionedResult, train_partitioned
+from gnnseg.gnn.tasks.minibatch import _config_dict, minibatch_config, same_run_settings, summarize_minibatch
+from gnnseg.gnn.tasks.minibatch_runs import MODEL_FORMAT
+
+DEFAULT_TIMEOUT_S = 600.0
+
+
+def join_with_timeout(timeout_s: float) -> DistributedContext:
+    """torchrun's process group (gloo) with a collective timeout; a single-process context without torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
+                                timeout=datetime.timedelta(seconds=timeout_s))
+    return distributed_context(backend="gloo")
+
+
+def _per_rank(values: list[float], exchange: AllToAll) -> list[list[float]]:
+    """Every rank's ``values`` (rows in rank order)."""
+    tensor = torch.tensor(values, dtype=torch.float64)
+    if exchange.world_size == 1:
+        return [values]
+    gathered = [torch.empty_like(tensor) for _ in range(exchange.world_size)]
+    guarded("the summary", exchange.rank, exchange.timeout_s, lambda: dist.all_gather(gathered, tensor))
+    return [g.tolist() for g in gathered]
+
+
+def run_partitioned_classification(partitions: str | os.PathLike, model: str | None, sampler: str | None, *,
+                                   seeds: int = 1, first_seed: int = 0, runs_root: str | os.PathLike = "runs",
+                                   overrides: dict[str, Any] | None = None,
+                                   resume_run: str | os.PathLike | None = None,
+                                   timeout_s: float = DEFAULT_TIMEOUT_S,
+                                   show_progress: bool | None = None) -> dict[str, Any]:
+    """Train ``seeds`` models over the partitions in ``partitions`` (one rank per partition) and return the
+    mini-batch summary plus the exchanges per batch, every rank's peak RSS, ``run_dir`` and ``checkpoint``."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if not timeout_s > 0:
+        raise ValueError(f"the collective timeout must be positive, got {timeout_s}")
+    folder_in = Path(partitions).resolve()
+    meta = read_partition_meta(folder_in)
+    context = join_with_timeout(timeout_s)
+    if context.world_size != meta["num_parts"]:
+        raise ValueError(f"{folder_in} holds {meta['num_parts']} partitions but {context.world_size} processes "
+                         f"were started; run one process per partition (torchrun --nproc_per_node ... with "
+                         f"{meta['num_parts']} in all)")
+    store = PartitionStore.open(folder_in, context.rank)
+    exchange = AllToAll(context.rank, context.world_size, timeout_s)
+    config = minibatch_config(model, sampler, meta["dataset"], **(overrides or {}))
+    settings = {"model": config.model, "sampler": config.sampler, "dataset": meta["name"],
+                "partitions": str(folder_in), "partition_identity": store.identity(), "seeds": seeds,
+                "first_seed": first_seed, "world_size": context.world_size, "config": _config_dict(config)}
+    run: RunDirectory | None = None
+    if resume_run is not None:
+        folder = Path(resume_run)
+        saved = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+        if saved is None:
+            raise FileNotFoundError(f"cannot resume: {folder / 'config.json'} does not exist")
+        others = {k: v for k, v in settings.items() if k != "config"}
+        if {k: saved.get(k) for k in others} != others or not same_run_settings(saved.get("config", {}), config):
+            raise ValueError(f"{folder} was started with other settings or partitions; resume it with the same "
+                             f"command, or start a new run")
+        if context.is_main:
+            run = reopen_run(folder)
+            metrics_file = folder / "metrics.json"
+            run.metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    elif context.is_main:
+        run = new_run("gnn-train", runs_root)
+        run.save_config(settings)
+    if context.enabled:
+        shared = [str(run.path) if run is not None else None]
+        guarded("set-up", context.rank, timeout_s, lambda: dist.broadcast_object_list(shared, src=0))
+        folder = Path(shared[0])
+    else:
+        folder = run.path
+
+    results: list[PartitionedResult] = []
+    for seed in progress(range(first_seed, first_seed + seeds), desc=f"{config.model} on {meta['name']}",
+                         total=seeds, enabled=show_progress if context.is_main else False):
+        checkpoint = folder / f"checkpoint_seed{seed}.pt"
+        resume = resume_run is not None and checkpoint.is_file()
+        results.append(train_partitioned(store, config, seed, exchange, context, checkpoint=checkpoint,
+                                         resume=resume, show_progress=show_progress))
+        if context.is_main and run is not None:
+            run.log_metrics(per_seed=[r.summary() for r in results])
+    averaged = ("sampled_nodes_per_batch_mean", "hop1_nodes_per_batch", "remote_nodes_per_batch",
+                "remote_feature_rows_per_batch", "bytes_sent_per_batch")
+    per_rank = _per_rank([max(r.peak_rss_mb for r in results),
+                          *(sum(r.summary()[key] for r in results) / len(results) for key in averaged)], exchange)
+    best = max(results, key=lambda r: (r.val_acc, -r.seed))
+    summary = {"model": config.model, "sampler": config.sampler, "dataset": meta["name"],
+               **summarize_minibatch(results), "partitions": str(folder_in),
+               "peak_rss_mb": max(row[0] for row in per_rank), "peak_rss_mb_per_rank": [row[0] for row in per_rank],
+               **{key: sum(row[1 + index] for row in per_rank) / len(per_rank) for index, key in enumerate(averaged)},
+               "exchange_rounds_per_batch": results[0].exchange_rounds_per_batch,
+               "edge_cut_fraction": meta["quality"]["edge_cut_fraction"]}
+    model_path = folder / "model.pt"
+    if context.is_main and run is not None:
+        save_checkpoint({"format": MODEL_FORMAT, "model": config.model, "dataset": meta["dataset"], "split": None,
+                         "split_seed": 0, "config": _config_dict(config), "in_channels": meta["num_features"],
+                         "num_classes": meta["num_classes"], "seed": best.seed, "state_dict": best.state_dict,
+                         "metrics": best.summary()}, model_path)
+        run.log_metrics(summary=summary)
+    return {**summary, "run_dir": str(folder), "checkpoint": str(model_path)}
