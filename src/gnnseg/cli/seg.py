@@ -76,7 +76,7 @@ def _seg_plan(args: argparse.Namespace) -> dict:
 
     return plan_dataset(args.dataset_dir, args.work_dir or f"{args.dataset_dir.rstrip('/')}_work",
                         memory_gb=args.memory_gb, device=args.device, base_features=args.base_features,
-                        overwrite=args.overwrite)
+                        overwrite=args.overwrite, planner=args.planner)
 
 
 def _seg_preprocess(args: argparse.Namespace) -> dict:
@@ -334,10 +334,16 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     plan = seg.add_parser("plan", help="fingerprint a raw dataset and derive its plans")
     plan.add_argument("dataset_dir", help="raw dataset folder (dataset.json, imagesTr, labelsTr)")
     plan.add_argument("--work-dir", help="where fingerprint, plans and preprocessed data go (default DATASET_work)")
-    plan.add_argument("--memory-gb", type=float, default=8.0, help="memory budget for one training step")
+    plan.add_argument("--memory-gb", type=float, default=None,
+                      help="memory budget for one training step (default: the planner's, 8 GB; resenc_l 24, "
+                           "resenc_xl 40)")
     plan.add_argument("--device", choices=("gpu", "cpu"), default="gpu",
                       help="cpu: the budget is float32 RAM (half the activations of a mixed-precision GPU)")
     plan.add_argument("--base-features", type=int, default=32, help="first-stage width (nnU-Net: 32)")
+    plan.add_argument("--planner", choices=LazyChoices("gnnseg.seg.unet.planner_presets", "PRESETS"),
+                      default="default", metavar="{default,resenc_m,resenc_l,resenc_xl}",
+                      help="nnU-Net's default planner, or a Residual Encoder preset (nnU-Net ResEnc M / L / XL: "
+                           "a ResidualEncoderUNet planned for 8 / 24 / 40 GB)")
     plan.add_argument("--overwrite", action="store_true", help="replace an existing plans.json")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(handler=_seg_plan)

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gnnseg.seg.unet.network import init_weights_he
+
 OPERATORS: dict[str, type[nn.Module]] = {
     cls.__name__: cls for cls in (
         nn.Conv2d, nn.Conv3d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.BatchNorm2d, nn.BatchNorm3d,
@@ -219,24 +221,42 @@ class UNetDecoder(nn.Module):
         self.transpconvs = nn.ModuleList(transposed)
         self.seg_layers = nn.ModuleList(heads)
 
-    def forward(self, skips: list[Tensor]) -> Tensor:
+    def forward(self, skips: list[Tensor], deep_supervision: bool = False) -> Tensor | list[Tensor]:
+        """The full-resolution logits; with ``deep_supervision`` every level's, full resolution first (as
+        :class:`gnnseg.seg.unet.network.UNet` and nnU-Net's decoder return them for the deep supervision loss)."""
         x = skips[-1]
+        outputs = []
         for level, (up, stage) in enumerate(zip(self.transpconvs, self.stages)):
             x = stage(torch.cat((up(x), skips[-(level + 2)]), 1))
-        return self.seg_layers[-1](x)
+            if deep_supervision:
+                outputs.append(self.seg_layers[level](x))
+        return outputs[::-1] if deep_supervision else self.seg_layers[-1](x)
 
 
 class NnUNetNetwork(nn.Module):
-    """An encoder and the U-Net decoder: ``(B, in_channels, *spatial) -> (B, num_classes, *spatial)`` logits."""
+    """An encoder and the U-Net decoder: ``(B, in_channels, *spatial) -> (B, num_classes, *spatial)`` logits, or with
+    ``deep_supervision`` set (training) the list of every decoder level's logits, full resolution first."""
 
     def __init__(self, encoder: nn.Module, decoder: UNetDecoder, class_name: str):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.class_name = class_name
+        self.deep_supervision = False
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decoder(self.encoder(x))
+    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+        return self.decoder(self.encoder(x), self.deep_supervision)
+
+
+def initialize_for_training(network: NnUNetNetwork) -> None:
+    """nnU-Net's initialisation of a network to be trained: He-normal conv weights and zero biases, and for the
+    residual blocks the norm before the addition set to zero, so that each block starts as its skip."""
+    network.apply(init_weights_he)
+    for module in network.modules():
+        if isinstance(module, BasicResidualBlock) and getattr(module.conv2, "norm", None) is not None \
+                and module.conv2.norm.weight is not None:
+            nn.init.zeros_(module.conv2.norm.weight)
+            nn.init.zeros_(module.conv2.norm.bias)
 
 
 _COMMON_KWARGS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_conv_per_stage_decoder",

@@ -30,6 +30,7 @@ from gnnseg.seg.unet.case_inputs import inputs_by_case
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.planner import plan_experiment
+from gnnseg.seg.unet.planner_presets import preset_named
 from gnnseg.seg.unet.plans import Plans
 from gnnseg.seg.unet.postprocess import keep_largest_component
 from gnnseg.seg.unet.predict import predict_case
@@ -42,9 +43,12 @@ from gnnseg.seg.unet.train import (
 )
 
 
-def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *, memory_gb: float = 8.0,
-                 device: str = "gpu", base_features: int = 32, overwrite: bool = False) -> dict[str, Any]:
-    """Fingerprint and plan; an existing ``plans.json`` (perhaps hand-edited) is replaced only with ``overwrite``."""
+def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *, memory_gb: float | None = None,
+                 device: str = "gpu", base_features: int = 32, overwrite: bool = False,
+                 planner: str = "default") -> dict[str, Any]:
+    """Fingerprint and plan with the ``planner`` preset (``memory_gb`` defaults to its reference memory); an existing
+    ``plans.json`` (perhaps hand-edited) is replaced only with ``overwrite``."""
+    preset_named(planner)                      # an unknown planner is refused before the fingerprint is taken
     dataset = RawDataset.open(dataset_dir)
     work = Path(work_dir)
     if (work / "plans.json").exists() and not overwrite:
@@ -53,10 +57,11 @@ def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *,
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = extract_fingerprint(dataset)
     fingerprint.save(work / "dataset_fingerprint.json")
-    plans = replace(plan_experiment(fingerprint, memory_gb=memory_gb, device=device, base_features=base_features),
+    plans = replace(plan_experiment(fingerprint, memory_gb=memory_gb, device=device, base_features=base_features,
+                                    planner=planner),
                     raw_dataset=str(Path(dataset_dir).resolve()), file_ending=dataset.file_ending)
     plans.save(work / "plans.json")
-    return {"work_dir": str(work), "plans": str(work / "plans.json"),
+    return {"work_dir": str(work), "plans": str(work / "plans.json"), "planner": planner,
             "configurations": {name: {"patch_size": list(c.patch_size), "batch_size": c.batch_size,
                                       "spacing": list(c.spacing), "stages": c.network.num_stages}
                                for name, c in plans.configurations.items()}}

@@ -27,6 +27,12 @@ Follows the default planner of nnU-Net v2 (Isensee et al., Nature Methods 2021, 
 2D) to 8 GB of GPU memory at batch 2 / 12 with mixed precision. ``device="gpu"`` scales that reference by
 ``memory_gb / 8``, exactly as nnU-Net does. ``device="cpu"`` trains in float32, whose activations take twice
 the bytes, so the reference is scaled by ``memory_gb / 8 / 2``: pass the RAM you want training to use.
+
+**Presets** (``planner=``, :mod:`gnnseg.seg.unet.planner_presets`): ``"default"`` is the planner above;
+``"resenc_m"``, ``"resenc_l"`` and ``"resenc_xl"`` are nnU-Net's Residual Encoder planners (8, 24 and 40 GB
+references, a ResidualEncoderUNet whose size is estimated instead of the plain U-Net's, no 5 % batch cap). Their
+configurations also carry nnU-Net's ``architecture`` entry; ``memory_gb`` defaults to the preset's reference and
+scales it as above.
 """
 
 from __future__ import annotations
@@ -37,15 +43,20 @@ import numpy as np
 
 from gnnseg.seg.unet.fingerprint import Fingerprint
 from gnnseg.seg.unet.network import features_per_stage
+from gnnseg.seg.unet.planner_presets import (
+    ENCODER_BLOCKS_PER_STAGE,
+    PRESETS,
+    PlannerPreset,
+    preset_named,
+    residual_encoder_architecture,
+    residual_encoder_unet_elements,
+)
 from gnnseg.seg.unet.plans import PLANS_VERSION, Plans
 from gnnseg.seg.unet.resampling import ANISOTROPY_THRESHOLD
 
 FEATUREMAP_MIN_EDGE = 4
-REFERENCE_ELEMENTS = {2: 85_000_000, 3: 560_000_000}
 REFERENCE_BATCH = {2: 12, 3: 2}
-REFERENCE_GB = 8.0
 MIN_BATCH_SIZE = 2
-MAX_DATASET_FRACTION_PER_BATCH = 0.05
 CONVS_PER_STAGE = 2
 
 
@@ -140,8 +151,10 @@ def activation_elements(patch_size, strides, features, num_classes: int,
 
 
 def plan_configuration(spacing, median_shape, *, num_channels: int, num_classes: int, dataset_voxels: float,
-                       reference: float, base_features: int = 32) -> dict[str, Any]:
-    """One configuration (2D or 3D) as its plans entry: patch size, batch size, network kwargs."""
+                       reference: float, base_features: int = 32,
+                       preset: PlannerPreset = PRESETS["default"]) -> dict[str, Any]:
+    """One configuration (2D or 3D) as its plans entry: patch size, batch size, network kwargs (and, for the ResEnc
+    presets, nnU-Net's ``architecture``)."""
     dims = len(spacing)
     spacing = np.asarray(spacing, float)
     median_shape = np.asarray(median_shape, float)[:dims]
@@ -154,11 +167,16 @@ def plan_configuration(spacing, median_shape, *, num_channels: int, num_classes:
 
     def estimate(topo) -> int:
         feats = features_per_stage(len(topo["strides"]), dims=dims, base=base_features)
+        if preset.is_residual_encoder:
+            stages = len(topo["strides"])
+            return residual_encoder_unet_elements(topo["patch_size"], topo["strides"], feats,
+                                                  ENCODER_BLOCKS_PER_STAGE[:stages],
+                                                  [preset.decoder_convs_per_stage] * (stages - 1), num_classes)
         return activation_elements(topo["patch_size"], topo["strides"], feats, num_classes)
 
     reference_batch = REFERENCE_BATCH[dims]
     elements = estimate(topology)
-    while elements / reference_batch * 2 > reference:
+    while preset.exceeds(elements, reference, reference_batch):
         axis = int(np.argsort([p / m for p, m in zip(patch, median_shape)])[-1])
         trial = list(patch)
         trial[axis] -= topology["divisor"][axis]
@@ -173,9 +191,10 @@ def plan_configuration(spacing, median_shape, *, num_channels: int, num_classes:
         raise ValueError(f"the memory budget leaves a {patch} patch with a single resolution stage, too small for a "
                          f"U-Net; raise memory_gb (images of median shape {median_shape.astype(int).tolist()})")
     batch = round(reference / elements * reference_batch)
-    five_percent = round(dataset_voxels * MAX_DATASET_FRACTION_PER_BATCH / float(np.prod(patch, dtype=np.float64)))
-    batch = max(min(batch, five_percent), MIN_BATCH_SIZE)
-    return {
+    dataset_cap = round(dataset_voxels * preset.max_dataset_fraction / float(np.prod(patch, dtype=np.float64)))
+    batch = max(min(batch, dataset_cap), MIN_BATCH_SIZE)
+    features = features_per_stage(len(topology["strides"]), dims=dims, base=base_features)
+    configuration = {
         "spacing": [float(s) for s in spacing],
         "median_image_size_in_voxels": [float(s) for s in median_shape],
         "patch_size": [int(p) for p in patch],
@@ -183,12 +202,16 @@ def plan_configuration(spacing, median_shape, *, num_channels: int, num_classes:
         "estimated_activation_elements": elements,
         "network": {
             "dims": dims,
-            "features_per_stage": features_per_stage(len(topology["strides"]), dims=dims, base=base_features),
+            "features_per_stage": features,
             "kernel_sizes": topology["kernel_sizes"],
             "strides": topology["strides"],
-            "convs_per_stage": CONVS_PER_STAGE,
+            "convs_per_stage": preset.decoder_convs_per_stage if preset.is_residual_encoder else CONVS_PER_STAGE,
         },
     }
+    if preset.is_residual_encoder:
+        configuration["architecture"] = residual_encoder_architecture(
+            dims, features, topology["kernel_sizes"], topology["strides"], preset.decoder_convs_per_stage)
+    return configuration
 
 
 def normalization_schemes(fingerprint: Fingerprint) -> tuple[list[str], list[bool]]:
@@ -197,13 +220,17 @@ def normalization_schemes(fingerprint: Fingerprint) -> tuple[list[str], list[boo
     return schemes, [crop_matters and scheme == "zscore" for scheme in schemes]
 
 
-def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float = REFERENCE_GB,
-                    device: Literal["gpu", "cpu"] = "gpu", base_features: int = 32) -> Plans:
+def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float | None = None,
+                    device: Literal["gpu", "cpu"] = "gpu", base_features: int = 32, planner: str = "default") -> Plans:
     """Derive the plans from a fingerprint. See the module docstring for the rules.
 
-    ``base_features`` (nnU-Net: 32) sets the first stage's width; halving it makes a CPU epoch about four
-    times cheaper, at some cost in accuracy.
+    ``planner`` names the preset (``"default"``, ``"resenc_m"``, ``"resenc_l"``, ``"resenc_xl"``); ``memory_gb``
+    defaults to its reference memory (8, 8, 24, 40 GB). ``base_features`` (nnU-Net: 32) sets the first stage's width;
+    halving it makes a CPU epoch about four times cheaper, at some cost in accuracy.
     """
+    preset = preset_named(planner)
+    if memory_gb is None:
+        memory_gb = preset.reference_gb
     if memory_gb <= 0:
         raise ValueError(f"memory_gb must be positive, got {memory_gb}")
     if device not in ("gpu", "cpu"):
@@ -212,7 +239,7 @@ def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float = REFERENCE_GB
     shapes = np.asarray(fingerprint.shapes_after_crop, float)
     if spacings.ndim != 2 or spacings.shape[1] != 3 or spacings.shape != shapes.shape:
         raise ValueError(f"fingerprint spacings {spacings.shape} and shapes {shapes.shape} must both be (cases, 3)")
-    scale = memory_gb / REFERENCE_GB / (2.0 if device == "cpu" else 1.0)
+    scale = memory_gb / preset.reference_gb / (2.0 if device == "cpu" else 1.0)
 
     spacing = target_spacing(spacings, shapes)
     coarsest = int(np.argmax(spacing))
@@ -228,10 +255,12 @@ def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float = REFERENCE_GB
     if not fingerprint.is_2d and median_shape[0] != 1:
         configurations["3d_fullres"] = plan_configuration(
             spacing_t, median_shape, num_channels=num_channels, num_classes=num_classes,
-            dataset_voxels=dataset_voxels, reference=REFERENCE_ELEMENTS[3] * scale, base_features=base_features)
+            dataset_voxels=dataset_voxels, reference=preset.reference_elements[3] * scale,
+            base_features=base_features, preset=preset)
     configurations["2d"] = plan_configuration(
         spacing_t[1:], median_shape[1:], num_channels=num_channels, num_classes=num_classes,
-        dataset_voxels=dataset_voxels, reference=REFERENCE_ELEMENTS[2] * scale, base_features=base_features)
+        dataset_voxels=dataset_voxels, reference=preset.reference_elements[2] * scale,
+        base_features=base_features, preset=preset)
 
     schemes, use_mask = normalization_schemes(fingerprint)
     return Plans.from_json({
@@ -250,4 +279,5 @@ def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float = REFERENCE_GB
         "foreground_intensity_properties_per_channel": fingerprint.foreground_intensity_properties_per_channel,
         "resampling": {"image_order": 3, "label_order": 1, "anisotropic_axis_order": 0},
         "configurations": configurations,
+        **({} if preset.name == "default" else {"plans_name": preset.plans_name}),
     }, source=f"the plans of {fingerprint.dataset_name}")

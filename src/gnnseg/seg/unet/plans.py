@@ -61,7 +61,7 @@ class NetworkTopology:
     features_per_stage: tuple[int, ...]
     kernel_sizes: tuple[tuple[int, ...], ...]
     strides: tuple[tuple[int, ...], ...]      # strides[0] is all ones
-    convs_per_stage: int
+    convs_per_stage: int                      # with an ``architecture`` (ResEnc): its decoder's convs per level
 
     @property
     def num_stages(self) -> int:
@@ -86,15 +86,25 @@ class Configuration:
     batch_size: int                                  # per process
     estimated_activation_elements: int               # what the memory budget was compared with
     network: NetworkTopology
+    # nnU-Net's network entry (network_class_name, arch_kwargs), written by the ResEnc planner presets; when present
+    # the network is built from it (gnnseg.seg.unet.nnunet_networks), else from ``network``
+    architecture: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, document: Any, where: str) -> Configuration:
-        configuration = _fields_of(cls, document, where)
+        configuration = _fields_of(cls, document, where, optional=("architecture",))
+        architecture = configuration.get("architecture")
+        if architecture is not None:
+            architecture = dict(_json_object(architecture, f"{where}.architecture"))
+            missing = [key for key in ("network_class_name", "arch_kwargs") if key not in architecture]
+            if missing:
+                raise ValueError(f"{where}.architecture lacks {', '.join(map(repr, missing))}")
         return cls(spacing=tuple(configuration["spacing"]),
                    median_image_size_in_voxels=tuple(configuration["median_image_size_in_voxels"]),
                    patch_size=tuple(configuration["patch_size"]), batch_size=configuration["batch_size"],
                    estimated_activation_elements=configuration["estimated_activation_elements"],
-                   network=NetworkTopology.from_json(configuration["network"], f"{where}.network"))
+                   network=NetworkTopology.from_json(configuration["network"], f"{where}.network"),
+                   architecture=architecture)
 
 
 @dataclass(frozen=True)
@@ -120,8 +130,9 @@ class Resampling:
     anisotropic_axis_order: int
 
 
-_WRITTEN_WHEN_SET = ("raw_dataset", "file_ending")
-"""Plans keys written only when set (the pipeline records them; plans made in code have neither)."""
+_WRITTEN_WHEN_SET = ("raw_dataset", "file_ending", "plans_name")
+"""Plans keys written only when set (the pipeline records the first two; plans made in code have neither; the planner
+presets other than the default name their plans as nnU-Net does)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,7 @@ class Plans:
     configurations: dict[str, Configuration]
     raw_dataset: str | None = None                # the raw dataset's folder and its images' file ending
     file_ending: str | None = None
+    plans_name: str | None = None                 # nnU-Net's plans identifier of a ResEnc preset; None: default
 
     def configuration(self, name: str) -> Configuration:
         """The configuration called ``name``; an unknown name is refused with the names there are."""
@@ -182,7 +194,8 @@ class Plans:
             configurations={name: Configuration.from_json(configuration, f"{source}: configurations[{name!r}]")
                             for name, configuration in _json_object(entries["configurations"],
                                                                     f"{source}: configurations").items()},
-            raw_dataset=entries.get("raw_dataset"), file_ending=entries.get("file_ending"))
+            raw_dataset=entries.get("raw_dataset"), file_ending=entries.get("file_ending"),
+            plans_name=entries.get("plans_name"))
 
     def to_json(self) -> dict[str, Any]:
         """The plans document: what :meth:`from_json` read (or :func:`plan_experiment` made), key for key."""
@@ -190,6 +203,9 @@ class Plans:
         for key in _WRITTEN_WHEN_SET:
             if document[key] is None:
                 del document[key]
+        for configuration in document["configurations"].values():
+            if configuration["architecture"] is None:
+                del configuration["architecture"]
         return document
 
     @classmethod

@@ -42,6 +42,8 @@ from gnnseg.seg.unet.augment import AugmentationConfig, augment  # noqa: E402
 from gnnseg.seg.unet.dataloader import PatchSampler  # noqa: E402
 from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss  # noqa: E402
 from gnnseg.seg.unet.network import NETWORKS, UNet, mamba_stages_for  # noqa: E402
+from gnnseg.seg.unet.nnunet_networks import NnUNetNetwork, initialize_for_training  # noqa: E402
+from gnnseg.seg.unet.nnunet_networks import build_network as build_nnunet_network  # noqa: E402
 from gnnseg.seg.unet.plans import Plans  # noqa: E402
 from gnnseg.seg.unet.predict import predict_case  # noqa: E402
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits  # noqa: E402
@@ -90,9 +92,22 @@ class TrainConfig:
             raise ValueError(f"network must be one of {list(NETWORKS)}, got {self.network!r}")
 
 
-def build_network(plans: Plans, configuration: str, deep_supervision: bool = True, network: str = "unet") -> UNet:
-    """The configuration's network from the plans: the U-Net, or a U-Mamba variant of it (``network``)."""
-    topology = plans.configuration(configuration).network
+def build_network(plans: Plans, configuration: str, deep_supervision: bool = True,
+                  network: str = "unet") -> UNet | NnUNetNetwork:
+    """The configuration's network from the plans: the U-Net, or a U-Mamba variant of it (``network``); a ResEnc
+    preset's plans (an ``architecture`` entry) give nnU-Net's ResidualEncoderUNet (:mod:`.nnunet_networks`)."""
+    plan = plans.configuration(configuration)
+    if plan.architecture is not None:
+        if network != "unet":
+            raise ValueError(f"--network {network} is a variant of gnnseg's plain U-Net; the plans' configuration "
+                             f"{configuration!r} is a {plan.architecture['network_class_name']} (a ResEnc preset): "
+                             "train it with --network unet, or plan with --planner default")
+        built = build_nnunet_network(plan.architecture, len(plans.channel_names), len(plans.labels),
+                                     where=f"plans configuration {configuration!r}")
+        initialize_for_training(built)
+        built.deep_supervision = deep_supervision
+        return built
+    topology = plan.network
     return UNet(len(plans.channel_names), len(plans.labels), dims=topology.dims,
                 features_per_stage=topology.features_per_stage, kernel_sizes=topology.kernel_sizes,
                 strides=topology.strides, convs_per_stage=topology.convs_per_stage, deep_supervision=deep_supervision,
