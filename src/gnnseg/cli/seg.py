@@ -149,7 +149,8 @@ def _predict_cases(args: argparse.Namespace) -> dict:
             raise ValueError("--mirror, --keep-largest and DICOM-SEG output are for gnnseg runs; an nnU-Net model "
                              "mirrors unless --disable-tta")
         return predict_nnunet_folder(args.model, args.input, args.output, folds=args.folds,
-                                     checkpoint=args.checkpoint or DEFAULT_CHECKPOINT, step_size=args.step_size,
+                                     checkpoint=args.checkpoint or DEFAULT_CHECKPOINT,
+                                     step_size=args.step_size or 0.5,
                                      use_mirroring=not args.disable_tta, save_probabilities=args.save_probabilities,
                                      device=args.device, show_progress=False if args.json else None)
     if args.folds or args.disable_tta or args.save_probabilities:
@@ -157,7 +158,8 @@ def _predict_cases(args: argparse.Namespace) -> dict:
                          f"({args.model} is not one: no plans.json + dataset.json or fold_* folders)")
     predict = predict_dicom_seg if is_dicom_seg_path(args.output) else predict_folder
     return predict(args.model, args.input, args.output, checkpoint=args.checkpoint or UNET_CHECKPOINT,
-                   mirror=args.mirror, step=args.step_size, keep_largest=args.keep_largest, device=args.device)
+                   mirror=args.mirror, step=args.step_size or 0.5, keep_largest=args.keep_largest,
+                   device=args.device)
 
 
 def _seg_find_best_configuration(args: argparse.Namespace) -> dict:
@@ -400,8 +402,9 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     infer.add_argument("-f", "--folds", nargs="+", default=None, metavar="FOLD",
                        help="nnU-Net models: the folds to ensemble (default: every fold_<k> holding the checkpoint; "
                             "'all' for fold_all)")
-    infer.add_argument("--step-size", type=float, default=0.5,
-                       help="sliding-window step as a fraction of the patch (default 0.5: windows overlap by half)")
+    infer.add_argument("--step-size", type=float, default=None,
+                       help="sliding-window step as a fraction of the patch (default 0.5: windows overlap by half; "
+                            "an ONNX export's own step)")
     infer.add_argument("--disable-tta", action="store_true",
                        help="nnU-Net models and their ONNX exports: no test-time mirroring (on by default, along "
                             "the axes the trainer allows)")

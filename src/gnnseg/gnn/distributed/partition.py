@@ -176,6 +176,7 @@ def partition_graph(dataset: str, root: str | os.PathLike | None, parts: int, ou
         if mask is not None:
             split[mask.numpy()] = code
     in_degree = np.diff(row_ptr)
+    sparse_features = ops.is_sparse(graph.x)
     x = ops.dense(graph.x).numpy()                                              # a memory map stays one
     labels = graph.y.numpy()
     name, num_classes = graph.name, graph.num_classes
@@ -199,8 +200,10 @@ def partition_graph(dataset: str, root: str | os.PathLike | None, parts: int, ou
     owner_dtype = np.int16 if parts < np.iinfo(np.int16).max else np.int32
     local_dtype = np.int32 if int(np.diff(offsets).max()) < np.iinfo(np.int32).max else np.int64
 
-    features_nonnegative = bool(all((x[start:start + ROW_CHUNK] >= 0).all()
-                                    for start in range(0, num_nodes, ROW_CHUNK)))
+    # the single-machine trainer's rule (minibatch.prepare_minibatch_graph): rows normalized only for dense,
+    # non-negative features, so a partitioned run and `gnn eval` of its model read the same inputs
+    features_nonnegative = not sparse_features and bool(all((x[start:start + ROW_CHUNK] >= 0).all()
+                                                                   for start in range(0, num_nodes, ROW_CHUNK)))
 
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     if staging.exists():

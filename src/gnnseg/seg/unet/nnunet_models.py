@@ -55,9 +55,10 @@ KNOWN_TRAINERS = frozenset({
 EPOCH_VARIANT = re.compile(r"nnUNetTrainer_\d+epochs?(_NoMirroring)?")
 """``nnUNetTrainer_250epochs``, ``nnUNetTrainer_1epoch``, ``nnUNetTrainer_2000epochs_NoMirroring``, ..."""
 
+_NUMPY_CORE = getattr(np, "_core", None) or np.core       # numpy >= 2 / numpy 1.26
 NUMPY_SCALAR_GLOBALS = {
-    "numpy._core.multiarray.scalar": np._core.multiarray.scalar,
-    "numpy.core.multiarray.scalar": np._core.multiarray.scalar,   # the same function, pickled under numpy < 2
+    "numpy._core.multiarray.scalar": _NUMPY_CORE.multiarray.scalar,
+    "numpy.core.multiarray.scalar": _NUMPY_CORE.multiarray.scalar,   # the same function, pickled under numpy < 2
     "numpy.dtype": np.dtype,
     **{f"numpy.dtypes.{cls.__name__}": cls for cls in (
         np.dtypes.Float16DType, np.dtypes.Float32DType, np.dtypes.Float64DType, np.dtypes.Int32DType,

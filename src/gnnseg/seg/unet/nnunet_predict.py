@@ -2,10 +2,10 @@
 
 Per case: nnU-Net's preprocessing (:mod:`gnnseg.seg.unet.nnunet_preprocessing`); per fold, Gaussian-weighted sliding
 windows (gnnseg's :func:`~gnnseg.seg.unet.predict.sliding_window_logits` with nnU-Net's importance map,
-:func:`nnunet_gaussian`, and its centred padding of images smaller than the patch), a 2D configuration slice by slice,
-test-time mirroring along the axes the checkpoint allows (every combination: 4 views in 2D, 8 in 3D; off with
-``use_mirroring=False``); the folds' logits averaged (nnU-Net v2 averages logits, not probabilities); then export
-as ``export_prediction.py`` does it: logits resampled back to the cropped shape with the plans' probability
+``case_recipes.nnunet_importance``, and its centred padding of images smaller than the patch), a 2D configuration
+slice by slice, test-time mirroring along the axes the checkpoint allows (every combination: 4 views in 2D, 8 in 3D;
+off with ``use_mirroring=False``); the folds' logits averaged (nnU-Net v2 averages logits, not probabilities); then
+export as ``export_prediction.py`` does it: logits resampled back to the cropped shape with the plans' probability
 resampling, softmax (sigmoid for region-based labels), the segmentation put into the uncropped box (background
 outside; probabilities there are background 1) and transposed back.
 
@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
 from torch import Tensor
 
 from gnnseg.core import progress
@@ -35,25 +34,13 @@ from gnnseg.core.atomic import atomic_path
 from gnnseg.core.runs import write_json
 from gnnseg.seg.io import ImageFormatError, MedicalImage, read_any
 from gnnseg.seg.io.any_format import write_any
+from gnnseg.seg.unet.case_inputs import inputs_by_case
+from gnnseg.seg.unet.case_recipes import nnunet_importance
+from gnnseg.seg.unet.inference_preprocessing import DUMMY_SLICE_SPACING
 from gnnseg.seg.unet.nnunet_models import DEFAULT_CHECKPOINT, NnUNetModel, open_nnunet_model
 from gnnseg.seg.unet.nnunet_preprocessing import preprocess_nnunet_case
 from gnnseg.seg.unet.nnunet_resampling import resample_to_shape
 from gnnseg.seg.unet.predict import sliding_window_logits
-
-SLICE_SPACING_2D = 999.0
-"""The spacing nnU-Net's readers give the added slicing axis of a 2D image."""
-
-
-def nnunet_gaussian(patch_size: Sequence[int], sigma_scale: float = 1 / 8) -> Tensor:
-    """nnU-Net's importance map: a unit impulse at ``p // 2`` blurred with sigma ``p * sigma_scale`` per axis
-    (``scipy.ndimage.gaussian_filter``, truncated at 4 sigma), scaled to a maximum of 10 and stored in float16
-    (zeros replaced by the smallest nonzero value), returned as float32 of those values."""
-    impulse = np.zeros([int(p) for p in patch_size])
-    impulse[tuple(int(p) // 2 for p in patch_size)] = 1
-    weights = gaussian_filter(impulse, [p * sigma_scale for p in patch_size], 0, mode="constant", cval=0)
-    weights = torch.from_numpy(weights / (weights.max() / 10)).to(torch.float16)
-    weights[weights == 0] = weights[weights != 0].min()
-    return weights.float()
 
 
 @dataclass(frozen=True)
@@ -78,7 +65,7 @@ class NnUNetPredictor:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.dtype = torch.float16 if half_precision else torch.float32
-        self.importance = nnunet_gaussian(model.configuration.patch_size)
+        self.importance = torch.from_numpy(nnunet_importance(model.configuration.patch_size))
         model.network.to(self.device)
 
     def logits(self, data: np.ndarray) -> Tensor:
@@ -98,6 +85,8 @@ class NnUNetPredictor:
                 fold = torch.stack([sliding_window_logits(self.model.network, image[:, z], patch, outputs, **options)
                                     for z in range(image.shape[1])], dim=1)
             total = fold if total is None else total + fold
+        if len(self.model.fold_weights) > 1:      # the model's network holds the first fold's weights, as documented
+            self.model.network.load_state_dict(self.model.fold_weights[0])
         return total / len(self.model.fold_weights)
 
     def predict(self, data: np.ndarray, spacing: Sequence[float], *,
@@ -148,20 +137,6 @@ class NnUNetPredictor:
         return NnUNetPrediction(np.ascontiguousarray(segmentation), full, properties)
 
 
-def case_files(input_dir: Path, file_ending: str) -> dict[str, list[Path]]:
-    """nnU-Net's input naming: ``<case>_<XXXX><file_ending>``, one file per channel group, channels in order."""
-    cases: dict[str, list[Path]] = {}
-    for path in sorted(input_dir.iterdir()):
-        if not path.is_file() or not path.name.endswith(file_ending):
-            continue
-        stem = path.name[: -len(file_ending)]
-        case_id, _, channel = stem.rpartition("_")
-        if not case_id or len(channel) != 4 or not channel.isdigit():
-            raise ImageFormatError(f"{path}: not named <case>_<XXXX>{file_ending} as nnU-Net expects")
-        cases.setdefault(case_id, []).append(path)
-    return cases
-
-
 def read_nnunet_case(paths: Sequence[Path]) -> tuple[np.ndarray, tuple[float, float, float], MedicalImage]:
     """The channel files of one case as nnU-Net's readers give them: ``(C, z, y, x)`` float32 and ``(sz, sy, sx)``;
     a 2D image is one slice of spacing 999 (colour images give their 3 channels); also the first file's image, whose
@@ -174,7 +149,7 @@ def read_nnunet_case(paths: Sequence[Path]) -> tuple[np.ndarray, tuple[float, fl
         for array in arrays:
             volume = array[None] if array.ndim == 2 else array
             channels.append(volume.astype(np.float32))
-        this_spacing = ((SLICE_SPACING_2D, *image.spacing) if len(image.spacing) == 2 else tuple(image.spacing))
+        this_spacing = ((DUMMY_SLICE_SPACING, *image.spacing) if len(image.spacing) == 2 else tuple(image.spacing))
         if spacing is None:
             spacing = this_spacing
         if channels[-1].shape != channels[0].shape:
@@ -203,7 +178,7 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
     input_dir, output = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f"{input_dir}: input folder not found")
-    cases = case_files(input_dir, ending)
+    cases = inputs_by_case(input_dir, ending, None)
     if not cases:
         raise FileNotFoundError(f"{input_dir}: no input files ending in {ending}")
     outputs = {case_id: [output / f"{case_id}{ending}"] + ([output / f"{case_id}.npz", output / f"{case_id}.json"]

@@ -289,7 +289,11 @@ def export_unet_runs(run_dirs: str | os.PathLike | Sequence[str | os.PathLike], 
                              "folds of one export must share them")
         networks.append(network)
     folds = [_run_fold(run) for run in runs]
-    folds = folds if None not in folds and len(set(map(str, folds))) == len(folds) else list(range(len(runs)))
+    named = [str(fold) for fold in folds if fold is not None]
+    if len(set(named)) != len(named):
+        repeated = sorted({fold for fold in named if named.count(fold) > 1})
+        raise ValueError(f"several runs train fold {', '.join(repeated)}; an export ensembles one run per fold")
+    folds = folds if None not in folds else list(range(len(runs)))
     return export_unet_onnx(networks, first_plans, configuration, output, mirror_axes=first_axes, folds=folds,
                             source={"run_dirs": [str(run.resolve()) for run in runs], "checkpoint": checkpoint})
 

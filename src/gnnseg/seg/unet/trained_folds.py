@@ -141,7 +141,9 @@ def _how_to_predict(information: dict[str, Any], folder: Path) -> list[str]:
     commands = []
     for configuration in best["configurations"]:
         runs = " ".join(f"--unet {path}" for path in information["runs"][configuration].values())
-        commands.append(f"gnnseg seg export-onnx {runs} -o EXPORT_{configuration}")
+        # the validation predictions the selection scored came from the final network: export that one
+        commands.append(f"gnnseg seg export-onnx {runs} --unet-checkpoint checkpoint_latest.pt "
+                        f"-o EXPORT_{configuration}")
     if len(best["configurations"]) == 1:
         commands.append(f"gnnseg seg predict -i INPUT -o OUTPUT -m EXPORT_{best['configurations'][0]} "
                         f"--postprocessing {folder / 'postprocessing.json'}")
