@@ -59,6 +59,7 @@ bench: $(FULL)
 	$(PY) benchmarks/gnn_minibatch.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_molecules.py --root $(DATA)/molecules
 	$(PY) benchmarks/nnunet_dropin.py --repeats 3
+	$(PY) benchmarks/napari_latency.py --data $(DATA)
 	$(MAKE) docs
 
 clean:
