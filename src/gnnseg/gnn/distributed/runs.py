@@ -102,7 +102,11 @@ def run_partitioned_classification(partitions: str | os.PathLike, model: str | N
     for seed in progress(range(first_seed, first_seed + seeds), desc=f"{config.model} on {meta['name']}",
                          total=seeds, enabled=show_progress if context.is_main else False):
         checkpoint = folder / f"checkpoint_seed{seed}.pt"
-        resume = resume_run is not None and checkpoint.is_file()
+        decision = [resume_run is not None and checkpoint.is_file()]
+        if context.enabled:        # rank 0 decides: ranks that saw other files must not train from other epochs
+            guarded("set-up", context.rank, timeout_s,
+                    lambda shared=decision: dist.broadcast_object_list(shared, src=0))
+        resume = bool(decision[0])
         results.append(train_partitioned(store, config, seed, exchange, context, checkpoint=checkpoint,
                                          resume=resume, show_progress=show_progress))
         if context.is_main and run is not None:

@@ -175,8 +175,7 @@ class NnUNetCases:
         self.patch_size = tuple(int(p) for p in self.configuration.patch_size)
         self.file_ending = self.labels.file_ending
         self.label_values = self.labels.all_labels
-        # nnU-Net's NibabelIOWithReorient turns every volume to RAS before the network; its other readers do not turn
-        self.axis_codes = "RAS" if self.plans.image_reader_writer == "NibabelIOWithReorient" else None
+        self.axis_codes = None       # nnU-Net's readers that gnnseg accepts keep the stored axis order
         self.importance = nnunet_importance(self.patch_size)
 
     def preprocess(self, data: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, NnUNetGeometry]:

@@ -174,7 +174,7 @@ class OnnxUNet:
                       step: float | None = None) -> MedicalImage:
         """Labels for one case given as one image per channel, on the first channel's grid (uint8, or uint16 for
         label values above 255). A volume whose axes run otherwise than the network expects (gnnseg's
-        ``plans.axis_codes``, RAS for an nnU-Net model that reorients) is segmented in that order and its labels put
+        ``plans.axis_codes``; nnU-Net models keep the stored order) is segmented in that order and its labels put
         back, as :func:`gnnseg.seg.unet.pipeline.predict_image` does."""
         reference = channels[0]
         grids = {tuple(channel.array.shape[:len(channel.spacing)]) for channel in channels}
