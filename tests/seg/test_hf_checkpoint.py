@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 
 import pytest
 import torch
@@ -31,24 +30,12 @@ from gnnseg.seg.sam.hf_layout import is_hugging_face_folder
 from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, Sam, build_sam
 from gnnseg.seg.sam.shipped import load_model, load_shipped_model
 from tests.conftest import require_dataset
-
-_LIBRARIES: list = []
+from tests.seg.torchvision_schemas import make_torchvision_importable
 
 
 def transformers_sam():
     """``transformers``' SAM classes, or skip when the test extra is not installed."""
-    if "torchvision" not in sys.modules:
-        try:
-            import torchvision  # noqa: F401
-        except RuntimeError:  # the compiled operators are missing: declare the two schemas it checks at import
-            library = torch.library.Library("torchvision", "DEF")
-            for name in ("nms", "qnms"):
-                library.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-            for module in [m for m in sys.modules if m.startswith("torchvision")]:
-                del sys.modules[module]
-            _LIBRARIES.append(library)  # a Library undefines its operators when it is garbage-collected
-        except ImportError:
-            pass  # transformers works without torchvision
+    make_torchvision_importable()  # transformers works without torchvision too
     try:
         from transformers import SamConfig, SamImageProcessor, SamModel
     except ImportError:

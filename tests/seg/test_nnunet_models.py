@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from gnnseg.seg.io.any_format import write_any
 from gnnseg.seg.unet.nnunet_models import open_nnunet_model, read_nnunet_checkpoint
 from gnnseg.seg.unet.nnunet_networks import build_network, load_nnunet_weights
 from gnnseg.seg.unet.nnunet_predict import predict_nnunet_folder
+from tests.seg.torchvision_schemas import make_torchvision_importable
 
 unet_module = pytest.importorskip("dynamic_network_architectures.architectures.unet",
                                   reason="dynamic_network_architectures (the oracle) is not installed")
@@ -100,7 +100,7 @@ def plans_2d() -> tuple[dict, dict]:
 
 def oracle_network(plans: dict, dataset: dict, configuration: str, seed: int) -> nn.Module:
     """The network nnU-Net builds from the plans, with random weights (norm affines too)."""
-    _make_torchvision_importable()
+    make_torchvision_importable()
     get_network_from_plans = pytest.importorskip(
         "nnunetv2.utilities.get_network_from_plans", reason="nnunetv2 (the oracle) is not installed"
     ).get_network_from_plans
@@ -179,34 +179,12 @@ def write_cases_2d(folder: Path) -> Path:
     return folder
 
 
-_TORCHVISION_SCHEMAS: list = []
-
-
-def _make_torchvision_importable() -> None:
-    """nnunetv2 imports torchvision, whose PyPI build cannot load its compiled operators beside the CPU torch; it
-    only checks that the ``nms`` / ``qnms`` schemas exist, so they are declared (never called), as for timm
-    (:mod:`tests.seg.timm_tiny_vit`)."""
-    if "torchvision" in sys.modules:
-        return
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError:
-        library = torch.library.Library("torchvision", "DEF")
-        for name in ("nms", "qnms"):
-            library.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        for module in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[module]
-        _TORCHVISION_SCHEMAS.append(library)  # a Library undefines its operators when it is garbage-collected
-    except ImportError:
-        pass
-
-
 @pytest.fixture
 def nnunet_environment(tmp_path, monkeypatch):
     """nnunetv2 reads its folders from the environment when imported; point them at scratch space."""
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(name, str(tmp_path / name))
-    _make_torchvision_importable()
+    make_torchvision_importable()
     pytest.importorskip("nnunetv2", reason="nnunetv2 (the oracle) is not installed")
     return tmp_path
 

@@ -247,15 +247,20 @@ def test_a_run_exported_by_the_command_predicts_the_pipelines_files(dataset, tmp
         predict_onnx_folder(tmp_path / "export", dataset["inputs"], tmp_path / "onnx")
 
 
+WITHOUT_TORCH = (
+    "import sys, importlib.abc\n"
+    "class NoTorch(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ImportError('torch is not importable in this test')\n"
+    "sys.meta_path.insert(0, NoTorch())\n"
+)
+"""A script's first lines that make torch unimportable in its process."""
+
+
 def test_the_onnx_predictor_runs_where_torch_cannot_be_imported(dataset, exports, tmp_path):
     _, folder = exports["2d"]
-    script = (
-        "import sys, importlib.abc\n"
-        "class NoTorch(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch' or name.startswith('torch.'):\n"
-        "            raise ImportError('torch is not importable in this test')\n"
-        "sys.meta_path.insert(0, NoTorch())\n"
+    script = WITHOUT_TORCH + (
         "from gnnseg.seg.unet.onnx_predictor import predict_onnx_folder\n"
         "done = predict_onnx_folder(sys.argv[1], sys.argv[2], sys.argv[3], mirror=True, threads=1)\n"
         "assert len(done['predictions']) == 2, done\n"
@@ -270,13 +275,7 @@ def test_the_onnx_predictor_runs_where_torch_cannot_be_imported(dataset, exports
 
 def test_seg_predict_runs_an_export_without_torch(dataset, exports, tmp_path):
     _, folder = exports["2d"]
-    script = (
-        "import sys, importlib.abc\n"
-        "class NoTorch(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'torch' or name.startswith('torch.'):\n"
-        "            raise ImportError('torch is not importable in this test')\n"
-        "sys.meta_path.insert(0, NoTorch())\n"
+    script = WITHOUT_TORCH + (
         "from gnnseg.cli import main\n"
         "code = main(['seg', 'predict', '-m', sys.argv[1], '-i', sys.argv[2], '-o', sys.argv[3], '--disable-tta'])\n"
         "assert code == 0, code\n"
