@@ -25,7 +25,7 @@ from gnnseg.core.runs import RunDirectory, reopen_run
 from gnnseg.gnn.distributed.exchange import AllToAll, guarded
 from gnnseg.gnn.distributed.partition_store import PartitionStore, read_partition_meta
 from gnnseg.gnn.distributed.training import PartitionedResult, train_partitioned
-from gnnseg.gnn.tasks.minibatch import _config_dict, minibatch_config, same_run_settings, summarize_minibatch
+from gnnseg.gnn.tasks.minibatch import _config_dict, check_resumable, minibatch_config, summarize_minibatch
 from gnnseg.gnn.tasks.minibatch_runs import MODEL_FORMAT
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -77,13 +77,7 @@ def run_partitioned_classification(partitions: str | os.PathLike, model: str | N
     run: RunDirectory | None = None
     if resume_run is not None:
         folder = Path(resume_run)
-        saved = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
-        if saved is None:
-            raise FileNotFoundError(f"cannot resume: {folder / 'config.json'} does not exist")
-        others = {k: v for k, v in settings.items() if k != "config"}
-        if {k: saved.get(k) for k in others} != others or not same_run_settings(saved.get("config", {}), config):
-            raise ValueError(f"{folder} was started with other settings or partitions; resume it with the same "
-                             f"command, or start a new run")
+        check_resumable(folder, settings, config, what="settings or partitions")
         if context.is_main:
             run = reopen_run(folder)
             metrics_file = folder / "metrics.json"

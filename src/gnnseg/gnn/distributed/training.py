@@ -44,7 +44,7 @@ from gnnseg.gnn.tasks.minibatch import (
     MiniBatchResult,
     _config_dict,
     batch_generator_seed,
-    peak_rss_mb,
+    result_fields,
     same_run_settings,
 )
 
@@ -222,18 +222,11 @@ def train_partitioned(store: PartitionStore, config: MiniBatchConfig, seed: int,
             break
     for _ in steps:
         pass
-    if best_state is None:
-        raise RuntimeError("no epoch was evaluated; raise epochs or lower eval_every")
-    scores = state["best_scores"]
+    fields = result_fields(seed, state, history, best_state, world)
     batches = max(state["batches"], 1)
     return PartitionedResult(
-        seed=seed, test_acc=scores.get("test_acc", float("nan")), val_acc=scores.get("val_acc", float("nan")),
-        train_acc=scores.get("train_acc", float("nan")), best_epoch=state["best_epoch"], epochs_run=state["epoch"],
-        epoch_times_ms=list(state["epoch_times_ms"]), sampled_nodes_per_batch_mean=state["nodes"] / batches,
-        sampled_edges_per_batch_mean=state["edges"] / batches, batches=state["batches"],
-        train_seconds=state["train_seconds"], eval_seconds=state["eval_seconds"], peak_rss_mb=peak_rss_mb(),
-        world_size=world, history=history, state_dict=best_state,
-        hop1_nodes_per_batch=state["hop1_nodes"] / batches, remote_nodes_per_batch=state["remote_nodes"] / batches,
+        **fields, hop1_nodes_per_batch=state["hop1_nodes"] / batches,
+        remote_nodes_per_batch=state["remote_nodes"] / batches,
         remote_feature_rows_per_batch=state["remote_rows"] / batches,
         exchange_rounds_per_batch=state["rounds"] / batches, bytes_sent_per_batch=state["bytes"] / batches)
 

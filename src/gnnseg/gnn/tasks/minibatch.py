@@ -38,6 +38,7 @@ Presets (``PRESETS``; sources in ``docs/gnn.md``):
 from __future__ import annotations
 
 import copy
+import json
 import os
 import resource
 import statistics
@@ -389,6 +390,21 @@ def same_run_settings(saved: dict[str, Any], config: MiniBatchConfig) -> bool:
     return all(saved.get(k, defaults[k]) == v for k, v in current.items() if k not in EXECUTION_SETTINGS)
 
 
+def check_resumable(folder: Path, settings: dict[str, Any], config: MiniBatchConfig, *, what: str = "settings",
+                    older_defaults: dict[str, Any] | None = None) -> None:
+    """Refuse to resume the run in ``folder`` unless its ``config.json`` records ``settings`` (``older_defaults``
+    stand in for settings that runs written before them lack) and the same computation as ``config``."""
+    file = folder / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"cannot resume: {file} does not exist")
+    saved = json.loads(file.read_text())
+    others = {k: v for k, v in settings.items() if k != "config"}
+    recorded = {k: saved.get(k, (older_defaults or {}).get(k)) for k in others}
+    if recorded != others or not same_run_settings(saved.get("config", {}), config):
+        raise ValueError(f"{folder} was started with other {what} ({saved.get('config')}); resume it with the same "
+                         f"command, or start a new run")
+
+
 def config_from_dict(values: dict[str, Any]) -> MiniBatchConfig:
     known = {f.name for f in fields(MiniBatchConfig)}
     return MiniBatchConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in known})
@@ -510,17 +526,24 @@ def train_minibatch(graph: GraphLike, config: MiniBatchConfig, seed: int = 0, *,
         if state["stopped"]:
             break
         epoch_began = time.perf_counter()
+    return MiniBatchResult(**result_fields(seed, state, history, best_state, context.world_size))
+
+
+def result_fields(seed: int, state: dict[str, Any], history: dict[str, list[float]],
+                  best_state: dict[str, Tensor] | None, world_size: int) -> dict[str, Any]:
+    """The :class:`MiniBatchResult` fields a finished training loop's state gives (partitioned training adds its
+    own to them)."""
     if best_state is None:
         raise RuntimeError("no epoch was evaluated; raise epochs or lower eval_every")
     scores = state["best_scores"]
     batches = max(state["batches"], 1)
-    return MiniBatchResult(
+    return dict(
         seed=seed, test_acc=scores.get("test_acc", float("nan")), val_acc=scores.get("val_acc", float("nan")),
         train_acc=scores.get("train_acc", float("nan")), best_epoch=state["best_epoch"], epochs_run=state["epoch"],
         epoch_times_ms=list(state["epoch_times_ms"]), sampled_nodes_per_batch_mean=state["nodes"] / batches,
         sampled_edges_per_batch_mean=state["edges"] / batches, batches=state["batches"],
         train_seconds=state["train_seconds"], eval_seconds=state["eval_seconds"], peak_rss_mb=peak_rss_mb(),
-        world_size=context.world_size, history=history, state_dict=best_state)
+        world_size=world_size, history=history, state_dict=best_state)
 
 
 def summarize_minibatch(results: Sequence[MiniBatchResult]) -> dict[str, Any]:

@@ -34,11 +34,11 @@ from gnnseg.gnn.plots import plot_training_curves
 from gnnseg.gnn.tasks.minibatch import (
     MiniBatchConfig,
     _config_dict,
+    check_resumable,
     config_from_dict,
     evaluate_layerwise,
     minibatch_config,
     prepare_minibatch_graph,
-    same_run_settings,
     summarize_minibatch,
     train_minibatch,
 )
@@ -73,14 +73,7 @@ def run_minibatch_classification(model: str | None, sampler: str | None, dataset
     run: RunDirectory | None = None
     if resume_run is not None:
         folder = Path(resume_run)
-        saved = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
-        if saved is None:
-            raise FileNotFoundError(f"cannot resume: {folder / 'config.json'} does not exist")
-        others = {k: v for k, v in settings.items() if k != "config"}
-        saved_settings = {k: saved.get(k, SPLIT_DEFAULTS.get(k)) for k in others}    # runs from before splits
-        if saved_settings != others or not same_run_settings(saved.get("config", {}), config):
-            raise ValueError(f"{folder} was started with other settings ({saved.get('config')}); resume it with "
-                             f"the same command, or start a new run")
+        check_resumable(folder, settings, config, older_defaults=SPLIT_DEFAULTS)    # runs from before splits
         run = reopen_run(folder)
         metrics_file = folder / "metrics.json"
         run.metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
