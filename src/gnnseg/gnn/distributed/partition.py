@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from gnnseg.core import progress
+from gnnseg.core.atomic import atomic_folder
 from gnnseg.core.jsonable import jsonable
 from gnnseg.gnn import ops
 
@@ -205,11 +205,7 @@ def partition_graph(dataset: str, root: str | os.PathLike | None, parts: int, ou
     features_nonnegative = not sparse_features and bool(all((x[start:start + ROW_CHUNK] >= 0).all()
                                                                    for start in range(0, num_nodes, ROW_CHUNK)))
 
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with atomic_folder(out) as staging:
         np.save(staging / "node_owner.npy", membership.astype(owner_dtype))
         np.save(staging / "node_local.npy", local_index.astype(local_dtype))
         per_part = []
@@ -265,10 +261,6 @@ def partition_graph(dataset: str, root: str | os.PathLike | None, parts: int, ou
                 "partition_seconds": time.perf_counter() - began,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "quality": quality}
         (staging / "partition.json").write_text(json.dumps(jsonable(meta), indent=2) + "\n")
-        os.rename(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     for _ in steps:                                                             # closes the bar
         pass
     return {**meta, "out": str(out)}

@@ -47,8 +47,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -57,6 +55,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from gnnseg.core.atomic import atomic_folder
 from gnnseg.core.checkpoint import CheckpointError
 from gnnseg.seg.io.intensity import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD
 from gnnseg.seg.sam.checkpoint import load_state_exactly
@@ -526,18 +525,10 @@ def export_hf(model: Sam, folder: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
     except ImportError:
         raise ImportError("writing a Hugging Face folder needs safetensors: pip install 'gnnseg[hf]'") from None
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as temporary:       # an empty folder there (checked above) gives way
         (temporary / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         save_file(state, temporary / WEIGHTS_FILE, metadata={"format": "pt"})
         processor = _processor_settings(model.config)
         if processor is not None:
             (temporary / PREPROCESSOR_FILE).write_text(json.dumps(processor, indent=2) + "\n")
-        if folder.exists():
-            folder.rmdir()  # empty (checked above); a rename replaces no folder on every platform
-        os.replace(temporary, folder)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
     return folder

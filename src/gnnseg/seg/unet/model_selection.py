@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from gnnseg.core.atomic import atomic_folder
 from gnnseg.core.progress import progress
 from gnnseg.core.runs import write_json
 from gnnseg.seg.io import MedicalImage
@@ -228,20 +228,13 @@ def select_configuration(candidates: Sequence[CrossValidationPredictions], refer
         raise ValueError(f"candidates need distinct names, got {[c.name for c in candidates]}")
     ensembling = allow_ensembling and len(candidates) > 1
     _check_files(candidates, references, ensembling)
-    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    with atomic_folder(output) as partial:
         information = _select_into(candidates, references, scheme, partial, output, file_ending, ensembling,
                                    show_progress)
         information.update(inference or {})
         if how_to_predict is not None:
             information["how_to_predict"] = how_to_predict(information, output)
         write_json(partial / "inference_information.json", information)
-        partial.rename(output)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return information
 
 

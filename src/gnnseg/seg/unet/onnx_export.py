@@ -26,8 +26,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -38,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from gnnseg.core.atomic import atomic_folder
 from gnnseg.seg.unet.onnx_predictor import (
     DATASET_FILE,
     EXPORT_FORMAT,
@@ -144,9 +143,7 @@ def _write_export(networks: Sequence[nn.Module], folds: Sequence[int | str] | No
     patch = torch.from_numpy(np.random.default_rng(seed).standard_normal((1, channels, *patch_size),
                                                                          dtype=np.float32))
     names = _graph_names(len(networks), folds)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{output.name}-", dir=output.parent))
-    try:
+    with atomic_folder(output) as temporary:        # an empty folder there (checked above) gives way
         differences = {}
         for network, name in zip(networks, names):
             network = network.eval().float().to("cpu")
@@ -167,12 +164,6 @@ def _write_export(networks: Sequence[nn.Module], folds: Sequence[int | str] | No
                   "gnnseg_version": _gnnseg_version(), "opset": OPSET, "verified_max_abs_difference": differences}
         for name, text in {**files, INFERENCE_FILE: json.dumps(record, indent=2) + "\n"}.items():
             (temporary / name).write_text(text)
-        if output.exists():
-            output.rmdir()  # empty (checked above); a rename replaces no folder on every platform
-        os.replace(temporary, output)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary)
     return {"output": str(output), "graphs": names, "configuration": settings["configuration"],
             "patch_size": list(patch_size), "mirror_axes": axes, "verified_max_abs_difference": differences}
 

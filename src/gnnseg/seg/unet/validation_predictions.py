@@ -16,12 +16,12 @@ end of training again replaces the folder its earlier end wrote, as it replaces 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 
+from gnnseg.core.atomic import atomic_folder
 from gnnseg.seg.io import MedicalImage
 from gnnseg.seg.io.any_format import write_any
 
@@ -39,13 +39,11 @@ class ValidationPredictionWriter:
     place when the ``with`` block ends without an error (removed otherwise)."""
 
     def __init__(self, run_dir: str | os.PathLike, file_ending: str) -> None:
-        self.final = Path(run_dir) / VALIDATION_FOLDER
-        self.partial = Path(run_dir) / f".{VALIDATION_FOLDER}.partial-{os.getpid()}"
+        self.folder = atomic_folder(Path(run_dir) / VALIDATION_FOLDER, replace=True)
         self.file_ending = file_ending
 
     def __enter__(self) -> ValidationPredictionWriter:
-        shutil.rmtree(self.partial, ignore_errors=True)
-        self.partial.mkdir(parents=True)
+        self.partial = self.folder.__enter__()
         return self
 
     def save(self, case_id: str, labels: np.ndarray, probabilities: np.ndarray, reference: MedicalImage) -> None:
@@ -59,9 +57,4 @@ class ValidationPredictionWriter:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        if kind is not None:
-            shutil.rmtree(self.partial, ignore_errors=True)
-            return
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        self.partial.rename(self.final)
+        self.folder.__exit__(kind, error, traceback)
