@@ -5,15 +5,18 @@ On a synthetic DC-SBM graph (``--nodes``, ogbn-products' size by default; genera
 
 1. ``gnnseg gnn partition --parts P``: METIS partitions (time, peak RSS, edge cut, balance, halo);
 2. ``gnnseg gnn train --model sage`` on the whole graph, one process (the baseline);
-3. ``torchrun --nproc_per_node=P -m gnnseg.cli gnn train --model sage --partitions DIR``: one rank per partition.
+3. ``torchrun --nproc_per_node=P -m gnnseg.cli gnn train --model sage --partitions DIR --transport T``: one rank per
+   partition, once per transport in ``--transports`` (RPC and the collectives: the same draws, so the same
+   model; the epoch and evaluation times side by side decide the default).
 
 Both trainings run the same preset (SAGE 25,10, batch 512, the large-graph settings) for ``--epochs`` epochs
 with the exact evaluation after the last. Reported: ``peak_rss_per_rank_ratio`` (the largest rank's peak RSS
 over the single process's), ``accuracy_delta_points`` (partitioned minus single, test accuracy in points),
 remote neighbour requests and feature rows per batch, bytes each rank sends per batch, epoch times side by
 side, and the cost model of ``docs/gnn.md`` (remote rows predicted from the measured edge cut and the batch's
-layer sizes) beside the measured figures. P ranks on a machine with fewer than P cores share the cores, so the
-epoch time says little about a cluster; the memory and traffic figures are what carry over.
+layer sizes) beside the measured figures, all of the first transport's run. P ranks on a machine with fewer than
+P cores share the cores, so the epoch time says little about a cluster; the memory and traffic figures and the
+transports' ratio on the same machine are what carry over.
 
 Writes ``benchmarks/results/gnn_distributed.{json,md}`` (``--out-dir`` to change).
 """
@@ -113,7 +116,14 @@ def markdown(report: dict[str, Any]) -> str:
              f"{r['predicted_remote_feature_rows_per_batch']:.0f} |",
              f"| bytes sent | {r['bytes_sent_per_batch'] / 1e6:.2f} MB | "
              f"{r['predicted_bytes_per_batch'] / 1e6:.2f} MB |",
-             f"| all-to-all rounds | {r['exchange_rounds_per_batch']:.0f} | |"]
+             f"| communication rounds ({r['transport']}) | {r['exchange_rounds_per_batch']:.0f} | |"]
+    if len(r["transports"]) > 1:
+        lines += ["", "| transport | epoch (training) | evaluation | rounds per batch | bytes sent per batch |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {name} | {row['epoch_seconds']:.1f} s | {row['eval_seconds']:.1f} s | "
+                  f"{row['exchange_rounds_per_batch']:.0f} | {row['bytes_sent_per_batch'] / 1e6:.2f} MB |"
+                  for name, row in r["transports"].items()]
+        lines += ["", f"RPC / collectives, training epoch: {r['rpc_over_collectives_epoch']:.2f}."]
     return "\n".join(lines) + "\n"
 
 
@@ -123,6 +133,8 @@ def main() -> None:
     parser.add_argument("--avg-degree", type=float, default=50.5, help="50.5 gives ogbn-products' ~62M edges")
     parser.add_argument("--parts", type=int, default=4, help="partitions = ranks (default 4)")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of both runs (default 1)")
+    parser.add_argument("--transports", default="rpc,collectives",
+                        help="partitioned runs, one per transport (comma-separated; the first gives the headline)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic graph seed")
     parser.add_argument("--work-dir", default=str(Path(tempfile.gettempdir()) / "gnnseg-bench"))
     parser.add_argument("--out-dir", default=str(RESULTS))
@@ -140,10 +152,20 @@ def main() -> None:
     common = ("gnn", "train", "--model", "sage", "--epochs", str(args.epochs), "--runs-dir", str(work / "runs"),
               "--json")
     single, single_wall = gnnseg_command(*common, "--dataset", f"synth:{graph}")
-    printed, partitioned_wall = gnnseg_command(*common, "--partitions", str(partitions), torchrun=args.parts)
-    run_dir = Path(printed["run_dir"])            # every rank prints; rank 0's summary averages over the ranks
+    runs = {}
+    for transport in args.transports.split(","):
+        printed, wall = gnnseg_command(*common, "--partitions", str(partitions), "--transport", transport,
+                                       torchrun=args.parts)
+        run_dir = Path(printed["run_dir"])        # every rank prints; rank 0's summary averages over the ranks
+        runs[transport] = (json.loads((run_dir / "metrics.json").read_text())["summary"], wall)
     config = json.loads((run_dir / "config.json").read_text())["config"]
-    partitioned = json.loads((run_dir / "metrics.json").read_text())["summary"]
+    partitioned, partitioned_wall = next(iter(runs.values()))
+    transports = {name: {"epoch_seconds": summary["epoch_time_ms_median"] / 1e3,
+                         "eval_seconds": summary["eval_seconds_mean"], "wall_seconds": wall,
+                         "test_acc": summary["test_acc_mean"],
+                         "exchange_rounds_per_batch": summary["exchange_rounds_per_batch"],
+                         "bytes_sent_per_batch": summary["bytes_sent_per_batch"]}
+                  for name, (summary, wall) in runs.items()}
     quality = layout["quality"]
     measured = {**partitioned, "batch_size": config["batch_size"], "fanouts": config["fanouts"]}
     result = {
@@ -162,6 +184,9 @@ def main() -> None:
         "remote_feature_rows_per_batch": partitioned["remote_feature_rows_per_batch"],
         "bytes_sent_per_batch": partitioned["bytes_sent_per_batch"],
         "exchange_rounds_per_batch": partitioned["exchange_rounds_per_batch"],
+        "transport": partitioned["transport"], "transports": transports,
+        **({"rpc_over_collectives_epoch": transports["rpc"]["epoch_seconds"]
+            / transports["collectives"]["epoch_seconds"]} if {"rpc", "collectives"} <= transports.keys() else {}),
         "sampled_nodes_per_batch_mean": partitioned["sampled_nodes_per_batch_mean"],
         "hop1_nodes_per_batch": partitioned["hop1_nodes_per_batch"],
         "partition_seconds": layout["partition_seconds"], "partition_peak_rss_mb": layout["peak_rss_mb"],

@@ -1,11 +1,13 @@
-"""Remote feature fetch over the two transports torch.distributed offers: all-to-all collectives (gloo) and RPC.
+"""Remote feature fetch over the trainer's two transports: all-to-all collectives (gloo) and RPC (TensorPipe).
 
 ``P`` processes (one thread each) own ``--rows`` feature rows each (``--features`` wide, float32). One fetch asks
-for ``--ids`` rows drawn uniformly from all ranks (a mini-batch's input layer), as the partitioned trainer does:
+for ``--ids`` rows drawn uniformly from all ranks (a mini-batch's input layer), through the classes the
+partitioned trainer runs (:func:`gnnseg.gnn.distributed.runs.open_requests`):
 
-* collectives: ids grouped by owner, one all-to-all of sizes, one of ids, one of rows
-  (:class:`gnnseg.gnn.distributed.exchange.AllToAll`, the code the trainer runs);
-* RPC: one ``rpc_async`` per other owner with its ids, answered by the owner's RPC thread, waited together.
+* collectives (:class:`~gnnseg.gnn.distributed.exchange.CollectiveRequests`): ids grouped by owner, one
+  all-to-all of sizes, one of ids, one of rows;
+* RPC (:class:`~gnnseg.gnn.distributed.rpc_requests.RpcRequests`): one ``rpc_async`` per other owner with its ids,
+  answered by the owner's RPC thread, waited together.
 
 Every rank fetches at the same time (as in training). Reported: median time per fetch over ``--repeats`` after
 warm-up, per transport and request size, and the ratio. Writes ``benchmarks/results/gnn_distributed_transport.json``.
@@ -22,18 +24,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.distributed.rpc as rpc
 import torch.multiprocessing as mp
 
 from gnnseg.core import machine_info, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TABLE: torch.Tensor | None = None
-
-
-def serve_rows(local_ids: torch.Tensor) -> torch.Tensor:
-    """RPC handler: this rank's rows (runs on the owner)."""
-    return TABLE.index_select(0, local_ids)
 
 
 def _requests(generator: torch.Generator, ids: int, world: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,56 +37,37 @@ def _requests(generator: torch.Generator, ids: int, world: int, rows: int) -> tu
 
 
 def worker(rank: int, world: int, args: argparse.Namespace, port: int, out: str) -> None:
-    global TABLE
     from gnnseg.gnn.distributed.exchange import AllToAll
+    from gnnseg.gnn.distributed.runs import open_requests
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    TABLE = torch.randn(args.rows, args.features)
-    results: dict[str, dict[int, float]] = {"collectives": {}, "rpc": {}}
+    table = torch.randn(args.rows, args.features)
+    results: dict[str, dict[int, float]] = {}
     dist.init_process_group("gloo", rank=rank, world_size=world)
     exchange = AllToAll(rank, world)
-    for ids in args.ids:
-        generator = torch.Generator().manual_seed(rank)
-        times = []
-        for repeat in range(args.repeats + 3):
-            owner, local = _requests(generator, ids, world, args.rows)
-            began = time.perf_counter()
-            order = torch.argsort(owner, stable=True)
-            counts = torch.bincount(owner, minlength=world).tolist()
-            asked = exchange.exchange(list(local.index_select(0, order).split(counts)))
-            got = exchange.exchange([TABLE.index_select(0, request) for request in asked], incoming_rows=counts)
-            fetched = torch.empty(ids, args.features)
-            fetched.index_copy_(0, order, torch.cat(got))
-            if repeat >= 3:
-                times.append(time.perf_counter() - began)
-        results["collectives"][ids] = statistics.median(times)
+    for transport in ("collectives", "rpc"):
+        requests = open_requests(transport, exchange, rpc_port=port + 1)
+        requests.answer("rows", lambda local: table.index_select(0, local))
+        requests.ready()
+        results[transport] = {}
+        for ids in args.ids:
+            generator = torch.Generator().manual_seed(rank)
+            times = []
+            for repeat in range(args.repeats + 3):
+                owner, local = _requests(generator, ids, world, args.rows)
+                began = time.perf_counter()
+                order = torch.argsort(owner, stable=True)
+                counts = torch.bincount(owner, minlength=world).tolist()
+                replies = requests.ask("rows", list(local.index_select(0, order).split(counts)), reply_rows=counts)
+                fetched = torch.empty(ids, args.features)
+                fetched.index_copy_(0, order, torch.cat(replies))
+                if repeat >= 3:
+                    times.append(time.perf_counter() - began)
+            results[transport][ids] = statistics.median(times)
+        requests.close()
     dist.barrier()
     dist.destroy_process_group()
-
-    rpc.init_rpc(f"rank{rank}", rank=rank, world_size=world,
-                 rpc_backend_options=rpc.TensorPipeRpcBackendOptions(init_method=f"tcp://127.0.0.1:{port + 1}",
-                                                                     num_worker_threads=4))
-    for ids in args.ids:
-        generator = torch.Generator().manual_seed(rank)
-        times = []
-        for repeat in range(args.repeats + 3):
-            owner, local = _requests(generator, ids, world, args.rows)
-            began = time.perf_counter()
-            fetched = torch.empty(ids, args.features)
-            pending = []
-            for other in range(world):
-                positions = (owner == other).nonzero().flatten()
-                if other == rank:
-                    fetched[positions] = TABLE.index_select(0, local[positions])
-                elif positions.numel():
-                    pending.append((positions, rpc.rpc_async(f"rank{other}", serve_rows, args=(local[positions],))))
-            for positions, future in pending:
-                fetched[positions] = future.wait()
-            if repeat >= 3:
-                times.append(time.perf_counter() - began)
-        results["rpc"][ids] = statistics.median(times)
-    rpc.shutdown()
     torch.save(results, f"{out}/rank{rank}.pt")
 
 

@@ -1,6 +1,7 @@
 """Partitioned graphs: METIS partitions round trip, training over 2 and 4 gloo processes computes what one process
-computes, the distributed sampler draws from the single-machine sampler's distribution, and a rank that dies or
-stalls ends the job quickly with one line (and the run resumes from its checkpoint)."""
+computes over either transport (collectives, RPC), the distributed sampler draws from the single-machine sampler's
+distribution and draws the same over both transports, and a rank that dies or stalls ends the job quickly with one
+line (and the run resumes from its checkpoint)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from gnnseg.gnn.datasets.synthetic import SyntheticConfig, write_synthetic
 from gnnseg.gnn.distributed.exchange import AllToAll
 from gnnseg.gnn.distributed.partition import partition_graph
 from gnnseg.gnn.distributed.partition_store import PartitionStore
-from gnnseg.gnn.distributed.runs import join_with_timeout
+from gnnseg.gnn.distributed.runs import join_with_timeout, open_requests
 from gnnseg.gnn.distributed.training import batch_sizes, train_partitioned
 from gnnseg.gnn.sampling import NeighborSampler
 from gnnseg.gnn.tasks.minibatch import MiniBatchConfig, train_minibatch
@@ -118,22 +119,24 @@ def test_the_global_batch_is_shared_so_every_rank_runs_the_same_steps():
 
 
 # ------------------------------------------------------------------------------------ training on 2 and 4 ranks
-def training_worker(rank: int, world_size: int, port: int, parts: str, out: str) -> None:
+def training_worker(rank: int, world_size: int, port: int, transport: str, parts: str, out: str) -> None:
     become_rank(rank, world_size, port)
     context = join_with_timeout(60)
     store = PartitionStore.open(parts, rank)
-    result = train_partitioned(store, EXACT, 0, AllToAll(rank, world_size, 60), context)
+    requests = open_requests(transport, AllToAll(rank, world_size, 60), rpc_port=port + 1)
+    result = train_partitioned(store, EXACT, 0, requests, context)
+    requests.close()
     torch.save({"test_acc": result.test_acc, "val_acc": result.val_acc, "loss": result.history["loss"],
-                "state": result.state_dict, "remote_rows": result.remote_feature_rows_per_batch},
-               f"{out}/rank{rank}.pt")
+                "state": result.state_dict, "remote_rows": result.remote_feature_rows_per_batch,
+                "rounds": result.exchange_rounds_per_batch}, f"{out}/rank{rank}.pt")
     leave_process_group()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parts", [2, 4])
-def test_training_on_partitions_matches_one_process(planetoid_root, tmp_path, parts):
+@pytest.mark.parametrize("parts, transport", [(2, "collectives"), (4, "collectives"), (4, "rpc")])
+def test_training_on_partitions_matches_one_process(planetoid_root, tmp_path, parts, transport):
     out = Path(partition_graph("cora", planetoid_root, parts, tmp_path / "parts")["out"])
-    mp.spawn(training_worker, args=(parts, free_port(), str(out), str(tmp_path)), nprocs=parts, join=True)
+    mp.spawn(training_worker, args=(parts, free_port(), transport, str(out), str(tmp_path)), nprocs=parts, join=True)
     single = train_minibatch(load_node_dataset("cora", planetoid_root), EXACT, 0, show_progress=False)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(parts)]
     for rank in ranks:
@@ -142,6 +145,10 @@ def test_training_on_partitions_matches_one_process(planetoid_root, tmp_path, pa
         for name, tensor in single.state_dict.items():
             torch.testing.assert_close(rank["state"][name], tensor, rtol=1e-3, atol=1e-4, msg=name)
         assert rank["remote_rows"] > 0                                 # features did cross partitions
+        # per batch, collectives: 4 rounds per hop (sizes, requests, sizes, replies) + 3 for the features; RPC: one
+        # round per request that leaves the rank: the first hop's drawing nodes are the rank's own seeds (none),
+        # the second hop's (1), the features (1)
+        assert rank["rounds"] == (11 if transport == "collectives" else 2)
     assert ranks[0]["test_acc"] == pytest.approx(single.test_acc, abs=1e-6)
 
 
@@ -150,21 +157,30 @@ DRAWS = 1500
 
 
 def sampling_worker(rank: int, world_size: int, port: int, parts: str, out: str) -> None:
+    """Draws over the collectives, then the same draws over RPC (saved for the comparison)."""
     become_rank(rank, world_size, port)
     from gnnseg.gnn.distributed.distributed_sampler import DistributedNeighborSampler
 
     join_with_timeout(60)
     store = PartitionStore.open(parts, rank)
     seeds = store.owned[:3].to(torch.int64)
-    sampler = DistributedNeighborSampler(store, (3, 3), AllToAll(rank, world_size, 60))
+    exchange = AllToAll(rank, world_size, 60)
+    sampler = DistributedNeighborSampler(store, (3, 3), open_requests("collectives", exchange))
     counts = torch.zeros(store.num_nodes, dtype=torch.int64)
-    sizes = []
+    sizes, first = [], []
     for draw in range(DRAWS):
         blocks = sampler.sample(seeds, generator=1000 * draw + rank)
         counts.index_add_(0, blocks[0].source_nodes, torch.ones(blocks[0].num_sources, dtype=torch.int64))
         sizes.append(blocks[0].num_edges)
-    torch.save({"seeds": seeds, "counts": counts, "edges": torch.tensor(sizes), "remote": sampler.remote_nodes},
-               f"{out}/sampled{rank}.pt")
+        if draw < 20:
+            first.append([b.source_nodes for b in blocks])
+    requests = open_requests("rpc", exchange, rpc_port=port + 1)
+    over_rpc = DistributedNeighborSampler(store, (3, 3), requests)
+    requests.ready()
+    again = [[b.source_nodes for b in over_rpc.sample(seeds, generator=1000 * draw + rank)] for draw in range(20)]
+    requests.close()
+    torch.save({"seeds": seeds, "counts": counts, "edges": torch.tensor(sizes), "remote": sampler.remote_nodes,
+                "collective_draws": first, "rpc_draws": again}, f"{out}/sampled{rank}.pt")
     leave_process_group()
 
 
@@ -189,6 +205,11 @@ def test_distributed_neighbourhoods_have_the_single_machine_distribution(tmp_pat
     mp.spawn(sampling_worker, args=(2, free_port(), str(parts), str(tmp_path)), nprocs=2, join=True)
     result = torch.load(tmp_path / "sampled0.pt", weights_only=True)
     assert result["remote"] > 0                               # the second hop asked the other rank
+    for rank in range(2):                                     # requests carry their seeds: the same draws over RPC
+        saved = torch.load(tmp_path / f"sampled{rank}.pt", weights_only=True)
+        for collective, remote in zip(saved["collective_draws"], saved["rpc_draws"], strict=True):
+            for a, b in zip(collective, remote, strict=True):
+                torch.testing.assert_close(a, b)
     single = NeighborSampler(load_node_dataset(f"synth:{folder}"), (3, 3), backend="torch")
     counts = torch.zeros_like(result["counts"])
     edges = []
@@ -273,9 +294,11 @@ def test_a_killed_rank_ends_the_job_with_one_line_and_the_run_resumes(planetoid_
 
 
 @pytest.mark.slow
-def test_a_stalled_rank_ends_the_job_at_the_collective_timeout(planetoid_root, tmp_path):
+@pytest.mark.parametrize("transport", ["rpc", "collectives"])
+def test_a_stalled_rank_ends_the_job_at_the_communication_timeout(planetoid_root, tmp_path, transport):
     parts = Path(partition_graph("cora", planetoid_root, 2, tmp_path / "parts")["out"])
-    processes = launch(parts, tmp_path / "runs", free_port(), 2, "--epochs", "500", "--timeout", "4")
+    processes = launch(parts, tmp_path / "runs", free_port(), 2, "--epochs", "500", "--timeout", "4",
+                       "--transport", transport)
     wait_for_checkpoint(tmp_path / "runs", processes)
     processes[1].send_signal(signal.SIGSTOP)
     stalled_at = time.monotonic()
@@ -286,7 +309,7 @@ def test_a_stalled_rank_ends_the_job_at_the_collective_timeout(planetoid_root, t
         processes[1].kill()
         processes[1].communicate()
     assert processes[0].returncode == 2 and 3 < waited < 30
-    assert "stalled beyond the 4 s collective timeout" in err.strip().splitlines()[-1]
+    assert "stalled beyond the 4 s communication timeout" in err.strip().splitlines()[-1]
 
 
 def test_a_partition_folder_needs_one_process_per_partition(planetoid_root, tmp_path):

@@ -31,7 +31,8 @@ def _gnn_train(args: argparse.Namespace) -> dict:
         return run_partitioned_classification(args.partitions, args.model, args.sampler, seeds=args.seeds,
                                               first_seed=args.seed, runs_root=args.runs_dir,
                                               overrides={**overrides, **minibatch}, resume_run=args.resume,
-                                              timeout_s=args.timeout, show_progress=False if args.json else None)
+                                              timeout_s=args.timeout, transport=args.transport,
+                                              rpc_port=args.rpc_port, show_progress=False if args.json else None)
     if args.model == "sage" or args.sampler is not None:     # mini-batch training on sampled blocks
         from gnnseg.gnn.tasks.minibatch_runs import run_minibatch_classification
 
@@ -202,8 +203,13 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
                             "process per partition; neighbours and features of other partitions are fetched from "
                             "their ranks (--dataset is taken from the partitions)")
     train.add_argument("--timeout", type=float, default=600.0,
-                       help="--partitions: seconds a collective waits for a stalled rank before every rank stops "
-                            "(default 600)")
+                       help="--partitions: seconds a collective or a request waits for a stalled rank before every "
+                            "rank stops (default 600)")
+    train.add_argument("--transport", choices=("rpc", "collectives"), default="rpc",
+                       help="--partitions: how requests reach other partitions: torch RPC, each owner answering as "
+                            "requests arrive (default, the faster), or all-to-all collectives in lock-step")
+    train.add_argument("--rpc-port", type=int, help="--partitions with RPC: the port the RPC agents meet at on "
+                                                     "MASTER_ADDR (default MASTER_PORT + 1)")
     train.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
     train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     train.add_argument("--epochs", type=int, help="override the preset's maximum epochs")

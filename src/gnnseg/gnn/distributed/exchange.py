@@ -1,18 +1,14 @@
-"""Variable-size all-to-all exchanges between the ranks, the one way partitions talk to each other.
+"""Variable-size all-to-all exchanges between the ranks, and requests to the ranks that own nodes answered by them.
 
 Every remote operation (neighbour requests, feature fetch, halo rows in evaluation) is the same pattern: each
-rank has a list of row blocks, one per destination rank, and receives one block from every rank. Collectives
-over ``gloo`` make this deterministic and hang-free: every rank takes part in every exchange in the same order,
-and a rank that dies or stalls ends the others' exchange with an error (connection closed, or the process
-group's timeout) instead of a hang. :class:`ExchangeStats` counts the rounds and the bytes that left the rank,
-the figures the cost model in ``docs/gnn.md`` starts from.
-
-``torch.distributed.rpc`` lets an owner answer requests without taking part in a collective. Measured on one
-host (``benchmarks/gnn_distributed_transport.py``, 4 ranks on 2 cores): a fetch of 1,000 / 14,000 feature rows
-took 6.7 / 64 ms by these collectives and 3.8 / 19 ms by RPC, whose TensorPipe agent moves tensors through shared
-memory between processes of one host; across machines both go through TCP and the comparison is still to be made.
-The trainer keeps the collectives: every rank takes part in every exchange in the same order, so draws are
-deterministic, a lost rank is detected at the next exchange, and DDP shares the process group.
+rank has a list of requests, one per owning rank, and gets one reply from every owner. :class:`AllToAll` moves
+row blocks between all ranks in one collective over ``gloo``: deterministic and hang-free, every rank takes part
+in every exchange in the same order, and a rank that dies or stalls ends the others' exchange with an error
+(connection closed, or the process group's timeout) instead of a hang. :class:`CollectiveRequests` answers
+requests with two such exchanges (requests out, replies back), the lock-step transport; its twin over
+``torch.distributed.rpc`` is :class:`~gnnseg.gnn.distributed.rpc_requests.RpcRequests`, where an owner answers
+whenever a request arrives. :class:`ExchangeStats` counts the rounds and the bytes that left the rank, the figures
+the cost model in ``docs/gnn.md`` starts from.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -35,7 +31,7 @@ class RankLostError(RuntimeError):
 
 
 def guarded(phase: str, rank: int, timeout_s: float | None, action: Callable[[], T]) -> T:
-    """Run ``action`` (which talks to the other ranks); a communication failure becomes one
+    """Run ``action`` (which talks to the other ranks); a communication failure (gloo's or RPC's) becomes one
     :class:`RankLostError` line naming this rank, the phase and how long it waited."""
     began = time.monotonic()
     try:
@@ -45,7 +41,7 @@ def guarded(phase: str, rank: int, timeout_s: float | None, action: Callable[[],
             raise
         first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
         first = first.split(". ")[0]                              # gloo appends advice after the cause
-        limit = f"the {timeout_s:.0f} s collective timeout" if timeout_s else "the collective timeout"
+        limit = f"the {timeout_s:.0f} s communication timeout" if timeout_s else "the communication timeout"
         raise RankLostError(f"rank {rank} lost contact with the other ranks during {phase} after "
                             f"{time.monotonic() - began:.1f} s (a rank died, or stalled beyond {limit}); "
                             f"the job stops: {first[:300]}") from None
@@ -108,3 +104,83 @@ def group_by_owner(nodes: Tensor, owner: Tensor, world_size: int) -> tuple[Tenso
     order = torch.argsort(owners, stable=True)
     counts = torch.bincount(owners, minlength=world_size).tolist()
     return order, list(nodes.index_select(0, order).split(counts)), counts
+
+
+Answer = Callable[[Tensor], Tensor]
+
+
+class OwnerRequests(Protocol):
+    """A transport for requests to the ranks that own nodes (:class:`CollectiveRequests` or
+    :class:`~gnnseg.gnn.distributed.rpc_requests.RpcRequests`)."""
+
+    name: str
+    exchange: AllToAll          # the lock-step exchanges, for what only the collectives can do (evaluation)
+
+    @property
+    def rank(self) -> int: ...
+
+    @property
+    def world_size(self) -> int: ...
+
+    @property
+    def stats(self) -> ExchangeStats: ...
+
+    def answer(self, kind: str, handler: Answer) -> None:
+        """Register how this rank answers requests of ``kind``."""
+
+    def ready(self) -> None:
+        """Return once every rank has registered its handlers."""
+
+    def ask(self, kind: str, requests: Sequence[Tensor], reply_rows: Sequence[int] | None = None,
+            phase: str = "a request") -> list[Tensor]:
+        """``requests[r]`` to rank ``r``; every rank's reply, in rank order."""
+
+    def close(self, graceful: bool = True) -> None:
+        """Release what the transport holds."""
+
+
+class CollectiveRequests:
+    """Requests to the owning ranks in lock-step: ``ask(kind, requests)`` sends ``requests[r]`` to rank ``r`` and
+    returns every rank's reply, computed there by the handler registered with ``answer(kind, handler)``. Every
+    rank calls ``ask`` the same number of times, in the same order (with empty requests when it needs nothing):
+    one exchange of requests, one of replies (``reply_rows``, when the caller knows them, saves a size round)."""
+
+    name = "collectives"
+
+    def __init__(self, exchange: AllToAll) -> None:
+        self.exchange = exchange
+        self.handlers: dict[str, Answer] = {}
+
+    @property
+    def rank(self) -> int:
+        return self.exchange.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.exchange.world_size
+
+    @property
+    def stats(self) -> ExchangeStats:
+        return self.exchange.stats
+
+    def answer(self, kind: str, handler: Answer) -> None:
+        self.handlers[kind] = handler
+
+    def ready(self) -> None:
+        """Nothing to wait for: a request is answered inside the collective that carries it."""
+
+    def ask(self, kind: str, requests: Sequence[Tensor], reply_rows: Sequence[int] | None = None,
+            phase: str = "a request") -> list[Tensor]:
+        return ask_in_lockstep(self.exchange, requests, self.handlers[kind], reply_rows, phase)
+
+    def close(self, graceful: bool = True) -> None:
+        """Nothing to release: the process group is the caller's."""
+
+
+def ask_in_lockstep(exchange: AllToAll, requests: Sequence[Tensor], handler: Answer,
+                    reply_rows: Sequence[int] | None, phase: str) -> list[Tensor]:
+    """Every rank's reply to ``requests``: requests exchanged, answered by ``handler`` on their owner, replies
+    exchanged back (every rank calls it together)."""
+    asked = exchange.exchange(requests, phase=f"{phase} requests")
+    return exchange.exchange([handler(request) for request in asked], incoming_rows=reply_rows,
+                             phase=f"{phase} replies")

@@ -1,19 +1,26 @@
-"""Rows of per-node tables from the ranks that own the nodes: one all-to-all of node ids, one of rows.
+"""Rows of per-node tables from the ranks that own the nodes: requests of node ids, replies of rows.
 
-Only owned rows are stored, so every rank answers for its own nodes. Training fetches input features this
-way (the trainer's feature preprocessing, row normalization decided from the whole graph at partitioning
-time, is applied by the owner as it reads); evaluation fetches the previous layer's outputs of the halo.
+Only owned rows are stored, so every rank answers for its own nodes. Training fetches input features through
+the trainer's transport (collectives or RPC; the trainer's feature preprocessing, row normalization decided from
+the whole graph at partitioning time, is applied by the owner as it reads); evaluation fetches the previous
+layer's outputs of the halo in lock-step (:func:`fetch_owned_rows`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from gnnseg.gnn.distributed.exchange import AllToAll, group_by_owner
+from gnnseg.gnn.distributed.exchange import AllToAll, OwnerRequests, ask_in_lockstep, group_by_owner
 from gnnseg.gnn.distributed.partition_store import PartitionStore
+
+
+def _place(nodes: Tensor, order: Tensor, replies: Sequence[Tensor], width: int, dtype: torch.dtype) -> Tensor:
+    rows = torch.empty((nodes.numel(), width), dtype=dtype)
+    rows.index_copy_(0, order, torch.cat(list(replies)).to(dtype))
+    return rows
 
 
 def fetch_owned_rows(store: PartitionStore, exchange: AllToAll, nodes: Tensor, read_rows: Callable[[Tensor], Tensor],
@@ -22,21 +29,26 @@ def fetch_owned_rows(store: PartitionStore, exchange: AllToAll, nodes: Tensor, r
     ``nodes[i]``; ``remote`` counts the rows asked of other ranks. Every rank calls it the same number of
     times (with empty ``nodes`` when it needs nothing)."""
     order, requests, counts = group_by_owner(nodes, store.owner, exchange.world_size)
-    asked = exchange.exchange(requests, phase=f"{phase} requests")
-    replies = [read_rows(store.local_index.index_select(0, ids).to(torch.int64)).to(dtype) for ids in asked]
-    got = exchange.exchange(replies, incoming_rows=counts, phase=f"{phase} replies")
-    rows = torch.empty((nodes.numel(), width), dtype=dtype)
-    rows.index_copy_(0, order, torch.cat(got))
-    return rows, nodes.numel() - counts[exchange.rank]
+    replies = ask_in_lockstep(exchange, requests,
+                              lambda ids: read_rows(store.local_index.index_select(0, ids).to(torch.int64)).to(dtype),
+                              counts, phase)
+    return _place(nodes, order, replies, width, dtype), nodes.numel() - counts[exchange.rank]
 
 
 class FeatureFetcher:
-    """``fetch(nodes) -> (len(nodes), F)`` float32 input features for global ids owned anywhere; every rank
-    calls it the same number of times. ``remote_rows`` counts the rows this rank asked other ranks for."""
+    """``fetch(nodes) -> (len(nodes), F)`` float32 input features for global ids owned anywhere, over
+    ``requests`` (whose ``features`` requests it answers). ``remote_rows`` counts the rows this rank asked
+    other ranks for."""
 
-    def __init__(self, store: PartitionStore, exchange: AllToAll, *, normalize_rows: bool) -> None:
-        self.store, self.exchange, self.normalize_rows = store, exchange, normalize_rows
+    def __init__(self, store: PartitionStore, requests: OwnerRequests, *, normalize_rows: bool) -> None:
+        self.store, self.requests, self.normalize_rows = store, requests, normalize_rows
         self.remote_rows = 0
+        requests.answer("features", self.answer)
+
+    @property
+    def exchange(self) -> AllToAll:
+        """The lock-step exchanges (evaluation)."""
+        return self.requests.exchange
 
     def owned_rows(self, local: Tensor) -> Tensor:
         """Feature rows of owned nodes by local id, preprocessed as the trainer expects."""
@@ -52,8 +64,12 @@ class FeatureFetcher:
             return self.store.x
         return self.owned_rows(torch.arange(self.store.num_owned))
 
+    def answer(self, nodes: Tensor) -> Tensor:
+        """An owner's reply: the rows of ``nodes`` (global ids it owns)."""
+        return self.owned_rows(self.store.local_index.index_select(0, nodes).to(torch.int64))
+
     def fetch(self, nodes: Tensor) -> Tensor:
-        rows, remote = fetch_owned_rows(self.store, self.exchange, nodes, self.owned_rows, self.store.x.size(1),
-                                        phase="feature")
-        self.remote_rows += remote
-        return rows
+        order, requests, counts = group_by_owner(nodes, self.store.owner, self.requests.world_size)
+        replies = self.requests.ask("features", requests, reply_rows=counts, phase="feature")
+        self.remote_rows += nodes.numel() - counts[self.requests.rank]
+        return _place(nodes, order, replies, self.store.x.size(1), torch.float32)

@@ -6,6 +6,9 @@ others' collectives with an error instead of a hang; a rank that dies closes its
 fail at their next exchange. Either way every rank stops with one line naming the phase
 (:class:`~gnnseg.gnn.distributed.exchange.RankLostError`). The run folder has the mini-batch trainer's files;
 ``model.pt`` names the partitions' source dataset, so ``gnnseg gnn eval`` re-scores it on one machine.
+
+Requests to other partitions go over ``transport``: ``rpc`` (the default, measured the faster:
+``docs/gnn.md``) or ``collectives``; the RPC agents meet at ``MASTER_ADDR:rpc_port`` (default ``MASTER_PORT + 1``).
 """
 
 from __future__ import annotations
@@ -22,13 +25,30 @@ import torch.distributed as dist
 from gnnseg.core import new_run, progress, save_checkpoint
 from gnnseg.core.distributed import DistributedContext, distributed_context
 from gnnseg.core.runs import RunDirectory, reopen_run
-from gnnseg.gnn.distributed.exchange import AllToAll, guarded
+from gnnseg.gnn.distributed.exchange import AllToAll, CollectiveRequests, OwnerRequests, guarded
 from gnnseg.gnn.distributed.partition_store import PartitionStore, read_partition_meta
 from gnnseg.gnn.distributed.training import PartitionedResult, train_partitioned
 from gnnseg.gnn.tasks.minibatch import _config_dict, check_resumable, minibatch_config, summarize_minibatch
 from gnnseg.gnn.tasks.minibatch_runs import MODEL_FORMAT
 
 DEFAULT_TIMEOUT_S = 600.0
+TRANSPORTS = ("rpc", "collectives")
+
+
+def open_requests(transport: str, exchange: AllToAll, rpc_port: int | None = None) -> OwnerRequests:
+    """The transport for requests to other partitions (alone, the collectives' loopback: nothing to talk to)."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
+    if transport == "collectives" or exchange.world_size == 1:
+        return CollectiveRequests(exchange)
+    from gnnseg.gnn.distributed.rpc_requests import RpcRequests
+
+    if rpc_port is None:
+        if "MASTER_PORT" not in os.environ:
+            raise ValueError("the RPC transport needs --rpc-port or torchrun's MASTER_PORT (it listens on "
+                             "MASTER_PORT + 1 by default)")
+        rpc_port = int(os.environ["MASTER_PORT"]) + 1
+    return RpcRequests(exchange, os.environ.get("MASTER_ADDR", "127.0.0.1"), rpc_port)
 
 
 def join_with_timeout(timeout_s: float) -> DistributedContext:
@@ -53,14 +73,15 @@ def run_partitioned_classification(partitions: str | os.PathLike, model: str | N
                                    seeds: int = 1, first_seed: int = 0, runs_root: str | os.PathLike = "runs",
                                    overrides: dict[str, Any] | None = None,
                                    resume_run: str | os.PathLike | None = None,
-                                   timeout_s: float = DEFAULT_TIMEOUT_S,
+                                   timeout_s: float = DEFAULT_TIMEOUT_S, transport: str = "rpc",
+                                   rpc_port: int | None = None,
                                    show_progress: bool | None = None) -> dict[str, Any]:
     """Train ``seeds`` models over the partitions in ``partitions`` (one rank per partition) and return the
     mini-batch summary plus the exchanges per batch, every rank's peak RSS, ``run_dir`` and ``checkpoint``."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if not timeout_s > 0:
-        raise ValueError(f"the collective timeout must be positive, got {timeout_s}")
+        raise ValueError(f"the communication timeout must be positive, got {timeout_s}")
     folder_in = Path(partitions).resolve()
     meta = read_partition_meta(folder_in)
     context = join_with_timeout(timeout_s)
@@ -93,18 +114,24 @@ def run_partitioned_classification(partitions: str | os.PathLike, model: str | N
         folder = run.path
 
     results: list[PartitionedResult] = []
-    for seed in progress(range(first_seed, first_seed + seeds), desc=f"{config.model} on {meta['name']}",
-                         total=seeds, enabled=show_progress if context.is_main else False):
-        checkpoint = folder / f"checkpoint_seed{seed}.pt"
-        decision = [resume_run is not None and checkpoint.is_file()]
-        if context.enabled:        # rank 0 decides: ranks that saw other files must not train from other epochs
-            guarded("set-up", context.rank, timeout_s,
-                    lambda shared=decision: dist.broadcast_object_list(shared, src=0))
-        resume = bool(decision[0])
-        results.append(train_partitioned(store, config, seed, exchange, context, checkpoint=checkpoint,
-                                         resume=resume, show_progress=show_progress))
-        if context.is_main and run is not None:
-            run.log_metrics(per_seed=[r.summary() for r in results])
+    requests = open_requests(transport, exchange, rpc_port)
+    finished = False
+    try:
+        for seed in progress(range(first_seed, first_seed + seeds), desc=f"{config.model} on {meta['name']}",
+                             total=seeds, enabled=show_progress if context.is_main else False):
+            checkpoint = folder / f"checkpoint_seed{seed}.pt"
+            decision = [resume_run is not None and checkpoint.is_file()]
+            if context.enabled:        # rank 0 decides: ranks that saw other files must not train from other epochs
+                guarded("set-up", context.rank, timeout_s,
+                        lambda shared=decision: dist.broadcast_object_list(shared, src=0))
+            resume = bool(decision[0])
+            results.append(train_partitioned(store, config, seed, requests, context, checkpoint=checkpoint,
+                                             resume=resume, show_progress=show_progress))
+            if context.is_main and run is not None:
+                run.log_metrics(per_seed=[r.summary() for r in results])
+        finished = True
+    finally:
+        requests.close(graceful=finished)       # after a failure, leave without waiting for the lost rank
     averaged = ("sampled_nodes_per_batch_mean", "hop1_nodes_per_batch", "remote_nodes_per_batch",
                 "remote_feature_rows_per_batch", "bytes_sent_per_batch")
     per_rank = _per_rank([max(r.peak_rss_mb for r in results),
@@ -114,7 +141,7 @@ def run_partitioned_classification(partitions: str | os.PathLike, model: str | N
                **summarize_minibatch(results), "partitions": str(folder_in),
                "peak_rss_mb": max(row[0] for row in per_rank), "peak_rss_mb_per_rank": [row[0] for row in per_rank],
                **{key: sum(row[1 + index] for row in per_rank) / len(per_rank) for index, key in enumerate(averaged)},
-               "exchange_rounds_per_batch": results[0].exchange_rounds_per_batch,
+               "exchange_rounds_per_batch": results[0].exchange_rounds_per_batch, "transport": requests.name,
                "edge_cut_fraction": meta["quality"]["edge_cut_fraction"]}
     model_path = folder / "model.pt"
     if context.is_main and run is not None:

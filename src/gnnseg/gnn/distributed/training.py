@@ -36,7 +36,7 @@ from gnnseg.core import CheckpointError, load_checkpoint, progress, save_checkpo
 from gnnseg.core.distributed import DistributedContext
 from gnnseg.gnn.distributed.distributed_sampler import DistributedNeighborSampler
 from gnnseg.gnn.distributed.evaluation import evaluate_partitioned, local_neighborhood
-from gnnseg.gnn.distributed.exchange import AllToAll, guarded
+from gnnseg.gnn.distributed.exchange import AllToAll, OwnerRequests, guarded
 from gnnseg.gnn.distributed.feature_fetch import FeatureFetcher
 from gnnseg.gnn.distributed.partition_store import PartitionStore
 from gnnseg.gnn.tasks.minibatch import (
@@ -92,26 +92,29 @@ def _all_gather_rows(tensor: Tensor, exchange: AllToAll, phase: str) -> Tensor:
     return torch.stack(gathered)
 
 
-def train_partitioned(store: PartitionStore, config: MiniBatchConfig, seed: int, exchange: AllToAll,
+def train_partitioned(store: PartitionStore, config: MiniBatchConfig, seed: int, requests: OwnerRequests,
                       context: DistributedContext, *, checkpoint: str | Path | None = None, resume: bool = False,
                       show_progress: bool | None = None) -> PartitionedResult:
-    """Train one model with rank ``context.rank`` holding partition ``store`` (one rank per partition)."""
+    """Train one model with rank ``context.rank`` holding partition ``store`` (one rank per partition); other
+    partitions' neighbours and features come over ``requests`` (collectives or RPC)."""
     if config.sampler != "neighbor":
         raise ValueError(f"partitioned training samples uniform neighbours; the {config.sampler} sampler needs "
                          f"the whole graph's importance distribution (use --sampler neighbor)")
     if config.num_workers:
-        raise ValueError("partitioned training samples in the training process (its exchanges are collectives): "
-                         "leave --num-workers at 0")
+        raise ValueError("partitioned training samples in the training process (its requests go to the other "
+                         "ranks): leave --num-workers at 0")
     meta = store.meta
+    exchange = requests.exchange
     world = exchange.world_size
     seed_everything(seed)
     model = config.build(meta["num_features"], meta["num_classes"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sampler = DistributedNeighborSampler(store, config.fanouts, exchange, replace=config.replace,
+    sampler = DistributedNeighborSampler(store, config.fanouts, requests, replace=config.replace,
                                          reuse=config.reuse_samples)
     normalize = config.row_normalize_features
-    fetcher = FeatureFetcher(store, exchange,
+    fetcher = FeatureFetcher(store, requests,
                              normalize_rows=meta["features_nonnegative"] if normalize is None else normalize)
+    requests.ready()                                      # every rank answers before any rank asks
     neighborhood = local_neighborhood(store)
     train_nodes = store.split_nodes("train")
     counts = _all_gather_rows(torch.tensor([train_nodes.numel()]), exchange, "set-up").flatten().tolist()
@@ -162,7 +165,7 @@ def train_partitioned(store: PartitionStore, config: MiniBatchConfig, seed: int,
         generator = torch.Generator().manual_seed(batch_generator_seed(seed, epoch, 0, context.rank, purpose=0))
         shard = train_nodes.index_select(0, torch.randperm(train_nodes.numel(), generator=generator))
         loss_sum = torch.zeros(2, dtype=torch.float64)                  # summed loss, seeds
-        before = (sampler.remote_nodes, fetcher.remote_rows, *exchange.stats.snapshot()[:2])
+        before = (sampler.remote_nodes, fetcher.remote_rows, *requests.stats.snapshot()[:2])
         for batch, seeds in enumerate(shard.split(mine)):
             next(steps, None)
             model.train()
@@ -183,7 +186,7 @@ def train_partitioned(store: PartitionStore, config: MiniBatchConfig, seed: int,
             state["edges"] += sum(block.num_edges for block in blocks)
             state["hop1_nodes"] += blocks[-1].num_sources
             state["batches"] += 1
-        after = (sampler.remote_nodes, fetcher.remote_rows, *exchange.stats.snapshot()[:2])
+        after = (sampler.remote_nodes, fetcher.remote_rows, *requests.stats.snapshot()[:2])
         for key, old, new in zip(("remote_nodes", "remote_rows", "rounds", "bytes"), before, after):
             state[key] += new - old
         elapsed = time.perf_counter() - epoch_began
