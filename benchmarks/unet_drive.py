@@ -69,7 +69,7 @@ def run_drive(source: str, work: Path, *, epochs: int, iterations: int, memory_g
     summary = train_fold(work / "preprocessed", plans, "2d", "all", work / "run", config, resume=resume,
                          show_progress=True)
 
-    trained, plans, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")
+    trained, plans, configuration = load_trained_network(work / "run" / "checkpoint_latest.pth")
     probabilities, truths, per_image = [], [], {}
     predict_started = time.perf_counter()
     for case_id in dataset.case_ids("Ts"):

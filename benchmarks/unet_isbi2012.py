@@ -93,11 +93,11 @@ def main() -> None:
     per_case, fold_seconds = {}, {}
     for fold in args.folds:
         run = work / f"fold_{fold}"
-        has_checkpoint = (run / "checkpoint_latest.pt").is_file()
+        has_checkpoint = (run / "checkpoint_latest.pth").is_file()
         summary = train_fold(work / "preprocessed", plans, "2d", fold, run, config,
                              resume=args.resume and has_checkpoint, show_progress=True)
         fold_seconds[fold] = summary["train_seconds"]      # all epochs, also those of a resumed run
-        network, fold_plans, configuration = load_trained_network(run / "checkpoint_latest.pt")
+        network, fold_plans, configuration = load_trained_network(run / "checkpoint_latest.pth")
         for case_id in fold_cases(splits, fold)[1]:
             case = dataset.load_case(case_id)
             predicted, probabilities = predict_case(network, case.stacked(), case.spacing, fold_plans,

@@ -98,7 +98,7 @@ def main() -> None:
     summary = train_fold(work / "preprocessed", plans, "3d_fullres", "all", work / "run", config,
                          resume=args.resume, show_progress=True)
 
-    network, _, configuration = load_trained_network(work / "run" / "checkpoint_latest.pt")   # with this run's plans
+    network, _, configuration = load_trained_network(work / "run" / "checkpoint_latest.pth")   # with this run's plans
     truth = read_nifti(source / "example_seg_dicom.nii.gz")
     # The series is stored LAS, the training volume RAS: predict_image hands the network the series in the
     # training axis order (plans.axis_codes) and returns the labels on the series' own grid.

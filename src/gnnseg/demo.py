@@ -61,7 +61,7 @@ def segmentation_demo(folder: Path, seed: int = 0) -> dict[str, Any]:
     config = TrainConfig(epochs=settings["epochs"], iterations_per_epoch=settings["iterations"],
                          validation_iterations=2, seed=seed)
     train_fold(folder / "preprocessed", plans, "2d", "all", folder / "training", config, show_progress=False)
-    network, plans, configuration = load_trained_network(folder / "training" / "checkpoint_latest.pt")
+    network, plans, configuration = load_trained_network(folder / "training" / "checkpoint_latest.pth")
     tests = [case(10_000 + k) for k in range(settings["test_images"])]
     figure, axes = plt.subplots(2, len(tests), figsize=(3 * len(tests), 6))
     scores = []

@@ -225,6 +225,7 @@ def test_seg_predict_writes_a_dicom_seg_named_by_the_run_labels(series, tmp_path
     from gnnseg.seg.io import MedicalImage, write_raw_dataset
     from gnnseg.seg.unet import pipeline
     from gnnseg.seg.unet.fingerprint import extract_fingerprint
+    from gnnseg.seg.unet.fold_ensemble import TrainedFolds
     from gnnseg.seg.unet.planner import plan_experiment
 
     ras = np.diag([2.0, 2.0, 3.0, 1.0])
@@ -235,16 +236,13 @@ def test_seg_predict_writes_a_dicom_seg_named_by_the_run_labels(series, tmp_path
                                 file_ending=".nii.gz", training=training)
     plans = plan_experiment(extract_fingerprint(dataset))
 
-    class StandIn:
-        def to(self, device):
-            return self
-
     def block_in_the_middle(network, data, spacing, plans, configuration, **options):
         labels = np.zeros(data.shape[1:], np.int16)
         labels[5:9, 100:200, 150:300] = 1
-        return labels, None
+        return labels, np.stack([1 - labels, labels]).astype(np.float32)
 
-    monkeypatch.setattr(pipeline, "load_trained_network", lambda path: (StandIn(), plans, "3d_fullres"))
+    folds = TrainedFolds(None, plans, "3d_fullres", (tmp_path / "run",), (0, 1, 2))   # predict_case stands in
+    monkeypatch.setattr(pipeline, "open_trained_folds", lambda models, folds_asked, **options: folds)
     monkeypatch.setattr(pipeline, "predict_case", block_in_the_middle)
     output = tmp_path / "predicted.dcm"
     assert main(["seg", "predict", "-i", str(series), "-o", str(output), "-m", str(tmp_path / "run"),

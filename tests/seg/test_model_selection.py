@@ -459,7 +459,8 @@ def test_trained_folds_to_selected_postprocessed_predictions(tmp_path, last_json
     assert folder == work / "model_selection_folds_0_1"
     assert list(selected["all_results"]) == ["2d"] and selected["best_model_or_ensemble"]["configurations"] == ["2d"]
     assert selected["runs"]["2d"] == {"0": trained[0], "1": trained[1]}
-    assert any("export-onnx" in command for command in selected["how_to_predict"])
+    assert selected["how_to_predict"] == [f"gnnseg seg predict -i INPUT -o OUTPUT -m {trained[0]} {trained[1]} "
+                                          f"--postprocessing {folder / 'postprocessing.json'}"]
     postprocessing = folder / "postprocessing.json"
     decided = json.loads(postprocessing.read_text())
     assert [trial["keep_largest_component_of"] for trial in decided["trials"]] == [[1]]   # one label: one trial
@@ -479,7 +480,7 @@ def test_trained_folds_to_selected_postprocessed_predictions(tmp_path, last_json
 
     always = tmp_path / "always.json"                                 # a rule that keeps one component, to see it
     always.write_text(json.dumps({**decided, "steps": [[1]]}))
-    monkeypatch.setattr("gnnseg.seg.unet.pipeline.predict_image", speckled_prediction)
+    monkeypatch.setattr("gnnseg.seg.unet.pipeline.segment_image", speckled_prediction)
     raw = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "raw_pred", "-m", trained[0])
     kept = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "pp_pred", "-m", trained[0],
                "--postprocessing", always)
@@ -495,9 +496,9 @@ def test_trained_folds_to_selected_postprocessed_predictions(tmp_path, last_json
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def speckled_prediction(network, channels, plans, configuration, **options) -> MedicalImage:
+def speckled_prediction(network, channels, plans, configuration, **options) -> tuple[MedicalImage, np.ndarray]:
     """A prediction with a large square and one stray speck, whatever the network says."""
     labels = np.zeros(channels[0].array.shape[:2], np.uint8)
     labels[10:20, 10:20] = 1
     labels[0, 0] = 1
-    return MedicalImage(labels, channels[0].spacing, channels[0].affine)
+    return MedicalImage(labels, channels[0].spacing, channels[0].affine), np.stack([1.0 - labels, labels])

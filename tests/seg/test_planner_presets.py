@@ -346,7 +346,7 @@ def test_cli_plans_trains_and_predicts_a_resenc_network(tmp_path, last_json, cap
                   "--runs-dir", tmp_path / "runs")
     from gnnseg.seg.unet.train import load_trained_network
 
-    network, _, _ = load_trained_network(Path(trained["run_dir"]) / "checkpoint_latest.pt")
+    network, _, _ = load_trained_network(Path(trained["run_dir"]) / "checkpoint_latest.pth")
     assert network.class_name == "ResidualEncoderUNet"
     network.deep_supervision = True                      # what training fed the deep supervision loss
     outputs = network(torch.zeros(1, 1, 40, 40))

@@ -117,6 +117,26 @@ def test_preprocess_dataset_end_to_end(tmp_path):
     assert all(seg[0][tuple(c)] == 1 for c in properties["class_locations"]["1"])
 
 
+def test_a_region_dataset_is_preprocessed_with_its_labels_as_written(tmp_path):
+    """Regions are applied at training time (as nnU-Net): the preprocessed maps keep the label values, the ignore
+    label included, and foreground oversampling draws from each region (any of its labels)."""
+    label = np.zeros((16, 16), np.uint8)
+    label[2:10, 2:10], label[4:8, 4:8], label[5:7, 5:7], label[15, :] = 1, 2, 3, 4
+    cases = [(f"c{k}", [MedicalImage(np.full((16, 16), 20 + k, np.uint8), (1.0, 1.0))], MedicalImage(label, (1.0, 1.0)))
+             for k in range(2)]
+    dataset = write_raw_dataset(tmp_path / "raw", channel_names=["grey"], file_ending=".png", training=cases,
+                                labels={"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": 3,
+                                        "ignore": 4}, extra={"regions_class_order": [1, 2, 3]})
+    fingerprint = extract_fingerprint(dataset)
+    assert fingerprint.regions_class_order == [1, 2, 3]
+    plans = plan_experiment(fingerprint)
+    assert Plans.from_json(plans.to_json()).regions_class_order == (1, 2, 3)
+    _, seg, properties = load_preprocessed(preprocess_dataset(dataset, plans, "2d", tmp_path / "pre"), "c0")
+    np.testing.assert_array_equal(seg[0, 0], label)
+    assert {key: len(value) for key, value in properties["class_locations"].items()} == {
+        "(1, 2, 3)": 64, "(2, 3)": 16, "3": 4}
+
+
 def test_fingerprint_weighs_every_case_equally(tmp_path):
     """nnU-Net samples the same number of foreground voxels per case; a case with a tiny object counts
     as much as one with a large object."""

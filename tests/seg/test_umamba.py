@@ -99,8 +99,8 @@ def test_network_choices_are_checked():
 @pytest.mark.slow
 def test_umamba_bot_trains_through_the_pipeline_and_reloads(tmp_path, last_json):
     trained = train_squares(tmp_path, last_json, "--network", "umamba_bot")
-    state = torch.load(f"{trained['run_dir']}/checkpoint_latest.pt", weights_only=True)
+    state = torch.load(f"{trained['run_dir']}/checkpoint_latest.pth", weights_only=True)
     assert state["network_kind"] == "umamba_bot"
     assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]
-    network, _, _ = load_trained_network(f"{trained['run_dir']}/checkpoint_latest.pt")
+    network, _, _ = load_trained_network(f"{trained['run_dir']}/checkpoint_latest.pth")
     assert network.mamba_stages == (len(network.features_per_stage) - 1,)

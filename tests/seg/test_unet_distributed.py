@@ -35,7 +35,7 @@ def test_two_ranks_stay_identical_and_learn(tmp_path):
     first, second = (torch.load(tmp_path / f"weights_{rank}.pt", weights_only=True) for rank in (0, 1))
     for name in first:
         torch.testing.assert_close(first[name], second[name], rtol=0, atol=0, msg=name)
-    state = torch.load(tmp_path / "run" / "checkpoint_latest.pt", weights_only=True)   # written by rank 0 only
+    state = torch.load(tmp_path / "run" / "checkpoint_latest.pth", weights_only=True)   # written by rank 0 only
     assert state["epoch"] == 3
     assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]
     for name in first:

@@ -201,7 +201,7 @@ def write_run(folder, network, plans, configuration, mirror_axes, fold=0):
     folder.mkdir(parents=True)
     save_checkpoint({"format": CHECKPOINT_FORMAT, "network": network.state_dict(), "plans": plans.to_json(),
                      "configuration": configuration, "deep_supervision": True, "network_kind": "unet", "fold": fold,
-                     "epoch": 1}, folder / "checkpoint_best.pt")
+                     "epoch": 1}, folder / "checkpoint_final.pth")
     (folder / "train_config.json").write_text(json.dumps({"fold": fold, "configuration": configuration,
                                                           "augmentation": {"mirror_axes": mirror_axes}}))
     return folder
@@ -231,7 +231,7 @@ def test_a_run_exported_by_the_command_predicts_the_pipelines_files(dataset, tmp
     assert exported["mirror_axes"] == [1, 2] and exported["graphs"] == ["network.onnx"]
     assert is_unet_onnx_export(tmp_path / "export")
     settings = json.loads((tmp_path / "export" / "inference.json").read_text())
-    assert settings["folds"] == [0] and settings["source"]["checkpoint"] == "checkpoint_best.pt"
+    assert settings["folds"] == [0] and settings["source"]["checkpoint"] == "checkpoint_final.pth"
     ours = predict_onnx_folder(tmp_path / "export", dataset["inputs"], tmp_path / "onnx", mirror=True)
     theirs = predict_folder(run, dataset["inputs"], tmp_path / "torch", mirror=True, device="cpu")
     assert ours["mirror_axes"] == theirs["mirror_axes"] == [1, 2]

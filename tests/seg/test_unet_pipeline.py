@@ -21,7 +21,7 @@ from gnnseg.seg.unet.loss import (
     deep_supervision_weights,
     soft_dice,
 )
-from gnnseg.seg.unet.pipeline import predict_image
+from gnnseg.seg.unet.pipeline import segment_image
 from gnnseg.seg.unet.predict import (
     gaussian_importance,
     sliding_window_logits,
@@ -189,7 +189,7 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
     assert "nowhere" in refusals and "not '2d' fold 1" in refusals
     assert "other training settings" in refusals and "mirror_axes [] -> None" in refusals
     assert "iterations_per_epoch 8 -> 250" in refusals                # another schedule is another run
-    state = torch.load(f"{run_dir}/checkpoint_latest.pt", weights_only=True)
+    state = torch.load(f"{run_dir}/checkpoint_latest.pth", weights_only=True)
     assert state["epoch"] == 5 and len(state["log"]["train_loss"]) == 5
     assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]
     assert resumed["validation"]["mean_dice"]["square"] > 0.8
@@ -203,16 +203,14 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
     assert (tmp_path / "runs" / "seg-train").exists() and (tmp_path / "pred").exists()
     assert main(["seg", "predict", "-i", str(dataset.root / "imagesTr"), "-o", str(tmp_path / "pred"),
                  "-m", run_dir]) == 2      # refuses to overwrite earlier predictions
-    mirrored = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "mirrored", "-m", run_dir,
-                   "--mirror")
-    assert mirrored["mirror_axes"] == []                  # trained without mirroring: none at test time either
+    assert predicted["mirror_axes"] == []                 # mirroring is the default, but the run was trained without
 
     def with_an_island(*args, **kwargs):                  # the network's labels plus a stray blob in a corner
-        image = predict_image(*args, **kwargs)
+        image, probabilities = segment_image(*args, **kwargs)
         image.array[:3, :3] = 1
-        return image
+        return image, probabilities
 
-    monkeypatch.setattr("gnnseg.seg.unet.pipeline.predict_image", with_an_island)
+    monkeypatch.setattr("gnnseg.seg.unet.pipeline.segment_image", with_an_island)
     largest = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "largest", "-m", run_dir,
                   "--keep-largest", "1")
     assert largest["keep_largest"] == [1]
@@ -222,7 +220,7 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
         assert np.array_equal(kept, read_image_2d(raw).array)   # the island gone, the rest as predicted
     assert main(["seg", "predict", "-i", str(dataset.root / "imagesTr"), "-o", str(tmp_path / "other"),
                  "-m", run_dir, "--keep-largest", "7"]) == 2
-    assert "not foreground labels of this run" in capsys.readouterr().err
+    assert "not foreground labels of this model" in capsys.readouterr().err
 
 
 def test_bfloat16_training_learns_and_keeps_float32_weights(tmp_path, last_json):
@@ -238,7 +236,7 @@ def test_bfloat16_training_learns_and_keeps_float32_weights(tmp_path, last_json)
     trained = train_squares(tmp_path, last_json, "--precision", "bfloat16")
     run_dir = Path(trained["run_dir"])
     assert json.loads((run_dir / "train_config.json").read_text())["precision"] == "bfloat16"
-    state = torch.load(run_dir / "checkpoint_latest.pt", weights_only=True)
+    state = torch.load(run_dir / "checkpoint_latest.pth", weights_only=True)
     assert {tensor.dtype for tensor in state["network"].values() if tensor.is_floating_point()} == {torch.float32}
     assert state["log"]["train_loss"][-1] < state["log"]["train_loss"][0]
     assert trained["validation"]["mean_dice"]["square"] > 0.8
@@ -307,7 +305,7 @@ def test_a_volume_stored_otherwise_is_predicted_in_the_training_axis_order(tmp_p
     def first_half_of_x(network, data, spacing, plans, configuration, **options):
         labels = np.zeros(data.shape[1:], np.int16)
         labels[..., : data.shape[-1] // 2] = 1
-        return labels, None
+        return labels, np.stack([1 - labels, labels]).astype(np.float32)
 
     monkeypatch.setattr(pipeline, "predict_case", first_half_of_x)
     las = np.diag([-2.0, 2.0, 3.0, 1.0])
@@ -316,5 +314,7 @@ def test_a_volume_stored_otherwise_is_predicted_in_the_training_axis_order(tmp_p
     labels = pipeline.predict_image(None, [scan], plans, "3d_fullres")
     np.testing.assert_allclose(labels.affine, las)
     assert labels.array[..., 5:].all() and not labels.array[..., :5].any()   # the RAS first half, stored last
+    _, probabilities = pipeline.segment_image(None, [scan], plans, "3d_fullres")
+    np.testing.assert_array_equal(probabilities[1], labels.array)       # the probabilities are put back as well
     as_trained = pipeline.predict_image(None, [MedicalImage(volumes[0], (3.0, 2.0, 2.0), ras)], plans, "3d_fullres")
     assert as_trained.array[..., :5].all() and not as_trained.array[..., 5:].any()

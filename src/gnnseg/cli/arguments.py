@@ -55,6 +55,17 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 25,10, got {text!r}") from None
 
 
+def label_names(text: str) -> dict[str, int]:
+    """``liver=1,tumour=2`` as ``{"liver": 1, "tumour": 2}``."""
+    labels = {}
+    for item in text.split(","):
+        name, separator, value = item.partition("=")
+        if not separator or not name.strip() or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"expected name=value,... with integer values, got {item!r}")
+        labels[name.strip()] = int(value)
+    return labels
+
+
 def node_dataset(text: str) -> str:
     from gnnseg.gnn.datasets import check_node_dataset
 

@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 import os
 
-from gnnseg.cli.arguments import DEVICE_HELP, LazyChoices, box, box3d, int_list, point, probability
+from gnnseg.cli.arguments import (
+    DEVICE_HELP,
+    LazyChoices,
+    box,
+    box3d,
+    int_list,
+    label_names,
+    point,
+    probability,
+)
 from gnnseg.seg.sam.modeling.config import NORMALIZATIONS, PREPROCESSINGS
 
 TTA_HELP = ("test-time augmentation: none (default), flip (the image and its mirror, 2 passes) or d4 (4 quarter "
@@ -29,8 +38,30 @@ UNMATCHED_HELP = ("go on when an image has no mask of the same name (by default 
 PREPROCESSING_HELP = ("Lite MedSAM-style models: gnnseg (area averaging in floating point, fractional boxes) or "
                       "official (the released LiteMedSAM code's OpenCV resize and truncated boxes, reproducing its "
                       "masks; needs opencv-python-headless); default: the model's own")
-UNET_CHECKPOINT = "checkpoint_best.pt"
-"""A gnnseg U-Net run's checkpoint that `seg predict` and `seg export-onnx --unet` use unless told otherwise."""
+UNET_CHECKPOINT = "checkpoint_final.pth"
+"""The U-Net checkpoint (gnnseg's and nnU-Net's) that `seg predict` and `seg export-onnx --unet` use unless told
+otherwise."""
+DATASET_HELP = ("an nnU-Net dataset ID (501) or name (Dataset501_Liver), found through the environment variables "
+                "nnUNet_raw, nnUNet_preprocessed and nnUNet_results")
+
+
+def _work_dir(args: argparse.Namespace) -> str:
+    """The work folder: WORK_DIR, or with -d the dataset's folder in nnUNet_preprocessed."""
+    if bool(args.work_dir) == bool(args.dataset):
+        raise ValueError("give either WORK_DIR or -d DATASET (then the work folder is "
+                         "$nnUNet_preprocessed/DatasetXXX_Name)")
+    if args.work_dir:
+        return args.work_dir
+    from gnnseg.seg.unet.nnunet_paths import PREPROCESSED, dataset_folder
+
+    return str(dataset_folder(args.dataset, PREPROCESSED))
+
+
+def _results_dataset(reference: str):
+    """The dataset's folder in nnUNet_results (which must be set)."""
+    from gnnseg.seg.unet.nnunet_paths import RESULTS, base_folder, dataset_name
+
+    return base_folder(RESULTS) / dataset_name(reference)
 
 
 def _checkpoint_help() -> str:
@@ -64,8 +95,20 @@ def _model_choice(args: argparse.Namespace):
 
 
 def _seg_convert(args: argparse.Namespace) -> dict:
+    if args.dataset == "folder":
+        from gnnseg.seg.io import convert_folder
+
+        if not (args.images and args.masks and args.out) or args.source or args.target:
+            raise ValueError("seg convert folder takes --images DIR --masks DIR --out DIR (no positional folders)")
+        dataset = convert_folder(args.images, args.masks, args.out, name=args.name, labels=args.labels)
+        return {"dataset": str(dataset.root), "training_cases": len(dataset.case_ids()),
+                "labels": dataset.labels, "file_ending": dataset.file_ending}
     from gnnseg.seg.io import CONVERTERS
 
+    given = [flag for flag in ("images", "masks", "out", "name", "labels") if getattr(args, flag) is not None]
+    if not (args.source and args.target) or given:
+        raise ValueError(f"seg convert {args.dataset} takes SOURCE and TARGET folders"
+                         + (f" (--{', --'.join(given)} belong to seg convert folder)" if given else ""))
     dataset = CONVERTERS[args.dataset](args.source, args.target)
     return {"dataset": str(dataset.root), "training_cases": len(dataset.case_ids()),
             "test_cases": len(dataset.case_ids("Ts"))}
@@ -74,7 +117,18 @@ def _seg_convert(args: argparse.Namespace) -> dict:
 def _seg_plan(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.pipeline import plan_dataset
 
-    return plan_dataset(args.dataset_dir, args.work_dir or f"{args.dataset_dir.rstrip('/')}_work",
+    if bool(args.dataset_dir) == bool(args.dataset):
+        raise ValueError("give either DATASET_DIR or -d DATASET (a dataset of nnUNet_raw)")
+    if args.dataset:
+        from gnnseg.seg.unet.nnunet_paths import PREPROCESSED, RAW, base_folder, dataset_folder
+
+        if args.work_dir:
+            raise ValueError("with -d the work folder is $nnUNet_preprocessed/DatasetXXX_Name; drop --work-dir")
+        dataset_dir = dataset_folder(args.dataset, RAW)
+        work_dir = base_folder(PREPROCESSED) / dataset_dir.name
+    else:
+        dataset_dir, work_dir = args.dataset_dir, args.work_dir or f"{args.dataset_dir.rstrip('/')}_work"
+    return plan_dataset(dataset_dir, work_dir,
                         memory_gb=args.memory_gb, device=args.device, base_features=args.base_features,
                         overwrite=args.overwrite, planner=args.planner)
 
@@ -82,7 +136,7 @@ def _seg_plan(args: argparse.Namespace) -> dict:
 def _seg_preprocess(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.pipeline import preprocess
 
-    return preprocess(args.work_dir, args.configuration)
+    return preprocess(_work_dir(args), args.configuration)
 
 
 def _seg_train(args: argparse.Namespace) -> dict:
@@ -97,8 +151,22 @@ def _seg_train(args: argparse.Namespace) -> dict:
                          lr=args.lr, seed=args.seed, batch_size=args.batch_size, network=args.network,
                          precision=args.precision, augmentation=augmentation)
     fold = args.fold if args.fold == "all" else int(args.fold)
-    return train(args.work_dir, args.configuration, fold, config, runs_root=args.runs_dir, resume_run=args.resume,
-                 show_progress=False if args.json else None, device=args.device)
+    show_progress = False if args.json else None
+    if args.dataset:
+        from gnnseg.seg.unet.results_layout import TRAINER, train_in_results
+
+        if args.resume not in (None, True) or args.runs_dir:
+            raise ValueError("with -d the fold trains into $nnUNet_results/DatasetXXX_Name/<Trainer>__gnnsegPlans__"
+                             "<configuration>/fold_<k>: drop --runs-dir, and continue it with --c")
+        default_trainer = TRAINER if args.network == "unet" else f"{TRAINER}_{args.network}"
+        return train_in_results(_work_dir(args), _results_dataset(args.dataset), args.configuration, fold, config,
+                                trainer=args.trainer or default_trainer, resume=args.resume is True,
+                                show_progress=show_progress, device=args.device)
+    if args.resume is True or args.trainer:
+        raise ValueError("--c and -tr are for -d (nnU-Net's results layout); continue a run folder with "
+                         "--resume RUN_DIR")
+    return train(_work_dir(args), args.configuration, fold, config, runs_root=args.runs_dir or "runs",
+                 resume_run=args.resume, show_progress=show_progress, device=args.device)
 
 
 def _seg_predict(args: argparse.Namespace) -> dict:
@@ -121,11 +189,30 @@ def _seg_predict(args: argparse.Namespace) -> dict:
     return result
 
 
+def _predict_models(args: argparse.Namespace) -> list[str]:
+    """The model folders of `seg predict`: -m's, or with -d the <Trainer>__<Plans>__<configuration> folder of the
+    dataset in nnUNet_results."""
+    if bool(args.model) == bool(args.dataset):
+        raise ValueError("give either -m MODEL_DIR or -d DATASET -c CONFIGURATION")
+    if args.model:
+        if args.configuration or args.trainer or args.plans:
+            raise ValueError("-c, -tr and -p choose a model of nnUNet_results with -d; -m names the folder itself")
+        return args.model
+    from gnnseg.seg.unet.results_layout import PLANS_IDENTIFIER, TRAINER, model_folder
+
+    if not args.configuration:
+        raise ValueError("-d needs -c CONFIGURATION (e.g. -c 2d or -c 3d_fullres)")
+    return [str(model_folder(_results_dataset(args.dataset), args.configuration, args.trainer or TRAINER,
+                             args.plans or PLANS_IDENTIFIER))]
+
+
 def _predict_cases(args: argparse.Namespace) -> dict:
     from gnnseg.seg.io.dicom_seg import is_dicom_seg_path
     from gnnseg.seg.unet.onnx_predictor import is_unet_onnx_export
 
-    if is_unet_onnx_export(args.model):           # torch-free: numpy + onnxruntime, nothing else imported
+    models = _predict_models(args)
+    show_progress = False if args.json else None
+    if len(models) == 1 and is_unet_onnx_export(models[0]):   # torch-free: numpy + onnxruntime, nothing else
         from gnnseg.seg.unet.onnx_predictor import predict_onnx_folder
 
         given = [flag for flag, value in (("--folds", args.folds), ("--checkpoint", args.checkpoint),
@@ -134,39 +221,52 @@ def _predict_cases(args: argparse.Namespace) -> dict:
         if given or is_dicom_seg_path(args.output):
             raise ValueError(f"{', '.join(given) or 'DICOM-SEG output'}: not for an ONNX export (its folds and "
                              f"checkpoint were chosen at export; it runs on the CPU with onnxruntime)")
-        if args.mirror and args.disable_tta:
-            raise ValueError("--mirror and --disable-tta contradict each other")
-        mirror = True if args.mirror else False if args.disable_tta else None    # None: as the model was made
-        return predict_onnx_folder(args.model, args.input, args.output, mirror=mirror, step_size=args.step_size,
-                                   keep_largest=tuple(args.keep_largest))
-    from gnnseg.seg.unet.nnunet_models import DEFAULT_CHECKPOINT, is_nnunet_model_folder
+        return predict_onnx_folder(models[0], args.input, args.output, mirror=not args.disable_tta,
+                                   step_size=args.step_size, keep_largest=tuple(args.keep_largest),
+                                   show_progress=show_progress)
+    from gnnseg.seg.unet.nnunet_models import is_nnunet_model_folder
     from gnnseg.seg.unet.pipeline import predict_dicom_seg, predict_folder
+    from gnnseg.seg.unet.results_layout import is_gnnseg_model_folder
 
-    if is_nnunet_model_folder(args.model):
+    checkpoint = args.checkpoint or UNET_CHECKPOINT
+    step_size = args.step_size or 0.5
+    if len(models) == 1 and is_nnunet_model_folder(models[0]) and not is_gnnseg_model_folder(models[0]):
         from gnnseg.seg.unet.nnunet_predict import predict_nnunet_folder
 
-        if args.mirror or args.keep_largest or is_dicom_seg_path(args.output):
-            raise ValueError("--mirror, --keep-largest and DICOM-SEG output are for gnnseg runs; an nnU-Net model "
-                             "mirrors unless --disable-tta")
-        return predict_nnunet_folder(args.model, args.input, args.output, folds=args.folds,
-                                     checkpoint=args.checkpoint or DEFAULT_CHECKPOINT,
-                                     step_size=args.step_size or 0.5,
-                                     use_mirroring=not args.disable_tta, save_probabilities=args.save_probabilities,
-                                     device=args.device, show_progress=False if args.json else None)
-    if args.folds or args.disable_tta or args.save_probabilities:
-        raise ValueError("--folds, --disable-tta and --save-probabilities are for nnU-Net model folders "
-                         f"({args.model} is not one: no plans.json + dataset.json or fold_* folders)")
-    predict = predict_dicom_seg if is_dicom_seg_path(args.output) else predict_folder
-    return predict(args.model, args.input, args.output, checkpoint=args.checkpoint or UNET_CHECKPOINT,
-                   mirror=args.mirror, step=args.step_size or 0.5, keep_largest=args.keep_largest,
-                   device=args.device)
+        if args.keep_largest or is_dicom_seg_path(args.output):
+            raise ValueError("--keep-largest and DICOM-SEG output are for gnnseg models; for an nnU-Net model use "
+                             "--postprocessing")
+        return predict_nnunet_folder(models[0], args.input, args.output, folds=args.folds, checkpoint=checkpoint,
+                                     step_size=step_size, use_mirroring=not args.disable_tta,
+                                     save_probabilities=args.save_probabilities, device=args.device,
+                                     show_progress=show_progress)
+    options = {"folds": args.folds, "checkpoint": checkpoint, "step": step_size, "mirror": not args.disable_tta,
+               "keep_largest": args.keep_largest, "device": args.device}
+    if is_dicom_seg_path(args.output):
+        if args.save_probabilities:
+            raise ValueError("--save-probabilities writes beside label maps in a folder, not with a DICOM-SEG output")
+        return predict_dicom_seg(models, args.input, args.output, **options)
+    return predict_folder(models, args.input, args.output, save_probabilities=args.save_probabilities,
+                          show_progress=show_progress, **options)
 
 
 def _seg_find_best_configuration(args: argparse.Namespace) -> dict:
     from gnnseg.seg.unet.trained_folds import find_best_configuration
 
-    return find_best_configuration(args.work_dir, args.configurations, args.folds, runs_dir=args.runs_dir,
-                                   runs=args.run or (), output=args.output,
+    if args.dataset:
+        from gnnseg.seg.unet.results_layout import PLANS_IDENTIFIER, TRAINER
+
+        if args.runs_dir:
+            raise ValueError("with -d the folds are searched in $nnUNet_results/DatasetXXX_Name; drop --runs-dir")
+        results = _results_dataset(args.dataset)
+        runs_dir, trainer_plans = results, f"{args.trainer or TRAINER}__{args.plans or PLANS_IDENTIFIER}"
+        output = args.output or results / f"model_selection_folds_{'_'.join(map(str, args.folds))}"
+    else:
+        if args.trainer or args.plans:
+            raise ValueError("-tr and -p choose model folders of nnUNet_results with -d")
+        runs_dir, trainer_plans, output = args.runs_dir or "runs", None, args.output
+    return find_best_configuration(_work_dir(args), args.configurations, args.folds, runs_dir=runs_dir,
+                                   trainer_plans=trainer_plans, runs=args.run or (), output=output,
                                    allow_ensembling=not args.disable_ensembling,
                                    show_progress=False if args.json else None)
 
@@ -326,15 +426,25 @@ def _serve(args: argparse.Namespace) -> dict:
 def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     seg = halves.add_parser("seg", help="biomedical image segmentation").add_subparsers(dest="seg_command",
                                                                                         required=True)
-    convert = seg.add_parser("convert", help="turn a shared 2D dataset into the nnU-Net raw layout")
-    convert.add_argument("dataset", choices=("isbi2012", "drive", "kvasir"))
-    convert.add_argument("source", help="e.g. ../shared/datasets/drive")
-    convert.add_argument("target", help="new folder for the raw dataset")
+    convert = seg.add_parser("convert", help="turn a shared 2D dataset, or folders of images and masks, into the "
+                                             "nnU-Net raw layout")
+    convert.add_argument("dataset", choices=("isbi2012", "drive", "kvasir", "folder"))
+    convert.add_argument("source", nargs="?", help="e.g. ../shared/datasets/drive")
+    convert.add_argument("target", nargs="?", help="new folder for the raw dataset")
+    convert.add_argument("--images", help="folder: the images (2D png / tif / jpg, or 3D nii / mha / nrrd)")
+    convert.add_argument("--masks", help="folder: their label masks, paired with the images by file stem")
+    convert.add_argument("--out", help="folder: the new raw dataset folder (never overwritten)")
+    convert.add_argument("--name", help="folder: the dataset's name (default: the --out folder's, e.g. "
+                                        "Dataset501_Liver)")
+    convert.add_argument("--labels", type=label_names, metavar="NAME=VALUE,...",
+                         help="folder: the labels' names (default: label_1, ... for the values in the masks)")
     convert.add_argument("--json", action="store_true")
     convert.set_defaults(handler=_seg_convert)
 
     plan = seg.add_parser("plan", help="fingerprint a raw dataset and derive its plans")
-    plan.add_argument("dataset_dir", help="raw dataset folder (dataset.json, imagesTr, labelsTr)")
+    plan.add_argument("dataset_dir", nargs="?", help="raw dataset folder (dataset.json, imagesTr, labelsTr)")
+    plan.add_argument("-d", "--dataset", help=DATASET_HELP + "; the work folder is then "
+                      "$nnUNet_preprocessed/DatasetXXX_Name")
     plan.add_argument("--work-dir", help="where fingerprint, plans and preprocessed data go (default DATASET_work)")
     plan.add_argument("--memory-gb", type=float, default=None,
                       help="memory budget for one training step (default: the planner's, 8 GB; resenc_l 24, "
@@ -351,13 +461,18 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     plan.set_defaults(handler=_seg_plan)
 
     prep = seg.add_parser("preprocess", help="preprocess the training cases for one configuration")
-    prep.add_argument("work_dir")
+    prep.add_argument("work_dir", nargs="?")
+    prep.add_argument("-d", "--dataset", help=DATASET_HELP + " (its work folder in nnUNet_preprocessed)")
     prep.add_argument("--configuration", "-c", default="2d")
     prep.add_argument("--json", action="store_true")
     prep.set_defaults(handler=_seg_preprocess)
 
     fit = seg.add_parser("train", help="train one cross-validation fold")
-    fit.add_argument("work_dir")
+    fit.add_argument("work_dir", nargs="?")
+    fit.add_argument("-d", "--dataset", help=DATASET_HELP + "; trains into $nnUNet_results/DatasetXXX_Name/"
+                     "<Trainer>__gnnsegPlans__<configuration>/fold_<k>/ (nnU-Net's layout)")
+    fit.add_argument("-tr", "--trainer", help="with -d: the trainer name in the model folder's name (default "
+                     "gnnsegTrainer, gnnsegTrainer_<network> for U-Mamba)")
     fit.add_argument("--configuration", "-c", default="2d")
     fit.add_argument("--fold", "-f", default="0", help="0..4 or 'all'")
     fit.add_argument("--epochs", type=int, default=1000)
@@ -383,8 +498,10 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     fit.add_argument("--no-mirroring", action="store_true",
                      help="no mirroring augmentation (left and right matter: liver vs spleen)")
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--runs-dir", default="runs")
+    fit.add_argument("--runs-dir", help="without -d: where run folders are made (default runs)")
     fit.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    fit.add_argument("--c", dest="resume", action="store_const", const=True,
+                     help="with -d: continue the fold from its checkpoint_latest.pth (nnU-Net's --c)")
     fit.add_argument("--json", action="store_true")
     fit.set_defaults(handler=_seg_train)
 
@@ -392,26 +509,31 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     infer.add_argument("-i", "--input", required=True, help="a folder of cases, or one DICOM series folder")
     infer.add_argument("-o", "--output", required=True,
                        help="a new folder for the cases' labels; a .dcm file: a DICOM-SEG of the DICOM series -i")
-    infer.add_argument("-m", "--model", required=True,
-                       help="a run folder made by `gnnseg seg train`, an nnU-Net v2 model folder "
-                            "(Trainer__Plans__configuration with plans.json, dataset.json, fold_*/), or a U-Net "
-                            "ONNX export (`gnnseg seg export-onnx --unet`: runs without torch)")
+    infer.add_argument("-m", "--model", nargs="+", metavar="MODEL_DIR",
+                       help="a model folder (<Trainer>__<Plans>__<configuration> with plans.json, dataset.json and "
+                            "fold_*/, trained by `gnnseg seg train -d` or by nnU-Net v2), run folders made by "
+                            "`gnnseg seg train --runs-dir` (one fold each: give every fold), or a U-Net ONNX export "
+                            "(`gnnseg seg export-onnx --unet`: runs without torch)")
+    infer.add_argument("-d", "--dataset", help=DATASET_HELP + "; the model is $nnUNet_results/DatasetXXX_Name/"
+                       "<Trainer>__<Plans>__<configuration> (with -c, -tr, -p)")
+    infer.add_argument("-c", "--configuration", help="with -d: the configuration (2d, 3d_fullres, ...)")
+    infer.add_argument("-tr", "--trainer", help="with -d: the trainer (default gnnsegTrainer; nnUNetTrainer for a "
+                                                "model trained by nnU-Net)")
+    infer.add_argument("-p", "--plans", help="with -d: the plans identifier (default gnnsegPlans; nnUNetPlans for a "
+                                             "model trained by nnU-Net)")
     infer.add_argument("--checkpoint", default=None,
-                       help=f"checkpoint file name (default: {UNET_CHECKPOINT} for gnnseg runs, checkpoint_final.pth "
-                            "for nnU-Net models; checkpoint_best.pth is the other nnU-Net choice)")
+                       help=f"checkpoint file name in each fold (default {UNET_CHECKPOINT}, written at the end of "
+                            "training; checkpoint_best.pth is the other choice)")
     infer.add_argument("-f", "--folds", nargs="+", default=None, metavar="FOLD",
-                       help="nnU-Net models: the folds to ensemble (default: every fold_<k> holding the checkpoint; "
-                            "'all' for fold_all)")
+                       help="the folds of a model folder to ensemble (default: every fold_<k> holding the "
+                            "checkpoint; 'all' for fold_all); their logits are averaged")
     infer.add_argument("--step-size", type=float, default=None,
                        help="sliding-window step as a fraction of the patch (default 0.5: windows overlap by half; "
                             "an ONNX export's own step)")
     infer.add_argument("--disable-tta", action="store_true",
-                       help="nnU-Net models and their ONNX exports: no test-time mirroring (on by default, along "
-                            "the axes the trainer allows)")
+                       help="no test-time mirroring (on by default, along the axes the model was trained to mirror)")
     infer.add_argument("--save-probabilities", action="store_true",
-                       help="nnU-Net models: also write <case>.npz (probabilities) and <case>.json (properties)")
-    infer.add_argument("--mirror", action="store_true",
-                       help="gnnseg runs: test-time mirroring on the axes the run was trained to mirror")
+                       help="also write <case>.npz (probabilities) and <case>.json (properties) per case")
     infer.add_argument("--keep-largest", type=int_list, default=[], metavar="L1,L2",
                        help="reduce these labels to their largest connected component (for one-piece organs)")
     infer.add_argument("--postprocessing", metavar="FILE",
@@ -425,20 +547,26 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
                             help="nnU-Net's model selection over trained folds: cross-validation Dice of each "
                                  "configuration and of their pairwise ensembles, the best one, and the "
                                  "keep-the-largest-component post-processing that raises its Dice")
-    select.add_argument("work_dir", help="the work folder the runs were trained from (its plans.json)")
+    select.add_argument("work_dir", nargs="?", help="the work folder the runs were trained from (its plans.json)")
+    select.add_argument("-d", "--dataset", help=DATASET_HELP + "; the folds are those of $nnUNet_results/"
+                        "DatasetXXX_Name/<Trainer>__<Plans>__<configuration>/fold_<k> (-tr, -p)")
+    select.add_argument("-tr", "--trainer", help="with -d: the trainer (default gnnsegTrainer)")
+    select.add_argument("-p", "--plans", help="with -d: the plans identifier (default gnnsegPlans)")
     select.add_argument("-c", "--configurations", nargs="+", metavar="CONFIGURATION",
                         help="configurations to compare (default: every configuration of the plans with runs)")
     select.add_argument("-f", "--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], metavar="FOLD",
                         help="the folds whose validation predictions are pooled (default 0 1 2 3 4)")
-    select.add_argument("--runs-dir", default="runs",
-                        help="where `seg train` put the runs (default runs; those trained with WORK_DIR's plans count)")
+    select.add_argument("--runs-dir",
+                        help="without -d: where `seg train` put the runs (default runs; those trained with "
+                             "WORK_DIR's plans count)")
     select.add_argument("--run", action="append", metavar="RUN_DIR",
                         help="use exactly these runs (repeat; one per configuration and fold) instead of searching "
                              "--runs-dir")
     select.add_argument("--disable-ensembling", action="store_true",
                         help="compare single configurations only (ensembles need every case's probabilities)")
     select.add_argument("-o", "--output",
-                        help="a new folder for the results (default WORK_DIR/model_selection_folds_<folds>)")
+                        help="a new folder for the results (default WORK_DIR/model_selection_folds_<folds>; "
+                             "with -d in the dataset's folder of nnUNet_results)")
     select.add_argument("--json", action="store_true")
     select.set_defaults(handler=_seg_find_best_configuration)
 

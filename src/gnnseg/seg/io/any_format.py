@@ -1,4 +1,5 @@
-"""One dispatch from a path to its reader or writer: NIfTI and 2D images by suffix, a folder as a DICOM series.
+"""One dispatch from a path to its reader or writer: NIfTI (nibabel), MetaImage and NRRD (SimpleITK) and 2D images
+by suffix, a folder as a DICOM series.
 
 Every command that takes "an image" goes through :func:`read_any` (and writes through :func:`write_any`), so the
 formats gnnseg reads are listed once, in :data:`READABLE_SUFFIXES`.
@@ -11,9 +12,10 @@ from pathlib import Path
 
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 from gnnseg.seg.io.image2d import SUFFIXES_2D, read_image_2d, write_image_2d
+from gnnseg.seg.io.simpleitk_io import SIMPLEITK_SUFFIXES, read_simpleitk, write_simpleitk  # SimpleITK: lazily
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-READABLE_SUFFIXES = NIFTI_SUFFIXES + SUFFIXES_2D
+READABLE_SUFFIXES = NIFTI_SUFFIXES + SIMPLEITK_SUFFIXES + SUFFIXES_2D
 
 
 def is_nifti(path: str | os.PathLike) -> bool:
@@ -32,17 +34,22 @@ def read_any(path: str | os.PathLike, *, grayscale: bool = False) -> MedicalImag
         from gnnseg.seg.io.nifti import read_nifti  # nibabel only when a volume is read
 
         return read_nifti(path)
+    if path.name.lower().endswith(SIMPLEITK_SUFFIXES):
+        return read_simpleitk(path)
     if path.name.lower().endswith(SUFFIXES_2D):
         return read_image_2d(path, grayscale=grayscale)
-    raise ImageFormatError(f"unsupported file type {path} (use .nii.gz, a DICOM folder or one of "
+    raise ImageFormatError(f"unsupported file type {path} (use .nii.gz, .mha, .nrrd, a DICOM folder or one of "
                            f"{', '.join(SUFFIXES_2D)})")
 
 
 def write_any(image: MedicalImage, path: str | os.PathLike) -> Path:
-    """Write ``image`` as NIfTI or as a lossless 2D image, by ``path``'s suffix (never over an existing file)."""
+    """Write ``image`` as NIfTI, MetaImage / NRRD or a lossless 2D image, by ``path``'s suffix (never over an existing
+    file)."""
     path = Path(path)
     if is_nifti(path):
         from gnnseg.seg.io.nifti import write_nifti
 
         return write_nifti(image, path)
+    if path.name.lower().endswith(SIMPLEITK_SUFFIXES):
+        return write_simpleitk(image, path)
     return write_image_2d(image.array, path)

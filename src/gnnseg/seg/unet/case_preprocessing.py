@@ -64,12 +64,13 @@ def preprocess_case(data: np.ndarray, seg: np.ndarray | None, spacing, plans: Pl
 
 
 def class_locations(seg: np.ndarray, labels, rng: np.random.Generator) -> dict[str, list[list[int]]]:
-    """Up to 10,000 random voxel coordinates ``(z, y, x)`` per foreground label, for oversampling."""
+    """Up to 10,000 random voxel coordinates ``(z, y, x)`` per foreground label or region (any of its labels; nnU-Net
+    oversamples regions of region-based datasets), for oversampling."""
     locations = {}
     for label in labels:
         if label == 0:
             continue
-        coordinates = np.argwhere(seg[0] == label)
+        coordinates = np.argwhere(np.isin(seg[0], label))
         if len(coordinates) > MAX_LOCATIONS_PER_CLASS:
             coordinates = coordinates[rng.choice(len(coordinates), MAX_LOCATIONS_PER_CLASS, replace=False)]
         locations[str(label)] = coordinates.tolist()
@@ -100,7 +101,7 @@ def preprocess_dataset(dataset: RawDataset, plans: Plans, configuration: str,
         case = dataset.load_case(case_id)
         data, seg, properties = preprocess_case(case.stacked(), case.label.array[None].astype(np.int16),
                                                 case.spacing, plans, configuration)
-        properties["class_locations"] = class_locations(seg, sorted(plans.labels.values()), rng)
+        properties["class_locations"] = class_locations(seg, plans.label_model.scored, rng)
         np.save(folder / f"{case_id}.npy", data)
         np.save(folder / f"{case_id}_seg.npy", seg)
         write_json(folder / f"{case_id}.json", properties)  # written last: marks the case complete

@@ -4,7 +4,8 @@ A U-Net export (:mod:`gnnseg.seg.unet.onnx_export`) carries either gnnseg's plan
 ``plans.json`` and ``dataset.json``; the two differ before and after the network, not in the sliding window:
 
 - :class:`GnnsegCases` (gnnseg's plans): :mod:`~gnnseg.seg.unet.inference_preprocessing`; windows padded after the
-  image, gnnseg's analytic Gaussian; softmax, probabilities resampled back to the cropped box (linear), argmax
+  image, gnnseg's analytic Gaussian; softmax (sigmoid per region for region-based plans), probabilities resampled
+  back to the cropped box (linear), argmax (regions: painted in ``regions_class_order``)
   (:func:`gnnseg.seg.unet.predict.predict_case`'s steps).
 - :class:`NnUNetCases` (nnU-Net's plans): :func:`~gnnseg.seg.unet.nnunet_preprocessing.preprocess_nnunet_case`;
   windows padded on both sides, nnU-Net's Gaussian (a filtered impulse, scaled to 10 and stored in float16), the
@@ -92,9 +93,10 @@ class GnnsegCases:
         planned = self.plans.configuration(self.configuration)
         self.channels = len(self.plans.channel_names)
         self.files_per_case = self.channels
-        self.num_outputs = len(self.plans.labels)
+        self.label_model = self.plans.label_model
+        self.num_outputs = self.label_model.num_outputs
         self.patch_size = tuple(int(p) for p in planned.patch_size)
-        self.label_values = sorted(int(v) for v in self.plans.labels.values())
+        self.label_values = self.label_model.all_labels
         self.axis_codes = self.plans.axis_codes
         self.importance = gaussian_importance(self.patch_size)
 
@@ -103,6 +105,8 @@ class GnnsegCases:
 
     def outputs(self, logits: np.ndarray, geometry: CaseGeometry, with_probabilities: bool
                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.label_model.has_regions:
+            return self._region_outputs(logits, geometry, with_probabilities)
         probabilities = _softmax_in_place(logits)
         transposed_shape = [geometry.original_shape[a] for a in self.plans.transpose_forward]
         box = tuple(slice(a, b) for a, b in geometry.box)
@@ -123,6 +127,18 @@ class GnnsegCases:
         labels = np.zeros(transposed_shape, np.int16)
         labels[box] = winners
         return _back_to_input_axes(labels, backward, 0, geometry.was_2d), None
+
+    def _region_outputs(self, logits: np.ndarray, geometry: CaseGeometry, with_probabilities: bool
+                        ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sigmoid per region, resampled back to the cropped box, each region above 0.5 painted in
+        ``regions_class_order``; zero probability (and background) outside the box."""
+        probabilities = 1 / (1 + np.exp(-logits))
+        transposed_shape = [geometry.original_shape[a] for a in self.plans.transpose_forward]
+        full = np.zeros((self.num_outputs, *transposed_shape), np.float32)
+        full[(slice(None), *(slice(a, b) for a, b in geometry.box))] = self._to_crop(probabilities, geometry)
+        full = _back_to_input_axes(full, self.plans.transpose_backward, 1, geometry.was_2d)
+        labels = self.label_model.paint_regions(full, np.zeros(full.shape[1:], np.int16))
+        return labels, full if with_probabilities else None
 
     @staticmethod
     def _to_crop(probabilities: np.ndarray, geometry: CaseGeometry) -> np.ndarray:
@@ -203,10 +219,7 @@ class NnUNetCases:
         probabilities = None
         if self.labels.has_regions:
             probabilities = 1 / (1 + np.exp(-logits.astype(np.float32)))
-            painted = np.zeros(cropped_shape, np.int16)
-            for index, value in enumerate(self.labels.regions_class_order):
-                painted[probabilities[index] > 0.5] = value
-            labels[box] = painted
+            labels[box] = self.labels.model.paint_regions(probabilities, np.zeros(cropped_shape, np.int16))
         else:
             labels[box] = logits.argmax(0)
             if with_probabilities:

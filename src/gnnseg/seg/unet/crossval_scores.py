@@ -21,6 +21,7 @@ import numpy as np
 
 from gnnseg.core.progress import progress
 from gnnseg.seg.io import MedicalImage, read_any
+from gnnseg.seg.io.dataset_labels import DatasetLabels, paint_regions
 from gnnseg.seg.unet.postprocess import LabelOrRegion, PostprocessingRule, region_mask
 
 
@@ -56,32 +57,17 @@ class LabelScheme:
         return any(isinstance(member, tuple) for member in self.scored)
 
     @classmethod
-    def from_labels(cls, labels: Mapping[str, int]) -> LabelScheme:
-        """Plain labels (``{"background": 0, "liver": 1, ...}``, a gnnseg plans' ``labels``)."""
-        foreground = tuple(sorted({int(value) for value in labels.values() if int(value) != 0}))
-        return cls(scored=foreground, foreground_labels=foreground)
-
-    @classmethod
     def from_dataset_json(cls, dataset: Mapping[str, Any]) -> LabelScheme:
         """An nnU-Net ``dataset.json``'s labels: an ``ignore`` entry, regions (lists of labels) with their
-        ``regions_class_order``, as nnU-Net's ``LabelManager`` reads them."""
-        labels = {name: value for name, value in dataset["labels"].items() if name != "ignore"}
-        ignore = dataset["labels"].get("ignore")
-        if ignore is not None and (not isinstance(ignore, int) or isinstance(ignore, bool)):
-            raise ValueError(f"the ignore label must be one integer, got {ignore!r}")
-        flat = sorted({int(v) for value in labels.values()
-                       for v in (value if isinstance(value, (list, tuple)) else [value])})
-        foreground = tuple(v for v in flat if v != 0)
-        if not any(isinstance(value, (list, tuple)) and len(value) > 1 for value in labels.values()):
-            return cls(scored=foreground, foreground_labels=foreground, ignore_label=ignore)
-        regions: list[LabelOrRegion] = []
-        for value in labels.values():
-            members = [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
-            if set(members) != {0}:
-                regions.append(tuple(members) if isinstance(value, (list, tuple)) else members[0])
-        order = dataset.get("regions_class_order")
-        return cls(scored=tuple(regions), foreground_labels=foreground, ignore_label=ignore,
-                   regions_class_order=None if order is None else tuple(int(v) for v in order))
+        ``regions_class_order``, as nnU-Net's ``LabelManager`` reads them (:class:`DatasetLabels`)."""
+        return cls.from_model(DatasetLabels.from_json(dataset["labels"], dataset.get("regions_class_order")))
+
+    @classmethod
+    def from_model(cls, model: DatasetLabels) -> LabelScheme:
+        """What a dataset's labels score (a gnnseg plans' ``label_model``, or an nnU-Net ``dataset.json``'s)."""
+        return cls(scored=tuple(model.scored), foreground_labels=tuple(model.foreground_labels),
+                   ignore_label=model.ignore_label, regions_class_order=model.regions_class_order
+                   if model.has_regions else None)
 
     def to_json(self) -> dict[str, Any]:
         return {"scored": [list(m) if isinstance(m, tuple) else m for m in self.scored],
@@ -93,10 +79,7 @@ class LabelScheme:
         ``regions_class_order`` (later regions over earlier ones)."""
         if not self.has_regions:
             return probabilities.argmax(0)
-        labels = np.zeros(probabilities.shape[1:], dtype=np.uint16)
-        for channel, label in enumerate(self.regions_class_order):
-            labels[probabilities[channel] > 0.5] = label
-        return labels
+        return paint_regions(probabilities, self.regions_class_order, np.zeros(probabilities.shape[1:], np.uint16))
 
 
 def case_dice(reference: np.ndarray, prediction: np.ndarray, scheme: LabelScheme) -> dict[LabelOrRegion, float]:

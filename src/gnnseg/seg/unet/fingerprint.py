@@ -15,6 +15,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class Fingerprint:
 
     dataset_name: str
     channel_names: dict[str, str]
-    labels: dict[str, int]
+    labels: dict[str, Any]          # dataset.json's labels as written (regions as lists, "ignore")
     num_training: int
     spacings: list[list[float]]
     shapes_after_crop: list[list[int]]
@@ -42,6 +43,7 @@ class Fingerprint:
     foreground_intensity_properties_per_channel: dict[str, dict[str, float]]
     is_2d: bool
     axis_codes: str | None = None   # where the training volumes' x, y, z axes point ("RAS"); None for 2D
+    regions_class_order: list[int] | None = None   # region-based datasets: the label painted per region
 
     def save(self, path: str | os.PathLike) -> Path:
         return write_json(path, asdict(self))
@@ -112,4 +114,6 @@ def extract_fingerprint(dataset: RawDataset, *, seed: int = 1234, show_progress:
                        num_training=len(case_ids), spacings=spacings, shapes_after_crop=shapes,
                        median_relative_size_after_cropping=float(np.median(relative_sizes)),
                        foreground_intensity_properties_per_channel=properties, is_2d=bool(is_2d),
-                       axis_codes=Counter(orientations).most_common(1)[0][0] if orientations else None)
+                       axis_codes=Counter(orientations).most_common(1)[0][0] if orientations else None,
+                       regions_class_order=None if dataset.regions_class_order is None else
+                       list(dataset.regions_class_order))

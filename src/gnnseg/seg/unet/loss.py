@@ -1,7 +1,11 @@
 """Dice + cross-entropy with deep supervision, as nnU-Net trains (Isensee et al. 2021).
 
 Soft Dice over foreground classes (``do_bg=False``), computed over the whole batch ("batch Dice") or
-per sample, plus cross-entropy, weighted 1:1. With deep supervision every decoder output gets the
+per sample, plus cross-entropy, weighted 1:1. Region-based datasets train one sigmoid output per region instead:
+binary cross-entropy with logits plus soft Dice over every region (``do_bg=True``: no channel is background),
+nnU-Net's ``DC_and_BCE_loss``; the ignore label is left out of both terms (its ``loss_mask``). Dice enters as
+``1 - Dice`` here where nnU-Net adds ``-Dice``: the values differ by 1, the gradients are the same.
+With deep supervision every decoder output gets the
 loss against the labels downsampled (nearest) to its resolution, weighted ``1 / 2^i`` with the coarsest
 output's weight set to 0, then normalised to sum to 1.
 """
@@ -13,6 +17,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from gnnseg.seg.io.dataset_labels import DatasetLabels, LabelOrRegion
+from gnnseg.seg.unet.label_targets import loss_mask, region_targets, softmax_targets
 
 
 def soft_dice(logits: Tensor, target: Tensor, *, batch_dice: bool = True, smooth: float = 1e-5) -> Tensor:
@@ -33,15 +40,66 @@ def soft_dice(logits: Tensor, target: Tensor, *, batch_dice: bool = True, smooth
 
 
 class DiceCrossEntropyLoss(nn.Module):
-    def __init__(self, batch_dice: bool = True, dice_weight: float = 1.0, ce_weight: float = 1.0) -> None:
+    def __init__(self, batch_dice: bool = True, dice_weight: float = 1.0, ce_weight: float = 1.0,
+                 ignore_label: int | None = None) -> None:
         super().__init__()
         self.batch_dice, self.dice_weight, self.ce_weight = batch_dice, dice_weight, ce_weight
+        self.ignore_label = ignore_label
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """``logits (B, K, *spatial)``, ``target (B, 1, *spatial)``; label -1 is ignored."""
+        """``logits (B, K, *spatial)``, ``target (B, 1, *spatial)``; label -1 and the ignore label are ignored."""
+        target = softmax_targets(target, self.ignore_label)
         ce = F.cross_entropy(logits, target[:, 0].long(), ignore_index=-1)
         dice_loss = 1.0 - soft_dice(logits, target, batch_dice=self.batch_dice)
         return self.ce_weight * ce + self.dice_weight * dice_loss
+
+
+def masked_soft_dice(probabilities: Tensor, target: Tensor, mask: Tensor | None, *, batch_dice: bool = True,
+                     smooth: float = 1e-5) -> Tensor:
+    """Mean soft Dice over every channel (``do_bg=True``): ``probabilities`` and binary ``target`` ``(B, R,
+    *spatial)``, voxels where ``mask (B, 1, *spatial)`` is 0 left out."""
+    if mask is not None:
+        probabilities, target = probabilities * mask, target * mask
+    axes = tuple(range(2, probabilities.dim()))
+    if batch_dice:
+        axes = (0, *axes)
+    intersection = (probabilities * target).sum(axes)
+    denominator = probabilities.sum(axes) + target.sum(axes)
+    return ((2 * intersection + smooth) / (denominator + smooth).clamp_min(1e-8)).mean()
+
+
+class RegionDiceBCELoss(nn.Module):
+    """Binary cross-entropy with logits + soft Dice over the regions, weighted 1:1, outside the ignore label.
+
+    Takes integer label maps and turns them into one binary target per region
+    (:func:`~gnnseg.seg.unet.label_targets.region_targets`); the cross-entropy is averaged over the counted voxels
+    (and regions), as nnU-Net's ``DC_and_BCE_loss``."""
+
+    def __init__(self, regions: Sequence[LabelOrRegion], ignore_label: int | None = None, batch_dice: bool = True,
+                 dice_weight: float = 1.0, bce_weight: float = 1.0) -> None:
+        super().__init__()
+        self.regions, self.ignore_label = list(regions), ignore_label
+        self.batch_dice, self.dice_weight, self.bce_weight = batch_dice, dice_weight, bce_weight
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``logits (B, R, *spatial)``, ``target (B, 1, *spatial)`` integer labels."""
+        regions = region_targets(target, self.regions)
+        mask = loss_mask(target, self.ignore_label)
+        dice = masked_soft_dice(torch.sigmoid(logits), regions, mask, batch_dice=self.batch_dice)
+        if mask is None:
+            bce = F.binary_cross_entropy_with_logits(logits, regions)
+        else:
+            bce = (F.binary_cross_entropy_with_logits(logits, regions, reduction="none") * mask).sum() \
+                / mask.sum().clamp_min(1e-8)
+        return self.bce_weight * bce + self.dice_weight * (1.0 - dice)
+
+
+def training_loss(labels: DatasetLabels, batch_dice: bool = True) -> DeepSupervisionLoss:
+    """The loss a dataset trains with, with deep supervision: :class:`RegionDiceBCELoss` for regions, else
+    :class:`DiceCrossEntropyLoss`; either skips the ignore label (nnU-Net's ``_build_loss``)."""
+    if labels.has_regions:
+        return DeepSupervisionLoss(RegionDiceBCELoss(labels.regions, labels.ignore_label, batch_dice=batch_dice))
+    return DeepSupervisionLoss(DiceCrossEntropyLoss(batch_dice=batch_dice, ignore_label=labels.ignore_label))
 
 
 def deep_supervision_weights(num_outputs: int) -> list[float]:

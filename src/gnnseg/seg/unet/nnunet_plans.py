@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gnnseg.seg.io.dataset_labels import DatasetLabels
+from gnnseg.seg.io.raw_dataset import IMAGE_READERS
+
 NORMALIZATION_SCHEMES = ("CTNormalization", "ZScoreNormalization", "NoNormalization", "RescaleTo01Normalization",
                          "RGBTo01Normalization")
 """nnU-Net's built-in intensity normalisations (:func:`gnnseg.seg.unet.nnunet_preprocessing.normalize_channel`)."""
@@ -24,9 +27,10 @@ NORMALIZATION_SCHEMES = ("CTNormalization", "ZScoreNormalization", "NoNormalizat
 RESAMPLING_FUNCTIONS = ("resample_data_or_seg_to_shape",)
 """nnU-Net's default resampling (:mod:`gnnseg.seg.unet.nnunet_resampling`); other functions are refused."""
 
-READERS = ("SimpleITKIO", "NibabelIO", "NaturalImage2DIO")
-"""nnU-Net image readers whose array order gnnseg's readers reproduce: ``(z, y, x)`` as stored, 2D images as one slice.
-``NibabelIOWithReorient`` (reorients to RAS first) and the TIFF readers are refused."""
+READERS = tuple(IMAGE_READERS)
+"""nnU-Net image readers whose array order gnnseg's readers reproduce (:data:`gnnseg.seg.io.raw_dataset.IMAGE_READERS`):
+``(z, y, x)`` as stored, 2D images as one slice. ``NibabelIOWithReorient`` (reorients to RAS first) and the TIFF
+readers are refused."""
 
 
 def read_json_file(path: Path, what: str) -> dict[str, Any]:
@@ -158,15 +162,15 @@ class NnUNetPlans:
 
 @dataclass(frozen=True)
 class NnUNetLabels:
-    """``dataset.json``'s labels as nnU-Net's LabelManager reads them.
+    """``dataset.json``'s labels as nnU-Net's LabelManager reads them (:class:`~gnnseg.seg.io.dataset_labels.
+    DatasetLabels`, ``model``), with the file ending and channels a model's inputs need.
 
     With plain labels the network has one output per label (softmax, argmax gives the label); with regions (a label
     given as a list of values) one output per foreground region (sigmoid, each region painted with its
     ``regions_class_order`` value where its probability exceeds 0.5, in that order). ``ignore`` is never predicted.
     """
 
-    labels: Mapping[str, Any]
-    regions_class_order: tuple[int, ...] | None
+    model: DatasetLabels
     file_ending: str
     channel_names: Mapping[str, str]
 
@@ -175,44 +179,33 @@ class NnUNetLabels:
         path = Path(path)
         document = read_json_file(path, "nnU-Net dataset.json")
         where = str(path)
-        labels = _require(document, "labels", where)
         channels = document.get("channel_names", document.get("modality"))
-        if not isinstance(labels, dict) or labels.get("background") != 0:
-            raise ValueError(f"{where}: labels must map 'background' to 0, got {labels!r}")
         if not isinstance(channels, dict) or not channels:
             raise ValueError(f"{where}: lacks 'channel_names'")
-        order = document.get("regions_class_order")
-        result = cls(labels=labels, regions_class_order=None if order is None else tuple(int(v) for v in order),
-                     file_ending=str(_require(document, "file_ending", where)), channel_names=channels)
-        if result.has_regions and (order is None or len(order) != len(result.foreground_regions)):
-            raise ValueError(f"{where}: region-based labels need one regions_class_order entry per region "
-                             f"({len(result.foreground_regions)})")
-        return result
+        model = DatasetLabels.from_json(_require(document, "labels", where), document.get("regions_class_order"),
+                                        where=where)
+        return cls(model=model, file_ending=str(_require(document, "file_ending", where)), channel_names=channels)
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """The ``labels`` object as ``dataset.json`` holds it."""
+        return self.model.to_json()
 
     @property
     def has_regions(self) -> bool:
-        return any(isinstance(v, (list, tuple)) and len(v) > 1 for v in self.labels.values())
+        return self.model.has_regions
+
+    @property
+    def regions_class_order(self) -> tuple[int, ...] | None:
+        return self.model.regions_class_order
 
     @property
     def all_labels(self) -> list[int]:
-        values = set()
-        for name, value in self.labels.items():
-            if name != "ignore":
-                values.update(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
-        return sorted(values)
-
-    @property
-    def foreground_regions(self) -> list[tuple[int, ...]]:
-        regions = []
-        for name, value in self.labels.items():
-            members = tuple(int(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
-            if name != "ignore" and set(members) != {0}:
-                regions.append(members)
-        return regions
+        return self.model.all_labels
 
     @property
     def num_outputs(self) -> int:
-        return len(self.foreground_regions) if self.has_regions else len(self.all_labels)
+        return self.model.num_outputs
 
     @property
     def num_channels(self) -> int:

@@ -185,7 +185,8 @@ def export_unet_onnx(networks: nn.Module | Sequence[nn.Module], plans: Plans, co
     """
     planned = plans.configuration(configuration)
     dataset = dict(dataset) if dataset is not None else {
-        "channel_names": plans.channel_names, "labels": plans.labels, "file_ending": plans.file_ending or ".nii.gz"}
+        "channel_names": plans.channel_names, "labels": plans.labels, "file_ending": plans.file_ending or ".nii.gz",
+        **({"regions_class_order": list(plans.regions_class_order)} if plans.regions_class_order else {})}
     channels = len(plans.channel_names)
     settings = {"plans_format": "gnnseg", "configuration": configuration,
                 "file_ending": dataset.get("file_ending") or ".nii.gz",
@@ -196,7 +197,7 @@ def export_unet_onnx(networks: nn.Module | Sequence[nn.Module], plans: Plans, co
              DATASET_FILE: json.dumps(dataset, indent=2) + "\n"}
     networks = [networks] if isinstance(networks, nn.Module) else list(networks)
     return _write_export(networks, folds, Path(output), patch_size=planned.patch_size, channels=channels,
-                         outputs=len(plans.labels), mirror_axes=mirror_axes, step_size=step_size,
+                         outputs=plans.label_model.num_outputs, mirror_axes=mirror_axes, step_size=step_size,
                          settings=settings, files=files, seed=seed)
 
 
@@ -255,7 +256,7 @@ def _run_fold(run_dir: Path) -> int | str | None:
 
 
 def export_unet_runs(run_dirs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, *,
-                     checkpoint: str = "checkpoint_best.pt") -> dict[str, Any]:
+                     checkpoint: str = "checkpoint_final.pth") -> dict[str, Any]:
     """Export gnnseg U-Net training runs (``gnnseg seg train``'s run folders: one, or one per fold of the same plans
     and configuration) into the new folder ``output`` (``gnnseg seg export-onnx --unet RUN_DIR``).
 
@@ -291,17 +292,23 @@ def export_unet_runs(run_dirs: str | os.PathLike | Sequence[str | os.PathLike], 
 
 def export_unet_folders(model_dirs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, *,
                         checkpoint: str | None = None, folds: Sequence[int | str] | None = None) -> dict[str, Any]:
-    """``gnnseg seg export-onnx --unet DIR [--unet DIR ...]``: one nnU-Net v2 model folder (``folds`` of it, default
-    all), or gnnseg run folders (one per fold); ``checkpoint`` default: nnU-Net's ``checkpoint_final.pth`` or
-    gnnseg's ``checkpoint_best.pt``."""
+    """``gnnseg seg export-onnx --unet DIR [--unet DIR ...]``: one model folder in nnU-Net's results layout, trained by
+    nnU-Net v2 or by gnnseg (``folds`` of it, default all), or gnnseg run folders (one per fold); ``checkpoint``
+    default: ``checkpoint_final.pth``."""
+    from gnnseg.seg.unet.fold_ensemble import fold_dirs_of
     from gnnseg.seg.unet.nnunet_models import is_nnunet_model_folder
+    from gnnseg.seg.unet.results_layout import is_gnnseg_model_folder
 
     folders = [Path(model_dirs)] if isinstance(model_dirs, (str, os.PathLike)) else [Path(d) for d in model_dirs]
-    nnunet = [folder for folder in folders if is_nnunet_model_folder(folder)]
+    nnunet = [folder for folder in folders if is_nnunet_model_folder(folder) and not is_gnnseg_model_folder(folder)]
     if nnunet and len(folders) > 1:
         raise ValueError(f"{nnunet[0]} is an nnU-Net model folder, which holds its folds itself: give it alone")
     if nnunet:
         return export_nnunet_model(nnunet[0], output, folds=folds, checkpoint=checkpoint)
-    if folds is not None:
-        raise ValueError("folds choose among an nnU-Net model folder's; a gnnseg run is one fold: give the runs")
-    return export_unet_runs(folders, output, checkpoint=checkpoint or "checkpoint_best.pt")
+    checkpoint = checkpoint or "checkpoint_final.pth"
+    if any(is_gnnseg_model_folder(folder) for folder in folders):
+        folders = fold_dirs_of(folders, folds, checkpoint)       # its fold_<k> folders are gnnseg runs
+    elif folds is not None:
+        raise ValueError("folds choose among a model folder's fold_<k> folders; a gnnseg run is one fold: give the "
+                         "runs")
+    return export_unet_runs(folders, output, checkpoint=checkpoint)

@@ -1,12 +1,15 @@
 """The U-Net pipeline behind the command line, as library functions: plan -> preprocess -> train -> predict -> metrics.
 
 A *work folder* holds one dataset's ``dataset_fingerprint.json``, ``plans.json`` and ``preprocessed/``;
-it records the raw dataset's location. Training creates ``runs/seg-train/<time>/`` (or continues one
-with ``resume``); prediction reads only a run folder.
+it records the raw dataset's location (with ``-d``, the work folder is ``$nnUNet_preprocessed/DatasetXXX_Name/``,
+:mod:`gnnseg.seg.unet.nnunet_paths`). Training creates ``runs/seg-train/<time>/`` (or continues one with
+``resume``), or with ``-d`` nnU-Net's results layout (:mod:`gnnseg.seg.unet.results_layout`); prediction reads only
+the trained folds (:mod:`gnnseg.seg.unet.fold_ensemble`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -15,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from gnnseg.core.runs import new_run, reopen_run
+from gnnseg.core import progress
+from gnnseg.core.atomic import atomic_path
+from gnnseg.core.runs import new_run, reopen_run, write_json
 from gnnseg.seg.folder_scoring import score_folders
 from gnnseg.seg.io import (
     MedicalImage,
@@ -29,18 +34,14 @@ from gnnseg.seg.io.any_format import write_any
 from gnnseg.seg.unet.case_inputs import inputs_by_case
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
+from gnnseg.seg.unet.fold_ensemble import TrainedFolds, open_trained_folds
 from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.planner_presets import preset_named
 from gnnseg.seg.unet.plans import Plans
 from gnnseg.seg.unet.postprocess import keep_largest_component
 from gnnseg.seg.unet.predict import predict_case
-from gnnseg.seg.unet.train import (
-    TrainConfig,
-    load_trained_network,
-    train_fold,
-    trained_augmentation,
-    training_device,
-)
+from gnnseg.seg.unet.train import CHECKPOINT_FINAL, TrainConfig, train_fold, training_device
+from gnnseg.seg.unet.validation_predictions import PROBABILITIES_KEY
 
 
 def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *, memory_gb: float | None = None,
@@ -56,18 +57,34 @@ def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *,
                               "with the old plan are then redone)")
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = extract_fingerprint(dataset)
-    fingerprint.save(work / "dataset_fingerprint.json")
+    fingerprint_file = fingerprint.save(_fingerprint_path(work))
     plans = replace(plan_experiment(fingerprint, memory_gb=memory_gb, device=device, base_features=base_features,
                                     planner=planner),
                     raw_dataset=str(Path(dataset_dir).resolve()), file_ending=dataset.file_ending)
     plans.save(work / "plans.json")
-    return {"work_dir": str(work), "plans": str(work / "plans.json"), "planner": planner,
+    return {"work_dir": str(work), "plans": str(work / "plans.json"), "fingerprint": str(fingerprint_file),
+            "planner": planner,
             "configurations": {name: {"patch_size": list(c.patch_size), "batch_size": c.batch_size,
                                       "spacing": list(c.spacing), "stages": c.network.num_stages}
                                for name, c in plans.configurations.items()}}
 
 
-def _work(work_dir) -> tuple[Path, Plans, RawDataset]:
+def _fingerprint_path(work: Path) -> Path:
+    """``dataset_fingerprint.json``, unless that file holds a fingerprint gnnseg did not write (nnU-Net writes one of
+    the same name into ``$nnUNet_preprocessed/DatasetXXX_Name``, the work folder of ``-d``): then
+    ``gnnseg_dataset_fingerprint.json`` beside it, leaving the other one as it is."""
+    path = work / "dataset_fingerprint.json"
+    if not path.is_file():
+        return path
+    try:
+        ours = {"dataset_name", "num_training"} <= set(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
+        ours = False
+    return path if ours else work / "gnnseg_dataset_fingerprint.json"
+
+
+def open_work_folder(work_dir: str | os.PathLike) -> tuple[Path, Plans, RawDataset]:
+    """A work folder's path, its plans and the raw dataset they were planned from."""
     work = Path(work_dir)
     plans = Plans.load(work / "plans.json")
     if plans.raw_dataset is None:
@@ -76,7 +93,7 @@ def _work(work_dir) -> tuple[Path, Plans, RawDataset]:
 
 
 def preprocess(work_dir: str | os.PathLike, configuration: str) -> dict[str, Any]:
-    work, plans, dataset = _work(work_dir)
+    work, plans, dataset = open_work_folder(work_dir)
     folder = preprocess_dataset(dataset, plans, configuration, work / "preprocessed")
     return {"configuration": configuration, "folder": str(folder), "cases": len(list(folder.glob("*.json")))}
 
@@ -84,7 +101,7 @@ def preprocess(work_dir: str | os.PathLike, configuration: str) -> dict[str, Any
 def train(work_dir: str | os.PathLike, configuration: str, fold: int | str, config: TrainConfig, *,
           runs_root: str | os.PathLike = "runs", resume_run: str | os.PathLike | None = None,
           show_progress: bool | None = None, device: str | None = None) -> dict[str, Any]:
-    work, plans, dataset = _work(work_dir)
+    work, plans, dataset = open_work_folder(work_dir)
     run_dir = (reopen_run(resume_run) if resume_run else new_run("seg-train", runs_root)).path
     summary = train_fold(work / "preprocessed", plans, configuration, fold, run_dir, config, raw_dataset=dataset,
                          resume=resume_run is not None, show_progress=show_progress, device=device)
@@ -93,10 +110,16 @@ def train(work_dir: str | os.PathLike, configuration: str, fold: int | str, conf
 
 def predict_image(network, channels: Sequence[MedicalImage], plans: Plans, configuration: str,
                   **options: Any) -> MedicalImage:
-    """Labels for one case given as one image per channel, on the first channel's grid (``options`` go to
-    :func:`predict_case`). A volume whose axes run otherwise than the training volumes' (``plans.axis_codes``,
-    e.g. an LAS DICOM series for a network trained on RAS NIfTIs) is predicted in the training axis order and
-    its labels put back, so the network never sees a scan mirrored or transposed."""
+    """Labels for one case given as one image per channel, on the first channel's grid (:func:`segment_image`)."""
+    return segment_image(network, channels, plans, configuration, **options)[0]
+
+
+def segment_image(network, channels: Sequence[MedicalImage], plans: Plans, configuration: str,
+                  **options: Any) -> tuple[MedicalImage, np.ndarray]:
+    """Labels and probabilities ``(K, *spatial)`` float32 for one case given as one image per channel, both on the
+    first channel's grid (``options`` go to :func:`predict_case`). A volume whose axes run otherwise than the
+    training volumes' (``plans.axis_codes``, e.g. an LAS DICOM series for a network trained on RAS NIfTIs) is
+    predicted in the training axis order and put back, so the network never sees a scan mirrored or transposed."""
     reference = channels[0]
     codes = plans.axis_codes
     turn = (codes is not None and reference.affine is not None and len(reference.spacing) == 3
@@ -104,44 +127,68 @@ def predict_image(network, channels: Sequence[MedicalImage], plans: Plans, confi
     if turn:
         channels = [reorient(channel, tuple(codes)) for channel in channels]
     data = np.stack([channel.array.astype(np.float32) for channel in channels])
-    labels, _ = predict_case(network, data, channels[0].spacing, plans, configuration, **options)
+    labels, probabilities = predict_case(network, data, channels[0].spacing, plans, configuration, **options)
     result = MedicalImage(labels.astype(np.uint8), channels[0].spacing, channels[0].affine)
-    return reorient_like(result, reference) if turn else result
+    if not turn:
+        return result, probabilities
+    back = [reorient_like(MedicalImage(p, channels[0].spacing, channels[0].affine), reference).array
+            for p in probabilities]
+    return reorient_like(result, reference), np.stack(back)
 
 
-def predict_folder(run_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
-                   checkpoint: str = "checkpoint_best.pt", step: float = 0.5,
-                   mirror: bool = False, keep_largest: Sequence[int] = (),
-                   device: str | None = None) -> dict[str, Any]:
-    """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting); each label in
-    ``keep_largest`` is reduced to its largest connected component (:mod:`gnnseg.seg.unet.postprocess`). The network
-    runs on ``device`` (default: the GPU where there is one)."""
-    trained = _TrainedForPrediction.load(run_dir, checkpoint, device, mirror, keep_largest)
-    plans = trained.plans
+def predict_folder(model: str | os.PathLike | Sequence[str | os.PathLike], input_dir: str | os.PathLike,
+                   output_dir: str | os.PathLike, *, folds: Sequence[str | int] | None = None,
+                   checkpoint: str = CHECKPOINT_FINAL, step: float = 0.5, mirror: bool = True,
+                   keep_largest: Sequence[int] = (), save_probabilities: bool = False, device: str | None = None,
+                   show_progress: bool | None = None) -> dict[str, Any]:
+    """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting), as
+    ``nnUNetv2_predict`` does by default: every fold of ``model`` (a results folder's ``fold_<k>``, or ``folds``; or
+    run folders, one fold each) ensembled by their mean logits (:mod:`gnnseg.seg.unet.fold_ensemble`), from their
+    ``checkpoint``, mirrored along the axes the folds were trained to mirror (``mirror=False``: not), windows
+    ``step`` of a patch apart. Each label in ``keep_largest`` is reduced to its largest connected component
+    (:mod:`gnnseg.seg.unet.postprocess`). ``save_probabilities`` adds ``<case>.npz`` (``probabilities (K,
+    *spatial)`` float32 on the case's grid, before any component is removed) and ``<case>.json`` (the case's
+    spacing and shape, and the K classes: label values, or regions as lists of values). The network runs on
+    ``device`` (default: the GPU where there is one); a bar on stderr counts the cases. Everything is checked before
+    the first file is written."""
+    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest)
+    plans = trained.folds.plans
     ending = plans.file_ending or ".nii.gz"     # the raw dataset itself is not needed to predict
     output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     cases = inputs_by_case(Path(input_dir), ending, len(plans.channel_names))
     if not cases:
         raise FileNotFoundError(f"no input files ending in {ending} in {input_dir}")
-    existing = [str(output / f"{case_id}{ending}") for case_id in cases if (output / f"{case_id}{ending}").exists()]
+    outputs = {case_id: [output / f"{case_id}{ending}"] + ([output / f"{case_id}.npz", output / f"{case_id}.json"]
+                                                          if save_probabilities else [])
+               for case_id in cases}
+    existing = [str(path) for paths in outputs.values() for path in paths if path.exists()]
     if existing:
-        raise FileExistsError(f"{len(existing)} predictions already exist in {output} (e.g. {existing[0]}); "
+        raise FileExistsError(f"{len(existing)} outputs already exist in {output} (e.g. {existing[0]}); "
                               f"choose a new output folder")
+    output.mkdir(parents=True, exist_ok=True)
     written = []
-    for case_id, paths in cases.items():
-        image = trained.predict([read_any(p) for p in paths], step)
-        target = write_any(image, output / f"{case_id}{ending}")
-        written.append(str(target))
-    return {"run_dir": str(run_dir), "configuration": trained.configuration, "predictions": written,
-            "mirror_axes": list(trained.mirror_axes), "keep_largest": list(keep_largest)}
+    label_model = plans.label_model
+    classes = [list(c) if isinstance(c, tuple) else c
+               for c in (label_model.regions if label_model.has_regions else label_model.all_labels)]
+    description = f"U-Net {trained.folds.configuration} ({len(trained.folds.fold_dirs)} folds)"
+    for case_id in progress(list(cases), desc=description, enabled=show_progress):
+        image, probabilities = trained.predict([read_any(p) for p in cases[case_id]], step)
+        paths = outputs[case_id]
+        if save_probabilities:
+            with atomic_path(paths[1]) as temporary:
+                np.savez_compressed(temporary, **{PROBABILITIES_KEY: probabilities.astype(np.float32)})
+            write_json(paths[2], {"spacing": [float(s) for s in image.spacing], "shape": list(image.array.shape),
+                                  "classes": classes, "configuration": trained.folds.configuration})
+        written.append(str(write_any(image, paths[0])))
+    return {**trained.describe(checkpoint, step), "predictions": written}
 
 
-def predict_dicom_seg(run_dir: str | os.PathLike, series_dir: str | os.PathLike, output: str | os.PathLike, *,
-                      checkpoint: str = "checkpoint_best.pt", step: float = 0.5, mirror: bool = False,
+def predict_dicom_seg(model: str | os.PathLike | Sequence[str | os.PathLike], series_dir: str | os.PathLike,
+                      output: str | os.PathLike, *, folds: Sequence[str | int] | None = None,
+                      checkpoint: str = CHECKPOINT_FINAL, step: float = 0.5, mirror: bool = True,
                       keep_largest: Sequence[int] = (), device: str | None = None) -> dict[str, Any]:
     """Segment one DICOM series (a folder of its slices) and write the labels as the DICOM-SEG ``output``, its
-    segments named by the run's labels and referencing the series (:mod:`gnnseg.seg.io.dicom_seg`). The output and
+    segments named by the model's labels and referencing the series (:mod:`gnnseg.seg.io.dicom_seg`). The output and
     the series are checked before the network loads; options as :func:`predict_folder`."""
     from gnnseg.seg.io.dicom_seg import dicom_seg_source, refuse_non_dicom_source, require_highdicom, write_dicom_seg
 
@@ -151,51 +198,51 @@ def predict_dicom_seg(run_dir: str | os.PathLike, series_dir: str | os.PathLike,
     refuse_non_dicom_source(series_dir, output)
     require_highdicom()
     source = dicom_seg_source(series_dir)
-    trained = _TrainedForPrediction.load(run_dir, checkpoint, device, mirror, keep_largest)
-    if len(trained.plans.channel_names) != 1:
-        raise ValueError(f"the run takes {len(trained.plans.channel_names)} channels per case; a DICOM series gives "
-                         "one")
-    image = trained.predict([read_any(series_dir)], step)
-    names = {int(value): name for name, value in trained.plans.labels.items() if int(value) > 0}
+    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest)
+    plans = trained.folds.plans
+    if len(plans.channel_names) != 1:
+        raise ValueError(f"the model takes {len(plans.channel_names)} channels per case; a DICOM series gives one")
+    image, _ = trained.predict([read_any(series_dir)], step)
+    names = {value: name for name, value in plans.label_model.names.items() if isinstance(value, int) and value > 0}
     write_dicom_seg(image.array, source, output, label_names=names,
-                    model=f"U-Net {Path(run_dir).name} {trained.configuration}")
-    return {"run_dir": str(run_dir), "configuration": trained.configuration, "predictions": [str(output)],
-            "mirror_axes": list(trained.mirror_axes), "keep_largest": list(keep_largest),
+                    model=f"U-Net {trained.folds.fold_dirs[0].name} {trained.folds.configuration}")
+    return {**trained.describe(checkpoint, step), "predictions": [str(output)],
             "voxels_per_label": {int(k): int((image.array == k).sum()) for k in np.unique(image.array) if k}}
 
 
 @dataclass(frozen=True)
 class _TrainedForPrediction:
-    """A trained network with what prediction needs from its run: plans, configuration, mirroring, kept labels."""
+    """A model's folds with what prediction adds: the mirroring axes used and the labels kept whole."""
 
-    network: Any
-    plans: Plans
-    configuration: str
+    folds: TrainedFolds
     mirror_axes: tuple[int, ...]
     keep_largest: tuple[int, ...]
 
     @classmethod
-    def load(cls, run_dir, checkpoint: str, device: str | None, mirror: bool,
+    def load(cls, model, folds: Sequence[str | int] | None, checkpoint: str, device: str | None, mirror: bool,
              keep_largest: Sequence[int]) -> _TrainedForPrediction:
-        network, plans, configuration = load_trained_network(Path(run_dir) / checkpoint)
-        network.to(device or training_device())
-        unknown = sorted(set(keep_largest) - {int(v) for v in plans.labels.values() if int(v) > 0})
+        models = [model] if isinstance(model, (str, os.PathLike)) else list(model)
+        trained = open_trained_folds(models, folds, checkpoint=checkpoint, device=device or training_device())
+        foreground = trained.plans.label_model.foreground_labels
+        unknown = sorted(set(keep_largest) - set(foreground))
         if unknown:
-            raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this run ({plans.labels})")
-        dims = len(plans.configuration(configuration).patch_size)
-        # test-time mirroring along the axes the run was trained to be mirrored on (all, unless trained without)
-        trained_axes = (trained_augmentation(run_dir) or {}).get("mirror_axes")
-        mirror_axes = (tuple(range(dims)) if trained_axes is None else tuple(trained_axes)) if mirror else ()
-        return cls(network, plans, configuration, mirror_axes, tuple(keep_largest))
+            raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this model ({foreground})")
+        return cls(trained, trained.mirror_axes if mirror else (), tuple(keep_largest))
 
-    def predict(self, channels: Sequence[MedicalImage], step: float) -> MedicalImage:
-        """Labels of one case on its first channel's grid, the kept labels reduced to their largest component."""
-        image = predict_image(self.network, channels, self.plans, self.configuration, step=step,
-                              mirror_axes=self.mirror_axes)
+    def predict(self, channels: Sequence[MedicalImage], step: float) -> tuple[MedicalImage, np.ndarray]:
+        """Labels of one case on its first channel's grid, the kept labels reduced to their largest component, and
+        the probabilities as the network gave them."""
+        image, probabilities = segment_image(self.folds.network, channels, self.folds.plans, self.folds.configuration,
+                                             step=step, mirror_axes=self.mirror_axes)
         if self.keep_largest:
             image = MedicalImage(keep_largest_component(image.array, self.keep_largest), image.spacing,
                                  image.affine)
-        return image
+        return image, probabilities
+
+    def describe(self, checkpoint: str, step: float) -> dict[str, Any]:
+        return {"model": [str(path) for path in self.folds.fold_dirs], "configuration": self.folds.configuration,
+                "checkpoint": checkpoint, "mirror_axes": list(self.mirror_axes), "step_size": step,
+                "keep_largest": list(self.keep_largest)}
 
 
 def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, tolerance_mm: float = 2.0,

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from gnnseg.seg.io.dataset_labels import DatasetLabels
 from gnnseg.seg.unet.fingerprint import Fingerprint
 from gnnseg.seg.unet.network import features_per_stage
 from gnnseg.seg.unet.planner_presets import (
@@ -249,7 +250,9 @@ def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float | None = None,
     median_shape = np.median(new_shapes, axis=0)[transpose_forward]
     spacing_t = spacing[transpose_forward]
     dataset_voxels = float(np.prod(median_shape, dtype=np.float64) * fingerprint.num_training)
-    num_channels, num_classes = len(fingerprint.channel_names), len(fingerprint.labels)
+    num_channels = len(fingerprint.channel_names)
+    num_classes = DatasetLabels.from_json(fingerprint.labels, fingerprint.regions_class_order,
+                                          where=f"the fingerprint of {fingerprint.dataset_name}").num_outputs
 
     configurations = {}
     if not fingerprint.is_2d and median_shape[0] != 1:
@@ -280,4 +283,6 @@ def plan_experiment(fingerprint: Fingerprint, *, memory_gb: float | None = None,
         "resampling": {"image_order": 3, "label_order": 1, "anisotropic_axis_order": 0},
         "configurations": configurations,
         **({} if preset.name == "default" else {"plans_name": preset.plans_name}),
+        **({} if fingerprint.regions_class_order is None else
+           {"regions_class_order": list(fingerprint.regions_class_order)}),
     }, source=f"the plans of {fingerprint.dataset_name}")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from gnnseg.seg.io.dataset_labels import DatasetLabels
+
 PLANS_VERSION = "gnnseg.plans/1"
 
 
@@ -130,9 +132,10 @@ class Resampling:
     anisotropic_axis_order: int
 
 
-_WRITTEN_WHEN_SET = ("raw_dataset", "file_ending", "plans_name")
+_WRITTEN_WHEN_SET = ("raw_dataset", "file_ending", "plans_name", "regions_class_order")
 """Plans keys written only when set (the pipeline records the first two; plans made in code have neither; the planner
-presets other than the default name their plans as nnU-Net does)."""
+presets other than the default name their plans as nnU-Net does; region-based datasets record their
+``regions_class_order``)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ class Plans:
     dataset_name: str
     memory_budget: dict[str, Any]                 # the planner's device, memory_gb and base_features, as a record
     channel_names: dict[str, str]                 # channel index ("0") -> name; "CT" selects CT normalisation
-    labels: dict[str, int]                        # label name -> value, background 0
+    labels: dict[str, Any]                        # dataset.json's labels: name -> value or region, "ignore"
     axis_codes: str | None                        # where the training volumes' axes point ("RAS"); None for 2D
     transpose_forward: tuple[int, ...]            # the coarsest axis first
     transpose_backward: tuple[int, ...]
@@ -158,6 +161,13 @@ class Plans:
     raw_dataset: str | None = None                # the raw dataset's folder and its images' file ending
     file_ending: str | None = None
     plans_name: str | None = None                 # nnU-Net's plans identifier of a ResEnc preset; None: default
+    regions_class_order: tuple[int, ...] | None = None   # region-based datasets: the label painted per region
+
+    @property
+    def label_model(self) -> DatasetLabels:
+        """The labels as the network is trained on them: plain labels or regions, the ignore label, the number of
+        network outputs."""
+        return DatasetLabels.from_json(self.labels, self.regions_class_order, where=f"the plans of {self.dataset_name}")
 
     def configuration(self, name: str) -> Configuration:
         """The configuration called ``name``; an unknown name is refused with the names there are."""
@@ -195,7 +205,9 @@ class Plans:
                             for name, configuration in _json_object(entries["configurations"],
                                                                     f"{source}: configurations").items()},
             raw_dataset=entries.get("raw_dataset"), file_ending=entries.get("file_ending"),
-            plans_name=entries.get("plans_name"))
+            plans_name=entries.get("plans_name"),
+            regions_class_order=None if entries.get("regions_class_order") is None else
+            tuple(entries["regions_class_order"]))
 
     def to_json(self) -> dict[str, Any]:
         """The plans document: what :meth:`from_json` read (or :func:`plan_experiment` made), key for key."""

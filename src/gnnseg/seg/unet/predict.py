@@ -2,8 +2,9 @@
 
 Windows overlap by ``1 - step`` of the patch (50% by default) and each window's logits are weighted by a
 Gaussian centred on the patch (sigma = patch / 8) before averaging, as nnU-Net does, so that patch
-borders, where the network sees less context, count less. Probabilities are resampled back to the
-cropped shape (linear), argmaxed, put back into the uncropped box and transposed to the input axis order.
+borders, where the network sees less context, count less. Probabilities (softmax; sigmoid per region for
+region-based datasets) are resampled back to the cropped shape (linear), put back into the uncropped box and
+transposed to the input axis order, then argmaxed (regions: each above 0.5 painted in ``regions_class_order``).
 """
 
 from __future__ import annotations
@@ -91,17 +92,20 @@ def predict_case(network: nn.Module, data: np.ndarray, spacing, plans: Plans, co
                  **options: Any) -> tuple[np.ndarray, np.ndarray]:
     """Segment one raw case ``data (C, *spatial)`` with spacing in its own axis order.
 
-    Returns ``(labels (*spatial) int16, probabilities (K, *spatial) float32)`` on the input grid.
+    Returns ``(labels (*spatial) int16, probabilities (K, *spatial) float32)`` on the input grid (``K``: the
+    network's outputs, one per label or per region).
     """
-    num_classes = len(plans.labels)
+    labels = plans.label_model
+    num_classes = labels.num_outputs
     preprocessed, _, properties = preprocess_case(data, None, spacing, plans, configuration)
     logits = network_logits(network, preprocessed, plans.configuration(configuration), num_classes, **options)
-    probabilities = logits.softmax(0).numpy()
+    probabilities = (logits.sigmoid() if labels.has_regions else logits.softmax(0)).numpy()
     probabilities = resample_image(probabilities, properties["spacing"], properties["transposed_spacing"],
                                    new_shape=properties["shape_after_crop"], order=1)
     transposed_shape = [properties["original_shape"][a] for a in plans.transpose_forward]
     full = np.zeros((num_classes, *transposed_shape), np.float32)
-    full[0] = 1.0                                   # outside the nonzero box: background
+    if not labels.has_regions:
+        full[0] = 1.0                               # outside the nonzero box: background (no region there)
     box = tuple(slice(a, b) for a, b in properties["bbox"])
     full[(slice(None), *box)] = probabilities
     backward = plans.transpose_backward
@@ -109,4 +113,6 @@ def predict_case(network: nn.Module, data: np.ndarray, spacing, plans: Plans, co
     squeeze = len(spacing) == 2                     # 2D inputs were stored as single-slice volumes
     if squeeze:
         full = full[:, 0]
+    if labels.has_regions:
+        return labels.paint_regions(full, np.zeros(full.shape[1:], np.int16)), full
     return full.argmax(0).astype(np.int16), full

@@ -5,10 +5,12 @@ a poly schedule ``lr * (1 - epoch / epochs) ** 0.9`` (AdamW as an option); Dice 
 supervision; 33% foreground oversampling; augmentation (``augment.py``); an epoch is a fixed number of
 iterations. ``precision="bfloat16"`` runs the forward passes under autocast (convolutions in bfloat16, the loss
 in float32), as nnU-Net trains with mixed precision on GPUs. After each epoch: the pseudo Dice of validation
-patches, its moving average (which picks ``checkpoint_best.pt``), ``checkpoint_latest.pt`` and ``progress.png``.
-``resume=True`` continues from the latest checkpoint. At the end every validation case is segmented with sliding
-windows in its original geometry and scored (Dice per class); its labels and probabilities are kept in the run's
-``validation/`` folder (:mod:`gnnseg.seg.unet.validation_predictions`), where model selection reads them.
+patches, its moving average (which picks ``checkpoint_best.pth``), ``checkpoint_latest.pth``, ``progress.png`` and
+a line of the text log (:mod:`gnnseg.seg.unet.training_log`); at the end ``checkpoint_final.pth`` (nnU-Net v2's file
+names; the files hold gnnseg's checkpoint format). ``resume=True`` continues from the latest checkpoint. At the end
+every validation case is segmented with sliding windows in its original geometry and scored (Dice per class); its
+labels and probabilities are kept in the run's ``validation/`` folder (:mod:`gnnseg.seg.unet.validation_predictions`),
+where model selection reads them.
 
 Launched with ``torchrun --nproc_per_node=N``, training is data parallel (DDP): every rank draws its own
 patches (seeded by rank), gradients are averaged across ranks, validation counts are summed, and rank 0
@@ -20,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -34,22 +37,32 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gnnseg.core import load_checkpoint, progress, save_checkpoint, seed_everything  # noqa: E402
+from gnnseg.core.atomic import atomic_path  # noqa: E402
 from gnnseg.core.distributed import distributed_context  # noqa: E402
 from gnnseg.core.runs import write_json  # noqa: E402
 from gnnseg.seg.io import RawDataset  # noqa: E402
 from gnnseg.seg.metrics import dice  # noqa: E402
 from gnnseg.seg.unet.augment import AugmentationConfig, augment  # noqa: E402
 from gnnseg.seg.unet.dataloader import PatchSampler  # noqa: E402
-from gnnseg.seg.unet.loss import DeepSupervisionLoss, DiceCrossEntropyLoss  # noqa: E402
+from gnnseg.seg.unet.label_targets import pseudo_dice_counts  # noqa: E402
+from gnnseg.seg.unet.loss import training_loss  # noqa: E402
 from gnnseg.seg.unet.network import NETWORKS, UNet, mamba_stages_for  # noqa: E402
 from gnnseg.seg.unet.nnunet_networks import NnUNetNetwork, initialize_for_training  # noqa: E402
 from gnnseg.seg.unet.nnunet_networks import build_network as build_nnunet_network  # noqa: E402
 from gnnseg.seg.unet.plans import Plans  # noqa: E402
+from gnnseg.seg.unet.postprocess import region_mask  # noqa: E402
 from gnnseg.seg.unet.predict import predict_case  # noqa: E402
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits  # noqa: E402
+from gnnseg.seg.unet.training_log import TrainingLog  # noqa: E402
 from gnnseg.seg.unet.validation_predictions import ValidationPredictionWriter  # noqa: E402
 
 CHECKPOINT_FORMAT = "gnnseg.unet/1"
+CHECKPOINT_FINAL = "checkpoint_final.pth"
+"""The network at the end of training (written once the last epoch is done): what prediction uses by default."""
+CHECKPOINT_BEST = "checkpoint_best.pth"
+"""The network at the epoch with the best moving average of the validation patches' pseudo Dice."""
+CHECKPOINT_LATEST = "checkpoint_latest.pth"
+"""The network, optimizer and log after the latest epoch: what resuming continues from."""
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -102,13 +115,13 @@ def build_network(plans: Plans, configuration: str, deep_supervision: bool = Tru
             raise ValueError(f"--network {network} is a variant of gnnseg's plain U-Net; the plans' configuration "
                              f"{configuration!r} is a {plan.architecture['network_class_name']} (a ResEnc preset): "
                              "train it with --network unet, or plan with --planner default")
-        built = build_nnunet_network(plan.architecture, len(plans.channel_names), len(plans.labels),
+        built = build_nnunet_network(plan.architecture, len(plans.channel_names), plans.label_model.num_outputs,
                                      where=f"plans configuration {configuration!r}")
         initialize_for_training(built)
         built.deep_supervision = deep_supervision
         return built
     topology = plan.network
-    return UNet(len(plans.channel_names), len(plans.labels), dims=topology.dims,
+    return UNet(len(plans.channel_names), plans.label_model.num_outputs, dims=topology.dims,
                 features_per_stage=topology.features_per_stage, kernel_sizes=topology.kernel_sizes,
                 strides=topology.strides, convs_per_stage=topology.convs_per_stage, deep_supervision=deep_supervision,
                 mamba_stages=mamba_stages_for(network, topology.num_stages))
@@ -140,17 +153,6 @@ def _optimizer(network: torch.nn.Module, config: TrainConfig) -> torch.optim.Opt
         return torch.optim.SGD(network.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                                weight_decay=config.weight_decay)
     return torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-
-
-def _pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> np.ndarray:
-    """True positives, false positives, false negatives per foreground class, ``(3, K-1)``."""
-    predicted = logits.argmax(1)
-    truth = target[:, 0]
-    counts = np.zeros((3, num_classes - 1))
-    for label in range(1, num_classes):
-        p, t = predicted == label, truth == label
-        counts[:, label - 1] = [(p & t).sum().item(), (p & ~t).sum().item(), (~p & t).sum().item()]
-    return counts
 
 
 def _plot_progress(log: dict[str, list[float]], path: Path) -> None:
@@ -228,7 +230,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
     ``raw_dataset`` enables the final full-image validation in original geometry.
     """
     output = Path(output)
-    latest = output / "checkpoint_latest.pt"
+    latest = output / CHECKPOINT_LATEST
     if resume and not latest.is_file():
         raise FileNotFoundError(f"cannot resume: {latest} does not exist (is {output} a training run?)")
     output.mkdir(parents=True, exist_ok=True)
@@ -241,7 +243,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
     else:
         train_ids, val_ids = fold_cases(load_or_create_splits(Path(preprocessed) / "splits_final.json", case_ids), fold)
     plan = plans.configuration(configuration)
-    num_classes = len(plans.labels)
+    labels = plans.label_model          # plain labels or regions, and the ignore label
     batch_size = plan.batch_size if config.batch_size is None else config.batch_size
 
     context = distributed_context()
@@ -249,7 +251,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
     device = torch.device(device) if device is not None else training_device(context.local_rank)
     network = build_network(plans, configuration, config.deep_supervision, config.network).to(device)
     optimizer = _optimizer(network, config)
-    loss_fn = DeepSupervisionLoss(DiceCrossEntropyLoss(batch_dice=True))
+    loss_fn = training_loss(labels, batch_dice=True)
     log: dict[str, list[float]] = {k: [] for k in ("train_loss", "val_loss", "pseudo_dice", "pseudo_dice_ema",
                                                   "lr", "epoch_seconds")}
     start_epoch, best_ema = 0, -1.0
@@ -268,7 +270,12 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
         model = torch.nn.parallel.DistributedDataParallel(
             network, device_ids=[device.index] if device.type == "cuda" else None)
 
+    text_log = TrainingLog(output)
     if context.is_main:
+        text_log.write(f"training configuration {configuration} fold {fold}: epochs {start_epoch + 1} to "
+                       f"{config.epochs}, {config.iterations_per_epoch} iterations each, network {config.network}, "
+                       f"optimizer {config.optimizer}, precision {config.precision}"
+                       + (f", resumed from {latest.name}" if resume else ""))
         plans.save(output / "plans.json")
         write_json(output / TRAIN_CONFIG, {**dataclasses.asdict(config), "configuration": configuration,
                                            "fold": fold, "train_cases": train_ids, "val_cases": val_ids,
@@ -306,17 +313,18 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
 
         model.eval()
         network.deep_supervision = False
-        val_losses, counts = [], np.zeros((3, num_classes - 1))
+        val_losses, counts = [], np.zeros((3, len(labels.scored)))
         with torch.no_grad():
             for _ in range(config.validation_iterations):
                 image, target = (tensor.to(device) for tensor in val_sampler.batch())
                 with autocast(config.precision, device.type):
                     logits = network(image).float()
                 val_losses.append(loss_fn.loss(logits, target).item())
-                counts += _pseudo_dice_counts(logits, target, num_classes)
+                counts += pseudo_dice_counts(logits, target, labels)
         counts = context.all_reduce_sum(torch.from_numpy(counts).to(device)).cpu().numpy()
         tp, fp, fn = counts
-        pseudo_dice = float(np.mean(2 * tp / np.maximum(2 * tp + fp + fn, 1)))
+        per_class_dice = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+        pseudo_dice = float(np.mean(per_class_dice))
         ema = pseudo_dice if not log["pseudo_dice_ema"] else 0.9 * log["pseudo_dice_ema"][-1] + 0.1 * pseudo_dice
         for key, value in (("train_loss", np.mean(losses)), ("val_loss", np.mean(val_losses)),
                            ("pseudo_dice", pseudo_dice), ("pseudo_dice_ema", ema), ("lr", lr),
@@ -329,11 +337,19 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
         if not context.is_main:
             best_ema = max(best_ema, ema)
             continue
-        if ema > best_ema:
+        improved = ema > best_ema
+        if improved:
             best_ema = ema
-            save_checkpoint(state, output / "checkpoint_best.pt")
+            save_checkpoint(state, output / CHECKPOINT_BEST)
         save_checkpoint(state, latest)
         _plot_progress(log, output / "progress.png")
+        text_log.epoch(epoch + 1, config.epochs, train_loss=log["train_loss"][-1], val_loss=log["val_loss"][-1],
+                       pseudo_dice=per_class_dice.tolist(), ema=ema, new_best=improved, lr=lr,
+                       seconds=log["epoch_seconds"][-1])
+
+    if context.is_main:
+        with atomic_path(output / CHECKPOINT_FINAL) as temporary:     # the last epoch's network, whole or not at all
+            shutil.copyfile(latest, temporary)
 
     summary: dict[str, Any] = {"configuration": configuration, "fold": fold, "epochs": config.epochs,
                                "final_pseudo_dice": log["pseudo_dice"][-1] if log["pseudo_dice"] else None,
@@ -348,11 +364,13 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
 
 def validate_cases(network: UNet, dataset: RawDataset, case_ids, plans: Plans, configuration: str,
                    save_to: str | os.PathLike | None = None, **options: Any) -> dict[str, Any]:
-    """Segment each case in its original geometry and report Dice per foreground class and their mean; with
-    ``save_to`` (a run folder) the predictions are kept in its ``validation/`` folder for model selection."""
+    """Segment each case in its original geometry and report Dice per foreground label or region (outside the
+    ignore label) and their mean; with ``save_to`` (a run folder) the predictions are kept in its ``validation/``
+    folder for model selection."""
     network.deep_supervision = False
     per_case = {}
-    labels = {name: value for name, value in plans.labels.items() if value != 0}
+    model = plans.label_model
+    labels = {name: member for name, member in model.names.items() if member != 0}
     writer = ValidationPredictionWriter(save_to, dataset.file_ending) if save_to is not None else nullcontext()
     with writer:
         for case_id in case_ids:
@@ -361,8 +379,11 @@ def validate_cases(network: UNet, dataset: RawDataset, case_ids, plans: Plans, c
                                                     **options)
             if save_to is not None:
                 writer.save(case_id, predicted, probabilities, case.label)
-            per_case[case_id] = {name: dice(predicted == value, case.label.array == value)
-                                 for name, value in labels.items()}
+            counted = np.ones(predicted.shape, bool) if model.ignore_label is None else \
+                case.label.array != model.ignore_label
+            per_case[case_id] = {name: dice(region_mask(predicted, member) & counted,
+                                            region_mask(case.label.array, member) & counted)
+                                 for name, member in labels.items()}
     mean = {name: float(np.mean([scores[name] for scores in per_case.values()])) for name in labels}
     return {"per_case": per_case, "mean_dice": mean}
 

@@ -1,8 +1,9 @@
 """A work folder's trained folds and model selection over them (``gnnseg seg find-best-configuration``).
 
-``gnnseg seg train`` writes each fold into a run folder of its own (``runs/seg-train/<time>/``) with a copy of the
-plans, ``train_config.json`` (configuration, fold, validation cases) and, at the end of training, the fold's
-validation predictions (``validation/``, :mod:`gnnseg.seg.unet.validation_predictions`). The runs of a work folder are
+``gnnseg seg train`` writes each fold into a run folder of its own (``runs/seg-train/<time>/``, or with ``-d``
+``$nnUNet_results/DatasetXXX_Name/<Trainer>__<Plans>__<configuration>/fold_<k>/``) with a copy of the plans,
+``train_config.json`` (configuration, fold, validation cases) and, at the end of training, the fold's validation
+predictions (``validation/``, :mod:`gnnseg.seg.unet.validation_predictions`). The runs of a work folder are
 those whose ``plans.json`` is the work folder's; for each configuration and fold exactly one of them with validation
 predictions must be found (or named). Their predictions, pooled over the folds, are the candidates of
 :func:`gnnseg.seg.unet.model_selection.select_configuration`, scored against the raw dataset's ``labelsTr``.
@@ -43,12 +44,16 @@ def _same_plans(run: Path, plans_document: dict[str, Any]) -> bool:
     return plans_file.is_file() and json.loads(plans_file.read_text()) == plans_document
 
 
-def _runs_of_work(runs_dir: Path, plans_document: dict[str, Any]) -> list[_Run]:
-    """The training runs under ``runs_dir`` (``runs/seg-train/<time>/`` or ``runs_dir/<run>/``) made with these
-    plans."""
-    root = runs_dir / "seg-train" if (runs_dir / "seg-train").is_dir() else runs_dir
-    return [_read_run(config.parent) for config in sorted(root.glob("*/train_config.json"))
-            if _same_plans(config.parent, plans_document)]
+def _runs_of_work(runs_dir: Path, plans_document: dict[str, Any], trainer_plans: str | None) -> list[_Run]:
+    """The training runs made with these plans: under ``runs_dir`` (``runs/seg-train/<time>/`` or
+    ``runs_dir/<run>/``), or with ``trainer_plans`` (``<Trainer>__<Plans>``) the folds of ``runs_dir`` (a results
+    dataset folder) ``<Trainer>__<Plans>__<configuration>/fold_<k>/``."""
+    if trainer_plans is not None:
+        configs = runs_dir.glob(f"{trainer_plans}__*/fold_*/train_config.json")
+    else:
+        root = runs_dir / "seg-train" if (runs_dir / "seg-train").is_dir() else runs_dir
+        configs = root.glob("*/train_config.json")
+    return [_read_run(config.parent) for config in sorted(configs) if _same_plans(config.parent, plans_document)]
 
 
 def _pick_runs(runs: list[_Run], configuration: str, folds: Sequence[int], where: str) -> dict[int, _Run]:
@@ -72,9 +77,11 @@ def _pick_runs(runs: list[_Run], configuration: str, folds: Sequence[int], where
 
 def find_best_configuration(work_dir: str | os.PathLike, configurations: Sequence[str] | None = None,
                             folds: Sequence[int] = (0, 1, 2, 3, 4), *, runs_dir: str | os.PathLike = "runs",
-                            runs: Sequence[str | os.PathLike] = (), output: str | os.PathLike | None = None,
+                            trainer_plans: str | None = None, runs: Sequence[str | os.PathLike] = (),
+                            output: str | os.PathLike | None = None,
                             allow_ensembling: bool = True, show_progress: bool | None = None) -> dict[str, Any]:
-    """Model selection over a work folder's training runs: the runs of ``runs_dir`` (or exactly ``runs``) made with
+    """Model selection over a work folder's training runs: the runs of ``runs_dir`` (with ``trainer_plans``, the
+    ``<trainer_plans>__<configuration>/fold_<k>`` folders of a results dataset folder; or exactly ``runs``) made with
     its ``plans.json``, one per configuration and fold, each with its ``validation/`` predictions; the references are
     the raw dataset's ``labelsTr``. Without ``configurations``, every configuration of the plans that has a run is a
     candidate. Writes ``output`` (default ``WORK_DIR/model_selection_folds_<folds>``) with
@@ -102,7 +109,8 @@ def find_best_configuration(work_dir: str | os.PathLike, configurations: Sequenc
             found.append(_read_run(path))
         where = "the runs given"
     else:
-        found, where = _runs_of_work(Path(runs_dir), plans_document), f"{runs_dir} (trained with {work / 'plans.json'})"
+        found = _runs_of_work(Path(runs_dir), plans_document, trainer_plans)
+        where = f"{runs_dir} (trained with {work / 'plans.json'})"
     unknown = sorted(set(configurations or ()) - set(plans.configurations))
     if unknown:
         raise ValueError(f"configurations {unknown} are not in {work / 'plans.json'} ({sorted(plans.configurations)})")
@@ -128,28 +136,25 @@ def find_best_configuration(work_dir: str | os.PathLike, configurations: Sequenc
     target = Path(output) if output is not None else work / f"model_selection_folds_{'_'.join(map(str, folds))}"
     inference = {"work_dir": str(work), "folds": folds,
                  "runs": {c.name: c.sources["runs"] for c in candidates}}
-    information = select_configuration(candidates, references, LabelScheme.from_labels(plans.labels), target,
+    information = select_configuration(candidates, references, LabelScheme.from_model(plans.label_model), target,
                                        file_ending=ending, allow_ensembling=allow_ensembling, inference=inference,
                                        how_to_predict=_how_to_predict, show_progress=show_progress)
     return {"output": str(target), **information}
 
 
 def _how_to_predict(information: dict[str, Any], folder: Path) -> list[str]:
-    """Commands that predict new cases with the winner: its folds exported together (one ONNX folder whose folds'
-    logits are averaged), then predicted with the post-processing applied."""
+    """The command that predicts new cases with the winner as its validation predictions were made: its folds
+    ensembled from the network at the end of training (``checkpoint_final.pth``, `seg predict`'s default), mirrored,
+    then the post-processing applied."""
     best = information["best_model_or_ensemble"]
-    commands = []
-    for configuration in best["configurations"]:
-        runs = " ".join(f"--unet {path}" for path in information["runs"][configuration].values())
-        # the validation predictions the selection scored came from the final network: export that one
-        commands.append(f"gnnseg seg export-onnx {runs} --unet-checkpoint checkpoint_latest.pt "
-                        f"-o EXPORT_{configuration}")
-    if len(best["configurations"]) == 1:
-        commands.append(f"gnnseg seg predict -i INPUT -o OUTPUT -m EXPORT_{best['configurations'][0]} "
-                        f"--postprocessing {folder / 'postprocessing.json'}")
-    else:
+    if len(best["configurations"]) > 1:
         single = max((name for name in information["runs"]), key=lambda name: information["all_results"][name] or 0)
-        commands.append(f"an ensemble of configurations won; gnnseg seg predict does not average configurations yet: "
-                        f"the best single one is {single}; `gnnseg seg find-best-configuration "
-                        f"--disable-ensembling` decides its post-processing")
-    return commands
+        return [f"an ensemble of configurations won; gnnseg seg predict does not average configurations yet: the best "
+                f"single one is {single}; `gnnseg seg find-best-configuration --disable-ensembling` decides its "
+                "post-processing"]
+    paths = [Path(path) for path in information["runs"][best["configurations"][0]].values()]
+    if len({path.parent for path in paths}) == 1 and all(path.name.startswith("fold_") for path in paths):
+        model = f"{paths[0].parent} -f {' '.join(path.name.removeprefix('fold_') for path in paths)}"
+    else:
+        model = " ".join(str(path) for path in paths)
+    return [f"gnnseg seg predict -i INPUT -o OUTPUT -m {model} --postprocessing {folder / 'postprocessing.json'}"]
