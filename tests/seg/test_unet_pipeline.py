@@ -22,11 +22,8 @@ from gnnseg.seg.unet.loss import (
     soft_dice,
 )
 from gnnseg.seg.unet.pipeline import segment_image
-from gnnseg.seg.unet.predict import (
-    gaussian_importance,
-    sliding_window_logits,
-    window_starts,
-)
+from gnnseg.seg.unet.predict import sliding_window_logits
+from gnnseg.seg.unet.sliding_window import gaussian_importance, window_starts
 from gnnseg.seg.unet.splits import fold_cases, make_splits
 from gnnseg.seg.unet.train import (
     TRAIN_CONFIG,
@@ -96,6 +93,45 @@ def test_mirroring_averages_every_combination_of_the_axes():
     out = sliding_window_logits(Weighting(weights), image, [3, 4], 1, gaussian=False, mirror_axes=(0, 1))
     views = [weights, weights.flip(0), weights.flip(1), weights.flip(0, 1)]  # plain, each axis, both (nnU-Net v2)
     torch.testing.assert_close(out, image * sum(views) / 4)
+
+
+class Recording(torch.nn.Module):
+    """A fixed convolution that records the batch size of every forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(2, 3, 3, padding=1)
+        self.batches = []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("batch_size, expected", [(1, [1] * 16), (4, [4] * 4), (8, [8] * 2), (16, [16])])
+def test_mirrored_views_share_forwards_and_give_the_view_by_view_result(batch_size, expected):
+    torch.manual_seed(0)
+    network = Recording()
+    volume = torch.randn(2, 12, 12, 18)                       # two windows of 12^3, 8 views each
+    out = sliding_window_logits(network, volume, [12, 12, 12], 3, mirror_axes=(0, 1, 2), batch_size=batch_size)
+    assert network.batches == expected                        # at most batch_size patches, a window's views together
+    windows = [volume[:, :, :, :12], volume[:, :, :, 6:]]
+    with torch.no_grad():
+        one_by_one = [sum(network(w[None].flip(axes)).flip(axes)[0] for axes in
+                          [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]) / 8 for w in windows]
+        # the numpy twin (the ONNX predictor's) batches the same way and computes the same
+        from gnnseg.seg.unet.sliding_window import sliding_window_logits as numpy_windows
+
+        in_numpy = numpy_windows(lambda batch: network(torch.from_numpy(batch)).numpy(), volume.numpy(), [12, 12, 12],
+                                 3, mirror_axes=(0, 1, 2), batch_size=batch_size)
+    np.testing.assert_allclose(in_numpy, out.numpy(), atol=1e-5)
+    weights = torch.from_numpy(gaussian_importance([12, 12, 12]))
+    expected_sum = torch.zeros(3, 12, 12, 18)
+    counts = torch.zeros(12, 12, 18)
+    for window, logits in zip((slice(0, 12), slice(6, 18)), one_by_one):
+        expected_sum[..., window] += logits * weights
+        counts[..., window] += weights
+    torch.testing.assert_close(out, expected_sum / counts, atol=1e-5, rtol=1e-5)
 
 
 def test_a_run_trained_before_a_setting_existed_resumes_with_its_default(tmp_path):

@@ -9,7 +9,6 @@ transposed to the input axis order, then argmaxed (regions: each above 0.5 paint
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,13 @@ from torch import Tensor, nn
 from gnnseg.seg.unet.case_preprocessing import preprocess_case
 from gnnseg.seg.unet.plans import Configuration, Plans
 from gnnseg.seg.unet.resampling import resample_image
-from gnnseg.seg.unet.sliding_window import gaussian_importance, window_starts
+from gnnseg.seg.unet.sliding_window import (
+    gaussian_importance,
+    mirrorings,
+    views_mean,
+    window_slices,
+    windows_per_forward,
+)
 
 
 @torch.no_grad()
@@ -36,7 +41,7 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     sums (and the result); ``torch.float16`` reproduces nnU-Net v2's predictor, which sums in half precision.
     ``mirror_axes`` adds test-time augmentation: predictions on inputs mirrored along every non-empty combination of
     those axes (3 mirrored views in 2D, 7 in 3D, as nnU-Net v2 does), mirrored back and averaged with the plain
-    prediction.
+    prediction. ``batch_size`` patches go into one forward: windows, or a window's mirrored views.
     Windows run on the network's device; the logits are summed on the CPU.
     """
     if not 0 < step <= 1:
@@ -56,20 +61,15 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     logits = torch.zeros((num_classes, *padded_shape), dtype=accumulation_dtype)
     counts = torch.zeros(padded_shape, dtype=accumulation_dtype)
     count_weights = weights.to(accumulation_dtype)
-    starts = [window_starts(s, p, step) for s, p in zip(padded_shape, patch)]
-    windows = [tuple(slice(starts[d][i], starts[d][i] + patch[d]) for d, i in enumerate(corner))
-               for corner in np.ndindex(*map(len, starts))]
-    mirrorings = [tuple(axis + 2 for axis in combination) for count in range(1, len(mirror_axes) + 1)
-                  for combination in itertools.combinations(mirror_axes, count)]
+    windows = window_slices(padded_shape, patch, step)
+    views = mirrorings(mirror_axes)
+    together = windows_per_forward(batch_size, views)
     network.eval()
     device = next((parameter.device for parameter in network.parameters()), torch.device("cpu"))
-    for first in range(0, len(windows), batch_size):
-        chunk = windows[first:first + batch_size]
+    for first in range(0, len(windows), together):
+        chunk = windows[first:first + together]
         batch = torch.stack([image[(slice(None), *w)] for w in chunk]).to(device)
-        prediction = network(batch)
-        for axes in mirrorings:
-            prediction = prediction + network(batch.flip(axes)).flip(axes)
-        prediction = (prediction / (1 + len(mirrorings))).float().cpu()
+        prediction = views_mean(network, batch, views, batch_size, Tensor.flip, torch.cat).float().cpu()
         for window, out in zip(chunk, prediction):
             logits[(slice(None), *window)] += out * weights
             counts[window] += count_weights
