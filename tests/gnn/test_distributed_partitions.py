@@ -234,6 +234,31 @@ def test_distributed_neighbourhoods_have_the_single_machine_distribution(tmp_pat
 
 
 # --------------------------------------------------------------------------------------------- faults, resume
+def owner_error_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    from gnnseg.gnn.distributed.rpc_requests import OwnerError
+
+    become_rank(rank, world_size, port)
+    join_with_timeout(30)
+    requests = open_requests("rpc", AllToAll(rank, world_size, 30), rpc_port=port + 1)
+    requests.answer("rows", lambda ids: torch.arange(3.0)[ids])
+    requests.ready()
+    if rank == 0:
+        message = ""
+        try:
+            requests.ask("rows", [torch.tensor([0]), torch.tensor([7])], phase="a test")
+        except OwnerError as error:
+            message = str(error)
+        Path(out, "message.txt").write_text(message)
+    requests.close()
+    leave_process_group()
+
+
+def test_an_owners_own_error_comes_back_as_one_line_not_as_a_lost_rank(tmp_path):
+    mp.spawn(owner_error_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "message.txt").read_text() == ("rank 1 could not answer a rows request: IndexError: index 7 "
+                                                      "is out of bounds for dimension 0 with size 3")
+
+
 def launch(parts: Path, runs: Path, port: int, world_size: int, *extra: str) -> list[subprocess.Popen]:
     """``gnnseg gnn train --partitions`` as torchrun would start it: one process per rank."""
     command = [sys.executable, "-m", "gnnseg.cli", "gnn", "train", "--model", "sage", "--partitions", str(parts),
@@ -291,6 +316,22 @@ def test_a_killed_rank_ends_the_job_with_one_line_and_the_run_resumes(planetoid_
 
     scored = evaluate_saved_classifier(resumed[0]["checkpoint"], planetoid_root)
     assert scored["test_acc"] == pytest.approx(resumed[0]["test_acc_mean"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_starts_partitioned_training_over_rpc(planetoid_root, tmp_path):
+    """Under torchrun every rank is a client of the agent's store: the RPC agents must meet there too."""
+    parts = partition_graph("cora", planetoid_root, 2, tmp_path / "parts")["out"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "--local-ranks-filter=0", "-m", "gnnseg.cli", "gnn", "train", "--model", "sage", "--partitions", parts,
+               "--hidden", "16", "--fanouts", "10,5", "--epochs", "40", "--runs-dir", str(tmp_path / "runs"), "--json",
+               "--timeout", "60"]
+    done = subprocess.run(command, cwd=REPOSITORY, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["transport"] == "rpc" and summary["remote_feature_rows_per_batch"] > 0
+    assert summary["test_acc_mean"] > 0.5
 
 
 @pytest.mark.slow

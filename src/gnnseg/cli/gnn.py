@@ -208,8 +208,9 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
     train.add_argument("--transport", choices=("rpc", "collectives"), default="rpc",
                        help="--partitions: how requests reach other partitions: torch RPC, each owner answering as "
                             "requests arrive (default, the faster), or all-to-all collectives in lock-step")
-    train.add_argument("--rpc-port", type=int, help="--partitions with RPC: the port the RPC agents meet at on "
-                                                     "MASTER_ADDR (default MASTER_PORT + 1)")
+    train.add_argument("--rpc-port", type=int, help="--partitions with RPC, ranks started without torchrun: the port "
+                                                     "the RPC agents meet at on MASTER_ADDR (default MASTER_PORT + 1; "
+                                                     "under torchrun they meet at torchrun's store)")
     train.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
     train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     train.add_argument("--epochs", type=int, help="override the preset's maximum epochs")

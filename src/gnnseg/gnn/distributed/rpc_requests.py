@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from functools import partial
 
 import torch.distributed as dist
 import torch.distributed.rpc as rpc
@@ -36,13 +37,36 @@ _SERVED = ExchangeStats()                  # replies this process sent to other 
 _SERVED_LOCK = threading.Lock()
 
 
+def _wait(future) -> Tensor:
+    """The reply of ``future``. An owner's :class:`OwnerError` comes back with the remote traceback in its text: it is
+    raised again as its one line; transport failures stay RuntimeErrors for ``guarded``."""
+    try:
+        return future.wait()
+    except Exception as error:
+        text = str(error)
+        if not isinstance(error, OwnerError) and "could not answer a" not in text:
+            raise
+        line = next((part for part in text.splitlines() if "could not answer a" in part), text)
+        raise OwnerError(line[line.find("rank "):].strip().rstrip("')\"")) from None
+
+
 def worker_name(rank: int) -> str:
     return f"gnnseg-rank{rank}"
 
 
+class OwnerError(ValueError):
+    """A request the owner could not answer (a bug or bad data there, not a lost rank): one line, naming the owner."""
+
+
 def serve_request(kind: str, request: Tensor) -> Tensor:
-    """The RPC entry point, run on the owner: the reply of its ``kind`` handler (counted as sent)."""
-    reply = _HANDLERS[kind](request)
+    """The RPC entry point, run on the owner: the reply of its ``kind`` handler (counted as sent). A failure of the
+    handler itself comes back to the asking rank as one :class:`OwnerError` line (not as a lost rank)."""
+    try:
+        reply = _HANDLERS[kind](request)
+    except Exception as error:        # any handler failure: the asking rank reports it, one line
+        first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise OwnerError(f"rank {rpc.get_worker_info().id} could not answer a {kind} request: "
+                         f"{type(error).__name__}: {first[:300]}") from None
     with _SERVED_LOCK:
         _SERVED.rows_sent += int(reply.size(0)) if reply.dim() else 1
         _SERVED.bytes_sent += reply.element_size() * reply.numel()
@@ -103,11 +127,20 @@ class RpcRequests:
                 self._asked.rows_sent += int(requests[rank].size(0))
                 self._asked.bytes_sent += requests[rank].element_size() * requests[rank].numel()
             for rank, future in pending.items():
-                replies[rank] = guarded(phase, self.rank, self.exchange.timeout_s, future.wait)
+                replies[rank] = guarded(phase, self.rank, self.exchange.timeout_s, partial(_wait, future))
         return replies
 
     def close(self, graceful: bool = True) -> None:
-        """Leave the RPC group: ``graceful`` waits until every rank has no request left to answer (all ranks
-        call it); after a failure, ``graceful=False`` leaves at once."""
-        rpc.shutdown(graceful=graceful)
-        _HANDLERS.clear()
+        """Leave the RPC group: ``graceful`` waits, at most the communication timeout, until every rank has no
+        request left to answer (all ranks call it); after a failure, ``graceful=False`` leaves at once."""
+        try:
+            if graceful:
+                timeout = self.exchange.timeout_s or rpc.constants.DEFAULT_RPC_TIMEOUT_SEC
+                guarded("the RPC shutdown", self.rank, self.exchange.timeout_s,
+                        partial(rpc.shutdown, graceful=True, timeout=timeout))
+            else:
+                rpc.shutdown(graceful=False)
+        finally:
+            _HANDLERS.clear()
+            with _SERVED_LOCK:
+                _SERVED.rounds = _SERVED.rows_sent = _SERVED.bytes_sent = 0

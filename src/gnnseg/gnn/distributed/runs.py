@@ -8,7 +8,9 @@ fail at their next exchange. Either way every rank stops with one line naming th
 ``model.pt`` names the partitions' source dataset, so ``gnnseg gnn eval`` re-scores it on one machine.
 
 Requests to other partitions go over ``transport``: ``rpc`` (the default, measured the faster:
-``docs/gnn.md``) or ``collectives``; the RPC agents meet at ``MASTER_ADDR:rpc_port`` (default ``MASTER_PORT + 1``).
+``docs/gnn.md``) or ``collectives``. The RPC agents meet at torchrun's store (``MASTER_ADDR:MASTER_PORT``, where
+every rank is a client, as for the process group); ranks started without torchrun's agent meet at
+``MASTER_ADDR:rpc_port`` (default ``MASTER_PORT + 1``), served by rank 0.
 """
 
 from __future__ import annotations
@@ -43,10 +45,16 @@ def open_requests(transport: str, exchange: AllToAll, rpc_port: int | None = Non
         return CollectiveRequests(exchange)
     from gnnseg.gnn.distributed.rpc_requests import RpcRequests
 
-    if rpc_port is None:
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    if agent_store:            # torchrun: every rank meets at the agent's store, a client like for the process group
+        if rpc_port is not None and str(rpc_port) != os.environ.get("MASTER_PORT"):
+            raise ValueError("under torchrun the RPC agents meet at torchrun's own store (MASTER_PORT); leave "
+                             "--rpc-port out")
+        rpc_port = int(os.environ["MASTER_PORT"])
+    elif rpc_port is None:     # ranks started otherwise: rank 0 serves a store beside the process group's
         if "MASTER_PORT" not in os.environ:
-            raise ValueError("the RPC transport needs --rpc-port or torchrun's MASTER_PORT (it listens on "
-                             "MASTER_PORT + 1 by default)")
+            raise ValueError("the RPC transport needs --rpc-port or MASTER_PORT (it meets at MASTER_PORT + 1 by "
+                             "default)")
         rpc_port = int(os.environ["MASTER_PORT"]) + 1
     return RpcRequests(exchange, os.environ.get("MASTER_ADDR", "127.0.0.1"), rpc_port)
 
