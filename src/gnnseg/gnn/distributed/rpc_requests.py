@@ -5,19 +5,17 @@ arrives, without taking part in a collective.
 (``answer`` / ``ready`` / ``ask`` / ``close``). ``ask`` sends one ``rpc_async`` to each other owner with a
 non-empty request and waits for them together; the owner's TensorPipe agent runs the registered handler in one
 of its threads and sends the reply back. Against the collectives this saves the size rounds and the lock-step
-(a rank waits for its owners, not for the slowest rank), and between processes of one host TensorPipe moves
-the tensors through shared memory. Measured (``benchmarks/gnn_distributed_transport.py`` and the trainer's
-epoch in ``benchmarks/gnn_distributed.py``), it is the faster transport here; across machines both go through
-TCP.
+(a rank waits for its owners, not for the slowest rank). The agent uses TensorPipe's TCP transport (libuv): its
+shared-memory transport polls, and ranks that share cores lose the time it burns.
 
 The handlers must give the same reply whichever thread runs them and whenever: the trainer's are read-only
 (owned feature rows; neighbour draws seeded by the request itself). Evaluation stays on the collectives: its
 requests read a layer's outputs, which exist only once every rank has computed that layer.
 
-The agent rendezvous on its own TCP store at ``MASTER_ADDR:rpc_port`` (the process group holds
-``MASTER_PORT``); a rank that dies closes its pipes, and the others' pending requests fail at once, a rank that
-stalls makes them fail at ``timeout_s``: either way :func:`~gnnseg.gnn.distributed.exchange.guarded` turns it
-into one line.
+The agents meet at ``MASTER_ADDR:rpc_port`` (:func:`~gnnseg.gnn.distributed.runs.open_requests` chooses it); a
+rank that dies closes its pipes, and the others' pending requests fail at once, a rank that stalls makes them fail
+at ``timeout_s``: either way :func:`~gnnseg.gnn.distributed.exchange.guarded` turns it into one line. An owner's own
+failure comes back as one :class:`OwnerError` line.
 """
 
 from __future__ import annotations
@@ -83,8 +81,12 @@ class RpcRequests:
         self.exchange = exchange
         self._asked = ExchangeStats()
         timeout = exchange.timeout_s or rpc.constants.DEFAULT_RPC_TIMEOUT_SEC
+        # TensorPipe's shared-memory transport polls: each idle agent burns about half a core (measured: 3.8-4.5
+        # CPU-seconds per 8 idle seconds per rank), which ranks sharing cores pay in every step; libuv's TCP
+        # transport waits in epoll (0.00 s)
         options = rpc.TensorPipeRpcBackendOptions(init_method=f"tcp://{master_addr}:{rpc_port}",
-                                                  num_worker_threads=threads, rpc_timeout=timeout)
+                                                  num_worker_threads=threads, rpc_timeout=timeout,
+                                                  _transports=["uv"], _channels=["basic"])
         guarded("the RPC set-up", self.rank, exchange.timeout_s,
                 lambda: rpc.init_rpc(worker_name(self.rank), rank=self.rank, world_size=self.world_size,
                                      rpc_backend_options=options))
