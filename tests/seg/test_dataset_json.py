@@ -46,6 +46,10 @@ def test_paint_regions_in_order_later_regions_win():
     model = DatasetLabels.from_json(BRATS, [1, 2, 3])
     probabilities = np.array([[0.9, 0.9, 0.9, 0.1], [0.2, 0.8, 0.7, 0.1], [0.1, 0.1, 0.6, 0.9]])
     np.testing.assert_array_equal(model.paint_regions(probabilities, np.zeros(4, np.int16)), [1, 2, 3, 3])
+    # a predicted map's values are named after the region painted with them (DICOM-SEG segment names)
+    assert model.predicted_names() == {1: "whole_tumor", 2: "tumor_core", 3: "enhancing_tumor"}
+    plain = DatasetLabels.from_json({"background": 0, "liver": 1, "spleen": 2, "ignore": 3})
+    assert plain.predicted_names() == {1: "liver", 2: "spleen"}
 
 
 @pytest.mark.parametrize(("manifest", "message"), [
@@ -62,6 +66,10 @@ def test_paint_regions_in_order_later_regions_win():
     ({"labels": {"background": 0, "a": 1, "b": 2, "c": 3, "ignore": [4]}}, "ignore label must be one integer"),
     ({"labels": {"background": 0, "a": 1, "c": 3}}, "must be consecutive"),
     ({"labels": {"background": 0, "a": 1.5}}, "not an integer"),
+    ({"labels": {"background": 0}}, "labels name background only"),
+    ({"labels": BRATS, "regions_class_order": 3}, "regions_class_order must be a list of label values"),
+    ({"overwrite_image_reader_writer": ["SimpleITKIO"]}, "overwrite_image_reader_writer must be one reader's name"),
+    ({"file_ending": ".mhd"}, "file_ending '.mhd' keeps header and data apart"),
     ({"numTraining": 5}, "numTraining is 5 but 2 training cases are there"),
     ({"modalities": {"0": "CT"}}, "unknown keys ['modalities']"),
     ({"overwrite_image_reader_writer": "NibabelIOWithReorient"}, "'NibabelIOWithReorient' is not supported"),
@@ -197,6 +205,11 @@ def test_convert_folder_refusals_leave_nothing_behind(tmp_path):
     (masks / "f.nii.gz").unlink()
     with pytest.raises(ImageFormatError, match=r"label values \[1\] that the given labels"):
         convert_folder(images, masks, tmp_path / "out", labels={"other": 2})
+    volumes = _pairs(tmp_path / "grid", {"v": np.ones((2, 4, 4), int)}, ".mha")
+    (volumes[1] / "v.mha").unlink()
+    write_any(MedicalImage(np.ones((2, 4, 4), np.uint8), (3.0, 1.0, 1.0)), volumes[1] / "v.mha")
+    with pytest.raises(ImageFormatError, match=r"case v: mask v.mha is not on its image's grid \(spacing"):
+        convert_folder(*volumes, tmp_path / "out")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")

@@ -213,6 +213,8 @@ def test_nothing_is_written_when_a_prediction_is_refused(trained, capsys, monkey
         "unknown_id": (["-d", "43", "-c", "2d"], "no Dataset043_* folder"),
         "no_configuration": (["-d", "42"], "-d needs -c CONFIGURATION"),
         "both": (["-d", "42", "-c", "2d", "-m", str(trained["model"])], "give either -m MODEL_DIR or -d"),
+        "fold_twice": (["-m", str(trained["model"] / "fold_0"), str(trained["model"] / "fold_0")],
+                       "several runs train fold 0; a model ensembles one run per fold"),
     }
     for output, (options, message) in refusals.items():
         assert main(["seg", "predict", *inputs, "-o", str(root / f"refused_{output}"), *options]) == 2
@@ -257,3 +259,36 @@ def test_a_gnnseg_model_folder_exports_to_onnx_with_its_folds(trained):
     assert by_onnx["folds"] == 2 and by_onnx["mirror_axes"] == by_torch["mirror_axes"] == [0, 1]
     for ours, theirs in zip(by_torch["predictions"], by_onnx["predictions"], strict=True):
         np.testing.assert_array_equal(read_image_2d(theirs).array, read_image_2d(ours).array)
+
+
+def test_seg_ensemble_averages_saved_probabilities_then_applies_the_rule(trained, capsys):
+    from gnnseg.seg.unet.postprocess import POSTPROCESSING_FORMAT, PostprocessingRule
+
+    root = trained["root"]
+    alone = [probabilities_of(predict(trained, f"alone{fold}", "-m", trained["model"], "-f", fold,
+                                      "--save-probabilities")) for fold in (0, 1)]
+    assert json.loads((root / "alone0" / "dataset.json").read_text()) == {
+        "labels": {"background": 0, "square": 1}, "file_ending": ".png"}
+    plain = cli("seg", "ensemble", "-i", root / "alone0", root / "alone1", "-o", root / "ensembled")
+    rule = root / "rule.json"
+    rule.write_text(json.dumps({"format": POSTPROCESSING_FORMAT, "steps": [[1]]}))
+    ruled = cli("seg", "ensemble", "-i", root / "alone0", root / "alone1", "-o", root / "ruled",
+                "--postprocessing", rule)
+    assert len(plain["predictions"]) == 6 and ruled["postprocessing"]["steps"] == [[1]]
+    changed = 0
+    for path, kept in zip(plain["predictions"], ruled["predictions"], strict=True):
+        case = Path(path).stem
+        expected = ((alone[0][case] + alone[1][case]) / 2).argmax(0)            # nnUNetv2_ensemble: mean probabilities
+        np.testing.assert_array_equal(read_image_2d(path).array, expected)
+        np.testing.assert_array_equal(read_image_2d(kept).array, PostprocessingRule(((1,),)).apply(expected))
+        changed += int((read_image_2d(kept).array != expected).sum())
+    assert changed > 0                                            # the rule removed stray components somewhere
+    predict(trained, "labels_only", "-m", trained["model"], "-f", "0")
+    refusals = {"one folder": (["-i", root / "alone0"], "two or more prediction folders"),
+                "no probabilities": (["-i", root / "alone0", root / "labels_only"], "predict into"),
+                "taken": (["-i", root / "alone0", root / "alone1", "-o", root / "ensembled"], "not an empty folder")}
+    for options, message in refusals.values():
+        options = [*map(str, options), *([] if "-o" in options else ["-o", str(root / "never")])]
+        assert main(["seg", "ensemble", *options]) == 2
+        assert message in capsys.readouterr().err
+    assert not (root / "never").exists()

@@ -414,8 +414,8 @@ def test_command_line_detects_an_nnunet_model_folder(nnunet_environment, capsys)
                  "--disable-tta", "--save-probabilities", "--step-size", "0.75", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["folds"] == ["1"] and result["mirror_axes"] == [] and result["step_size"] == 0.75
-    assert sorted(os.listdir(root / "out")) == ["img0.json", "img0.npz", "img0.png", "img1.json", "img1.npz",
-                                                "img1.png"]
+    assert sorted(os.listdir(root / "out")) == ["dataset.json", "img0.json", "img0.npz", "img0.png", "img1.json",
+                                                "img1.npz", "img1.png"]
     (model / "plans.json").unlink()
     code = main(["seg", "predict", "-i", str(inputs), "-o", str(root / "out2"), "-m", str(model)])
     error = capsys.readouterr().err.strip()

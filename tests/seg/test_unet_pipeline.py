@@ -108,13 +108,13 @@ class Recording(torch.nn.Module):
         return self.conv(x)
 
 
-@pytest.mark.parametrize("batch_size, expected", [(1, [1] * 16), (4, [4] * 4), (8, [8] * 2), (16, [16])])
-def test_mirrored_views_share_forwards_and_give_the_view_by_view_result(batch_size, expected):
+@pytest.mark.parametrize("batch_size, expected", [(1, [1] * 16), (4, [2] * 8)])
+def test_windows_share_forwards_view_by_view_and_the_numpy_twin_computes_the_same(batch_size, expected):
     torch.manual_seed(0)
     network = Recording()
     volume = torch.randn(2, 12, 12, 18)                       # two windows of 12^3, 8 views each
     out = sliding_window_logits(network, volume, [12, 12, 12], 3, mirror_axes=(0, 1, 2), batch_size=batch_size)
-    assert network.batches == expected                        # at most batch_size patches, a window's views together
+    assert network.batches == expected                        # up to batch_size windows, one forward per view
     windows = [volume[:, :, :, :12], volume[:, :, :, 6:]]
     with torch.no_grad():
         one_by_one = [sum(network(w[None].flip(axes)).flip(axes)[0] for axes in

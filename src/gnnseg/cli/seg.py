@@ -124,13 +124,17 @@ def _seg_plan(args: argparse.Namespace) -> dict:
 
         if args.work_dir:
             raise ValueError("with -d the work folder is $nnUNet_preprocessed/DatasetXXX_Name; drop --work-dir")
+        from gnnseg.seg.unet.pipeline import NNUNET_FOLDER_FINGERPRINT_FILE as fingerprint_name
+
         dataset_dir = dataset_folder(args.dataset, RAW)
         work_dir = base_folder(PREPROCESSED) / dataset_dir.name
     else:
+        from gnnseg.seg.unet.pipeline import FINGERPRINT_FILE as fingerprint_name
+
         dataset_dir, work_dir = args.dataset_dir, args.work_dir or f"{args.dataset_dir.rstrip('/')}_work"
     return plan_dataset(dataset_dir, work_dir,
                         memory_gb=args.memory_gb, device=args.device, base_features=args.base_features,
-                        overwrite=args.overwrite, planner=args.planner)
+                        overwrite=args.overwrite, planner=args.planner, fingerprint_name=fingerprint_name)
 
 
 def _seg_preprocess(args: argparse.Namespace) -> dict:
@@ -187,6 +191,13 @@ def _seg_predict(args: argparse.Namespace) -> dict:
         postprocess_files(result["predictions"], rule)
         result["postprocessing"] = {"file": args.postprocessing, "steps": rule.to_json()}
     return result
+
+
+def _seg_ensemble(args: argparse.Namespace) -> dict:
+    from gnnseg.seg.unet.prediction_ensemble import ensemble_folders
+
+    return ensemble_folders(args.input, args.output, postprocessing=args.postprocessing,
+                            show_progress=False if args.json else None)
 
 
 def _predict_models(args: argparse.Namespace) -> list[str]:
@@ -543,6 +554,16 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     infer.add_argument("--json", action="store_true")
     infer.set_defaults(handler=_seg_predict)
 
+    together = seg.add_parser("ensemble", help="average the probabilities that `seg predict --save-probabilities` "
+                                               "kept in two or more folders into label maps (nnUNetv2_ensemble)")
+    together.add_argument("-i", "--input", nargs="+", required=True, metavar="FOLDER",
+                          help="prediction folders of the same cases (each with --save-probabilities)")
+    together.add_argument("-o", "--output", required=True, help="a new folder for the label maps")
+    together.add_argument("--postprocessing", metavar="FILE",
+                          help="then apply the post-processing find-best-configuration chose for this ensemble")
+    together.add_argument("--json", action="store_true")
+    together.set_defaults(handler=_seg_ensemble)
+
     select = seg.add_parser("find-best-configuration",
                             help="nnU-Net's model selection over trained folds: cross-validation Dice of each "
                                  "configuration and of their pairwise ensembles, the best one, and the "
@@ -648,15 +669,15 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
                                                 "torch by the ONNX U-Net predictor")
     _add_model_arguments(export, tta_help=None)
     export.add_argument("--unet", action="append", metavar="MODEL_DIR",
-                        help="export a U-Net instead of a SAM model: an nnU-Net v2 model folder (every fold it holds), "
-                             "or a gnnseg run folder (`seg train`; repeat --unet for the folds of one plan and "
-                             "configuration); one graph per fold, their logits averaged at prediction")
+                        help="export a U-Net instead of a SAM model: a model folder in nnU-Net's results layout, "
+                             "trained by nnU-Net v2 or by gnnseg (every fold it holds), or gnnseg run folders "
+                             "(`seg train`; repeat --unet for the folds of one plan and configuration); one graph per "
+                             "fold, their logits averaged at prediction")
     export.add_argument("--unet-checkpoint", metavar="FILE",
-                        help="with --unet: the checkpoint file in each fold (default checkpoint_final.pth for nnU-Net, "
-                             f"{UNET_CHECKPOINT} for gnnseg runs)")
+                        help=f"with --unet: the checkpoint file in each fold (default {UNET_CHECKPOINT})")
     export.add_argument("--unet-folds", nargs="+", metavar="FOLD",
-                        help="with --unet and an nnU-Net model folder: the folds to export (default: every fold_<k> "
-                             "holding the checkpoint; 'all' for fold_all)")
+                        help="with --unet and a model folder: the folds to export (default: every fold_<k> holding "
+                             "the checkpoint; 'all' for fold_all)")
     export.add_argument("-o", "--output", required=True, help="a new or empty folder")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=_seg_export_onnx)

@@ -73,6 +73,9 @@ class DatasetLabels:
                 if value_ in plain:
                     raise ValueError(f"{where}: labels {plain[value_]!r} and {name!r} both have value {value_}")
                 plain[value_] = name
+        if regions_class_order is not None and not isinstance(regions_class_order, list | tuple):
+            raise ValueError(f"{where}: regions_class_order must be a list of label values, got "
+                             f"{regions_class_order!r}")
         result = cls(names=names, ignore_label=ignore,
                      regions_class_order=None if regions_class_order is None else
                      tuple(_as_value(v, where, "regions_class_order") for v in regions_class_order))
@@ -81,6 +84,8 @@ class DatasetLabels:
 
     def _check(self, where: str) -> None:
         values = self.all_labels
+        if values == [0]:
+            raise ValueError(f"{where}: labels name background only; a dataset needs at least one foreground label")
         if any(v < 0 for v in values):
             raise ValueError(f"{where}: label values must be >= 0, got {values}")
         named = [v for v in self.names.values() if isinstance(v, int) and v != 0]
@@ -127,7 +132,7 @@ class DatasetLabels:
     @property
     def regions(self) -> list[LabelOrRegion]:
         """The foreground regions in the file's order (region-based datasets; a single value is a one-label region)."""
-        return [member for member in self.names.values() if member != 0 and member != (0,)]
+        return [member for member in self.names.values() if member != 0]
 
     @property
     def num_outputs(self) -> int:
@@ -138,6 +143,14 @@ class DatasetLabels:
     def scored(self) -> list[LabelOrRegion]:
         """What Dice is computed on: the regions, or the foreground labels."""
         return self.regions if self.has_regions else list(self.foreground_labels)
+
+    def predicted_names(self) -> dict[int, str]:
+        """The name of each foreground value a predicted label map holds: a label's own name, or for region-based
+        datasets the name of the region painted with that value (the last one, as painting goes)."""
+        if not self.has_regions:
+            return {member: name for name, member in self.names.items() if isinstance(member, int) and member > 0}
+        region_names = [name for name, member in self.names.items() if member != 0]
+        return {value: name for name, value in zip(region_names, self.regions_class_order)}
 
     def to_json(self) -> dict[str, Any]:
         """The ``labels`` object as ``dataset.json`` holds it (regions as lists, ``ignore`` last)."""

@@ -107,6 +107,12 @@ def convert_folder(images: str | os.PathLike, masks: str | os.PathLike, output: 
         if mask.spatial_shape != image.spatial_shape:
             raise ImageFormatError(f"case {case}: mask {mask_files[case].name} has shape {mask.spatial_shape}, "
                                    f"image {image.spatial_shape}")
+        if not np.allclose(mask.spacing, image.spacing, rtol=1e-4) or (
+                mask.affine is not None and image.affine is not None
+                and not np.allclose(mask.affine, image.affine, atol=1e-3)):
+            raise ImageFormatError(f"case {case}: mask {mask_files[case].name} is not on its image's grid (spacing "
+                                   f"{tuple(mask.spacing)} vs {tuple(image.spacing)}, or another position or "
+                                   "orientation); resample it onto the image first")
         found.update(np.unique(_integer_mask(mask, mask_files[case])).tolist())
     if len(channels) > 1:
         raise ImageFormatError(f"images have different channel counts {sorted(channels)}; one dataset has one")

@@ -25,10 +25,11 @@ from gnnseg.seg.io.any_format import NIFTI_SUFFIXES, read_any, write_any
 from gnnseg.seg.io.dataset_labels import DatasetLabels
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 from gnnseg.seg.io.image2d import SUFFIXES_2D
-from gnnseg.seg.io.simpleitk_io import SIMPLEITK_SUFFIXES
+from gnnseg.seg.io.simpleitk_io import SIMPLEITK_SUFFIXES, WRITABLE_SUFFIXES
 
 REQUIRED_KEYS = ("channel_names", "labels", "file_ending")
-DESCRIPTIVE_KEYS = ("name", "description", "reference", "licence", "license", "release", "tensorImageSize",
+DETACHED_HEADER_SUFFIXES = tuple(sorted(set(SIMPLEITK_SUFFIXES) - set(WRITABLE_SUFFIXES)))
+DESCRIPTIVE_KEYS = ("name", "description", "reference", "citation", "licence", "license", "release", "tensorImageSize",
                     "converted_by", "field_of_view_masks")
 """Keys that describe a dataset and change nothing in how it is read (nnU-Net's ``generate_dataset_json`` metadata;
 ``field_of_view_masks``: the folders gnnseg's DRIVE converter writes)."""
@@ -68,6 +69,8 @@ class Case:
 def _check_reader(reader: Any, file_ending: str, where: str) -> str | None:
     if reader is None:
         return None
+    if not isinstance(reader, str):
+        raise ImageFormatError(f"{where}: overwrite_image_reader_writer must be one reader's name, got {reader!r}")
     if reader in REFUSED_READERS:
         raise ImageFormatError(f"{where}: overwrite_image_reader_writer {reader!r} is not supported: "
                                f"{REFUSED_READERS[reader]}")
@@ -143,6 +146,10 @@ class RawDataset:
         file_ending = content["file_ending"]
         if not isinstance(file_ending, str) or not file_ending.startswith("."):
             raise ImageFormatError(f"{where}: file_ending must be a suffix such as '.nii.gz', got {file_ending!r}")
+        if file_ending.lower().endswith(DETACHED_HEADER_SUFFIXES):
+            raise ImageFormatError(f"{where}: file_ending {file_ending!r} keeps header and data apart, which "
+                                   "predictions in the dataset's format cannot be written as; convert the files to "
+                                   f"{' or '.join(WRITABLE_SUFFIXES)}")
         dataset = cls(root=root, channel_names={str(k): str(v) for k, v in channels.items()},
                       labels=labels.to_json(), file_ending=file_ending, name=str(content.get("name", root.name)),
                       regions_class_order=labels.regions_class_order,

@@ -50,7 +50,6 @@ class CaseRecipe(Protocol):
     files_per_case: int | None       # gnnseg counts one file per channel; nnU-Net reads colour images as several
     label_values: list[int]
     axis_codes: str | None           # the axis directions the network expects volumes in (None: as stored)
-    mirror_by_default: bool          # whether the model's own pipeline mirrors unless told (nnU-Net: yes)
     centered_padding: bool
     importance: np.ndarray           # the window weights, the patch's shape, float32
     accumulation_dtype: type         # the window sums' dtype: the model's own predictor's
@@ -85,7 +84,6 @@ class GnnsegCases:
     plans: Plans
     configuration: str
     file_ending: str
-    mirror_by_default = False
     centered_padding = False
     accumulation_dtype = np.float32
 
@@ -180,7 +178,6 @@ class NnUNetCases:
     labels: NnUNetLabels
     configuration: NnUNetConfiguration
     half_precision: bool = True
-    mirror_by_default = True
     centered_padding = True
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ A model is given as gnnseg's results folder (``<Trainer>__<Plans>__<configuratio
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from torch import nn
 
 from gnnseg.seg.unet.nnunet_models import available_folds
 from gnnseg.seg.unet.plans import Plans
-from gnnseg.seg.unet.train import load_trained_network, trained_augmentation
+from gnnseg.seg.unet.train import TRAIN_CONFIG, load_trained_network, trained_augmentation
 
 
 class FoldEnsemble(nn.Module):
@@ -53,6 +54,12 @@ class TrainedFolds:
     mirror_axes: tuple[int, ...]        # the axes the folds were trained to be mirrored on
 
 
+def run_fold(run_dir: Path) -> int | str | None:
+    """The fold a run folder trained (its ``train_config.json``), or None when it does not say."""
+    saved = run_dir / TRAIN_CONFIG
+    return json.loads(saved.read_text()).get("fold") if saved.is_file() else None
+
+
 def fold_dirs_of(models: Sequence[str | os.PathLike], folds: Sequence[str | int] | None,
                  checkpoint: str) -> list[Path]:
     """The fold folders to predict with: a results folder's ``fold_<k>`` holding ``checkpoint`` (``folds``, or
@@ -69,7 +76,10 @@ def fold_dirs_of(models: Sequence[str | os.PathLike], folds: Sequence[str | int]
         folder = paths[0]
         chosen = [str(fold) for fold in folds] if folds else available_folds(folder, checkpoint)
         if not chosen:
-            raise FileNotFoundError(f"{folder}: no fold_<k> folder holds {checkpoint}")
+            trained_on_all = (folder / "fold_all" / checkpoint).is_file()
+            raise FileNotFoundError(f"{folder}: no fold_<k> folder holds {checkpoint}"
+                                    + ("; the model was trained on every case: choose it with -f all"
+                                       if trained_on_all else ""))
         paths = [folder / f"fold_{fold}" for fold in chosen]
     elif folds:
         raise ValueError("-f chooses folds of a model folder (<Trainer>__<Plans>__<configuration>/fold_<k>); run "
@@ -85,6 +95,10 @@ def open_trained_folds(models: Sequence[str | os.PathLike], folds: Sequence[str 
                        checkpoint: str, device: str | torch.device = "cpu") -> TrainedFolds:
     """Load the folds (:func:`fold_dirs_of`) onto ``device`` and check that they make one model."""
     paths = fold_dirs_of(models, folds, checkpoint)
+    named = [str(fold) for fold in map(run_fold, paths) if fold is not None]
+    repeated = sorted({fold for fold in named if named.count(fold) > 1})
+    if repeated:
+        raise ValueError(f"several runs train fold {', '.join(repeated)}; a model ensembles one run per fold")
     networks, reference, axes = [], None, None
     for path in paths:
         network, plans, configuration = load_trained_network(path / checkpoint)

@@ -72,8 +72,9 @@ class RegionDiceBCELoss(nn.Module):
     """Binary cross-entropy with logits + soft Dice over the regions, weighted 1:1, outside the ignore label.
 
     Takes integer label maps and turns them into one binary target per region
-    (:func:`~gnnseg.seg.unet.label_targets.region_targets`); the cross-entropy is averaged over the counted voxels
-    (and regions), as nnU-Net's ``DC_and_BCE_loss``."""
+    (:func:`~gnnseg.seg.unet.label_targets.region_targets`); the cross-entropy is the mean over voxels and regions
+    without an ignore label, and with one the sum over the regions and counted voxels divided by the counted voxels,
+    as nnU-Net's ``DC_and_BCE_loss`` computes them."""
 
     def __init__(self, regions: Sequence[LabelOrRegion], ignore_label: int | None = None, batch_dice: bool = True,
                  dice_weight: float = 1.0, bce_weight: float = 1.0) -> None:

@@ -143,7 +143,8 @@ def determine_postprocessing(predictions: Mapping[str, Path], references: Mappin
     return PostprocessingDecision(rule, baseline, current, tuple(trials))
 
 
-def _load_probabilities(path: Path, label_map: Path, shape: tuple[int, ...]) -> np.ndarray:
+def load_case_probabilities(path: Path, label_map: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """One case's saved ``probabilities (K, *spatial)``, checked against the grid of its label map."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: probabilities not found (ensembling needs each case's .npz; select "
                                 "without ensembles otherwise)")
@@ -158,6 +159,17 @@ def _load_probabilities(path: Path, label_map: Path, shape: tuple[int, ...]) -> 
                              f"{label_map} of shape {shape}")
         probabilities = probabilities.reshape(probabilities.shape[0], *shape)
     return probabilities
+
+
+def mean_case_probabilities(paths: Sequence[Path], label_map: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The mean (float32) of one case's probabilities saved at ``paths``, on the grid of ``label_map``."""
+    average = None
+    for path in paths:
+        loaded = load_case_probabilities(path, label_map, shape)
+        if average is not None and loaded.shape != average.shape:
+            raise ValueError(f"{path}: {loaded.shape[0]} probability channels, {paths[0]} has {average.shape[0]}")
+        average = loaded.astype(np.float32) if average is None else average + loaded
+    return average / len(paths)
 
 
 def ensemble_predictions(members: Sequence[CrossValidationPredictions], scheme: LabelScheme, parent: Path,
@@ -176,19 +188,9 @@ def ensemble_predictions(members: Sequence[CrossValidationPredictions], scheme: 
     labels = {}
     for case in progress(sorted(cases), desc=name, total=len(cases), enabled=show_progress):
         grid = read_label_map(members[0].labels[case])
-        average = None
-        for member in members:
-            path = member.probabilities.get(case, member.labels[case].with_name(f"{case}.npz"))
-            loaded = _load_probabilities(Path(path), members[0].labels[case], grid.array.shape)
-            if average is None:
-                average = loaded.astype(np.float32)
-            else:
-                if loaded.shape != average.shape:
-                    raise ValueError(f"{path}: {loaded.shape[0]} probability channels, {members[0].name} has "
-                                     f"{average.shape[0]}")
-                average += loaded
-        average /= len(members)
-        segmentation = scheme.segmentation(average)
+        paths = [Path(member.probabilities.get(case, member.labels[case].with_name(f"{case}.npz")))
+                 for member in members]
+        segmentation = scheme.segmentation(mean_case_probabilities(paths, members[0].labels[case], grid.array.shape))
         image = MedicalImage(segmentation.astype(label_map_dtype(segmentation)), grid.spacing, grid.affine)
         labels[case] = write_any(image, folder / f"{case}{file_ending}")
     return CrossValidationPredictions(name, labels, members=tuple(m.name for m in members),

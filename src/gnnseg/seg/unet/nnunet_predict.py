@@ -41,6 +41,7 @@ from gnnseg.seg.unet.nnunet_models import DEFAULT_CHECKPOINT, NnUNetModel, open_
 from gnnseg.seg.unet.nnunet_preprocessing import preprocess_nnunet_case
 from gnnseg.seg.unet.nnunet_resampling import resample_to_shape
 from gnnseg.seg.unet.predict import sliding_window_logits
+from gnnseg.seg.unet.prediction_ensemble import LABELS_FILE, write_prediction_labels
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,7 @@ class NnUNetPredictor:
         logits_t = torch.from_numpy(np.ascontiguousarray(logits_np)).float()
         if labels.has_regions:
             probabilities = torch.sigmoid(logits_t).numpy()
-            cropped = np.zeros(probabilities.shape[1:], dtype=np.uint16)
-            for index, value in enumerate(labels.regions_class_order):
-                cropped[probabilities[index] > 0.5] = value
+            cropped = labels.model.paint_regions(probabilities, np.zeros(probabilities.shape[1:], dtype=np.uint16))
         else:
             probabilities = torch.softmax(logits_t, 0).numpy()
             cropped = probabilities.argmax(0)
@@ -185,12 +184,15 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
                                                           if save_probabilities else [])
                for case_id in cases}
     existing = [str(path) for paths in outputs.values() for path in paths if path.exists()]
+    existing += [str(output / LABELS_FILE)] if save_probabilities and (output / LABELS_FILE).exists() else []
     if existing:
         raise FileExistsError(f"{len(existing)} outputs already exist in {output} (e.g. {existing[0]}); choose a new "
                               "output folder")
     predictor = NnUNetPredictor(model, step_size=step_size, use_mirroring=use_mirroring,
                                 device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     output.mkdir(parents=True, exist_ok=True)
+    if save_probabilities:
+        write_prediction_labels(output, model.labels.model, ending)
     written = []
     for case_id in progress(list(cases), desc=f"nnU-Net {model.configuration.name} ({len(model.folds)} folds)",
                             enabled=show_progress):

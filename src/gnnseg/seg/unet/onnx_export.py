@@ -46,7 +46,6 @@ from gnnseg.seg.unet.onnx_predictor import (
     PLANS_FILE,
 )
 from gnnseg.seg.unet.plans import Plans
-from gnnseg.seg.unet.train import load_trained_network, trained_augmentation
 
 OPSET = 17
 """The ONNX opset, as SAM's export (:mod:`gnnseg.seg.sam.export`)."""
@@ -250,43 +249,26 @@ def export_nnunet_model(model_dir: str | os.PathLike, output: str | os.PathLike,
                                       "trainer": model.trainer_name})
 
 
-def _run_fold(run_dir: Path) -> int | str | None:
-    saved = run_dir / "train_config.json"
-    return json.loads(saved.read_text()).get("fold") if saved.is_file() else None
-
-
 def export_unet_runs(run_dirs: str | os.PathLike | Sequence[str | os.PathLike], output: str | os.PathLike, *,
                      checkpoint: str = "checkpoint_final.pth") -> dict[str, Any]:
     """Export gnnseg U-Net training runs (``gnnseg seg train``'s run folders: one, or one per fold of the same plans
     and configuration) into the new folder ``output`` (``gnnseg seg export-onnx --unet RUN_DIR``).
 
-    Each run's ``checkpoint`` holds its plans and configuration; its ``train_config.json`` its fold and the axes it
-    was trained to be mirrored on (every axis for a run that does not say)."""
+    The runs are opened as prediction opens them (:func:`~gnnseg.seg.unet.fold_ensemble.open_trained_folds`: one
+    plan, configuration and mirroring; one run per fold); each graph is named by its run's fold."""
+    from gnnseg.seg.unet.fold_ensemble import open_trained_folds, run_fold
+
     runs = [Path(run_dirs)] if isinstance(run_dirs, (str, os.PathLike)) else [Path(r) for r in run_dirs]
     refuse_nonempty_folder(output)  # before any checkpoint loads
     missing = [str(run / checkpoint) for run in runs if not (run / checkpoint).is_file()]
     if missing:
         raise FileNotFoundError(f"no {checkpoint} in {', '.join(missing)}: give gnnseg U-Net run folders "
                                 "(`gnnseg seg train` writes them)")
-    networks, first_plans, configuration, first_axes = [], None, None, None
-    for run in runs:
-        network, plans, run_configuration = load_trained_network(run / checkpoint)
-        dims = len(plans.configuration(run_configuration).patch_size)
-        trained_axes = (trained_augmentation(run) or {}).get("mirror_axes")
-        axes = list(range(dims)) if trained_axes is None else [int(a) for a in trained_axes]
-        if first_plans is None:
-            first_plans, configuration, first_axes = plans, run_configuration, axes
-        elif (plans.to_json(), run_configuration, axes) != (first_plans.to_json(), configuration, first_axes):
-            raise ValueError(f"{run} was trained with other plans, configuration or mirroring than {runs[0]}; the "
-                             "folds of one export must share them")
-        networks.append(network)
-    folds = [_run_fold(run) for run in runs]
-    named = [str(fold) for fold in folds if fold is not None]
-    if len(set(named)) != len(named):
-        repeated = sorted({fold for fold in named if named.count(fold) > 1})
-        raise ValueError(f"several runs train fold {', '.join(repeated)}; an export ensembles one run per fold")
+    trained = open_trained_folds(runs, checkpoint=checkpoint)
+    folds = [run_fold(run) for run in runs]
     folds = folds if None not in folds else list(range(len(runs)))
-    return export_unet_onnx(networks, first_plans, configuration, output, mirror_axes=first_axes, folds=folds,
+    return export_unet_onnx(list(trained.network.folds), trained.plans, trained.configuration, output,
+                            mirror_axes=list(trained.mirror_axes), folds=folds,
                             source={"run_dirs": [str(run.resolve()) for run in runs], "checkpoint": checkpoint})
 
 

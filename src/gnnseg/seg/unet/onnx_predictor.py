@@ -128,14 +128,11 @@ class OnnxUNet:
         """Patches ``(B, C, *patch)`` -> one fold's logits ``(B, K, *patch)`` float32."""
         return self.sessions[fold].run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
-    def mirror_axes(self, mirror: bool | None) -> tuple[int, ...]:
-        """The axes mirrored at test time: those the model was trained to be mirrored on, or none; ``None``: as the
-        model's own pipeline does unless told (gnnseg's: no mirroring; nnU-Net's: mirroring)."""
-        if mirror is None:
-            mirror = self.cases.mirror_by_default
+    def mirror_axes(self, mirror: bool) -> tuple[int, ...]:
+        """The axes mirrored at test time: those the model was trained to be mirrored on, or none."""
         return self.allowed_mirror_axes if mirror else ()
 
-    def logits(self, data: np.ndarray, *, mirror: bool | None = None, step: float | None = None) -> np.ndarray:
+    def logits(self, data: np.ndarray, *, mirror: bool = True, step: float | None = None) -> np.ndarray:
         """Logits ``(K, z, y, x)`` of a preprocessed case ``data (C, z, y, x)``, the mean over the folds (nnU-Net v2
         averages logits), each fold's by 3D windows or 2D windows slice by slice; in the recipe's
         ``accumulation_dtype``."""
@@ -157,7 +154,7 @@ class OnnxUNet:
             total = logits if total is None else np.add(total, logits, out=total)
         return total if len(self.sessions) == 1 else total / np.asarray(len(self.sessions), dtype)
 
-    def predict_case(self, data: np.ndarray, spacing: Sequence[float], *, mirror: bool | None = None,
+    def predict_case(self, data: np.ndarray, spacing: Sequence[float], *, mirror: bool = True,
                      step: float | None = None, with_probabilities: bool = False
                      ) -> tuple[np.ndarray, np.ndarray | None]:
         """Segment one case ``data (C, *spatial)`` with ``spacing`` in its own axis order (2D or 3D).
@@ -170,7 +167,7 @@ class OnnxUNet:
         del preprocessed
         return self.cases.outputs(logits, geometry, with_probabilities)
 
-    def predict_image(self, channels: Sequence[MedicalImage], *, mirror: bool | None = None,
+    def predict_image(self, channels: Sequence[MedicalImage], *, mirror: bool = True,
                       step: float | None = None) -> MedicalImage:
         """Labels for one case given as one image per channel, on the first channel's grid (uint8, or uint16 for
         label values above 255). A volume whose axes run otherwise than the network expects (gnnseg's
@@ -194,14 +191,14 @@ class OnnxUNet:
 
 
 def predict_onnx_folder(export_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
-                        *, mirror: bool | None = None, step_size: float | None = None,
+                        *, mirror: bool = True, step_size: float | None = None,
                         keep_largest: Sequence[int] = (), threads: int | None = None,
                         half_precision: bool | None = None, show_progress: bool | None = None) -> dict[str, Any]:
     """Segment every case in ``input_dir`` (nnU-Net naming, the export's file ending) into ``output_dir`` with the
     U-Net export in ``export_dir``, never overwriting a prediction; without torch.
 
-    ``mirror`` averages the views mirrored along the axes the model was trained to be mirrored on (default: as the
-    model's own pipeline, :func:`gnnseg.seg.unet.pipeline.predict_folder` without, nnU-Net with); ``step_size``
+    ``mirror`` averages the views mirrored along the axes the model was trained to be mirrored on (default, as
+    nnU-Net and :func:`gnnseg.seg.unet.pipeline.predict_folder` predict); ``step_size``
     (default: the export's, 0.5) is the window step as a fraction of the patch; each label in ``keep_largest`` is
     reduced to its largest connected component; ``threads`` and ``half_precision`` go to :class:`OnnxUNet`. A bar on
     stderr counts the cases.

@@ -1,15 +1,15 @@
 """The U-Net pipeline behind the command line, as library functions: plan -> preprocess -> train -> predict -> metrics.
 
-A *work folder* holds one dataset's ``dataset_fingerprint.json``, ``plans.json`` and ``preprocessed/``;
-it records the raw dataset's location (with ``-d``, the work folder is ``$nnUNet_preprocessed/DatasetXXX_Name/``,
-:mod:`gnnseg.seg.unet.nnunet_paths`). Training creates ``runs/seg-train/<time>/`` (or continues one with
-``resume``), or with ``-d`` nnU-Net's results layout (:mod:`gnnseg.seg.unet.results_layout`); prediction reads only
-the trained folds (:mod:`gnnseg.seg.unet.fold_ensemble`).
+A *work folder* holds one dataset's ``dataset_fingerprint.json``, ``plans.json`` and ``preprocessed/``; it records
+the raw dataset's location (with ``-d``, the work folder is ``$nnUNet_preprocessed/DatasetXXX_Name/``,
+:mod:`gnnseg.seg.unet.nnunet_paths`, and the fingerprint ``gnnseg_dataset_fingerprint.json``). Training creates
+``runs/seg-train/<time>/`` (or continues one with ``resume``), or with ``-d`` nnU-Net's results layout
+(:mod:`gnnseg.seg.unet.results_layout`); prediction reads only the trained folds
+(:mod:`gnnseg.seg.unet.fold_ensemble`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -40,13 +40,19 @@ from gnnseg.seg.unet.planner_presets import preset_named
 from gnnseg.seg.unet.plans import Plans
 from gnnseg.seg.unet.postprocess import keep_largest_component
 from gnnseg.seg.unet.predict import predict_case
+from gnnseg.seg.unet.prediction_ensemble import LABELS_FILE, write_prediction_labels
 from gnnseg.seg.unet.train import CHECKPOINT_FINAL, TrainConfig, train_fold, training_device
 from gnnseg.seg.unet.validation_predictions import PROBABILITIES_KEY
+
+FINGERPRINT_FILE = "dataset_fingerprint.json"
+NNUNET_FOLDER_FINGERPRINT_FILE = "gnnseg_dataset_fingerprint.json"
+"""In ``$nnUNet_preprocessed/DatasetXXX_Name`` (the work folder of ``-d``): nnU-Net reads a ``dataset_fingerprint.json``
+it finds there instead of computing its own, so gnnseg's never takes that name."""
 
 
 def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *, memory_gb: float | None = None,
                  device: str = "gpu", base_features: int = 32, overwrite: bool = False,
-                 planner: str = "default") -> dict[str, Any]:
+                 planner: str = "default", fingerprint_name: str = FINGERPRINT_FILE) -> dict[str, Any]:
     """Fingerprint and plan with the ``planner`` preset (``memory_gb`` defaults to its reference memory); an existing
     ``plans.json`` (perhaps hand-edited) is replaced only with ``overwrite``."""
     preset_named(planner)                      # an unknown planner is refused before the fingerprint is taken
@@ -57,7 +63,7 @@ def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *,
                               "with the old plan are then redone)")
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = extract_fingerprint(dataset)
-    fingerprint_file = fingerprint.save(_fingerprint_path(work))
+    fingerprint_file = fingerprint.save(work / fingerprint_name)
     plans = replace(plan_experiment(fingerprint, memory_gb=memory_gb, device=device, base_features=base_features,
                                     planner=planner),
                     raw_dataset=str(Path(dataset_dir).resolve()), file_ending=dataset.file_ending)
@@ -67,20 +73,6 @@ def plan_dataset(dataset_dir: str | os.PathLike, work_dir: str | os.PathLike, *,
             "configurations": {name: {"patch_size": list(c.patch_size), "batch_size": c.batch_size,
                                       "spacing": list(c.spacing), "stages": c.network.num_stages}
                                for name, c in plans.configurations.items()}}
-
-
-def _fingerprint_path(work: Path) -> Path:
-    """``dataset_fingerprint.json``, unless that file holds a fingerprint gnnseg did not write (nnU-Net writes one of
-    the same name into ``$nnUNet_preprocessed/DatasetXXX_Name``, the work folder of ``-d``): then
-    ``gnnseg_dataset_fingerprint.json`` beside it, leaving the other one as it is."""
-    path = work / "dataset_fingerprint.json"
-    if not path.is_file():
-        return path
-    try:
-        ours = {"dataset_name", "num_training"} <= set(json.loads(path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError, TypeError):
-        ours = False
-    return path if ours else work / "gnnseg_dataset_fingerprint.json"
 
 
 def open_work_folder(work_dir: str | os.PathLike) -> tuple[Path, Plans, RawDataset]:
@@ -162,12 +154,15 @@ def predict_folder(model: str | os.PathLike | Sequence[str | os.PathLike], input
                                                           if save_probabilities else [])
                for case_id in cases}
     existing = [str(path) for paths in outputs.values() for path in paths if path.exists()]
+    existing += [str(output / LABELS_FILE)] if save_probabilities and (output / LABELS_FILE).exists() else []
     if existing:
         raise FileExistsError(f"{len(existing)} outputs already exist in {output} (e.g. {existing[0]}); "
                               f"choose a new output folder")
     output.mkdir(parents=True, exist_ok=True)
     written = []
     label_model = plans.label_model
+    if save_probabilities:
+        write_prediction_labels(output, label_model, ending)
     classes = [list(c) if isinstance(c, tuple) else c
                for c in (label_model.regions if label_model.has_regions else label_model.all_labels)]
     description = f"U-Net {trained.folds.configuration} ({len(trained.folds.fold_dirs)} folds)"
@@ -203,8 +198,7 @@ def predict_dicom_seg(model: str | os.PathLike | Sequence[str | os.PathLike], se
     if len(plans.channel_names) != 1:
         raise ValueError(f"the model takes {len(plans.channel_names)} channels per case; a DICOM series gives one")
     image, _ = trained.predict([read_any(series_dir)], step)
-    names = {value: name for name, value in plans.label_model.names.items() if isinstance(value, int) and value > 0}
-    write_dicom_seg(image.array, source, output, label_names=names,
+    write_dicom_seg(image.array, source, output, label_names=plans.label_model.predicted_names(),
                     model=f"U-Net {trained.folds.fold_dirs[0].name} {trained.folds.configuration}")
     return {**trained.describe(checkpoint, step), "predictions": [str(output)],
             "voxels_per_label": {int(k): int((image.array == k).sum()) for k in np.unique(image.array) if k}}

@@ -24,7 +24,6 @@ from gnnseg.seg.unet.sliding_window import (
     mirrorings,
     views_mean,
     window_slices,
-    windows_per_forward,
 )
 
 
@@ -41,7 +40,7 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     sums (and the result); ``torch.float16`` reproduces nnU-Net v2's predictor, which sums in half precision.
     ``mirror_axes`` adds test-time augmentation: predictions on inputs mirrored along every non-empty combination of
     those axes (3 mirrored views in 2D, 7 in 3D, as nnU-Net v2 does), mirrored back and averaged with the plain
-    prediction. ``batch_size`` patches go into one forward: windows, or a window's mirrored views.
+    prediction. ``batch_size`` windows go into one forward, once per view.
     Windows run on the network's device; the logits are summed on the CPU.
     """
     if not 0 < step <= 1:
@@ -63,13 +62,12 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     count_weights = weights.to(accumulation_dtype)
     windows = window_slices(padded_shape, patch, step)
     views = mirrorings(mirror_axes)
-    together = windows_per_forward(batch_size, views)
     network.eval()
     device = next((parameter.device for parameter in network.parameters()), torch.device("cpu"))
-    for first in range(0, len(windows), together):
-        chunk = windows[first:first + together]
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first:first + batch_size]
         batch = torch.stack([image[(slice(None), *w)] for w in chunk]).to(device)
-        prediction = views_mean(network, batch, views, batch_size, Tensor.flip, torch.cat).float().cpu()
+        prediction = views_mean(network, batch, views, Tensor.flip).float().cpu()
         for window, out in zip(chunk, prediction):
             logits[(slice(None), *window)] += out * weights
             counts[window] += count_weights

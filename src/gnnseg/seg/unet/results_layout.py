@@ -61,6 +61,9 @@ def model_folder(results_dataset: Path, configuration: str, trainer: str, plans_
     """The existing ``<trainer>__<plans>__<configuration>`` folder of a results dataset folder; when missing, the
     error lists the model folders there are."""
     folder = results_dataset / model_folder_name(trainer, plans_identifier, configuration)
+    if not results_dataset.is_dir():
+        raise FileNotFoundError(f"{results_dataset}: no trained models of this dataset (train one with `gnnseg seg "
+                                "train -d ...`)")
     if not folder.is_dir():
         present = sorted(child.name for child in results_dataset.iterdir() if child.is_dir() and "__" in child.name)
         raise FileNotFoundError(f"{folder}: model folder missing (there: {', '.join(present) or 'none'}; choose one "

@@ -48,30 +48,17 @@ def mirrorings(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
             for combination in itertools.combinations(mirror_axes, count)]
 
 
-def views_mean(network: Callable[[A], A], batch: A, views: Sequence[tuple[int, ...]], max_items: int,
-               flip: Callable[[A, tuple[int, ...]], A], concatenate: Callable[[list[A]], A]) -> A:
+def views_mean(network: Callable[[A], A], batch: A, views: Sequence[tuple[int, ...]],
+               flip: Callable[[A, tuple[int, ...]], A]) -> A:
     """The network's outputs for ``batch`` averaged over the plain view and the mirrored ``views`` (each mirrored
-    back), in forwards of at most ``max(max_items, len(batch))`` patches: the views of a few windows share one
-    forward, which a CPU runs faster than the same patches one at a time (2D ISBI patch, 4 views: about 0.75 of
-    the time). Works on numpy arrays and torch tensors alike (``flip`` and ``concatenate`` of that kind); the sum
-    runs in view order, so the result is the same as view by view."""
-    flips: list[tuple[int, ...]] = [(), *views]
-    count = len(batch)
-    per_forward = max(1, max_items // count)
-    total = None
-    for first in range(0, len(flips), per_forward):
-        group = flips[first:first + per_forward]
-        outputs = network(concatenate([flip(batch, axes) if axes else batch for axes in group]))
-        for position, axes in enumerate(group):
-            part = outputs[position * count:(position + 1) * count]
-            part = flip(part, axes) if axes else part
-            total = part if total is None else total + part
-    return total / len(flips) if views else total
-
-
-def windows_per_forward(batch_size: int, views: Sequence[tuple[int, ...]]) -> int:
-    """How many windows go into one forward so that they, with their mirrored views, fill ``batch_size``."""
-    return max(1, batch_size // (1 + len(views)))
+    back), one forward per view, summed in view order. Works on numpy arrays and torch tensors alike (``flip`` of that
+    kind). Putting a window's views into one forward instead was measured slower for real patch sizes on a CPU
+    (``benchmarks/results/nnunet_dropin_batched_views.md``: ISBI 512 x 512, 4 views, 1.18 x nnunetv2's time against
+    0.80 view by view)."""
+    total = network(batch)
+    for axes in views:
+        total = total + flip(network(flip(batch, axes)), axes)
+    return total / (1 + len(views)) if views else total
 
 
 def window_slices(shape: Sequence[int], patch: Sequence[int], step: float) -> list[tuple[slice, ...]]:
@@ -87,7 +74,7 @@ def sliding_window_logits(network: BatchLogits, image: np.ndarray, patch_size: S
                           centered_padding: bool = False, accumulation_dtype: type = np.float32) -> np.ndarray:
     """``image (C, *spatial)`` -> averaged logits ``(num_classes, *spatial)`` of ``accumulation_dtype``.
 
-    ``batch_size`` patches go into one forward: windows, or a window's mirrored views (:func:`views_mean`).
+    ``batch_size`` windows go into one forward, once per view (:func:`views_mean`).
     Images smaller than the patch are zero-padded (and the padding cut off again): after the image, or split before
     and after it with ``centered_padding`` (nnU-Net's rule: the odd voxel after). ``importance`` (the patch's shape)
     replaces the Gaussian weights (an nnU-Net model's own map). The sums are kept in one logits array and one weight
@@ -112,12 +99,10 @@ def sliding_window_logits(network: BatchLogits, image: np.ndarray, patch_size: S
     count_weights = weights.astype(accumulation_dtype)
     windows = window_slices(padded_shape, patch, step)
     views = mirrorings(mirror_axes)
-    together = windows_per_forward(batch_size, views)
-    for first in range(0, len(windows), together):
-        chunk = windows[first:first + together]
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first:first + batch_size]
         batch = np.stack([image[(slice(None), *window)] for window in chunk])
-        prediction = views_mean(network, batch, views, batch_size,
-                                lambda array, axes: np.ascontiguousarray(np.flip(array, axes)), np.concatenate)
+        prediction = views_mean(network, batch, views, lambda array, axes: np.ascontiguousarray(np.flip(array, axes)))
         for window, out in zip(chunk, prediction):
             logits[(slice(None), *window)] += out * weights
             counts[window] += count_weights

@@ -356,7 +356,11 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
                                "best_pseudo_dice_ema": best_ema,
                                "train_seconds": float(np.sum(log["epoch_seconds"]))}
     if raw_dataset is not None and context.is_main:
-        summary["validation"] = validate_cases(network, raw_dataset, val_ids, plans, configuration, save_to=output)
+        # as nnU-Net validates, and as `seg predict` predicts by default: mirrored along the axes trained on
+        dims = len(plan.patch_size)
+        axes = tuple(range(dims)) if config.augmentation.mirror_axes is None else tuple(config.augmentation.mirror_axes)
+        summary["validation"] = validate_cases(network, raw_dataset, val_ids, plans, configuration, save_to=output,
+                                               mirror_axes=axes)
     if context.is_main:
         write_json(output / "summary.json", summary)
     return summary

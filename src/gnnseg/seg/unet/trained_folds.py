@@ -143,18 +143,21 @@ def find_best_configuration(work_dir: str | os.PathLike, configurations: Sequenc
 
 
 def _how_to_predict(information: dict[str, Any], folder: Path) -> list[str]:
-    """The command that predicts new cases with the winner as its validation predictions were made: its folds
-    ensembled from the network at the end of training (``checkpoint_final.pth``, `seg predict`'s default), mirrored,
-    then the post-processing applied."""
+    """The commands that predict new cases with the winner as its validation predictions were made: each
+    configuration's folds ensembled from the network at the end of training (``checkpoint_final.pth``, `seg predict`'s
+    default), mirrored; an ensemble of configurations averaged by `seg ensemble`; then the post-processing."""
     best = information["best_model_or_ensemble"]
-    if len(best["configurations"]) > 1:
-        single = max((name for name in information["runs"]), key=lambda name: information["all_results"][name] or 0)
-        return [f"an ensemble of configurations won; gnnseg seg predict does not average configurations yet: the best "
-                f"single one is {single}; `gnnseg seg find-best-configuration --disable-ensembling` decides its "
-                "post-processing"]
-    paths = [Path(path) for path in information["runs"][best["configurations"][0]].values()]
-    if len({path.parent for path in paths}) == 1 and all(path.name.startswith("fold_") for path in paths):
-        model = f"{paths[0].parent} -f {' '.join(path.name.removeprefix('fold_') for path in paths)}"
-    else:
-        model = " ".join(str(path) for path in paths)
-    return [f"gnnseg seg predict -i INPUT -o OUTPUT -m {model} --postprocessing {folder / 'postprocessing.json'}"]
+    rule = folder / "postprocessing.json"
+    models = []
+    for configuration in best["configurations"]:
+        paths = [Path(path) for path in information["runs"][configuration].values()]
+        if len({path.parent for path in paths}) == 1 and all(path.name.startswith("fold_") for path in paths):
+            models.append(f"{paths[0].parent} -f {' '.join(path.name.removeprefix('fold_') for path in paths)}")
+        else:
+            models.append(" ".join(str(path) for path in paths))
+    if len(models) == 1:
+        return [f"gnnseg seg predict -i INPUT -o OUTPUT -m {models[0]} --postprocessing {rule}"]
+    outputs = [f"OUTPUT_{configuration}" for configuration in best["configurations"]]
+    return [*(f"gnnseg seg predict -i INPUT -o {out} -m {model} --save-probabilities"
+              for out, model in zip(outputs, models)),
+            f"gnnseg seg ensemble -i {' '.join(outputs)} -o OUTPUT --postprocessing {rule}"]

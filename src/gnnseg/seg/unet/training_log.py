@@ -5,7 +5,7 @@ every line begins with the time it was written. After a header line that says wh
 gives its losses, pseudo Dice per foreground class and their mean, the moving average that picks
 ``checkpoint_best.pth`` (marked when it improved), the learning rate and the epoch's duration, for example::
 
-    2026-12-06 10:41:07.123456: epoch 3/50 train_loss -0.4821 val_loss -0.5513 pseudo_dice [0.8123, 0.7011] \
+    2026-12-06 10:41:07.123456: epoch 3/50 train_loss 0.5179 val_loss 0.4487 pseudo_dice [0.8123, 0.7011] \
 mean 0.7567 ema 0.7012 (new best) lr 0.009460 epoch_time 12.41 s
 
 Lines are appended and flushed as they come, so the file can be followed while training runs.
