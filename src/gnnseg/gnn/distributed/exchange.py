@@ -139,17 +139,11 @@ class OwnerRequests(Protocol):
         """Release what the transport holds."""
 
 
-class CollectiveRequests:
-    """Requests to the owning ranks in lock-step: ``ask(kind, requests)`` sends ``requests[r]`` to rank ``r`` and
-    returns every rank's reply, computed there by the handler registered with ``answer(kind, handler)``. Every
-    rank calls ``ask`` the same number of times, in the same order (with empty requests when it needs nothing):
-    one exchange of requests, one of replies (``reply_rows``, when the caller knows them, saves a size round)."""
-
-    name = "collectives"
+class RanksOfExchange:
+    """What both transports take from the lock-step exchange they are built beside: this rank and the world size."""
 
     def __init__(self, exchange: AllToAll) -> None:
         self.exchange = exchange
-        self.handlers: dict[str, Answer] = {}
 
     @property
     def rank(self) -> int:
@@ -158,6 +152,19 @@ class CollectiveRequests:
     @property
     def world_size(self) -> int:
         return self.exchange.world_size
+
+
+class CollectiveRequests(RanksOfExchange):
+    """Requests to the owning ranks in lock-step: ``ask(kind, requests)`` sends ``requests[r]`` to rank ``r`` and
+    returns every rank's reply, computed there by the handler registered with ``answer(kind, handler)``. Every
+    rank calls ``ask`` the same number of times, in the same order (with empty requests when it needs nothing):
+    one exchange of requests, one of replies (``reply_rows``, when the caller knows them, saves a size round)."""
+
+    name = "collectives"
+
+    def __init__(self, exchange: AllToAll) -> None:
+        super().__init__(exchange)
+        self.handlers: dict[str, Answer] = {}
 
     @property
     def stats(self) -> ExchangeStats:

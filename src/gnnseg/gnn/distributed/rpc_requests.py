@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.distributed.rpc as rpc
 from torch import Tensor
 
-from gnnseg.gnn.distributed.exchange import AllToAll, Answer, ExchangeStats, guarded
+from gnnseg.gnn.distributed.exchange import AllToAll, Answer, ExchangeStats, RanksOfExchange, guarded
 
 _HANDLERS: dict[str, Answer] = {}          # what this process answers (the RPC threads look them up here)
 _SERVED = ExchangeStats()                  # replies this process sent to other ranks
@@ -71,14 +71,14 @@ def serve_request(kind: str, request: Tensor) -> Tensor:
     return reply
 
 
-class RpcRequests:
+class RpcRequests(RanksOfExchange):
     """Requests answered by their owners' RPC threads (see the module text). Joins the RPC group on
     construction: every rank constructs it together, after the process group."""
 
     name = "rpc"
 
     def __init__(self, exchange: AllToAll, master_addr: str, rpc_port: int, threads: int = 4) -> None:
-        self.exchange = exchange
+        super().__init__(exchange)
         self._asked = ExchangeStats()
         timeout = exchange.timeout_s or rpc.constants.DEFAULT_RPC_TIMEOUT_SEC
         # TensorPipe's shared-memory transport polls: each idle agent burns about half a core (measured: 3.8-4.5
@@ -90,14 +90,6 @@ class RpcRequests:
         guarded("the RPC set-up", self.rank, exchange.timeout_s,
                 lambda: rpc.init_rpc(worker_name(self.rank), rank=self.rank, world_size=self.world_size,
                                      rpc_backend_options=options))
-
-    @property
-    def rank(self) -> int:
-        return self.exchange.rank
-
-    @property
-    def world_size(self) -> int:
-        return self.exchange.world_size
 
     @property
     def stats(self) -> ExchangeStats:
