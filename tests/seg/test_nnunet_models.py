@@ -334,6 +334,28 @@ def test_folds_and_checkpoint_are_chosen(nnunet_environment):
     assert open_nnunet_model(model, checkpoint="checkpoint_best.pth").folds == ("1",)
 
 
+def test_fold_weights_are_the_checkpoints_and_never_written_to(nnunet_environment):
+    """Folds are assigned, not copied, into the network: predicting with two folds must leave each fold's tensors as
+    its checkpoint holds them, and the network holding fold 0's. The checkpoint is read, not left mapped: the file
+    may be rewritten (a training run continuing) without touching the opened model."""
+    from gnnseg.seg.unet.nnunet_predict import NnUNetPredictor
+
+    root = nnunet_environment
+    plans, dataset = plans_2d()
+    model = write_model_folder(root / "results", plans, dataset, "2d", folds=(0, 1))
+    saved = [torch.load(model / f"fold_{k}" / "checkpoint_final.pth", weights_only=False)["network_weights"]
+             for k in (0, 1)]
+    opened = open_nnunet_model(model)
+    (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"rewritten")
+    NnUNetPredictor(opened).predict(np.random.default_rng(0).normal(size=(1, 1, 40, 36)).astype(np.float32),
+                                    (999.0, 1.0, 1.0))
+    for weights, checkpoint in zip(opened.fold_weights, saved):
+        assert all(torch.equal(tensor, checkpoint[key]) for key, tensor in weights.items())
+    assert all(torch.equal(tensor, saved[0][key]) for key, tensor in opened.network.state_dict().items())
+    first = next(iter(opened.fold_weights[0]))
+    assert not torch.equal(opened.fold_weights[0][first], opened.fold_weights[1][first])
+
+
 # ------------------------------------------------------------------------------------------------ bad input
 
 def test_folder_without_plans_is_refused_naming_the_file(nnunet_environment):

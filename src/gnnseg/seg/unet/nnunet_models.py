@@ -21,6 +21,7 @@ plans' network) before anything is predicted.
 
 from __future__ import annotations
 
+import copy
 import re
 import zipfile
 from collections.abc import Sequence
@@ -94,7 +95,7 @@ def read_nnunet_checkpoint(path: str | Path) -> dict[str, Any]:
     allowed = [(value, name) for name, value in NUMPY_SCALAR_GLOBALS.items()]
     try:
         with torch.serialization.safe_globals(allowed):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:
         raise ValueError(f"{path}: refused by weights_only loading ({str(error).splitlines()[0]})") from None
     if not isinstance(checkpoint, dict):
@@ -104,6 +105,11 @@ def read_nnunet_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not an nnU-Net v2 checkpoint (lacks {', '.join(missing)})")
     if not isinstance(checkpoint["init_args"], dict) or "configuration" not in checkpoint["init_args"]:
         raise ValueError(f"{path}: init_args lacks 'configuration'")
+    # the file was mapped, not read: only the weights are read into memory (the optimizer state, as large again, never
+    # is), and nothing stays backed by a file that a training run may rewrite; deepcopy keeps shared tensors shared
+    checkpoint = {**checkpoint, "network_weights": copy.deepcopy(checkpoint["network_weights"])}
+    checkpoint.pop("optimizer_state", None)
+    checkpoint.pop("grad_scaler_state", None)
     return checkpoint
 
 
@@ -136,6 +142,12 @@ class NnUNetModel:
     fold_weights: tuple[dict[str, torch.Tensor], ...]   # canonical state dicts, one per fold
     mirror_axes: tuple[int, ...] | None                 # what the trainer allows at inference; None: no mirroring
     network: NnUNetNetwork                              # built from the plans, holding the first fold's weights
+
+    def use_fold(self, index: int) -> NnUNetNetwork:
+        """:attr:`network` with fold ``index``'s weights as its parameters (assigned, not copied: loading a fold
+        costs nothing, and no fold's tensors are ever written to)."""
+        self.network.load_state_dict(self.fold_weights[index], assign=True)
+        return self.network
 
     @property
     def dims(self) -> int:
@@ -176,17 +188,17 @@ def open_nnunet_model(folder: str | Path, folds: Sequence[str | int] | None = No
         if first is None:
             first = loaded
             configuration = plans.configuration(str(loaded["init_args"]["configuration"]))
-            network = build_network(configuration.architecture, labels.num_channels, labels.num_outputs,
-                                    f"{plans.source}: configurations[{configuration.name!r}].architecture")
+            with torch.device("meta"):   # no initialisation: every fold's tensors are assigned below
+                network = build_network(configuration.architecture, labels.num_channels, labels.num_outputs,
+                                        f"{plans.source}: configurations[{configuration.name!r}].architecture")
         for what, value, reference in (("trainer", trainer, first["trainer_name"]),
                                        ("configuration", loaded["init_args"]["configuration"],
                                         first["init_args"]["configuration"])):
             if value != reference:
                 raise ValueError(f"{path}: {what} {value!r} differs from fold {chosen[0]}'s {reference!r}")
-        load_nnunet_weights(network, loaded["network_weights"], str(path))
-        weights.append({k: v.clone() for k, v in network.state_dict().items()})
+        weights.append(load_nnunet_weights(network, loaded["network_weights"], str(path), assign=True))
     assert first is not None and network is not None
-    network.load_state_dict(weights[0])
+    network.load_state_dict(weights[0], assign=True)
     network.eval()
     axes = first.get("inference_allowed_mirroring_axes")
     if axes is not None and not set(axes) <= set(range(len(configuration.patch_size))):

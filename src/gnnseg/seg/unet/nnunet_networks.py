@@ -334,19 +334,32 @@ def _aliased(key: str, network: nn.Module) -> str | None:
     return None if name is None else f"{block_path}.{name}.{parameter}"
 
 
-def load_nnunet_weights(network: NnUNetNetwork, state: Mapping[str, Tensor], source: str) -> None:
+def _same_view(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors are views of the same memory with the same layout (as aliases loaded from one checkpoint
+    are: ``torch.save`` keeps shared storage shared), so that they are equal without comparing their values."""
+    return (a.device == b.device and a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+            and a.storage_offset() == b.storage_offset())
+
+
+def load_nnunet_weights(network: NnUNetNetwork, state: Mapping[str, Tensor], source: str, *,
+                        assign: bool = False) -> dict[str, Tensor]:
     """Load an nnU-Net ``network_weights`` state dict (as ``dynamic_network_architectures`` saves it, aliases and
-    all, or without a ``module.`` / ``_orig_mod.`` prefix from DDP or ``torch.compile``) into ``network``.
+    all, or without a ``module.`` / ``_orig_mod.`` prefix from DDP or ``torch.compile``) into ``network``; returns the
+    canonical state dict (the aliases left out) that was loaded.
 
     Every tensor must find its place and every parameter must be given; otherwise one ``ValueError`` names
     ``source`` and the first keys missing or unexpected. An alias that differs from the tensor it aliases is refused.
+    ``assign`` makes the given tensors the network's parameters instead of copying them in (no copy; the network may
+    then be built on the ``meta`` device, skipping its initialisation).
     """
     state = {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
     canonical = {key: value for key, value in state.items() if not _is_alias(key)}
     aliases = {key: _aliased(key, network) for key in state if _is_alias(key)}
     expected = network.state_dict()
     for alias, target in aliases.items():
-        if target in canonical and not torch.equal(canonical[target], state[alias]):
+        if target in canonical and not (_same_view(canonical[target], state[alias])
+                                        or torch.equal(canonical[target], state[alias])):
             raise ValueError(f"{source}: {alias} differs from {target}, which it should alias")
     unexpected = sorted(key for key in state if aliases.get(key, key) not in expected)
     missing = sorted(set(expected) - set(canonical))
@@ -364,4 +377,8 @@ def load_nnunet_weights(network: NnUNetNetwork, state: Mapping[str, Tensor], sou
         key = shapes[0]
         raise ValueError(f"{source}: network_weights[{key!r}] has shape {tuple(canonical[key].shape)}, the plans' "
                          f"network needs {tuple(expected[key].shape)} ({len(shapes)} tensors differ)")
-    network.load_state_dict(canonical, strict=True)
+    if assign:
+        canonical = {key: value.to(expected[key].dtype) if value.is_floating_point() else value
+                     for key, value in canonical.items()}
+    network.load_state_dict(canonical, strict=True, assign=assign)
+    return canonical

@@ -67,7 +67,8 @@ class NnUNetPredictor:
         self.batch_size = batch_size
         self.dtype = torch.float16 if half_precision else torch.float32
         self.importance = torch.from_numpy(nnunet_importance(model.configuration.patch_size))
-        model.network.to(self.device)
+        self.fold_weights = [{key: value.to(self.device) for key, value in weights.items()}
+                             for weights in model.fold_weights]     # the same tensors on the CPU: nothing copied
 
     def logits(self, data: np.ndarray) -> Tensor:
         """Preprocessed ``data (C, z, y, x)`` -> the folds' mean logits ``(outputs, z, y, x)`` on the CPU (float16 with
@@ -77,18 +78,18 @@ class NnUNetPredictor:
         options = {"step": self.step_size, "mirror_axes": self.mirror_axes, "batch_size": self.batch_size,
                    "importance": self.importance, "centered_padding": True, "accumulation_dtype": self.dtype}
         outputs = self.model.labels.num_outputs
+        network = self.model.network
         total = None
-        for weights in self.model.fold_weights:
-            self.model.network.load_state_dict(weights)
+        for weights in self.fold_weights:
+            network.load_state_dict(weights, assign=True)
             if len(patch) == 3:
-                fold = sliding_window_logits(self.model.network, image, patch, outputs, **options)
+                fold = sliding_window_logits(network, image, patch, outputs, **options)
             else:
-                fold = torch.stack([sliding_window_logits(self.model.network, image[:, z], patch, outputs, **options)
+                fold = torch.stack([sliding_window_logits(network, image[:, z], patch, outputs, **options)
                                     for z in range(image.shape[1])], dim=1)
             total = fold if total is None else total + fold
-        if len(self.model.fold_weights) > 1:      # the model's network holds the first fold's weights, as documented
-            self.model.network.load_state_dict(self.model.fold_weights[0])
-        return total / len(self.model.fold_weights)
+        network.load_state_dict(self.fold_weights[0], assign=True)   # the first fold's weights, as documented
+        return total / len(self.fold_weights)
 
     def predict(self, data: np.ndarray, spacing: Sequence[float], *,
                 return_probabilities: bool = False) -> NnUNetPrediction:
