@@ -31,6 +31,14 @@ def awkward_graph(num_nodes: int = 30, num_edges: int = 120, seed: int = 0) -> t
     return torch.cat([edges, loops, duplicates], dim=1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """gnnseg's caches (optimised onnxruntime graphs) go to a folder of the test session, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GNNSEG_CACHE_DIR", str(tmp_path_factory.mktemp("gnnseg_cache")))
+        yield
+
+
 @pytest.fixture
 def last_json(capsys):
     """Call it after a ``--json`` command: the command's answer, its last stdout line, parsed."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gnnseg.core.onnx_sessions import open_session
 from gnnseg.core.progress import progress
 from gnnseg.seg.io import MedicalImage, axis_codes, read_any, reorient, reorient_like
 from gnnseg.seg.io.any_format import write_any
@@ -89,7 +90,7 @@ class OnnxUNet:
             raise FileNotFoundError(f"the U-Net export {folder} is incomplete: {', '.join(missing)} missing; export "
                                     "the model again")
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401
         except ImportError as exc:
             raise ImportError("running an ONNX export needs onnxruntime: pip install 'gnnseg[onnx]'") from exc
         self.folder = folder
@@ -103,16 +104,10 @@ class OnnxUNet:
         if recorded != planned:
             raise ValueError(f"{folder / INFERENCE_FILE} and the plans beside it disagree on (patch size, channels, "
                              f"outputs): {recorded} vs {planned}; export the model again")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or 0
-        options.inter_op_num_threads = 1
-        self.sessions = [self._open(onnxruntime, options, folder / name) for name in settings["graphs"]]
+        self.sessions = [self._open(folder / name, threads or 0) for name in settings["graphs"]]
 
-    def _open(self, onnxruntime, options, path: Path):
-        try:
-            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own classes for unreadable or invalid graphs
-            raise ValueError(f"{path} cannot be opened by onnxruntime: {exc}") from exc
+    def _open(self, path: Path, threads: int):
+        session = open_session(path, threads=threads)
         given = [(graph_input.name, graph_input.shape) for graph_input in session.get_inputs()]
         expected = [self.cases.channels, *self.cases.patch_size]
         if len(given) != 1 or given[0][0] != INPUT_NAME or list(given[0][1][1:]) != expected:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gnnseg.core.onnx_sessions import open_session
 from gnnseg.seg.sam.modeling.config import SamConfig
 
 
@@ -34,7 +35,7 @@ class OnnxSam:
 
     def __init__(self, folder: str | os.PathLike, *, threads: int | None = None) -> None:
         try:
-            import onnxruntime
+            import onnxruntime  # noqa: F401
         except ImportError as exc:
             raise ImportError("running an ONNX export needs onnxruntime: pip install 'gnnseg[onnx]'") from exc
         folder = Path(folder)
@@ -42,20 +43,13 @@ class OnnxSam:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder / name} is missing: export the model with export_onnx first")
         self.config = SamConfig.from_dict(json.loads((folder / "config.json").read_text()))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1
+        threads = threads or default_threads()
         # The encoder and decoder sessions take turns (3D propagation alternates them per slice); threads left
         # spinning by one would hold the cores the other needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
         # The decoder's session opens in the background while the encoder's opens and runs, which shortens every new
         # process that segments one image (a failure to open it is raised by the first decode).
         def session(name: str):
-            try:
-                return onnxruntime.InferenceSession(str(folder / name), options, providers=providers)
-            except Exception as exc:  # onnxruntime raises its own classes for unreadable or invalid graphs
-                raise ValueError(f"{folder / name} cannot be opened by onnxruntime: {exc}") from exc
+            return open_session(folder / name, threads=threads, spinning=False)
 
         opener = ThreadPoolExecutor(max_workers=1)
         self._decoder = opener.submit(session, "decoder.onnx")

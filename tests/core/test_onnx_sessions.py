@@ -1,0 +1,114 @@
+"""The cache of optimised onnxruntime graphs: reused only for the same graph file, never an error, same outputs."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed")
+onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+from gnnseg.core import onnx_sessions  # noqa: E402
+from gnnseg.core.onnx_sessions import open_session, open_session_uncached  # noqa: E402
+
+
+def write_conv_graph(path, seed: int = 0) -> None:
+    """Two 3x3 convolutions with a ReLU between: onnxruntime turns them into its NCHWc form on x86."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = [numpy_helper.from_array(rng.normal(size=(16, c, 3, 3)).astype(np.float32), f"w{k}")
+               for k, c in enumerate((3, 16))]
+    nodes = [helper.make_node("Conv", ["image", "w0"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w1"], ["logits"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                             [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 16, 32, 32])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(onnx_sessions.CACHE_ENV, str(folder))
+    monkeypatch.delenv(onnx_sessions.SWITCH_ENV, raising=False)
+    return folder / "onnxruntime"
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """The files onnxruntime is asked to open, in order."""
+    paths = []
+    real = onnxruntime.InferenceSession
+
+    def recording(path, *args, **kwargs):
+        paths.append(os.path.basename(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording)
+    return paths
+
+
+def run(session) -> np.ndarray:
+    image = np.random.default_rng(1).normal(size=(1, 3, 32, 32)).astype(np.float32)
+    return session.run(None, {"image": image})[0]
+
+
+def entries(cache) -> list[str]:
+    return sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+
+
+def test_the_optimised_graph_is_written_once_and_opened_again_with_the_same_outputs(tmp_path, cache, opened):
+    graph = tmp_path / "convs.onnx"
+    write_conv_graph(graph)
+    expected = run(open_session_uncached(graph))
+    first = run(open_session(graph, threads=1))
+    assert len(entries(cache)) == 1 and entries(cache)[0].startswith("convs-")
+    second = run(open_session(graph, threads=1))
+    assert opened == ["convs.onnx", "convs.onnx", entries(cache)[0]]
+    np.testing.assert_allclose(first, expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(second, first)
+
+
+def test_a_rewritten_graph_gets_its_own_entry(tmp_path, cache):
+    graph = tmp_path / "convs.onnx"
+    write_conv_graph(graph, seed=0)
+    open_session(graph)
+    write_conv_graph(graph, seed=1)
+    os.utime(graph, ns=(graph.stat().st_atime_ns, graph.stat().st_mtime_ns + 10**9))
+    assert np.allclose(run(open_session(graph)), run(open_session_uncached(graph)), atol=1e-5)
+    assert len(entries(cache)) == 2
+
+
+def test_a_damaged_entry_is_replaced_not_an_error(tmp_path, cache):
+    graph = tmp_path / "convs.onnx"
+    write_conv_graph(graph)
+    open_session(graph)
+    entry = cache / entries(cache)[0]
+    entry.write_bytes(b"not a graph")
+    np.testing.assert_allclose(run(open_session(graph)), run(open_session_uncached(graph)), atol=1e-5)
+    assert entries(cache) == [entry.name] and entry.stat().st_size > 1000
+
+
+def test_the_cache_can_be_turned_off_and_an_unwritable_one_is_skipped(tmp_path, cache, monkeypatch):
+    graph = tmp_path / "convs.onnx"
+    write_conv_graph(graph)
+    monkeypatch.setenv(onnx_sessions.SWITCH_ENV, "0")
+    run(open_session(graph))
+    assert not cache.exists()
+    monkeypatch.delenv(onnx_sessions.SWITCH_ENV)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv(onnx_sessions.CACHE_ENV, str(blocker))
+    assert run(open_session(graph)).shape == (1, 16, 32, 32)
+
+
+def test_a_broken_graph_is_named_and_leaves_nothing_in_the_cache(tmp_path, cache):
+    graph = tmp_path / "broken.onnx"
+    graph.write_bytes(b"\x08\x07garbage")
+    with pytest.raises(ValueError, match="broken.onnx cannot be opened by onnxruntime"):
+        open_session(graph)
+    assert entries(cache) == []
