@@ -190,21 +190,19 @@ def predict_nnunetv2(model: Path, cases: Path, output: Path, mirroring: bool, pr
     return time.perf_counter() - start
 
 
-def predict_gnnseg(model: Path, cases: Path, output: Path, mirroring: bool, probabilities: bool) -> float:
+def predict_gnnseg(model: Path, cases: Path, output: Path, mirroring: bool, probabilities: bool,
+                   precision: str = "float32") -> float:
     from gnnseg.seg.unet.nnunet_predict import predict_nnunet_folder
 
     start = time.perf_counter()
     predict_nnunet_folder(model, cases, output, use_mirroring=mirroring, save_probabilities=probabilities,
-                          device="cpu", show_progress=False)
+                          device="cpu", precision=precision, show_progress=False)
     return time.perf_counter() - start
 
 
-def predict_onnx(model: Path, cases: Path, output: Path, mirroring: bool, export: Path) -> float:
-    from gnnseg.seg.unet.onnx_export import export_nnunet_model
+def predict_onnx(output: Path, cases: Path, mirroring: bool, export: Path) -> float:
     from gnnseg.seg.unet.onnx_predictor import predict_onnx_folder
 
-    if not export.exists():
-        export_nnunet_model(model, export)
     start = time.perf_counter()
     predict_onnx_folder(export, cases, output, mirror=mirroring, show_progress=False)
     return time.perf_counter() - start
@@ -221,28 +219,47 @@ def dice_per_case(ours: Path, theirs: Path, ending: str) -> dict[str, float]:
 
 
 def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabilities: bool, repeats: int) -> dict:
-    """Both predictors (and ONNX) on ``cases``, mirroring on and off; each time is the fastest of ``repeats`` runs,
-    the two predictors taking turns so that a busy spell of the machine does not fall on one of them only."""
+    """The predictors on ``cases``, mirroring on and off: nnunetv2, gnnseg in float32 (nnU-Net's numbers), gnnseg
+    in bfloat16 (opt-in) and gnnseg's ONNX export. Each time is the fastest of ``repeats`` runs, the predictors
+    taking turns so that a busy spell of the machine does not fall on one of them only. The ONNX export's first run
+    is also kept apart: it optimises the graphs and caches them for the machine (``gnnseg.core.onnx_sessions``)."""
     ending = json.loads((model / "dataset.json").read_text())["file_ending"]
     row: dict = {"model": str(model), "cases": sorted(p.name for p in cases.iterdir()), "settings": {}}
+    export = scratch / name / "onnx_export"
+    onnx_error = None
+    try:
+        from gnnseg.seg.unet.onnx_export import export_nnunet_model
+
+        if not export.exists():
+            export_nnunet_model(model, export)
+    except Exception as error:  # the ONNX path is optional (another module, onnxruntime)
+        onnx_error = f"{type(error).__name__}: {error}"
     for mirroring in (True, False):
         tag = "mirroring_on" if mirroring else "mirroring_off"
         work = scratch / name / tag
-        theirs_s = ours_s = float("inf")
+        theirs_s = ours_s = bf16_s = onnx_s = float("inf")
+        onnx_first_s = None
         for run in range(repeats):
             theirs_s = min(theirs_s, predict_nnunetv2(model, cases, work / f"nnunetv2_{run}", mirroring, False))
             ours_s = min(ours_s, predict_gnnseg(model, cases, work / f"gnnseg_{run}", mirroring, False))
-        shutil.copytree(work / "nnunetv2_0", work / "nnunetv2")
-        shutil.copytree(work / "gnnseg_0", work / "gnnseg")
+            bf16_s = min(bf16_s, predict_gnnseg(model, cases, work / f"bf16_{run}", mirroring, False, "bfloat16"))
+            if onnx_error is None:
+                took = predict_onnx(work / f"onnx_{run}", cases, mirroring, export)
+                onnx_first_s = took if onnx_first_s is None else onnx_first_s
+                onnx_s = min(onnx_s, took)
+        for kind in ("nnunetv2", "gnnseg", "bf16") + (("onnx",) if onnx_error is None else ()):
+            shutil.copytree(work / f"{kind}_0", work / kind)
         setting = {"nnunetv2_s": round(theirs_s, 3), "gnnseg_s": round(ours_s, 3),
                    "torch_time_ratio_vs_nnunetv2": round(ours_s / theirs_s, 3),
-                   "dice_vs_nnunetv2": dice_per_case(work / "gnnseg", work / "nnunetv2", ending)}
-        try:
-            onnx_s = predict_onnx(model, cases, work / "onnx", mirroring, scratch / name / "onnx_export")
-            setting.update(onnx_s=round(onnx_s, 3), onnx_time_ratio_vs_nnunetv2=round(onnx_s / theirs_s, 3),
+                   "dice_vs_nnunetv2": dice_per_case(work / "gnnseg", work / "nnunetv2", ending),
+                   "bf16_s": round(bf16_s, 3), "bf16_time_ratio_vs_nnunetv2": round(bf16_s / theirs_s, 3),
+                   "bf16_dice_vs_nnunetv2": dice_per_case(work / "bf16", work / "nnunetv2", ending)}
+        if onnx_error is None:
+            setting.update(onnx_s=round(onnx_s, 3), onnx_first_run_s=round(onnx_first_s, 3),
+                           onnx_time_ratio_vs_nnunetv2=round(onnx_s / theirs_s, 3),
                            onnx_dice_vs_nnunetv2=dice_per_case(work / "onnx", work / "nnunetv2", ending))
-        except Exception as error:  # the ONNX path is optional (another module, onnxruntime)
-            setting.update(onnx_time_ratio_vs_nnunetv2=None, onnx_unavailable=f"{type(error).__name__}: {error}")
+        else:
+            setting.update(onnx_time_ratio_vs_nnunetv2=None, onnx_unavailable=onnx_error)
         if compare_probabilities:
             predict_nnunetv2(model, cases, work / "nnunetv2_p", mirroring, True)
             predict_gnnseg(model, cases, work / "gnnseg_p", mirroring, True)
@@ -251,7 +268,9 @@ def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabil
                 for p in (work / "gnnseg_p").glob("*.npz")))
         row["settings"][tag] = setting
         print(f"{name:15s} {tag:14s} nnunetv2 {theirs_s:7.2f} s  gnnseg {ours_s:7.2f} s  "
-              f"ratio {ours_s / theirs_s:5.2f}  Dice min {min(setting['dice_vs_nnunetv2'].values()):.5f}", flush=True)
+              f"ratio {ours_s / theirs_s:5.2f}  bf16 {bf16_s / theirs_s:5.2f}  "
+              f"onnx {setting['onnx_time_ratio_vs_nnunetv2']}  "
+              f"Dice min {min(setting['dice_vs_nnunetv2'].values()):.5f}", flush=True)
     return row
 
 
@@ -259,17 +278,25 @@ def markdown(report: dict) -> str:
     lines = ["# nnU-Net v2 models: gnnseg against nnunetv2", "",
              f"{report['machine'].get('processor') or report['machine'].get('platform')}, "
              f"torch threads {report['torch_threads']}; {report['folds']} folds of random weights per model; "
-             f"fastest of {report['repeats']} runs.", "",
-             "| setting | mirroring | nnunetv2 s | gnnseg s | gnnseg / nnunetv2 | ONNX / nnunetv2 | Dice min |",
-             "|---|---|---|---|---|---|---|"]
+             f"fastest of {report['repeats']} runs. gnnseg float32 computes nnU-Net's numbers; bfloat16 is opt-in "
+             "(`--precision bfloat16`); ONNX is the torch-free export (its first run, which optimises and caches "
+             "the graphs, in brackets).", "",
+             "| setting | mirroring | nnunetv2 s | gnnseg s | gnnseg / nnunetv2 | Dice min | bfloat16 / nnunetv2 "
+             "| bfloat16 Dice min | ONNX / nnunetv2 (first run) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, row in report["settings"].items():
         for tag, s in row["settings"].items():
             onnx = s.get("onnx_time_ratio_vs_nnunetv2")
+            onnx_text = (f"{onnx} ({round(s['onnx_first_run_s'] / s['nnunetv2_s'], 3)})" if onnx is not None
+                         else "n/a")
             lines.append(f"| {name} | {tag.removeprefix('mirroring_')} | {s['nnunetv2_s']} | {s['gnnseg_s']} | "
-                         f"{s['torch_time_ratio_vs_nnunetv2']} | {onnx if onnx is not None else 'n/a'} | "
-                         f"{min(s['dice_vs_nnunetv2'].values()):.5f} |")
-    lines += ["", f"Lowest Dice against nnunetv2: {report['dice_vs_nnunetv2_min']:.5f}; worst time ratio "
-              f"{report['torch_time_ratio_vs_nnunetv2']['worst']}."]
+                         f"{s['torch_time_ratio_vs_nnunetv2']} | {min(s['dice_vs_nnunetv2'].values()):.5f} | "
+                         f"{s['bf16_time_ratio_vs_nnunetv2']} | {min(s['bf16_dice_vs_nnunetv2'].values()):.4f} | "
+                         f"{onnx_text} |")
+    lines += ["", f"Lowest Dice against nnunetv2: {report['dice_vs_nnunetv2_min']:.5f} (float32), "
+              f"{report['bf16_dice_vs_nnunetv2_min']:.4f} (bfloat16); worst time ratio "
+              f"{report['torch_time_ratio_vs_nnunetv2']['worst']} (float32), "
+              f"{report['bf16_time_ratio_vs_nnunetv2']['worst']} (bfloat16)."]
     if report["onnx_time_ratio_vs_nnunetv2"] is None:
         lines.append(f"ONNX: {report['onnx_unavailable']}")
     return "\n".join(lines) + "\n"
@@ -322,6 +349,8 @@ def main() -> None:
               for tag, s in row["settings"].items()}
     onnx = {f"{name}/{tag}": s["onnx_time_ratio_vs_nnunetv2"] for name, row in settings.items()
             for tag, s in row["settings"].items()}
+    bf16 = {f"{name}/{tag}": s["bf16_time_ratio_vs_nnunetv2"] for name, row in settings.items()
+            for tag, s in row["settings"].items()}
     unavailable = next((s["onnx_unavailable"] for s in every if "onnx_unavailable" in s), None)
     report = {"benchmark": "nnunet_dropin", "machine": machine_info(), "torch_threads": torch.get_num_threads(),
               "quick": args.quick, "repeats": args.repeats,
@@ -330,6 +359,8 @@ def main() -> None:
               "probability_max_abs_diff": max((s["probability_max_abs_diff"] for s in every
                                                if "probability_max_abs_diff" in s), default=None),
               "torch_time_ratio_vs_nnunetv2": {**ratios, "worst": max(ratios.values())},
+              "bf16_time_ratio_vs_nnunetv2": {**bf16, "worst": max(bf16.values())},
+              "bf16_dice_vs_nnunetv2_min": min(min(s["bf16_dice_vs_nnunetv2"].values()) for s in every),
               "onnx_time_ratio_vs_nnunetv2": (None if any(v is None for v in onnx.values())
                                               else {**onnx, "worst": max(onnx.values())}),
               "onnx_unavailable": unavailable, "settings": settings}

@@ -240,6 +240,11 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
     assert main(["seg", "predict", "-i", str(dataset.root / "imagesTr"), "-o", str(tmp_path / "pred"),
                  "-m", run_dir]) == 2      # refuses to overwrite earlier predictions
     assert predicted["mirror_axes"] == []                 # mirroring is the default, but the run was trained without
+    halved = run("seg", "predict", "-i", dataset.root / "imagesTr", "-o", tmp_path / "bf16", "-m", run_dir,
+                 "--precision", "bfloat16")
+    assert halved["precision"] == "bfloat16" and predicted["precision"] == "float32"
+    for fast, exact in zip(halved["predictions"], predicted["predictions"], strict=True):
+        assert np.mean(read_image_2d(fast).array == read_image_2d(exact).array) > 0.98
 
     def with_an_island(*args, **kwargs):                  # the network's labels plus a stray blob in a corner
         image, probabilities = segment_image(*args, **kwargs)
@@ -260,7 +265,8 @@ def test_plan_preprocess_train_resume_predict_metrics(tmp_path, capsys, last_jso
 
 
 def test_bfloat16_training_learns_and_keeps_float32_weights(tmp_path, last_json):
-    from gnnseg.seg.unet.train import as_float32, autocast
+    from gnnseg.seg.unet.precision import autocast
+    from gnnseg.seg.unet.train import as_float32
 
     conv = torch.nn.Conv2d(1, 2, 3)
     with autocast("bfloat16"):

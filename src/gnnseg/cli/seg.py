@@ -228,10 +228,11 @@ def _predict_cases(args: argparse.Namespace) -> dict:
 
         given = [flag for flag, value in (("--folds", args.folds), ("--checkpoint", args.checkpoint),
                                           ("--save-probabilities", args.save_probabilities),
-                                          ("--device", args.device)) if value]
+                                          ("--device", args.device),
+                                          ("--precision", args.precision != "float32")) if value]
         if given or is_dicom_seg_path(args.output):
             raise ValueError(f"{', '.join(given) or 'DICOM-SEG output'}: not for an ONNX export (its folds and "
-                             f"checkpoint were chosen at export; it runs on the CPU with onnxruntime)")
+                             f"checkpoint were chosen at export; it runs in float32 on the CPU with onnxruntime)")
         return predict_onnx_folder(models[0], args.input, args.output, mirror=not args.disable_tta,
                                    step_size=args.step_size, keep_largest=tuple(args.keep_largest),
                                    show_progress=show_progress)
@@ -250,9 +251,9 @@ def _predict_cases(args: argparse.Namespace) -> dict:
         return predict_nnunet_folder(models[0], args.input, args.output, folds=args.folds, checkpoint=checkpoint,
                                      step_size=step_size, use_mirroring=not args.disable_tta,
                                      save_probabilities=args.save_probabilities, device=args.device,
-                                     show_progress=show_progress)
+                                     precision=args.precision, show_progress=show_progress)
     options = {"folds": args.folds, "checkpoint": checkpoint, "step": step_size, "mirror": not args.disable_tta,
-               "keep_largest": args.keep_largest, "device": args.device}
+               "keep_largest": args.keep_largest, "device": args.device, "precision": args.precision}
     if is_dicom_seg_path(args.output):
         if args.save_probabilities:
             raise ValueError("--save-probabilities writes beside label maps in a folder, not with a DICOM-SEG output")
@@ -494,7 +495,7 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
                      metavar="NETWORK", help="unet (the plain U-Net), or U-Mamba with Mamba layers at the bottleneck "
                                              "(umamba_bot) or after every encoder stage (umamba_enc)")
     fit.add_argument("--lr", type=float)
-    fit.add_argument("--precision", choices=LazyChoices("gnnseg.seg.unet.train", "PRECISIONS"), default="float32",
+    fit.add_argument("--precision", choices=LazyChoices("gnnseg.seg.unet.precision", "PRECISIONS"), default="float32",
                      metavar="PRECISION", help="float32, or bfloat16: forward passes under autocast, about 2x faster "
                                                "on CPUs with AVX512-BF16")
     fit.add_argument("--device", help=DEVICE_HELP)
@@ -551,6 +552,11 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
                        help="apply the post-processing chosen on cross-validation (postprocessing.json made by "
                             "`gnnseg seg find-best-configuration`) to the predicted label maps")
     infer.add_argument("--device", help=DEVICE_HELP)
+    infer.add_argument("--precision", choices=LazyChoices("gnnseg.seg.unet.precision", "PRECISIONS"),
+                       default="float32",
+                       help="bfloat16: convolutions under bfloat16 autocast, about twice as fast on CPUs with AMX or "
+                            "AVX512-BF16; labels can change where classes are nearly tied (default float32, as "
+                            "nnU-Net predicts)")
     infer.add_argument("--json", action="store_true")
     infer.set_defaults(handler=_seg_predict)
 

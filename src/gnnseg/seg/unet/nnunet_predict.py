@@ -40,6 +40,7 @@ from gnnseg.seg.unet.inference_preprocessing import DUMMY_SLICE_SPACING
 from gnnseg.seg.unet.nnunet_models import DEFAULT_CHECKPOINT, NnUNetModel, open_nnunet_model
 from gnnseg.seg.unet.nnunet_preprocessing import preprocess_nnunet_case
 from gnnseg.seg.unet.nnunet_resampling import resample_to_shape
+from gnnseg.seg.unet.precision import in_precision
 from gnnseg.seg.unet.predict import sliding_window_logits
 from gnnseg.seg.unet.prediction_ensemble import LABELS_FILE, write_prediction_labels
 
@@ -57,7 +58,8 @@ class NnUNetPredictor:
     """Predicts cases with an opened :class:`~gnnseg.seg.unet.nnunet_models.NnUNetModel` (all its folds)."""
 
     def __init__(self, model: NnUNetModel, *, step_size: float = 0.5, use_mirroring: bool = True,
-                 device: str | torch.device = "cpu", batch_size: int = 1, half_precision: bool = True):
+                 device: str | torch.device = "cpu", batch_size: int = 1, half_precision: bool = True,
+                 precision: str = "float32"):
         if not 0 < step_size <= 1:
             raise ValueError(f"step size must be in (0, 1], got {step_size}")
         self.model = model
@@ -69,6 +71,8 @@ class NnUNetPredictor:
         self.importance = torch.from_numpy(nnunet_importance(model.configuration.patch_size))
         self.fold_weights = [{key: value.to(self.device) for key, value in weights.items()}
                              for weights in model.fold_weights]     # the same tensors on the CPU: nothing copied
+        self.precision = precision
+        self.network = in_precision(model.network, precision, self.device)   # forwards of the folds' network
 
     def logits(self, data: np.ndarray) -> Tensor:
         """Preprocessed ``data (C, z, y, x)`` -> the folds' mean logits ``(outputs, z, y, x)`` on the CPU (float16 with
@@ -78,17 +82,17 @@ class NnUNetPredictor:
         options = {"step": self.step_size, "mirror_axes": self.mirror_axes, "batch_size": self.batch_size,
                    "importance": self.importance, "centered_padding": True, "accumulation_dtype": self.dtype}
         outputs = self.model.labels.num_outputs
-        network = self.model.network
+        network = self.network
         total = None
         for weights in self.fold_weights:
-            network.load_state_dict(weights, assign=True)
+            self.model.network.load_state_dict(weights, assign=True)
             if len(patch) == 3:
                 fold = sliding_window_logits(network, image, patch, outputs, **options)
             else:
                 fold = torch.stack([sliding_window_logits(network, image[:, z], patch, outputs, **options)
                                     for z in range(image.shape[1])], dim=1)
             total = fold if total is None else total + fold
-        network.load_state_dict(self.fold_weights[0], assign=True)   # the first fold's weights, as documented
+        self.model.network.load_state_dict(self.fold_weights[0], assign=True)   # the first fold's, as documented
         return total / len(self.fold_weights)
 
     def predict(self, data: np.ndarray, spacing: Sequence[float], *,
@@ -167,12 +171,14 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
                           output_dir: str | os.PathLike, *, folds: Sequence[str | int] | None = None,
                           checkpoint: str = DEFAULT_CHECKPOINT, step_size: float = 0.5, use_mirroring: bool = True,
                           save_probabilities: bool = False, device: str | None = None,
-                          show_progress: bool | None = None) -> dict[str, Any]:
+                          precision: str = "float32", show_progress: bool | None = None) -> dict[str, Any]:
     """Segment every case of ``input_dir`` (nnU-Net naming, the model's ``file_ending``) into ``output_dir`` with the
     nnU-Net model folder ``model_folder`` (the network on ``device``, default the GPU where there is one; a bar on
     stderr counts the cases); ``save_probabilities`` adds ``<case>.npz`` (``probabilities``, as nnU-Net
-    writes it) and ``<case>.json`` (the properties nnU-Net keeps in a pickle). The model, the inputs and every output
-    name are checked before the first case is predicted; no existing file is replaced."""
+    writes it) and ``<case>.json`` (the properties nnU-Net keeps in a pickle). ``precision="bfloat16"`` runs the
+    forwards under bfloat16 autocast (:mod:`gnnseg.seg.unet.precision`: faster on CPUs with AMX, no longer
+    nnU-Net's numbers). The model, the inputs and every output name are checked before the first case is predicted;
+    no existing file is replaced."""
     model = open_nnunet_model(model_folder, folds, checkpoint)
     ending = model.labels.file_ending
     input_dir, output = Path(input_dir), Path(output_dir)
@@ -190,7 +196,7 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
         raise FileExistsError(f"{len(existing)} outputs already exist in {output} (e.g. {existing[0]}); choose a new "
                               "output folder")
     predictor = NnUNetPredictor(model, step_size=step_size, use_mirroring=use_mirroring,
-                                device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+                                device=device or ("cuda" if torch.cuda.is_available() else "cpu"), precision=precision)
     output.mkdir(parents=True, exist_ok=True)
     if save_probabilities:
         write_prediction_labels(output, model.labels.model, ending)
@@ -207,4 +213,5 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
         written.append(str(write_any(_segmentation_image(prediction.segmentation, reference), paths[0])))
     return {"model": str(model.folder), "trainer": model.trainer_name, "configuration": model.configuration.name,
             "folds": list(model.folds), "checkpoint": checkpoint,
-            "mirror_axes": list(predictor.mirror_axes), "step_size": step_size, "predictions": written}
+            "mirror_axes": list(predictor.mirror_axes), "step_size": step_size, "precision": precision,
+            "predictions": written}

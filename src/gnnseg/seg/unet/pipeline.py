@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from gnnseg.core import progress
 from gnnseg.core.atomic import atomic_path
@@ -39,6 +40,7 @@ from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.planner_presets import preset_named
 from gnnseg.seg.unet.plans import Plans
 from gnnseg.seg.unet.postprocess import keep_largest_component
+from gnnseg.seg.unet.precision import autocast, in_precision
 from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.prediction_ensemble import LABELS_FILE, write_prediction_labels
 from gnnseg.seg.unet.train import CHECKPOINT_FINAL, TrainConfig, train_fold, training_device
@@ -132,7 +134,7 @@ def predict_folder(model: str | os.PathLike | Sequence[str | os.PathLike], input
                    output_dir: str | os.PathLike, *, folds: Sequence[str | int] | None = None,
                    checkpoint: str = CHECKPOINT_FINAL, step: float = 0.5, mirror: bool = True,
                    keep_largest: Sequence[int] = (), save_probabilities: bool = False, device: str | None = None,
-                   show_progress: bool | None = None) -> dict[str, Any]:
+                   precision: str = "float32", show_progress: bool | None = None) -> dict[str, Any]:
     """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting), as
     ``nnUNetv2_predict`` does by default: every fold of ``model`` (a results folder's ``fold_<k>``, or ``folds``; or
     run folders, one fold each) ensembled by their mean logits (:mod:`gnnseg.seg.unet.fold_ensemble`), from their
@@ -141,9 +143,9 @@ def predict_folder(model: str | os.PathLike | Sequence[str | os.PathLike], input
     (:mod:`gnnseg.seg.unet.postprocess`). ``save_probabilities`` adds ``<case>.npz`` (``probabilities (K,
     *spatial)`` float32 on the case's grid, before any component is removed) and ``<case>.json`` (the case's
     spacing and shape, and the K classes: label values, or regions as lists of values). The network runs on
-    ``device`` (default: the GPU where there is one); a bar on stderr counts the cases. Everything is checked before
-    the first file is written."""
-    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest)
+    ``device`` (default: the GPU where there is one), in ``precision`` (:mod:`gnnseg.seg.unet.precision`); a bar on
+    stderr counts the cases. Everything is checked before the first file is written."""
+    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest, precision)
     plans = trained.folds.plans
     ending = plans.file_ending or ".nii.gz"     # the raw dataset itself is not needed to predict
     output = Path(output_dir)
@@ -181,7 +183,8 @@ def predict_folder(model: str | os.PathLike | Sequence[str | os.PathLike], input
 def predict_dicom_seg(model: str | os.PathLike | Sequence[str | os.PathLike], series_dir: str | os.PathLike,
                       output: str | os.PathLike, *, folds: Sequence[str | int] | None = None,
                       checkpoint: str = CHECKPOINT_FINAL, step: float = 0.5, mirror: bool = True,
-                      keep_largest: Sequence[int] = (), device: str | None = None) -> dict[str, Any]:
+                      keep_largest: Sequence[int] = (), device: str | None = None,
+                      precision: str = "float32") -> dict[str, Any]:
     """Segment one DICOM series (a folder of its slices) and write the labels as the DICOM-SEG ``output``, its
     segments named by the model's labels and referencing the series (:mod:`gnnseg.seg.io.dicom_seg`). The output and
     the series are checked before the network loads; options as :func:`predict_folder`."""
@@ -193,7 +196,7 @@ def predict_dicom_seg(model: str | os.PathLike | Sequence[str | os.PathLike], se
     refuse_non_dicom_source(series_dir, output)
     require_highdicom()
     source = dicom_seg_source(series_dir)
-    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest)
+    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest, precision)
     plans = trained.folds.plans
     if len(plans.channel_names) != 1:
         raise ValueError(f"the model takes {len(plans.channel_names)} channels per case; a DICOM series gives one")
@@ -211,22 +214,27 @@ class _TrainedForPrediction:
     folds: TrainedFolds
     mirror_axes: tuple[int, ...]
     keep_largest: tuple[int, ...]
+    network: torch.nn.Module            # the folds' ensemble in the precision asked for
+    precision: str
 
     @classmethod
     def load(cls, model, folds: Sequence[str | int] | None, checkpoint: str, device: str | None, mirror: bool,
-             keep_largest: Sequence[int]) -> _TrainedForPrediction:
+             keep_largest: Sequence[int], precision: str = "float32") -> _TrainedForPrediction:
+        autocast(precision)    # an unknown precision is refused before any checkpoint loads
         models = [model] if isinstance(model, (str, os.PathLike)) else list(model)
-        trained = open_trained_folds(models, folds, checkpoint=checkpoint, device=device or training_device())
+        device = torch.device(device or training_device())
+        trained = open_trained_folds(models, folds, checkpoint=checkpoint, device=str(device))
         foreground = trained.plans.label_model.foreground_labels
         unknown = sorted(set(keep_largest) - set(foreground))
         if unknown:
             raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this model ({foreground})")
-        return cls(trained, trained.mirror_axes if mirror else (), tuple(keep_largest))
+        return cls(trained, trained.mirror_axes if mirror else (), tuple(keep_largest),
+                   in_precision(trained.network, precision, device), precision)
 
     def predict(self, channels: Sequence[MedicalImage], step: float) -> tuple[MedicalImage, np.ndarray]:
         """Labels of one case on its first channel's grid, the kept labels reduced to their largest component, and
         the probabilities as the network gave them."""
-        image, probabilities = segment_image(self.folds.network, channels, self.folds.plans, self.folds.configuration,
+        image, probabilities = segment_image(self.network, channels, self.folds.plans, self.folds.configuration,
                                              step=step, mirror_axes=self.mirror_axes)
         if self.keep_largest:
             image = MedicalImage(keep_largest_component(image.array, self.keep_largest), image.spacing,
@@ -236,7 +244,7 @@ class _TrainedForPrediction:
     def describe(self, checkpoint: str, step: float) -> dict[str, Any]:
         return {"model": [str(path) for path in self.folds.fold_dirs], "configuration": self.folds.configuration,
                 "checkpoint": checkpoint, "mirror_axes": list(self.mirror_axes), "step_size": step,
-                "keep_largest": list(self.keep_largest)}
+                "keep_largest": list(self.keep_largest), "precision": self.precision}
 
 
 def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, tolerance_mm: float = 2.0,

@@ -51,6 +51,7 @@ from gnnseg.seg.unet.nnunet_networks import NnUNetNetwork, initialize_for_traini
 from gnnseg.seg.unet.nnunet_networks import build_network as build_nnunet_network  # noqa: E402
 from gnnseg.seg.unet.plans import Plans  # noqa: E402
 from gnnseg.seg.unet.postprocess import region_mask  # noqa: E402
+from gnnseg.seg.unet.precision import PRECISIONS, autocast  # noqa: E402
 from gnnseg.seg.unet.predict import predict_case  # noqa: E402
 from gnnseg.seg.unet.splits import fold_cases, load_or_create_splits  # noqa: E402
 from gnnseg.seg.unet.training_log import TrainingLog  # noqa: E402
@@ -63,7 +64,6 @@ CHECKPOINT_BEST = "checkpoint_best.pth"
 """The network at the epoch with the best moving average of the validation patches' pseudo Dice."""
 CHECKPOINT_LATEST = "checkpoint_latest.pth"
 """The network, optimizer and log after the latest epoch: what resuming continues from."""
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,6 @@ def build_network(plans: Plans, configuration: str, deep_supervision: bool = Tru
                 features_per_stage=topology.features_per_stage, kernel_sizes=topology.kernel_sizes,
                 strides=topology.strides, convs_per_stage=topology.convs_per_stage, deep_supervision=deep_supervision,
                 mamba_stages=mamba_stages_for(network, topology.num_stages))
-
-
-def autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
-    """The forward pass's precision: float32 as is, or bfloat16 autocast."""
-    return torch.autocast(device_type, dtype=PRECISIONS[precision], enabled=precision != "float32")
 
 
 def training_device(local_rank: int = 0) -> torch.device:
