@@ -214,7 +214,8 @@ def mean_dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def dice_per_case(ours: Path, theirs: Path, ending: str) -> dict[str, float]:
-    return {path.name[: -len(ending)]: mean_dice(read_any(path).array, read_any(theirs / path.name).array)
+    """Per case of ``theirs``: the mean Dice between our label map and theirs (a case we lack is an error)."""
+    return {path.name[: -len(ending)]: mean_dice(read_any(ours / path.name).array, read_any(path).array)
             for path in sorted(theirs.glob(f"*{ending}"))}
 
 

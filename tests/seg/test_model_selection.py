@@ -27,7 +27,7 @@ from gnnseg.seg.unet.model_selection import (
     determine_postprocessing,
     select_configuration,
 )
-from gnnseg.seg.unet.postprocess import PostprocessingRule, keep_largest_foreground_component, postprocess_files
+from gnnseg.seg.unet.postprocess import PostprocessingRule, keep_largest_foreground_component
 
 DATASET = "Dataset042_Synthetic"
 TRAINER_PLANS = "nnUNetTrainer__nnUNetPlans__"
@@ -406,18 +406,12 @@ def test_a_postprocessing_file_is_checked_when_read(tmp_path):
         PostprocessingRule.load(tmp_path / "nowhere.json")
 
 
-def test_postprocessing_replaces_written_label_maps_and_keeps_their_geometry(tmp_path):
-    labels = np.zeros(SHAPE, np.uint8)
-    labels[1:4, 2:8, 2:8] = 1
-    labels[5, 18, 18] = 1                               # a speck
-    labels[0, 15:18, 15:18] = 2
-    path = write_label_map(labels, tmp_path / "case.nii.gz")
-    before = read_any(path)
-    postprocess_files([path], PostprocessingRule(((1,),)))
-    after = read_any(path)
-    assert after.array[5, 18, 18] == 0 and (after.array == 2).sum() == 9 and (after.array == 1).sum() == 108
-    assert after.spacing == before.spacing and np.allclose(after.affine, before.affine)
-    assert after.array.dtype == before.array.dtype and sorted(p.name for p in tmp_path.iterdir()) == ["case.nii.gz"]
+def test_a_rule_naming_labels_the_model_lacks_is_refused():
+    rule = PostprocessingRule(((1, 2), (3,), ((2, 7),)))
+    rule.check_labels([1, 2, 3, 7])
+    with pytest.raises(ValueError, match=r"names labels \[7\] that Dataset1 does not predict \(its foreground labels: "
+                                         r"\[1, 2, 3\]\)"):
+        rule.check_labels([1, 2, 3], "Dataset1")
 
 
 # ------------------------------------------------------------------------------ from trained folds to prediction

@@ -321,6 +321,36 @@ def test_2d_png_predictions_match_nnunetv2(nnunet_environment):
         assert np.abs(ours_p - their_p).max() <= 1e-3
 
 
+def test_postprocessing_reduces_each_case_before_it_is_written(nnunet_environment):
+    """The rule chosen on cross-validation is applied case by case (no file is written twice): the labels are the
+    rule applied to the plain prediction, the probabilities stay the network's; a rule for labels the model lacks is
+    refused before anything is predicted."""
+    from gnnseg.seg.unet.postprocess import PostprocessingRule
+
+    root = nnunet_environment
+    plans, dataset = plans_3d()
+    model = write_model_folder(root / "results", plans, dataset, "3d_fullres", folds=(0,))
+    inputs = write_cases_3d(root / "imagesTs")
+    rule = PostprocessingRule(((1,), (2,)))
+    plain = predict_nnunet_folder(model, inputs, root / "plain", save_probabilities=True, show_progress=False)
+    ruled = predict_nnunet_folder(model, inputs, root / "ruled", save_probabilities=True, postprocessing=rule,
+                                  show_progress=False)
+    assert ruled["postprocessing"] == [[1], [2]] and plain["postprocessing"] is None
+    changed = 0
+    for case in ("case0", "case1"):
+        before = read_any(root / "plain" / f"{case}.nii.gz").array
+        expected = rule.apply(before)
+        np.testing.assert_array_equal(read_any(root / "ruled" / f"{case}.nii.gz").array, expected)
+        changed += int((expected != before).sum())
+        np.testing.assert_array_equal(np.load(root / "ruled" / f"{case}.npz")["probabilities"],
+                                      np.load(root / "plain" / f"{case}.npz")["probabilities"])
+    assert changed > 0                                          # the rule had something to remove
+    with pytest.raises(ValueError, match=r"names labels \[5\]"):
+        predict_nnunet_folder(model, inputs, root / "other", postprocessing=PostprocessingRule(((5,),)),
+                              show_progress=False)
+    assert not (root / "other").exists()
+
+
 def test_folds_and_checkpoint_are_chosen(nnunet_environment):
     root = nnunet_environment
     plans, dataset = plans_2d()

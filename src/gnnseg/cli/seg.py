@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from gnnseg.cli.arguments import (
     DEVICE_HELP,
@@ -17,6 +18,9 @@ from gnnseg.cli.arguments import (
     probability,
 )
 from gnnseg.seg.sam.modeling.config import NORMALIZATIONS, PREPROCESSINGS
+
+if TYPE_CHECKING:
+    from gnnseg.seg.unet.postprocess import PostprocessingRule
 
 TTA_HELP = ("test-time augmentation: none (default), flip (the image and its mirror, 2 passes) or d4 (4 quarter "
             "turns, each also mirrored, 8 passes); probabilities are averaged")
@@ -174,21 +178,16 @@ def _seg_train(args: argparse.Namespace) -> dict:
 
 
 def _seg_predict(args: argparse.Namespace) -> dict:
-    """Predict, then apply --postprocessing (read and checked before anything is predicted) to the label maps."""
+    """Predict, each case's labels reduced by --postprocessing (read and checked before anything is predicted)."""
     rule = None
     if args.postprocessing:
-        from gnnseg.seg.io.dicom_seg import is_dicom_seg_path
         from gnnseg.seg.unet.postprocess import PostprocessingRule
 
-        if args.keep_largest or is_dicom_seg_path(args.output):
-            raise ValueError("--postprocessing writes the chosen rule into a folder of label maps; give it without "
-                             "--keep-largest and without a DICOM-SEG output")
+        if args.keep_largest:
+            raise ValueError("--postprocessing and --keep-largest are two post-processings; give one")
         rule = PostprocessingRule.load(args.postprocessing)
-    result = _predict_cases(args)
+    result = _predict_cases(args, rule)
     if rule is not None:
-        from gnnseg.seg.unet.postprocess import postprocess_files
-
-        postprocess_files(result["predictions"], rule)
         result["postprocessing"] = {"file": args.postprocessing, "steps": rule.to_json()}
     return result
 
@@ -217,7 +216,7 @@ def _predict_models(args: argparse.Namespace) -> list[str]:
                              args.plans or PLANS_IDENTIFIER))]
 
 
-def _predict_cases(args: argparse.Namespace) -> dict:
+def _predict_cases(args: argparse.Namespace, postprocessing: PostprocessingRule | None) -> dict:
     from gnnseg.seg.io.dicom_seg import is_dicom_seg_path
     from gnnseg.seg.unet.onnx_predictor import is_unet_onnx_export
 
@@ -235,7 +234,7 @@ def _predict_cases(args: argparse.Namespace) -> dict:
                              f"checkpoint were chosen at export; it runs in float32 on the CPU with onnxruntime)")
         return predict_onnx_folder(models[0], args.input, args.output, mirror=not args.disable_tta,
                                    step_size=args.step_size, keep_largest=tuple(args.keep_largest),
-                                   show_progress=show_progress)
+                                   postprocessing=postprocessing, show_progress=show_progress)
     from gnnseg.seg.unet.nnunet_models import is_nnunet_model_folder
     from gnnseg.seg.unet.pipeline import predict_dicom_seg, predict_folder
     from gnnseg.seg.unet.results_layout import is_gnnseg_model_folder
@@ -251,9 +250,11 @@ def _predict_cases(args: argparse.Namespace) -> dict:
         return predict_nnunet_folder(models[0], args.input, args.output, folds=args.folds, checkpoint=checkpoint,
                                      step_size=step_size, use_mirroring=not args.disable_tta,
                                      save_probabilities=args.save_probabilities, device=args.device,
-                                     precision=args.precision, show_progress=show_progress)
+                                     precision=args.precision, postprocessing=postprocessing,
+                                     show_progress=show_progress)
     options = {"folds": args.folds, "checkpoint": checkpoint, "step": step_size, "mirror": not args.disable_tta,
-               "keep_largest": args.keep_largest, "device": args.device, "precision": args.precision}
+               "keep_largest": args.keep_largest, "postprocessing": postprocessing, "device": args.device,
+               "precision": args.precision}
     if is_dicom_seg_path(args.output):
         if args.save_probabilities:
             raise ValueError("--save-probabilities writes beside label maps in a folder, not with a DICOM-SEG output")
@@ -553,7 +554,7 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
                             "`gnnseg seg find-best-configuration`) to the predicted label maps")
     infer.add_argument("--device", help=DEVICE_HELP)
     infer.add_argument("--precision", choices=LazyChoices("gnnseg.seg.unet.precision", "PRECISIONS"),
-                       default="float32",
+                       default="float32", metavar="PRECISION",
                        help="bfloat16: convolutions under bfloat16 autocast, about twice as fast on CPUs with AMX or "
                             "AVX512-BF16; labels can change where classes are nearly tied (default float32, as "
                             "nnU-Net predicts)")

@@ -5,9 +5,10 @@ windows (gnnseg's :func:`~gnnseg.seg.unet.predict.sliding_window_logits` with nn
 ``case_recipes.nnunet_importance``, and its centred padding of images smaller than the patch), a 2D configuration
 slice by slice, test-time mirroring along the axes the checkpoint allows (every combination: 4 views in 2D, 8 in 3D;
 off with ``use_mirroring=False``); the folds' logits averaged (nnU-Net v2 averages logits, not probabilities); then
-export as ``export_prediction.py`` does it: logits resampled back to the cropped shape with the plans' probability
-resampling, softmax (sigmoid for region-based labels), the segmentation put into the uncropped box (background
-outside; probabilities there are background 1) and transposed back.
+export as ``export_prediction.py`` does it (:class:`~gnnseg.seg.unet.case_recipes.NnUNetCases`, shared with the
+torch-free ONNX predictor): logits resampled back to the cropped shape with the plans' probability resampling,
+softmax (sigmoid for region-based labels), the segmentation put into the uncropped box (background outside;
+probabilities there are background 1) and transposed back.
 
 Precision follows nnU-Net too: it sums the weighted window logits, the folds and their mean in float16 (to save GPU
 memory) and resamples them into a float16 array; only the softmax is float32. This matters more than rounding: the
@@ -35,11 +36,10 @@ from gnnseg.core.runs import write_json
 from gnnseg.seg.io import ImageFormatError, MedicalImage, read_any
 from gnnseg.seg.io.any_format import write_any
 from gnnseg.seg.unet.case_inputs import inputs_by_case
-from gnnseg.seg.unet.case_recipes import nnunet_importance
+from gnnseg.seg.unet.case_recipes import NnUNetCases
 from gnnseg.seg.unet.inference_preprocessing import DUMMY_SLICE_SPACING
 from gnnseg.seg.unet.nnunet_models import DEFAULT_CHECKPOINT, NnUNetModel, open_nnunet_model
-from gnnseg.seg.unet.nnunet_preprocessing import preprocess_nnunet_case
-from gnnseg.seg.unet.nnunet_resampling import resample_to_shape
+from gnnseg.seg.unet.postprocess import PostprocessingRule
 from gnnseg.seg.unet.precision import in_precision
 from gnnseg.seg.unet.predict import sliding_window_logits
 from gnnseg.seg.unet.prediction_ensemble import LABELS_FILE, write_prediction_labels
@@ -68,7 +68,8 @@ class NnUNetPredictor:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.dtype = torch.float16 if half_precision else torch.float32
-        self.importance = torch.from_numpy(nnunet_importance(model.configuration.patch_size))
+        self.cases = NnUNetCases(model.plans, model.labels, model.configuration, half_precision=half_precision)
+        self.importance = torch.from_numpy(self.cases.importance)
         self.fold_weights = [{key: value.to(self.device) for key, value in weights.items()}
                              for weights in model.fold_weights]     # the same tensors on the CPU: nothing copied
         self.precision = precision
@@ -103,42 +104,13 @@ class NnUNetPredictor:
         if data.shape[0] != self.model.labels.num_channels:
             raise ValueError(f"the case has {data.shape[0]} channels, the model takes "
                              f"{self.model.labels.num_channels} ({self.model.labels.channel_names})")
-        preprocessed, properties = preprocess_nnunet_case(data, spacing, self.model.plans, self.model.configuration)
+        preprocessed, geometry = self.cases.preprocess(data, spacing)
         with torch.inference_mode():
             logits = self.logits(preprocessed)
-        return self.export(logits, properties, return_probabilities)
-
-    def export(self, logits: Tensor, properties: dict[str, Any], return_probabilities: bool) -> NnUNetPrediction:
-        """Logits on the preprocessed grid -> segmentation (and probabilities) on the case's own grid."""
-        plans, configuration, labels = self.model.plans, self.model.configuration, self.model.labels
-        spacing_transposed = [properties["spacing"][a] for a in plans.transpose_forward]
-        current = (list(configuration.spacing) if len(configuration.spacing) == 3
-                   else [spacing_transposed[0], *configuration.spacing])
-        resampling = configuration.resampling_probabilities
-        logits_np = resample_to_shape(logits.numpy(), properties["shape_after_cropping_and_before_resampling"],
-                                      current, spacing_transposed, resampling.order, resampling.order_z,
-                                      resampling.force_separate_z)
-        logits_t = torch.from_numpy(np.ascontiguousarray(logits_np)).float()
-        if labels.has_regions:
-            probabilities = torch.sigmoid(logits_t).numpy()
-            cropped = labels.model.paint_regions(probabilities, np.zeros(probabilities.shape[1:], dtype=np.uint16))
-        else:
-            probabilities = torch.softmax(logits_t, 0).numpy()
-            cropped = probabilities.argmax(0)
-        foreground = len([v for v in labels.all_labels if v != 0])
-        dtype = np.uint8 if foreground < 255 else np.uint16
-        box = tuple(slice(start, stop) for start, stop in properties["bbox_used_for_cropping"])
-        segmentation = np.zeros(properties["shape_before_cropping"], dtype=dtype)
-        segmentation[box] = cropped
-        segmentation = segmentation.transpose(plans.transpose_backward)
-        full = None
-        if return_probabilities:
-            full = np.zeros((probabilities.shape[0], *properties["shape_before_cropping"]), dtype=np.float32)
-            if not labels.has_regions:
-                full[0] = 1
-            full[(slice(None), *box)] = probabilities
-            full = full.transpose(0, *[a + 1 for a in plans.transpose_backward])
-        return NnUNetPrediction(np.ascontiguousarray(segmentation), full, properties)
+        labels, probabilities = self.cases.outputs(logits.numpy(), geometry, return_probabilities)
+        foreground = len([v for v in self.model.labels.all_labels if v != 0])
+        segmentation = labels.astype(np.uint8 if foreground < 255 else np.uint16)
+        return NnUNetPrediction(np.ascontiguousarray(segmentation), probabilities, geometry.properties)
 
 
 def read_nnunet_case(paths: Sequence[Path]) -> tuple[np.ndarray, tuple[float, float, float], MedicalImage]:
@@ -171,15 +143,19 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
                           output_dir: str | os.PathLike, *, folds: Sequence[str | int] | None = None,
                           checkpoint: str = DEFAULT_CHECKPOINT, step_size: float = 0.5, use_mirroring: bool = True,
                           save_probabilities: bool = False, device: str | None = None,
-                          precision: str = "float32", show_progress: bool | None = None) -> dict[str, Any]:
+                          precision: str = "float32", postprocessing: PostprocessingRule | None = None,
+                          show_progress: bool | None = None) -> dict[str, Any]:
     """Segment every case of ``input_dir`` (nnU-Net naming, the model's ``file_ending``) into ``output_dir`` with the
     nnU-Net model folder ``model_folder`` (the network on ``device``, default the GPU where there is one; a bar on
     stderr counts the cases); ``save_probabilities`` adds ``<case>.npz`` (``probabilities``, as nnU-Net
     writes it) and ``<case>.json`` (the properties nnU-Net keeps in a pickle). ``precision="bfloat16"`` runs the
     forwards under bfloat16 autocast (:mod:`gnnseg.seg.unet.precision`: faster on CPUs with AMX, no longer
-    nnU-Net's numbers). The model, the inputs and every output name are checked before the first case is predicted;
-    no existing file is replaced."""
+    nnU-Net's numbers). ``postprocessing`` (chosen by cross-validation) reduces each case's labels before they are
+    written; the probabilities stay as the network gave them. The model, the inputs and every output name are
+    checked before the first case is predicted; no existing file is replaced."""
     model = open_nnunet_model(model_folder, folds, checkpoint)
+    if postprocessing is not None:
+        postprocessing.check_labels([v for v in model.labels.all_labels if v != 0], str(model.folder))
     ending = model.labels.file_ending
     input_dir, output = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
@@ -210,8 +186,11 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
             with atomic_path(paths[1]) as temporary:
                 np.savez_compressed(temporary, probabilities=prediction.probabilities)
             write_json(paths[2], prediction.properties)
-        written.append(str(write_any(_segmentation_image(prediction.segmentation, reference), paths[0])))
+        segmentation = prediction.segmentation
+        if postprocessing is not None:
+            segmentation = postprocessing.apply(segmentation).astype(segmentation.dtype, copy=False)
+        written.append(str(write_any(_segmentation_image(segmentation, reference), paths[0])))
     return {"model": str(model.folder), "trainer": model.trainer_name, "configuration": model.configuration.name,
             "folds": list(model.folds), "checkpoint": checkpoint,
             "mirror_axes": list(predictor.mirror_axes), "step_size": step_size, "precision": precision,
-            "predictions": written}
+            "postprocessing": None if postprocessing is None else postprocessing.to_json(), "predictions": written}

@@ -27,7 +27,7 @@ from gnnseg.seg.io import MedicalImage, axis_codes, read_any, reorient, reorient
 from gnnseg.seg.io.any_format import write_any
 from gnnseg.seg.unet.case_inputs import inputs_by_case
 from gnnseg.seg.unet.case_recipes import cases_for
-from gnnseg.seg.unet.postprocess import keep_largest_component
+from gnnseg.seg.unet.postprocess import PostprocessingRule, keep_largest_component
 from gnnseg.seg.unet.sliding_window import sliding_window_logits
 
 EXPORT_FORMAT = "gnnseg.unet-onnx/1"
@@ -187,16 +187,18 @@ class OnnxUNet:
 
 def predict_onnx_folder(export_dir: str | os.PathLike, input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                         *, mirror: bool = True, step_size: float | None = None,
-                        keep_largest: Sequence[int] = (), threads: int | None = None,
-                        half_precision: bool | None = None, show_progress: bool | None = None) -> dict[str, Any]:
+                        keep_largest: Sequence[int] = (), postprocessing: PostprocessingRule | None = None,
+                        threads: int | None = None, half_precision: bool | None = None,
+                        show_progress: bool | None = None) -> dict[str, Any]:
     """Segment every case in ``input_dir`` (nnU-Net naming, the export's file ending) into ``output_dir`` with the
     U-Net export in ``export_dir``, never overwriting a prediction; without torch.
 
     ``mirror`` averages the views mirrored along the axes the model was trained to be mirrored on (default, as
     nnU-Net and :func:`gnnseg.seg.unet.pipeline.predict_folder` predict); ``step_size``
     (default: the export's, 0.5) is the window step as a fraction of the patch; each label in ``keep_largest`` is
-    reduced to its largest connected component; ``threads`` and ``half_precision`` go to :class:`OnnxUNet`. A bar on
-    stderr counts the cases.
+    reduced to its largest connected component; ``postprocessing`` (chosen by cross-validation) reduces each case's
+    labels before they are written; ``threads`` and ``half_precision`` go to :class:`OnnxUNet`. A bar on stderr
+    counts the cases.
     """
     if step_size is not None and not 0 < step_size <= 1:
         raise ValueError(f"step_size must be in (0, 1], got {step_size}")
@@ -205,6 +207,8 @@ def predict_onnx_folder(export_dir: str | os.PathLike, input_dir: str | os.PathL
     unknown = sorted(set(keep_largest) - set(foreground))
     if unknown:
         raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this model ({foreground})")
+    if postprocessing is not None:
+        postprocessing.check_labels(foreground, str(export_dir))
     ending = model.cases.file_ending
     cases = inputs_by_case(Path(input_dir), ending, model.cases.files_per_case)
     if not cases:
@@ -220,7 +224,10 @@ def predict_onnx_folder(export_dir: str | os.PathLike, input_dir: str | os.PathL
         image = model.predict_image([read_any(p) for p in paths], mirror=mirror, step=step_size)
         if keep_largest:
             image = MedicalImage(keep_largest_component(image.array, keep_largest), image.spacing, image.affine)
+        if postprocessing is not None:
+            image = MedicalImage(postprocessing.apply(image.array), image.spacing, image.affine)
         written.append(str(write_any(image, output / f"{case_id}{ending}")))
     return {"export_dir": str(export_dir), "configuration": model.configuration, "folds": len(model.sessions),
             "predictions": written, "mirror_axes": list(model.mirror_axes(mirror)),
-            "step_size": model.step_size if step_size is None else step_size, "keep_largest": list(keep_largest)}
+            "step_size": model.step_size if step_size is None else step_size, "keep_largest": list(keep_largest),
+            "postprocessing": None if postprocessing is None else postprocessing.to_json()}

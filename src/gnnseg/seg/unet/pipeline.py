@@ -39,7 +39,7 @@ from gnnseg.seg.unet.fold_ensemble import TrainedFolds, open_trained_folds
 from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.planner_presets import preset_named
 from gnnseg.seg.unet.plans import Plans
-from gnnseg.seg.unet.postprocess import keep_largest_component
+from gnnseg.seg.unet.postprocess import PostprocessingRule, keep_largest_component
 from gnnseg.seg.unet.precision import autocast, in_precision
 from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.prediction_ensemble import LABELS_FILE, write_prediction_labels
@@ -133,19 +133,22 @@ def segment_image(network, channels: Sequence[MedicalImage], plans: Plans, confi
 def predict_folder(model: str | os.PathLike | Sequence[str | os.PathLike], input_dir: str | os.PathLike,
                    output_dir: str | os.PathLike, *, folds: Sequence[str | int] | None = None,
                    checkpoint: str = CHECKPOINT_FINAL, step: float = 0.5, mirror: bool = True,
-                   keep_largest: Sequence[int] = (), save_probabilities: bool = False, device: str | None = None,
-                   precision: str = "float32", show_progress: bool | None = None) -> dict[str, Any]:
+                   keep_largest: Sequence[int] = (), postprocessing: PostprocessingRule | None = None,
+                   save_probabilities: bool = False, device: str | None = None, precision: str = "float32",
+                   show_progress: bool | None = None) -> dict[str, Any]:
     """Segment every case in ``input_dir`` (nnU-Net naming) into ``output_dir`` (never overwriting), as
     ``nnUNetv2_predict`` does by default: every fold of ``model`` (a results folder's ``fold_<k>``, or ``folds``; or
     run folders, one fold each) ensembled by their mean logits (:mod:`gnnseg.seg.unet.fold_ensemble`), from their
     ``checkpoint``, mirrored along the axes the folds were trained to mirror (``mirror=False``: not), windows
     ``step`` of a patch apart. Each label in ``keep_largest`` is reduced to its largest connected component
-    (:mod:`gnnseg.seg.unet.postprocess`). ``save_probabilities`` adds ``<case>.npz`` (``probabilities (K,
+    (:mod:`gnnseg.seg.unet.postprocess`); ``postprocessing`` (chosen by cross-validation) reduces each case's labels
+    before they are written. ``save_probabilities`` adds ``<case>.npz`` (``probabilities (K,
     *spatial)`` float32 on the case's grid, before any component is removed) and ``<case>.json`` (the case's
     spacing and shape, and the K classes: label values, or regions as lists of values). The network runs on
     ``device`` (default: the GPU where there is one), in ``precision`` (:mod:`gnnseg.seg.unet.precision`); a bar on
     stderr counts the cases. Everything is checked before the first file is written."""
-    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest, precision)
+    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest, precision,
+                                         postprocessing)
     plans = trained.folds.plans
     ending = plans.file_ending or ".nii.gz"     # the raw dataset itself is not needed to predict
     output = Path(output_dir)
@@ -183,8 +186,8 @@ def predict_folder(model: str | os.PathLike | Sequence[str | os.PathLike], input
 def predict_dicom_seg(model: str | os.PathLike | Sequence[str | os.PathLike], series_dir: str | os.PathLike,
                       output: str | os.PathLike, *, folds: Sequence[str | int] | None = None,
                       checkpoint: str = CHECKPOINT_FINAL, step: float = 0.5, mirror: bool = True,
-                      keep_largest: Sequence[int] = (), device: str | None = None,
-                      precision: str = "float32") -> dict[str, Any]:
+                      keep_largest: Sequence[int] = (), postprocessing: PostprocessingRule | None = None,
+                      device: str | None = None, precision: str = "float32") -> dict[str, Any]:
     """Segment one DICOM series (a folder of its slices) and write the labels as the DICOM-SEG ``output``, its
     segments named by the model's labels and referencing the series (:mod:`gnnseg.seg.io.dicom_seg`). The output and
     the series are checked before the network loads; options as :func:`predict_folder`."""
@@ -196,7 +199,8 @@ def predict_dicom_seg(model: str | os.PathLike | Sequence[str | os.PathLike], se
     refuse_non_dicom_source(series_dir, output)
     require_highdicom()
     source = dicom_seg_source(series_dir)
-    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest, precision)
+    trained = _TrainedForPrediction.load(model, folds, checkpoint, device, mirror, keep_largest, precision,
+                                         postprocessing)
     plans = trained.folds.plans
     if len(plans.channel_names) != 1:
         raise ValueError(f"the model takes {len(plans.channel_names)} channels per case; a DICOM series gives one")
@@ -216,10 +220,12 @@ class _TrainedForPrediction:
     keep_largest: tuple[int, ...]
     network: torch.nn.Module            # the folds' ensemble in the precision asked for
     precision: str
+    postprocessing: PostprocessingRule | None
 
     @classmethod
     def load(cls, model, folds: Sequence[str | int] | None, checkpoint: str, device: str | None, mirror: bool,
-             keep_largest: Sequence[int], precision: str = "float32") -> _TrainedForPrediction:
+             keep_largest: Sequence[int], precision: str = "float32",
+             postprocessing: PostprocessingRule | None = None) -> _TrainedForPrediction:
         autocast(precision)    # an unknown precision is refused before any checkpoint loads
         models = [model] if isinstance(model, (str, os.PathLike)) else list(model)
         device = torch.device(device or training_device())
@@ -228,23 +234,28 @@ class _TrainedForPrediction:
         unknown = sorted(set(keep_largest) - set(foreground))
         if unknown:
             raise ValueError(f"keep-largest labels {unknown} are not foreground labels of this model ({foreground})")
+        if postprocessing is not None:
+            postprocessing.check_labels(foreground, str(trained.fold_dirs[0].parent))
         return cls(trained, trained.mirror_axes if mirror else (), tuple(keep_largest),
-                   in_precision(trained.network, precision, device), precision)
+                   in_precision(trained.network, precision, device), precision, postprocessing)
 
     def predict(self, channels: Sequence[MedicalImage], step: float) -> tuple[MedicalImage, np.ndarray]:
-        """Labels of one case on its first channel's grid, the kept labels reduced to their largest component, and
-        the probabilities as the network gave them."""
+        """Labels of one case on its first channel's grid, the kept labels reduced to their largest component and
+        the post-processing applied, and the probabilities as the network gave them."""
         image, probabilities = segment_image(self.network, channels, self.folds.plans, self.folds.configuration,
                                              step=step, mirror_axes=self.mirror_axes)
         if self.keep_largest:
             image = MedicalImage(keep_largest_component(image.array, self.keep_largest), image.spacing,
                                  image.affine)
+        if self.postprocessing is not None:
+            image = MedicalImage(self.postprocessing.apply(image.array), image.spacing, image.affine)
         return image, probabilities
 
     def describe(self, checkpoint: str, step: float) -> dict[str, Any]:
         return {"model": [str(path) for path in self.folds.fold_dirs], "configuration": self.folds.configuration,
                 "checkpoint": checkpoint, "mirror_axes": list(self.mirror_axes), "step_size": step,
-                "keep_largest": list(self.keep_largest), "precision": self.precision}
+                "keep_largest": list(self.keep_largest), "precision": self.precision,
+                "postprocessing": None if self.postprocessing is None else self.postprocessing.to_json()}
 
 
 def metrics_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, *, tolerance_mm: float = 2.0,

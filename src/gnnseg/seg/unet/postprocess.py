@@ -9,7 +9,8 @@ chosen by the user (``gnnseg seg predict --keep-largest``).
 
 Where cross-validation predictions exist, :mod:`gnnseg.seg.unet.model_selection` decides as nnU-Net does and writes
 the decision as a :class:`PostprocessingRule` (``postprocessing.json``), which ``gnnseg seg predict
---postprocessing`` applies with nnU-Net's own component rule (:func:`keep_largest_foreground_component`).
+--postprocessing`` applies to each case before it is written, with nnU-Net's own component rule
+(:func:`keep_largest_foreground_component`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ class PostprocessingRule:
             result = keep_largest_foreground_component(result, members)
         return result if result is not labels else np.array(labels, copy=True)
 
+    def check_labels(self, foreground: Iterable[int], model: str = "the model") -> None:
+        """Refuse a rule naming a label that ``model``'s predictions never hold (its ``foreground`` labels)."""
+        named = {label for step in self.steps for member in step
+                 for label in (member if isinstance(member, tuple) else (member,))}
+        unknown = sorted(named - set(foreground))
+        if unknown:
+            raise ValueError(f"the post-processing names labels {unknown} that {model} does not predict (its "
+                             f"foreground labels: {sorted(set(foreground))}); was it chosen for another model?")
+
     def then(self, members: Sequence[LabelOrRegion]) -> PostprocessingRule:
         """This rule with one more step."""
         return PostprocessingRule((*self.steps, tuple(members)))
@@ -138,21 +148,3 @@ class PostprocessingRule:
 
 def _is_label(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def postprocess_files(paths: Iterable[str | os.PathLike], rule: PostprocessingRule) -> list[Path]:
-    """Apply ``rule`` to label-map files a prediction has just written, each replaced all-or-nothing (read, reduced,
-    written to a temporary name, renamed over the original) with its geometry kept."""
-    from gnnseg.core.atomic import atomic_path
-    from gnnseg.seg.io import MedicalImage, read_any
-    from gnnseg.seg.io.any_format import write_any
-
-    done = []
-    for path in map(Path, paths):
-        image = read_any(path)
-        reduced = MedicalImage(rule.apply(image.array).astype(image.array.dtype, copy=False), image.spacing,
-                               image.affine)
-        with atomic_path(path) as temporary:
-            write_any(reduced, temporary)
-        done.append(path)
-    return done
