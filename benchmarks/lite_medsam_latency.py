@@ -18,6 +18,7 @@ weights (its speed does not depend on them); its 3D case is not run (30 encoder 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from gnnseg.core import machine_info, write_json
+from gnnseg.core.onnx_sessions import CACHE_ENV
 from gnnseg.seg.io import (
     MedicalImage,
     read_image_2d,
@@ -60,13 +62,15 @@ def case_3d(model, volume_path: Path, box3d: np.ndarray, output: Path) -> None:
     write_nifti(MedicalImage(labels.astype(np.uint16), volume.spacing, volume.affine), output, overwrite=True)
 
 
-def cold(arguments: list[str], output: Path, repeats: int) -> float:
+def cold(arguments: list[str], output: Path, repeats: int) -> tuple[float, float]:
+    """A new ``gnnseg seg segment`` process per case: the first run's time (it fills the cache of optimised
+    onnxruntime graphs, ``gnnseg.core.onnx_sessions``) and the fastest of ``repeats`` runs after it."""
     def run() -> None:
         output.unlink(missing_ok=True)
         subprocess.run([sys.executable, "-m", "gnnseg.cli", "seg", "segment", *arguments, "-o", str(output)],
                        check=True, capture_output=True)
 
-    return best_of(run, repeats)
+    return best_of(run, 1), best_of(run, repeats)
 
 
 def main() -> None:
@@ -88,6 +92,7 @@ def main() -> None:
                      "3d_case": {"volume": volume_path.name, "shape": list(liver.shape), "box3d": box3d[0].tolist()}}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
+        os.environ[CACHE_ENV] = str(folder / "cache")      # every export's first new process starts uncached
         export_onnx(lite, folder / "onnx")
         export_onnx(fast, folder / "fast_onnx")
         export_onnx(load_model(DEFAULT_MODEL), folder / "default_onnx")
@@ -110,13 +115,14 @@ def main() -> None:
                        "onnx": str(folder / "onnx"), "fast_onnx": str(folder / "fast_onnx"),
                        "default_onnx": str(folder / "default_onnx")}
         for name, checkpoint in checkpoints.items():
-            figures[f"{name}_2d_case_cold_s"] = cold(["--image", str(image_path), "--box", box_arg,
-                                                      "--checkpoint", checkpoint], folder / "cold.png",
-                                                     1 if name == "vit_b" else args.repeats)
+            figures[f"{name}_2d_case_first_cold_s"], figures[f"{name}_2d_case_cold_s"] = cold(
+                ["--image", str(image_path), "--box", box_arg, "--checkpoint", checkpoint], folder / "cold.png",
+                1 if name == "vit_b" else args.repeats)
             print(name, "2d cold", round(figures[f"{name}_2d_case_cold_s"], 3), flush=True)
         for name in ("onnx", "fast_onnx", "default_onnx"):
-            figures[f"{name}_3d_case_cold_s"] = cold(["--volume", str(volume_path), "--box3d", box3d_arg,
-                                                      "--checkpoint", checkpoints[name]], folder / "cold.nii.gz", 1)
+            figures[f"{name}_3d_case_first_cold_s"], figures[f"{name}_3d_case_cold_s"] = cold(
+                ["--volume", str(volume_path), "--box3d", box3d_arg, "--checkpoint", checkpoints[name]],
+                folder / "cold.nii.gz", 1)
         figures["python_torch_import_s"] = best_of(
             lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True), args.repeats)
     figures["speedup_vs_vit_b"] = figures["vit_b_2d_case_s"] / figures["onnx_2d_case_s"]
@@ -130,12 +136,15 @@ def main() -> None:
     lines = [("| case | ViT-B 1024 (PyTorch) | Lite MedSAM (PyTorch) | Lite MedSAM (onnxruntime) "
               f"| lite_medsam_fast (onnxruntime) | {DEFAULT_MODEL}, the default (onnxruntime) |"), "|---" * 6 + "|"]
     for label, suffix in (("2D, warm (s)", "2d_case_s"), ("2D, new process (s)", "2d_case_cold_s"),
-                          ("3D 30 slices, warm (s)", "3d_case_s"), ("3D 30 slices, new process (s)", "3d_case_cold_s")):
+                          ("2D, first new process on the machine (s)", "2d_case_first_cold_s"),
+                          ("3D 30 slices, warm (s)", "3d_case_s"), ("3D 30 slices, new process (s)", "3d_case_cold_s"),
+                          ("3D 30 slices, first new process (s)", "3d_case_first_cold_s")):
         lines.append(f"| {label} | " + " | ".join(cell(f"{name}_{suffix}") for name in checkpoints) + " |")
     lines.append(f"\nSpeed-up over ViT-B per warm 2D case: Lite onnxruntime {figures['speedup_vs_vit_b']:.1f}x, "
                  f"Lite PyTorch {figures['speedup_vs_vit_b_torch']:.1f}x, lite_medsam_fast onnxruntime "
                  f"{figures['fast_speedup_vs_vit_b']:.1f}x. `import torch` alone: "
-                 f"{figures['python_torch_import_s']:.2f} s.")
+                 f"{figures['python_torch_import_s']:.2f} s. A first new process on a machine optimises the "
+                 "onnxruntime graphs and caches them for the next ones (`GNNSEG_CACHE_DIR`).")
     (RESULTS / "lite_medsam_latency.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
