@@ -43,26 +43,11 @@ from gnnseg.seg.io import MedicalImage, convert_isbi2012, read_any
 from gnnseg.seg.io.any_format import write_any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test oracles' torchvision schemas, used here too
+from tests.seg.torchvision_schemas import make_torchvision_importable  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FOLDS = (0, 1)
-_KEEP: list = []
-
-
-def make_torchvision_importable() -> None:
-    """nnunetv2 imports torchvision, whose PyPI build cannot load its compiled operators beside the CPU torch; it only
-    checks that the ``nms`` / ``qnms`` schemas exist, so they are declared (never called)."""
-    import torch
-
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError:
-        library = torch.library.Library("torchvision", "DEF")
-        for name in ("nms", "qnms"):
-            library.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        for module in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[module]
-        _KEEP.append(library)
 
 
 # ------------------------------------------------------------------------------------------------ datasets
