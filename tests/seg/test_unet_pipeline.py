@@ -358,5 +358,7 @@ def test_a_volume_stored_otherwise_is_predicted_in_the_training_axis_order(tmp_p
     assert labels.array[..., 5:].all() and not labels.array[..., :5].any()   # the RAS first half, stored last
     _, probabilities = pipeline.segment_image(None, [scan], plans, "3d_fullres")
     np.testing.assert_array_equal(probabilities[1], labels.array)       # the probabilities are put back as well
+    labels_only, nothing = pipeline.segment_image(None, [scan], plans, "3d_fullres", with_probabilities=False)
+    assert nothing is None and np.array_equal(labels_only.array, labels.array)   # not put back when not wanted
     as_trained = pipeline.predict_image(None, [MedicalImage(volumes[0], (3.0, 2.0, 2.0), ras)], plans, "3d_fullres")
     assert as_trained.array[..., :5].all() and not as_trained.array[..., 5:].any()

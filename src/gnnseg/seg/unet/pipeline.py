@@ -105,15 +105,16 @@ def train(work_dir: str | os.PathLike, configuration: str, fold: int | str, conf
 def predict_image(network, channels: Sequence[MedicalImage], plans: Plans, configuration: str,
                   **options: Any) -> MedicalImage:
     """Labels for one case given as one image per channel, on the first channel's grid (:func:`segment_image`)."""
-    return segment_image(network, channels, plans, configuration, **options)[0]
+    return segment_image(network, channels, plans, configuration, with_probabilities=False, **options)[0]
 
 
-def segment_image(network, channels: Sequence[MedicalImage], plans: Plans, configuration: str,
-                  **options: Any) -> tuple[MedicalImage, np.ndarray]:
+def segment_image(network, channels: Sequence[MedicalImage], plans: Plans, configuration: str, *,
+                  with_probabilities: bool = True, **options: Any) -> tuple[MedicalImage, np.ndarray | None]:
     """Labels and probabilities ``(K, *spatial)`` float32 for one case given as one image per channel, both on the
-    first channel's grid (``options`` go to :func:`predict_case`). A volume whose axes run otherwise than the
-    training volumes' (``plans.axis_codes``, e.g. an LAS DICOM series for a network trained on RAS NIfTIs) is
-    predicted in the training axis order and put back, so the network never sees a scan mirrored or transposed."""
+    first channel's grid (``options`` go to :func:`predict_case`; ``with_probabilities=False`` gives None for them).
+    A volume whose axes run otherwise than the training volumes' (``plans.axis_codes``, e.g. an LAS DICOM series for
+    a network trained on RAS NIfTIs) is predicted in the training axis order and put back, so the network never sees
+    a scan mirrored or transposed; its probabilities are put back only when asked for (K volumes)."""
     reference = channels[0]
     codes = plans.axis_codes
     turn = (codes is not None and reference.affine is not None and len(reference.spacing) == 3
@@ -123,6 +124,8 @@ def segment_image(network, channels: Sequence[MedicalImage], plans: Plans, confi
     data = np.stack([channel.array.astype(np.float32) for channel in channels])
     labels, probabilities = predict_case(network, data, channels[0].spacing, plans, configuration, **options)
     result = MedicalImage(labels.astype(np.uint8), channels[0].spacing, channels[0].affine)
+    if not with_probabilities:
+        return (reorient_like(result, reference) if turn else result), None
     if not turn:
         return result, probabilities
     back = [reorient_like(MedicalImage(p, channels[0].spacing, channels[0].affine), reference).array
@@ -172,7 +175,7 @@ def predict_folder(model: str | os.PathLike | Sequence[str | os.PathLike], input
                for c in (label_model.regions if label_model.has_regions else label_model.all_labels)]
     description = f"U-Net {trained.folds.configuration} ({len(trained.folds.fold_dirs)} folds)"
     for case_id in progress(list(cases), desc=description, enabled=show_progress):
-        image, probabilities = trained.predict([read_any(p) for p in cases[case_id]], step)
+        image, probabilities = trained.predict([read_any(p) for p in cases[case_id]], step, save_probabilities)
         paths = outputs[case_id]
         if save_probabilities:
             with atomic_path(paths[1]) as temporary:
@@ -204,7 +207,7 @@ def predict_dicom_seg(model: str | os.PathLike | Sequence[str | os.PathLike], se
     plans = trained.folds.plans
     if len(plans.channel_names) != 1:
         raise ValueError(f"the model takes {len(plans.channel_names)} channels per case; a DICOM series gives one")
-    image, _ = trained.predict([read_any(series_dir)], step)
+    image, _ = trained.predict([read_any(series_dir)], step, with_probabilities=False)
     write_dicom_seg(image.array, source, output, label_names=plans.label_model.predicted_names(),
                     model=f"U-Net {trained.folds.fold_dirs[0].name} {trained.folds.configuration}")
     return {**trained.describe(checkpoint, step), "predictions": [str(output)],
@@ -239,11 +242,13 @@ class _TrainedForPrediction:
         return cls(trained, trained.mirror_axes if mirror else (), tuple(keep_largest),
                    in_precision(trained.network, precision, device), precision, postprocessing)
 
-    def predict(self, channels: Sequence[MedicalImage], step: float) -> tuple[MedicalImage, np.ndarray]:
+    def predict(self, channels: Sequence[MedicalImage], step: float,
+                with_probabilities: bool = True) -> tuple[MedicalImage, np.ndarray | None]:
         """Labels of one case on its first channel's grid, the kept labels reduced to their largest component and
-        the post-processing applied, and the probabilities as the network gave them."""
+        the post-processing applied, and the probabilities as the network gave them (or None)."""
         image, probabilities = segment_image(self.network, channels, self.folds.plans, self.folds.configuration,
-                                             step=step, mirror_axes=self.mirror_axes)
+                                             with_probabilities=with_probabilities, step=step,
+                                             mirror_axes=self.mirror_axes)
         if self.keep_largest:
             image = MedicalImage(keep_largest_component(image.array, self.keep_largest), image.spacing,
                                  image.affine)
