@@ -40,6 +40,17 @@ def private_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test: tiny tensors compute fastest so, and are immune to a busy machine,
+    where two OpenMP threads spinning against another process made a small overfit test 50x slower (19 s, not
+    0.4 s). Files of tiny networks use it for every test (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def last_json(capsys):
     """Call it after a ``--json`` command: the command's answer, its last stdout line, parsed."""
     return lambda: json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -421,16 +421,11 @@ def run_cli(last_json, *args):
     return last_json()
 
 
-def test_trained_folds_to_selected_postprocessed_predictions(tmp_path, last_json, capsys, monkeypatch, request):
+def test_trained_folds_to_selected_postprocessed_predictions(tmp_path, last_json, capsys, monkeypatch, one_thread):
     """Two folds of a tiny 2D run keep their validation predictions; find-best-configuration selects and decides
     post-processing on them; predict applies it."""
-    import torch
-
     from tests.seg.test_unet_pipeline import squares_dataset
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    request.addfinalizer(lambda: torch.set_num_threads(threads))
     dataset = squares_dataset(tmp_path / "raw")
     work, runs = tmp_path / "work", tmp_path / "runs"
     run = partial(run_cli, last_json)

@@ -82,7 +82,8 @@ TRAIN = ("seg", "train", "-d", "42", "-c", "2d", "--iterations", "2")
 def trained(tmp_path_factory):
     """The squares dataset as nnU-Net's Dataset042_Squares: planned, preprocessed, folds 0 and 1 trained one epoch
     by ID, fold 0 continued for a second epoch with --c."""
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # tiny networks (the one_thread fixture is per test, this is per module)
     root = tmp_path_factory.mktemp("nnunet")
     environment = nnunet_folders(root)
     dataset = squares_dataset(root / "nnUNet_raw" / NAME)
@@ -97,6 +98,7 @@ def trained(tmp_path_factory):
         continued = cli(*TRAIN, "-f", "0", "--epochs", "2", "--c")
         yield {"root": root, "dataset": dataset, "planned": planned, "preprocessed": preprocessed, "folds": folds,
                "continued": continued, "model": root / "nnUNet_results" / NAME / MODEL}
+    torch.set_num_threads(threads)
 
 
 def test_training_by_id_writes_nnunets_results_layout_and_log(trained):

@@ -315,15 +315,6 @@ def squares(root: Path) -> RawDataset:
                              file_ending=".png", training=cases)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny networks train faster on one thread than on contended ones."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_cli_plans_trains_and_predicts_a_resenc_network(tmp_path, last_json, capsys, one_thread):
     """``seg plan --planner resenc_m``, then ``seg train`` builds nnU-Net's ResidualEncoderUNet (deep supervision on)
     and ``seg predict`` runs the trained run; U-Mamba variants of it are refused."""

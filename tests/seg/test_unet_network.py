@@ -13,15 +13,7 @@ from torch import nn
 
 from gnnseg.seg.unet import UNet, features_per_stage, init_weights_he, ronneberger_unet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: one intra-op thread is fastest, and immune to a busy machine, where two OpenMP
-    threads spinning against another process made the overfit test 50x slower (19 s instead of 0.4 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny networks: tests/conftest.py
 
 
 def small_2d(**overrides) -> UNet:

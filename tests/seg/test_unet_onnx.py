@@ -37,12 +37,7 @@ PROBABILITY_TOLERANCE = 1e-4
 CONFIGURATIONS = ("2d", "3d_fullres")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny networks: tests/conftest.py
 
 
 def two_channel_case(shape, spacing, rng):

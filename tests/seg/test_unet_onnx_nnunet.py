@@ -36,12 +36,7 @@ MIRROR_AXES = {"3d_fullres": (0, 1, 2), "2d": (0, 1)}
 LABELS = {"background": 0, "bright": 1, "dim": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny networks: tests/conftest.py
 
 
 def architecture(dims: int) -> dict:

@@ -32,13 +32,7 @@ from gnnseg.seg.unet.train import (
     _check_same_training,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny networks: tests/conftest.py
 
 
 def squares_dataset(root, count=6, size=40, seed=0):
