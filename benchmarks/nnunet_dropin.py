@@ -39,12 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from gnnseg.core import machine_info, write_json
+from gnnseg.core.onnx_sessions import CACHE_ENV
 from gnnseg.seg.io import MedicalImage, convert_isbi2012, read_any
 from gnnseg.seg.io.any_format import write_any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test oracles' torchvision schemas, used here too
 from tests.seg.torchvision_schemas import make_torchvision_importable  # noqa: E402
+from timing import best_of  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FOLDS = (0, 1)
@@ -204,6 +206,34 @@ def dice_per_case(ours: Path, theirs: Path, ending: str) -> dict[str, float]:
             for path in sorted(theirs.glob(f"*{ending}"))}
 
 
+def component_seconds(model: Path, export: Path | None, repeats: int) -> dict[str, float]:
+    """Where a prediction's time goes, for this model: opening it in gnnseg (all folds), and one forward of one
+    patch with fold 0, in float32, under bfloat16 autocast and in onnxruntime (the fastest of ``repeats`` each)."""
+    import torch
+
+    from gnnseg.seg.unet.nnunet_models import open_nnunet_model
+    from gnnseg.seg.unet.precision import autocast
+
+    seconds = {"open_model_s": best_of(lambda: open_nnunet_model(model), repeats)}
+    opened = open_nnunet_model(model)
+    patch = torch.randn(1, opened.labels.num_channels, *opened.configuration.patch_size)
+
+    def forward(precision: str) -> None:
+        with torch.inference_mode(), autocast(precision):
+            opened.network(patch)
+
+    for precision in ("float32", "bfloat16"):
+        forward(precision)                                   # oneDNN builds its kernels on the first call
+        seconds[f"forward_{precision}_s"] = best_of(lambda p=precision: forward(p), repeats)
+    if export is not None:
+        from gnnseg.seg.unet.onnx_predictor import OnnxUNet
+
+        onnx_model, array = OnnxUNet(export), patch.numpy()
+        onnx_model.window_logits(0, array)
+        seconds["forward_onnx_s"] = best_of(lambda: onnx_model.window_logits(0, array), repeats)
+    return {key: round(value, 3) for key, value in seconds.items()}
+
+
 def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabilities: bool, repeats: int) -> dict:
     """The predictors on ``cases``, mirroring on and off: nnunetv2, gnnseg in float32 (nnU-Net's numbers), gnnseg
     in bfloat16 (opt-in) and gnnseg's ONNX export. Each time is the fastest of ``repeats`` runs, the predictors
@@ -223,6 +253,7 @@ def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabil
     for mirroring in (True, False):
         tag = "mirroring_on" if mirroring else "mirroring_off"
         work = scratch / name / tag
+        os.environ[CACHE_ENV] = str(work / "onnx_cache")   # empty: the first ONNX run of each setting fills it
         theirs_s = ours_s = bf16_s = onnx_s = float("inf")
         onnx_first_s = None
         for run in range(repeats):
@@ -257,6 +288,7 @@ def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabil
               f"ratio {ours_s / theirs_s:5.2f}  bf16 {bf16_s / theirs_s:5.2f}  "
               f"onnx {setting['onnx_time_ratio_vs_nnunetv2']}  "
               f"Dice min {min(setting['dice_vs_nnunetv2'].values()):.5f}", flush=True)
+    row["seconds"] = component_seconds(model, export if onnx_error is None else None, repeats)
     return row
 
 
@@ -285,6 +317,13 @@ def markdown(report: dict) -> str:
               f"{report['bf16_time_ratio_vs_nnunetv2']['worst']} (bfloat16)."]
     if report["onnx_time_ratio_vs_nnunetv2"] is None:
         lines.append(f"ONNX: {report['onnx_unavailable']}")
+    lines += ["", "Where the time goes (fastest of the runs): opening the model in gnnseg, one forward of one patch.",
+              "", "| setting | open s | forward float32 s | forward bfloat16 s | forward onnxruntime s |",
+              "|---|---|---|---|---|"]
+    for name, row in report["settings"].items():
+        seconds = row["seconds"]
+        lines.append(f"| {name} | {seconds['open_model_s']} | {seconds['forward_float32_s']} | "
+                     f"{seconds['forward_bfloat16_s']} | {seconds.get('forward_onnx_s', 'n/a')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -351,6 +351,41 @@ def test_postprocessing_reduces_each_case_before_it_is_written(nnunet_environmen
     assert not (root / "other").exists()
 
 
+def test_half_precision_checkpoints_open_as_float32(nnunet_environment):
+    """Weights saved in float16 become the float32 parameters the plans' network has (assigned, so cast first)."""
+    root = nnunet_environment
+    plans, dataset = plans_2d()
+    model = write_model_folder(root / "results", plans, dataset, "2d", folds=(0,))
+    path = model / "fold_0" / "checkpoint_final.pth"
+    checkpoint = torch.load(path, weights_only=False)
+    full = {key: value.clone() for key, value in checkpoint["network_weights"].items()}
+    checkpoint["network_weights"] = {key: value.half() if value.is_floating_point() else value
+                                     for key, value in full.items()}
+    torch.save(checkpoint, path)
+    opened = open_nnunet_model(model)
+    assert {tensor.dtype for tensor in opened.network.parameters()} == {torch.float32}
+    first = next(iter(opened.fold_weights[0]))
+    assert torch.allclose(opened.fold_weights[0][first], full[first], atol=1e-2)
+    inputs = write_cases_2d(root / "imagesTs")
+    assert len(predict_nnunet_folder(model, inputs, root / "ours", show_progress=False)["predictions"]) == 2
+
+
+def test_a_case_holding_nan_is_refused_naming_its_file(nnunet_environment):
+    root = nnunet_environment
+    plans, dataset = plans_3d()
+    model = write_model_folder(root / "results", plans, dataset, "3d_fullres", folds=(0,))
+    inputs = root / "imagesTs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for channel in (0, 1):                               # the model takes CT and MR; the MR channel holds a NaN
+        image = rng.normal(size=(10, 30, 34)).astype(np.float32)
+        image[4, 10, 10] = np.nan if channel else image[4, 10, 10]
+        write_any(MedicalImage(image, (3.0, 0.8, 0.8)), inputs / f"scan_000{channel}.nii.gz")
+    with pytest.raises(ValueError, match=r"scan_0000\.nii\.gz: image contains NaN"):
+        predict_nnunet_folder(model, inputs, root / "never", show_progress=False)
+    assert not any((root / "never").glob("*.nii.gz"))
+
+
 def test_folds_and_checkpoint_are_chosen(nnunet_environment):
     root = nnunet_environment
     plans, dataset = plans_2d()

@@ -244,9 +244,11 @@ def _predict_cases(args: argparse.Namespace, postprocessing: PostprocessingRule 
     if len(models) == 1 and is_nnunet_model_folder(models[0]) and not is_gnnseg_model_folder(models[0]):
         from gnnseg.seg.unet.nnunet_predict import predict_nnunet_folder
 
-        if args.keep_largest or is_dicom_seg_path(args.output):
-            raise ValueError("--keep-largest and DICOM-SEG output are for gnnseg models; for an nnU-Net model use "
-                             "--postprocessing")
+        if args.keep_largest:
+            raise ValueError("--keep-largest is for gnnseg models; for an nnU-Net model use --postprocessing (the "
+                             "rule find-best-configuration chose)")
+        if is_dicom_seg_path(args.output):
+            raise ValueError("DICOM-SEG output is for gnnseg models; an nnU-Net model writes label maps into a folder")
         return predict_nnunet_folder(models[0], args.input, args.output, folds=args.folds, checkpoint=checkpoint,
                                      step_size=step_size, use_mirroring=not args.disable_tta,
                                      save_probabilities=args.save_probabilities, device=args.device,

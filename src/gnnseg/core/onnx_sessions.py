@@ -4,13 +4,15 @@ Opening a session optimises its graph first: node fusions and, on x86, the NCHWc
 reorders every convolution's weights. For a 2D nnU-Net of 185 MB that takes about 0.4 s per graph, as long as one of
 its windows' forwards. onnxruntime can write the optimised graph and open it again without optimising, but the
 NCHWc form only runs on the kind of CPU it was made on. So the optimised graph is written once into a cache and
-reused only where everything it depends on is the same: the graph file (path, size, modification time), the
+reused only where everything it depends on is the same: the graph file (path, size, modification and change
+times, inode), the
 onnxruntime version and the CPU (model name and instruction-set flags). A stale or unreadable cache entry is
-never an error: the graph is then optimised as usual and the entry written again.
+never an error: the graph is then optimised as usual and the entry written again. One entry is kept per graph file:
+writing a new one removes the entries of the file's earlier versions.
 
 The cache lives in ``$GNNSEG_CACHE_DIR/onnxruntime`` (default ``$XDG_CACHE_HOME/gnnseg``, else ``~/.cache/gnnseg``);
 each entry is about the size of its graph. ``GNNSEG_ONNX_CACHE=0`` turns it off; an unwritable cache folder is
-skipped silently.
+skipped silently (the graph is optimised in memory, as without a cache).
 """
 
 from __future__ import annotations
@@ -51,10 +53,22 @@ def _cpu_identity() -> str:
         return f"{platform.machine()}|{platform.processor()}"
 
 
+def _digest(text: str, length: int) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _entry_prefix(path: Path) -> str:
+    """The start of every entry's name for the graph at ``path``: one entry per graph file is kept."""
+    return f"{path.stem}-{_digest(str(path.resolve()), 12)}-"
+
+
 def _entry(path: Path, folder: Path, onnxruntime) -> Path:
+    """The entry for the graph as it is now: a rewritten file (new size, modification or change time, or inode: a
+    copy that kept the old modification time still changes the change time) gets another name."""
     stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{onnxruntime.__version__}|{_cpu_identity()}"
-    return folder / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.onnx"
+    key = (f"{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_ino}|{onnxruntime.__version__}|"
+           f"{_cpu_identity()}")
+    return folder / f"{_entry_prefix(path)}{_digest(key, 24)}.onnx"
 
 
 def _options(onnxruntime, threads: int, spinning: bool):
@@ -88,19 +102,24 @@ def open_session(path: str | os.PathLike, *, threads: int = 0, spinning: bool = 
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
         return open_session_uncached(path, threads=threads, spinning=spinning)
+    if not os.access(folder, os.W_OK | os.X_OK):   # a read-only cache: optimising twice per open would cost more
+        return open_session_uncached(path, threads=threads, spinning=spinning)
     written = folder / f".{entry.name}.{uuid.uuid4().hex}.tmp"
     options = _options(onnxruntime, threads, spinning)
     options.optimized_model_filepath = str(written)
     options.log_severity_level = _ERRORS_ONLY
     try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=_PROVIDERS)
-    except Exception:  # perhaps only the optimised graph could not be written: the plain open says what is wrong
-        written.unlink(missing_ok=True)
-        return open_session_uncached(path, threads=threads, spinning=spinning)
-    try:
+        try:
+            session = onnxruntime.InferenceSession(str(path), options, providers=_PROVIDERS)
+        except Exception:  # perhaps only the optimised graph could not be written: the plain open says what is wrong
+            return open_session_uncached(path, threads=threads, spinning=spinning)
+        for stale in folder.glob(f"{_entry_prefix(path)}*.onnx"):   # earlier versions of this graph file
+            stale.unlink(missing_ok=True)
         os.replace(written, entry)
     except OSError:
-        written.unlink(missing_ok=True)
+        pass   # the session is open; only the cache entry is missing
+    finally:
+        written.unlink(missing_ok=True)   # also on Ctrl+C: no graph-sized leftovers
     return session
 
 

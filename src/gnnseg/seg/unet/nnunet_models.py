@@ -95,7 +95,10 @@ def read_nnunet_checkpoint(path: str | Path) -> dict[str, Any]:
     allowed = [(value, name) for name, value in NUMPY_SCALAR_GLOBALS.items()]
     try:
         with torch.serialization.safe_globals(allowed):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            try:   # mapped: only the tensors used are read (below: the weights, never the optimizer state)
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception:   # a file system without memory maps; a refused file fails again, with its reason
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"{path}: refused by weights_only loading ({str(error).splitlines()[0]})") from None
     if not isinstance(checkpoint, dict):
@@ -105,8 +108,8 @@ def read_nnunet_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not an nnU-Net v2 checkpoint (lacks {', '.join(missing)})")
     if not isinstance(checkpoint["init_args"], dict) or "configuration" not in checkpoint["init_args"]:
         raise ValueError(f"{path}: init_args lacks 'configuration'")
-    # the file was mapped, not read: only the weights are read into memory (the optimizer state, as large again, never
-    # is), and nothing stays backed by a file that a training run may rewrite; deepcopy keeps shared tensors shared
+    # only the weights are read into memory (the optimizer state, as large again, never is), and nothing stays backed
+    # by a file that a training run may rewrite; deepcopy keeps shared tensors shared
     checkpoint = {**checkpoint, "network_weights": copy.deepcopy(checkpoint["network_weights"])}
     checkpoint.pop("optimizer_state", None)
     checkpoint.pop("grad_scaler_state", None)
@@ -142,12 +145,8 @@ class NnUNetModel:
     fold_weights: tuple[dict[str, torch.Tensor], ...]   # canonical state dicts, one per fold
     mirror_axes: tuple[int, ...] | None                 # what the trainer allows at inference; None: no mirroring
     network: NnUNetNetwork                              # built from the plans, holding the first fold's weights
-
-    def use_fold(self, index: int) -> NnUNetNetwork:
-        """:attr:`network` with fold ``index``'s weights as its parameters (assigned, not copied: loading a fold
-        costs nothing, and no fold's tensors are ever written to)."""
-        self.network.load_state_dict(self.fold_weights[index], assign=True)
-        return self.network
+    # (assigned: a fold's tensors are the network's parameters, so load another fold with assign=True, never by
+    # copying into them, which would overwrite the fold they belong to)
 
     @property
     def dims(self) -> int:

@@ -40,7 +40,7 @@ from gnnseg.seg.unet.case_recipes import NnUNetCases
 from gnnseg.seg.unet.inference_preprocessing import DUMMY_SLICE_SPACING
 from gnnseg.seg.unet.nnunet_models import DEFAULT_CHECKPOINT, NnUNetModel, open_nnunet_model
 from gnnseg.seg.unet.postprocess import PostprocessingRule
-from gnnseg.seg.unet.precision import in_precision
+from gnnseg.seg.unet.precision import autocast, in_precision
 from gnnseg.seg.unet.predict import sliding_window_logits
 from gnnseg.seg.unet.prediction_ensemble import LABELS_FILE, write_prediction_labels
 
@@ -62,6 +62,7 @@ class NnUNetPredictor:
                  precision: str = "float32"):
         if not 0 < step_size <= 1:
             raise ValueError(f"step size must be in (0, 1], got {step_size}")
+        autocast(precision)   # an unknown precision is refused before any weight moves
         self.model = model
         self.step_size = step_size
         self.mirror_axes = tuple(model.mirror_axes or ()) if use_mirroring else ()
@@ -70,8 +71,10 @@ class NnUNetPredictor:
         self.dtype = torch.float16 if half_precision else torch.float32
         self.cases = NnUNetCases(model.plans, model.labels, model.configuration, half_precision=half_precision)
         self.importance = torch.from_numpy(self.cases.importance)
+        # every fold's weights on the device once (on the CPU the same tensors: nothing copied; on a GPU all folds
+        # stay there, 5 x 30-120 MB for nnU-Net's networks, so that switching folds per case copies nothing)
         self.fold_weights = [{key: value.to(self.device) for key, value in weights.items()}
-                             for weights in model.fold_weights]     # the same tensors on the CPU: nothing copied
+                             for weights in model.fold_weights]
         self.precision = precision
         self.network = in_precision(model.network, precision, self.device)   # forwards of the folds' network
 
@@ -180,7 +183,10 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
     for case_id in progress(list(cases), desc=f"nnU-Net {model.configuration.name} ({len(model.folds)} folds)",
                             enabled=show_progress):
         data, spacing, reference = read_nnunet_case(cases[case_id])
-        prediction = predictor.predict(data, spacing, return_probabilities=save_probabilities)
+        try:
+            prediction = predictor.predict(data, spacing, return_probabilities=save_probabilities)
+        except ValueError as error:   # e.g. NaN in the image: name the case (the cases before it are written)
+            raise ValueError(f"{cases[case_id][0]}: {error}") from None
         paths = outputs[case_id]
         if save_probabilities:
             with atomic_path(paths[1]) as temporary:

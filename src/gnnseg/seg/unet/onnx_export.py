@@ -237,7 +237,11 @@ def export_nnunet_model(model_dir: str | os.PathLike, output: str | os.PathLike,
     refuse_nonempty_folder(output)  # before any checkpoint loads
     checkpoint = checkpoint or DEFAULT_CHECKPOINT
     model = open_nnunet_model(model_dir, folds, checkpoint)
-    networks = [copy.deepcopy(model.use_fold(index)) for index in range(len(model.folds))]
+    networks = []
+    for weights in model.fold_weights:       # a copy per fold, its parameters that fold's tensors
+        network = copy.deepcopy(model.network)
+        network.load_state_dict(weights, assign=True)
+        networks.append(network)
     folder = Path(model_dir)
     return export_nnunet_onnx(networks, folder / "plans.json", folder / "dataset.json", model.configuration.name,
                               output, mirror_axes=model.mirror_axes or (), folds=list(model.folds),

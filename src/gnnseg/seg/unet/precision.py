@@ -24,8 +24,16 @@ def autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
 
 
 def has_fast_bfloat16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 convolutions natively (a GPU, or a CPU with AMX / AVX512-BF16)."""
-    return device.type != "cpu" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Whether ``device`` computes bfloat16 convolutions natively: a GPU that supports bfloat16 (Ampere or later), or
+    a CPU with AMX / AVX512-BF16 as oneDNN reports it (a torch build without oneDNN: no)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class InPrecision(nn.Module):
@@ -45,6 +53,7 @@ class InPrecision(nn.Module):
 def in_precision(network: nn.Module, precision: str, device: torch.device) -> nn.Module:
     """``network`` itself for float32, else wrapped in :class:`InPrecision`; a CPU without bfloat16 instructions is
     warned about on stderr (it would run slower, not faster)."""
+    autocast(precision)   # an unknown name is refused before anything is said or done
     if precision == "float32":
         return network
     if not has_fast_bfloat16(device):
