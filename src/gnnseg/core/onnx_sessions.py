@@ -2,13 +2,12 @@
 
 Opening a session optimises its graph first: node fusions and, on x86, the NCHWc layout of 2D convolutions, which
 reorders every convolution's weights. For a 2D nnU-Net of 185 MB that takes about 0.4 s per graph, as long as one of
-its windows' forwards. onnxruntime can write the optimised graph and open it again without optimising, but the
-NCHWc form only runs on the kind of CPU it was made on. So the optimised graph is written once into a cache and
-reused only where everything it depends on is the same: the graph file (path, size, modification and change
-times, inode), the
-onnxruntime version and the CPU (model name and instruction-set flags). A stale or unreadable cache entry is
-never an error: the graph is then optimised as usual and the entry written again. One entry is kept per graph file:
-writing a new one removes the entries of the file's earlier versions.
+its windows' forwards. onnxruntime can write the optimised graph and open it again without optimising, but the NCHWc
+form only runs on the kind of CPU it was made on. So the optimised graph is written once into a cache and reused only
+where everything it depends on is the same: the graph file (path, size, modification and change times, inode), the
+onnxruntime version and the CPU (model name and instruction-set flags). A stale or unreadable cache entry is never an
+error: the graph is then optimised as usual and the entry written again. One entry is kept per graph file: writing a
+new one removes the entries of the file's earlier versions.
 
 The cache lives in ``$GNNSEG_CACHE_DIR/onnxruntime`` (default ``$XDG_CACHE_HOME/gnnseg``, else ``~/.cache/gnnseg``);
 each entry is about the size of its graph. ``GNNSEG_ONNX_CACHE=0`` turns it off; an unwritable cache folder is
