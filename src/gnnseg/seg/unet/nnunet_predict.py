@@ -40,7 +40,7 @@ from gnnseg.seg.unet.case_recipes import NnUNetCases
 from gnnseg.seg.unet.inference_preprocessing import DUMMY_SLICE_SPACING
 from gnnseg.seg.unet.nnunet_models import DEFAULT_CHECKPOINT, NnUNetModel, open_nnunet_model
 from gnnseg.seg.unet.postprocess import PostprocessingRule
-from gnnseg.seg.unet.precision import autocast, in_precision
+from gnnseg.seg.unet.precision import in_precision
 from gnnseg.seg.unet.predict import sliding_window_logits
 from gnnseg.seg.unet.prediction_ensemble import LABELS_FILE, write_prediction_labels
 
@@ -62,11 +62,12 @@ class NnUNetPredictor:
                  precision: str = "float32"):
         if not 0 < step_size <= 1:
             raise ValueError(f"step size must be in (0, 1], got {step_size}")
-        autocast(precision)   # an unknown precision is refused before any weight moves
         self.model = model
         self.step_size = step_size
         self.mirror_axes = tuple(model.mirror_axes or ()) if use_mirroring else ()
         self.device = torch.device(device)
+        # forwards of the folds' network; an unknown precision is refused here, before any weight moves
+        self.network = in_precision(model.network, precision, self.device)
         self.batch_size = batch_size
         self.dtype = torch.float16 if half_precision else torch.float32
         self.cases = NnUNetCases(model.plans, model.labels, model.configuration, half_precision=half_precision)
@@ -75,8 +76,6 @@ class NnUNetPredictor:
         # stay there, 5 x 30-120 MB for nnU-Net's networks, so that switching folds per case copies nothing)
         self.fold_weights = [{key: value.to(self.device) for key, value in weights.items()}
                              for weights in model.fold_weights]
-        self.precision = precision
-        self.network = in_precision(model.network, precision, self.device)   # forwards of the folds' network
 
     def logits(self, data: np.ndarray) -> Tensor:
         """Preprocessed ``data (C, z, y, x)`` -> the folds' mean logits ``(outputs, z, y, x)`` on the CPU (float16 with
