@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,3 +67,29 @@ def test_checkpoint_refuses_arbitrary_objects(tmp_path):
     with pytest.raises(CheckpointError, match="holds Python objects besides tensors") as caught:
         load_checkpoint(path)
     assert "weights_only=False" not in str(caught.value) and "\n" not in str(caught.value)  # never that advice
+
+
+def test_machine_info_names_the_cpu_model(monkeypatch):
+    from gnnseg.core import cpu_info, machine_info
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.partition(":")[2].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        if names:
+            assert machine_info()["processor"] == names[0]       # not just "x86_64"
+
+    class Unreadable:
+        def __init__(self, path):
+            self.path = path
+
+        def read_text(self):
+            raise OSError(f"{self.path}: unreadable")
+
+    cpu_info.cpu_model_and_flags.cache_clear()
+    monkeypatch.setattr(cpu_info, "Path", Unreadable)
+    try:
+        model, flags = cpu_info.cpu_model_and_flags()
+        assert model and flags == ""                             # the platform's word for it, never an error
+    finally:
+        cpu_info.cpu_model_and_flags.cache_clear()

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import uuid
-from functools import cache
 from pathlib import Path
+
+from gnnseg.core.cpu_info import cpu_model_and_flags
 
 CACHE_ENV = "GNNSEG_CACHE_DIR"
 SWITCH_ENV = "GNNSEG_ONNX_CACHE"
@@ -37,19 +37,9 @@ def cache_folder() -> Path | None:
     return Path(root) / "onnxruntime"
 
 
-@cache
 def _cpu_identity() -> str:
     """The CPU's model name and instruction-set flags (Linux), else what the platform module says."""
-    try:
-        fields = {}
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-            if "model name" in fields and "flags" in fields:
-                break
-        return f"{fields.get('model name')}|{fields.get('flags')}"
-    except OSError:
-        return f"{platform.machine()}|{platform.processor()}"
+    return "|".join(cpu_model_and_flags())
 
 
 def _digest(text: str, length: int) -> str:

@@ -22,6 +22,7 @@ matplotlib.use("Agg")  # plots are files, never windows
 import torch  # noqa: E402
 
 from gnnseg.core.atomic import atomic_path  # noqa: E402
+from gnnseg.core.cpu_info import cpu_model_and_flags  # noqa: E402
 from gnnseg.core.jsonable import jsonable  # noqa: E402
 
 
@@ -29,7 +30,7 @@ def machine_info() -> dict[str, Any]:
     """What a benchmark or run needs to say about where it ran."""
     return {
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model_and_flags()[0],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
