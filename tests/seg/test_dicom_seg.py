@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
+from torch import nn
 
 from gnnseg.cli import main
 from gnnseg.seg.io import (
@@ -241,7 +242,7 @@ def test_seg_predict_writes_a_dicom_seg_named_by_the_run_labels(series, tmp_path
         labels[5:9, 100:200, 150:300] = 1
         return labels, np.stack([1 - labels, labels]).astype(np.float32)
 
-    folds = TrainedFolds(None, plans, "3d_fullres", (tmp_path / "run",), (0, 1, 2))   # predict_case stands in
+    folds = TrainedFolds(nn.Identity(), plans, "3d_fullres", (tmp_path / "run",), (0, 1, 2))   # stood in for below
     monkeypatch.setattr(pipeline, "open_trained_folds", lambda models, folds_asked, **options: folds)
     monkeypatch.setattr(pipeline, "predict_case", block_in_the_middle)
     output = tmp_path / "predicted.dcm"

@@ -17,6 +17,7 @@ import torch
 from gnnseg.cli import main
 from gnnseg.seg.io import read_any, read_image_2d
 from gnnseg.seg.unet.fold_ensemble import open_trained_folds
+from gnnseg.seg.unet.inference_network import prediction_network
 from gnnseg.seg.unet.nnunet_paths import base_folder, dataset_folder, dataset_name
 from gnnseg.seg.unet.pipeline import segment_image
 from tests.seg.test_unet_pipeline import squares_dataset
@@ -197,10 +198,11 @@ def test_disable_tta_turns_mirroring_off(trained):
     plain = predict(trained, "plain", "-d", "42", "-c", "2d", "-f", "0", "--save-probabilities", "--disable-tta")
     assert plain["mirror_axes"] == []
     folds = open_trained_folds([trained["model"]], ["0"], checkpoint="checkpoint_final.pth")
+    network = prediction_network(folds.network, "float32", torch.device("cpu"))   # as the command predicts
     changed = 0.0
     for case, probabilities in probabilities_of(plain).items():
         image = read_any(trained["dataset"].root / "imagesTr" / f"{case}_0000.png")
-        _, expected = segment_image(folds.network, [image], folds.plans, folds.configuration, mirror_axes=())
+        _, expected = segment_image(network, [image], folds.plans, folds.configuration, mirror_axes=())
         np.testing.assert_allclose(probabilities, expected, atol=1e-6)
         changed = max(changed, float(np.abs(probabilities - mirrored[case]).max()))
     assert changed > 1e-4

@@ -14,10 +14,10 @@ from gnnseg.seg.unet.precision import InPrecision, in_precision
 from tests.seg.test_nnunet_models import plans_2d, write_model_folder
 
 
-def first_conv_dtypes(network: torch.nn.Module) -> list[torch.dtype]:
-    """The dtype of every output of the network's first convolution, recorded as it runs."""
+def first_conv_dtypes(predictor: NnUNetPredictor) -> list[torch.dtype]:
+    """The dtype of every output of the predictor's first convolution, recorded as it runs."""
     seen = []
-    conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
+    conv = next(m for m in predictor.network.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
     return seen
 
@@ -30,13 +30,14 @@ def model(tmp_path):
 
 def test_bfloat16_runs_the_convolutions_in_bfloat16_and_stays_close(model):
     image = np.random.default_rng(0).normal(size=(1, 1, 44, 40)).astype(np.float32)
-    seen = first_conv_dtypes(model.network)
-    exact = NnUNetPredictor(model, half_precision=False).predict(image, (999.0, 1.0, 1.0), return_probabilities=True)
+    exact_predictor = NnUNetPredictor(model, half_precision=False)
+    seen = first_conv_dtypes(exact_predictor)
+    exact = exact_predictor.predict(image, (999.0, 1.0, 1.0), return_probabilities=True)
     assert set(seen) == {torch.float32}
     forwards = len(seen)
-    seen.clear()
-    fast = NnUNetPredictor(model, half_precision=False, precision="bfloat16").predict(image, (999.0, 1.0, 1.0),
-                                                                                      return_probabilities=True)
+    fast_predictor = NnUNetPredictor(model, half_precision=False, precision="bfloat16")
+    seen = first_conv_dtypes(fast_predictor)
+    fast = fast_predictor.predict(image, (999.0, 1.0, 1.0), return_probabilities=True)
     assert set(seen) == {torch.bfloat16} and len(seen) == forwards
     difference = np.abs(fast.probabilities - exact.probabilities)
     assert fast.probabilities.dtype == np.float32

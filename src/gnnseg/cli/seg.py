@@ -217,10 +217,12 @@ def _predict_models(args: argparse.Namespace) -> list[str]:
 
 
 def _predict_cases(args: argparse.Namespace, postprocessing: PostprocessingRule | None) -> dict:
+    from gnnseg.core.freed_memory import keep_freed_memory
     from gnnseg.seg.io.dicom_seg import is_dicom_seg_path
     from gnnseg.seg.unet.onnx_predictor import is_unet_onnx_export
 
     models = _predict_models(args)
+    keep_freed_memory()   # each window's forward then reuses the pages the previous one freed
     show_progress = False if args.json else None
     if len(models) == 1 and is_unet_onnx_export(models[0]):   # torch-free: numpy + onnxruntime, nothing else
         from gnnseg.seg.unet.onnx_predictor import predict_onnx_folder

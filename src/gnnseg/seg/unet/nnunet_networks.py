@@ -92,23 +92,24 @@ class ConvBlock(nn.Module):
         kernel_size, stride = _as_tuple(kernel_size, ops.dims), _as_tuple(stride, ops.dims)
         self.conv = ops.conv(in_channels, out_channels, kernel_size, stride,
                              padding=[(k - 1) // 2 for k in kernel_size], bias=ops.conv_bias if bias is None else bias)
-        steps: list[nn.Module] = [self.conv]
+        steps = ["conv"]
         if dropout and ops.dropout is not None:
             self.dropout = ops.dropout(**ops.dropout_kwargs)
-            steps.append(self.dropout)
+            steps.append("dropout")
         if ops.norm is not None:
             self.norm = ops.norm(out_channels, **ops.norm_kwargs)
-            steps.append(self.norm)
+            steps.append("norm")
         if nonlin and ops.nonlin is not None:
             self.nonlin = ops.nonlin(**ops.nonlin_kwargs)
-            steps.append(self.nonlin)
+            steps.append("nonlin")
             if ops.nonlin_first and ops.norm is not None:
                 steps[-1], steps[-2] = steps[-2], steps[-1]
-        self._steps = steps  # a plain list: the modules are registered once, under their names above
+        # the steps' names, not the modules: a module replaced under its name (a packed copy) is the one called
+        self._steps = tuple(steps)
 
     def forward(self, x: Tensor) -> Tensor:
         for step in self._steps:
-            x = step(x)
+            x = getattr(self, step)(x)
         return x
 
 
@@ -330,8 +331,7 @@ def _aliased(key: str, network: nn.Module) -> str | None:
     steps = getattr(block, "_steps", None)
     if steps is None or not index.isdigit() or int(index) >= len(steps):
         return None
-    name = next((n for n, m in block.named_children() if m is steps[int(index)]), None)
-    return None if name is None else f"{block_path}.{name}.{parameter}"
+    return f"{block_path}.{steps[int(index)]}.{parameter}"
 
 
 def _same_view(a: Tensor, b: Tensor) -> bool:

@@ -36,6 +36,7 @@ from gnnseg.seg.unet.case_inputs import inputs_by_case
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.fold_ensemble import TrainedFolds, open_trained_folds
+from gnnseg.seg.unet.inference_network import prediction_network
 from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.planner_presets import preset_named
 from gnnseg.seg.unet.plans import Plans
@@ -240,7 +241,8 @@ class _TrainedForPrediction:
         if postprocessing is not None:
             postprocessing.check_labels(foreground, str(trained.fold_dirs[0].parent))
         return cls(trained, trained.mirror_axes if mirror else (), tuple(keep_largest),
-                   in_precision(trained.network, precision, device), precision, postprocessing)
+                   in_precision(prediction_network(trained.network, precision, device), precision, device), precision,
+                   postprocessing)
 
     def predict(self, channels: Sequence[MedicalImage], step: float,
                 with_probabilities: bool = True) -> tuple[MedicalImage, np.ndarray | None]:

@@ -1,0 +1,36 @@
+"""Keeping freed memory in the process, so that the next large array does not start from fresh pages.
+
+glibc's ``malloc`` serves every block above its mmap threshold (at most 32 MB) with a new ``mmap`` and returns it to
+the system when freed, and gives back the top of its heap whenever more than the trim threshold is free there. A
+U-Net forward allocates and frees tens of such blocks (each layer's output), so every one of them arrives as untouched
+pages, which the kernel faults in and zeroes one page at a time: on a 2-core CPU that is a quarter of an nnU-Net
+forward (0.88 s against 0.67 s for the 2D ISBI network, measured once). Telling ``malloc`` to take large blocks from
+its heap and to keep what is freed there makes the second and every later forward reuse pages already mapped.
+
+This is a setting of the whole process: the command line applies it to the commands that predict, library users may
+call :func:`keep_freed_memory` once themselves. Its cost is that memory freed by the process stays reserved for it
+until it exits (its peak is unchanged). On a C library other than glibc nothing changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from functools import cache
+
+_M_TRIM_THRESHOLD = -1   # mallopt parameters, from glibc's malloc.h
+_M_MMAP_MAX = -4
+_KEEP_UP_TO = 1 << 30    # free memory at the top of the heap kept before any of it is returned (bytes)
+
+
+@cache
+def keep_freed_memory() -> bool:
+    """Make glibc's ``malloc`` serve large blocks from its heap and keep freed memory (once per process); True when
+    the setting took effect, False where the C library is not glibc or refused it."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _KEEP_UP_TO) == 1

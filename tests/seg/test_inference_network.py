@@ -1,0 +1,114 @@
+"""The prediction copy of a U-Net computes the network's logits as precisely as the network (gnnseg's U-Nets,
+nnU-Net's plain and residual networks, 2D and 3D), shares its parameters, takes folds by assignment and trains."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from gnnseg.seg.unet.inference_network import GroupwiseInstanceNorm, for_cpu_prediction, prediction_network
+from gnnseg.seg.unet.network import UNet
+from gnnseg.seg.unet.nnunet_networks import build_network
+from tests.seg.test_nnunet_models import plans_2d, plans_3d
+
+INSTANCE_NORMS = (nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def randomised(network: nn.Module, seed: int) -> nn.Module:
+    """The network with random weights everywhere, norms' affine maps included (not their identity defaults), and
+    biases that give activations means far from zero (where a careless variance loses precision)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in network.named_parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+            if name.endswith("bias"):
+                parameter.add_(3.0)
+    return network.eval()
+
+
+def nnunet_network(network_class: str, dims: int) -> nn.Module:
+    plans, dataset = plans_2d() if dims == 2 else plans_3d()
+    architecture = next(iter(plans["configurations"].values()))["architecture"]
+    architecture["network_class_name"] = f"dynamic_network_architectures.architectures.unet.{network_class}"
+    kwargs = architecture["arch_kwargs"]
+    counts = kwargs.pop("n_conv_per_stage", None) or kwargs.pop("n_blocks_per_stage")
+    kwargs["n_conv_per_stage" if network_class == "PlainConvUNet" else "n_blocks_per_stage"] = counts
+    return build_network(architecture, len(dataset["channel_names"]), len(dataset["labels"]))
+
+
+def gnnseg_unet(dims: int, norm: str) -> nn.Module:
+    return UNet(2, 3, dims=dims, features_per_stage=[8, 16, 24], kernel_sizes=[[3] * dims] * 3,
+                strides=[[1] * dims, [2] * dims, [2] * dims], norm=norm)
+
+
+NETWORKS = {
+    "nnunet plain 2d": (lambda: nnunet_network("PlainConvUNet", 2), (1, 1, 40, 48)),
+    "nnunet residual 2d": (lambda: nnunet_network("ResidualEncoderUNet", 2), (1, 1, 40, 48)),
+    "nnunet plain 3d": (lambda: nnunet_network("PlainConvUNet", 3), (1, 2, 16, 24, 20)),
+    "gnnseg instance 3d": (lambda: gnnseg_unet(3, "instance"), (2, 2, 12, 16, 16)),
+    "gnnseg batch 2d": (lambda: gnnseg_unet(2, "batch"), (1, 2, 32, 24)),
+}
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_the_copy_computes_the_networks_logits_as_precisely_with_its_parameters(name):
+    build, shape = NETWORKS[name]
+    network = randomised(build(), seed=len(name))
+    instance_norms = sum(isinstance(module, INSTANCE_NORMS) for module in network.modules())
+    prediction_copy = for_cpu_prediction(network)
+    image = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected, got = network(image), prediction_copy(image)
+        exact = copy.deepcopy(network).double()(image.double())
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) <= 1e-4 * float(expected.abs().max())
+    # summed in another order, but no less precisely
+    assert float((got.double() - exact).abs().max()) <= 2 * float((expected.double() - exact).abs().max()) + 1e-6
+    assert not any(isinstance(module, INSTANCE_NORMS) for module in prediction_copy.modules())
+    assert sum(isinstance(module, GroupwiseInstanceNorm) for module in prediction_copy.modules()) == instance_norms
+    ours, theirs = prediction_copy.state_dict(), network.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(ours[key].data_ptr() == theirs[key].data_ptr() for key in ours)        # shared, not copied
+    assert sum(isinstance(module, INSTANCE_NORMS) for module in network.modules()) == instance_norms   # untouched
+
+
+def test_folds_loaded_by_assignment_are_the_ones_computed():
+    network = randomised(nnunet_network("PlainConvUNet", 2), seed=0)
+    folds = [randomised(copy.deepcopy(network), seed=seed).state_dict() for seed in (1, 2)]
+    prediction_copy = for_cpu_prediction(network)
+    image = torch.randn(1, 1, 40, 48)
+    with torch.inference_mode():
+        outputs = []
+        for weights in folds:
+            network.load_state_dict(weights, assign=True)
+            prediction_copy.load_state_dict(weights, assign=True)
+            outputs.append(prediction_copy(image))
+            assert torch.allclose(outputs[-1], network(image), atol=1e-4 * float(outputs[-1].abs().max()))
+    assert not torch.allclose(outputs[0], outputs[1], atol=1e-2)
+
+
+def test_with_gradients_the_copy_trains_the_shared_parameters():
+    network = randomised(gnnseg_unet(2, "instance"), seed=5).train()
+    prediction_copy = for_cpu_prediction(network).train()
+    image = torch.randn(2, 2, 32, 24)
+    loss = prediction_copy(image).square().mean()
+    loss.backward()
+    assert torch.allclose(loss, network(image).square().mean(), rtol=1e-5)
+    assert all(parameter.grad is not None for parameter in network.parameters())
+
+
+def test_prediction_uses_the_copy_only_in_float32_on_the_cpu():
+    network = randomised(gnnseg_unet(2, "instance"), seed=6)
+    assert prediction_network(network, "bfloat16", torch.device("cpu")) is network
+    assert prediction_network(network, "float32", torch.device("meta")) is network
+    assert prediction_network(network, "float32", torch.device("cpu")) is not network
+
+
+def test_norms_with_running_statistics_stay_as_they_are():
+    network = nn.Sequential(nn.Conv2d(1, 4, 3), nn.InstanceNorm2d(4, affine=True, track_running_stats=True))
+    assert isinstance(for_cpu_prediction(network)[1], nn.InstanceNorm2d)
+    with pytest.raises(ValueError, match="InstanceNorm2d with running statistics is not a per-image norm"):
+        GroupwiseInstanceNorm(network[1])
