@@ -4,9 +4,10 @@ For each setting a model folder in nnU-Net's results layout (``Trainer__Plans__c
 ``dataset.json`` and ``fold_<k>/checkpoint_final.pth``) is predicted by nnunetv2's ``nnUNetPredictor`` (CPU,
 ``predict_from_files_sequential``, tile step 0.5, Gaussian weighting) and by gnnseg's
 :func:`~gnnseg.seg.unet.nnunet_predict.predict_nnunet_folder` (and, where gnnseg's ONNX export of nnU-Net models is
-present, by its torch-free ONNX predictor), with test-time mirroring on and off. Reported per setting: Dice of
-gnnseg's segmentation against nnunetv2's per case (mean over the labels either map holds), and the wall time of each
-predictor over all cases (loading the model included) as a ratio gnnseg / nnunetv2.
+present, by its torch-free ONNX predictor), with test-time mirroring on and off. gnnseg runs as ``gnnseg seg
+predict``; every predictor run is a Python process of its own, timed from after its imports. Reported per setting:
+Dice of gnnseg's segmentation against nnunetv2's per case (mean over the labels either map holds), and the wall time
+of each predictor over all cases (loading the model included) as a ratio gnnseg / nnunetv2.
 
 Models (default): random-weight networks (nnunetv2's own initialisation, every weight then moved by 0.1 x N(0, 1), 2
 folds) on plans made by nnunetv2's planner (``nnUNetv2_plan_and_preprocess --no_pp``) for
@@ -179,20 +180,49 @@ def predict_nnunetv2(model: Path, cases: Path, output: Path, mirroring: bool, pr
 
 def predict_gnnseg(model: Path, cases: Path, output: Path, mirroring: bool, probabilities: bool,
                    precision: str = "float32") -> float:
-    from gnnseg.seg.unet.nnunet_predict import predict_nnunet_folder
+    """``gnnseg seg predict`` as a user runs it (an ONNX export as ``model`` runs torch-free)."""
+    import gnnseg.seg.unet.nnunet_predict  # noqa: F401  (the command's own imports, before the clock)
+    import gnnseg.seg.unet.onnx_predictor  # noqa: F401
+    from gnnseg.cli import main as gnnseg_main
 
+    command = ["seg", "predict", "-m", str(model), "-i", str(cases), "-o", str(output), "--json"]
+    command += ([] if mirroring else ["--disable-tta"]) + (["--save-probabilities"] if probabilities else [])
+    command += ["--precision", precision] if precision != "float32" else []
     start = time.perf_counter()
-    predict_nnunet_folder(model, cases, output, use_mirroring=mirroring, save_probabilities=probabilities,
-                          device="cpu", precision=precision, show_progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = gnnseg_main(command)
+    if status != 0:
+        raise RuntimeError(f"gnnseg {' '.join(command)} exited with {status}")
     return time.perf_counter() - start
 
 
-def predict_onnx(output: Path, cases: Path, mirroring: bool, export: Path) -> float:
-    from gnnseg.seg.unet.onnx_predictor import predict_onnx_folder
+PREDICTORS = {"nnunetv2": predict_nnunetv2, "gnnseg": predict_gnnseg,
+              "bf16": lambda *args: predict_gnnseg(*args, precision="bfloat16"), "onnx": predict_gnnseg}
 
-    start = time.perf_counter()
-    predict_onnx_folder(export, cases, output, mirror=mirroring, show_progress=False)
-    return time.perf_counter() - start
+
+def timed_in_new_process(kind: str, model: Path, cases: Path, output: Path, mirroring: bool,
+                         probabilities: bool = False) -> float:
+    """One predictor's seconds (``PREDICTORS[kind]``; for ``onnx`` the export folder as ``model``), run in a Python
+    process of its own, as a user's command runs: imports happen before the clock starts, and whatever a tool sets for
+    its process (gnnseg's command line keeps freed memory for reuse) stays with that tool."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, str(model), str(cases), str(output),
+               str(int(mirroring)), str(int(probabilities))]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
+    return float(finished.stdout.strip().splitlines()[-1])
+
+
+def run_worker(kind: str, *args: str) -> None:
+    """The ``--worker`` side of :func:`timed_in_new_process` (and of the components' timing): prints the result."""
+    if kind == "components":
+        model, export, repeats = args
+        print(json.dumps(component_seconds(Path(model), Path(export) if export else None, int(repeats))))
+        return
+    if kind == "nnunetv2":
+        make_torchvision_importable()
+    model, cases, output, mirroring, probabilities = args
+    print(PREDICTORS[kind](Path(model), Path(cases), Path(output), mirroring == "1", probabilities == "1"))
 
 
 def mean_dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -207,24 +237,33 @@ def dice_per_case(ours: Path, theirs: Path, ending: str) -> dict[str, float]:
 
 
 def component_seconds(model: Path, export: Path | None, repeats: int) -> dict[str, float]:
-    """Where a prediction's time goes, for this model: opening it in gnnseg (all folds), and one forward of one
-    patch with fold 0, in float32, under bfloat16 autocast and in onnxruntime (the fastest of ``repeats`` each)."""
+    """Where a prediction's time goes, for this model (in a process of its own, so that the allocator starts as
+    glibc sets it): opening it in gnnseg (all folds), and one forward of one patch with fold 0, the fastest of
+    ``repeats`` each: float32 as the network is (as nnunetv2 runs it) and as gnnseg's prediction copy (instance norms
+    as group norms), each before and after freed memory is kept for reuse (as gnnseg's command line does), then
+    bfloat16 autocast and onnxruntime."""
     import torch
 
+    from gnnseg.core.freed_memory import keep_freed_memory
+    from gnnseg.seg.unet.inference_network import for_cpu_prediction
     from gnnseg.seg.unet.nnunet_models import open_nnunet_model
     from gnnseg.seg.unet.precision import autocast
 
     seconds = {"open_model_s": best_of(lambda: open_nnunet_model(model), repeats)}
     opened = open_nnunet_model(model)
+    networks = {"float32": opened.network, "copy": for_cpu_prediction(opened.network), "bfloat16": opened.network}
     patch = torch.randn(1, opened.labels.num_channels, *opened.configuration.patch_size)
 
-    def forward(precision: str) -> None:
-        with torch.inference_mode(), autocast(precision):
-            opened.network(patch)
+    def forward(kind: str) -> None:
+        with torch.inference_mode(), autocast("bfloat16" if kind == "bfloat16" else "float32"):
+            networks[kind](patch)
 
-    for precision in ("float32", "bfloat16"):
-        forward(precision)                                   # oneDNN builds its kernels on the first call
-        seconds[f"forward_{precision}_s"] = best_of(lambda p=precision: forward(p), repeats)
+    for kind in ("float32", "copy", "kept float32", "kept copy", "bfloat16"):
+        if kind.startswith("kept"):
+            keep_freed_memory()
+        name = kind.removeprefix("kept ")
+        forward(name)                                           # oneDNN builds its kernels on the first call
+        seconds[f"forward_{kind.replace(' ', '_')}_s"] = best_of(lambda n=name: forward(n), repeats)
     if export is not None:
         from gnnseg.seg.unet.onnx_predictor import OnnxUNet
 
@@ -257,11 +296,12 @@ def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabil
         theirs_s = ours_s = bf16_s = onnx_s = float("inf")
         onnx_first_s = None
         for run in range(repeats):
-            theirs_s = min(theirs_s, predict_nnunetv2(model, cases, work / f"nnunetv2_{run}", mirroring, False))
-            ours_s = min(ours_s, predict_gnnseg(model, cases, work / f"gnnseg_{run}", mirroring, False))
-            bf16_s = min(bf16_s, predict_gnnseg(model, cases, work / f"bf16_{run}", mirroring, False, "bfloat16"))
+            theirs_s = min(theirs_s, timed_in_new_process("nnunetv2", model, cases, work / f"nnunetv2_{run}",
+                                                          mirroring))
+            ours_s = min(ours_s, timed_in_new_process("gnnseg", model, cases, work / f"gnnseg_{run}", mirroring))
+            bf16_s = min(bf16_s, timed_in_new_process("bf16", model, cases, work / f"bf16_{run}", mirroring))
             if onnx_error is None:
-                took = predict_onnx(work / f"onnx_{run}", cases, mirroring, export)
+                took = timed_in_new_process("onnx", export, cases, work / f"onnx_{run}", mirroring)
                 onnx_first_s = took if onnx_first_s is None else onnx_first_s
                 onnx_s = min(onnx_s, took)
         for kind in ("nnunetv2", "gnnseg", "bf16") + (("onnx",) if onnx_error is None else ()):
@@ -278,8 +318,8 @@ def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabil
         else:
             setting.update(onnx_time_ratio_vs_nnunetv2=None, onnx_unavailable=onnx_error)
         if compare_probabilities:
-            predict_nnunetv2(model, cases, work / "nnunetv2_p", mirroring, True)
-            predict_gnnseg(model, cases, work / "gnnseg_p", mirroring, True)
+            timed_in_new_process("nnunetv2", model, cases, work / "nnunetv2_p", mirroring, True)
+            timed_in_new_process("gnnseg", model, cases, work / "gnnseg_p", mirroring, True)
             setting["probability_max_abs_diff"] = float(max(
                 np.abs(np.load(p)["probabilities"] - np.load(work / "nnunetv2_p" / p.name)["probabilities"]).max()
                 for p in (work / "gnnseg_p").glob("*.npz")))
@@ -288,7 +328,9 @@ def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabil
               f"ratio {ours_s / theirs_s:5.2f}  bf16 {bf16_s / theirs_s:5.2f}  "
               f"onnx {setting['onnx_time_ratio_vs_nnunetv2']}  "
               f"Dice min {min(setting['dice_vs_nnunetv2'].values()):.5f}", flush=True)
-    row["seconds"] = component_seconds(model, export if onnx_error is None else None, repeats)
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "components", str(model),
+               str(export) if onnx_error is None else "", str(repeats)]
+    row["seconds"] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     return row
 
 
@@ -296,7 +338,8 @@ def markdown(report: dict) -> str:
     lines = ["# nnU-Net v2 models: gnnseg against nnunetv2", "",
              f"{report['machine'].get('processor') or report['machine'].get('platform')}, "
              f"torch threads {report['torch_threads']}; {report['folds']} folds of random weights per model; "
-             f"fastest of {report['repeats']} runs. gnnseg float32 computes nnU-Net's numbers; bfloat16 is opt-in "
+             f"fastest of {report['repeats']} runs, each in a process of its own. gnnseg float32 computes nnU-Net's "
+             "arithmetic (float32 sums in another order); bfloat16 is opt-in "
              "(`--precision bfloat16`); ONNX is the torch-free export (its first run, which optimises and caches "
              "the graphs, in brackets).", "",
              "| setting | mirroring | nnunetv2 s | gnnseg s | gnnseg / nnunetv2 | Dice min | bfloat16 / nnunetv2 "
@@ -314,20 +357,29 @@ def markdown(report: dict) -> str:
     lines += ["", f"Lowest Dice against nnunetv2: {report['dice_vs_nnunetv2_min']:.5f} (float32), "
               f"{report['bf16_dice_vs_nnunetv2_min']:.4f} (bfloat16); worst time ratio "
               f"{report['torch_time_ratio_vs_nnunetv2']['worst']} (float32), "
-              f"{report['bf16_time_ratio_vs_nnunetv2']['worst']} (bfloat16)."]
+              f"{report['bf16_time_ratio_vs_nnunetv2']['worst']} (bfloat16). Probabilities (tiny settings, float32): "
+              f"within {report['probability_max_abs_diff']:.2e} of nnunetv2's."]
     if report["onnx_time_ratio_vs_nnunetv2"] is None:
         lines.append(f"ONNX: {report['onnx_unavailable']}")
-    lines += ["", "Where the time goes (fastest of the runs): opening the model in gnnseg, one forward of one patch.",
-              "", "| setting | open s | forward float32 s | forward bfloat16 s | forward onnxruntime s |",
-              "|---|---|---|---|---|"]
+    lines += ["", "Where the time goes (fastest of the runs): opening the model in gnnseg, one forward of one patch: "
+              "float32 as the network is (nnunetv2's forward) and gnnseg's prediction copy (instance norms as group "
+              "norms), each with glibc's default allocator and with freed memory kept for reuse (gnnseg's command "
+              "line), then bfloat16 and onnxruntime.", "",
+              "| setting | open s | float32 s | copy s | float32, memory kept s | copy, memory kept s "
+              "| bfloat16 s | onnxruntime s |", "|---|---|---|---|---|---|---|---|"]
     for name, row in report["settings"].items():
         seconds = row["seconds"]
         lines.append(f"| {name} | {seconds['open_model_s']} | {seconds['forward_float32_s']} | "
-                     f"{seconds['forward_bfloat16_s']} | {seconds.get('forward_onnx_s', 'n/a')} |")
+                     f"{seconds['forward_copy_s']} | {seconds['forward_kept_float32_s']} | "
+                     f"{seconds['forward_kept_copy_s']} | {seconds['forward_bfloat16_s']} | "
+                     f"{seconds.get('forward_onnx_s', 'n/a')} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        run_worker(*sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the two tiny settings only")
     parser.add_argument("--model", type=Path, help="an nnU-Net model folder of your own (with --cases)")
@@ -345,10 +397,7 @@ def main() -> None:
     os.environ.update(nnUNet_raw=str(scratch / "raw"), nnUNet_preprocessed=str(scratch / "preprocessed"),
                       nnUNet_results=str(scratch / "results"))
     make_torchvision_importable()
-    import nnunetv2.inference.predict_from_raw_data  # noqa: F401  (imported before any timing, as gnnseg's is)
     import torch
-
-    import gnnseg.seg.unet.nnunet_predict  # noqa: F401
 
     settings = {}
     if args.model is not None:
