@@ -107,6 +107,14 @@ def test_prediction_uses_the_copy_only_in_float32_on_the_cpu():
     assert prediction_network(network, "float32", torch.device("cpu")) is not network
 
 
+@pytest.mark.parametrize("norm", [nn.InstanceNorm2d(3, affine=True), nn.InstanceNorm3d(3)])
+def test_an_image_without_batch_axis_is_normalised_as_instance_norm_does(norm):
+    spatial = (6, 6) if isinstance(norm, nn.InstanceNorm2d) else (6, 6, 6)
+    image = torch.randn(3, *spatial) * 4 + 2
+    assert image.dim() == norm._get_no_batch_dim()
+    assert torch.allclose(GroupwiseInstanceNorm(norm)(image), norm(image), atol=1e-5)
+
+
 def test_norms_with_running_statistics_stay_as_they_are():
     network = nn.Sequential(nn.Conv2d(1, 4, 3), nn.InstanceNorm2d(4, affine=True, track_running_stats=True))
     assert isinstance(for_cpu_prediction(network)[1], nn.InstanceNorm2d)

@@ -412,11 +412,12 @@ def test_fold_weights_are_the_checkpoints_and_never_written_to(nnunet_environmen
              for k in (0, 1)]
     opened = open_nnunet_model(model)
     (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"rewritten")
-    NnUNetPredictor(opened).predict(np.random.default_rng(0).normal(size=(1, 1, 40, 36)).astype(np.float32),
-                                    (999.0, 1.0, 1.0))
+    predictor = NnUNetPredictor(opened)
+    predictor.predict(np.random.default_rng(0).normal(size=(1, 1, 40, 36)).astype(np.float32), (999.0, 1.0, 1.0))
     for weights, checkpoint in zip(opened.fold_weights, saved):
         assert all(torch.equal(tensor, checkpoint[key]) for key, tensor in weights.items())
-    assert all(torch.equal(tensor, saved[0][key]) for key, tensor in opened.network.state_dict().items())
+    for network in (opened.network, predictor.fold_network):      # fold 0 again once the case is done
+        assert all(torch.equal(tensor, saved[0][key]) for key, tensor in network.state_dict().items())
     first = next(iter(opened.fold_weights[0]))
     assert not torch.equal(opened.fold_weights[0][first], opened.fold_weights[1][first])
 

@@ -3,13 +3,16 @@
 glibc's ``malloc`` serves every block above its mmap threshold (at most 32 MB) with a new ``mmap`` and returns it to
 the system when freed, and gives back the top of its heap whenever more than the trim threshold is free there. A
 U-Net forward allocates and frees tens of such blocks (each layer's output), so every one of them arrives as untouched
-pages, which the kernel faults in and zeroes one page at a time: on a 2-core CPU that is a quarter of an nnU-Net
-forward (0.88 s against 0.67 s for the 2D ISBI network, measured once). Telling ``malloc`` to take large blocks from
-its heap and to keep what is freed there makes the second and every later forward reuse pages already mapped.
+pages, which the kernel faults in and zeroes one page at a time: a forward of nnU-Net's 2D ISBI network takes 0.65 s
+that way on a 2-core CPU and 0.47 s without (``benchmarks/results/nnunet_dropin.md``). Telling ``malloc`` to take large
+blocks from its heap and to keep what is freed there makes the second and every later forward reuse pages already
+mapped.
 
 This is a setting of the whole process: the command line applies it to the commands that predict, library users may
-call :func:`keep_freed_memory` once themselves. Its cost is that memory freed by the process stays reserved for it
-until it exits (its peak is unchanged). On a C library other than glibc nothing changes.
+call :func:`keep_freed_memory` once themselves. Its cost is that memory the process frees stays reserved for it (up
+to 1 GiB free at the heap's top; blocks freed below the top cannot be returned anyway), and a heap that fragments can
+grow past what separate mappings would have needed. On a C library other than glibc nothing changes; under an
+allocator preloaded in glibc's place (jemalloc, tcmalloc) the call reaches glibc's ``mallopt`` and changes nothing.
 """
 
 from __future__ import annotations
@@ -33,4 +36,5 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _KEEP_UP_TO) == 1
+    results = [mallopt(_M_MMAP_MAX, 0), mallopt(_M_TRIM_THRESHOLD, _KEEP_UP_TO)]   # both tried, whatever the first
+    return all(result == 1 for result in results)

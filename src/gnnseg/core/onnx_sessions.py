@@ -37,11 +37,6 @@ def cache_folder() -> Path | None:
     return Path(root) / "onnxruntime"
 
 
-def _cpu_identity() -> str:
-    """The CPU's model name and instruction-set flags (Linux), else what the platform module says."""
-    return "|".join(cpu_model_and_flags())
-
-
 def _digest(text: str, length: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
@@ -56,7 +51,7 @@ def _entry(path: Path, folder: Path, onnxruntime) -> Path:
     copy that kept the old modification time still changes the change time) gets another name."""
     stat = path.stat()
     key = (f"{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_ino}|{onnxruntime.__version__}|"
-           f"{_cpu_identity()}")
+           f"{'|'.join(cpu_model_and_flags())}")
     return folder / f"{_entry_prefix(path)}{_digest(key, 24)}.onnx"
 
 

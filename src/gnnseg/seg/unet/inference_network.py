@@ -36,8 +36,11 @@ class GroupwiseInstanceNorm(nn.Module):
         self.weight = norm.weight
         self.bias = norm.bias
         self.eps = norm.eps
+        self.batched_dims = norm._get_no_batch_dim() + 1
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == self.batched_dims - 1:     # one image without its batch axis, as instance norm accepts it
+            return F.group_norm(x[None], x.shape[0], self.weight, self.bias, self.eps)[0]
         return F.group_norm(x, x.shape[1], self.weight, self.bias, self.eps)
 
 

@@ -104,7 +104,8 @@ class ConvBlock(nn.Module):
             steps.append("nonlin")
             if ops.nonlin_first and ops.norm is not None:
                 steps[-1], steps[-2] = steps[-2], steps[-1]
-        # the steps' names, not the modules: a module replaced under its name (a packed copy) is the one called
+        # the steps' names, not the modules: a module replaced under its name (as in the prediction copy's norms)
+        # is the one called
         self._steps = tuple(steps)
 
     def forward(self, x: Tensor) -> Tensor:
