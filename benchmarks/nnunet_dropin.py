@@ -165,6 +165,7 @@ def write_random_model(planned: Path, configuration: str, results: Path, seed: i
 # ------------------------------------------------------------------------------------------------ predictors
 
 def predict_nnunetv2(model: Path, cases: Path, output: Path, mirroring: bool, probabilities: bool) -> float:
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer  # noqa: F401  (found by name when the model opens)
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -181,9 +182,16 @@ def predict_nnunetv2(model: Path, cases: Path, output: Path, mirroring: bool, pr
 def predict_gnnseg(model: Path, cases: Path, output: Path, mirroring: bool, probabilities: bool,
                    precision: str = "float32") -> float:
     """``gnnseg seg predict`` as a user runs it (an ONNX export as ``model`` runs torch-free)."""
-    import gnnseg.seg.unet.nnunet_predict  # noqa: F401  (the command's own imports, before the clock)
+    import gnnseg.cli.seg  # noqa: F401  (the command's own imports, before the clock)
+    import gnnseg.core.freed_memory  # noqa: F401
+    import gnnseg.seg.io.dicom_seg  # noqa: F401
     import gnnseg.seg.unet.onnx_predictor  # noqa: F401
     from gnnseg.cli import main as gnnseg_main
+
+    if not (model / "inference.json").is_file():       # a PyTorch model, not an ONNX export
+        import gnnseg.seg.unet.nnunet_predict  # noqa: F401
+        import gnnseg.seg.unet.pipeline  # noqa: F401
+        import gnnseg.seg.unet.results_layout  # noqa: F401
 
     command = ["seg", "predict", "-m", str(model), "-i", str(cases), "-o", str(output), "--json"]
     command += ([] if mirroring else ["--disable-tta"]) + (["--save-probabilities"] if probabilities else [])
@@ -205,12 +213,16 @@ def timed_in_new_process(kind: str, model: Path, cases: Path, output: Path, mirr
     """One predictor's seconds (``PREDICTORS[kind]``; for ``onnx`` the export folder as ``model``), run in a Python
     process of its own, as a user's command runs: imports happen before the clock starts, and whatever a tool sets for
     its process (gnnseg's command line keeps freed memory for reuse) stays with that tool."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, str(model), str(cases), str(output),
-               str(int(mirroring)), str(int(probabilities))]
+    return float(in_new_process(kind, model, cases, output, int(mirroring), int(probabilities)))
+
+
+def in_new_process(kind: str, *args) -> str:
+    """The last line :func:`run_worker` prints for ``kind`` and ``args``, run in a Python process of its own."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, *map(str, args)]
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
-    return float(finished.stdout.strip().splitlines()[-1])
+    return finished.stdout.strip().splitlines()[-1]
 
 
 def run_worker(kind: str, *args: str) -> None:
@@ -328,9 +340,7 @@ def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabil
               f"ratio {ours_s / theirs_s:5.2f}  bf16 {bf16_s / theirs_s:5.2f}  "
               f"onnx {setting['onnx_time_ratio_vs_nnunetv2']}  "
               f"Dice min {min(setting['dice_vs_nnunetv2'].values()):.5f}", flush=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", "components", str(model),
-               str(export) if onnx_error is None else "", str(repeats)]
-    row["seconds"] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    row["seconds"] = json.loads(in_new_process("components", model, export if onnx_error is None else "", repeats))
     return row
 
 
@@ -362,9 +372,9 @@ def markdown(report: dict) -> str:
     if report["onnx_time_ratio_vs_nnunetv2"] is None:
         lines.append(f"ONNX: {report['onnx_unavailable']}")
     lines += ["", "Where the time goes (fastest of the runs): opening the model in gnnseg, one forward of one patch: "
-              "float32 as the network is (nnunetv2's forward) and gnnseg's prediction copy (instance norms as group "
-              "norms), each with glibc's default allocator and with freed memory kept for reuse (gnnseg's command "
-              "line), then bfloat16 and onnxruntime.", "",
+              "float32 as the network is (the arithmetic nnunetv2 runs) and gnnseg's prediction copy (instance "
+              "norms as group norms), each with glibc's default allocator and with freed memory kept for reuse "
+              "(gnnseg's command line), then bfloat16 and onnxruntime.", "",
               "| setting | open s | float32 s | copy s | float32, memory kept s | copy, memory kept s "
               "| bfloat16 s | onnxruntime s |", "|---|---|---|---|---|---|---|---|"]
     for name, row in report["settings"].items():
