@@ -8,7 +8,7 @@ that way on a 2-core CPU and 0.47 s without (``benchmarks/results/nnunet_dropin.
 blocks from its heap and to keep what is freed there makes the second and every later forward reuse pages already
 mapped.
 
-This is a setting of the whole process: the command line applies it to the commands that predict, library users may
+This is a setting of the whole process: ``gnnseg seg predict`` applies it, library users may
 call :func:`keep_freed_memory` once themselves. Its cost is that memory the process frees stays reserved for it (up
 to 1 GiB free at the heap's top; blocks freed below the top cannot be returned anyway), and a heap that fragments can
 grow past what separate mappings would have needed. On a C library other than glibc nothing changes; under an
