@@ -148,9 +148,12 @@ def _seg_preprocess(args: argparse.Namespace) -> dict:
 
 
 def _seg_train(args: argparse.Namespace) -> dict:
+    from gnnseg.core.freed_memory import keep_freed_memory
     from gnnseg.seg.unet.augment import AugmentationConfig
     from gnnseg.seg.unet.pipeline import train
     from gnnseg.seg.unet.train import TrainConfig
+
+    keep_freed_memory()   # every step's activations then reuse the pages the previous step freed
 
     augmentation = AugmentationConfig(elastic_p=args.elastic, shift_p=args.intensity_shift,
                                       label_shift_p=args.label_intensity_shift,
