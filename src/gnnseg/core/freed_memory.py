@@ -5,9 +5,8 @@ the system when freed, and gives back the top of its heap whenever more than the
 U-Net forward allocates and frees tens of such blocks (each layer's output), so every one of them arrives as untouched
 pages, which the kernel faults in and zeroes one page at a time: a forward of nnU-Net's 2D ISBI network takes 0.56 s
 that way on a 2-core CPU and 0.49 s without, of its CT network 1.09 s and 0.80 s
-(``benchmarks/results/nnunet_dropin.md``). Telling ``malloc`` to take large
-blocks from its heap and to keep what is freed there makes the second and every later forward reuse pages already
-mapped.
+(``benchmarks/results/nnunet_dropin.md``). Telling ``malloc`` to take large blocks from its heap and to keep what is
+freed there makes the second and every later forward reuse pages already mapped.
 
 A training step gains as much (``benchmarks/results/unet_freed_memory.md``: 0.70x the time in 2D, 0.74x in 3D).
 

@@ -8,11 +8,11 @@ copy of a network, its parameters shared and none copied, in which every instanc
 is a :class:`GroupwiseInstanceNorm`; its state dict has the network's keys, so folds load into it as into the network.
 
 The convolutions stay as they are, in PyTorch's default layout. Channels-last convolutions with weights packed once
-for oneDNN were measured too (a forward in 0.78x the time, as ``torch.compile``'s freezing makes them), but oneDNN's
-channels-last kernels round their sums less precisely (2-5x the error of one layer against float64): a random-weight
-nnU-Net's logits moved by 1e-3, and through nnU-Net's float16 window sums its labels on the CT benchmark case agreed
-with nnunetv2's to a Dice of 0.998 only, where nnunetv2 run with AVX2 instead of AVX-512 kernels agrees with itself to
-0.99999 (measured once). Group norm keeps the logits as close to nnunetv2's as that.
+for oneDNN were measured too (a forward in 0.76-0.82x the time, as ``torch.compile``'s freezing makes them), but
+oneDNN's channels-last kernels round their sums less precisely (2-5x the error of one layer against float64): a
+random-weight nnU-Net's logits moved by 1e-3, and through nnU-Net's float16 window sums its labels on the CT benchmark
+case agreed with nnunetv2's to a Dice of 0.998 only, where nnunetv2 run with AVX2 instead of AVX-512 kernels agrees
+with itself to 0.99999 (measured once). Group norm keeps the logits as close to nnunetv2's as that.
 """
 
 from __future__ import annotations
