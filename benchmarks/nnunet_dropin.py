@@ -47,7 +47,7 @@ from gnnseg.seg.io.any_format import write_any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test oracles' torchvision schemas, used here too
 from tests.seg.torchvision_schemas import make_torchvision_importable  # noqa: E402
-from timing import best_of  # noqa: E402
+from timing import best_of, worker_output  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FOLDS = (0, 1)
@@ -213,16 +213,7 @@ def timed_in_new_process(kind: str, model: Path, cases: Path, output: Path, mirr
     """One predictor's seconds (``PREDICTORS[kind]``; for ``onnx`` the export folder as ``model``), run in a Python
     process of its own, as a user's command runs: imports happen before the clock starts, and whatever a tool sets for
     its process (gnnseg's command line keeps freed memory for reuse) stays with that tool."""
-    return float(in_new_process(kind, model, cases, output, int(mirroring), int(probabilities)))
-
-
-def in_new_process(kind: str, *args) -> str:
-    """The last line :func:`run_worker` prints for ``kind`` and ``args``, run in a Python process of its own."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, *map(str, args)]
-    finished = subprocess.run(command, capture_output=True, text=True)
-    if finished.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
-    return finished.stdout.strip().splitlines()[-1]
+    return float(worker_output(__file__, kind, model, cases, output, int(mirroring), int(probabilities)))
 
 
 def run_worker(kind: str, *args: str) -> None:
@@ -340,7 +331,8 @@ def measure(name: str, model: Path, cases: Path, scratch: Path, compare_probabil
               f"ratio {ours_s / theirs_s:5.2f}  bf16 {bf16_s / theirs_s:5.2f}  "
               f"onnx {setting['onnx_time_ratio_vs_nnunetv2']}  "
               f"Dice min {min(setting['dice_vs_nnunetv2'].values()):.5f}", flush=True)
-    row["seconds"] = json.loads(in_new_process("components", model, export if onnx_error is None else "", repeats))
+    row["seconds"] = json.loads(worker_output(__file__, "components", model, export if onnx_error is None else "",
+                                              repeats))
     return row
 
 

@@ -11,10 +11,12 @@ and ``.md``.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import worker_output  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NETWORKS = {
@@ -54,14 +56,6 @@ def step_seconds(network_name: str, keep: bool, repeats: int) -> float:
     return min(step() for _ in range(repeats))
 
 
-def in_new_process(network_name: str, keep: bool, repeats: int) -> float:
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", network_name, str(int(keep)), str(repeats)]
-    finished = subprocess.run(command, capture_output=True, text=True)
-    if finished.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{finished.stderr[-3000:]}")
-    return float(finished.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     if sys.argv[1:2] == ["--worker"]:
         name, keep, repeats = sys.argv[2:]
@@ -79,7 +73,8 @@ def main() -> None:
         seconds = {"default": float("inf"), "kept": float("inf")}
         for _ in range(args.rounds):
             for kind in seconds:
-                seconds[kind] = min(seconds[kind], in_new_process(name, kind == "kept", args.repeats))
+                seconds[kind] = min(seconds[kind], float(worker_output(__file__, name, int(kind == "kept"),
+                                                                        args.repeats)))
         rows[name] = {"default_allocator_s": round(seconds["default"], 3),
                       "freed_memory_kept_s": round(seconds["kept"], 3),
                       "time_ratio": round(seconds["kept"] / seconds["default"], 3), **NETWORKS[name]}

@@ -12,7 +12,7 @@ from torch import nn
 from gnnseg.seg.unet.inference_network import GroupwiseInstanceNorm, for_cpu_prediction, prediction_network
 from gnnseg.seg.unet.network import UNet
 from gnnseg.seg.unet.nnunet_networks import build_network
-from tests.seg.test_nnunet_models import plans_2d, plans_3d
+from tests.seg.test_nnunet_models import plans_2d, plans_3d, with_network_class
 
 INSTANCE_NORMS = (nn.InstanceNorm2d, nn.InstanceNorm3d)
 
@@ -31,11 +31,7 @@ def randomised(network: nn.Module, seed: int) -> nn.Module:
 
 def nnunet_network(network_class: str, dims: int) -> nn.Module:
     plans, dataset = plans_2d() if dims == 2 else plans_3d()
-    architecture = next(iter(plans["configurations"].values()))["architecture"]
-    architecture["network_class_name"] = f"dynamic_network_architectures.architectures.unet.{network_class}"
-    kwargs = architecture["arch_kwargs"]
-    counts = kwargs.pop("n_conv_per_stage", None) or kwargs.pop("n_blocks_per_stage")
-    kwargs["n_conv_per_stage" if network_class == "PlainConvUNet" else "n_blocks_per_stage"] = counts
+    architecture = with_network_class(next(iter(plans["configurations"].values()))["architecture"], network_class)
     return build_network(architecture, len(dataset["channel_names"]), len(dataset["labels"]))
 
 

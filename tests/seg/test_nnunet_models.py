@@ -57,6 +57,16 @@ def _configuration(dims: int, spacing, patch, network_class: str, kernels, strid
     }
 
 
+def with_network_class(architecture: dict, network_class: str) -> dict:
+    """A plans ``architecture`` entry switched in place to ``network_class`` (``PlainConvUNet`` counts convs per
+    stage, ``ResidualEncoderUNet`` blocks); returned for convenience."""
+    architecture["network_class_name"] = f"dynamic_network_architectures.architectures.unet.{network_class}"
+    kwargs = architecture["arch_kwargs"]
+    counts = kwargs.pop("n_conv_per_stage", None) or kwargs.pop("n_blocks_per_stage")
+    kwargs["n_conv_per_stage" if network_class == "PlainConvUNet" else "n_blocks_per_stage"] = counts
+    return architecture
+
+
 def plans_3d() -> tuple[dict, dict]:
     """Two channels (CT, MR), three labels, volumes stored with the coarse axis last (transpose [2, 0, 1])."""
     configuration = _configuration(3, [4.0, 0.8, 0.8], [8, 32, 32], "PlainConvUNet",
@@ -214,11 +224,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_networks_match_dynamic_network_architectures(network_class, dims):
     plans, dataset = plans_3d() if dims == 3 else plans_2d()
     configuration = next(iter(plans["configurations"]))
-    architecture = plans["configurations"][configuration]["architecture"]
-    architecture["network_class_name"] = f"dynamic_network_architectures.architectures.unet.{network_class}"
-    kwargs = architecture["arch_kwargs"]
-    counts = kwargs.pop("n_conv_per_stage", None) or kwargs.pop("n_blocks_per_stage")
-    kwargs["n_conv_per_stage" if network_class == "PlainConvUNet" else "n_blocks_per_stage"] = counts
+    architecture = with_network_class(plans["configurations"][configuration]["architecture"], network_class)
     reference = oracle_network(plans, dataset, configuration, seed=7).eval()
     reference.decoder.deep_supervision = False
     ours = build_network(architecture, len(dataset["channel_names"]), len(dataset["labels"])).eval()
