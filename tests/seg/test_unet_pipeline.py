@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from gnnseg.cli import main
 from gnnseg.seg.io import MedicalImage, read_image_2d, write_raw_dataset
+from gnnseg.seg.unet import sliding_window
 from gnnseg.seg.unet.augment import AugmentationConfig
 from gnnseg.seg.unet.loss import (
     DeepSupervisionLoss,
@@ -102,13 +103,24 @@ class Recording(torch.nn.Module):
         return self.conv(x)
 
 
-@pytest.mark.parametrize("batch_size, expected", [(1, [1] * 16), (4, [2] * 8)])
-def test_windows_share_forwards_view_by_view_and_the_numpy_twin_computes_the_same(batch_size, expected):
+@pytest.mark.parametrize("batch_size, budget, expected", [
+    (1, 1, [1] * 16),              # a budget below one window: one forward per view and window, as nnU-Net runs them
+    (4, 1, [2] * 8),               # both windows in each forward, one per view
+    (1, 4 * 12 ** 3, [4] * 4),     # four views of one window per forward
+    (4, 10 ** 6, [16]),            # everything in one forward
+    (4, 3 * 2 * 12 ** 3, [6, 6, 4]),
+    (None, 8 * 12 ** 3, [8, 8]),   # by default as many windows as fit the budget with all their views: one
+    (None, 2 * 8 * 12 ** 3, [16]),  # ... or both
+    (None, 1, [1] * 16),
+])
+def test_windows_and_views_share_forwards_within_the_budget_and_the_numpy_twin_computes_the_same(
+        monkeypatch, batch_size, budget, expected):
+    monkeypatch.setattr(sliding_window, "VIEW_BATCH_VOXELS", budget)
     torch.manual_seed(0)
     network = Recording()
     volume = torch.randn(2, 12, 12, 18)                       # two windows of 12^3, 8 views each
     out = sliding_window_logits(network, volume, [12, 12, 12], 3, mirror_axes=(0, 1, 2), batch_size=batch_size)
-    assert network.batches == expected                        # up to batch_size windows, one forward per view
+    assert network.batches == expected
     windows = [volume[:, :, :, :12], volume[:, :, :, 6:]]
     with torch.no_grad():
         one_by_one = [sum(network(w[None].flip(axes)).flip(axes)[0] for axes in

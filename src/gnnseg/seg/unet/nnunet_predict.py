@@ -62,7 +62,7 @@ class NnUNetPredictor:
     """Predicts cases with an opened :class:`~gnnseg.seg.unet.nnunet_models.NnUNetModel` (all its folds)."""
 
     def __init__(self, model: NnUNetModel, *, step_size: float = 0.5, use_mirroring: bool = True,
-                 device: str | torch.device = "cpu", batch_size: int = 1, half_precision: bool = True,
+                 device: str | torch.device = "cpu", batch_size: int | None = None, half_precision: bool = True,
                  precision: str = "float32"):
         if not 0 < step_size <= 1:
             raise ValueError(f"step size must be in (0, 1], got {step_size}")

@@ -24,13 +24,14 @@ from gnnseg.seg.unet.sliding_window import (
     mirrorings,
     views_mean,
     window_slices,
+    windows_per_forward,
 )
 
 
 @torch.no_grad()
 def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequence[int], num_classes: int, *,
                           step: float = 0.5, gaussian: bool = True, mirror_axes: Sequence[int] = (),
-                          batch_size: int = 4, importance: Tensor | None = None,
+                          batch_size: int | None = None, importance: Tensor | None = None,
                           centered_padding: bool = False, accumulation_dtype: torch.dtype = torch.float32) -> Tensor:
     """``image (C, *spatial)`` -> averaged logits ``(num_classes, *spatial)``.
 
@@ -40,7 +41,9 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     sums (and the result); ``torch.float16`` reproduces nnU-Net v2's predictor, which sums in half precision.
     ``mirror_axes`` adds test-time augmentation: predictions on inputs mirrored along every non-empty combination of
     those axes (3 mirrored views in 2D, 7 in 3D, as nnU-Net v2 does), mirrored back and averaged with the plain
-    prediction. ``batch_size`` windows go into one forward, once per view.
+    prediction. ``batch_size`` windows (by default as many as
+    :func:`~gnnseg.seg.unet.sliding_window.windows_per_forward` fits) go into a forward, their views stacked within
+    the same budget (:func:`~gnnseg.seg.unet.sliding_window.views_mean`).
     Windows run on the network's device; the logits are summed on the CPU.
     """
     if not 0 < step <= 1:
@@ -64,10 +67,11 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     views = mirrorings(mirror_axes)
     network.eval()
     device = next((parameter.device for parameter in network.parameters()), torch.device("cpu"))
+    batch_size = windows_per_forward(batch_size, patch, 1 + len(views))
     for first in range(0, len(windows), batch_size):
         chunk = windows[first:first + batch_size]
         batch = torch.stack([image[(slice(None), *w)] for w in chunk]).to(device)
-        prediction = views_mean(network, batch, views, Tensor.flip).float().cpu()
+        prediction = views_mean(network, batch, views, Tensor.flip, torch.cat).float().cpu()
         for window, out in zip(chunk, prediction):
             logits[(slice(None), *window)] += out * weights
             counts[window] += count_weights
