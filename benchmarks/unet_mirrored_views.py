@@ -5,9 +5,9 @@ nnU-Net runs them one forward each. On a CPU a small patch leaves the cores idle
 into one batch saves time; a large patch gains nothing and loses cache locality. This benchmark times nnU-Net-shaped
 U-Nets (nnU-Net's widths, two 3 x 3 (x 3) convolutions per stage, instance norm, downsampling to a 4-8 voxel
 bottleneck; random weights) over a range of patch sizes, in PyTorch and in onnxruntime, with the views in groups of
-1, 2, 4 and all, and reports each grouping's time against one by one. gnnseg's sliding window stacks views while
-a forward holds at most :data:`gnnseg.seg.unet.sliding_window.VIEW_BATCH_VOXELS` voxels; this table is where that
-budget comes from. The networks here are not the ones the nnU-Net drop-in benchmark measures.
+1, 2, 4 and all, and reports each grouping's time against one by one. gnnseg's sliding windows stack views and
+windows while a forward holds at most :data:`gnnseg.seg.unet.sliding_window.STACKED_VOXELS` voxels; this table is
+where those budgets come from. The networks here are not the ones the nnU-Net drop-in benchmark measures.
 
 Writes benchmarks/results/unet_mirrored_views.{json,md}.
 """
@@ -28,7 +28,6 @@ from gnnseg.core.freed_memory import keep_freed_memory
 from gnnseg.core.onnx_sessions import open_session_uncached
 from gnnseg.seg.unet import UNet, features_per_stage
 from gnnseg.seg.unet.inference_network import for_cpu_prediction
-from gnnseg.seg.unet.sliding_window import VIEW_BATCH_VOXELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import best_of  # noqa: E402
@@ -105,7 +104,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     report = {"benchmark": "unet_mirrored_views", "machine": machine_info(), "torch_threads": torch.get_num_threads(),
-              "repeats": args.repeats, "view_batch_voxels": VIEW_BATCH_VOXELS, "rows": rows}
+              "repeats": args.repeats, "rows": rows}
     write_json(RESULTS / "unet_mirrored_views.json", report)
     (RESULTS / "unet_mirrored_views.md").write_text(markdown(report))
 
@@ -115,8 +114,7 @@ def markdown(report: dict) -> str:
     lines = ["# Mirrored views of one window: one forward each or stacked", "",
              f"{report['machine']['processor']}, {report['torch_threads']} threads, fastest of {report['repeats']}. "
              "Time for all views of one window with the views stacked in groups of 2, 4 or 8, against one forward "
-             "per view (below 1: stacking is faster). nnU-Net-shaped U-Nets, random weights; gnnseg stacks views "
-             f"while a forward holds at most {report['view_batch_voxels']:,} voxels.", "",
+             "per view (below 1: stacking is faster). nnU-Net-shaped U-Nets, random weights.", "",
              "| patch | voxels | views | runtime | one by one s | groups of 2 | groups of 4 | groups of 8 |",
              "|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:

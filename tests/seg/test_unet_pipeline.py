@@ -14,7 +14,6 @@ from scipy import ndimage
 
 from gnnseg.cli import main
 from gnnseg.seg.io import MedicalImage, read_image_2d, write_raw_dataset
-from gnnseg.seg.unet import sliding_window
 from gnnseg.seg.unet.augment import AugmentationConfig
 from gnnseg.seg.unet.loss import (
     DeepSupervisionLoss,
@@ -114,12 +113,12 @@ class Recording(torch.nn.Module):
     (None, 1, [1] * 16),
 ])
 def test_windows_and_views_share_forwards_within_the_budget_and_the_numpy_twin_computes_the_same(
-        monkeypatch, batch_size, budget, expected):
-    monkeypatch.setattr(sliding_window, "VIEW_BATCH_VOXELS", budget)
+        batch_size, budget, expected):
     torch.manual_seed(0)
     network = Recording()
     volume = torch.randn(2, 12, 12, 18)                       # two windows of 12^3, 8 views each
-    out = sliding_window_logits(network, volume, [12, 12, 12], 3, mirror_axes=(0, 1, 2), batch_size=batch_size)
+    out = sliding_window_logits(network, volume, [12, 12, 12], 3, mirror_axes=(0, 1, 2), batch_size=batch_size,
+                                stacked_voxels=budget)
     assert network.batches == expected
     windows = [volume[:, :, :, :12], volume[:, :, :, 6:]]
     with torch.no_grad():
@@ -129,7 +128,7 @@ def test_windows_and_views_share_forwards_within_the_budget_and_the_numpy_twin_c
         from gnnseg.seg.unet.sliding_window import sliding_window_logits as numpy_windows
 
         in_numpy = numpy_windows(lambda batch: network(torch.from_numpy(batch)).numpy(), volume.numpy(), [12, 12, 12],
-                                 3, mirror_axes=(0, 1, 2), batch_size=batch_size)
+                                 3, mirror_axes=(0, 1, 2), batch_size=batch_size, stacked_voxels=budget)
     np.testing.assert_allclose(in_numpy, out.numpy(), atol=1e-5)
     weights = torch.from_numpy(gaussian_importance([12, 12, 12]))
     expected_sum = torch.zeros(3, 12, 12, 18)

@@ -20,6 +20,7 @@ from gnnseg.seg.unet.case_preprocessing import preprocess_case
 from gnnseg.seg.unet.plans import Configuration, Plans
 from gnnseg.seg.unet.resampling import resample_image
 from gnnseg.seg.unet.sliding_window import (
+    STACKED_VOXELS,
     gaussian_importance,
     mirrorings,
     views_mean,
@@ -32,7 +33,8 @@ from gnnseg.seg.unet.sliding_window import (
 def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequence[int], num_classes: int, *,
                           step: float = 0.5, gaussian: bool = True, mirror_axes: Sequence[int] = (),
                           batch_size: int | None = None, importance: Tensor | None = None,
-                          centered_padding: bool = False, accumulation_dtype: torch.dtype = torch.float32) -> Tensor:
+                          centered_padding: bool = False, accumulation_dtype: torch.dtype = torch.float32,
+                          stacked_voxels: int = STACKED_VOXELS["torch"]) -> Tensor:
     """``image (C, *spatial)`` -> averaged logits ``(num_classes, *spatial)``.
 
     Images smaller than the patch are zero-padded (and the padding cut off again): after the image, or split before
@@ -41,8 +43,8 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     sums (and the result); ``torch.float16`` reproduces nnU-Net v2's predictor, which sums in half precision.
     ``mirror_axes`` adds test-time augmentation: predictions on inputs mirrored along every non-empty combination of
     those axes (3 mirrored views in 2D, 7 in 3D, as nnU-Net v2 does), mirrored back and averaged with the plain
-    prediction. ``batch_size`` windows (by default as many as
-    :func:`~gnnseg.seg.unet.sliding_window.windows_per_forward` fits) go into a forward, their views stacked within
+    prediction. ``batch_size`` windows (by default as many as fit ``stacked_voxels`` with their views:
+    :func:`~gnnseg.seg.unet.sliding_window.windows_per_forward`) go into a forward, their mirrored views stacked within
     the same budget (:func:`~gnnseg.seg.unet.sliding_window.views_mean`).
     Windows run on the network's device; the logits are summed on the CPU.
     """
@@ -67,11 +69,11 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     views = mirrorings(mirror_axes)
     network.eval()
     device = next((parameter.device for parameter in network.parameters()), torch.device("cpu"))
-    batch_size = windows_per_forward(batch_size, patch, 1 + len(views))
+    batch_size = windows_per_forward(batch_size, patch, 1 + len(views), stacked_voxels)
     for first in range(0, len(windows), batch_size):
         chunk = windows[first:first + batch_size]
         batch = torch.stack([image[(slice(None), *w)] for w in chunk]).to(device)
-        prediction = views_mean(network, batch, views, Tensor.flip, torch.cat).float().cpu()
+        prediction = views_mean(network, batch, views, Tensor.flip, torch.cat, stacked_voxels).float().cpu()
         for window, out in zip(chunk, prediction):
             logits[(slice(None), *window)] += out * weights
             counts[window] += count_weights

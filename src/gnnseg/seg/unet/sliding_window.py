@@ -48,33 +48,35 @@ def mirrorings(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
             for combination in itertools.combinations(mirror_axes, count)]
 
 
-VIEW_BATCH_VOXELS = 400_000
-"""The most voxels (windows x views x patch voxels) :func:`views_mean` stacks into one forward. On a CPU a small
-patch leaves the cores idle between layers, so its mirrored views gain from sharing a forward: in PyTorch every
-stack of up to 393,216 voxels measured took 0.31-0.97 of the time of one forward per view, and the first to lose
-held 524,288 (``benchmarks/results/unet_mirrored_views.md``); onnxruntime gains less (0.84-1.0, once 1.07)."""
+STACKED_VOXELS = {"torch": 2 ** 20, "onnxruntime": 2 ** 16}
+"""The most voxels (windows x views x patch voxels) a forward holds when :func:`views_mean` and
+:func:`windows_per_forward` stack them, per runtime. On a CPU a small patch leaves the cores idle between layers,
+so stacking pays: in PyTorch stacks of up to 2^20 voxels took 0.31-0.99 of the time of one forward per view, larger
+ones 0.93-1.19; onnxruntime gains only up to about 65,536 voxels and by less
+(``benchmarks/results/unet_mirrored_views.md``)."""
 
 
-def windows_per_forward(batch_size: int | None, patch: Sequence[int], views: int) -> int:
-    """``batch_size`` when given; otherwise as many windows as fit :data:`VIEW_BATCH_VOXELS` with all their ``views``
-    (at least one)."""
+def windows_per_forward(batch_size: int | None, patch: Sequence[int], views: int, stacked_voxels: int) -> int:
+    """``batch_size`` when given; otherwise as many windows as fit ``stacked_voxels`` with all their ``views`` (at
+    least one)."""
     if batch_size is not None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         return batch_size
-    return max(1, VIEW_BATCH_VOXELS // (math.prod(patch) * views))
+    return max(1, stacked_voxels // (math.prod(patch) * views))
 
 
 def views_mean(network: Callable[[A], A], batch: A, views: Sequence[tuple[int, ...]],
-               flip: Callable[[A, tuple[int, ...]], A], concatenate: Callable[[list[A]], A]) -> A:
+               flip: Callable[[A, tuple[int, ...]], A], concatenate: Callable[[list[A]], A],
+               stacked_voxels: int) -> A:
     """The network's outputs for ``batch (B, C, *patch)`` averaged over the plain view and the mirrored ``views``
     (each mirrored back), summed in view order. Views share a forward (stacked along the batch axis by
-    ``concatenate``) while it holds at most :data:`VIEW_BATCH_VOXELS` voxels; a larger batch runs one forward per
-    view, as nnU-Net does. Works on numpy arrays and torch tensors alike (``flip`` and ``concatenate`` of that kind).
+    ``concatenate``) while it holds at most ``stacked_voxels``; a larger batch runs one forward per view, as nnU-Net
+    does. Works on numpy arrays and torch tensors alike (``flip`` and ``concatenate`` of that kind).
     """
     every = [(), *views]
     size = batch.shape[0]
-    per_forward = max(1, VIEW_BATCH_VOXELS // (size * math.prod(batch.shape[2:])))
+    per_forward = max(1, stacked_voxels // (size * math.prod(batch.shape[2:])))
     total = None
     for first in range(0, len(every), per_forward):
         group = every[first:first + per_forward]
@@ -97,11 +99,13 @@ def window_slices(shape: Sequence[int], patch: Sequence[int], step: float) -> li
 def sliding_window_logits(network: BatchLogits, image: np.ndarray, patch_size: Sequence[int], num_classes: int, *,
                           step: float = 0.5, gaussian: bool = True, mirror_axes: Sequence[int] = (),
                           batch_size: int | None = None, importance: np.ndarray | None = None,
-                          centered_padding: bool = False, accumulation_dtype: type = np.float32) -> np.ndarray:
+                          centered_padding: bool = False, accumulation_dtype: type = np.float32,
+                          stacked_voxels: int = STACKED_VOXELS["onnxruntime"]) -> np.ndarray:
     """``image (C, *spatial)`` -> averaged logits ``(num_classes, *spatial)`` of ``accumulation_dtype``.
 
-    ``batch_size`` windows (by default as many as :func:`windows_per_forward` fits) go into a forward, their views
-    stacked within the budget (:func:`views_mean`).
+    ``batch_size`` windows (by default as many as fit ``stacked_voxels`` with their views: :func:`windows_per_forward`)
+    go into a forward, their mirrored views stacked within the same budget (:func:`views_mean`; the default budget is
+    onnxruntime's, the runtime this twin serves).
     Images smaller than the patch are zero-padded (and the padding cut off again): after the image, or split before
     and after it with ``centered_padding`` (nnU-Net's rule: the odd voxel after). ``importance`` (the patch's shape)
     replaces the Gaussian weights (an nnU-Net model's own map). The sums are kept in one logits array and one weight
@@ -126,12 +130,12 @@ def sliding_window_logits(network: BatchLogits, image: np.ndarray, patch_size: S
     count_weights = weights.astype(accumulation_dtype)
     windows = window_slices(padded_shape, patch, step)
     views = mirrorings(mirror_axes)
-    batch_size = windows_per_forward(batch_size, patch, 1 + len(views))
+    batch_size = windows_per_forward(batch_size, patch, 1 + len(views), stacked_voxels)
     for first in range(0, len(windows), batch_size):
         chunk = windows[first:first + batch_size]
         batch = np.stack([image[(slice(None), *window)] for window in chunk])
         prediction = views_mean(network, batch, views, lambda array, axes: np.ascontiguousarray(np.flip(array, axes)),
-                                np.concatenate)
+                                np.concatenate, stacked_voxels)
         for window, out in zip(chunk, prediction):
             logits[(slice(None), *window)] += out * weights
             counts[window] += count_weights
