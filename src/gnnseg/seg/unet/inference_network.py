@@ -53,11 +53,17 @@ def _replace_norms(module: nn.Module) -> None:
             _replace_norms(child)
 
 
-def for_cpu_prediction(network: nn.Module) -> nn.Module:
-    """A copy of ``network`` (its parameters and buffers shared, not copied) whose instance norms are
-    :class:`GroupwiseInstanceNorm`; ``network`` itself is left as it was."""
+def sharing_copy(network: nn.Module) -> nn.Module:
+    """A copy of ``network``'s modules whose parameters and buffers are ``network``'s own tensors (none copied):
+    assigning other weights to it (``load_state_dict(..., assign=True)``) leaves ``network`` as it was."""
     shared = {id(tensor): tensor for tensor in itertools.chain(network.parameters(), network.buffers())}
-    prediction_copy = copy.deepcopy(network, memo=shared)
+    return copy.deepcopy(network, memo=shared)
+
+
+def for_cpu_prediction(network: nn.Module) -> nn.Module:
+    """A :func:`sharing_copy` of ``network`` whose instance norms are :class:`GroupwiseInstanceNorm`; ``network``
+    itself is left as it was."""
+    prediction_copy = sharing_copy(network)
     _replace_norms(prediction_copy)
     return prediction_copy
 

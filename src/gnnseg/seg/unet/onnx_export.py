@@ -23,7 +23,6 @@ onnx and onnxruntime are optional (``pip install 'gnnseg[onnx]'``).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import warnings
@@ -37,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from gnnseg.core.atomic import atomic_folder
+from gnnseg.seg.unet.inference_network import sharing_copy
 from gnnseg.seg.unet.onnx_predictor import (
     DATASET_FILE,
     EXPORT_FORMAT,
@@ -239,7 +239,7 @@ def export_nnunet_model(model_dir: str | os.PathLike, output: str | os.PathLike,
     model = open_nnunet_model(model_dir, folds, checkpoint)
     networks = []
     for weights in model.fold_weights:       # a copy per fold, its parameters that fold's tensors
-        network = copy.deepcopy(model.network)
+        network = sharing_copy(model.network)
         network.load_state_dict(weights, assign=True)
         networks.append(network)
     folder = Path(model_dir)

@@ -48,12 +48,13 @@ def mirrorings(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
             for combination in itertools.combinations(mirror_axes, count)]
 
 
-STACKED_VOXELS = {"torch": 2 ** 20, "onnxruntime": 2 ** 16}
+STACKED_VOXELS = {"torch": 2 ** 18, "onnxruntime": 2 ** 16}
 """The most voxels (windows x views x patch voxels) a forward holds when :func:`views_mean` and
 :func:`windows_per_forward` stack them, per runtime. On a CPU a small patch leaves the cores idle between layers,
-so stacking pays: in PyTorch stacks of up to 2^20 voxels took 0.31-0.99 of the time of one forward per view, larger
-ones 0.93-1.19; onnxruntime gains only up to about 65,536 voxels and by less
-(``benchmarks/results/unet_mirrored_views.md``)."""
+so stacking pays: in PyTorch every stack of up to 2^18 voxels measured took 0.31-0.96 of the time of one forward per
+view, larger ones 0.66-1.19, gaining less and less reliably as they grow; onnxruntime gains only up to 2^16
+voxels and by less (``benchmarks/results/unet_mirrored_views.md``). In a whole ISBI prediction with mirroring,
+stacking the 4 views of its 512 x 512 patch was slower (measured once, not in a results file)."""
 
 
 def windows_per_forward(batch_size: int | None, patch: Sequence[int], views: int, stacked_voxels: int) -> int:

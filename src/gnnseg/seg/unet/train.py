@@ -44,6 +44,7 @@ from gnnseg.seg.io import RawDataset  # noqa: E402
 from gnnseg.seg.metrics import dice  # noqa: E402
 from gnnseg.seg.unet.augment import AugmentationConfig, augment  # noqa: E402
 from gnnseg.seg.unet.dataloader import PatchSampler  # noqa: E402
+from gnnseg.seg.unet.inference_network import prediction_network  # noqa: E402
 from gnnseg.seg.unet.label_targets import pseudo_dice_counts  # noqa: E402
 from gnnseg.seg.unet.loss import training_loss  # noqa: E402
 from gnnseg.seg.unet.network import NETWORKS, UNet, mamba_stages_for  # noqa: E402
@@ -367,6 +368,7 @@ def validate_cases(network: UNet, dataset: RawDataset, case_ids, plans: Plans, c
     ignore label) and their mean; with ``save_to`` (a run folder) the predictions are kept in its ``validation/``
     folder for model selection."""
     network.deep_supervision = False
+    network = prediction_network(network, "float32", next(network.parameters()).device)   # as seg predict runs it
     per_case = {}
     model = plans.label_model
     labels = {name: member for name, member in model.names.items() if member != 0}
