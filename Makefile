@@ -41,6 +41,8 @@ bench: $(FULL)
 	$(PY) benchmarks/gnn_node_classification.py --root $(DATA)/planetoid
 	$(PY) benchmarks/gnn_speed.py --root $(DATA)/planetoid
 	$(PY) benchmarks/unet_sliding_window_speed.py
+	$(PY) benchmarks/unet_mirrored_views.py
+	$(PY) benchmarks/unet_freed_memory.py
 	$(PY) benchmarks/unet_drive.py --source $(DATA)/drive
 	$(PY) benchmarks/unet_isbi2012.py --source $(DATA)/isbi2012_em $(ISBI_BUDGET)
 	$(PY) benchmarks/unet_isbi2012.py --source $(DATA)/isbi2012_em $(ISBI_BUDGET) --network umamba_bot --name umamba_isbi2012

@@ -2,12 +2,12 @@
 
 Test-time mirroring predicts every window 4 times in 2D and 8 times in 3D (the plain view and its mirrorings).
 nnU-Net runs them one forward each. On a CPU a small patch leaves the cores idle between layers, so stacking views
-into one batch saves time; a large patch gains nothing and loses cache locality. This benchmark times nnU-Net-shaped
-U-Nets (nnU-Net's widths, two 3 x 3 (x 3) convolutions per stage, instance norm, downsampling to a 4-8 voxel
-bottleneck; random weights) over a range of patch sizes, in PyTorch and in onnxruntime, with the views in groups of
-1, 2, 4 and all, and reports each grouping's time against one by one. gnnseg's sliding windows stack views and
-windows while a forward holds at most :data:`gnnseg.seg.unet.sliding_window.STACKED_VOXELS` voxels; this table is
-where those budgets come from. The networks here are not the ones the nnU-Net drop-in benchmark measures.
+into one batch saves time; the gain shrinks, and becomes unreliable, as the stack grows. This benchmark times
+nnU-Net-shaped U-Nets (nnU-Net's widths, two 3 x 3 (x 3) convolutions per stage, instance norm, downsampling to a
+4-8 voxel bottleneck; random weights) over a range of patch sizes, in PyTorch and in onnxruntime, with the views in
+groups of 1, 2, 4 and all, and reports each grouping's time against one by one. gnnseg's sliding windows stack
+views and windows while a forward holds at most :data:`gnnseg.seg.unet.sliding_window.STACKED_VOXELS` voxels; this
+table is where those budgets come from. The networks here are not the ones the nnU-Net drop-in benchmark measures.
 
 Writes benchmarks/results/unet_mirrored_views.{json,md}.
 """
@@ -104,7 +104,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     report = {"benchmark": "unet_mirrored_views", "machine": machine_info(), "torch_threads": torch.get_num_threads(),
-              "repeats": args.repeats, "rows": rows}
+              "repeats": args.repeats, "quick": args.quick, "rows": rows}
     write_json(RESULTS / "unet_mirrored_views.json", report)
     (RESULTS / "unet_mirrored_views.md").write_text(markdown(report))
 

@@ -127,8 +127,10 @@ def test_windows_and_views_share_forwards_within_the_budget_and_the_numpy_twin_c
         # the numpy twin (the ONNX predictor's) batches the same way and computes the same
         from gnnseg.seg.unet.sliding_window import sliding_window_logits as numpy_windows
 
+        network.batches = []
         in_numpy = numpy_windows(lambda batch: network(torch.from_numpy(batch)).numpy(), volume.numpy(), [12, 12, 12],
                                  3, mirror_axes=(0, 1, 2), batch_size=batch_size, stacked_voxels=budget)
+    assert network.batches == expected
     np.testing.assert_allclose(in_numpy, out.numpy(), atol=1e-5)
     weights = torch.from_numpy(gaussian_importance([12, 12, 12]))
     expected_sum = torch.zeros(3, 12, 12, 18)

@@ -34,7 +34,7 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
                           step: float = 0.5, gaussian: bool = True, mirror_axes: Sequence[int] = (),
                           batch_size: int | None = None, importance: Tensor | None = None,
                           centered_padding: bool = False, accumulation_dtype: torch.dtype = torch.float32,
-                          stacked_voxels: int = STACKED_VOXELS["torch"]) -> Tensor:
+                          stacked_voxels: int | None = None) -> Tensor:
     """``image (C, *spatial)`` -> averaged logits ``(num_classes, *spatial)``.
 
     Images smaller than the patch are zero-padded (and the padding cut off again): after the image, or split before
@@ -45,7 +45,8 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     those axes (3 mirrored views in 2D, 7 in 3D, as nnU-Net v2 does), mirrored back and averaged with the plain
     prediction. ``batch_size`` windows (by default as many as fit ``stacked_voxels`` with their views:
     :func:`~gnnseg.seg.unet.sliding_window.windows_per_forward`) go into a forward, their mirrored views stacked within
-    the same budget (:func:`~gnnseg.seg.unet.sliding_window.views_mean`).
+    the same budget (:func:`~gnnseg.seg.unet.sliding_window.views_mean`; by default PyTorch's
+    :data:`~gnnseg.seg.unet.sliding_window.STACKED_VOXELS`).
     Windows run on the network's device; the logits are summed on the CPU.
     """
     if not 0 < step <= 1:
@@ -69,6 +70,7 @@ def sliding_window_logits(network: nn.Module, image: Tensor, patch_size: Sequenc
     views = mirrorings(mirror_axes)
     network.eval()
     device = next((parameter.device for parameter in network.parameters()), torch.device("cpu"))
+    stacked_voxels = STACKED_VOXELS["torch"] if stacked_voxels is None else stacked_voxels
     batch_size = windows_per_forward(batch_size, patch, 1 + len(views), stacked_voxels)
     for first in range(0, len(windows), batch_size):
         chunk = windows[first:first + batch_size]

@@ -49,12 +49,20 @@ def mirrorings(mirror_axes: Sequence[int]) -> list[tuple[int, ...]]:
 
 
 STACKED_VOXELS = {"torch": 2 ** 18, "onnxruntime": 2 ** 16}
-"""The most voxels (windows x views x patch voxels) a forward holds when :func:`views_mean` and
-:func:`windows_per_forward` stack them, per runtime. On a CPU a small patch leaves the cores idle between layers,
-so stacking pays: in PyTorch every stack of up to 2^18 voxels measured took 0.31-0.96 of the time of one forward per
-view, larger ones 0.66-1.19, gaining less and less reliably as they grow; onnxruntime gains only up to 2^16
-voxels and by less (``benchmarks/results/unet_mirrored_views.md``). In a whole ISBI prediction with mirroring,
-stacking the 4 views of its 512 x 512 patch was slower (measured once, not in a results file)."""
+"""The most voxels (windows x views x patch voxels) a forward holds when :func:`windows_per_forward` and
+:func:`views_mean` stack them, per runtime, measured on a CPU (``benchmarks/results/unet_mirrored_views.md``). A
+small patch leaves the cores idle between layers, so stacking pays: in PyTorch every stack of up to 2^18 voxels took
+0.31-0.96 of the time of one forward per view, larger ones 0.66-1.19, gaining less and less reliably as they grow;
+in onnxruntime every stack of up to 2^16 voxels gained (0.89-0.93), larger ones 0.87-1.21. Whole predictions agree:
+stacking all four 512 x 512 views of the ISBI patch took 1.18 of nnunetv2's time against 0.80 one view at a time, on
+an earlier state of the predictor (``nnunet_dropin_batched_views.md``). The budget also bounds the windows per forward,
+so a forward holds no more than the former four windows of a 2^16-voxel patch did; on a GPU, where larger batches
+pay, pass ``batch_size``."""
+
+
+def _fitting(budget: int, voxels: int) -> int:
+    """How many items of ``voxels`` voxels a forward of ``budget`` voxels holds (at least one)."""
+    return max(1, budget // voxels)
 
 
 def windows_per_forward(batch_size: int | None, patch: Sequence[int], views: int, stacked_voxels: int) -> int:
@@ -64,7 +72,7 @@ def windows_per_forward(batch_size: int | None, patch: Sequence[int], views: int
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         return batch_size
-    return max(1, stacked_voxels // (math.prod(patch) * views))
+    return _fitting(stacked_voxels, math.prod(patch) * views)
 
 
 def views_mean(network: Callable[[A], A], batch: A, views: Sequence[tuple[int, ...]],
@@ -77,7 +85,7 @@ def views_mean(network: Callable[[A], A], batch: A, views: Sequence[tuple[int, .
     """
     every = [(), *views]
     size = batch.shape[0]
-    per_forward = max(1, stacked_voxels // (size * math.prod(batch.shape[2:])))
+    per_forward = _fitting(stacked_voxels, size * math.prod(batch.shape[2:]))
     total = None
     for first in range(0, len(every), per_forward):
         group = every[first:first + per_forward]
@@ -101,12 +109,12 @@ def sliding_window_logits(network: BatchLogits, image: np.ndarray, patch_size: S
                           step: float = 0.5, gaussian: bool = True, mirror_axes: Sequence[int] = (),
                           batch_size: int | None = None, importance: np.ndarray | None = None,
                           centered_padding: bool = False, accumulation_dtype: type = np.float32,
-                          stacked_voxels: int = STACKED_VOXELS["onnxruntime"]) -> np.ndarray:
+                          stacked_voxels: int | None = None) -> np.ndarray:
     """``image (C, *spatial)`` -> averaged logits ``(num_classes, *spatial)`` of ``accumulation_dtype``.
 
     ``batch_size`` windows (by default as many as fit ``stacked_voxels`` with their views: :func:`windows_per_forward`)
-    go into a forward, their mirrored views stacked within the same budget (:func:`views_mean`; the default budget is
-    onnxruntime's, the runtime this twin serves).
+    go into a forward, their mirrored views stacked within the same budget (:func:`views_mean`; by default
+    :data:`STACKED_VOXELS` of onnxruntime, the runtime this twin serves).
     Images smaller than the patch are zero-padded (and the padding cut off again): after the image, or split before
     and after it with ``centered_padding`` (nnU-Net's rule: the odd voxel after). ``importance`` (the patch's shape)
     replaces the Gaussian weights (an nnU-Net model's own map). The sums are kept in one logits array and one weight
@@ -131,6 +139,7 @@ def sliding_window_logits(network: BatchLogits, image: np.ndarray, patch_size: S
     count_weights = weights.astype(accumulation_dtype)
     windows = window_slices(padded_shape, patch, step)
     views = mirrorings(mirror_axes)
+    stacked_voxels = STACKED_VOXELS["onnxruntime"] if stacked_voxels is None else stacked_voxels
     batch_size = windows_per_forward(batch_size, patch, 1 + len(views), stacked_voxels)
     for first in range(0, len(windows), batch_size):
         chunk = windows[first:first + batch_size]
