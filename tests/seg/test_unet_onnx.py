@@ -272,7 +272,8 @@ def test_seg_predict_runs_an_export_without_torch(dataset, exports, tmp_path):
     _, folder = exports["2d"]
     script = WITHOUT_TORCH + (
         "from gnnseg.cli import main\n"
-        "code = main(['seg', 'predict', '-m', sys.argv[1], '-i', sys.argv[2], '-o', sys.argv[3], '--disable-tta'])\n"
+        "code = main(['seg', 'predict', '-m', sys.argv[1], '-i', sys.argv[2], '-o', sys.argv[3], '--disable-tta',\n"
+        "             '--precision', 'float32'])\n"
         "assert code == 0, code\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(folder), str(dataset["inputs"]), str(tmp_path / "out")],

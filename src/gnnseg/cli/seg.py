@@ -18,6 +18,7 @@ from gnnseg.cli.arguments import (
     probability,
 )
 from gnnseg.seg.sam.modeling.config import NORMALIZATIONS, PREPROCESSINGS
+from gnnseg.seg.unet.precision_names import PRECISION_NAMES
 
 if TYPE_CHECKING:
     from gnnseg.seg.unet.postprocess import PostprocessingRule
@@ -503,9 +504,9 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
                      metavar="NETWORK", help="unet (the plain U-Net), or U-Mamba with Mamba layers at the bottleneck "
                                              "(umamba_bot) or after every encoder stage (umamba_enc)")
     fit.add_argument("--lr", type=float)
-    fit.add_argument("--precision", choices=LazyChoices("gnnseg.seg.unet.precision", "PRECISIONS"), default="float32",
-                     metavar="PRECISION", help="float32, or bfloat16: forward passes under autocast, about 2x faster "
-                                               "on CPUs with AVX512-BF16")
+    fit.add_argument("--precision", choices=PRECISION_NAMES, default="float32",
+                     help="float32, or bfloat16: forward passes under autocast, about 2x faster on CPUs with "
+                          "AVX512-BF16")
     fit.add_argument("--device", help=DEVICE_HELP)
     fit.add_argument("--elastic", type=probability, default=0.0, metavar="P",
                      help="probability of the original U-Net's elastic deformation per patch (EM images: 0.2)")
@@ -560,8 +561,7 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
                        help="apply the post-processing chosen on cross-validation (postprocessing.json made by "
                             "`gnnseg seg find-best-configuration`) to the predicted label maps")
     infer.add_argument("--device", help=DEVICE_HELP)
-    infer.add_argument("--precision", choices=LazyChoices("gnnseg.seg.unet.precision", "PRECISIONS"),
-                       default="float32", metavar="PRECISION",
+    infer.add_argument("--precision", choices=PRECISION_NAMES, default="float32",
                        help="bfloat16: convolutions under bfloat16 autocast, about twice as fast on CPUs with AMX or "
                             "AVX512-BF16; labels can change where classes are nearly tied (default float32, as "
                             "nnU-Net predicts)")

@@ -13,7 +13,9 @@ import sys
 import torch
 from torch import Tensor, nn
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+from gnnseg.seg.unet.precision_names import PRECISION_NAMES
+
+PRECISIONS = {name: getattr(torch, name) for name in PRECISION_NAMES}
 
 
 def autocast(precision: str, device_type: str = "cpu") -> torch.autocast:
