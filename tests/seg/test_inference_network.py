@@ -1,5 +1,6 @@
 """The prediction copy of a U-Net computes the network's logits as precisely as the network (gnnseg's U-Nets,
-nnU-Net's plain and residual networks, 2D and 3D), shares its parameters, takes folds by assignment and trains."""
+nnU-Net's plain and residual networks, 2D and 3D), shares its parameters, takes folds by assignment and trains; its
+3D convolutions run by oneDNN at every size and its block-wise transposed convolutions give PyTorch's outputs."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.profiler import profile
 
-from gnnseg.seg.unet.inference_network import GroupwiseInstanceNorm, for_cpu_prediction, prediction_network
+from gnnseg.seg.unet.inference_network import (
+    BlockTransposedConv,
+    GroupwiseInstanceNorm,
+    OneDnnConv3d,
+    for_cpu_prediction,
+    is_block_transposed_conv,
+    prediction_network,
+)
 from gnnseg.seg.unet.network import UNet
 from gnnseg.seg.unet.nnunet_networks import build_network
 from tests.seg.test_nnunet_models import plans_2d, plans_3d, with_network_class
@@ -65,6 +74,13 @@ def test_the_copy_computes_the_networks_logits_as_precisely_with_its_parameters(
     assert float((got.double() - exact).abs().max()) <= 2 * float((expected.double() - exact).abs().max()) + 1e-6
     assert not any(isinstance(module, INSTANCE_NORMS) for module in prediction_copy.modules())
     assert sum(isinstance(module, GroupwiseInstanceNorm) for module in prediction_copy.modules()) == instance_norms
+    convs_3d = sum(isinstance(module, nn.Conv3d) for module in network.modules())
+    assert sum(isinstance(module, OneDnnConv3d) for module in prediction_copy.modules()) == convs_3d
+    block_transposed = sum(map(is_block_transposed_conv, network.modules()))
+    assert block_transposed > 0
+    assert sum(isinstance(module, BlockTransposedConv) for module in prediction_copy.modules()) == block_transposed
+    assert not any(isinstance(module, (nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d))
+                   for module in prediction_copy.modules())
     ours, theirs = prediction_copy.state_dict(), network.state_dict()
     assert list(ours) == list(theirs)
     assert all(ours[key].data_ptr() == theirs[key].data_ptr() for key in ours)        # shared, not copied
@@ -116,3 +132,54 @@ def test_norms_with_running_statistics_stay_as_they_are():
     assert isinstance(for_cpu_prediction(network)[1], nn.InstanceNorm2d)
     with pytest.raises(ValueError, match="InstanceNorm2d with running statistics is not a per-image norm"):
         GroupwiseInstanceNorm(network[1])
+
+
+def _kernels(run) -> set[str]:
+    with torch.inference_mode(), profile() as recorded:
+        run()
+    return {event.key for event in recorded.key_averages()}
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_a_small_3d_input_is_convolved_by_onednn_with_pytorchs_values():
+    conv = nn.Conv3d(256, 64, 3, padding=1)
+    image = torch.randn(1, 256, 4, 14, 16)          # 1 x 256 x 4 x 14 <= 20480: PyTorch picks its own kernel
+    assert "aten::slow_conv3d_forward" in _kernels(lambda: conv(image))
+    ours = OneDnnConv3d(conv)
+    assert "aten::mkldnn_convolution" in _kernels(lambda: ours(image))
+    with torch.inference_mode():
+        expected = conv(image)
+        assert float((ours(image) - expected).abs().max()) <= 1e-5 * float(expected.abs().max())
+        assert torch.allclose(ours(image[0]), expected[0], atol=1e-4)                  # without batch axis
+    in_double = copy.deepcopy(conv).double()
+    assert torch.allclose(OneDnnConv3d(in_double)(image.double()), in_double(image.double()))   # not float32
+
+
+def test_a_convolution_padded_otherwise_stays_as_it_is():
+    network = nn.Sequential(nn.Conv3d(1, 2, 3, padding="same"), nn.Conv3d(2, 2, 3, padding=1, padding_mode="reflect"))
+    assert all(isinstance(module, nn.Conv3d) for module in for_cpu_prediction(network))
+    with pytest.raises(ValueError, match="not zero-padded"):
+        OneDnnConv3d(network[0])
+
+
+@pytest.mark.parametrize(("dims", "kernel", "bias", "batch"), [(2, (2, 2), True, 2), (3, (2, 2, 2), True, 1),
+                                                              (3, (1, 2, 2), False, 3), (2, (2, 2), True, 0)])
+def test_a_block_transposed_conv_gives_pytorchs_outputs(dims, kernel, bias, batch):
+    layer = (nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d)(6, 4, kernel, kernel, bias=bias)
+    shape = (6, *(5, 7, 3)[:dims])
+    image = torch.randn(batch, *shape) if batch else torch.randn(shape)
+    with torch.inference_mode():
+        expected, got = layer(image), BlockTransposedConv(layer)(image)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_only_transposed_convs_that_give_each_voxel_its_own_block_are_replaced():
+    overlapping = nn.ConvTranspose2d(4, 2, 3, stride=2)
+    padded = nn.ConvTranspose3d(4, 2, 2, stride=2, padding=1)
+    assert not is_block_transposed_conv(overlapping) and not is_block_transposed_conv(padded)
+    assert is_block_transposed_conv(nn.ConvTranspose3d(4, 2, (1, 2, 2), stride=(1, 2, 2)))
+    with pytest.raises(ValueError, match="does not map each input voxel to a block of its own"):
+        BlockTransposedConv(overlapping)
+    network = for_cpu_prediction(nn.Sequential(overlapping, padded))
+    assert isinstance(network[0], nn.ConvTranspose2d) and isinstance(network[1], nn.ConvTranspose3d)
