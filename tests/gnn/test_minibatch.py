@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import subprocess
 import sys
 
@@ -27,11 +28,13 @@ from gnnseg.gnn.sampling import (
 )
 from gnnseg.gnn.sampling.neighbor import resolve_backend
 from gnnseg.gnn.tasks.minibatch import (
+    SCORE_KEYS,
     MiniBatchConfig,
     SeedBatches,
     epoch_shard,
     minibatch_config,
     minibatch_preset,
+    record_evaluation,
     same_run_settings,
     train_minibatch,
 )
@@ -403,3 +406,18 @@ def test_cli_reports_bad_minibatch_input_without_a_traceback(planetoid_root, tmp
     process = subprocess.run(command, capture_output=True, text=True, check=False)
     assert process.returncode == 2, process.stderr
     assert message in process.stderr and "Traceback" not in process.stderr
+
+
+def test_evaluations_keep_the_best_and_stop_after_patience_without_improvement():
+    state = {"best_val": float("-inf"), "waited": 0, "stopped": False}
+    history = {key: [] for key in ("eval_epoch", *SCORE_KEYS)}
+    bests = [record_evaluation(state, history, {"val_acc": val, "test_acc": 0.5}, epoch, True, 2)
+             for epoch, val in enumerate((0.6, 0.7, 0.7, 0.65))]
+    assert bests == [True, True, False, False]
+    assert (state["best_epoch"], state["best_val"], state["waited"], state["stopped"]) == (1, 0.7, 2, True)
+    assert history["eval_epoch"] == [0, 1, 2, 3] and history["val_acc"] == [0.6, 0.7, 0.7, 0.65]
+    assert all(math.isnan(v) for v in history["train_loss"])
+    without_validation = {"best_val": float("-inf"), "waited": 0, "stopped": False}
+    assert all(record_evaluation(without_validation, {key: [] for key in history}, {"test_acc": 0.1}, epoch, False, 1)
+               for epoch in range(3))                       # the latest is the best; patience never stops it
+    assert without_validation["best_epoch"] == 2 and not without_validation["stopped"]

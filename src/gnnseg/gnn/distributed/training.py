@@ -40,16 +40,17 @@ from gnnseg.gnn.distributed.exchange import AllToAll, OwnerRequests, guarded
 from gnnseg.gnn.distributed.feature_fetch import FeatureFetcher
 from gnnseg.gnn.distributed.partition_store import PartitionStore
 from gnnseg.gnn.tasks.minibatch import (
+    SCORE_KEYS,
     MiniBatchConfig,
     MiniBatchResult,
     _config_dict,
     batch_generator_seed,
+    record_evaluation,
     result_fields,
     same_run_settings,
 )
 
 CHECKPOINT_FORMAT = "gnnseg.partitioned_minibatch/1"
-SCORE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
 @dataclass
@@ -201,18 +202,8 @@ def train_partitioned(store: PartitionStore, config: MiniBatchConfig, seed: int,
             scores = evaluate_partitioned(model, fetcher, neighborhood, max_nodes=eval_max_nodes,
                                           max_edges=eval_max_edges)
             state["eval_seconds"] += time.perf_counter() - began
-            history["eval_epoch"].append(epoch)
-            for key in SCORE_KEYS:
-                history[key].append(scores.get(key, float("nan")))
-            has_val = "val_acc" in scores
-            val = scores["val_acc"] if has_val else float(epoch)
-            if val > state["best_val"]:
-                state.update(best_val=val, best_epoch=epoch, best_scores=scores, waited=0)
+            if record_evaluation(state, history, scores, epoch, "val_acc" in scores, config.patience):
                 best_state = copy.deepcopy(model.state_dict())
-            else:
-                state["waited"] += 1
-            if has_val and config.patience is not None and state["waited"] >= config.patience:
-                state["stopped"] = True
         state["epoch"] = epoch + 1
         if checkpoint is not None:
             rng = _all_gather_rows(torch.get_rng_state(), exchange, "checkpoint")

@@ -359,17 +359,17 @@ def evaluate_layerwise(model: models.StackedGNN, graph: Graph, neighborhood: Any
     return scores
 
 
-_SCORE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+SCORE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 
 
 def _share_scores(scores: dict[str, float] | None, context: DistributedContext) -> dict[str, float]:
     """Rank 0's scores on every rank (NaN marks a missing split)."""
     if not context.enabled:
         return scores or {}
-    values = torch.tensor([float("nan") if scores is None else scores.get(k, float("nan")) for k in _SCORE_KEYS],
+    values = torch.tensor([float("nan") if scores is None else scores.get(k, float("nan")) for k in SCORE_KEYS],
                           dtype=torch.float64)
     torch.distributed.broadcast(values, src=0)
-    return {k: float(v) for k, v in zip(_SCORE_KEYS, values.tolist()) if not np.isnan(v)}
+    return {k: float(v) for k, v in zip(SCORE_KEYS, values.tolist()) if not np.isnan(v)}
 
 
 # settings that change how fast a run goes, never its numbers: a run may resume with other values
@@ -437,7 +437,7 @@ def train_minibatch(graph: GraphLike, config: MiniBatchConfig, seed: int = 0, *,
     sampler = config.build_sampler(graph)
     neighborhood = sampler.full_neighborhood()
 
-    history: dict[str, list[float]] = {key: [] for key in ("epoch", "loss", "eval_epoch", *_SCORE_KEYS)}
+    history: dict[str, list[float]] = {key: [] for key in ("epoch", "loss", "eval_epoch", *SCORE_KEYS)}
     state = {"epoch": 0, "best_epoch": -1, "best_val": -1.0, "best_scores": {}, "waited": 0, "stopped": False,
              "epoch_times_ms": [], "nodes": 0.0, "edges": 0.0, "batches": 0, "train_seconds": 0.0,
              "eval_seconds": 0.0}
@@ -506,17 +506,8 @@ def train_minibatch(graph: GraphLike, config: MiniBatchConfig, seed: int = 0, *,
                 scores = evaluate_layerwise(model, graph, neighborhood, x, config, eval_progress)
             scores = _share_scores(scores, context)
             state["eval_seconds"] += time.perf_counter() - began
-            history["eval_epoch"].append(epoch)
-            for key in _SCORE_KEYS:
-                history[key].append(scores.get(key, float("nan")))
-            val = scores.get("val_acc", 0.0) if has_val else float(epoch)
-            if val > state["best_val"]:
-                state.update(best_val=val, best_epoch=epoch, best_scores=scores, waited=0)
+            if record_evaluation(state, history, scores, epoch, has_val, config.patience):
                 best_state = copy.deepcopy(model.state_dict())
-            else:
-                state["waited"] += 1
-            if has_val and config.patience is not None and state["waited"] >= config.patience:
-                state["stopped"] = True
         state["epoch"] = epoch + 1
         if checkpoint is not None and context.is_main:
             save_checkpoint({"format": CHECKPOINT_FORMAT, "config": _config_dict(config), "seed": seed,
@@ -527,6 +518,25 @@ def train_minibatch(graph: GraphLike, config: MiniBatchConfig, seed: int = 0, *,
             break
         epoch_began = time.perf_counter()
     return MiniBatchResult(**result_fields(seed, state, history, best_state, context.world_size))
+
+
+def record_evaluation(state: dict[str, Any], history: dict[str, list[float]], scores: dict[str, float], epoch: int,
+                      has_val: bool, patience: int | None) -> bool:
+    """Note the evaluation after ``epoch`` in ``history`` and ``state``; whether it is the best so far (by validation
+    accuracy; without validation nodes the latest is). ``state["stopped"]`` is set once ``patience`` evaluations in a
+    row have not beaten the best."""
+    history["eval_epoch"].append(epoch)
+    for key in SCORE_KEYS:
+        history[key].append(scores.get(key, float("nan")))
+    val = scores.get("val_acc", 0.0) if has_val else float(epoch)
+    best = val > state["best_val"]
+    if best:
+        state.update(best_val=val, best_epoch=epoch, best_scores=scores, waited=0)
+    else:
+        state["waited"] += 1
+    if has_val and patience is not None and state["waited"] >= patience:
+        state["stopped"] = True
+    return best
 
 
 def result_fields(seed: int, state: dict[str, Any], history: dict[str, list[float]],
