@@ -1,4 +1,5 @@
-"""The cache of optimised onnxruntime graphs: reused only for the same graph file, never an error, same outputs."""
+"""The cache of optimised onnxruntime graphs: reused only for the same graph file, never an error, same outputs;
+entries of graph files that are gone are removed."""
 
 from __future__ import annotations
 
@@ -58,7 +59,12 @@ def run(session) -> np.ndarray:
 
 
 def entries(cache) -> list[str]:
-    return sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+    return sorted(p.name for p in cache.glob("*.onnx")) if cache.is_dir() else []
+
+
+def notes(cache) -> dict[str, str]:
+    """Entry name -> the graph file its note names."""
+    return {p.with_suffix(".onnx").name: p.read_text() for p in cache.glob("*.source")} if cache.is_dir() else {}
 
 
 def test_the_optimised_graph_is_written_once_and_opened_again_with_the_same_outputs(tmp_path, cache, opened):
@@ -89,6 +95,23 @@ def test_a_rewritten_graph_gets_a_new_entry_in_place_of_the_old(tmp_path, cache)
     write_conv_graph(other, seed=2)
     open_session(other)
     assert len(entries(cache)) == 2                                # another file keeps its own
+
+
+def test_the_entries_of_graphs_that_are_gone_are_removed_when_another_is_written(tmp_path, cache):
+    kept, deleted, newer = (tmp_path / f"{name}.onnx" for name in ("kept", "deleted", "newer"))
+    for seed, graph in enumerate((kept, deleted, newer)):
+        write_conv_graph(graph, seed=seed)
+    open_session(kept)
+    open_session(deleted)
+    assert sorted(notes(cache).values()) == sorted([str(deleted.resolve()), str(kept.resolve())])
+    assert sorted(notes(cache)) == entries(cache)
+    deleted.unlink()
+    open_session(kept)                                             # served from the cache: nothing written
+    assert len(entries(cache)) == 2
+    open_session(newer)
+    assert [name.split("-")[0] for name in entries(cache)] == ["kept", "newer"]
+    assert sorted(notes(cache).values()) == sorted([str(kept.resolve()), str(newer.resolve())])
+    assert sorted(notes(cache)) == entries(cache)
 
 
 def test_a_damaged_entry_is_replaced_not_an_error(tmp_path, cache):

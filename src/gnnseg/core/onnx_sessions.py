@@ -7,7 +7,8 @@ form only runs on the kind of CPU it was made on. So the optimised graph is writ
 where everything it depends on is the same: the graph file (path, size, modification and change times, inode), the
 onnxruntime version and the CPU (model name and instruction-set flags). A stale or unreadable cache entry is never an
 error: the graph is then optimised as usual and the entry written again. One entry is kept per graph file: writing a
-new one removes the entries of the file's earlier versions.
+new one removes the entries of the file's earlier versions, and those of graph files that no longer exist (each entry
+has a ``.source`` note beside it naming its graph file), so deleted or moved exports leave nothing behind for long.
 
 The cache lives in ``$GNNSEG_CACHE_DIR/onnxruntime`` (default ``$XDG_CACHE_HOME/gnnseg``, else ``~/.cache/gnnseg``);
 each entry is about the size of its graph. ``GNNSEG_ONNX_CACHE=0`` turns it off; an unwritable cache folder is
@@ -55,6 +56,28 @@ def _entry(path: Path, folder: Path, onnxruntime) -> Path:
     return folder / f"{_entry_prefix(path)}{_digest(key, 24)}.onnx"
 
 
+def _source_note(entry: Path) -> Path:
+    """The note beside an entry that names the graph file it was made from."""
+    return entry.with_suffix(".source")
+
+
+def _remove(entry: Path) -> None:
+    entry.unlink(missing_ok=True)
+    _source_note(entry).unlink(missing_ok=True)
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Remove the entries whose graph file no longer exists, as their notes name it (entries without a note are
+    left alone)."""
+    for note in folder.glob("*.source"):
+        try:
+            source = Path(note.read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
+            continue
+        if source.is_absolute() and not source.exists():
+            _remove(note.with_suffix(".onnx"))
+
+
 def _options(onnxruntime, threads: int, spinning: bool):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
@@ -81,7 +104,7 @@ def open_session(path: str | os.PathLike, *, threads: int = 0, spinning: bool = 
         try:
             return onnxruntime.InferenceSession(str(entry), options, providers=_PROVIDERS)
         except Exception:  # a damaged or foreign entry: optimise again and replace it
-            entry.unlink(missing_ok=True)
+            _remove(entry)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -98,8 +121,10 @@ def open_session(path: str | os.PathLike, *, threads: int = 0, spinning: bool = 
         except Exception:  # perhaps only the optimised graph could not be written: the plain open says what is wrong
             return open_session_uncached(path, threads=threads, spinning=spinning)
         for stale in folder.glob(f"{_entry_prefix(path)}*.onnx"):   # earlier versions of this graph file
-            stale.unlink(missing_ok=True)
+            _remove(stale)
+        _remove_orphans(folder)
         os.replace(written, entry)
+        _source_note(entry).write_text(str(path.resolve()), encoding="utf-8")
     except OSError:
         pass   # the session is open; only the cache entry is missing
     finally:
