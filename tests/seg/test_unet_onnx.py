@@ -238,7 +238,7 @@ def test_a_run_exported_by_the_command_predicts_the_pipelines_files(dataset, tmp
         np.testing.assert_allclose(mine.spacing, reference.spacing)
         assert mine.array.shape == reference.array.shape
         assert np.mean(mine.array == reference.array) >= 0.999
-    with pytest.raises(FileExistsError, match="predictions already exist"):
+    with pytest.raises(FileExistsError, match="2 outputs already exist"):
         predict_onnx_folder(tmp_path / "export", dataset["inputs"], tmp_path / "onnx")
 
 

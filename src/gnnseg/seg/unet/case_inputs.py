@@ -1,4 +1,5 @@
-"""The cases of an input folder: ``CASE_XXXX<ending>`` files grouped by case, in channel order (nnU-Net naming).
+"""The cases of an input folder (``CASE_XXXX<ending>`` files grouped by case, in channel order: nnU-Net naming) and
+the files a prediction writes for them.
 
 Torch-free, for the ONNX predictor; the rules are the PyTorch pipelines' (:mod:`gnnseg.seg.unet.pipeline` for
 gnnseg's models, :mod:`gnnseg.seg.unet.nnunet_predict` for nnU-Net's).
@@ -6,6 +7,7 @@ gnnseg's models, :mod:`gnnseg.seg.unet.nnunet_predict` for nnU-Net's).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from gnnseg.seg.io import ImageFormatError
@@ -33,3 +35,18 @@ def inputs_by_case(input_dir: Path, file_ending: str, channels: int | None) -> d
     if incomplete:
         raise ImageFormatError(f"cases {incomplete} do not have the {channels} channel files the model needs")
     return cases
+
+
+def fresh_outputs(output_dir: Path, case_ids: Iterable[str], file_ending: str, *, with_probabilities: bool = False,
+                  folder_files: Sequence[str] = ()) -> dict[str, list[Path]]:
+    """Case id -> the files a prediction writes for it in ``output_dir``: its label map, and ``with_probabilities``
+    its ``.npz`` and ``.json``. Checked before anything is written: where any of them, or of ``folder_files`` (written
+    once per folder), exists already, a ``FileExistsError`` names how many and the first."""
+    extra = [".npz", ".json"] if with_probabilities else []
+    outputs = {case_id: [output_dir / f"{case_id}{ending}" for ending in (file_ending, *extra)] for case_id in case_ids}
+    existing = [path for paths in outputs.values() for path in paths if path.exists()]
+    existing += [output_dir / name for name in folder_files if (output_dir / name).exists()]
+    if existing:
+        raise FileExistsError(f"{len(existing)} outputs already exist in {output_dir} (e.g. {existing[0]}); choose a "
+                              "new output folder")
+    return outputs

@@ -38,7 +38,7 @@ from gnnseg.core.atomic import atomic_path
 from gnnseg.core.runs import write_json
 from gnnseg.seg.io import ImageFormatError, MedicalImage, read_any
 from gnnseg.seg.io.any_format import write_any
-from gnnseg.seg.unet.case_inputs import inputs_by_case
+from gnnseg.seg.unet.case_inputs import fresh_outputs, inputs_by_case
 from gnnseg.seg.unet.case_recipes import NnUNetCases
 from gnnseg.seg.unet.inference_network import prediction_network
 from gnnseg.seg.unet.inference_preprocessing import DUMMY_SLICE_SPACING
@@ -172,14 +172,8 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
     cases = inputs_by_case(input_dir, ending, None)
     if not cases:
         raise FileNotFoundError(f"{input_dir}: no input files ending in {ending}")
-    outputs = {case_id: [output / f"{case_id}{ending}"] + ([output / f"{case_id}.npz", output / f"{case_id}.json"]
-                                                          if save_probabilities else [])
-               for case_id in cases}
-    existing = [str(path) for paths in outputs.values() for path in paths if path.exists()]
-    existing += [str(output / LABELS_FILE)] if save_probabilities and (output / LABELS_FILE).exists() else []
-    if existing:
-        raise FileExistsError(f"{len(existing)} outputs already exist in {output} (e.g. {existing[0]}); choose a new "
-                              "output folder")
+    outputs = fresh_outputs(output, cases, ending, with_probabilities=save_probabilities,
+                            folder_files=[LABELS_FILE] if save_probabilities else [])
     predictor = NnUNetPredictor(model, step_size=step_size, use_mirroring=use_mirroring,
                                 device=device or ("cuda" if torch.cuda.is_available() else "cpu"), precision=precision)
     output.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from gnnseg.core.onnx_sessions import open_session
 from gnnseg.core.progress import progress
 from gnnseg.seg.io import MedicalImage, axis_codes, read_any, reorient, reorient_like
 from gnnseg.seg.io.any_format import write_any
-from gnnseg.seg.unet.case_inputs import inputs_by_case
+from gnnseg.seg.unet.case_inputs import fresh_outputs, inputs_by_case
 from gnnseg.seg.unet.case_recipes import cases_for
 from gnnseg.seg.unet.postprocess import PostprocessingRule, keep_largest_component
 from gnnseg.seg.unet.sliding_window import sliding_window_logits
@@ -214,10 +214,7 @@ def predict_onnx_folder(export_dir: str | os.PathLike, input_dir: str | os.PathL
     if not cases:
         raise FileNotFoundError(f"no input files ending in {ending} in {input_dir}")
     output = Path(output_dir)
-    existing = [str(output / f"{case_id}{ending}") for case_id in cases if (output / f"{case_id}{ending}").exists()]
-    if existing:
-        raise FileExistsError(f"{len(existing)} predictions already exist in {output} (e.g. {existing[0]}); "
-                              "choose a new output folder")
+    fresh_outputs(output, cases, ending)
     output.mkdir(parents=True, exist_ok=True)
     written = []
     for case_id, paths in progress(cases.items(), desc="segment (onnx)", total=len(cases), enabled=show_progress):

@@ -32,7 +32,7 @@ from gnnseg.seg.io import (
     reorient_like,
 )
 from gnnseg.seg.io.any_format import write_any
-from gnnseg.seg.unet.case_inputs import inputs_by_case
+from gnnseg.seg.unet.case_inputs import fresh_outputs, inputs_by_case
 from gnnseg.seg.unet.case_preprocessing import preprocess_dataset
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.fold_ensemble import TrainedFolds, open_trained_folds
@@ -159,14 +159,8 @@ def predict_folder(model: str | os.PathLike | Sequence[str | os.PathLike], input
     cases = inputs_by_case(Path(input_dir), ending, len(plans.channel_names))
     if not cases:
         raise FileNotFoundError(f"no input files ending in {ending} in {input_dir}")
-    outputs = {case_id: [output / f"{case_id}{ending}"] + ([output / f"{case_id}.npz", output / f"{case_id}.json"]
-                                                          if save_probabilities else [])
-               for case_id in cases}
-    existing = [str(path) for paths in outputs.values() for path in paths if path.exists()]
-    existing += [str(output / LABELS_FILE)] if save_probabilities and (output / LABELS_FILE).exists() else []
-    if existing:
-        raise FileExistsError(f"{len(existing)} outputs already exist in {output} (e.g. {existing[0]}); "
-                              f"choose a new output folder")
+    outputs = fresh_outputs(output, cases, ending, with_probabilities=save_probabilities,
+                            folder_files=[LABELS_FILE] if save_probabilities else [])
     output.mkdir(parents=True, exist_ok=True)
     written = []
     label_model = plans.label_model
