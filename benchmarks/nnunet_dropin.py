@@ -242,9 +242,9 @@ def dice_per_case(ours: Path, theirs: Path, ending: str) -> dict[str, float]:
 def component_seconds(model: Path, export: Path | None, repeats: int) -> dict[str, float]:
     """Where a prediction's time goes, for this model (in a process of its own, so that the allocator starts as
     glibc sets it): opening it in gnnseg (all folds), and one forward of one patch with fold 0, the fastest of
-    ``repeats`` each: float32 as the network is (as nnunetv2 runs it) and as gnnseg's prediction copy (instance norms
-    as group norms), each before and after freed memory is kept for reuse (as gnnseg's command line does), then
-    bfloat16 autocast and onnxruntime."""
+    ``repeats`` each: float32 as the network is (as nnunetv2 runs it) and as gnnseg's prediction copy
+    (:mod:`gnnseg.seg.unet.inference_network`), each before and after freed memory is kept for reuse (as gnnseg's
+    command line does), then bfloat16 autocast and onnxruntime."""
     import torch
 
     from gnnseg.core.freed_memory import keep_freed_memory
@@ -364,9 +364,10 @@ def markdown(report: dict) -> str:
     if report["onnx_time_ratio_vs_nnunetv2"] is None:
         lines.append(f"ONNX: {report['onnx_unavailable']}")
     lines += ["", "Where the time goes (fastest of the runs): opening the model in gnnseg, one forward of one patch: "
-              "float32 as the network is (the arithmetic nnunetv2 runs) and gnnseg's prediction copy (instance "
-              "norms as group norms), each with glibc's default allocator and with freed memory kept for reuse "
-              "(gnnseg's command line), then bfloat16 and onnxruntime.", "",
+              "float32 as the network is (the arithmetic nnunetv2 runs) and gnnseg's prediction copy (group norms, "
+              "oneDNN 3D convolutions, transposed convolutions as matrix products), each with glibc's default "
+              "allocator and with freed memory kept for reuse (gnnseg's command line), then bfloat16 and "
+              "onnxruntime.", "",
               "| setting | open s | float32 s | copy s | float32, memory kept s | copy, memory kept s "
               "| bfloat16 s | onnxruntime s |", "|---|---|---|---|---|---|---|---|"]
     for name, row in report["settings"].items():
