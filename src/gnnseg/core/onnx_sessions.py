@@ -7,8 +7,10 @@ form only runs on the kind of CPU it was made on. So the optimised graph is writ
 where everything it depends on is the same: the graph file (path, size, modification and change times, inode), the
 onnxruntime version and the CPU (model name and instruction-set flags). A stale or unreadable cache entry is never an
 error: the graph is then optimised as usual and the entry written again. One entry is kept per graph file: writing a
-new one removes the entries of the file's earlier versions, and those of graph files that no longer exist (each entry
-has a ``.source`` note beside it naming its graph file), so deleted or moved exports leave nothing behind for long.
+new one removes the entries of the file's earlier versions. Each entry has a ``.source`` note beside it naming its
+graph file, touched whenever the entry is used; writing an entry also removes those whose graph file no longer exists
+and that have not been used for a week, so the optimised graphs of deleted or moved exports do not stay, while a
+cache shared by machines or containers that see different files keeps what any of them still uses.
 
 The cache lives in ``$GNNSEG_CACHE_DIR/onnxruntime`` (default ``$XDG_CACHE_HOME/gnnseg``, else ``~/.cache/gnnseg``);
 each entry is about the size of its graph. ``GNNSEG_ONNX_CACHE=0`` turns it off; an unwritable cache folder is
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -28,6 +31,7 @@ CACHE_ENV = "GNNSEG_CACHE_DIR"
 SWITCH_ENV = "GNNSEG_ONNX_CACHE"
 _PROVIDERS = ["CPUExecutionProvider"]
 _ERRORS_ONLY = 3   # onnxruntime's log severity: saving an NCHWc graph warns that it is hardware-specific
+_UNUSED_FOR_S = 7 * 24 * 3600   # how long an entry whose graph file is gone must have gone unused to be removed
 
 
 def cache_folder() -> Path | None:
@@ -57,25 +61,55 @@ def _entry(path: Path, folder: Path, onnxruntime) -> Path:
 
 
 def _source_note(entry: Path) -> Path:
-    """The note beside an entry that names the graph file it was made from."""
+    """The note beside an entry that names the graph file it was made from; its modification time is the entry's
+    last use."""
     return entry.with_suffix(".source")
 
 
+def _write_note(entry: Path, source: Path) -> None:
+    """The note naming ``source`` beside ``entry``, written whole or not at all (another process never reads half a
+    note)."""
+    note = _source_note(entry)
+    partial = note.with_name(f".{note.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        partial.write_bytes(os.fsencode(source))
+        os.replace(partial, note)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _remove(entry: Path) -> None:
-    entry.unlink(missing_ok=True)
-    _source_note(entry).unlink(missing_ok=True)
+    """Remove an entry and its note, as far as the folder allows."""
+    for path in (entry, _source_note(entry)):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _remove_orphans(folder: Path) -> None:
-    """Remove the entries whose graph file no longer exists, as their notes name it (entries without a note are
-    left alone)."""
+    """Remove the entries whose graph file no longer exists and that have not been used for :data:`_UNUSED_FOR_S`,
+    as their notes tell. Entries without a note, and notes that cannot be read or checked, are left alone."""
+    now = time.time()
     for note in folder.glob("*.source"):
         try:
-            source = Path(note.read_text(encoding="utf-8").strip())
-        except (OSError, UnicodeDecodeError):
+            if now - note.stat().st_mtime < _UNUSED_FOR_S:
+                continue
+            source = Path(os.fsdecode(note.read_bytes()))
+            if source.is_absolute() and not source.exists():
+                _remove(note.with_suffix(".onnx"))
+        except OSError:   # unreadable, or a folder on the way that cannot be searched: perhaps still there
             continue
-        if source.is_absolute() and not source.exists():
-            _remove(note.with_suffix(".onnx"))
+
+
+def _check_name(path: Path) -> None:
+    """onnxruntime takes file names as UTF-8 text only; a name that is not (Linux allows any bytes) is refused here,
+    by name."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{path!r} cannot be opened by onnxruntime, which takes only file names that are valid "
+                         "UTF-8; rename the file") from None
 
 
 def _options(onnxruntime, threads: int, spinning: bool):
@@ -94,6 +128,7 @@ def open_session(path: str | os.PathLike, *, threads: int = 0, spinning: bool = 
     import onnxruntime
 
     path = Path(path)
+    _check_name(path)
     folder = cache_folder()
     if folder is None or not path.is_file():
         return open_session_uncached(path, threads=threads, spinning=spinning)
@@ -102,9 +137,15 @@ def open_session(path: str | os.PathLike, *, threads: int = 0, spinning: bool = 
         options = _options(onnxruntime, threads, spinning)
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            return onnxruntime.InferenceSession(str(entry), options, providers=_PROVIDERS)
+            session = onnxruntime.InferenceSession(str(entry), options, providers=_PROVIDERS)
         except Exception:  # a damaged or foreign entry: optimise again and replace it
             _remove(entry)
+        else:
+            try:
+                os.utime(_source_note(entry))      # used now
+            except OSError:
+                pass   # no note (an entry of an earlier gnnseg) or a read-only cache
+            return session
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -122,13 +163,16 @@ def open_session(path: str | os.PathLike, *, threads: int = 0, spinning: bool = 
             return open_session_uncached(path, threads=threads, spinning=spinning)
         for stale in folder.glob(f"{_entry_prefix(path)}*.onnx"):   # earlier versions of this graph file
             _remove(stale)
-        _remove_orphans(folder)
+        _write_note(entry, path.resolve())   # before the entry: a note without its entry is harmless
         os.replace(written, entry)
-        _source_note(entry).write_text(str(path.resolve()), encoding="utf-8")
     except OSError:
         pass   # the session is open; only the cache entry is missing
     finally:
         written.unlink(missing_ok=True)   # also on Ctrl+C: no graph-sized leftovers
+    try:
+        _remove_orphans(folder)
+    except OSError:
+        pass
     return session
 
 
@@ -136,6 +180,7 @@ def open_session_uncached(path: str | os.PathLike, *, threads: int = 0, spinning
     """:func:`open_session` without the cache: the graph is optimised in memory only."""
     import onnxruntime
 
+    _check_name(Path(path))
     try:
         return onnxruntime.InferenceSession(str(path), _options(onnxruntime, threads, spinning),
                                             providers=_PROVIDERS)
