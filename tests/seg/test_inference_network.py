@@ -102,10 +102,11 @@ def test_folds_loaded_by_assignment_are_the_ones_computed():
     assert not torch.allclose(outputs[0], outputs[1], atol=1e-2)
 
 
-def test_with_gradients_the_copy_trains_the_shared_parameters():
-    network = randomised(gnnseg_unet(2, "instance"), seed=5).train()
+@pytest.mark.parametrize("dims", [2, 3])
+def test_with_gradients_the_copy_trains_the_shared_parameters(dims):
+    network = randomised(gnnseg_unet(dims, "instance"), seed=5).train()
     prediction_copy = for_cpu_prediction(network).train()
-    image = torch.randn(2, 2, 32, 24)
+    image = torch.randn(2, 2, 32, 24) if dims == 2 else torch.randn(1, 2, 8, 16, 12)
     loss = prediction_copy(image).square().mean()
     loss.backward()
     assert torch.allclose(loss, network(image).square().mean(), rtol=1e-5)
@@ -144,6 +145,7 @@ def _kernels(run) -> set[str]:
 def test_a_small_3d_input_is_convolved_by_onednn_with_pytorchs_values():
     conv = nn.Conv3d(256, 64, 3, padding=1)
     image = torch.randn(1, 256, 4, 14, 16)          # 1 x 256 x 4 x 14 <= 20480: PyTorch picks its own kernel
+    # PyTorch's rule as of this torch; should it change, this line says so before the replacement is needed no more
     assert "aten::slow_conv3d_forward" in _kernels(lambda: conv(image))
     ours = OneDnnConv3d(conv)
     assert "aten::mkldnn_convolution" in _kernels(lambda: ours(image))
@@ -163,15 +165,36 @@ def test_a_convolution_padded_otherwise_stays_as_it_is():
 
 
 @pytest.mark.parametrize(("dims", "kernel", "bias", "batch"), [(2, (2, 2), True, 2), (3, (2, 2, 2), True, 1),
-                                                              (3, (1, 2, 2), False, 3), (2, (2, 2), True, 0)])
+                                                              (3, (1, 2, 2), False, 3), (2, (2, 2), True, None)])
 def test_a_block_transposed_conv_gives_pytorchs_outputs(dims, kernel, bias, batch):
     layer = (nn.ConvTranspose2d if dims == 2 else nn.ConvTranspose3d)(6, 4, kernel, kernel, bias=bias)
     shape = (6, *(5, 7, 3)[:dims])
-    image = torch.randn(batch, *shape) if batch else torch.randn(shape)
+    image = torch.randn(shape) if batch is None else torch.randn(batch, *shape)     # None: no batch axis
     with torch.inference_mode():
         expected, got = layer(image), BlockTransposedConv(layer)(image)
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_a_block_transposed_conv_names_a_wrong_input_and_trains_a_bias_alone():
+    layer = nn.ConvTranspose3d(6, 4, 2, 2)
+    ours = BlockTransposedConv(layer)
+    with pytest.raises(ValueError, match=r"takes \(batch, 6, \*3 spatial sizes\), got \(1, 5, 2, 2, 2\)"):
+        ours(torch.randn(1, 5, 2, 2, 2))
+    layer.weight.requires_grad_(False)
+    image = torch.randn(1, 6, 2, 3, 2)
+    ours(image).sum().backward()
+    assert layer.bias.grad is not None and torch.allclose(layer.bias.grad, torch.full((4,), 4.0 * 6 * 4))
+
+
+def test_only_layers_of_exactly_these_classes_are_replaced():
+    class Standardised(nn.Conv3d):       # computes its weight in forward: a snapshot of it would be wrong
+        pass
+
+    network = nn.Sequential(Standardised(1, 2, 3, padding=1), nn.Conv3d(2, 2, 3, padding=1))
+    replaced = for_cpu_prediction(network)
+    assert type(replaced[0]) is Standardised and isinstance(replaced[1], OneDnnConv3d)
+    assert "kernel_size=(3, 3, 3)" in repr(replaced[1])
 
 
 def test_only_transposed_convs_that_give_each_voxel_its_own_block_are_replaced():

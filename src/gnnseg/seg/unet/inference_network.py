@@ -19,8 +19,9 @@ layer are computed another way (all timings on 2 cores, measured once):
   channels, 16 x 56 x 64 to 32 x 112 x 128), 37 against 21 at the top of a 2D one (64 to 32 channels, 256 x 256 to
   512 x 512).
 
-Together they take a forward of the CT benchmark's 3d_fullres nnU-Net (32 x 112 x 128) from 1.17-1.24 s to
-1.14-1.16 s and one of the tiny 3D model's from 53 ms to 33; 2D forwards stay within timing noise.
+Together, with freed memory kept, they take a forward of the CT benchmark's 3d_fullres nnU-Net (32 x 112 x 128) from
+1.17-1.24 s to 1.14-1.16 s (two runs) and one of the tiny 3D model's from 53 ms to 33; 2D forwards stay within
+timing noise. Only layers of exactly these classes are replaced (subclasses may compute their weights otherwise).
 
 The copy's state dict has the network's keys, so folds load into it as into the network.
 
@@ -77,10 +78,17 @@ class OneDnnConv3d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:     # one image without its batch axis, as Conv3d accepts it
             return self(x[None])[0]
-        if x.device.type != "cpu" or x.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or not torch.backends.mkldnn.is_available()
+                or not torch.backends.mkldnn.enabled):
             return F.conv3d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        return torch.ops.aten.mkldnn_convolution(x.contiguous(), self.weight, self.bias, self.padding, self.stride,
-                                                 self.dilation, self.groups)
+        bias = None if self.bias is None else self.bias.contiguous()
+        return torch.ops.aten.mkldnn_convolution(x.contiguous(), self.weight.contiguous(), bias, self.padding,
+                                                 self.stride, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        channels_out, channels_in, *kernel = self.weight.shape
+        return (f"{channels_in * self.groups}, {channels_out}, kernel_size={tuple(kernel)}, stride={self.stride}, "
+                f"padding={self.padding}")
 
 
 class BlockTransposedConv(nn.Module):
@@ -100,11 +108,14 @@ class BlockTransposedConv(nn.Module):
         kernel = tuple(self.weight.shape[2:])
         if x.dim() == len(kernel) + 1:     # one image without its batch axis
             return self(x[None])[0]
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+        channels_in, channels_out = self.weight.shape[:2]
+        if x.dim() != len(kernel) + 2 or x.shape[1] != channels_in:
+            raise ValueError(f"{type(self).__name__} takes (batch, {channels_in}, *{len(kernel)} spatial sizes), "
+                             f"got {tuple(x.shape)}")
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, self.weight, self.bias)):
             transposed = F.conv_transpose3d if len(kernel) == 3 else F.conv_transpose2d
             return transposed(x, self.weight, self.bias, stride=kernel)
-        batch, channels_in, *spatial = x.shape
-        channels_out = self.weight.shape[1]
+        batch, _, *spatial = x.shape
         weight = self.weight.reshape(channels_in, -1).t()
         out = x.new_empty(batch, channels_out, *(size * k for size, k in zip(spatial, kernel)))
         blocks = out.view(batch, channels_out, *itertools.chain.from_iterable(zip(spatial, kernel)))
@@ -116,20 +127,23 @@ class BlockTransposedConv(nn.Module):
                 torch.add(per_offset[(slice(None), *offset)], bias, out=into)
         return out
 
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}, kernel_size=stride={tuple(self.weight.shape[2:])}"
+
 
 def is_block_transposed_conv(module: nn.Module) -> bool:
     """Whether ``module`` is a 2D or 3D transposed convolution that :class:`BlockTransposedConv` computes."""
-    return (isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d)) and module.padding_mode == "zeros"
+    return (type(module) in (nn.ConvTranspose2d, nn.ConvTranspose3d) and module.padding_mode == "zeros"
             and tuple(module.stride) == tuple(module.kernel_size) and module.groups == 1
             and not any(module.padding) and not any(module.output_padding) and set(module.dilation) == {1})
 
 
-def _faster(module: nn.Module) -> nn.Module | None:
+def _prediction_replacement(module: nn.Module) -> nn.Module | None:
     """The replacement of one layer in the prediction copy, or None to keep it (and look inside it)."""
     if isinstance(module, (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)) \
             and not module.track_running_stats:
         return GroupwiseInstanceNorm(module)
-    if isinstance(module, nn.Conv3d) and module.padding_mode == "zeros" and not isinstance(module.padding, str):
+    if type(module) is nn.Conv3d and module.padding_mode == "zeros" and not isinstance(module.padding, str):
         return OneDnnConv3d(module)
     if is_block_transposed_conv(module):
         return BlockTransposedConv(module)
@@ -157,7 +171,7 @@ def for_cpu_prediction(network: nn.Module) -> nn.Module:
     :class:`OneDnnConv3d` and block-wise transposed convolutions :class:`BlockTransposedConv`; ``network`` itself is
     left as it was."""
     prediction_copy = sharing_copy(network)
-    _replace(prediction_copy, _faster)
+    _replace(prediction_copy, _prediction_replacement)
     return prediction_copy
 
 

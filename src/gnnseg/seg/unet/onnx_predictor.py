@@ -214,7 +214,7 @@ def predict_onnx_folder(export_dir: str | os.PathLike, input_dir: str | os.PathL
     if not cases:
         raise FileNotFoundError(f"no input files ending in {ending} in {input_dir}")
     output = Path(output_dir)
-    fresh_outputs(output, cases, ending)
+    outputs = fresh_outputs(output, cases, ending)
     output.mkdir(parents=True, exist_ok=True)
     written = []
     for case_id, paths in progress(cases.items(), desc="segment (onnx)", total=len(cases), enabled=show_progress):
@@ -223,7 +223,7 @@ def predict_onnx_folder(export_dir: str | os.PathLike, input_dir: str | os.PathL
             image = MedicalImage(keep_largest_component(image.array, keep_largest), image.spacing, image.affine)
         if postprocessing is not None:
             image = MedicalImage(postprocessing.apply(image.array), image.spacing, image.affine)
-        written.append(str(write_any(image, output / f"{case_id}{ending}")))
+        written.append(str(write_any(image, outputs[case_id][0])))
     return {"export_dir": str(export_dir), "configuration": model.configuration, "folds": len(model.sessions),
             "predictions": written, "mirror_axes": list(model.mirror_axes(mirror)),
             "step_size": model.step_size if step_size is None else step_size, "keep_largest": list(keep_largest),
