@@ -127,6 +127,16 @@ def test_entries_of_graphs_that_are_gone_and_unused_for_a_week_are_removed_when_
     assert sorted(notes(cache)) == entries(cache)
 
 
+def test_an_entry_without_a_note_gets_one_when_used(tmp_path, cache):
+    graph = tmp_path / "convs.onnx"
+    write_conv_graph(graph)
+    open_session(graph)
+    (note,) = cache.glob("*.source")
+    note.unlink()                                            # as entries made before entries had notes
+    open_session(graph)
+    assert notes(cache) == {entries(cache)[0]: str(graph.resolve())}
+
+
 def test_a_note_whose_graph_cannot_be_checked_stays(tmp_path, cache, monkeypatch):
     hidden = tmp_path / "hidden"
     hidden.mkdir()

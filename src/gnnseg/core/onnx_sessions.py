@@ -8,9 +8,10 @@ where everything it depends on is the same: the graph file (path, size, modifica
 onnxruntime version and the CPU (model name and instruction-set flags). A stale or unreadable cache entry is never an
 error: the graph is then optimised as usual and the entry written again. One entry is kept per graph file: writing a
 new one removes the entries of the file's earlier versions. Each entry has a ``.source`` note beside it naming its
-graph file, touched whenever the entry is used; writing an entry also removes those whose graph file no longer exists
-and that have not been used for a week, so the optimised graphs of deleted or moved exports do not stay, while a
-cache shared by machines or containers that see different files keeps what any of them still uses.
+graph file, touched whenever the entry is used (an entry made before entries had notes gets one when next used);
+writing an entry also removes those whose graph file no longer exists and that have not been used for a week, so the
+optimised graphs of deleted or moved exports do not stay, while a cache shared by machines or containers that see
+different files keeps what any of them still uses.
 
 The cache lives in ``$GNNSEG_CACHE_DIR/onnxruntime`` (default ``$XDG_CACHE_HOME/gnnseg``, else ``~/.cache/gnnseg``);
 each entry is about the size of its graph. ``GNNSEG_ONNX_CACHE=0`` turns it off; an unwritable cache folder is
@@ -142,9 +143,12 @@ def open_session(path: str | os.PathLike, *, threads: int = 0, spinning: bool = 
             _remove(entry)
         else:
             try:
-                os.utime(_source_note(entry))      # used now
+                try:
+                    os.utime(_source_note(entry))      # used now
+                except FileNotFoundError:              # an entry made before entries had notes: noted now
+                    _write_note(entry, path.resolve())
             except OSError:
-                pass   # no note (an entry of an earlier gnnseg) or a read-only cache
+                pass   # a read-only cache
             return session
     try:
         folder.mkdir(parents=True, exist_ok=True)
