@@ -79,6 +79,19 @@ def _write_note(entry: Path, source: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _note_use(entry: Path, source: Path) -> None:
+    """Mark ``entry`` used now (its note's modification time); an entry made before entries had notes gets one. A
+    read-only cache is left as it is."""
+    note = _source_note(entry)
+    try:
+        if note.exists():
+            os.utime(note)
+        else:
+            _write_note(entry, source.resolve())
+    except OSError:
+        pass
+
+
 def _remove(entry: Path) -> None:
     """Remove an entry and its note, as far as the folder allows."""
     for path in (entry, _source_note(entry)):
@@ -142,13 +155,7 @@ def open_session(path: str | os.PathLike, *, threads: int = 0, spinning: bool = 
         except Exception:  # a damaged or foreign entry: optimise again and replace it
             _remove(entry)
         else:
-            try:
-                try:
-                    os.utime(_source_note(entry))      # used now
-                except FileNotFoundError:              # an entry made before entries had notes: noted now
-                    _write_note(entry, path.resolve())
-            except OSError:
-                pass   # a read-only cache
+            _note_use(entry, path)
             return session
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -70,8 +70,8 @@ class OneDnnConv3d(nn.Module):
 
     def __init__(self, conv: nn.Conv3d) -> None:
         super().__init__()
-        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError(f"{conv} is not zero-padded by a number of voxels per axis")
+        if not is_zero_padded_conv3d(conv):
+            raise ValueError(f"{conv} is not zero-padded by a number of voxels per axis, or not a Conv3d itself")
         self.weight, self.bias = conv.weight, conv.bias
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
 
@@ -131,6 +131,11 @@ class BlockTransposedConv(nn.Module):
         return f"{self.weight.shape[0]}, {self.weight.shape[1]}, kernel_size=stride={tuple(self.weight.shape[2:])}"
 
 
+def is_zero_padded_conv3d(module: nn.Module) -> bool:
+    """Whether ``module`` is a 3D convolution that :class:`OneDnnConv3d` computes."""
+    return type(module) is nn.Conv3d and module.padding_mode == "zeros" and not isinstance(module.padding, str)
+
+
 def is_block_transposed_conv(module: nn.Module) -> bool:
     """Whether ``module`` is a 2D or 3D transposed convolution that :class:`BlockTransposedConv` computes."""
     return (type(module) in (nn.ConvTranspose2d, nn.ConvTranspose3d) and module.padding_mode == "zeros"
@@ -143,7 +148,7 @@ def _prediction_replacement(module: nn.Module) -> nn.Module | None:
     if isinstance(module, (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)) \
             and not module.track_running_stats:
         return GroupwiseInstanceNorm(module)
-    if type(module) is nn.Conv3d and module.padding_mode == "zeros" and not isinstance(module.padding, str):
+    if is_zero_padded_conv3d(module):
         return OneDnnConv3d(module)
     if is_block_transposed_conv(module):
         return BlockTransposedConv(module)

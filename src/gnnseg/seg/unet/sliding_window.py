@@ -55,11 +55,10 @@ small patch leaves the cores idle between layers, so stacking pays: in PyTorch e
 0.65-0.96 of the time of one forward per view, larger ones 0.87-1.27, gaining less and less reliably as they grow.
 onnxruntime gains less: stacks of up to 2^16 voxels took 0.89-0.98 in the run that set its budget
 (``unet_mirrored_views_groupnorm_copy.md``) and 0.80-1.09 in the current file, larger ones 0.87-1.21 and 0.92-1.10.
-Whole predictions agree:
-stacking all four 512 x 512 views of the ISBI patch took 1.18 of nnunetv2's time against 0.80 one view at a time, on
-an earlier state of the predictor (``nnunet_dropin_batched_views.md``). The budget also bounds the windows per forward,
-so a forward holds no more than the former four windows of a 2^16-voxel patch did; on a GPU, where larger batches
-pay, pass ``batch_size``."""
+Whole predictions agree: stacking all four 512 x 512 views of the ISBI patch took 1.18 of nnunetv2's time against
+0.80 one view at a time, on an earlier state of the predictor (``nnunet_dropin_batched_views.md``). The budget also
+bounds the windows per forward, so a forward holds no more than the former four windows of a 2^16-voxel patch did;
+on a GPU, where larger batches pay, pass ``batch_size``."""
 
 
 def _fitting(budget: int, voxels: int) -> int:
