@@ -14,6 +14,11 @@ neighbours (docs/benchmarks.md measures the difference).
 
 Label ``k`` of the result is box ``k`` (1-based); later boxes overwrite earlier ones where they overlap.
 
+Several boxes are propagated together, slice by slice: first every box upwards from its middle slice, in rising
+``z``, then every box downwards, in falling ``z``; on each slice the boxes there are answered in one call. Each box
+still sees its slices in its own order, so its mask is the one it would get alone, but a slice is encoded at most
+twice (once per pass, and once in all with a memo that holds the volume) instead of once per box that crosses it.
+
 Clicks on any slice correct a 3D object (:func:`correct_slice_3d`, :func:`repropagate_from_slice`): that slice is
 answered again from its box, the clicks and its current mask, and the slices beyond it are propagated again from the
 corrected one, to the 3D box's ends or, on each side, to the slice before the nearest *anchor*, a slice corrected
@@ -23,7 +28,7 @@ with clicks of its own, whose mask is kept (a click elsewhere must not undo what
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,18 +72,26 @@ def propagated_box(previous: np.ndarray | None, rectangle: np.ndarray, margin: i
     return np.concatenate([np.maximum(grown[:2], rectangle[:2]), np.minimum(grown[2:], rectangle[2:])])
 
 
-def _propagate(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, rectangle: np.ndarray,
-               mask: np.ndarray, slice_iou: np.ndarray, order: range, previous: np.ndarray | None, margin: int) -> None:
-    """Segment the slices of ``order`` in turn into ``mask`` (and their predicted IoU into ``slice_iou``), each
-    prompted by the box of the slice before it, ``previous`` for the first; masks stay inside ``rectangle``."""
-    x0, y0, x1, y1 = (int(v) for v in rectangle)
-    for z in order:
+def _propagate(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, rectangles: np.ndarray,
+               masks: np.ndarray, slice_iou: np.ndarray, orders: Sequence[range],
+               previous: Sequence[np.ndarray | None], margin: int) -> None:
+    """Segment the slices of each box's ``orders[k]`` in turn into ``masks[k]`` (their predicted IoU into
+    ``slice_iou[k]``), each prompted by the box of the slice before it, ``previous[k]`` for the first; masks stay
+    inside ``rectangles[k]``. The orders all run the same way (rising or falling ``z``); slices are visited once,
+    in that direction, with every box there answered in one call."""
+    last = list(previous)
+    slices = sorted({z for order in orders for z in order}, reverse=any(order.step < 0 for order in orders))
+    for z in slices:
+        here = [k for k, order in enumerate(orders) if z in order]
         predictor.set_image(volume[z])
-        prediction = predictor.predict(boxes=propagated_box(previous, rectangle, margin))
-        mask[z] = False
-        mask[z, y0:y1 + 1, x0:x1 + 1] = prediction.masks[0, 0, y0:y1 + 1, x0:x1 + 1]  # the object stays in its box
-        slice_iou[z] = prediction.iou[0, 0]
-        previous = mask[z]
+        prediction = predictor.predict(boxes=np.stack([propagated_box(last[k], rectangles[k], margin)
+                                                       for k in here]))
+        for row, k in enumerate(here):
+            x0, y0, x1, y1 = (int(v) for v in rectangles[k])
+            masks[k, z] = False
+            masks[k, z, y0:y1 + 1, x0:x1 + 1] = prediction.masks[row, 0, y0:y1 + 1, x0:x1 + 1]  # kept in its box
+            slice_iou[k, z] = prediction.iou[row, 0]
+            last[k] = masks[k, z]
 
 
 def volume_iou(mask: np.ndarray, slice_iou: np.ndarray, z0: int, z1: int) -> float:
@@ -89,18 +102,30 @@ def volume_iou(mask: np.ndarray, slice_iou: np.ndarray, z0: int, z1: int) -> flo
     return float(np.average(ious, weights=areas) if areas.sum() else ious.mean())
 
 
+def propagate_boxes_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, boxes: np.ndarray,
+                       margin: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean ``(N, D, H, W)`` masks of the objects in ``(N, 6)`` validated 3D boxes, each by propagation from its
+    middle slice, and the ``(N, D)`` predicted IoU of each slice (0 outside a box's slices)."""
+    boxes = np.asarray(boxes).reshape(-1, 6)
+    rectangles = boxes[:, [0, 1, 3, 4]].astype(np.float64)
+    masks = np.zeros((len(boxes), *volume.shape[:3]), dtype=bool)
+    slice_iou = np.zeros((len(boxes), volume.shape[0]))
+    z0, z1 = boxes[:, 2].astype(int), boxes[:, 5].astype(int)
+    middles = z0 + (z1 - z0) // 2
+    _propagate(predictor, volume, rectangles, masks, slice_iou, [range(m, top + 1) for m, top in zip(middles, z1)],
+               [None] * len(boxes), margin)
+    _propagate(predictor, volume, rectangles, masks, slice_iou,
+               [range(m - 1, bottom - 1, -1) for m, bottom in zip(middles, z0)],
+               [mask[m] for mask, m in zip(masks, middles)], margin)
+    return masks, slice_iou
+
+
 def propagate_box_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray,
                      margin: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Boolean ``(D, H, W)`` mask of the object in one validated 3D box, by propagation from the middle slice, and
     the ``(D,)`` predicted IoU of each slice (0 outside the box's slices)."""
-    x0, y0, z0, x1, y1, z1 = (int(v) for v in box)
-    rectangle = np.array([x0, y0, x1, y1], dtype=np.float64)
-    mask = np.zeros(volume.shape[:3], dtype=bool)
-    slice_iou = np.zeros(volume.shape[0])
-    middle = z0 + (z1 - z0) // 2
-    _propagate(predictor, volume, rectangle, mask, slice_iou, range(middle, z1 + 1), None, margin)
-    _propagate(predictor, volume, rectangle, mask, slice_iou, range(middle - 1, z0 - 1, -1), mask[middle], margin)
-    return mask, slice_iou
+    masks, slice_iou = propagate_boxes_3d(predictor, volume, np.asarray(box)[None], margin)
+    return masks[0], slice_iou[0]
 
 
 def segment_box_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, box: np.ndarray,
@@ -150,9 +175,9 @@ def repropagate_from_slice(predictor: SamPredictor | OnnxPredictor, volume: np.n
     corrected[z] = False
     corrected[z, y0:y1 + 1, x0:x1 + 1] = prediction.masks[0, 0, y0:y1 + 1, x0:x1 + 1]
     corrected_iou[z] = prediction.iou[0, 0]
-    _propagate(predictor, volume, rectangle, corrected, corrected_iou, range(z + 1, last + 1), corrected[z], margin)
-    _propagate(predictor, volume, rectangle, corrected, corrected_iou, range(z - 1, first - 1, -1), corrected[z],
-               margin)
+    for order in (range(z + 1, last + 1), range(z - 1, first - 1, -1)):
+        _propagate(predictor, volume, rectangle[None], corrected[None], corrected_iou[None], [order], [corrected[z]],
+                   margin)
     return corrected, corrected_iou
 
 
@@ -174,8 +199,10 @@ def segment_boxes_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray
     volume = np.asarray(volume)
     if volume.ndim != 3 or min(volume.shape) == 0:
         raise ValueError(f"volume must be (D, H, W), got shape {volume.shape}")
-    answers = [segment_box_3d(predictor, volume, box, margin) for box in validate_boxes_3d(boxes, volume.shape)]
-    return [mask for mask, _ in answers], np.array([iou for _, iou in answers])
+    boxes = validate_boxes_3d(boxes, volume.shape)
+    masks, slice_iou = propagate_boxes_3d(predictor, volume, boxes, margin)
+    return list(masks), np.array([volume_iou(mask, ious, int(box[2]), int(box[5]))
+                                  for mask, ious, box in zip(masks, slice_iou, boxes)])
 
 
 def segment_volume(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, boxes: np.ndarray,
