@@ -39,7 +39,9 @@ def test_2d_case_round_trip(tmp_path):
     second[0:12, 4:16] = True
     segs = segs_from_masks([first, second])
     assert segs.dtype == np.uint16
-    assert segs[5, 2] == 1 and segs[5, 6] == 2 and segs[5, 12] == 2 and segs[11, 0] == 0   # the later box wins
+    assert segs[5, 2] == 1 and segs[5, 6] == 1 and segs[5, 12] == 2 and segs[11, 0] == 0   # the smaller object wins
+    baseline = segs_from_masks([first, second], overlaps="box-order")
+    assert baseline[5, 2] == 1 and baseline[5, 6] == 2 and baseline[5, 12] == 2   # the later box wins
 
     out = write_challenge_segs(tmp_path / "segs" / f"{case.name}.npz", segs, case=case)
     with np.load(out) as written:
@@ -161,7 +163,7 @@ def test_write_checks(tmp_path):
 def test_segs_from_masks_errors():
     with pytest.raises(ValueError, match="masks is empty"):
         segs_from_masks([])
-    with pytest.raises(ValueError, match=r"mask 1 has shape \(3, 3\) but mask 0 has shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"mask 1 has shape \(3, 3\) but the labels have shape \(2, 2\)"):
         segs_from_masks([np.zeros((2, 2)), np.zeros((3, 3))])
     with pytest.raises(ValueError, match="mask 0 contains NaN"):
         segs_from_masks([np.array([[np.nan, 0.0]])])

@@ -111,6 +111,15 @@ def test_segment_volume_writes_labels_on_the_volume_grid(tmp_path, checkpoint, c
     labels = read_nifti(output)
     assert labels.array.shape == (6, 40, 50) and np.allclose(labels.spacing, (2.0, 1.5, 1.5))
     assert labels.array[0].max() == 0 and labels.array[5].max() == 0  # outside the box's slices
+    # one box alone: both overlap rules paint the same labels; an unknown rule is refused before any work
+    baseline = tmp_path / "baseline.nii.gz"
+    assert main(["seg", "segment", "--volume", str(tmp_path / "ct.nii.gz"), "--box3d", "15,10,1,34,29,4",
+                 "--checkpoint", checkpoint, "--overlaps", "box-order", "-o", str(baseline), "--json"]) == 0
+    assert np.array_equal(read_nifti(baseline).array, labels.array)
+    with pytest.raises(SystemExit):
+        main(["seg", "segment", "--volume", str(tmp_path / "ct.nii.gz"), "--box3d", "15,10,1,34,29,4",
+              "--overlaps", "largest", "-o", str(tmp_path / "never.nii.gz")])
+    assert not (tmp_path / "never.nii.gz").exists()
 
 
 def test_evaluate_reports_dsc_nsd_and_count(image_folders, checkpoint, capsys, last_json):

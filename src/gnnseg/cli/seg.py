@@ -17,12 +17,15 @@ from gnnseg.cli.arguments import (
     point,
     probability,
 )
+from gnnseg.seg.io.label_painter import OVERLAP_RULES
 from gnnseg.seg.sam.modeling.config import NORMALIZATIONS, PREPROCESSINGS
 from gnnseg.seg.unet.precision_names import PRECISION_NAMES
 
 if TYPE_CHECKING:
     from gnnseg.seg.unet.postprocess import PostprocessingRule
 
+OVERLAPS_HELP = ("who keeps a pixel two objects claim: smaller (default: the smaller object) or box-order (the "
+                 "later box, as the challenge baseline paints)")
 TTA_HELP = ("test-time augmentation: none (default), flip (the image and its mirror, 2 passes) or d4 (4 quarter "
             "turns, each also mirrored, 8 passes); probabilities are averaged")
 ZOOM_HELP = ("answer each box on a window CONTEXT box sizes wider on each side, at least the model's input size and "
@@ -306,13 +309,14 @@ def _seg_segment(args: argparse.Namespace) -> dict:
     if sum(map(bool, (args.image, args.volume, args.npz))) != 1:
         raise ValueError("give exactly one of --image (with --box), --volume (with --box3d) or --npz")
     if args.npz:
-        return segment_challenge_file(args.npz, args.output, choice=_model_choice(args))
+        return segment_challenge_file(args.npz, args.output, choice=_model_choice(args), overlaps=args.overlaps)
     if args.image:
-        return segment_image(args.image, _image_objects(args), args.output, choice=_model_choice(args))
+        return segment_image(args.image, _image_objects(args), args.output, choice=_model_choice(args),
+                             overlaps=args.overlaps)
     if not args.box3d:
         raise ValueError("--volume needs at least one --box3d x_min,y_min,z_min,x_max,y_max,z_max")
     return segment_volume_file(args.volume, np.array(args.box3d), args.output, modality=args.modality,
-                               window=args.window, choice=_model_choice(args))
+                               window=args.window, choice=_model_choice(args), overlaps=args.overlaps)
 
 
 def _image_objects(args: argparse.Namespace) -> list:
@@ -407,7 +411,7 @@ def _lite_predict(args: argparse.Namespace) -> dict:
     from gnnseg.seg.sam.challenge import predict_cases
 
     result = predict_cases(args.input, args.output, choice=_model_choice(args),
-                           show_progress=False if args.json else None, resume=args.resume)
+                           show_progress=False if args.json else None, resume=args.resume, overlaps=args.overlaps)
     if not args.json:
         result.pop("seconds")
     return result
@@ -630,6 +634,7 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
                          help="mask PNG (2D), NIfTI (3D), .dcm (a DICOM-SEG of a DICOM series --volume) or npz "
                               "(--npz); never overwritten")
     _add_model_arguments(segment)
+    segment.add_argument("--overlaps", choices=OVERLAP_RULES, default=OVERLAP_RULES[0], help=OVERLAPS_HELP)
     segment.add_argument("--json", action="store_true")
     segment.set_defaults(handler=_seg_segment)
 
@@ -726,6 +731,7 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", action="store_true", help="keep the segs files already in --output (an "
                      "interrupted run's) and predict the other cases")
     _add_model_arguments(run)
+    run.add_argument("--overlaps", choices=OVERLAP_RULES, default=OVERLAP_RULES[0], help=OVERLAPS_HELP)
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=_lite_predict)
     score = lite.add_parser("evaluate", help="DSC and NSD per case as the challenge scored them")

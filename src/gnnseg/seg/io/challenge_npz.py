@@ -13,9 +13,10 @@ spacing   absent                                      voxel size, three numbers
 
 Box coordinates are pixel (voxel) indices: x is the column, y the row, z the slice. The prediction file, with the
 same name, holds one key ``segs``: labels of the image's spatial shape (``(H, W)`` or ``(D, H, W)``), where label
-``k`` (1-based) is the object of box ``k`` and 0 is background. Where objects overlap, the later box wins, as in
-the baseline, which paints ``segs[mask > 0] = k`` box after box (:func:`segs_from_masks`). Labels are written as
-uint16 so that more than 255 boxes stay distinct.
+``k`` (1-based) is the object of box ``k`` and 0 is background. Where objects overlap, the smaller object keeps the
+pixel; the baseline paints ``segs[mask > 0] = k`` box after box, so the later box wins, which ``overlaps="box-order"``
+reproduces (:func:`segs_from_masks`, :mod:`gnnseg.seg.io.label_painter`). Labels are written as uint16 so that more
+than 255 boxes stay distinct.
 
 How the case kind is decided
 ----------------------------
@@ -46,6 +47,7 @@ import numpy as np
 
 from gnnseg.core.atomic import atomic_path
 from gnnseg.seg.io.image import ImageFormatError, ImageTooLargeError, check_is_file
+from gnnseg.seg.io.label_painter import OVERLAP_RULES, paint_labels
 
 __all__ = ["ChallengeCase", "read_challenge_npz", "segs_from_masks", "write_challenge_segs"]
 
@@ -215,29 +217,15 @@ def read_challenge_npz(path: str | os.PathLike, *, max_values: int | None = None
     return ChallengeCase(name=name, image=image, boxes=boxes, spacing=spacing, is_3d=is_3d)
 
 
-def segs_from_masks(masks: Sequence[np.ndarray]) -> np.ndarray:
-    """Combine one binary mask per box into challenge labels: mask ``k`` (0-based) becomes label ``k + 1``.
-
-    Later masks overwrite earlier ones where they overlap, as in the baseline. Any nonzero value is foreground;
-    NaN is refused.
+def segs_from_masks(masks: Sequence[np.ndarray], overlaps: str = OVERLAP_RULES[0]) -> np.ndarray:
+    """Combine one binary mask per box into challenge labels: mask ``k`` (0-based) becomes label ``k + 1``; a pixel
+    two masks claim goes to the smaller (``overlaps="box-order"``: to the later box, as in the baseline;
+    :mod:`gnnseg.seg.io.label_painter`). Any nonzero value is foreground; NaN is refused.
 
     Returns:
         uint16 labels of the masks' shape.
     """
-    if len(masks) == 0:
-        raise ValueError("masks is empty: give one mask per box")
-    if len(masks) > np.iinfo(np.uint16).max:
-        raise ValueError(f"{len(masks)} masks do not fit uint16 labels (at most {np.iinfo(np.uint16).max})")
-    shape = np.shape(masks[0])
-    segs = np.zeros(shape, np.uint16)
-    for index, mask in enumerate(masks):
-        array = np.asarray(mask)
-        if array.shape != shape:
-            raise ValueError(f"mask {index} has shape {array.shape} but mask 0 has shape {shape}")
-        if array.dtype.kind in "fc" and np.isnan(array).any():
-            raise ValueError(f"mask {index} contains NaN")
-        segs[array != 0] = index + 1
-    return segs
+    return paint_labels(masks, overlaps, np.uint16)
 
 
 def write_challenge_segs(path: str | os.PathLike, segs: np.ndarray, *, case: ChallengeCase | None = None,

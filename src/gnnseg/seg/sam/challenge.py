@@ -30,6 +30,7 @@ from gnnseg.seg.io.challenge_npz import (
     segs_from_masks,
     write_challenge_segs,
 )
+from gnnseg.seg.io.label_painter import OVERLAP_RULES, check_overlap_rule
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
 from gnnseg.seg.sam.inference.volume import segment_challenge_case
 from gnnseg.seg.sam.shipped import ModelChoice
@@ -54,12 +55,13 @@ def _cases(folder: str | os.PathLike) -> list[Path]:
 
 def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathLike, *,
                   choice: ModelChoice | None = None, show_progress: bool | None = None,
-                  resume: bool = False) -> dict[str, Any]:
+                  resume: bool = False, overlaps: str = OVERLAP_RULES[0]) -> dict[str, Any]:
     """Write ``output_folder/<case>.npz`` (``segs``) for every case of ``input_folder``; existing outputs are refused
     before any work is done, or with ``resume`` kept and their cases skipped (each output is written whole, by a
     rename, so one that exists is complete: an interrupted run continues where it stopped). ``choice``: the model
     and how it answers (:class:`~gnnseg.seg.sam.shipped.ModelChoice`, checked when it was made; default: the
-    default model)."""
+    default model); ``overlaps``: who keeps a pixel two objects claim (:mod:`gnnseg.seg.io.label_painter`)."""
+    check_overlap_rule(overlaps)
     cases = _cases(input_folder)
     output = Path(output_folder)
     clashes = [case for case in cases if (output / case.name).exists()]
@@ -73,7 +75,8 @@ def predict_cases(input_folder: str | os.PathLike, output_folder: str | os.PathL
     for path in progress(cases, desc="cases", enabled=show_progress):
         started = time.perf_counter()
         case = read_challenge_npz(path)
-        write_challenge_segs(output / path.name, segment_challenge_case(predictor, case), case=case)
+        write_challenge_segs(output / path.name, segment_challenge_case(predictor, case, overlaps=overlaps),
+                             case=case)
         seconds[case.name] = time.perf_counter() - started
     return {"cases": len(cases), "kept": len(clashes), "output": str(output),
             "seconds_mean": float(np.mean(list(seconds.values()))) if seconds else 0.0, "seconds": seconds}

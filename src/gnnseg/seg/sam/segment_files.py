@@ -23,6 +23,7 @@ from gnnseg.seg.io.dicom_seg import is_dicom_seg_path, refuse_non_dicom_source
 from gnnseg.seg.io.image import ImageFormatError, MedicalImage
 from gnnseg.seg.io.image2d import read_image_2d, write_image_2d
 from gnnseg.seg.io.intensity import scale_volume
+from gnnseg.seg.io.label_painter import OVERLAP_RULES, check_overlap_rule, paint_labels
 from gnnseg.seg.sam.inference.volume import segment_challenge_case, segment_volume
 from gnnseg.seg.sam.shipped import ModelChoice
 
@@ -68,15 +69,17 @@ def read_prompts_file(path: str | os.PathLike) -> list[ObjectPrompt]:
 
 
 def segment_image(image_path: str | os.PathLike, objects: Sequence[ObjectPrompt], output: str | os.PathLike, *,
-                  choice: ModelChoice | None = None) -> dict[str, Any]:
+                  choice: ModelChoice | None = None, overlaps: str = OVERLAP_RULES[0]) -> dict[str, Any]:
     """Segment each object of a 2D image from its box and/or points; write a PNG with label ``k`` for object ``k``.
 
     With one object the PNG holds 0/255 so that it is visible in any viewer. Objects prompted by boxes alone are
     answered in one batch. ``choice``, here and below: the model and how it answers
-    (:class:`~gnnseg.seg.sam.shipped.ModelChoice`; default: the default model as it is).
+    (:class:`~gnnseg.seg.sam.shipped.ModelChoice`; default: the default model as it is); ``overlaps``: who keeps a
+    pixel two objects claim (:mod:`gnnseg.seg.io.label_painter`).
     """
     if not objects:
         raise ValueError("give at least one object: a box and/or points")
+    check_overlap_rule(overlaps)
     output = Path(output)
     refuse_existing(output)
     if is_dicom_seg_path(output):
@@ -94,9 +97,7 @@ def segment_image(image_path: str | os.PathLike, objects: Sequence[ObjectPrompt]
         masks = np.concatenate([a.masks[:, 0] for a in answers])
         ious = np.concatenate([a.iou[:, 0] for a in answers])
     seconds = time.perf_counter() - started
-    labels = np.zeros(masks.shape[1:], dtype=np.uint8)
-    for index, mask in enumerate(masks):
-        labels[mask] = 255 if len(masks) == 1 else index + 1
+    labels = (masks[0] * np.uint8(255)) if len(masks) == 1 else paint_labels(list(masks), overlaps)
     write_image_2d(labels, output)
     return {"output": str(output), "objects": len(masks), "predicted_iou": ious.tolist(),
             "foreground_pixels": [int(m.sum()) for m in masks], "seconds": seconds}
@@ -111,11 +112,12 @@ def read_volume(path: str | os.PathLike) -> MedicalImage:
 
 def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, output: str | os.PathLike, *,
                         modality: str = "ct", window: str = "soft_tissue",
-                        choice: ModelChoice | None = None) -> dict[str, Any]:
+                        choice: ModelChoice | None = None, overlaps: str = OVERLAP_RULES[0]) -> dict[str, Any]:
     """Segment ``(N, 6)`` 3D boxes ``x_min, y_min, z_min, x_max, y_max, z_max`` (voxel indices of the ``(Z, Y, X)``
     array) in a volume; write the labels (label ``k`` for box ``k``) as NIfTI on the volume's grid, or, for an
     ``output`` ending in ``.dcm``, as a DICOM-SEG referencing the DICOM series ``volume_path`` (checked before the
     model runs)."""
+    check_overlap_rule(overlaps)
     output = Path(output)
     refuse_existing(output)
     dicom_source = None
@@ -128,7 +130,7 @@ def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, outpu
     volume = read_volume(volume_path)
     predictor = (choice or ModelChoice()).predictor()
     started = time.perf_counter()
-    labels = segment_volume(predictor, scale_volume(volume.array, modality, window), boxes)
+    labels = segment_volume(predictor, scale_volume(volume.array, modality, window), boxes, overlaps=overlaps)
     seconds = time.perf_counter() - started
     if dicom_source is not None:
         from gnnseg.seg.io.dicom_seg import write_dicom_seg
@@ -144,8 +146,9 @@ def segment_volume_file(volume_path: str | os.PathLike, boxes: np.ndarray, outpu
 
 
 def segment_challenge_file(case_path: str | os.PathLike, output: str | os.PathLike, *,
-                           choice: ModelChoice | None = None) -> dict[str, Any]:
+                           choice: ModelChoice | None = None, overlaps: str = OVERLAP_RULES[0]) -> dict[str, Any]:
     """Answer one CVPR 2024 "MedSAM on Laptop" case: ``imgs`` + ``boxes`` in, ``segs`` out (labels in box order)."""
+    check_overlap_rule(overlaps)
     output = Path(output)
     refuse_existing(output)
     if is_dicom_seg_path(output):
@@ -153,7 +156,7 @@ def segment_challenge_file(case_path: str | os.PathLike, output: str | os.PathLi
     case = read_challenge_npz(case_path)
     predictor = (choice or ModelChoice()).predictor()
     started = time.perf_counter()
-    segs = segment_challenge_case(predictor, case)
+    segs = segment_challenge_case(predictor, case, overlaps=overlaps)
     seconds = time.perf_counter() - started
     write_challenge_segs(output, segs, case=case)
     return {"output": str(output), "case": case.name, "is_3d": case.is_3d, "boxes": case.num_boxes,

@@ -51,6 +51,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gnnseg.seg.io.dicom_seg import dicom_seg_source, require_highdicom
+from gnnseg.seg.io.label_painter import LabelPainter
 from gnnseg.seg.sam.inference.prompts import Prompts, validate_boxes
 from gnnseg.seg.sam.inference.volume import segment_box_3d, validate_boxes_3d
 from gnnseg.seg.sam.runtime import ModelOptions, service_predictor
@@ -449,7 +450,8 @@ def _object_file(image: UploadedImage, tracked: TrackedObject, format: str, slic
 
 def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter, limits: ServiceLimits,
             budget: RequestBudget) -> tuple[np.ndarray, np.ndarray, list[dict] | None]:
-    """Labels (box order, later boxes win), predicted IoU, and for JSON each box's run-length mask.
+    """Labels (label ``k`` for box ``k``; a pixel two boxes claim goes to the smaller object,
+    :mod:`gnnseg.seg.io.label_painter`), predicted IoU, and for JSON each box's run-length mask.
 
     Boxes are answered one at a time (the image's embedding is computed once and cached) and each mask is painted
     into the labels and dropped, so a request holds the labels and one box's mask at the image's resolution
@@ -483,12 +485,12 @@ def _answer(image: UploadedImage, request: SegmentRequest, segmenter: Segmenter,
 
 def _painted(answers: Iterable[tuple[np.ndarray, float]], count: int, shape: tuple[int, ...],
              run_lengths: bool) -> tuple[np.ndarray, np.ndarray, list[dict] | None]:
-    labels = np.zeros(shape, np.uint8 if count < 256 else np.uint16)
+    painter = LabelPainter(shape, count)
     ious, objects = [], [] if run_lengths else None
     for index, (mask, iou) in enumerate(answers):
-        labels[mask] = index + 1
+        painter.paint(index, mask)
         ious.append(iou)
         if objects is not None:
             objects.append({"label": index + 1, "iou": float(iou), "pixels": int(mask.sum()),
                             "rle": rle_encode(mask)})
-    return labels, np.array(ious, dtype=np.float32), objects
+    return painter.labels, np.array(ious, dtype=np.float32), objects

@@ -12,7 +12,8 @@ One departure: the 3D box bounds its object in every axis, so here the propagate
 kept inside the box's rectangle. The baseline lets them grow, and a small organ's mask can then paint over its
 neighbours (docs/benchmarks.md measures the difference).
 
-Label ``k`` of the result is box ``k`` (1-based); later boxes overwrite earlier ones where they overlap.
+Label ``k`` of the result is box ``k`` (1-based); where objects overlap, the smaller keeps the voxel, or with
+``overlaps="box-order"`` the later box, as in the baseline (:mod:`gnnseg.seg.io.label_painter`).
 
 Several boxes are propagated together, slice by slice: first every box upwards from its middle slice, in rising
 ``z``, then every box downwards, in falling ``z``; on each slice the boxes there are answered in one call. Each box
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gnnseg.seg.io.challenge_npz import ChallengeCase, segs_from_masks
+from gnnseg.seg.io.label_painter import OVERLAP_RULES, check_overlap_rule
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask, validate_boxes
 
 if TYPE_CHECKING:
@@ -206,14 +208,18 @@ def segment_boxes_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray
 
 
 def segment_volume(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, boxes: np.ndarray,
-                   margin: int = 3) -> np.ndarray:
-    """``(D, H, W)`` uint16 labels for ``(N, 6)`` 3D boxes over a ``(D, H, W)`` volume already scaled to 0..255."""
-    return segs_from_masks(segment_boxes_3d(predictor, volume, boxes, margin)[0])
+                   margin: int = 3, *, overlaps: str = OVERLAP_RULES[0]) -> np.ndarray:
+    """``(D, H, W)`` uint16 labels for ``(N, 6)`` 3D boxes over a ``(D, H, W)`` volume already scaled to 0..255
+    (``overlaps``: who keeps a voxel two objects claim, :mod:`gnnseg.seg.io.label_painter`)."""
+    check_overlap_rule(overlaps)
+    return segs_from_masks(segment_boxes_3d(predictor, volume, boxes, margin)[0], overlaps)
 
 
-def segment_challenge_case(predictor: SamPredictor | OnnxPredictor, case: ChallengeCase) -> np.ndarray:
+def segment_challenge_case(predictor: SamPredictor | OnnxPredictor, case: ChallengeCase, *,
+                           overlaps: str = OVERLAP_RULES[0]) -> np.ndarray:
     """The ``segs`` array for one challenge case (2D: one batched call for all boxes; 3D: propagation)."""
     if case.is_3d:
-        return segment_volume(predictor, case.image, case.boxes)
+        return segment_volume(predictor, case.image, case.boxes, overlaps=overlaps)
+    check_overlap_rule(overlaps)
     predictor.set_image(case.image)
-    return segs_from_masks(list(predictor.predict(boxes=case.boxes).masks[:, 0]))
+    return segs_from_masks(list(predictor.predict(boxes=case.boxes).masks[:, 0]), overlaps)
