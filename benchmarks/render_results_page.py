@@ -529,7 +529,8 @@ def table_lite_latency(results: Results) -> str:
 
 def table_lite_challenge(results: Results) -> str:
     data, rows = results["lite_challenge.json"]["rows"], []
-    for model, label in [("lite_medsam (onnxruntime)", "`lite_medsam`"),
+    for model, label in [("litemedsam (onnxruntime)", "`litemedsam` (released)"),
+                         ("lite_medsam (onnxruntime)", "`lite_medsam`"),
                          ("lite_medsam_fast (onnxruntime)", "`lite_medsam_fast` (decoder tuned)"),
                          ("vit_cpu (PyTorch)", "`vit_cpu` (box-centred)"),
                          ("vit_cpu_clicks (PyTorch)", "`vit_cpu_clicks` (the default, box-centred)")]:
@@ -538,6 +539,20 @@ def table_lite_challenge(results: Results) -> str:
                      format_number(row["seconds_2d_mean"], ".2f"), format_number(row["seconds_3d"], ".1f")])
     header = ["model", "2D DSC", "2D NSD", "3D DSC", "3D NSD", "s per 2D case", "s for the 3D case"]
     return markdown_table(header, rows)
+
+
+def table_sam_overlap_rules(results: Results) -> str:
+    data = results["sam_overlap_rules.json"]
+    rules = list(data["validation_mean"])
+    rows = []
+    for row in data["rows"]:
+        scores = [format_number(row["dsc"][rule], ".3f") for rule in rules]
+        role = "validation" if row["case"] != "challenge_ct" else "test"
+        rows.append([f"`{row['model']}`", f"{row['case']} ({role})", str(row["objects"]), *bold_best(scores),
+                     format_number(row["dsc"]["alone"], ".3f")])
+    rows.append(["validation mean", "", "", *bold_best([format_number(data["validation_mean"][rule], ".3f")
+                                                       for rule in rules]), ""])
+    return markdown_table(["model", "volume", "organs", *rules, "each object alone"], rows)
 
 
 SERVE_RUNS = [("serve_load.json", "`gnnseg serve` (float32 decoder)"),
@@ -637,6 +652,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "lite_medsam": table_lite_medsam,
     "lite_latency": table_lite_latency,
     "lite_challenge": table_lite_challenge,
+    "sam_overlap_rules": table_sam_overlap_rules,
     "serve_load": table_serve_load,
     "umamba_scan_speed": table_umamba_scan_speed,
     "umamba_drive": table_umamba_drive,
