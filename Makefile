@@ -17,6 +17,7 @@ setup: $(FULL)
 $(BASE): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -e .
+	$(PY) -m compileall -q src/gnnseg   # bytecode now, as pip writes a wheel's: read even where PYTHONDONTWRITEBYTECODE is set
 	touch $(BASE)
 
 $(FULL): $(BASE)
