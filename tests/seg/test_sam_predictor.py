@@ -197,6 +197,12 @@ def test_propagation_keeps_the_prompts_and_the_mask_inside_the_3d_box():
     assert set(runaway.prompts) == {(10, 5, 20, 15)}      # the whole-slice mask's box, cut back to the rectangle
 
 
+def test_a_propagation_margin_below_one_pixel_is_refused():
+    volume = np.zeros((3, 20, 20), dtype=np.uint8)
+    with pytest.raises(ValueError, match="margin must be at least 1"):
+        segment_volume(_EverythingPredictor(), volume, np.array([[2, 2, 0, 12, 12, 2]]), margin=0)
+
+
 def test_3d_boxes_are_checked():
     with pytest.raises(ValueError, match="z_min <= z_max"):
         validate_boxes_3d(np.array([1, 1, 5, 10, 10, 3]), (8, 20, 20))

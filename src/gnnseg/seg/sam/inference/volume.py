@@ -67,7 +67,10 @@ def validate_boxes_3d(boxes: np.ndarray, shape: tuple[int, int, int]) -> np.ndar
 
 def propagated_box(previous: np.ndarray | None, rectangle: np.ndarray, margin: int) -> np.ndarray:
     """The prompt for the next slice: the box of the ``previous`` slice's mask grown by ``margin`` and cut to the 3D
-    box's in-plane ``rectangle``; the rectangle itself on the first slice and after an empty mask."""
+    box's in-plane ``rectangle``; the rectangle itself on the first slice and after an empty mask. ``margin`` must
+    be at least 1: a one-pixel-wide mask grown by 0 gives a box without width."""
+    if margin < 1:
+        raise ValueError(f"margin must be at least 1 pixel, got {margin}")
     if previous is None or not previous.any():
         return rectangle
     grown = boxes_from_mask(previous, margin)[0].astype(np.float64)
