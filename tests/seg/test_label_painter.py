@@ -45,3 +45,35 @@ def test_labels_fit_the_count_and_bad_masks_are_refused():
         paint_labels([np.array([[np.nan, 1.0]])])
     with pytest.raises(ValueError, match="do not fit uint16"):
         LabelPainter((2, 2), 70000)
+
+
+def test_random_3d_masks_match_a_pixel_by_pixel_reading_of_the_rule():
+    rng = np.random.default_rng(0)
+    masks = []
+    for _ in range(6):
+        mask = np.zeros((5, 12, 14), bool)
+        z, y, x = rng.integers(0, 4), rng.integers(0, 9), rng.integers(0, 10)
+        mask[z:z + rng.integers(1, 3), y:y + rng.integers(1, 4), x:x + rng.integers(1, 5)] = True
+        masks.append(mask)
+    masks.append(masks[2].copy())                           # a tie in size and place: the later box
+    sizes = [int(mask.sum()) for mask in masks]
+    expected = np.zeros(masks[0].shape, np.uint16)
+    for position in np.ndindex(expected.shape):
+        claims = [k for k, mask in enumerate(masks) if mask[position]]
+        if claims:
+            expected[position] = min(claims, key=lambda k: (sizes[k], -k)) + 1
+    assert np.array_equal(paint_labels(masks), expected)
+    assert not (paint_labels(masks) == 3).any()              # mask 2 lost every pixel to its later twin
+
+
+def test_painting_a_block_of_rows_at_a_time_gives_the_same_labels(monkeypatch):
+    import gnnseg.seg.io.label_painter as painter
+
+    rng = np.random.default_rng(1)
+    masks = [rng.random((3, 17, 19)) < share for share in (0.6, 0.3, 0.1, 0.3)]
+    whole = paint_labels(masks)
+    monkeypatch.setattr(painter, "_BLOCK_PIXELS", 7)     # less than one row: one row per block
+    assert np.array_equal(paint_labels(masks), whole)
+    monkeypatch.setattr(painter, "_BLOCK_PIXELS", 40)    # two rows per block, the last block shorter
+    assert np.array_equal(paint_labels(masks), whole)
+    assert set(np.unique(whole)) == {0, 1, 2, 3, 4}

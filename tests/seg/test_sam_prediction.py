@@ -20,6 +20,16 @@ def test_bilinear_resize_equals_torch_interpolate(source, target):
     np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("target, region", [((64, 64), ((0, 64), (0, 64))), ((64, 64), ((10, 30), (0, 17))),
+                                            ((37, 53), ((36, 37), (5, 53))), ((13, 7), ((2, 9), (3, 4))),
+                                            ((16, 16), ((4, 12), (0, 16)))])
+def test_a_region_of_the_resize_is_that_part_of_the_whole_resize(target, region):
+    array = np.random.default_rng(2).normal(size=(2, 1, 16, 16)).astype(np.float32)
+    (top, bottom), (left, right) = region
+    part = bilinear_resize(array, target, region)
+    np.testing.assert_array_equal(part, bilinear_resize(array, target)[..., top:bottom, left:right])
+
+
 def test_square_layout_thresholds_resized_probabilities_as_medsam_does():
     low_res = np.random.default_rng(1).normal(scale=3, size=(2, 1, 16, 16)).astype(np.float32)
     logits, masks = whole_image_masks(low_res, "square", 64, (64, 64), (30, 50))

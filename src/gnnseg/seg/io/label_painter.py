@@ -10,7 +10,9 @@ part in the choice (docs/benchmarks.md).
 ``box-order``: the later box wins, as the "MedSAM on Laptop" baseline paints ``segs[mask > 0] = k`` box after box.
 
 Masks are painted one at a time (:class:`LabelPainter`), so a caller may drop each mask once painted: the rule needs
-only each painted mask's size, not the masks.
+only each painted mask's size, not the masks. Painting works inside the mask's bounding window, a block of rows at
+a time, so its scratch arrays stay near a megabyte whatever the image (the service's memory bound per request
+counts on it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import numpy as np
 
 OVERLAP_RULES = ("smaller", "box-order")
 """How a pixel claimed by several masks is labelled; the first is the default."""
+
+_BLOCK_PIXELS = 1 << 20
 
 
 def check_overlap_rule(overlaps: str) -> str:
@@ -48,13 +52,29 @@ class LabelPainter:
             raise ValueError(f"mask {index} has shape {array.shape} but the labels have shape {self.labels.shape}")
         if array.dtype.kind in "fc" and np.isnan(array).any():
             raise ValueError(f"mask {index} contains NaN")
-        foreground = array != 0
+        foreground = array if array.dtype == bool else array != 0
         label = index + 1
         self._sizes[label] = np.count_nonzero(foreground)
-        if self.overlaps == "smaller":
-            owners = self.labels[foreground]
-            foreground[foreground] = (owners == 0) | (self._sizes[label] <= self._sizes[owners])
-        self.labels[foreground] = label
+        if self.overlaps == "box-order" or not self._sizes[label]:
+            self.labels[foreground] = label
+            return
+        keeps = self._sizes[label] <= self._sizes     # per label: does this mask take that label's pixels
+        keeps[0] = True                               # background is always taken
+        first, *rest = _bounding_window(foreground)
+        rows = max(1, _BLOCK_PIXELS // int(np.prod([part.stop - part.start for part in rest])))
+        for start in range(first.start, first.stop, rows):
+            block = (slice(start, min(start + rows, first.stop)), *rest)
+            owners = self.labels[block]               # a view: painting it paints the labels
+            owners[foreground[block] & keeps[owners]] = label
+
+
+def _bounding_window(foreground: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box of slices holding every ``True`` of a non-empty boolean array."""
+    window = []
+    for axis in range(foreground.ndim):
+        present = np.flatnonzero(foreground.any(axis=tuple(other for other in range(foreground.ndim) if other != axis)))
+        window.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(window)
 
 
 def paint_labels(masks: Sequence[np.ndarray], overlaps: str = OVERLAP_RULES[0],

@@ -43,9 +43,9 @@ def paste_logits(window: CropWindow, logits: np.ndarray, image_hw: Sequence[int]
     out = np.full((*logits.shape[:2], height, width), BACKGROUND_LOGIT, dtype=np.float32)
     y0, x0 = max(window.top, 0), max(window.left, 0)
     y1, x1 = min(window.top + side, height), min(window.left + side, width)
-    if y0 < y1 and x0 < x1:
-        resized = bilinear_resize(logits, (side, side))
-        out[..., y0:y1, x0:x1] = resized[..., y0 - window.top : y1 - window.top, x0 - window.left : x1 - window.left]
+    if y0 < y1 and x0 < x1:   # only the part of the window inside the image is resized
+        out[..., y0:y1, x0:x1] = bilinear_resize(logits, (side, side), ((y0 - window.top, y1 - window.top),
+                                                                         (x0 - window.left, x1 - window.left)))
     return out
 
 

@@ -112,20 +112,25 @@ def to_input_coords(xy: np.ndarray, image_hw: Sequence[int], input_hw: Sequence[
     return np.asarray(xy) * np.tile(factors, np.shape(xy)[-1] // 2)
 
 
-def bilinear_resize(array: np.ndarray, hw: Sequence[int]) -> np.ndarray:
+def bilinear_resize(array: np.ndarray, hw: Sequence[int],
+                    region: Sequence[tuple[int, int]] | None = None) -> np.ndarray:
     """Resize the last two axes to ``hw`` by bilinear interpolation with half-pixel centres: the values of
-    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``, without torch."""
+    ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False)``, without torch.
+
+    ``region`` ``((row_start, row_stop), (column_start, column_stop))``: only that part of the resized array, the
+    same values, computed without the rest (a window pasted into an image it overhangs)."""
     source = np.asarray(array, dtype=np.float32)
-    for axis, new_length in ((-2, int(hw[0])), (-1, int(hw[1]))):
+    region = region or ((0, int(hw[0])), (0, int(hw[1])))
+    for axis, new_length, (start, stop) in ((-2, int(hw[0]), region[0]), (-1, int(hw[1]), region[1])):
         length = source.shape[axis]
-        if new_length == length:
+        if new_length == length and (start, stop) == (0, length):
             continue
-        position = np.maximum((np.arange(new_length, dtype=np.float64) + 0.5) * (length / new_length) - 0.5, 0.0)
+        position = np.maximum((np.arange(start, stop, dtype=np.float64) + 0.5) * (length / new_length) - 0.5, 0.0)
         low = np.minimum(np.floor(position).astype(np.int64), length - 1)
         high = np.minimum(low + 1, length - 1)
         weight = (position - low).astype(np.float32)
         shape = [1] * source.ndim
-        shape[axis] = new_length
+        shape[axis] = stop - start
         weight = weight.reshape(shape)
         lower, upper = np.take(source, low, axis=axis), np.take(source, high, axis=axis)
         upper -= lower  # lower + (upper - lower) * weight, in place: two arrays of the output's size at most
@@ -148,7 +153,7 @@ def whole_image_masks(low_res: np.ndarray, layout: str, size: int, input_hw: Seq
         probabilities = bilinear_resize(1.0 / (1.0 + np.exp(-low_res.astype(np.float32))), image_hw)
         clipped = np.clip(probabilities, 1e-6, 1 - 1e-6)
         return np.log(clipped / (1 - clipped)), probabilities > 0.5
-    logits = bilinear_resize(low_res, (size, size))[..., : input_hw[0], : input_hw[1]]
+    logits = bilinear_resize(low_res, (size, size), ((0, input_hw[0]), (0, input_hw[1])))
     logits = bilinear_resize(logits, image_hw)
     return logits, logits > 0
 
