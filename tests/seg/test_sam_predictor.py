@@ -10,7 +10,12 @@ import torch
 
 from gnnseg.seg.sam.inference.crop import BACKGROUND_LOGIT, CropWindow
 from gnnseg.seg.sam.inference.predictor import SamPredictor, paste_window, resize_crop
-from gnnseg.seg.sam.inference.volume import segment_boxes_3d, segment_volume, validate_boxes_3d
+from gnnseg.seg.sam.inference.volume import (
+    propagated_box,
+    segment_boxes_3d,
+    segment_volume,
+    validate_boxes_3d,
+)
 from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
 from gnnseg.seg.sam.training.samples import (
     PromptSample,
@@ -197,10 +202,17 @@ def test_propagation_keeps_the_prompts_and_the_mask_inside_the_3d_box():
     assert set(runaway.prompts) == {(10, 5, 20, 15)}      # the whole-slice mask's box, cut back to the rectangle
 
 
-def test_a_propagation_margin_below_one_pixel_is_refused():
-    volume = np.zeros((3, 20, 20), dtype=np.uint8)
-    with pytest.raises(ValueError, match="margin must be at least 1"):
-        segment_volume(_EverythingPredictor(), volume, np.array([[2, 2, 0, 12, 12, 2]]), margin=0)
+def test_a_one_pixel_wide_mask_grown_by_nothing_still_prompts_a_box_with_width():
+    rectangle = np.array([2.0, 2.0, 12.0, 12.0])
+    line = np.zeros((20, 20), dtype=bool)
+    line[5, 4:9] = True                                           # one row
+    assert propagated_box(line, rectangle, 0).tolist() == [4.0, 5.0, 8.0, 6.0]
+    corner = np.zeros((20, 20), dtype=bool)
+    corner[12, 12] = True                                         # one pixel, on the rectangle's far corner
+    assert propagated_box(corner, rectangle, 0).tolist() == [11.0, 11.0, 12.0, 12.0]
+    with pytest.raises(ValueError, match="margin must be 0 or more"):
+        segment_volume(_EverythingPredictor(), np.zeros((3, 20, 20), np.uint8), np.array([[2, 2, 0, 12, 12, 2]]),
+                       margin=-1)
 
 
 def test_3d_boxes_are_checked():

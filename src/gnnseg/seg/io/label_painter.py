@@ -25,9 +25,11 @@ OVERLAP_RULES = ("smaller", "box-order")
 """How a pixel claimed by several masks is labelled; the first is the default."""
 
 _BLOCK_PIXELS = 1 << 20
+"""Pixels per block of rows painted at once: the painter's scratch arrays stay about this size."""
 
 
 def check_overlap_rule(overlaps: str) -> str:
+    """``overlaps`` if it names a rule of :data:`OVERLAP_RULES`; anything else is refused by name."""
     if overlaps not in OVERLAP_RULES:
         raise ValueError(f"overlaps must be one of {OVERLAP_RULES}, got {overlaps!r}")
     return overlaps

@@ -66,15 +66,20 @@ def validate_boxes_3d(boxes: np.ndarray, shape: tuple[int, int, int]) -> np.ndar
 
 
 def propagated_box(previous: np.ndarray | None, rectangle: np.ndarray, margin: int) -> np.ndarray:
-    """The prompt for the next slice: the box of the ``previous`` slice's mask grown by ``margin`` and cut to the 3D
-    box's in-plane ``rectangle``; the rectangle itself on the first slice and after an empty mask. ``margin`` must
-    be at least 1: a one-pixel-wide mask grown by 0 gives a box without width."""
-    if margin < 1:
-        raise ValueError(f"margin must be at least 1 pixel, got {margin}")
+    """The prompt for the next slice: the box of the ``previous`` slice's mask grown by ``margin`` (0 or more) and cut
+    to the 3D box's in-plane ``rectangle``; the rectangle itself on the first slice and after an empty mask. A mask
+    one pixel wide grown by 0 would give a box without width: it is widened by a pixel, within the rectangle."""
+    if margin < 0:
+        raise ValueError(f"margin must be 0 or more pixels, got {margin}")
     if previous is None or not previous.any():
         return rectangle
     grown = boxes_from_mask(previous, margin)[0].astype(np.float64)
-    return np.concatenate([np.maximum(grown[:2], rectangle[:2]), np.minimum(grown[2:], rectangle[2:])])
+    box = np.concatenate([np.maximum(grown[:2], rectangle[:2]), np.minimum(grown[2:], rectangle[2:])])
+    for low, high in ((0, 2), (1, 3)):
+        if box[high] <= box[low]:
+            box[high] = min(box[low] + 1, rectangle[high])
+            box[low] = box[high] - 1
+    return box
 
 
 def _propagate(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, rectangles: np.ndarray,
