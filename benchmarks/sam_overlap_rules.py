@@ -32,7 +32,7 @@ from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import read_dicom_series, read_nifti, reorient_like
 from gnnseg.seg.io.intensity import scale_volume
 from gnnseg.seg.io.label_painter import paint_labels
-from gnnseg.seg.sam.challenge import write_cases
+from gnnseg.seg.sam.challenge import organ_boxes, write_cases
 from gnnseg.seg.sam.inference.volume import propagate_boxes_3d, validate_boxes_3d, volume_iou
 from gnnseg.seg.sam.shipped import ModelChoice
 
@@ -43,13 +43,7 @@ RULES = ("box order", "smaller object wins", "higher volume IoU wins", "higher s
 
 def organ_case(volume: np.ndarray, organs: np.ndarray, modality: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The scaled volume, labels 1..N and one tight 3D box per organ of at least 100 voxels."""
-    ids, counts = np.unique(organs[organs != 0], return_counts=True)
-    truth, boxes = np.zeros(organs.shape, np.uint16), []
-    for index, organ in enumerate((int(k) for k, count in zip(ids, counts) if count >= 100), start=1):
-        zs, ys, xs = np.nonzero(organs == organ)
-        truth[organs == organ] = index
-        boxes.append([xs.min(), ys.min(), zs.min(), xs.max(), ys.max(), zs.max()])
-    return scale_volume(volume, modality), truth, np.array(boxes)
+    return scale_volume(volume, modality), *organ_boxes(organs)
 
 
 def cases(data: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -151,14 +151,19 @@ def write_cases(data: str | os.PathLike, output_folder: str | os.PathLike, *, ma
         _write_case(output, f"2DBox_kvasir_{source.split('/')[-1]}", samples[0].image, labels, boxes, None)
     folder = Path(data) / "totalsegmentator_examples"
     volume, organs = read_nifti(folder / "example_ct_sm.nii.gz"), read_nifti(folder / "example_seg.nii.gz")
-    ids, counts = np.unique(organs.array[organs.array != 0], return_counts=True)
-    ids = [int(k) for k, count in zip(ids, counts) if count >= MIN_OBJECT_PIXELS]  # as the 2D corpus does
-    labels = np.zeros(organs.array.shape, np.uint16)
-    boxes = []
-    for index, organ in enumerate(ids, start=1):
-        zs, ys, xs = np.nonzero(organs.array == organ)
-        labels[organs.array == organ] = index
+    labels, boxes = organ_boxes(organs.array)
+    _write_case(output, "3DBox_CT_example", scale_volume(volume.array, "ct"), labels, boxes, tuple(volume.spacing))
+    return {"cases_2d": len(by_image), "cases_3d": 1, "objects_3d": len(boxes), "output": str(output)}
+
+
+def organ_boxes(organs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 3D label map's organs of at least ``MIN_OBJECT_PIXELS`` voxels (as the 2D corpus keeps objects) renumbered
+    1..N in label order (uint16), and the tight 3D box of each, ``(N, 6)`` as ``x_min, y_min, z_min, x_max, y_max,
+    z_max``."""
+    ids, counts = np.unique(organs[organs != 0], return_counts=True)
+    labels, boxes = np.zeros(organs.shape, np.uint16), []
+    for index, organ in enumerate((int(k) for k, count in zip(ids, counts) if count >= MIN_OBJECT_PIXELS), start=1):
+        zs, ys, xs = np.nonzero(organs == organ)
+        labels[organs == organ] = index
         boxes.append([xs.min(), ys.min(), zs.min(), xs.max(), ys.max(), zs.max()])
-    _write_case(output, "3DBox_CT_example", scale_volume(volume.array, "ct"), labels, np.array(boxes),
-                tuple(volume.spacing))
-    return {"cases_2d": len(by_image), "cases_3d": 1, "objects_3d": len(ids), "output": str(output)}
+    return labels, np.array(boxes).reshape(-1, 6)
