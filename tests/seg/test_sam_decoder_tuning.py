@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,13 @@ import torch
 from gnnseg.seg.sam.inference.model_input import whole_image_input
 from gnnseg.seg.sam.inference.symmetry import DIHEDRAL
 from gnnseg.seg.sam.modeling.sam import build_sam
-from gnnseg.seg.sam.training.decoder_tuning import DecoderTuningConfig, tune_decoder, view_masks
+from gnnseg.seg.sam.training.decoder_tuning import (
+    DecoderTuningConfig,
+    cached_box_dice,
+    interpolated_decoder,
+    tune_decoder,
+    view_masks,
+)
 from gnnseg.seg.sam.training.distill import cache_teacher_embeddings
 from gnnseg.seg.sam.training.prepared import PreparedSet
 from tests.seg.test_sam_distill import STUDENT, wide_disk_samples
@@ -87,3 +95,61 @@ def test_tuning_reads_the_views_a_cache_records_and_refuses_another_sets_cache_a
         tune_decoder(build_sam(STUDENT), fewer, plain, config, show_progress=False)
     with pytest.raises(ValueError, match="weights must be 6 non-negative"):
         tune_decoder(build_sam(STUDENT), prepared, cache, config, weights=np.ones(5), show_progress=False)
+
+
+def test_interpolation_blends_the_mask_decoders_weight_by_weight_and_keeps_the_rest(prepared, view_cache):
+    _, cache = view_cache
+    torch.manual_seed(0)
+    released = build_sam(STUDENT)
+    tuned = copy.deepcopy(released)
+    tune_decoder(tuned, prepared, cache, DecoderTuningConfig(iterations=5, batch_size=2, warmup_iterations=1,
+                                                              lr=1e-2), show_progress=False)
+    before = {name: tensor.clone() for name, tensor in released.state_dict().items()}
+    half = interpolated_decoder(released, tuned, 0.5).state_dict()
+    for name, tensor in released.state_dict().items():
+        if name.startswith("mask_decoder.") and tensor.is_floating_point():
+            torch.testing.assert_close(half[name], (tensor + tuned.state_dict()[name]) / 2)
+        else:
+            assert torch.equal(half[name], tensor), name
+    assert any(not torch.equal(half[name], before[name]) for name in half if name.startswith("mask_decoder."))
+    for alpha, expected in ((0.0, released), (1.0, tuned)):
+        ends = interpolated_decoder(released, tuned, alpha).mask_decoder.state_dict()
+        assert all(torch.equal(ends[name], value) for name, value in expected.mask_decoder.state_dict().items())
+    assert all(torch.equal(released.state_dict()[name], value) for name, value in before.items())  # left as it was
+    with pytest.raises(ValueError, match="alpha must lie in 0..1"):
+        interpolated_decoder(released, tuned, 1.5)
+    with pytest.raises(ValueError, match="differ in their weights' names or shapes"):
+        interpolated_decoder(released, build_sam("vit_cpu"), 0.5)
+
+
+def test_cached_box_dice_scores_each_object_as_the_encoder_would_and_rises_with_tuning(prepared, view_cache):
+    model, cache = view_cache
+    objects = np.arange(len(prepared))
+    scores = cached_box_dice(model, prepared, cache, objects, margin=2)
+    assert scores.shape == (len(prepared),) and np.all((scores >= 0) & (scores <= 1))
+    # the same object scored from the encoder's own float32 embedding of the image, prompted the same way
+    image = prepared.object_image[0]
+    height, width = prepared.extents[image]
+    pixels, _ = whole_image_input(prepared.images[image, :height, :width], 64, layout="padded",
+                                  normalization="minmax")
+    mask = view_masks(prepared, objects[:1], np.zeros(1, np.int64))[0] > 0
+    ys, xs = np.nonzero(mask.numpy())
+    box = torch.tensor([[xs.min() - 2, ys.min() - 2, xs.max() + 2, ys.max() + 2]], dtype=torch.float32).clamp(0, 63)
+    with torch.no_grad():
+        low_res, _ = model.decode(model.encode(torch.from_numpy(pixels)), boxes=box)
+    predicted = torch.nn.functional.interpolate(low_res, (64, 64), mode="bilinear")[0, 0] > 0
+    expected = 2 * (predicted & mask).sum() / (predicted.sum() + mask.sum())
+    assert scores[0] == pytest.approx(float(expected), abs=0.02)
+
+    tuned = copy.deepcopy(model)
+    tune_decoder(tuned, prepared, cache, DecoderTuningConfig(iterations=80, batch_size=4, lr=2e-3,
+                                                             warmup_iterations=5), show_progress=False)
+    assert cached_box_dice(tuned, prepared, cache, objects).mean() > scores.mean() + 0.1
+
+
+def test_cached_box_dice_needs_the_images_as_they_are(prepared, view_cache, tmp_path):
+    model, _ = view_cache
+    turned_only = cache_teacher_embeddings(model, prepared, tmp_path / "turned.npy", symmetries=DIHEDRAL[2:3],
+                                           show_progress=False)
+    with pytest.raises(ValueError, match="first view must be the image as it is"):
+        cached_box_dice(model, prepared, turned_only, [0])

@@ -10,10 +10,16 @@ Each draw takes an object (with per-sample ``weights``, as :func:`~gnnseg.seg.sa
 the cached views of its image, the object's mask in that view and its tight box grown by a random 0..``box_shift``
 pixels per side; the loss is stage 2's Dice + BCE + IoU-prediction MSE
 (:func:`~gnnseg.seg.sam.training.losses.box_prompt_loss`) and only the mask decoder learns.
+
+A tuned decoder can give up what the released one knew about images unlike its training set. Weight-space
+interpolation between the two (:func:`interpolated_decoder`; WiSE-FT, Wortsman et al., CVPR 2022) keeps part of the
+gain and most of that generality; :func:`cached_box_dice` scores a decoder on cached embeddings, cheaply enough to
+choose how far to go on training images.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Sequence
@@ -24,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from gnnseg.core.progress import progress
 from gnnseg.core.runs import write_json
@@ -115,3 +122,41 @@ def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, confi
     if output is not None:
         write_json(Path(output) / "decoder_tuning_log.json", log)
     return log
+
+
+def interpolated_decoder(released: Sam, tuned: Sam, alpha: float) -> Sam:
+    """A copy of ``released`` whose mask decoder is ``(1 - alpha) * released + alpha * tuned``, weight by weight
+    (``alpha`` 0: the released decoder, 1: the tuned one); everything else is ``released``'s."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in 0..1 (0: the released decoder, 1: the tuned one), got {alpha}")
+    start, end = released.mask_decoder.state_dict(), tuned.mask_decoder.state_dict()
+    if start.keys() != end.keys() or any(start[name].shape != end[name].shape for name in start):
+        raise ValueError("the two models' mask decoders differ in their weights' names or shapes; interpolation "
+                         "needs the tuned decoder of the same architecture")
+    blended = copy.deepcopy(released)
+    blended.mask_decoder.load_state_dict({name: torch.lerp(start[name], end[name].to(start[name].dtype), alpha)
+                                          if start[name].is_floating_point() else start[name] for name in start})
+    return blended
+
+
+@torch.no_grad()
+def cached_box_dice(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, objects: Sequence[int] | np.ndarray,
+                    margin: int = 5) -> np.ndarray:
+    """Dice of each of ``objects`` (indices into ``prepared``) at the model's input size, its image as it is (the
+    cache's identity view), prompted with its tight box grown by ``margin`` pixels; masks are logits above 0."""
+    symmetries = cache.views
+    if not symmetries or (symmetries[0].quarter_turns, symmetries[0].mirror) != (0, False):
+        raise ValueError("the cache's first view must be the image as it is (identity)")
+    objects = np.asarray(objects, dtype=np.int64)
+    scores = []
+    for start in range(0, len(objects), 32):
+        chosen = objects[start : start + 32]
+        masks = view_masks(prepared, chosen, np.zeros(len(chosen), np.int64), symmetries) > 0
+        boxes = jittered_boxes(masks, np.random.default_rng(0), 0)
+        boxes = (boxes + margin * torch.tensor([-1.0, -1.0, 1.0, 1.0])).clamp(0, prepared.size - 1)
+        low_res, _ = model.decode(cache.batch(prepared.object_image[chosen] * len(symmetries)).to(model.decoder_dtype),
+                                  boxes=boxes)
+        predicted = F.interpolate(low_res.float(), masks.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
+        overlap = (predicted & masks).sum(dim=(1, 2)).double()
+        scores.append((2 * overlap / (predicted.sum(dim=(1, 2)) + masks.sum(dim=(1, 2))).double()).numpy())
+    return np.concatenate(scores) if scores else np.zeros(0)
