@@ -21,7 +21,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +30,9 @@ from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io.label_painter import paint_labels
 from gnnseg.seg.io.nifti import read_nifti
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
-from gnnseg.seg.sam.inference.volume import propagate_boxes_3d, validate_boxes_3d
-from gnnseg.seg.sam.shipped import DEFAULT_MODEL, ModelChoice
+from gnnseg.seg.sam.shipped import DEFAULT_MODEL
 from gnnseg.seg.sam.training.samples import MIN_OBJECT_PIXELS
-from sam_overlap_rules import cases, mean_dsc
+from sam_overlap_rules import cases, mean_dsc, object_dsc, propagated_cases
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MARGIN = 3
@@ -56,11 +54,6 @@ def per_slice_box_masks(predictor, volume: np.ndarray, truth: np.ndarray, count:
         for row, k in enumerate(present):
             masks[k - 1, z] = prediction.masks[row, 0]
     return masks
-
-
-def object_dsc(masks: np.ndarray, truth: np.ndarray) -> list[float]:
-    return [float(2 * np.sum(mask & (truth == k)) / (mask.sum() + np.sum(truth == k)))
-            for k, mask in enumerate(masks, start=1)]
 
 
 def organ_names(data: Path) -> list[str]:
@@ -106,24 +99,18 @@ def main() -> None:
     torch.set_num_threads(2)
     volumes = cases(args.data)
     rows = []
-    for name in args.models.split(","):
-        predictor = ModelChoice(checkpoint=name).predictor(cache_size=64)
-        for case, (volume, truth, boxes) in volumes.items():
-            boxes = validate_boxes_3d(boxes, volume.shape)
-            began = time.perf_counter()
-            propagated, _ = propagate_boxes_3d(predictor, volume, boxes, MARGIN)
-            seconds = time.perf_counter() - began
-            per_slice = per_slice_box_masks(predictor, volume, truth, len(boxes))
-            row = {"model": name, "case": case, "objects": len(boxes), "seconds_propagated": seconds,
-                   "propagated_per_object": object_dsc(propagated, truth),
-                   "per_slice_per_object": object_dsc(per_slice, truth),
-                   "propagated_painted": mean_dsc(paint_labels(list(propagated)), truth, len(boxes)),
-                   "per_slice_painted": mean_dsc(paint_labels(list(per_slice)), truth, len(boxes))}
-            row["propagated_alone"] = float(np.mean(row["propagated_per_object"]))
-            row["per_slice_alone"] = float(np.mean(row["per_slice_per_object"]))
-            rows.append(row)
-            print(name, case, {k: round(v, 3) for k, v in row.items() if k.endswith(("alone", "painted"))},
-                  flush=True)
+    for name, predictor, case, (volume, truth, boxes), (propagated, _), seconds in propagated_cases(
+            args.models.split(","), volumes, MARGIN):
+        per_slice = per_slice_box_masks(predictor, volume, truth, len(boxes))
+        row = {"model": name, "case": case, "objects": len(boxes), "seconds_propagated": seconds,
+               "propagated_per_object": object_dsc(propagated, truth),
+               "per_slice_per_object": object_dsc(per_slice, truth),
+               "propagated_painted": mean_dsc(paint_labels(list(propagated)), truth, len(boxes)),
+               "per_slice_painted": mean_dsc(paint_labels(list(per_slice)), truth, len(boxes))}
+        row["propagated_alone"] = float(np.mean(row["propagated_per_object"]))
+        row["per_slice_alone"] = float(np.mean(row["per_slice_per_object"]))
+        rows.append(row)
+        print(name, case, {k: round(v, 3) for k, v in row.items() if k.endswith(("alone", "painted"))}, flush=True)
     truth = volumes[TEST_CASE][1]
     payload = {"benchmark": "lite_3d_ceiling", "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
                "machine": machine_info(), "margin": MARGIN, "organs": organ_names(args.data),

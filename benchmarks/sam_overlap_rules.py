@@ -23,6 +23,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,25 @@ def cases(data: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     return found
 
 
+def propagated_cases(models: Sequence[str], volumes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                     margin: int = 3) -> Iterator[tuple]:
+    """For each model and each volume: ``(model, predictor, case, (volume, truth, boxes), (masks, slice_iou),
+    seconds)``, the boxes validated and propagated together (with ``margin``), timed."""
+    for name in models:
+        predictor = ModelChoice(checkpoint=name).predictor(cache_size=64)
+        for case, (volume, truth, boxes) in volumes.items():
+            boxes = validate_boxes_3d(boxes, volume.shape)
+            began = time.perf_counter()
+            result = propagate_boxes_3d(predictor, volume, boxes, margin)
+            yield name, predictor, case, (volume, truth, boxes), result, time.perf_counter() - began
+
+
+def object_dsc(masks: np.ndarray, truth: np.ndarray) -> list[float]:
+    """DSC of each object's mask alone against label ``k + 1`` of ``truth``."""
+    return [float(2 * np.sum(mask & (truth == k)) / (mask.sum() + np.sum(truth == k)))
+            for k, mask in enumerate(masks, start=1)]
+
+
 def mean_dsc(labels: np.ndarray, truth: np.ndarray, count: int) -> float:
     return float(np.mean([2 * np.sum((labels == k) & (truth == k)) / (np.sum(labels == k) + np.sum(truth == k))
                           for k in range(1, count + 1)]))
@@ -89,21 +109,14 @@ def main() -> None:
     parser.add_argument("--models", default="vit_cpu_clicks,litemedsam", help="models by name, comma-separated")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    volumes = cases(Path(args.data))
     rows = []
-    for name in args.models.split(","):
-        predictor = ModelChoice(checkpoint=name).predictor(cache_size=64)
-        for case, (volume, truth, boxes) in volumes.items():
-            boxes = validate_boxes_3d(boxes, volume.shape)
-            began = time.perf_counter()
-            masks, slice_iou = propagate_boxes_3d(predictor, volume, boxes)
-            seconds = time.perf_counter() - began
-            scores = {rule: mean_dsc(labels, truth, len(boxes))
-                      for rule, labels in rule_labels(masks, slice_iou, boxes).items()}
-            scores["alone"] = float(np.mean([2 * np.sum(mask & (truth == k)) / (mask.sum() + np.sum(truth == k))
-                                             for k, mask in enumerate(masks, start=1)]))
-            rows.append({"model": name, "case": case, "objects": len(boxes), "seconds": seconds, "dsc": scores})
-            print(name, case, {k: round(v, 4) for k, v in scores.items()}, flush=True)
+    for name, _, case, (_, truth, boxes), (masks, slice_iou), seconds in propagated_cases(args.models.split(","),
+                                                                                       cases(Path(args.data))):
+        scores = {rule: mean_dsc(labels, truth, len(boxes))
+                  for rule, labels in rule_labels(masks, slice_iou, boxes).items()}
+        scores["alone"] = float(np.mean(object_dsc(masks, truth)))
+        rows.append({"model": name, "case": case, "objects": len(boxes), "seconds": seconds, "dsc": scores})
+        print(name, case, {k: round(v, 4) for k, v in scores.items()}, flush=True)
     validation = {rule: float(np.mean([r["dsc"][rule] for r in rows if r["case"] in VALIDATION])) for rule in RULES}
     chosen = max(RULES, key=validation.get)
     payload = {"command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), "machine": machine_info(),
