@@ -12,9 +12,9 @@ pixels per side; the loss is stage 2's Dice + BCE + IoU-prediction MSE
 (:func:`~gnnseg.seg.sam.training.losses.box_prompt_loss`) and only the mask decoder learns.
 
 A tuned decoder can give up what the released one knew about images unlike its training set. Weight-space
-interpolation between the two (:func:`interpolated_decoder`; WiSE-FT, Wortsman et al., CVPR 2022) keeps part of the
-gain and most of that generality; :func:`cached_box_dice` scores a decoder on cached embeddings, cheaply enough to
-choose how far to go on training images.
+interpolation between the two (:func:`interpolated_decoder`; WiSE-FT, Wortsman et al., CVPR 2022) trades part of the
+gain for part of that generality; :func:`cached_box_dice` scores a decoder on cached embeddings, cheaply enough to
+choose how far to go on training images (``benchmarks/lite_adaptation.py`` measures both).
 """
 
 from __future__ import annotations
