@@ -71,8 +71,8 @@ def markdown(payload: dict) -> str:
              f"then each slice prompted by the box of the mask next to it (+{MARGIN} px). *Per-slice boxes*: every "
              f"slice the organ occupies prompted by its own tight box (+{MARGIN} px), the ceiling of any propagation "
              "with this 2D model. *Alone*: each object scored by itself; *painted*: all in one label map, the smaller "
-             "object keeping a voxel. The challenge CT case is the issue's figure; the other two volumes are where "
-             "the 3D settings were chosen.", "",
+             "object keeping a voxel. The challenge CT case is the one the 3D target is set on; the other two "
+             "volumes are where the 3D settings were chosen.", "",
              "| model | volume | organs | propagated, alone | per-slice boxes, alone | propagated, painted | "
              "per-slice boxes, painted | s propagated |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
