@@ -74,6 +74,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from gnnseg.seg.bounding_box import bounding_box
+
 __all__ = [
     "SurfaceDistances",
     "bounding_box",
@@ -321,17 +323,6 @@ def _neighbour_codes(mask: np.ndarray) -> np.ndarray:
         window = tuple(slice(o, o + n + 1) for o, n in zip(offset, mask.shape))
         codes |= padded[window] << corner
     return codes
-
-
-def bounding_box(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` per axis of the True region of ``mask``; the whole array when it is empty."""
-    if not mask.any():
-        return [(0, size) for size in mask.shape]
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append((int(present[0]), int(present[-1]) + 1))
-    return box
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gnnseg.seg.bounding_box import bounding_box
+
 OVERLAP_RULES = ("smaller", "box-order")
 """How a pixel claimed by several masks is labelled; the first is the default."""
 
@@ -62,21 +64,12 @@ class LabelPainter:
             return
         keeps = self._sizes[label] <= self._sizes     # per label: does this mask take that label's pixels
         keeps[0] = True                               # background is always taken
-        first, *rest = _bounding_window(foreground)
+        first, *rest = (slice(start, stop) for start, stop in bounding_box(foreground))
         rows = max(1, _BLOCK_PIXELS // int(np.prod([part.stop - part.start for part in rest])))
         for start in range(first.start, first.stop, rows):
             block = (slice(start, min(start + rows, first.stop)), *rest)
             owners = self.labels[block]               # a view: painting it paints the labels
             owners[foreground[block] & keeps[owners]] = label
-
-
-def _bounding_window(foreground: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box of slices holding every ``True`` of a non-empty boolean array."""
-    window = []
-    for axis in range(foreground.ndim):
-        present = np.flatnonzero(foreground.any(axis=tuple(other for other in range(foreground.ndim) if other != axis)))
-        window.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(window)
 
 
 def paint_labels(masks: Sequence[np.ndarray], overlaps: str = OVERLAP_RULES[0],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import binary_fill_holes
 
-from gnnseg.seg.metrics import bounding_box
+from gnnseg.seg.bounding_box import bounding_box
 
 OUTSIDE_NONZERO_LABEL = -1  # label given to cropped-box voxels that lie outside the nonzero region
 
