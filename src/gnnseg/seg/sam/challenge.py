@@ -161,9 +161,7 @@ def organ_boxes(organs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     1..N in label order (uint16), and the tight 3D box of each, ``(N, 6)`` as ``x_min, y_min, z_min, x_max, y_max,
     z_max``."""
     ids, counts = np.unique(organs[organs != 0], return_counts=True)
-    labels, boxes = np.zeros(organs.shape, np.uint16), []
+    labels = np.zeros(organs.shape, np.uint16)
     for index, organ in enumerate((int(k) for k, count in zip(ids, counts) if count >= MIN_OBJECT_PIXELS), start=1):
-        zs, ys, xs = np.nonzero(organs == organ)
         labels[organs == organ] = index
-        boxes.append([xs.min(), ys.min(), zs.min(), xs.max(), ys.max(), zs.max()])
-    return labels, np.array(boxes).reshape(-1, 6)
+    return labels, boxes_from_mask(labels) if labels.any() else np.zeros((0, 6), np.int64)
