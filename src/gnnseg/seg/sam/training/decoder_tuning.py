@@ -35,7 +35,9 @@ from torch.nn import functional as F
 from gnnseg.core.progress import progress
 from gnnseg.core.runs import write_json
 from gnnseg.core.seed import seed_everything
+from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.inference.model_input import pad_to_square
+from gnnseg.seg.sam.inference.prompts import boxes_from_mask
 from gnnseg.seg.sam.inference.symmetry import DIHEDRAL, Symmetry
 from gnnseg.seg.sam.modeling.sam import Sam
 from gnnseg.seg.sam.training.distill import EmbeddingCache
@@ -148,15 +150,13 @@ def cached_box_dice(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, ob
     if not symmetries or (symmetries[0].quarter_turns, symmetries[0].mirror) != (0, False):
         raise ValueError("the cache's first view must be the image as it is (identity)")
     objects = np.asarray(objects, dtype=np.int64)
-    scores = []
+    scores: list[float] = []
     for start in range(0, len(objects), 32):
         chosen = objects[start : start + 32]
-        masks = view_masks(prepared, chosen, np.zeros(len(chosen), np.int64), symmetries) > 0
-        boxes = jittered_boxes(masks, np.random.default_rng(0), 0)
-        boxes = (boxes + margin * torch.tensor([-1.0, -1.0, 1.0, 1.0])).clamp(0, prepared.size - 1)
+        masks = (view_masks(prepared, chosen, np.zeros(len(chosen), np.int64), symmetries) > 0).numpy()
+        boxes = torch.from_numpy(np.concatenate([boxes_from_mask(mask, margin) for mask in masks])).float()
         low_res, _ = model.decode(cache.batch(prepared.object_image[chosen] * len(symmetries)).to(model.decoder_dtype),
                                   boxes=boxes)
         predicted = F.interpolate(low_res.float(), masks.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0
-        overlap = (predicted & masks).sum(dim=(1, 2)).double()
-        scores.append((2 * overlap / (predicted.sum(dim=(1, 2)) + masks.sum(dim=(1, 2))).double()).numpy())
-    return np.concatenate(scores) if scores else np.zeros(0)
+        scores += [dice(guess, mask) for guess, mask in zip(predicted.numpy(), masks)]
+    return np.array(scores)
