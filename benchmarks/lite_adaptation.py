@@ -39,11 +39,9 @@ import numpy as np
 import torch
 
 from gnnseg.core import machine_info, write_json
-from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.checkpoint import save_mask_decoder
 from gnnseg.seg.sam.inference.augmented_predictor import symmetries
-from gnnseg.seg.sam.inference.box_prompted import predicted_masks
-from gnnseg.seg.sam.inference.chain import make_predictor
+from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
 from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model
 from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.training.decoder_tuning import (
@@ -66,8 +64,7 @@ CHOICE_OBJECTS = 300
 
 
 def held_out_dsc(model, samples) -> float:
-    masks = predicted_masks(make_predictor(model), samples, BOX_MARGIN)
-    return float(np.mean([dice(mask, sample.mask) for mask, sample in zip(masks, samples)]))
+    return float(np.mean(box_dice_scores(model, samples, BOX_MARGIN)))
 
 
 def tuned(model, prepared, cache, weights, seconds: float, base: DecoderTuningConfig) -> tuple[object, dict]:
