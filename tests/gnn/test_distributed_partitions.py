@@ -322,14 +322,18 @@ def test_a_killed_rank_ends_the_job_with_one_line_and_the_run_resumes(planetoid_
 def test_torchrun_starts_partitioned_training_over_rpc(planetoid_root, tmp_path):
     """Under torchrun every rank is a client of the agent's store: the RPC agents must meet there too."""
     parts = partition_graph("cora", planetoid_root, 2, tmp_path / "parts")["out"]
+    logs = tmp_path / "logs"         # every rank's output, one folder per rank
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "--local-ranks-filter=0", "-m", "gnnseg.cli", "gnn", "train", "--model", "sage", "--partitions", parts,
-               "--hidden", "16", "--fanouts", "10,5", "--epochs", "40", "--runs-dir", str(tmp_path / "runs"), "--json",
-               "--timeout", "60"]
+               "--log-dir", str(logs), "--redirects", "3", "-m", "gnnseg.cli", "gnn", "train",
+               "--model", "sage", "--partitions", parts, "--hidden", "16", "--fanouts", "10,5", "--epochs", "40",
+               "--runs-dir", str(tmp_path / "runs"), "--json", "--timeout", "60"]
     done = subprocess.run(command, cwd=REPOSITORY, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    ranks_said = "".join(f"\n--- {log.relative_to(logs)}\n{log.read_text()[-1500:]}"
+                         for log in sorted(logs.rglob("stderr.log")))
+    assert done.returncode == 0, done.stderr[-1000:] + ranks_said
+    rank0_stdout = next(log for log in logs.rglob("stdout.log") if log.parent.name == "0")
+    summary = json.loads(rank0_stdout.read_text().strip().splitlines()[-1])
     assert summary["transport"] == "rpc" and summary["remote_feature_rows_per_batch"] > 0
     assert summary["test_acc_mean"] > 0.5
 

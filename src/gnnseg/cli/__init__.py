@@ -54,6 +54,13 @@ def _close_runs(status: str) -> list[str]:
     return [str(path) for path in runs.close_runs(status)] if runs is not None else []
 
 
+def _lost_a_rank(error: BaseException) -> bool:
+    """Whether a distributed command stopped because another rank died or stalled (only such a command has loaded
+    the exchange module)."""
+    exchange = sys.modules.get("gnnseg.gnn.distributed.exchange")
+    return exchange is not None and isinstance(error, exchange.RankLostError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -66,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError, KeyError, ImportError) as exc:
         _close_runs("failed")
         print(f"gnnseg: error: {exc}", file=sys.stderr)
+        if _lost_a_rank(exc):
+            from gnnseg.core.distributed import end_after_lost_rank
+            end_after_lost_rank(2)
         return 2
     _close_runs("complete")
     if "torch.distributed" in sys.modules:      # only a command that imported torch can have joined a group

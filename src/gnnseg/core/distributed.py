@@ -9,7 +9,9 @@ same training code runs alone or distributed.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -60,3 +62,15 @@ def leave_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def end_after_lost_rank(code: int) -> NoReturn:
+    """End this process with ``code`` at once, without tearing the process group down.
+
+    After a rank is lost the group still holds operations addressed to it, and gloo's teardown at interpreter exit
+    can abort the process on them (SIGABRT, "terminate called without an active exception") instead of exiting
+    with ``code``. The caller has already closed its run and printed its line; only the streams need flushing.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
