@@ -259,6 +259,35 @@ def test_an_owners_own_error_comes_back_as_one_line_not_as_a_lost_rank(tmp_path)
                                                       "is out of bounds for dimension 0 with size 3")
 
 
+def late_rank_worker(rank: int, world_size: int, port: int, late_s: float, timeout_s: float) -> None:
+    become_rank(rank, world_size, port)
+    time.sleep(late_s if rank == world_size - 1 else 0.0)
+    context = join_with_timeout(timeout_s)
+    total = context.all_reduce_sum(torch.ones(1))
+    assert total.item() == world_size
+    leave_process_group()
+
+
+def test_a_rank_that_starts_later_than_the_timeout_still_joins():
+    """A rank still starting (imports on a busy machine) has not stalled: the others wait for it to arrive."""
+    mp.spawn(late_rank_worker, args=(2, free_port(), 5.0, 2.0), nprocs=2, join=True)
+
+
+def test_a_rank_that_never_starts_ends_the_set_up_with_one_line(monkeypatch):
+    from gnnseg.gnn.distributed import runs
+    from gnnseg.gnn.distributed.exchange import RankLostError
+
+    monkeypatch.setattr(runs, "ARRIVAL_GRACE_S", 1.0)
+    for name, value in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(name, value)
+    began = time.monotonic()
+    expected = r"^rank 0 lost contact with the other ranks during set-up after \d\.\d s \(.* beyond the 1 s "
+    with pytest.raises(RankLostError, match=expected):
+        join_with_timeout(0.5)
+    assert time.monotonic() - began < 10
+
+
 def launch(parts: Path, runs: Path, port: int, world_size: int, *extra: str) -> list[subprocess.Popen]:
     """``gnnseg gnn train --partitions`` as torchrun would start it: one process per rank."""
     command = [sys.executable, "-m", "gnnseg.cli", "gnn", "train", "--model", "sage", "--partitions", str(parts),
@@ -275,7 +304,10 @@ def launch(parts: Path, runs: Path, port: int, world_size: int, *extra: str) -> 
 def wait_for_checkpoint(runs: Path, processes: list[subprocess.Popen], limit_s: float = 90) -> Path:
     began = time.monotonic()
     while not (found := glob.glob(str(runs / "gnn-train" / "*" / "checkpoint_seed0.pt"))):
-        assert all(p.poll() is None for p in processes), "a rank ended before the first checkpoint"
+        ended = [rank for rank, p in enumerate(processes) if p.poll() is not None]
+        if ended:
+            said = processes[ended[0]].stderr.read()[-2000:]
+            raise AssertionError(f"rank {ended[0]} ended before the first checkpoint: {said}")
         assert time.monotonic() - began < limit_s, "no checkpoint was written"
         time.sleep(0.05)
     return Path(found[0]).parent

@@ -204,7 +204,7 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
                             "their ranks (--dataset is taken from the partitions)")
     train.add_argument("--timeout", type=float, default=600.0,
                        help="--partitions: seconds a collective or a request waits for a stalled rank before every "
-                            "rank stops (default 600)")
+                            "rank stops (default 600); ranks still starting get at least 120 s to arrive")
     train.add_argument("--transport", choices=("rpc", "collectives"), default="rpc",
                        help="--partitions: how requests reach other partitions: torch RPC, each owner answering as "
                             "requests arrive (default, the faster), or all-to-all collectives in lock-step")

@@ -1,9 +1,9 @@
 """``gnnseg gnn train --partitions DIR`` under ``torchrun``: one rank per partition, a run directory written by
 rank 0, the same summary on every rank.
 
-The process group is joined here with a collective timeout (``timeout_s``), so a rank that stalls ends the
-others' collectives with an error instead of a hang; a rank that dies closes its connections and the others
-fail at their next exchange. Either way every rank stops with one line naming the phase
+The process group is joined here, once every rank has started, with a collective timeout (``timeout_s``), so a rank
+that stalls ends the others' collectives with an error instead of a hang; a rank that dies closes its connections and
+the others fail at their next exchange. Either way every rank stops with one line naming the phase
 (:class:`~gnnseg.gnn.distributed.exchange.RankLostError`). The run folder has the mini-batch trainer's files;
 ``model.pt`` names the partitions' source dataset, so ``gnnseg gnn eval`` re-scores it on one machine.
 
@@ -34,6 +34,7 @@ from gnnseg.gnn.tasks.minibatch import _config_dict, check_resumable, minibatch_
 from gnnseg.gnn.tasks.minibatch_runs import MODEL_FORMAT
 
 DEFAULT_TIMEOUT_S = 600.0
+ARRIVAL_GRACE_S = 120.0      # the least time ranks wait for each other to start
 TRANSPORTS = ("rpc", "collectives")
 
 
@@ -60,11 +61,30 @@ def open_requests(transport: str, exchange: AllToAll, rpc_port: int | None = Non
 
 
 def join_with_timeout(timeout_s: float) -> DistributedContext:
-    """torchrun's process group (gloo) with a collective timeout; a single-process context without torchrun."""
+    """torchrun's process group (gloo) with a collective timeout; a single-process context without torchrun.
+
+    Ranks start at different times (imports on a busy machine or a shared file system), and a rank that has not
+    started yet has not stalled: every rank first waits for all of them at the rendezvous store for at least
+    :data:`ARRIVAL_GRACE_S`, then joins the group, whose operations wait ``timeout_s``."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo", rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
+        rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        arrival_s = max(timeout_s, ARRIVAL_GRACE_S)
+        store = guarded("set-up", rank, arrival_s, lambda: _all_arrived(rank, world_size, arrival_s))
+        store.set_timeout(datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
     return distributed_context(backend="gloo")
+
+
+def _all_arrived(rank: int, world_size: int, wait_s: float) -> dist.Store:
+    """The rendezvous store (torchrun's agent store, or rank 0's at ``MASTER_ADDR:MASTER_PORT``), once every rank has
+    reached it; keys are per torchrun restart, so a restarted job waits again."""
+    wait = datetime.timedelta(seconds=wait_s)
+    store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=wait))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store.set(f"gnnseg/arrived/{attempt}/{rank}", "1")
+    store.wait([f"gnnseg/arrived/{attempt}/{other}" for other in range(world_size)], wait)
+    return store
 
 
 def _per_rank(values: list[float], exchange: AllToAll) -> list[list[float]]:
