@@ -33,6 +33,7 @@ from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io import read_dicom_series, read_nifti, reorient_like
 from gnnseg.seg.io.intensity import scale_volume
 from gnnseg.seg.io.label_painter import paint_labels
+from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.challenge import organ_boxes, write_cases
 from gnnseg.seg.sam.inference.volume import propagate_boxes_3d, validate_boxes_3d, volume_iou
 from gnnseg.seg.sam.shipped import ModelChoice
@@ -77,13 +78,12 @@ def propagated_cases(models: Sequence[str], volumes: dict[str, tuple[np.ndarray,
 
 def object_dsc(masks: np.ndarray, truth: np.ndarray) -> list[float]:
     """DSC of each object's mask alone against label ``k + 1`` of ``truth``."""
-    return [float(2 * np.sum(mask & (truth == k)) / (mask.sum() + np.sum(truth == k)))
-            for k, mask in enumerate(masks, start=1)]
+    return [dice(mask, truth == k) for k, mask in enumerate(masks, start=1)]
 
 
 def mean_dsc(labels: np.ndarray, truth: np.ndarray, count: int) -> float:
-    return float(np.mean([2 * np.sum((labels == k) & (truth == k)) / (np.sum(labels == k) + np.sum(truth == k))
-                          for k in range(1, count + 1)]))
+    """Mean DSC of labels ``1..count`` of a label map against ``truth``."""
+    return float(np.mean([dice(labels == k, truth == k) for k in range(1, count + 1)]))
 
 
 def rule_labels(masks: np.ndarray, slice_iou: np.ndarray, boxes: np.ndarray) -> dict[str, np.ndarray]:
