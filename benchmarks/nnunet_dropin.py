@@ -244,7 +244,8 @@ def component_seconds(model: Path, export: Path | None, repeats: int) -> dict[st
     glibc sets it): opening it in gnnseg (all folds), and one forward of one patch with fold 0, the fastest of
     ``repeats`` each: float32 as the network is (as nnunetv2 runs it) and as gnnseg's prediction copy
     (:mod:`gnnseg.seg.unet.inference_network`), each before and after freed memory is kept for reuse (as gnnseg's
-    command line does), then bfloat16 autocast and onnxruntime."""
+    command line does), then bfloat16 autocast and onnxruntime (on all threads); then one forward of every fold in
+    onnxruntime, one after another on all threads and side by side as the ONNX predictor runs them."""
     import torch
 
     from gnnseg.core.freed_memory import keep_freed_memory
@@ -268,11 +269,29 @@ def component_seconds(model: Path, export: Path | None, repeats: int) -> dict[st
         forward(name)                                           # oneDNN builds its kernels on the first call
         seconds[f"forward_{kind.replace(' ', '_')}_s"] = best_of(lambda n=name: forward(n), repeats)
     if export is not None:
-        from gnnseg.seg.unet.onnx_predictor import OnnxUNet
+        from gnnseg.core.onnx_sessions import open_session
+        from gnnseg.seg.unet.onnx_predictor import INFERENCE_FILE, INPUT_NAME, OnnxUNet, in_order
 
-        onnx_model, array = OnnxUNet(export), patch.numpy()
-        onnx_model.window_logits(0, array)
-        seconds["forward_onnx_s"] = best_of(lambda: onnx_model.window_logits(0, array), repeats)
+        feed = {INPUT_NAME: patch.numpy()}
+        on_all_threads = [open_session(export / graph) for graph in
+                          json.loads((export / INFERENCE_FILE).read_text())["graphs"]]
+
+        def one_after_another() -> None:
+            for session in on_all_threads:
+                session.run(None, feed)
+
+        side_by_side = OnnxUNet(export)
+
+        def folds_side_by_side() -> None:
+            folds = range(len(side_by_side.sessions))
+            list(in_order(lambda fold: side_by_side.window_logits(fold, feed[INPUT_NAME]), folds,
+                          side_by_side.side_by_side))
+
+        one_after_another()
+        folds_side_by_side()
+        seconds["forward_onnx_s"] = best_of(lambda: on_all_threads[0].run(None, feed), repeats)
+        seconds["forward_onnx_folds_one_after_another_s"] = best_of(one_after_another, repeats)
+        seconds["forward_onnx_folds_side_by_side_s"] = best_of(folds_side_by_side, repeats)
     return {key: round(value, 3) for key, value in seconds.items()}
 
 
@@ -367,15 +386,19 @@ def markdown(report: dict) -> str:
               "float32 as the network is (the arithmetic nnunetv2 runs) and gnnseg's prediction copy (group norms, "
               "oneDNN 3D convolutions, transposed convolutions as matrix products), each with glibc's default "
               "allocator and with freed memory kept for reuse (gnnseg's command line), then bfloat16 and "
-              "onnxruntime.", "",
+              "onnxruntime; last, one forward of every fold in onnxruntime, one after another on all threads and "
+              "side by side (the ONNX predictor's way).", "",
               "| setting | open s | float32 s | copy s | float32, memory kept s | copy, memory kept s "
-              "| bfloat16 s | onnxruntime s |", "|---|---|---|---|---|---|---|---|"]
+              "| bfloat16 s | onnxruntime s | all folds, one after another s | all folds, side by side s |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in report["settings"].items():
         seconds = row["seconds"]
         lines.append(f"| {name} | {seconds['open_model_s']} | {seconds['forward_float32_s']} | "
                      f"{seconds['forward_copy_s']} | {seconds['forward_kept_float32_s']} | "
                      f"{seconds['forward_kept_copy_s']} | {seconds['forward_bfloat16_s']} | "
-                     f"{seconds.get('forward_onnx_s', 'n/a')} |")
+                     f"{seconds.get('forward_onnx_s', 'n/a')} | "
+                     f"{seconds.get('forward_onnx_folds_one_after_another_s', 'n/a')} | "
+                     f"{seconds.get('forward_onnx_folds_side_by_side_s', 'n/a')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,9 +17,10 @@ from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[test]')")
 pytest.importorskip("onnx", reason="onnx is not installed (pip install -e '.[test]')")
 
+from gnnseg.core.onnx_sessions import default_threads
 from gnnseg.seg.sam.export import export_onnx
 from gnnseg.seg.sam.inference.chain import make_predictor
-from gnnseg.seg.sam.inference.onnx_model import OnnxSam, default_threads
+from gnnseg.seg.sam.inference.onnx_model import OnnxSam
 from gnnseg.seg.sam.inference.onnx_predictor import OnnxPredictor
 from gnnseg.seg.sam.shipped import load_model
 

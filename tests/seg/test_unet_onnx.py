@@ -8,6 +8,8 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from gnnseg.seg.unet.case_preprocessing import preprocess_case
 from gnnseg.seg.unet.fingerprint import extract_fingerprint
 from gnnseg.seg.unet.inference_preprocessing import preprocess_for_prediction
 from gnnseg.seg.unet.onnx_export import FullResolutionLogits, export_unet_folders, export_unet_onnx
-from gnnseg.seg.unet.onnx_predictor import OnnxUNet, is_unet_onnx_export, predict_onnx_folder
+from gnnseg.seg.unet.onnx_predictor import OnnxUNet, in_order, is_unet_onnx_export, predict_onnx_folder
 from gnnseg.seg.unet.pipeline import predict_folder
 from gnnseg.seg.unet.planner import plan_experiment
 from gnnseg.seg.unet.predict import predict_case
@@ -200,6 +202,48 @@ def write_run(folder, network, plans, configuration, mirror_axes, fold=0):
     (folder / "train_config.json").write_text(json.dumps({"fold": fold, "configuration": configuration,
                                                           "augmentation": {"mirror_axes": mirror_axes}}))
     return folder
+
+
+def test_folds_side_by_side_give_the_logits_of_folds_one_after_another(dataset, tmp_path):
+    plans = dataset["plans"]
+    networks = [random_network(plans, "3d_fullres", seed) for seed in (2, 3, 4)]
+    export_unet_onnx(networks, plans, "3d_fullres", tmp_path / "folds", mirror_axes=[1, 2], folds=[0, 1, 2])
+    in_turn = OnnxUNet(tmp_path / "folds", threads=1)
+    side_by_side = OnnxUNet(tmp_path / "folds", threads=2)
+    assert (in_turn.side_by_side, side_by_side.side_by_side) == (1, 2)
+    data, spacing = stacked(dataset["cases"]["t0"])
+    preprocessed, _ = in_turn.cases.preprocess(data, spacing)
+    expected = in_turn.logits(preprocessed, mirror=True)
+    assert np.array_equal(side_by_side.logits(preprocessed, mirror=True), expected)   # summed in fold order
+    reordered = OnnxUNet(tmp_path / "folds", threads=1)
+    reordered.sessions = [reordered.sessions[k] for k in (2, 0, 1)]
+    assert not np.array_equal(reordered.logits(preprocessed, mirror=True), expected)  # which the order can change
+
+
+def test_in_order_yields_each_result_in_turn_and_never_runs_more_than_asked():
+    running, most = [], [0]
+    lock = threading.Lock()
+    first_three = threading.Barrier(3, timeout=30)     # broken unless the first three run at once
+
+    def work(item):
+        with lock:
+            running.append(item)
+            most[0] = max(most[0], len(running))
+        if item < 3:
+            first_three.wait()
+        time.sleep(0.05 if item % 2 == 0 else 0.01)     # later items often finish first
+        with lock:
+            running.remove(item)
+        return np.full(2, item)
+
+    assert [int(r[0]) for r in in_order(work, range(7), 3)] == list(range(7))
+    assert most[0] == 3
+    assert [int(r[0]) for r in in_order(lambda item: np.full(2, item), range(3), 1)] == [0, 1, 2]
+
+
+def test_a_thread_count_below_one_is_refused(exports):
+    with pytest.raises(ValueError, match="threads must be at least 1, got 0"):
+        OnnxUNet(exports["2d"][1], threads=0)
 
 
 def test_runs_of_several_folds_export_one_graph_each_and_must_agree(dataset, tmp_path):

@@ -126,6 +126,17 @@ def _check_name(path: Path) -> None:
                          "UTF-8; rename the file") from None
 
 
+def default_threads() -> int:
+    """Physical cores where the platform says, else all logical ones: onnxruntime gains nothing from SMT siblings."""
+    logical = os.cpu_count() or 1
+    try:
+        siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text()
+        per_core = len(siblings.replace("-", ",").split(",")) if siblings.strip() else 1
+        return max(1, logical // max(per_core, 1))
+    except OSError:
+        return logical
+
+
 def _options(onnxruntime, threads: int, spinning: bool):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads

@@ -14,19 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gnnseg.core.onnx_sessions import open_session
+from gnnseg.core.onnx_sessions import default_threads, open_session
 from gnnseg.seg.sam.modeling.config import SamConfig
-
-
-def default_threads() -> int:
-    """Physical cores where the platform says, else all logical ones: onnxruntime gains nothing from SMT siblings."""
-    logical = os.cpu_count() or 1
-    try:
-        siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text()
-        per_core = len(siblings.replace("-", ",").split(",")) if siblings.strip() else 1
-        return max(1, logical // max(per_core, 1))
-    except OSError:
-        return logical
 
 
 class OnnxSam:
