@@ -148,8 +148,9 @@ def _options(onnxruntime, threads: int, spinning: bool):
 
 def open_session(path: str | os.PathLike, *, threads: int = 0, spinning: bool = True):
     """An onnxruntime session for the graph at ``path`` on the CPU (``threads`` intra-op threads, 0: onnxruntime's
-    choice; ``spinning=False`` lets idle threads sleep, for sessions that take turns), opened from the cached
-    optimised graph where there is one. A graph onnxruntime cannot open is a ``ValueError`` naming ``path``."""
+    choice; ``spinning=False`` lets idle threads sleep, for sessions that take turns or run side by side), opened
+    from the cached optimised graph where there is one. A graph onnxruntime cannot open is a ``ValueError`` naming
+    ``path``."""
     import onnxruntime
 
     path = Path(path)
