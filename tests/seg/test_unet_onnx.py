@@ -204,18 +204,24 @@ def write_run(folder, network, plans, configuration, mirror_axes, fold=0):
     return folder
 
 
-def test_folds_side_by_side_give_the_logits_of_folds_one_after_another(dataset, tmp_path):
-    plans = dataset["plans"]
+@pytest.fixture(scope="module")
+def three_folds(dataset, tmp_path_factory):
+    """An export of three random 3D networks as folds 0-2."""
+    plans, folder = dataset["plans"], tmp_path_factory.mktemp("three_folds") / "export"
     networks = [random_network(plans, "3d_fullres", seed) for seed in (2, 3, 4)]
-    export_unet_onnx(networks, plans, "3d_fullres", tmp_path / "folds", mirror_axes=[1, 2], folds=[0, 1, 2])
-    in_turn = OnnxUNet(tmp_path / "folds", threads=1)
-    side_by_side = OnnxUNet(tmp_path / "folds", threads=2)
+    export_unet_onnx(networks, plans, "3d_fullres", folder, mirror_axes=[1, 2], folds=[0, 1, 2])
+    return folder
+
+
+def test_folds_side_by_side_give_the_logits_of_folds_one_after_another(dataset, three_folds):
+    in_turn = OnnxUNet(three_folds, threads=1)
+    side_by_side = OnnxUNet(three_folds, threads=2)
     assert (in_turn.side_by_side, side_by_side.side_by_side) == (1, 2)
     data, spacing = stacked(dataset["cases"]["t0"])
     preprocessed, _ = in_turn.cases.preprocess(data, spacing)
     expected = in_turn.logits(preprocessed, mirror=True)
     assert np.array_equal(side_by_side.logits(preprocessed, mirror=True), expected)   # summed in fold order
-    reordered = OnnxUNet(tmp_path / "folds", threads=1)
+    reordered = OnnxUNet(three_folds, threads=1)
     reordered.sessions = [reordered.sessions[k] for k in (2, 0, 1)]
     assert not np.array_equal(reordered.logits(preprocessed, mirror=True), expected)  # which the order can change
 
@@ -239,6 +245,43 @@ def test_in_order_yields_each_result_in_turn_and_never_runs_more_than_asked():
     assert [int(r[0]) for r in in_order(work, range(7), 3)] == list(range(7))
     assert most[0] == 3
     assert [int(r[0]) for r in in_order(lambda item: np.full(2, item), range(3), 1)] == [0, 1, 2]
+
+
+def test_when_one_item_fails_in_order_raises_its_error_and_stops_the_others_early():
+    stop = threading.Event()
+    steps = []
+
+    def work(item):
+        if item == 0:
+            time.sleep(0.1)
+            raise RuntimeError("fold 0 failed")
+        for step in range(200):                 # 10 s unless told to stop
+            if stop.is_set():
+                raise RuntimeError("stopped")
+            steps.append(step)
+            time.sleep(0.05)
+        return np.zeros(1)
+
+    began = time.perf_counter()
+    with pytest.raises(RuntimeError, match="fold 0 failed"):
+        list(in_order(work, range(2), 2, stop=stop))
+    assert stop.is_set() and time.perf_counter() - began < 5 and len(steps) < 100
+
+
+def test_a_failing_fold_ends_the_prediction_with_its_own_error(dataset, three_folds, monkeypatch):
+    model = OnnxUNet(three_folds, threads=2)
+    assert model.side_by_side == 2
+    original = model.window_logits
+
+    def window_logits(fold, batch):
+        if fold == 0:
+            raise RuntimeError("fold 0's session failed")
+        return original(fold, batch)
+
+    monkeypatch.setattr(model, "window_logits", window_logits)
+    data, spacing = stacked(dataset["cases"]["t0"])
+    with pytest.raises(RuntimeError, match="fold 0's session failed"):
+        model.predict_case(data, spacing, mirror=True)
 
 
 def test_a_thread_count_below_one_is_refused(exports):

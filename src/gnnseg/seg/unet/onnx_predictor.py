@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,18 @@ _REQUIRED_SETTINGS = ("format", "plans_format", "configuration", "patch_size", "
                       "graphs", "mirror_axes", "step_size", "file_ending")
 
 
-def in_order(work: Callable[[int], np.ndarray], items: Iterable[int], at_once: int) -> Iterator[np.ndarray]:
+def in_order(work: Callable[[int], np.ndarray], items: Iterable[int], at_once: int, *,
+             stop: threading.Event | None = None) -> Iterator[np.ndarray]:
     """``work(item)`` for each item, yielded in the items' order; up to ``at_once`` items are worked on side by side
-    in threads (onnxruntime releases the GIL while it runs), and no more are started than are being waited for."""
+    in threads (onnxruntime releases the GIL while it runs), and no more are started than are being waited for.
+
+    When an item fails, or the caller stops early or is interrupted, ``stop`` is set before the items still being
+    worked on are waited for, so that work which checks it ends at its next step instead of finishing."""
     if at_once == 1:
         yield from map(work, items)
         return
-    with ThreadPoolExecutor(at_once) as pool:
+    pool = ThreadPoolExecutor(at_once)
+    try:
         pending = deque()
         for item in items:
             pending.append(pool.submit(work, item))
@@ -62,6 +67,12 @@ def in_order(work: Callable[[int], np.ndarray], items: Iterable[int], at_once: i
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    except BaseException:
+        if stop is not None:
+            stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def is_unet_onnx_export(folder: str | os.PathLike) -> bool:
@@ -169,8 +180,14 @@ class OnnxUNet:
                        importance=cases.importance, centered_padding=cases.centered_padding,
                        accumulation_dtype=dtype)
 
+        stop = threading.Event()   # set when a fold fails or the prediction is interrupted: the others end too
+
         def fold_logits(fold: int) -> np.ndarray:
-            network = partial(self.window_logits, fold)
+            def network(batch: np.ndarray) -> np.ndarray:
+                if stop.is_set():
+                    raise CancelledError("the prediction was stopped")
+                return self.window_logits(fold, batch)
+
             if len(cases.patch_size) == 3:
                 return sliding_window_logits(network, data, cases.patch_size, cases.num_outputs, **options)
             logits = np.empty((cases.num_outputs, *data.shape[1:]), dtype)
@@ -180,7 +197,7 @@ class OnnxUNet:
             return logits
 
         total = None
-        for logits in in_order(fold_logits, range(len(self.sessions)), self.side_by_side):
+        for logits in in_order(fold_logits, range(len(self.sessions)), self.side_by_side, stop=stop):
             total = logits if total is None else np.add(total, logits, out=total)
         return total if len(self.sessions) == 1 else total / np.asarray(len(self.sessions), dtype)
 
