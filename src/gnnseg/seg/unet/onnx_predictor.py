@@ -6,14 +6,14 @@ as its plans say, segmented by Gaussian-weighted sliding windows with optional m
 case's own grid (spacing and affine); what happens before and after the windows is the plans format's
 (:mod:`~gnnseg.seg.unet.case_recipes`: gnnseg's plans or an nnU-Net v2 model's). Volumes stored in other axis
 directions than the network expects are turned for it and back, as the pipeline does. An export of several folds
-averages their logits (nnU-Net v2's ensembling), summed in fold order. Everything stays float32; the logits are summed
-in place.
+averages their logits (nnU-Net v2's ensembling), summed in fold order. The networks run in float32; the logits are
+summed in place, in the recipe's accumulation type (float16 for nnU-Net models, as nnU-Net sums them).
 
 Folds run side by side, each on its own share of the threads, rather than one after the other on all of them. On
-2 cores, one forward of each of two folds of a random-weight nnU-Net took 0.88-0.90x the time that way (ISBI's 2D
-model, 512 x 512) and 0.94-0.97x (the CT 3d_fullres model, 32 x 112 x 128), with identical logits (four runs each,
-*not in a results file*). PyTorch's forwards gain nothing from it (1.05-1.17x for the CT model's two folds), so only
-this predictor does it.
+2 cores one forward of each of two folds of a random-weight nnU-Net took 0.91x the time that way (ISBI's 2D model,
+512 x 512) and 0.96x (the CT 3d_fullres model, 32 x 112 x 128), fastest of 3 (``benchmarks/results/nnunet_dropin.md``);
+a tiny model's millisecond forwards gain nothing. PyTorch's forwards gain nothing either (two CT folds in two threads
+of one thread each: 1.05-1.17x, *measured once*), so only this predictor does it.
 """
 
 from __future__ import annotations
