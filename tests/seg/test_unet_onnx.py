@@ -216,7 +216,7 @@ def three_folds(dataset, tmp_path_factory):
 def test_folds_side_by_side_give_the_logits_of_folds_one_after_another(dataset, three_folds):
     in_turn = OnnxUNet(three_folds, threads=1)
     side_by_side = OnnxUNet(three_folds, threads=2)
-    assert (in_turn.side_by_side, side_by_side.side_by_side) == (1, 2)
+    assert (in_turn.side_by_side, side_by_side.side_by_side, OnnxUNet(three_folds, threads=8).side_by_side) == (1, 2, 2)
     data, spacing = stacked(dataset["cases"]["t0"])
     preprocessed, _ = in_turn.cases.preprocess(data, spacing)
     expected = in_turn.logits(preprocessed, mirror=True)

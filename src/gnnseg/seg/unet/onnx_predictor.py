@@ -9,7 +9,7 @@ directions than the network expects are turned for it and back, as the pipeline 
 averages their logits (nnU-Net v2's ensembling), summed in fold order. The networks run in float32; the logits are
 summed in place, in the recipe's accumulation type (float16 for nnU-Net models, as nnU-Net sums them).
 
-Folds run side by side, each on its own share of the threads, rather than one after the other on all of them. On
+Two folds run side by side, each on half of the threads, rather than one after the other on all of them. On
 2 cores one forward of each of two folds of a random-weight nnU-Net took 0.91x the time that way (ISBI's 2D model,
 512 x 512) and 0.96x (the CT 3d_fullres model, 32 x 112 x 128), fastest of 3 (``benchmarks/results/nnunet_dropin.md``);
 a tiny model's millisecond forwards gain nothing. PyTorch's forwards gain nothing either (two CT folds in two threads
@@ -44,6 +44,9 @@ PLANS_FILE = "plans.json"
 DATASET_FILE = "dataset.json"
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+FOLDS_SIDE_BY_SIDE = 2
+"""The most folds run at once: each holds a whole case's logits while it runs, so every fold more costs that much
+memory again (nnunetv2 holds two such arrays: the running sum and the fold it adds)."""
 _REQUIRED_SETTINGS = ("format", "plans_format", "configuration", "patch_size", "input_channels", "num_classes",
                       "graphs", "mirror_axes", "step_size", "file_ending")
 
@@ -110,8 +113,9 @@ class OnnxUNet:
     """An export folder opened: its plans (as a :class:`~gnnseg.seg.unet.case_recipes.CaseRecipe`), settings and one
     onnxruntime session per fold (CPU).
 
-    ``threads``: the CPU threads the model runs on (default: one per physical core). Up to that many folds run side
-    by side, each session on an equal share of them, which keeps that many folds' logits in memory at once.
+    ``threads``: the CPU threads the model runs on (default: one per physical core). With two threads or more, two
+    folds run side by side (:data:`FOLDS_SIDE_BY_SIDE`), each session on half of them (rounded down), which keeps one
+    fold's logits more in memory.
     ``half_precision``: for an nnU-Net model, whether the window sums are float16 as nnU-Net's (default) or float32
     (:class:`~gnnseg.seg.unet.case_recipes.NnUNetCases`); a gnnseg model's are float32.
     """
@@ -144,7 +148,7 @@ class OnnxUNet:
             raise ValueError(f"threads must be at least 1, got {threads}")
         graphs = settings["graphs"]
         threads = default_threads() if threads is None else threads
-        self.side_by_side = min(threads, len(graphs))
+        self.side_by_side = min(threads, len(graphs), FOLDS_SIDE_BY_SIDE)
         # side by side, idle threads sleep: the other folds' sessions need the CPUs
         self.sessions = [self._open(folder / name, threads // self.side_by_side, spinning=self.side_by_side == 1)
                          for name in graphs]
@@ -199,6 +203,7 @@ class OnnxUNet:
         total = None
         for logits in in_order(fold_logits, range(len(self.sessions)), self.side_by_side, stop=stop):
             total = logits if total is None else np.add(total, logits, out=total)
+            del logits   # added: not held while the next fold runs
         return total if len(self.sessions) == 1 else total / np.asarray(len(self.sessions), dtype)
 
     def predict_case(self, data: np.ndarray, spacing: Sequence[float], *, mirror: bool = True,
