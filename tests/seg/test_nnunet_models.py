@@ -18,6 +18,7 @@ from torch import nn
 
 from gnnseg.seg.io import MedicalImage, read_any
 from gnnseg.seg.io.any_format import write_any
+from gnnseg.seg.unet.case_recipes import nnunet_importance
 from gnnseg.seg.unet.nnunet_models import open_nnunet_model, read_nnunet_checkpoint
 from gnnseg.seg.unet.nnunet_networks import build_network, load_nnunet_weights
 from gnnseg.seg.unet.nnunet_predict import predict_nnunet_folder
@@ -234,6 +235,17 @@ def test_networks_match_dynamic_network_architectures(network_class, dims):
         expected, got = reference(x), ours(x)
     assert got.shape == expected.shape == (2, len(dataset["labels"]), *x.shape[2:])
     assert torch.allclose(got, expected, atol=1e-5, rtol=0), (got - expected).abs().max()
+
+
+@pytest.mark.parametrize("patch", [(512, 512), (7, 9), (1, 40, 40), (32, 112, 128), (2, 3, 5)])
+def test_window_weights_are_nnunetv2s_bit_for_bit(patch):
+    make_torchvision_importable()
+    oracle = pytest.importorskip("nnunetv2.inference.sliding_window_prediction",
+                                 reason="nnunetv2 (the oracle) is not installed")
+    expected = oracle.compute_gaussian(patch, 1 / 8, value_scaling_factor=10, device=torch.device("cpu"))
+    ours = nnunet_importance(patch)
+    assert ours.dtype == np.float32 and ours.shape == patch
+    assert np.array_equal(ours, expected.float().numpy())
 
 
 def test_weights_of_another_network_are_refused_naming_the_tensors():

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter1d
 
 from gnnseg.seg.unet.inference_preprocessing import CaseGeometry, as_volume, preprocess_for_prediction
 from gnnseg.seg.unet.nnunet_plans import NnUNetConfiguration, NnUNetLabels, NnUNetPlans
@@ -148,11 +148,20 @@ def nnunet_importance(patch_size: Sequence[int], sigma_scale: float = 1 / 8, val
                       ) -> np.ndarray:
     """nnU-Net v2's window weights: a unit impulse at the patch centre (``size // 2``) filtered by a Gaussian of
     sigma ``size * sigma_scale`` (truncated at 4 sigma), scaled to a maximum of ``value_scaling``, stored in float16
-    as its predictor keeps it, zeros raised to the smallest nonzero weight; returned as float32."""
-    impulse = np.zeros(patch_size)
-    impulse[tuple(p // 2 for p in patch_size)] = 1
-    weights = gaussian_filter(impulse, [p * sigma_scale for p in patch_size], 0, mode="constant", cval=0)
-    weights = (weights / (weights.max() / value_scaling)).astype(np.float16)
+    as its predictor keeps it, zeros raised to the smallest nonzero weight; returned as float32, equal bit for bit to
+    ``nnunetv2``'s ``compute_gaussian`` (tested).
+
+    ``scipy.ndimage.gaussian_filter`` filters the impulse one axis after another, and each of its sums then holds a
+    single nonzero term, so the result is the outer product of the axes' filtered 1D impulses, multiplied in the
+    same order: the same float64 values, without filtering the whole patch (0.1 s for a 512 x 512 patch)."""
+    weights = np.ones(())
+    for size in patch_size:
+        impulse = np.zeros(size)
+        impulse[size // 2] = 1
+        weights = np.multiply.outer(weights, gaussian_filter1d(impulse, size * sigma_scale, 0, mode="constant", cval=0))
+    # to float16 through float32, as torch converts the float64 map for nnU-Net: rounded directly, 24 of a 512 x 512
+    # patch's weights and 12 of a 32 x 112 x 128 one's would end one float16 step away from nnU-Net's
+    weights = (weights / (weights.max() / value_scaling)).astype(np.float32).astype(np.float16)
     weights[weights == 0] = weights[weights != 0].min()
     return weights.astype(np.float32)
 
