@@ -10,7 +10,7 @@ averages their logits (nnU-Net v2's ensembling), summed in fold order. The netwo
 summed in place, in the recipe's accumulation type (float16 for nnU-Net models, as nnU-Net sums them).
 
 Two folds run side by side, each on half of the threads, rather than one after the other on all of them. On
-2 cores one forward of each of two folds of a random-weight nnU-Net took 0.91x the time that way (ISBI's 2D model,
+2 cores one forward of each of two folds of a random-weight nnU-Net took 0.83x the time that way (ISBI's 2D model,
 512 x 512) and 0.96x (the CT 3d_fullres model, 32 x 112 x 128), fastest of 3 (``benchmarks/results/nnunet_dropin.md``);
 a tiny model's millisecond forwards gain nothing. PyTorch's forwards gain nothing either (two CT folds in two threads
 of one thread each: 1.05-1.17x, *measured once*), so only this predictor does it.
