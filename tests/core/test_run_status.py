@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from gnnseg import cli
-from gnnseg.core.runs import new_run
+from gnnseg.core.runs import close_runs, new_run, reopen_run
 
 
 def _metrics(folder):
@@ -43,6 +43,18 @@ def test_a_failed_run_leaves_no_empty_folder_and_a_finished_one_says_complete(mo
     monkeypatch.setattr(cli, "_demo", finishing)
     assert cli.main(["demo"]) == 0
     assert _metrics(tmp_path) == {"accuracy": 0.8, "status": "complete"}
+
+
+def test_a_resumed_run_adds_to_its_metrics_and_a_second_close_keeps_the_newest(tmp_path):
+    run = new_run("demo", tmp_path)
+    run.log_metrics(per_seed=[0.7], epochs=3)
+    close_runs("interrupted")
+    resumed = reopen_run(run.path)
+    assert resumed.metrics == {"per_seed": [0.7], "epochs": 3, "status": "interrupted"}
+    resumed.log_metrics(per_seed=[0.7, 0.8])
+    assert _metrics(tmp_path) == {"per_seed": [0.7, 0.8], "epochs": 3, "status": "interrupted"}
+    close_runs("complete")
+    assert _metrics(tmp_path) == {"per_seed": [0.7, 0.8], "epochs": 3, "status": "complete"}
 
 
 def test_an_interrupted_lite_prediction_resumes_where_it_stopped(tmp_path, capsys):

@@ -7,6 +7,7 @@ import torch
 import torch.multiprocessing as mp
 
 from gnnseg.core.distributed import distributed_context, leave_process_group
+from gnnseg.core.runs import close_runs
 from gnnseg.gnn.datasets.synthetic import (
     SyntheticConfig,
     make_synthetic,
@@ -30,12 +31,15 @@ def worker(rank: int, world_size: int, port: int, root: str) -> None:
     result = train_minibatch(graph, CONFIG, seed=0, checkpoint=f"{root}/checkpoint.pt", show_progress=False,
                              context=context)
     # the user's path (gnnseg gnn train under torchrun): rank 0 makes the run folder, every rank learns its name
+    small = {"fanouts": (3, 2), "batch_size": 64, "hidden": 8, "epochs": 1}
     summary = run_minibatch_classification("sage", "neighbor", f"synth:{root}/graph", None, runs_root=f"{root}/runs",
-                                           overrides={"fanouts": (3, 2), "batch_size": 64, "hidden": 8, "epochs": 1},
-                                           show_progress=False)
+                                           overrides=small, show_progress=False)
+    resumed = run_minibatch_classification("sage", "neighbor", f"synth:{root}/graph", None, overrides=small,
+                                           resume_run=summary["run_dir"], show_progress=False)
+    closed = [str(folder) for folder in close_runs("complete")]      # what the command line does at the end
     torch.save({"state": result.state_dict, "loss": result.history["loss"], "batches": result.batches,
-                "test_acc": result.test_acc, "run_dir": summary["run_dir"], "run_test_acc": summary["test_acc_mean"]},
-               f"{root}/rank{rank}.pt")
+                "test_acc": result.test_acc, "run_dir": summary["run_dir"], "run_test_acc": summary["test_acc_mean"],
+                "resumed_run_dir": resumed["run_dir"], "closed": closed}, f"{root}/rank{rank}.pt")
     leave_process_group()
 
 
@@ -58,4 +62,7 @@ def test_two_ranks_stay_identical_and_learn(tmp_path):
     (run_dir,) = (tmp_path / "runs" / "gnn-train").iterdir()
     assert first["run_dir"] == second["run_dir"] == str(run_dir)
     assert first["run_test_acc"] == second["run_test_acc"]
+    # resumed, the run is still rank 0's alone: a rank closing it after rank 0 would write back stale metrics
+    assert first["resumed_run_dir"] == second["resumed_run_dir"] == str(run_dir)
+    assert first["closed"] == [str(run_dir)] * 2 and second["closed"] == []
     assert {"model.pt", "checkpoint_seed0.pt", "metrics.json"} <= {p.name for p in run_dir.iterdir()}

@@ -102,10 +102,12 @@ def close_runs(status: str) -> list[Path]:
 
 
 def reopen_run(path: str | os.PathLike) -> RunDirectory:
-    """An existing run folder, continued by ``--resume``: closed like a new run when the command ends."""
+    """An existing run folder, continued by ``--resume``: its ``metrics.json`` is read back, so what the run logs
+    next adds to it, and it is closed like a new run when the command ends."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"cannot resume: the run folder {path} does not exist")
-    run = RunDirectory(path)
+    metrics_path = path / "metrics.json"
+    run = RunDirectory(path, json.loads(metrics_path.read_text()) if metrics_path.is_file() else {})
     _OPEN_RUNS.append(run)
     return run

@@ -16,7 +16,6 @@ every rank is a client, as for the process group); ranks started without torchru
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -129,8 +128,6 @@ def run_partitioned_classification(partitions: str | os.PathLike, model: str | N
         check_resumable(folder, settings, config, what="settings or partitions")
         if context.is_main:
             run = reopen_run(folder)
-            metrics_file = folder / "metrics.json"
-            run.metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     elif context.is_main:
         run = new_run("gnn-train", runs_root)
         run.save_config(settings)

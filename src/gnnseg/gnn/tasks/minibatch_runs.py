@@ -8,7 +8,6 @@ writes; every rank returns the same summary.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -74,9 +73,8 @@ def run_minibatch_classification(model: str | None, sampler: str | None, dataset
     if resume_run is not None:
         folder = Path(resume_run)
         check_resumable(folder, settings, config, older_defaults=SPLIT_DEFAULTS)    # runs from before splits
-        run = reopen_run(folder)
-        metrics_file = folder / "metrics.json"
-        run.metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        if context.is_main:     # one rank writes the run's files: a rank closing it late would undo rank 0's metrics
+            run = reopen_run(folder)
     elif context.is_main:
         run = new_run("gnn-train", runs_root)
         run.save_config(settings)
