@@ -14,8 +14,8 @@ the dataset ID and nnU-Net's environment variables, as the docs show:
 
 Reported: the cross-validation Dice before and after the post-processing, and on the held-out sections per variant the
 membrane Dice (section mean), the challenge's pixel error and the misclassified fraction
-(:mod:`gnnseg.seg.pixel_error`), and the training time per fold. Writes ``benchmarks/results/unet_cv_ensemble.json``
-and ``.md``.
+(:mod:`gnnseg.seg.pixel_error`), and the training time per fold. Writes
+``benchmarks/results/unet_cv_ensemble_<epochs>_epochs.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--name", default="unet_cv_ensemble")
+    parser.add_argument("--name", help="the results files' name (default: unet_cv_ensemble_<epochs>_epochs)")
     args = parser.parse_args()
     source = Path(args.source)
     if not (source / "train").is_dir():
@@ -157,9 +157,10 @@ def main() -> None:
         "ensemble_minus_single_fold_dice": held_out["five_fold_ensemble"]["dice"] - held_out["fold_0_alone"]["dice"],
         "seconds": time.perf_counter() - began,
     }
-    write_json(RESULTS / f"{args.name}.json", report)
+    name = args.name or f"unet_cv_ensemble_{args.epochs}_epochs"
+    write_json(RESULTS / f"{name}.json", report)
     text = markdown(report)
-    (RESULTS / f"{args.name}.md").write_text(text)
+    (RESULTS / f"{name}.md").write_text(text)
     print(text)
 
 
