@@ -1,5 +1,5 @@
 """Data-parallel mini-batch training: two CPU processes (gloo), each sampling its own shard of the seeds, end
-with identical parameters and a falling loss."""
+with identical parameters and a falling loss, in one run folder that rank 0 alone writes, also when resumed."""
 
 from __future__ import annotations
 
