@@ -5,8 +5,8 @@ image encoder's windows of the five-modality corpus's *training* objects
 (:func:`~gnnseg.seg.sam.training.click_tuning.cache_windows`) and tunes its prompt encoder and mask decoder on the
 simulated user's loop (:func:`~gnnseg.seg.sam.training.click_tuning.click_tune`, settings fixed in advance, no held-out
 object used to choose them). It writes the tuned checkpoint (``--out``, never overwritten) and the training log to
-``click_tuning.json`` (``click_tuning_every_round.json`` with ``--score-every-round``); ``sam_interactive.py --models
-vit_cpu,<checkpoint>`` then scores both on the held-out objects::
+``click_tuning.json`` (``click_tuning_every_round.json`` with ``--score-every-round``, or ``--name``);
+``sam_interactive.py --models vit_cpu,<checkpoint>`` then scores both on the held-out objects::
 
     python benchmarks/sam_click_tuning.py --out runs/click_tuning/vit_cpu_clicks.pt
 """
@@ -24,7 +24,7 @@ import torch
 
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.sam.checkpoint import save_sam
-from gnnseg.seg.sam.shipped import load_shipped_model
+from gnnseg.seg.sam.shipped import load_model
 from gnnseg.seg.sam.training.click_tuning import ClickTuningConfig, cache_windows, click_tune
 from gnnseg.seg.sam.training.corpus import load_corpus
 
@@ -34,7 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/datasets")
-    parser.add_argument("--model", default="vit_cpu")
+    parser.add_argument("--model", default="vit_cpu", help="a model name or a box-centred checkpoint")
     parser.add_argument("--steps", type=int, default=ClickTuningConfig.steps)
     parser.add_argument("--batch-size", type=int, default=ClickTuningConfig.batch_size)
     parser.add_argument("--lr", type=float, default=ClickTuningConfig.lr)
@@ -42,12 +42,14 @@ def main() -> None:
                         help="score every round of the loop (SAM's recipe), not one drawn round per step")
     parser.add_argument("--out", type=Path, required=True, help="the tuned checkpoint (never overwritten)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--name", default=None, help="results file name (without extension); default "
+                        "click_tuning, or click_tuning_every_round with --score-every-round")
     args = parser.parse_args()
     if args.out.exists():
         raise SystemExit(f"{args.out} exists; choose another path")
     config = ClickTuningConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                               score_every_round=args.score_every_round)
-    model = load_shipped_model(args.model)
+    model = load_model(args.model)
     train = load_corpus(args.data, "train")
     began = time.perf_counter()
     cache = cache_windows(model, train, config)
@@ -74,7 +76,7 @@ def main() -> None:
               "loss_by_clicks": by_depth,
               "checkpoint": str(args.out)}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    name = "click_tuning_every_round" if args.score_every_round else "click_tuning"
+    name = args.name or ("click_tuning_every_round" if args.score_every_round else "click_tuning")
     write_json(args.out_dir / f"{name}.json", result)
     print({k: v for k, v in result.items() if k not in ("machine", "command")})
 

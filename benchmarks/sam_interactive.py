@@ -14,8 +14,9 @@ while the clicks stay inside the box).
 Targets (for the default model): final DSC after 5 clicks at least 5 points above box-only on CT, EM and MR and
 >= 0.95 on Kvasir; no modality worse after clicks than before; a click in <= 30 ms (p95) on the server.
 
-Writes ``interactive.json`` and ``.md`` to ``--out-dir`` after each model (models not measured in a run keep their
-earlier rows); a model is named as given, a checkpoint by its path. Run it alone: the click timings are wall clock::
+Writes ``interactive.json`` and ``.md`` (or ``--name``) to ``--out-dir`` after each model (models not measured in a
+run keep their earlier rows); a model is named as given, a checkpoint by its path. Run it alone: the click timings
+are wall clock::
 
     python benchmarks/sam_interactive.py                                  # the default model
     python benchmarks/sam_interactive.py --models vit_cpu,lite_medsam_fast,litemedsam
@@ -66,13 +67,14 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=CLICKS)
     parser.add_argument("--max-objects", type=int, default=None, help="per modality (smoke tests)")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="interactive", help="results file name (a candidate kept apart)")
     args = parser.parse_args()
 
     held_out = load_corpus(args.data, "val")
     if args.max_objects:
         held_out = {m: samples[: args.max_objects] for m, samples in held_out.items()}
     counts = {m: len(held_out[m]) for m in MODALITIES}
-    path = args.out_dir / "interactive.json"
+    path = args.out_dir / f"{args.name}.json"
     table: dict = {}
     if path.is_file() and not args.max_objects:   # models not measured now keep what an earlier run wrote
         earlier = json.loads(path.read_text())
@@ -93,7 +95,7 @@ def main() -> None:
                   "scores": table}
         args.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(path, result)                  # after every model: a long run keeps what it measured
-        (args.out_dir / "interactive.md").write_text(markdown(table, args.clicks))
+        (args.out_dir / f"{args.name}.md").write_text(markdown(table, args.clicks))
     print(markdown(table, args.clicks))
 
 

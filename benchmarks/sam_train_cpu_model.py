@@ -7,11 +7,15 @@ proportion to their object counts (EM has 2,465 cells, DRIVE 26 vessel trees). T
 to ``src/gnnseg/seg/sam/weights/medsam_cpu.pt`` with ``--install``.
 
     python benchmarks/sam_train_cpu_model.py --out runs/sam_cpu --install
+
+``--init NAME`` continues from a model's weights instead of random ones (a longer schedule without starting over);
+``--name`` names the results file, so such a run keeps the from-scratch record.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import shutil
 import sys
@@ -25,6 +29,7 @@ from gnnseg.core import machine_info, write_json
 from gnnseg.seg.sam.checkpoint import load_sam, save_sam
 from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
 from gnnseg.seg.sam.modeling.sam import build_sam
+from gnnseg.seg.sam.shipped import load_model
 from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
 
@@ -45,6 +50,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=150, help="iterations per round")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--warmup", type=int, default=300, help="warm-up iterations")
+    parser.add_argument("--init", default=None,
+                        help="start from this model's weights (a name such as vit_cpu, or a checkpoint)")
+    parser.add_argument("--name", default="sam_train_cpu_model", help="results file name (without extension)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--install", action="store_true", help=f"copy the trained model to {SHIPPED}")
@@ -64,24 +73,29 @@ def main() -> None:
         val += [samples[i] for i in sorted(chosen)]
 
     config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
-                            lr=args.lr, warmup_iterations=300)
-    model = build_sam(args.model)
+                            lr=args.lr, warmup_iterations=args.warmup)
+    model = build_sam(args.model) if args.init is None else load_model(args.init).float()
     torch.manual_seed(config.seed)
     meta = {"trained_on": {m: len(train_sets[m]) for m in MODALITIES}, "shares": SHARES,
-            "data": "gnnseg.seg.sam.training.corpus splits of ../shared/datasets", "from_scratch": True}
+            "data": "gnnseg.seg.sam.training.corpus splits of ../shared/datasets",
+            "from_scratch": args.init is None, **({"initialised_from": args.init} if args.init else {})}
+    before = None if args.init is None else float(box_dice_scores(model, val, config.val_box_margin).mean())
     started = time.perf_counter()
     finetune(model, train, val, config, args.out, weights=weights, resume=args.resume, meta=meta, show_progress=True)
     train_seconds = time.perf_counter() - started
+    log = json.loads((Path(args.out) / "log.json").read_text())
 
     model, _ = load_sam(Path(args.out) / "model.pt")
     per_modality = {m: float(box_dice_scores(model, val_sets[m], margin=5).mean()) for m in MODALITIES}
-    result = {"benchmark": "sam_train_cpu_model", "machine": machine_info(),
+    result = {"benchmark": args.name, "machine": machine_info(),
               "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
               "model": model.config.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
-              "finetune": config.__dict__, "train_objects": meta["trained_on"],
+              "finetune": config.__dict__, "initialised_from": args.init, "train_objects": meta["trained_on"],
               "val_objects": {m: len(val_sets[m]) for m in MODALITIES}, "train_seconds": train_seconds,
-              "val_dice_margin5": per_modality}
-    write_json(RESULTS / "sam_train_cpu_model.json", result)
+              "val_dice_margin5": per_modality,
+              "val_subset": {"objects_per_modality": VALIDATION_PER_MODALITY, "dice_before": before,
+                             "dice_per_round": log["val_dice"], "train_loss_per_round": log["train_loss"]}}
+    write_json(RESULTS / f"{args.name}.json", result)
     print(result["val_dice_margin5"])
     if args.install:
         SHIPPED.parent.mkdir(parents=True, exist_ok=True)
