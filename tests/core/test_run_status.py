@@ -49,10 +49,12 @@ def test_a_resumed_run_adds_to_its_metrics_and_a_second_close_keeps_the_newest(t
     run = new_run("demo", tmp_path)
     run.log_metrics(per_seed=[0.7], epochs=3)
     close_runs("interrupted")
+    assert _metrics(tmp_path)["status"] == "interrupted"
     resumed = reopen_run(run.path)
-    assert resumed.metrics == {"per_seed": [0.7], "epochs": 3, "status": "interrupted"}
+    assert resumed.metrics == {"per_seed": [0.7], "epochs": 3}
+    assert _metrics(tmp_path) == {"per_seed": [0.7], "epochs": 3}      # running again: no longer "interrupted"
     resumed.log_metrics(per_seed=[0.7, 0.8])
-    assert _metrics(tmp_path) == {"per_seed": [0.7, 0.8], "epochs": 3, "status": "interrupted"}
+    assert _metrics(tmp_path) == {"per_seed": [0.7, 0.8], "epochs": 3}
     close_runs("complete")
     assert _metrics(tmp_path) == {"per_seed": [0.7, 0.8], "epochs": 3, "status": "complete"}
 

@@ -103,11 +103,16 @@ def close_runs(status: str) -> list[Path]:
 
 def reopen_run(path: str | os.PathLike) -> RunDirectory:
     """An existing run folder, continued by ``--resume``: its ``metrics.json`` is read back, so what the run logs
-    next adds to it, and it is closed like a new run when the command ends."""
+    next adds to it, and its ``status`` is dropped there at once: while it runs again it has none, as a new run, until
+    it is closed like one when the command ends."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"cannot resume: the run folder {path} does not exist")
+    run = RunDirectory(path)
     metrics_path = path / "metrics.json"
-    run = RunDirectory(path, json.loads(metrics_path.read_text()) if metrics_path.is_file() else {})
+    if metrics_path.is_file():
+        run.metrics = json.loads(metrics_path.read_text())
+        run.metrics.pop("status", None)
+        write_json(metrics_path, run.metrics)
     _OPEN_RUNS.append(run)
     return run
