@@ -620,7 +620,8 @@ def table_umamba_isbi2012(results: Results) -> str:
 
 INTERACTIVE_MODELS = {"vit_cpu_clicks": "`vit_cpu_clicks` (default): every round scored",
                       "runs/click_tuning/vit_cpu_clicks.pt": "click tuning, one drawn round per step (not shipped)",
-                      "vit_cpu": "`vit_cpu`, trained with boxes"}
+                      "vit_cpu": "`vit_cpu`, trained with boxes",
+                      "litemedsam": "`litemedsam`, released, trained with boxes"}
 
 
 def table_interactive(results: Results) -> str:

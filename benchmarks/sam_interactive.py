@@ -15,8 +15,8 @@ Targets (for the default model): final DSC after 5 clicks at least 5 points abov
 >= 0.95 on Kvasir; no modality worse after clicks than before; a click in <= 30 ms (p95) on the server.
 
 Writes ``interactive.json`` and ``.md`` (or ``--name``) to ``--out-dir`` after each model (models not measured in a
-run keep their earlier rows); a model is named as given, a checkpoint by its path. Run it alone: the click timings
-are wall clock::
+run keep their earlier rows, and ``runs`` says which command measured which model); a model is named as given, a
+checkpoint by its path. Run it alone: the click timings are wall clock::
 
     python benchmarks/sam_interactive.py                                  # the default model
     python benchmarks/sam_interactive.py --models vit_cpu,lite_medsam_fast,litemedsam
@@ -76,10 +76,13 @@ def main() -> None:
     counts = {m: len(held_out[m]) for m in MODALITIES}
     path = args.out_dir / f"{args.name}.json"
     table: dict = {}
+    earlier_runs: list[dict] = []
     if path.is_file() and not args.max_objects:   # models not measured now keep what an earlier run wrote
         earlier = json.loads(path.read_text())
         if earlier["objects"] == counts and earlier["clicks"] == args.clicks:
-            table = earlier["scores"]
+            table, earlier_runs = earlier["scores"], earlier["runs"]
+    run = {"command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), "machine": machine_info(),
+           "torch_threads": torch.get_num_threads(), "models": []}
     for name in args.models.split(","):
         predictor = make_predictor(load_model(name))
         table[name] = {}
@@ -89,10 +92,11 @@ def main() -> None:
                                                           desc=f"{name} {modality}")
             print(name, modality, [round(v, 3) for v in row["dsc_per_step"]], f"auc {row['dsc_auc']:.3f}",
                   flush=True)
-        result = {"benchmark": "interactive", "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
-                  "machine": machine_info(), "torch_threads": torch.get_num_threads(), "box_margin": BOX_MARGIN,
-                  "nsd_tolerance_pixels": NSD_TOLERANCE_PIXELS, "clicks": args.clicks, "objects": counts,
-                  "scores": table}
+        run["models"].append(name)
+        runs = [{**r, "models": [m for m in r["models"] if m not in run["models"]]} for r in earlier_runs]
+        result = {"benchmark": "interactive", "runs": [r for r in runs if r["models"]] + [run],
+                  "box_margin": BOX_MARGIN, "nsd_tolerance_pixels": NSD_TOLERANCE_PIXELS, "clicks": args.clicks,
+                  "objects": counts, "scores": table}
         args.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(path, result)                  # after every model: a long run keeps what it measured
         (args.out_dir / f"{args.name}.md").write_text(markdown(table, args.clicks))
