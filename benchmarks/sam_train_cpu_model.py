@@ -74,7 +74,7 @@ def main() -> None:
 
     config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
                             lr=args.lr, warmup_iterations=args.warmup)
-    model = build_sam(args.model) if args.init is None else load_model(args.init).float()
+    model = build_sam(args.model) if args.init is None else load_model(args.init)
     torch.manual_seed(config.seed)
     meta = {"trained_on": {m: len(train_sets[m]) for m in MODALITIES}, "shares": SHARES,
             "data": "gnnseg.seg.sam.training.corpus splits of ../shared/datasets",
