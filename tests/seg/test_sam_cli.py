@@ -240,3 +240,39 @@ def test_a_flat_vit_needs_its_normalization_named_and_nothing_is_written_before(
                  "--normalization", "imagenet", "--json"]) == 0
     result = last_json()
     assert result["normalization"] == "imagenet" and result["model"] == str(flat)
+
+
+def test_finetune_with_zoom_trains_a_whole_image_model_on_windows(tmp_path, image_folders, capsys, last_json):
+    from gnnseg.seg.sam.checkpoint import load_sam
+
+    images, masks = image_folders
+    whole_image = str(save_sam(build_sam(replace(SAM_CONFIGS["vit_mini"], image_layout="padded")),
+                               tmp_path / "whole.pt"))
+    run = tmp_path / "run"
+    assert main(["seg", "finetune", "--images", str(images), "--masks", str(masks), "--checkpoint", whole_image,
+                 "--val-images", str(images), "--val-masks", str(masks), "--zoom", "0.5", "--device", "cpu",
+                 "-o", str(run), "--rounds", "1", "--iterations", "2", "--batch-size", "2", "--json"]) == 0
+    summary = last_json()
+    assert summary["train_objects"] == 2 and summary["device"] == "cpu"
+    _, meta = load_sam(run / "model.pt")
+    assert meta["zoom"] == 0.5
+
+
+def test_finetune_refuses_zoom_for_a_box_centred_model_before_any_work(tmp_path, image_folders, checkpoint, capsys):
+    images, masks = image_folders
+    assert main(["seg", "finetune", "--images", str(images), "--masks", str(masks), "--checkpoint", checkpoint,
+                 "--zoom", "0.5", "-o", str(tmp_path / "run")]) == 2
+    assert "already cuts a window around each box" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU PyTorch can use")
+@pytest.mark.parametrize("command", ["finetune", "distill"])
+def test_asking_for_a_gpu_on_a_machine_without_one_is_refused_before_any_work(tmp_path, image_folders, checkpoint,
+                                                                             command, capsys):
+    images, masks = image_folders
+    model = ["--checkpoint", checkpoint] if command == "finetune" else ["--teacher", checkpoint]
+    assert main(["seg", command, "--images", str(images), "--masks", str(masks), *model, "--device", "cuda",
+                 "-o", str(tmp_path / "run")]) == 2
+    assert "asks for a GPU" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -355,7 +355,7 @@ def _seg_finetune(args: argparse.Namespace) -> dict:
                             val_masks=args.val_masks, checkpoint=args.checkpoint, model=args.model,
                             normalization=args.normalization,
                             modality=args.modality, config=config, resume=args.resume,
-                            allow_unmatched=args.allow_unmatched)
+                            allow_unmatched=args.allow_unmatched, zoom=args.zoom, device=args.device)
 
 
 def _seg_distill(args: argparse.Namespace) -> dict:
@@ -368,7 +368,7 @@ def _seg_distill(args: argparse.Namespace) -> dict:
                             lr=args.lr, box_shift=5, freeze_prompt_encoder=False, seed=args.seed)
     return distill_folders(args.images, args.masks, args.output, teacher=args.teacher, student=args.student,
                            teacher_normalization=args.normalization, modality=args.modality, distill=distill,
-                           config=stage2, allow_unmatched=args.allow_unmatched)
+                           config=stage2, allow_unmatched=args.allow_unmatched, device=args.device)
 
 
 def _seg_export_onnx(args: argparse.Namespace) -> dict:
@@ -657,6 +657,11 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     tune.add_argument("--click-rounds", type=int, default=0,
                       help="after the box, N rounds of simulated correction clicks per step, every round scored "
                            "(SAM's recipe), so the model learns to take clicks; the prompt encoder then trains too")
+    tune.add_argument("--zoom", type=float, metavar="CONTEXT",
+                      help="whole-image models (Lite MedSAM): learn on the window around each box that --zoom "
+                           "CONTEXT answers it on, at the image's own resolution, so small objects in large images "
+                           "are trained as they will be seen")
+    tune.add_argument("--device", help=DEVICE_HELP)
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--resume", action="store_true", help="continue the run in --output")
     tune.add_argument("--json", action="store_true")
@@ -677,6 +682,7 @@ def add_seg_commands(halves: argparse._SubParsersAction) -> None:
     distil.add_argument("--iterations", type=int, default=100, help="stage 2 iterations per round")
     distil.add_argument("--batch-size", type=int, default=8)
     distil.add_argument("--lr", type=float, default=1e-4, help="stage 2 learning rate")
+    distil.add_argument("--device", help=DEVICE_HELP)
     distil.add_argument("--seed", type=int, default=0)
     distil.add_argument("--json", action="store_true")
     distil.set_defaults(handler=_seg_distill)

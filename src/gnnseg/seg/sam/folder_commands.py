@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gnnseg.core.devices import resolve_device
 from gnnseg.seg.io import read_image_2d, read_nifti
 from gnnseg.seg.io.any_format import READABLE_SUFFIXES, is_nifti
 from gnnseg.seg.io.pairs import paired_files
@@ -21,6 +22,7 @@ from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.inference.box_prompted import predicted_masks
 from gnnseg.seg.sam.inference.onnx_model import OnnxSam
 from gnnseg.seg.sam.inference.simulated_user import objects_summary
+from gnnseg.seg.sam.inference.zoom import check_zoom
 from gnnseg.seg.sam.modeling.config import Normalization
 from gnnseg.seg.sam.modeling.sam import build_sam
 from gnnseg.seg.sam.segment_files import refuse_existing
@@ -33,7 +35,12 @@ from gnnseg.seg.sam.training.distill import (
 )
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
 from gnnseg.seg.sam.training.prepared import PreparedSet
-from gnnseg.seg.sam.training.samples import PromptSample, samples_from_image, samples_from_volume
+from gnnseg.seg.sam.training.samples import (
+    PromptSample,
+    samples_from_image,
+    samples_from_volume,
+    zoomed_samples,
+)
 
 
 def load_samples(images: str | os.PathLike, masks: str | os.PathLike, modality: str = "ct", *,
@@ -60,40 +67,58 @@ def finetune_folders(images: str, masks: str, output: str, *, val_images: str | 
                      val_masks: str | None = None, checkpoint: str | None = None, model: str | None = None,
                      normalization: Normalization | None = None, modality: str = "ct",
                      config: FinetuneConfig | None = None, resume: bool = False,
-                     allow_unmatched: bool = False) -> dict[str, Any]:
+                     allow_unmatched: bool = False, zoom: float | None = None,
+                     device: str | None = None) -> dict[str, Any]:
     """Fine-tune a checkpoint (or the default model, or a fresh ``model`` configuration) on folder pairs;
-    ``normalization`` overrides the checkpoint's input normalisation."""
+    ``normalization`` overrides the checkpoint's input normalisation.
+
+    ``zoom``: a whole-image model learns on the windows that ``--zoom`` answers each box on
+    (:func:`~gnnseg.seg.sam.training.samples.zoomed_samples`; its validation objects are scored on theirs, which equals
+    scoring them with zoom). ``device``: :func:`~gnnseg.core.devices.resolve_device`'s (default the GPU where there is
+    one)."""
     if checkpoint and model:
         raise ValueError("give either --checkpoint (to fine-tune) or --model (to train from scratch), not both")
+    zoom = None if zoom is None else check_zoom(zoom)
+    target = resolve_device(device)
     sam = build_sam(model) if model else load_model(checkpoint, normalization)
+    if zoom is not None and sam.config.crop_margin is not None:
+        raise ValueError(f"--zoom trains a whole-image model on windows around its boxes; "
+                         f"{checkpoint or model or DEFAULT_MODEL} is box-centred and already cuts a window around "
+                         "each box (crop_margin): leave --zoom out")
     train = load_samples(images, masks, modality, allow_unmatched=allow_unmatched)
     val = load_samples(val_images, val_masks, modality, allow_unmatched=allow_unmatched) \
         if val_images and val_masks else []
-    summary = finetune(sam, train, val, config or FinetuneConfig(), output, resume=resume,
-                       meta={"trained_on": str(images), "started_from": checkpoint or model or DEFAULT_MODEL})
-    return {**summary, "train_objects": len(train), "val_objects": len(val), "output": str(output)}
+    if zoom is not None:
+        train, val = (zoomed_samples(samples, zoom, sam.config.image_size) for samples in (train, val))
+    summary = finetune(sam, train, val, config or FinetuneConfig(), output, resume=resume, device=target,
+                       meta={"trained_on": str(images), "started_from": checkpoint or model or DEFAULT_MODEL,
+                             **({"zoom": zoom} if zoom is not None else {})})
+    return {**summary, "train_objects": len(train), "val_objects": len(val), "output": str(output),
+            "device": str(target)}
 
 
 def distill_folders(images: str, masks: str, output: str, *, teacher: str, student: str = "lite_medsam",
                     teacher_normalization: Normalization | None = None, modality: str = "ct",
                     distill: DistillConfig | None = None, config: FinetuneConfig | None = None,
-                    allow_unmatched: bool = False) -> dict[str, Any]:
+                    allow_unmatched: bool = False, device: str | None = None) -> dict[str, Any]:
     """Lite MedSAM's two stages on folder pairs: distil ``student``'s encoder from the ``teacher`` checkpoint
     (embeddings cached in ``output``; ``teacher_normalization`` overrides the teacher's input normalisation), hand
-    it the teacher's prompt encoder and decoder, fine-tune everything."""
+    it the teacher's prompt encoder and decoder, fine-tune everything; on ``device``
+    (:func:`~gnnseg.core.devices.resolve_device`'s)."""
     output_path = Path(output)
     refuse_existing(output_path / "model.pt")
+    target = resolve_device(device)
     teacher_model = load_model(teacher, teacher_normalization)
     student_model = build_sam(student)
     if student_model.config.crop_margin is not None:
         raise ValueError(f"{student} is a box-centred model; distillation needs a whole-image student")
     samples = load_samples(images, masks, modality, allow_unmatched=allow_unmatched)
     prepared = PreparedSet.from_samples(samples, student_model.config)
-    cache = cache_teacher_embeddings(teacher_model, prepared, output_path / "teacher_embeddings.npy")
-    stage1 = distill_encoder(student_model, prepared, cache, distill or DistillConfig(), output_path)
+    cache = cache_teacher_embeddings(teacher_model, prepared, output_path / "teacher_embeddings.npy", device=target)
+    stage1 = distill_encoder(student_model, prepared, cache, distill or DistillConfig(), output_path, device=target)
     student_from_teacher(student_model, teacher_model)
     stage2 = config or FinetuneConfig(box_shift=5, freeze_prompt_encoder=False)
-    summary = finetune(student_model, prepared, [], stage2, output_path / "stage2",
+    summary = finetune(student_model, prepared, [], stage2, output_path / "stage2", device=target,
                        meta={"distilled_from": str(teacher), "trained_on": str(images)})
     save_sam(student_model, output_path / "model.pt", meta={"distilled_from": str(teacher),
                                                              "distill_mse_last": stage1["loss"][-1]})

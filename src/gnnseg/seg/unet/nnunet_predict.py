@@ -35,6 +35,7 @@ from torch import Tensor
 
 from gnnseg.core import progress
 from gnnseg.core.atomic import atomic_path
+from gnnseg.core.devices import resolve_device
 from gnnseg.core.runs import write_json
 from gnnseg.seg.io import ImageFormatError, MedicalImage, read_any
 from gnnseg.seg.io.any_format import write_any
@@ -175,7 +176,7 @@ def predict_nnunet_folder(model_folder: str | os.PathLike, input_dir: str | os.P
     outputs = fresh_outputs(output, cases, ending, with_probabilities=save_probabilities,
                             folder_files=[LABELS_FILE] if save_probabilities else [])
     predictor = NnUNetPredictor(model, step_size=step_size, use_mirroring=use_mirroring,
-                                device=device or ("cuda" if torch.cuda.is_available() else "cpu"), precision=precision)
+                                device=resolve_device(device), precision=precision)
     output.mkdir(parents=True, exist_ok=True)
     if save_probabilities:
         write_prediction_labels(output, model.labels.model, ending)

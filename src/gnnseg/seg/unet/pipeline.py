@@ -21,6 +21,7 @@ import torch
 
 from gnnseg.core import progress
 from gnnseg.core.atomic import atomic_path
+from gnnseg.core.devices import resolve_device
 from gnnseg.core.runs import new_run, reopen_run, write_json
 from gnnseg.seg.folder_scoring import score_folders
 from gnnseg.seg.io import (
@@ -44,7 +45,7 @@ from gnnseg.seg.unet.postprocess import PostprocessingRule, keep_largest_compone
 from gnnseg.seg.unet.precision import autocast, in_precision
 from gnnseg.seg.unet.predict import predict_case
 from gnnseg.seg.unet.prediction_ensemble import LABELS_FILE, write_prediction_labels
-from gnnseg.seg.unet.train import CHECKPOINT_FINAL, TrainConfig, train_fold, training_device
+from gnnseg.seg.unet.train import CHECKPOINT_FINAL, TrainConfig, train_fold
 from gnnseg.seg.unet.validation_predictions import PROBABILITIES_KEY
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
@@ -226,7 +227,7 @@ class _TrainedForPrediction:
              postprocessing: PostprocessingRule | None = None) -> _TrainedForPrediction:
         autocast(precision)    # an unknown precision is refused before any checkpoint loads
         models = [model] if isinstance(model, (str, os.PathLike)) else list(model)
-        device = torch.device(device or training_device())
+        device = resolve_device(device)
         trained = open_trained_folds(models, folds, checkpoint=checkpoint, device=str(device))
         foreground = trained.plans.label_model.foreground_labels
         unknown = sorted(set(keep_largest) - set(foreground))

@@ -38,6 +38,7 @@ import torch  # noqa: E402
 
 from gnnseg.core import load_checkpoint, progress, save_checkpoint, seed_everything  # noqa: E402
 from gnnseg.core.atomic import atomic_path  # noqa: E402
+from gnnseg.core.devices import resolve_device  # noqa: E402
 from gnnseg.core.distributed import distributed_context  # noqa: E402
 from gnnseg.core.runs import write_json  # noqa: E402
 from gnnseg.seg.io import RawDataset  # noqa: E402
@@ -126,11 +127,6 @@ def build_network(plans: Plans, configuration: str, deep_supervision: bool = Tru
                 features_per_stage=topology.features_per_stage, kernel_sizes=topology.kernel_sizes,
                 strides=topology.strides, convs_per_stage=topology.convs_per_stage, deep_supervision=deep_supervision,
                 mamba_stages=mamba_stages_for(network, topology.num_stages))
-
-
-def training_device(local_rank: int = 0) -> torch.device:
-    """This process's GPU (``LOCAL_RANK`` under torchrun) where there is one, else the CPU."""
-    return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def as_float32(outputs: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
@@ -244,7 +240,7 @@ def train_fold(preprocessed: str | os.PathLike, plans: Plans, configuration: str
 
     context = distributed_context()
     generator = seed_everything(config.seed)            # same initial weights on every rank
-    device = torch.device(device) if device is not None else training_device(context.local_rank)
+    device = resolve_device(device, context.local_rank)
     network = build_network(plans, configuration, config.deep_supervision, config.network).to(device)
     optimizer = _optimizer(network, config)
     loss_fn = training_loss(labels, batch_dice=True)

@@ -7,6 +7,9 @@ percentiles before they become 8-bit RGB, as at inference.
 
 Boxes are drawn when a sample is used: the object's tight box grown by a random 0-``max_shift`` pixels per side
 (MedSAM's ``bbox_shift``), so the model learns to tolerate loose boxes.
+
+A whole-image model answered with zoom (:mod:`gnnseg.seg.sam.inference.zoom`) sees a window around each box, not the
+image; :func:`zoomed_samples` turns each sample into that window, so it can be trained on what it will be shown.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from scipy import ndimage
 
 from gnnseg.seg.io.intensity import scale_volume, to_rgb_uint8
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
+from gnnseg.seg.sam.inference.zoom import check_zoom, zoom_window
 
 MIN_OBJECT_PIXELS = 100
 """Objects smaller than this are dropped, as MedSAM's preprocessing drops them in 2D."""
@@ -75,6 +79,26 @@ def samples_from_volume(volume: np.ndarray, labels: np.ndarray, source: str, *, 
         if labels[z].any():
             samples += samples_from_image(scaled[z], labels[z], f"{source}/z{z}", min_pixels)
     return samples
+
+
+def zoomed_samples(samples: Sequence[PromptSample], context: float, min_side: int,
+                   margin: int = 5) -> list[PromptSample]:
+    """Each sample cut to the window that zoom answers its box on: the window around its tight box grown by
+    ``margin`` pixels (the evaluation prompt), ``context`` box sizes on each side and at least ``min_side`` pixels
+    (:func:`~gnnseg.seg.sam.inference.zoom.zoom_window`). A sample whose window is its whole image keeps its image,
+    shared with the image's other objects, so a whole-image model still encodes that image once."""
+    context = check_zoom(context)
+    zoomed = []
+    for sample in samples:
+        box = boxes_from_mask(sample.mask, margin)[0].astype(np.float64)
+        rows, columns = zoom_window(box, context, sample.mask.shape, min_side)
+        if (rows.stop - rows.start, columns.stop - columns.start) == sample.mask.shape:
+            zoomed.append(sample)
+            continue
+        zoomed.append(PromptSample(np.ascontiguousarray(sample.image[rows, columns]),
+                                   np.ascontiguousarray(sample.mask[rows, columns]),
+                                   f"{sample.source}/zoom[{rows.start}:{rows.stop},{columns.start}:{columns.stop}]"))
+    return zoomed
 
 
 def jittered_box(sample: PromptSample, rng: np.random.Generator, max_shift: int = 20) -> np.ndarray:
