@@ -1,8 +1,9 @@
 """Which device a command runs on: ``--device`` as the user wrote it, or the GPU where there is one.
 
-Every training and prediction command takes ``--device`` (``cpu``, ``cuda`` or ``cuda:N``). A name that asks for a GPU
-PyTorch cannot see is refused here, before any data is read or any run folder is made, with the reason (a CPU build
-of torch, or fewer GPUs than the index), instead of torch's error from deep inside the first ``.to(device)``.
+The training commands (``seg train``, ``seg finetune``, ``seg distill``) and U-Net prediction take ``--device``
+(``cpu``, ``cuda`` or ``cuda:N``). A name that asks for a GPU PyTorch cannot see is refused here, before the model runs
+or any output is written, with the reason (a CPU build of torch, or fewer GPUs than the index), instead of torch's
+error from deep inside the first ``.to(device)``.
 """
 
 from __future__ import annotations
