@@ -22,12 +22,23 @@ interpolated at the chosen ``alpha`` (``--out``/``mask_decoder.pt``, for
 :func:`gnnseg.seg.sam.checkpoint.load_mask_decoder` over ``litemedsam``)::
 
     python benchmarks/lite_adaptation.py --seconds 300 --views flip --out runs/litemedsam_adapted
+
+``--zoom C`` adapts the model as it is used with ``--zoom C``: each training object becomes the window that zoom
+answers its box on (:func:`~gnnseg.seg.sam.training.samples.zoomed_samples`), its embedding is cached, and the held-out
+objects are scored through zoom. ``--max-objects`` caps the training objects per modality (drawn at random), since a
+window is one encoder pass per object; ``--name`` names the results files::
+
+    python benchmarks/lite_adaptation.py --zoom 0.5 --views none --max-objects 400 --name lite_adaptation_zoom \
+        --out runs/litemedsam_adapted_zoom
+
+Every decoder is scored with the released encoder's embeddings, each held-out image (or window) encoded once.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import shlex
 import sys
@@ -39,9 +50,10 @@ import numpy as np
 import torch
 
 from gnnseg.core import machine_info, write_json
+from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.checkpoint import save_mask_decoder
 from gnnseg.seg.sam.inference.augmented_predictor import symmetries
-from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
+from gnnseg.seg.sam.inference.box_prompted import box_prompted_masks
 from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model
 from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.training.decoder_tuning import (
@@ -52,6 +64,7 @@ from gnnseg.seg.sam.training.decoder_tuning import (
 )
 from gnnseg.seg.sam.training.distill import cache_teacher_embeddings
 from gnnseg.seg.sam.training.prepared import PreparedSet
+from gnnseg.seg.sam.training.samples import zoomed_samples
 from lite_medsam_train import SHARES, seconds_per_iteration
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,8 +76,42 @@ CHOICE_OBJECTS = 300
 """Training objects per modality that ``alpha`` is chosen on."""
 
 
-def held_out_dsc(model, samples) -> float:
-    return float(np.mean(box_dice_scores(model, samples, BOX_MARGIN)))
+class EncoderMemo(torch.nn.Module):
+    """The frozen released encoder, remembering each input's embedding: every decoder scored here shares it, so a
+    held-out image (or zoom window) is encoded once, not once per decoder."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.memo: dict[bytes, torch.Tensor] = {}
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        key = hashlib.blake2b(pixels.detach().contiguous().numpy().tobytes(), digest_size=16).digest()
+        if key not in self.memo:
+            self.memo[key] = self.encoder(pixels)
+        return self.memo[key]
+
+
+def held_out_dsc(model, samples, zoom: float | None, memo: EncoderMemo) -> float:
+    """Mean DSC of ``samples`` under ``model``'s decoder (through zoom where set), its encoder answered by ``memo``."""
+    encoder, model.image_encoder = model.image_encoder, memo
+    try:
+        masks = box_prompted_masks(model, samples, BOX_MARGIN, zoom=zoom)
+    finally:
+        model.image_encoder = encoder
+    return float(np.mean([dice(mask, sample.mask) for mask, sample in zip(masks, samples)]))
+
+
+def training_samples(train: dict, max_objects: int | None, zoom: float | None, input_size: int,
+                     rng: np.random.Generator) -> dict:
+    """Each modality's training objects, at most ``max_objects`` drawn at random (kept in their order), cut to their
+    zoom windows where ``zoom`` is set."""
+    chosen = {}
+    for modality, samples in train.items():
+        if max_objects is not None and len(samples) > max_objects:
+            samples = [samples[i] for i in sorted(rng.permutation(len(samples))[:max_objects])]
+        chosen[modality] = samples if zoom is None else zoomed_samples(samples, zoom, input_size, BOX_MARGIN)
+    return chosen
 
 
 def tuned(model, prepared, cache, weights, seconds: float, base: DecoderTuningConfig) -> tuple[object, dict]:
@@ -83,8 +130,11 @@ def tuned(model, prepared, cache, weights, seconds: float, base: DecoderTuningCo
 
 def markdown(result: dict) -> str:
     released, alpha = result["released"], result["alpha"]
+    zoom = result["recipe"].get("zoom")
+    seen = ("no augmentation" if zoom is None
+            else f"no augmentation, zoom {zoom:g}; training objects cut to their zoom windows")
     lines = ["# Adapting the released LiteMedSAM: its decoder tuned on the corpus", "",
-             f"Held-out DSC, tight box + {BOX_MARGIN} px, no augmentation. Decoder tuned on frozen embeddings on "
+             f"Held-out DSC, tight box + {BOX_MARGIN} px, {seen}. Decoder tuned on frozen embeddings on "
              f"{result['machine'].get('cpu_count', '?')} CPU cores; *interpolated*: the decoder "
              f"(1 - alpha) x released + alpha x tuned, alpha = {alpha:g} chosen on training images (below).", "",
              "| model | " + " | ".join(MODALITIES) + " | mean |", "|---|" + "---|" * (len(MODALITIES) + 1)]
@@ -131,6 +181,11 @@ def main() -> None:
                         help="symmetric copies of each training image to cache")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--zoom", type=float, default=None,
+                        help="adapt and score the model as used with --zoom C (training objects cut to their windows)")
+    parser.add_argument("--max-objects", type=int, default=None,
+                        help="at most this many training objects per modality, drawn at random")
+    parser.add_argument("--name", default="lite_adaptation", help="results file name (without extension)")
     parser.add_argument("--out", type=Path, default=Path("runs/litemedsam_adapted"))
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -138,7 +193,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     released = load_model("litemedsam")
-    train, held_out = load_corpus(args.data, "train"), load_corpus(args.data, "val")
+    memo = EncoderMemo(released.image_encoder)
+    held_out = load_corpus(args.data, "val")
+    train = training_samples(load_corpus(args.data, "train"), args.max_objects, args.zoom,
+                             released.config.image_size, np.random.default_rng(0))
     samples = [sample for modality in MODALITIES for sample in train[modality]]
     modality_of = np.array([modality for modality in MODALITIES for _ in train[modality]])
     shares = np.array([SHARES[m] / len(train[m]) for m in modality_of])
@@ -155,16 +213,19 @@ def main() -> None:
     object_modality = modality_of[prepared.object_sample]
     choice_objects = {m: rng.permutation(np.flatnonzero(object_modality == m))[:CHOICE_OBJECTS] for m in MODALITIES}
 
-    scores = {m: held_out_dsc(released, held_out[m]) for m in MODALITIES}
+    scores = {m: held_out_dsc(released, held_out[m], args.zoom, memo) for m in MODALITIES}
     print("released", scores, flush=True)
     adapted, tuning = tuned(released, prepared, cache, shares, args.seconds, base)
-    result = {"benchmark": "lite_adaptation", "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
+    result = {"benchmark": args.name, "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
               "machine": machine_info(), "torch_threads": torch.get_num_threads(), "box_margin": BOX_MARGIN,
-              "recipe": {"views": args.views, "batch_size": base.batch_size, "lr": base.lr, "box_shift": base.box_shift,
+              "recipe": {"views": args.views, "zoom": args.zoom, "max_objects": args.max_objects,
+                         "batch_size": base.batch_size, "lr": base.lr, "box_shift": base.box_shift,
                          "weight_decay": base.weight_decay, "shares": SHARES},
               "cache_seconds": cache_seconds, "objects": {m: len(held_out[m]) for m in MODALITIES},
+              "train_objects": {m: len(train[m]) for m in MODALITIES},
               "released": scores,
-              "all": {"tuning": tuning, "dsc": {m: held_out_dsc(adapted, held_out[m]) for m in MODALITIES}},
+              "all": {"tuning": tuning,
+                      "dsc": {m: held_out_dsc(adapted, held_out[m], args.zoom, memo) for m in MODALITIES}},
               "left_out": {}}
     print("all", result["all"], flush=True)
     left_out_models = {}
@@ -175,25 +236,26 @@ def main() -> None:
                                                            cache, choice_objects[modality], BOX_MARGIN)))
                  for alpha in (0, *ALPHAS)}
         left_out_models[modality] = model
-        result["left_out"][modality] = {"tuning": tuning, "dsc": held_out_dsc(model, held_out[modality]),
+        result["left_out"][modality] = {"tuning": tuning,
+                                        "dsc": held_out_dsc(model, held_out[modality], args.zoom, memo),
                                         "training_curve": curve}
         print("without", modality, result["left_out"][modality], flush=True)
     alpha = choose_alpha({m: row["training_curve"] for m, row in result["left_out"].items()})
     result["alpha"] = alpha
     for modality, model in left_out_models.items():
         result["left_out"][modality]["interpolated_dsc"] = held_out_dsc(
-            interpolated_decoder(released, model, alpha), held_out[modality])
+            interpolated_decoder(released, model, alpha), held_out[modality], args.zoom, memo)
     blended = interpolated_decoder(released, adapted, alpha)
-    result["all"]["interpolated_dsc"] = {m: held_out_dsc(blended, held_out[m]) for m in MODALITIES}
+    result["all"]["interpolated_dsc"] = {m: held_out_dsc(blended, held_out[m], args.zoom, memo) for m in MODALITIES}
     print("alpha", alpha, "all", result["all"]["interpolated_dsc"], flush=True)
     save_mask_decoder(blended, args.out / "mask_decoder.pt", base="litemedsam",
                       base_sha256=RELEASED_MODELS["litemedsam"].sha256,
                       meta={"tuning": result["all"]["tuning"], "alpha": alpha,
                             "recipe": "benchmarks/lite_adaptation.py"})
     args.results.mkdir(parents=True, exist_ok=True)
-    write_json(args.results / "lite_adaptation.json", result)
+    write_json(args.results / f"{args.name}.json", result)
     report = markdown(result)
-    (args.results / "lite_adaptation.md").write_text(report)
+    (args.results / f"{args.name}.md").write_text(report)
     print(report)
     print(json.dumps({"mask_decoder": str(args.out / "mask_decoder.pt")}))
 

@@ -255,7 +255,7 @@ def test_finetune_with_zoom_trains_a_whole_image_model_on_windows(tmp_path, imag
     summary = last_json()
     assert summary["train_objects"] == 2 and summary["device"] == "cpu"
     _, meta = load_sam(run / "model.pt")
-    assert meta["zoom"] == 0.5
+    assert meta["finetune"]["zoom"] == 0.5
 
 
 def test_finetune_refuses_zoom_for_a_box_centred_model_before_any_work(tmp_path, image_folders, checkpoint, capsys):

@@ -134,3 +134,17 @@ def test_finetune_refuses_empty_training_sets_and_bad_weights(tmp_path):
         finetune(model, disk_samples(2), [], FinetuneConfig(), tmp_path, weights=[1.0])
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         finetune(model, disk_samples(2), [], FinetuneConfig(), tmp_path / "new", resume=True)
+
+
+def test_zoom_is_for_whole_image_models_and_their_objects(tmp_path):
+    from gnnseg.seg.sam.training.prepared import PreparedSet
+
+    samples = disk_samples(2)
+    box_centred = build_sam(MODEL)
+    with pytest.raises(ValueError, match="already cuts a window around each box"):
+        finetune(box_centred, samples, [], FinetuneConfig(rounds=1, iterations_per_round=1, zoom=0.5), tmp_path / "a")
+    whole_image = build_sam(replace(SAM_CONFIGS["vit_mini"], image_layout="padded"))
+    prepared = PreparedSet.from_samples(samples, whole_image.config)
+    with pytest.raises(ValueError, match="give the PromptSamples"):
+        finetune(whole_image, prepared, [], FinetuneConfig(rounds=1, iterations_per_round=1, zoom=0.5), tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -350,12 +350,12 @@ def _seg_finetune(args: argparse.Namespace) -> dict:
         raise ValueError(f"--click-rounds must be 0 or more, got {args.click_rounds}")
     config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
                             lr=args.lr, box_shift=args.box_shift, seed=args.seed, click_rounds=args.click_rounds,
-                            freeze_prompt_encoder=args.click_rounds == 0)
+                            freeze_prompt_encoder=args.click_rounds == 0, zoom=args.zoom)
     return finetune_folders(args.images, args.masks, args.output, val_images=args.val_images,
                             val_masks=args.val_masks, checkpoint=args.checkpoint, model=args.model,
                             normalization=args.normalization,
                             modality=args.modality, config=config, resume=args.resume,
-                            allow_unmatched=args.allow_unmatched, zoom=args.zoom, device=args.device)
+                            allow_unmatched=args.allow_unmatched, device=args.device)
 
 
 def _seg_distill(args: argparse.Namespace) -> dict:

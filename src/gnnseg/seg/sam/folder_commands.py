@@ -22,7 +22,6 @@ from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.inference.box_prompted import predicted_masks
 from gnnseg.seg.sam.inference.onnx_model import OnnxSam
 from gnnseg.seg.sam.inference.simulated_user import objects_summary
-from gnnseg.seg.sam.inference.zoom import check_zoom
 from gnnseg.seg.sam.modeling.config import Normalization
 from gnnseg.seg.sam.modeling.sam import build_sam
 from gnnseg.seg.sam.segment_files import refuse_existing
@@ -35,12 +34,7 @@ from gnnseg.seg.sam.training.distill import (
 )
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
 from gnnseg.seg.sam.training.prepared import PreparedSet
-from gnnseg.seg.sam.training.samples import (
-    PromptSample,
-    samples_from_image,
-    samples_from_volume,
-    zoomed_samples,
-)
+from gnnseg.seg.sam.training.samples import PromptSample, samples_from_image, samples_from_volume
 
 
 def load_samples(images: str | os.PathLike, masks: str | os.PathLike, modality: str = "ct", *,
@@ -67,32 +61,19 @@ def finetune_folders(images: str, masks: str, output: str, *, val_images: str | 
                      val_masks: str | None = None, checkpoint: str | None = None, model: str | None = None,
                      normalization: Normalization | None = None, modality: str = "ct",
                      config: FinetuneConfig | None = None, resume: bool = False,
-                     allow_unmatched: bool = False, zoom: float | None = None,
-                     device: str | None = None) -> dict[str, Any]:
+                     allow_unmatched: bool = False, device: str | None = None) -> dict[str, Any]:
     """Fine-tune a checkpoint (or the default model, or a fresh ``model`` configuration) on folder pairs;
-    ``normalization`` overrides the checkpoint's input normalisation.
-
-    ``zoom``: a whole-image model learns on the windows that ``--zoom`` answers each box on
-    (:func:`~gnnseg.seg.sam.training.samples.zoomed_samples`; its validation objects are scored on theirs, which equals
-    scoring them with zoom). ``device``: :func:`~gnnseg.core.devices.resolve_device`'s (default the GPU where there is
-    one)."""
+    ``normalization`` overrides the checkpoint's input normalisation; on ``device``
+    (:func:`~gnnseg.core.devices.resolve_device`'s: default the GPU where there is one)."""
     if checkpoint and model:
         raise ValueError("give either --checkpoint (to fine-tune) or --model (to train from scratch), not both")
-    zoom = None if zoom is None else check_zoom(zoom)
     target = resolve_device(device)
     sam = build_sam(model) if model else load_model(checkpoint, normalization)
-    if zoom is not None and sam.config.crop_margin is not None:
-        raise ValueError(f"--zoom trains a whole-image model on windows around its boxes; "
-                         f"{checkpoint or model or DEFAULT_MODEL} is box-centred and already cuts a window around "
-                         "each box (crop_margin): leave --zoom out")
     train = load_samples(images, masks, modality, allow_unmatched=allow_unmatched)
     val = load_samples(val_images, val_masks, modality, allow_unmatched=allow_unmatched) \
         if val_images and val_masks else []
-    if zoom is not None:
-        train, val = (zoomed_samples(samples, zoom, sam.config.image_size) for samples in (train, val))
     summary = finetune(sam, train, val, config or FinetuneConfig(), output, resume=resume, device=target,
-                       meta={"trained_on": str(images), "started_from": checkpoint or model or DEFAULT_MODEL,
-                             **({"zoom": zoom} if zoom is not None else {})})
+                       meta={"trained_on": str(images), "started_from": checkpoint or model or DEFAULT_MODEL})
     return {**summary, "train_objects": len(train), "val_objects": len(val), "output": str(output),
             "device": str(target)}
 

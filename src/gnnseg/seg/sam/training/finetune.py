@@ -11,11 +11,13 @@ and a cosine decay. With ``click_rounds`` the step plays SAM's correction loop a
 user, the previous logits fed back, every round scored), so the model learns to take clicks; the point embeddings learn
 only with ``freeze_prompt_encoder=False``. Whole-image models train on a
 :class:`~gnnseg.seg.sam.training.prepared.PreparedSet` (each image resized once); box-centred models cut a window per
-draw. On a GPU the steps run under bfloat16 autocast. Training runs in rounds of ``iterations_per_round`` steps; after
-each round the model is scored on held-out samples (Dice with tight boxes plus ``val_box_margin``), a checkpoint is
-written and the curve is plotted. A run resumes from its last checkpoint; under ``torchrun`` every rank draws its own
-samples and the gradients are averaged over ranks with an all-reduce before every step (what DistributedDataParallel
-does, without wrapping the model, whose encoder and decoder are called separately).
+draw; with ``zoom`` a whole-image model trains and is validated on the window around each box that zoom answers it
+on (:func:`~gnnseg.seg.sam.training.samples.zoomed_samples`). On a GPU the steps run under bfloat16 autocast.
+Training runs in rounds of ``iterations_per_round`` steps; after each round the model is scored on held-out samples
+(Dice with tight boxes plus ``val_box_margin``), a checkpoint is written and the curve is plotted. A run resumes from
+its last checkpoint; under ``torchrun`` every rank draws its own samples and the gradients are averaged over ranks with
+an all-reduce before every step (what DistributedDataParallel does, without wrapping the model, whose encoder and
+decoder are called separately).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from gnnseg.seg.sam.inference.symmetry import Symmetry
 from gnnseg.seg.sam.modeling.sam import Sam
 from gnnseg.seg.sam.training.click_loop import loop_losses
 from gnnseg.seg.sam.training.prepared import PreparedSet
-from gnnseg.seg.sam.training.samples import PromptSample, draw_probabilities, jittered_box
+from gnnseg.seg.sam.training.samples import PromptSample, draw_probabilities, jittered_box, zoomed_samples
 
 TRAINING_FORMAT = "gnnseg-sam-training"
 
@@ -66,6 +68,8 @@ class FinetuneConfig:
     freeze_prompt_encoder: bool = True
     click_rounds: int = 0
     val_box_margin: int = 5
+    zoom: float | None = None
+    """Whole-image models: box sizes of context of the zoom window each object is cut to (``None``: whole images)."""
     seed: int = 0
 
     @property
@@ -175,6 +179,20 @@ class BatchSource:
         return tuple(tensor.to(self.device) for tensor in batch)
 
 
+def zoomed_sets(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Sequence[PromptSample],
+                context: float) -> tuple[list[PromptSample], list[PromptSample]]:
+    """The training and validation objects cut to their zoom windows (at least the model's input wide). Scoring a
+    validation window whole equals scoring its object with zoom."""
+    if model.config.crop_margin is not None:
+        raise ValueError("zoom trains a whole-image model on the window around each box; this model is box-centred "
+                         "and already cuts a window around each box (crop_margin): leave zoom out")
+    if isinstance(train, PreparedSet):
+        raise ValueError("zoom cuts windows from the objects' images; a PreparedSet holds them already resized to "
+                         "the input: give the PromptSamples")
+    size = model.config.image_size
+    return zoomed_samples(train, context, size), zoomed_samples(val, context, size)
+
+
 def finetune(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Sequence[PromptSample],
              config: FinetuneConfig, output: str | os.PathLike, *, weights: Sequence[float] | None = None,
              resume: bool = False, meta: dict[str, Any] | None = None, show_progress: bool | None = None,
@@ -187,6 +205,8 @@ def finetune(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Seque
     ``object_sample`` indices).
     """
     device = torch.device(device)
+    if config.zoom is not None:
+        train, val = zoomed_sets(model, train, val, config.zoom)
     model.to(device)
     source = BatchSource(model, train, weights, config, device)
     output = Path(output)
