@@ -148,3 +148,19 @@ def test_zoom_is_for_whole_image_models_and_their_objects(tmp_path):
     with pytest.raises(ValueError, match="give the PromptSamples"):
         finetune(whole_image, prepared, [], FinetuneConfig(rounds=1, iterations_per_round=1, zoom=0.5), tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_run_begun_before_a_recipe_field_existed_resumes_with_its_default(tmp_path):
+    from gnnseg.core.checkpoint import load_checkpoint, save_checkpoint
+
+    train = disk_samples(4)
+    config = FinetuneConfig(rounds=2, iterations_per_round=1, batch_size=2, warmup_iterations=1)
+    finetune(build_sam(MODEL), train, [], replace(config, rounds=1), tmp_path, show_progress=False)
+    latest = tmp_path / "checkpoint_latest.pt"
+    state = load_checkpoint(latest)
+    del state["config"]["val_box_margin"]               # as a run written before that field existed
+    state["config"]["rounds"] = 2
+    save_checkpoint(state, latest)
+    with pytest.raises(ValueError, match="another configuration"):
+        finetune(build_sam(MODEL), train, [], replace(config, val_box_margin=7), tmp_path, resume=True)
+    assert finetune(build_sam(MODEL), train, [], config, tmp_path, resume=True, show_progress=False)["rounds"] == 2

@@ -224,7 +224,8 @@ def finetune(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Seque
     start_round = 0
     if resume:
         state = load_checkpoint(latest, required_keys=("format", "model", "optimizer", "round", "log", "config"))
-        if state["config"] != dataclasses.asdict(config):
+        began_with = {**dataclasses.asdict(FinetuneConfig()), **state["config"]}  # fields added since: defaults
+        if began_with != dataclasses.asdict(config):
             raise ValueError(f"{latest} was written with another configuration: {state['config']}")
         model.load_state_dict(state["model"])
         model.to(device)
