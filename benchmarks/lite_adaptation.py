@@ -50,10 +50,9 @@ import numpy as np
 import torch
 
 from gnnseg.core import machine_info, write_json
-from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.checkpoint import save_mask_decoder
 from gnnseg.seg.sam.inference.augmented_predictor import symmetries
-from gnnseg.seg.sam.inference.box_prompted import box_prompted_masks
+from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
 from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model
 from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.training.decoder_tuning import (
@@ -96,10 +95,9 @@ def held_out_dsc(model, samples, zoom: float | None, memo: EncoderMemo) -> float
     """Mean DSC of ``samples`` under ``model``'s decoder (through zoom where set), its encoder answered by ``memo``."""
     encoder, model.image_encoder = model.image_encoder, memo
     try:
-        masks = box_prompted_masks(model, samples, BOX_MARGIN, zoom=zoom)
+        return float(np.mean(box_dice_scores(model, samples, BOX_MARGIN, zoom=zoom)))
     finally:
         model.image_encoder = encoder
-    return float(np.mean([dice(mask, sample.mask) for mask, sample in zip(masks, samples)]))
 
 
 def training_samples(train: dict, max_objects: int | None, zoom: float | None, input_size: int,

@@ -59,7 +59,7 @@ def predicted_masks(predictor, samples: Sequence[LabelledObject], margin: int = 
 
 
 def box_dice_scores(model: Sam, samples: Sequence[LabelledObject], margin: int = 5, *,
-                    augmentation: str = "none") -> np.ndarray:
+                    augmentation: str = "none", zoom: float | None = None) -> np.ndarray:
     """Dice of each sample's box-prompted mask (:func:`box_prompted_masks`) against its ground truth."""
-    masks = box_prompted_masks(model, samples, margin, augmentation=augmentation)
+    masks = box_prompted_masks(model, samples, margin, augmentation=augmentation, zoom=zoom)
     return np.array([dice(mask, sample.mask) for mask, sample in zip(masks, samples)])

@@ -180,9 +180,10 @@ class BatchSource:
 
 
 def zoomed_sets(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Sequence[PromptSample],
-                context: float) -> tuple[list[PromptSample], list[PromptSample]]:
-    """The training and validation objects cut to their zoom windows (at least the model's input wide). Scoring a
-    validation window whole equals scoring its object with zoom."""
+                context: float, margin: int) -> tuple[list[PromptSample], list[PromptSample]]:
+    """The training and validation objects cut to their zoom windows (at least the model's input wide, around the
+    tight box grown by ``margin``, the validation prompt's). Scoring a validation window whole with that prompt
+    equals scoring its object with zoom."""
     if model.config.crop_margin is not None:
         raise ValueError("zoom trains a whole-image model on the window around each box; this model is box-centred "
                          "and already cuts a window around each box (crop_margin): leave zoom out")
@@ -190,7 +191,7 @@ def zoomed_sets(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Se
         raise ValueError("zoom cuts windows from the objects' images; a PreparedSet holds them already resized to "
                          "the input: give the PromptSamples")
     size = model.config.image_size
-    return zoomed_samples(train, context, size), zoomed_samples(val, context, size)
+    return zoomed_samples(train, context, size, margin), zoomed_samples(val, context, size, margin)
 
 
 def finetune(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Sequence[PromptSample],
@@ -206,7 +207,7 @@ def finetune(model: Sam, train: Sequence[PromptSample] | PreparedSet, val: Seque
     """
     device = torch.device(device)
     if config.zoom is not None:
-        train, val = zoomed_sets(model, train, val, config.zoom)
+        train, val = zoomed_sets(model, train, val, config.zoom, config.val_box_margin)
     model.to(device)
     source = BatchSource(model, train, weights, config, device)
     output = Path(output)

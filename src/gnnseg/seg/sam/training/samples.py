@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from gnnseg.seg.io.intensity import scale_volume, to_rgb_uint8
+from gnnseg.seg.sam.inference.box_prompted import grown_box
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
 from gnnseg.seg.sam.inference.zoom import check_zoom, zoom_window
 
@@ -90,8 +91,7 @@ def zoomed_samples(samples: Sequence[PromptSample], context: float, min_side: in
     context = check_zoom(context)
     zoomed = []
     for sample in samples:
-        box = boxes_from_mask(sample.mask, margin)[0].astype(np.float64)
-        rows, columns = zoom_window(box, context, sample.mask.shape, min_side)
+        rows, columns = zoom_window(grown_box(sample, margin), context, sample.mask.shape, min_side)
         if (rows.stop - rows.start, columns.stop - columns.start) == sample.mask.shape:
             zoomed.append(sample)
             continue
