@@ -12,9 +12,10 @@ pixels per side; the loss is stage 2's Dice + BCE + IoU-prediction MSE
 (:func:`~gnnseg.seg.sam.training.losses.box_prompt_loss`) and only the mask decoder learns.
 
 A tuned decoder can give up what the released one knew about images unlike its training set. Weight-space
-interpolation between the two (:func:`interpolated_decoder`; WiSE-FT, Wortsman et al., CVPR 2022) trades part of the
-gain for part of that generality; :func:`cached_box_dice` scores a decoder on cached embeddings, cheaply enough to
-choose how far to go on training images (``benchmarks/lite_adaptation.py`` measures both).
+interpolation between the two (:func:`interpolated_decoder`; :func:`interpolated_model` for whole models; WiSE-FT,
+Wortsman et al., CVPR 2022) trades part of the gain for part of that generality; :func:`cached_box_dice` scores a
+decoder on cached embeddings, cheaply enough to choose how far to go on training images
+(``benchmarks/lite_adaptation.py`` measures both).
 """
 
 from __future__ import annotations
@@ -126,19 +127,27 @@ def tune_decoder(model: Sam, prepared: PreparedSet, cache: EmbeddingCache, confi
     return log
 
 
-def interpolated_decoder(released: Sam, tuned: Sam, alpha: float) -> Sam:
-    """A copy of ``released`` whose mask decoder is ``(1 - alpha) * released + alpha * tuned``, weight by weight
-    (``alpha`` 0: the released decoder, 1: the tuned one); everything else is ``released``'s."""
+def interpolated_model(released: Sam, tuned: Sam, alpha: float, module: str | None = None) -> Sam:
+    """A copy of ``released`` whose weights are ``(1 - alpha) * released + alpha * tuned``, weight by weight
+    (``alpha`` 0: the released model, 1: the tuned one): all of them, or those of ``module`` alone (such as
+    ``"mask_decoder"``), the rest staying ``released``'s."""
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in 0..1 (0: the released decoder, 1: the tuned one), got {alpha}")
-    start, end = released.mask_decoder.state_dict(), tuned.mask_decoder.state_dict()
+        raise ValueError(f"alpha must lie in 0..1 (0: the released weights, 1: the tuned ones), got {alpha}")
+    start = (released if module is None else getattr(released, module)).state_dict()
+    end = (tuned if module is None else getattr(tuned, module)).state_dict()
     if start.keys() != end.keys() or any(start[name].shape != end[name].shape for name in start):
-        raise ValueError("the two models' mask decoders differ in their weights' names or shapes; interpolation "
-                         "needs the tuned decoder of the same architecture")
+        raise ValueError(f"the two models' {module or 'weights'} differ in their names or shapes; interpolation "
+                         "needs a tuned model of the same architecture")
     blended = copy.deepcopy(released)
-    blended.mask_decoder.load_state_dict({name: torch.lerp(start[name], end[name].to(start[name].dtype), alpha)
-                                          if start[name].is_floating_point() else start[name] for name in start})
+    (blended if module is None else getattr(blended, module)).load_state_dict(
+        {name: torch.lerp(start[name], end[name].to(start[name].device, start[name].dtype), alpha)
+         if start[name].is_floating_point() else start[name] for name in start})
     return blended
+
+
+def interpolated_decoder(released: Sam, tuned: Sam, alpha: float) -> Sam:
+    """:func:`interpolated_model` of the mask decoders: everything else is ``released``'s."""
+    return interpolated_model(released, tuned, alpha, "mask_decoder")
 
 
 @torch.no_grad()
