@@ -1,4 +1,4 @@
-"""Test-time augmentation for the box-prompted models by name: Dice, NSD and time per object, with and without.
+"""Test-time augmentation for the box-prompted models: Dice, NSD and time per object, with and without.
 
 Every held-out object of :mod:`gnnseg.seg.sam.training.corpus` (endoscopy, EM, fundus, CT, MR) is prompted with its
 tight box grown by 5 pixels (the protocol of ``sam_box_prompt.py``) and segmented by each model three ways
@@ -10,7 +10,8 @@ enlarged up to twice, and averages. Scores: mean DSC and NSD (2-pixel tolerance)
 (encoder included), and the Kvasir figure beside the specialist U-Net measured by ``sam_box_prompt.py`` (read from its
 results file).
 
-Writes ``sam_test_time_augmentation.json`` and ``.md`` to ``--out-dir``; rows (model and setting) not measured
+``--models`` takes model names and checkpoint paths (a fine-tuned ``model.pt``), comma-separated. Writes
+``sam_test_time_augmentation.json`` and ``.md`` to ``--out-dir``; rows (model and setting) not measured
 now keep what an earlier full run wrote there (each run's command, machine and rows are listed under ``runs``)::
 
     python benchmarks/sam_test_time_augmentation.py
@@ -37,7 +38,7 @@ from gnnseg.seg.metrics import dice, normalized_surface_dice
 from gnnseg.seg.sam.inference.augmented_predictor import AUGMENTATIONS
 from gnnseg.seg.sam.inference.box_prompted import box_prompted_masks
 from gnnseg.seg.sam.modeling.config import PREPROCESSINGS
-from gnnseg.seg.sam.shipped import MODEL_NAMES, PACKAGED_MODELS, load_shipped_model
+from gnnseg.seg.sam.shipped import MODEL_NAMES, PACKAGED_MODELS, load_model
 from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,13 +82,18 @@ def setting_order(label: str) -> tuple[bool, str, str, int]:
     return bool(zoom), zoom, preprocessing, list(AUGMENTATIONS).index(augmentation)
 
 
+def model_order(model: str) -> tuple[int, str]:
+    """Models by name first, in the order of :data:`MODEL_NAMES`, then checkpoints by path."""
+    return (list(MODEL_NAMES).index(model), "") if model in MODEL_NAMES else (len(MODEL_NAMES), model)
+
+
 def markdown(table: dict, counts: dict[str, int], specialist: float | None, runs: list[dict]) -> str:
     lines = ["# Test-time augmentation of the box-prompted models by name", "",
              (f"Mean DSC / NSD ({NSD_TOLERANCE_PIXELS:g}-pixel tolerance) per held-out object, box = tight box + "
               f"{BOX_MARGIN} px; ms per object"), "",
              "| model | setting | " + " | ".join(f"{m} ({counts[m]})" for m in MODALITIES) + " | ms / object |",
              "|---|---|" + "---|" * (len(MODALITIES) + 1)]
-    for model in sorted(table, key=list(MODEL_NAMES).index):
+    for model in sorted(table, key=model_order):
         rows = table[model]
         for label in sorted(rows, key=setting_order):
             row = rows[label]
@@ -108,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/datasets")
     parser.add_argument("--models", default=",".join(PACKAGED_MODELS),
-                        help=f"models by name, comma-separated (of {', '.join(MODEL_NAMES)})")
+                        help=f"model names ({', '.join(MODEL_NAMES)}) or checkpoint paths, comma-separated")
     parser.add_argument("--preprocessing", choices=PREPROCESSINGS, default=None,
                         help="override the models' own preprocessing (Lite MedSAM-style models)")
     parser.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
@@ -125,7 +131,7 @@ def main() -> None:
         held_out = {m: samples[: args.max_objects] for m, samples in held_out.items()}
     table: dict = {}
     for name in args.models.split(","):
-        model = load_shipped_model(name, preprocessing=args.preprocessing)
+        model = load_model(name, preprocessing=args.preprocessing)
         table[name] = {}
         for augmentation in args.augmentations.split(","):
             label = setting(augmentation, args.zoom, args.zoom_scales, args.preprocessing)
