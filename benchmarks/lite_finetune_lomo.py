@@ -16,8 +16,9 @@ autocast on a GPU). The protocol is ``lite_adaptation.py``'s, fixed before measu
 
 Held-out objects are prompted with their tight box + 5 px, through zoom, without test-time augmentation. Each run
 trains for as many steps as fit in ``--seconds`` on this machine (timed on a throwaway copy first). The results are
-written after every stage, so a run cut short keeps what it measured. The all-five model at the chosen ``alpha`` is
-saved in half precision as ``--out``/``model.pt`` (``--checkpoint`` takes it)::
+written after every stage, so a run cut short keeps what it measured. The all-five model is saved in half precision
+as ``--out``/``model_tuned.pt`` once trained, and at the chosen ``alpha`` as ``model.pt`` (``--checkpoint`` takes
+either)::
 
     python benchmarks/lite_finetune_lomo.py --device cuda --seconds 45
 """
@@ -169,6 +170,9 @@ def main() -> None:
     adapted, training = trained(released, prepared, shares, args.seconds, base, device)
     result["all"] = {"training": training, "dsc": {m: mean_dsc(adapted, held_out[m], args.zoom) for m in MODALITIES}}
     print("all", result["all"], flush=True)
+    meta = {"started_from": "litemedsam", "base_sha256": RELEASED_MODELS["litemedsam"].sha256, "zoom": args.zoom,
+            "recipe": "benchmarks/lite_finetune_lomo.py", "training": training}
+    save_sam(adapted, args.out / "model_tuned.pt", half_precision=True, meta={**meta, "alpha": 1.0})
     save()
     left_out_models = {}
     for modality in MODALITIES:
@@ -188,10 +192,7 @@ def main() -> None:
     blended = interpolated_model(released, adapted, alpha)
     result["all"]["interpolated_dsc"] = {m: mean_dsc(blended, held_out[m], args.zoom) for m in MODALITIES}
     print("alpha", alpha, "all", result["all"]["interpolated_dsc"], flush=True)
-    save_sam(blended, args.out / "model.pt", half_precision=True,
-             meta={"started_from": "litemedsam", "base_sha256": RELEASED_MODELS["litemedsam"].sha256,
-                   "alpha": alpha, "zoom": args.zoom, "recipe": "benchmarks/lite_finetune_lomo.py",
-                   "training": result["all"]["training"]})
+    save_sam(blended, args.out / "model.pt", half_precision=True, meta={**meta, "alpha": alpha})
     save()
     print(markdown(result))
 
