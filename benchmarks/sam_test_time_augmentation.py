@@ -88,7 +88,7 @@ def model_order(model: str) -> tuple[int, str]:
 
 
 def markdown(table: dict, counts: dict[str, int], specialist: float | None, runs: list[dict]) -> str:
-    lines = ["# Test-time augmentation of the box-prompted models by name", "",
+    lines = ["# Test-time augmentation of the box-prompted models", "",
              (f"Mean DSC / NSD ({NSD_TOLERANCE_PIXELS:g}-pixel tolerance) per held-out object, box = tight box + "
               f"{BOX_MARGIN} px; ms per object"), "",
              "| model | setting | " + " | ".join(f"{m} ({counts[m]})" for m in MODALITIES) + " | ms / object |",

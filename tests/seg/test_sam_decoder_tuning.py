@@ -121,10 +121,16 @@ def test_interpolation_blends_the_mask_decoders_weight_by_weight_and_keeps_the_r
         interpolated_decoder(released, tuned, 1.5)
     with pytest.raises(ValueError, match="differ in their names or shapes"):
         interpolated_decoder(released, build_sam("vit_cpu"), 0.5)
-    whole = interpolated_model(released, tuned, 0.25).state_dict()
+    moved = copy.deepcopy(tuned)  # every weight away from the released one, the encoder's too
+    with torch.no_grad():
+        for parameter in moved.parameters():
+            parameter.add_(1.0)
+    whole = interpolated_model(released, moved, 0.25).state_dict()
     for name, tensor in released.state_dict().items():
-        expected = torch.lerp(tensor, tuned.state_dict()[name], 0.25) if tensor.is_floating_point() else tensor
+        expected = torch.lerp(tensor, moved.state_dict()[name], 0.25) if tensor.is_floating_point() else tensor
         torch.testing.assert_close(whole[name], expected)
+    encoder_weight = next(name for name in whole if name.startswith("image_encoder.") and "weight" in name)
+    assert not torch.equal(whole[encoder_weight], released.state_dict()[encoder_weight])
 
 
 def test_cached_box_dice_scores_each_object_as_the_encoder_would_and_rises_with_tuning(prepared, view_cache):
