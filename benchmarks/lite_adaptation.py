@@ -112,6 +112,14 @@ def training_samples(train: dict, max_objects: int | None, zoom: float | None, i
     return chosen
 
 
+def pooled(train: dict) -> tuple[list, np.ndarray, np.ndarray]:
+    """The modalities' training objects in one list, each object's modality, and its draw weight (each modality's
+    share of :data:`SHARES` spread over its objects)."""
+    samples = [sample for modality in MODALITIES for sample in train[modality]]
+    modality_of = np.array([modality for modality in MODALITIES for _ in train[modality]])
+    return samples, modality_of, np.array([SHARES[m] / len(train[m]) for m in modality_of])
+
+
 def tuned(model, prepared, cache, weights, seconds: float, base: DecoderTuningConfig) -> tuple[object, dict]:
     """A copy of ``model`` with its decoder tuned for as many iterations as fit in ``seconds``."""
     trial = copy.deepcopy(model)
@@ -195,9 +203,7 @@ def main() -> None:
     held_out = load_corpus(args.data, "val")
     train = training_samples(load_corpus(args.data, "train"), args.max_objects, args.zoom,
                              released.config.image_size, np.random.default_rng(0))
-    samples = [sample for modality in MODALITIES for sample in train[modality]]
-    modality_of = np.array([modality for modality in MODALITIES for _ in train[modality]])
-    shares = np.array([SHARES[m] / len(train[m]) for m in modality_of])
+    samples, modality_of, shares = pooled(train)
     prepared = PreparedSet.from_samples(samples, released.config)
     began = time.perf_counter()
     views = symmetries(args.views)

@@ -46,12 +46,12 @@ from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 from gnnseg.seg.sam.training.decoder_tuning import interpolated_model
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
 from gnnseg.seg.sam.training.prepared import PreparedSet
-from lite_adaptation import ALLOWED_DROP, ALPHAS, BOX_MARGIN, choose_alpha, training_samples
+from lite_adaptation import ALLOWED_DROP, ALPHAS, BOX_MARGIN, choose_alpha, pooled, training_samples
 from lite_medsam_train import SHARES
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PROBE_STEPS = 5
-"""Steps timed (after 3 untimed) to size each run to its budget."""
+PROBE_STEPS = 10
+"""Steps timed, as the difference between runs of 1 and 1 + PROBE_STEPS steps, to size each run to its budget."""
 
 
 def mean_dsc(model, samples, zoom: float | None) -> float:
@@ -68,10 +68,15 @@ def trained(released, prepared: PreparedSet, weights: np.ndarray, seconds: float
             finetune(model, prepared, [], config, scratch, weights=weights, show_progress=False, device=device)
 
         model = copy.deepcopy(released)
-        run(3, 1)  # warms the machine up
-        timed = time.perf_counter()
-        run(PROBE_STEPS, 1)
-        per_step = (time.perf_counter() - timed) / PROBE_STEPS
+        run(2, 1)  # warms the machine up
+        durations = []
+        for steps in (1, 1 + PROBE_STEPS):
+            timed = time.perf_counter()
+            run(steps, 1)
+            durations.append(time.perf_counter() - timed)
+        # the difference cancels what every finetune call does once (checkpoint, plot, model.pt), which on a GPU
+        # outweighs a few steps; floored at 1 ms a step
+        per_step = max(durations[1] - durations[0], 1e-3 * PROBE_STEPS) / PROBE_STEPS
         steps = max(1, int(seconds / per_step))
         model = copy.deepcopy(released)
         began = time.perf_counter()
@@ -140,9 +145,7 @@ def main() -> None:
     held_out = {m: samples[:args.held_out_objects] for m, samples in load_corpus(args.data, "val").items()}
     train = training_samples(load_corpus(args.data, "train"), args.max_objects, args.zoom,
                              released.config.image_size, np.random.default_rng(0))
-    samples = [sample for modality in MODALITIES for sample in train[modality]]
-    modality_of = np.array([modality for modality in MODALITIES for _ in train[modality]])
-    shares = np.array([SHARES[m] / len(train[m]) for m in modality_of])
+    samples, modality_of, shares = pooled(train)
     prepared = PreparedSet.from_samples(samples, released.config)
     rng = np.random.default_rng(0)
     choice = {m: [train[m][i] for i in sorted(rng.permutation(len(train[m]))[:args.choice_objects])]
