@@ -41,6 +41,17 @@ VALIDATION_PER_MODALITY = 80
 """Held-out objects per modality scored after every round (all of them at the end)."""
 
 
+def validation_subset(val_sets: dict[str, list]) -> list:
+    """Up to ``VALIDATION_PER_MODALITY`` held-out objects of each modality (a fixed draw), scored after every round."""
+    rng = np.random.default_rng(0)
+    val = []
+    for modality in MODALITIES:
+        samples = val_sets[modality]
+        chosen = rng.permutation(len(samples))[:VALIDATION_PER_MODALITY]
+        val += [samples[i] for i in sorted(chosen)]
+    return val
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/datasets")
@@ -65,12 +76,7 @@ def main() -> None:
     val_sets = load_corpus(args.data, "val")
     train = [sample for modality in MODALITIES for sample in train_sets[modality]]
     weights = [SHARES[m] / len(train_sets[m]) for m in MODALITIES for _ in train_sets[m]]
-    rng = np.random.default_rng(0)
-    val = []
-    for modality in MODALITIES:
-        samples = val_sets[modality]
-        chosen = rng.permutation(len(samples))[:VALIDATION_PER_MODALITY]
-        val += [samples[i] for i in sorted(chosen)]
+    val = validation_subset(val_sets)
 
     config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
                             lr=args.lr, warmup_iterations=args.warmup)

@@ -15,6 +15,10 @@ MR         ``example_mr_sm`` slices 0-13                slices 14-19 (same scan:
 
 Each object is a connected component of a label (:mod:`gnnseg.seg.sam.training.samples`); ISBI's objects are the cells
 between membranes.
+
+More polyps come from the public repository the Kvasir subset was cut from, where a copy of it is at hand
+(:func:`more_polyps`, :func:`cvc_clinicdb`): 698 further Kvasir images to train on, 100 that stay unseen, and the
+CVC-ClinicDB frames of another centre as a test of a new source.
 """
 
 from __future__ import annotations
@@ -38,13 +42,61 @@ def _require(path: Path) -> Path:
 def kvasir(root: Path, part: str) -> list[PromptSample]:
     """Kvasir-SEG polyps; ``part`` is ``train`` (first 160 sorted) or ``val`` (the last 40)."""
     images = sorted(_require(root / "kvasir_seg_subset" / "images").glob("*.jpg"))
-    chosen = images[:160] if part == "train" else images[160:]
+    return _polyps(images[:160] if part == "train" else images[160:], root / "kvasir_seg_subset" / "masks", "kvasir")
+
+
+def _polyps(images: list[Path], masks: Path, prefix: str) -> list[PromptSample]:
+    """Each polyp of ``images``; its mask has the image's file name in ``masks`` (white on black)."""
     samples = []
-    for path in chosen:
+    for path in images:
         image = read_image_2d(path).array
-        mask = read_image_2d(root / "kvasir_seg_subset" / "masks" / path.name, grayscale=True).array > 127
-        samples += samples_from_image(image, mask.astype(np.uint8), f"kvasir/{path.stem}")
+        mask = read_image_2d(_require(masks / path.name), grayscale=True).array > 127
+        samples += samples_from_image(image, mask.astype(np.uint8), f"{prefix}/{path.stem}")
     return samples
+
+
+MORE_POLYPS_SOURCE = "github.com/ViniciusSimm/Colo-Retal-Induscon2023 at f459d0c668838c383b5b09e2c89db4efa3cee03a"
+"""The repository the shared Kvasir subset was cut from (its first 200 pairs in sorted order): 998 Kvasir-SEG pairs
+and 609 CVC-ClinicDB frames, all resized to 256 x 256, in ``datasets/``."""
+UNSEEN_POLYPS = slice(200, 300)
+"""Kvasir images after the shared subset that no model here trains on or is chosen with: a test of new images."""
+
+
+def more_polyps(datasets: Path, part: str) -> list[PromptSample]:
+    """Kvasir-SEG polyps beyond the shared subset, from ``datasets`` of a copy of :data:`MORE_POLYPS_SOURCE`:
+    ``train`` is the pairs after :data:`UNSEEN_POLYPS` in sorted order (698), ``unseen`` those 100. Check the copy
+    with :func:`check_polyp_copy` first: its first 200 pairs must be the shared subset, or a held-out polyp could
+    train."""
+    if part not in ("train", "unseen"):
+        raise ValueError(f"part must be 'train' or 'unseen', got {part!r}")
+    folder = Path(datasets) / "Kvasir-SEG"
+    images = sorted(_require(folder / "images").glob("*.jpg"))
+    if len(images) <= UNSEEN_POLYPS.stop:
+        raise ValueError(f"{folder / 'images'} holds {len(images)} images; the copy of {MORE_POLYPS_SOURCE} "
+                         f"has 998")
+    chosen = images[UNSEEN_POLYPS] if part == "unseen" else images[UNSEEN_POLYPS.stop:]
+    return _polyps(chosen, folder / "masks", "kvasir_more")
+
+
+def check_polyp_copy(datasets: Path, shared_root: Path) -> None:
+    """Refuse a copy whose first 200 Kvasir images (sorted) are not, byte for byte, the shared subset's: its later
+    images would then not be new to the models trained on the subset's first 160."""
+    ours = sorted(_require(Path(shared_root) / "kvasir_seg_subset" / "images").glob("*.jpg"))
+    theirs = sorted(_require(Path(datasets) / "Kvasir-SEG" / "images").glob("*.jpg"))[:len(ours)]
+    for mine, copy in zip(ours, theirs, strict=False):
+        if mine.name != copy.name or mine.read_bytes() != copy.read_bytes():
+            raise ValueError(f"{copy} is not the shared subset's {mine.name}: the polyp copy must be "
+                             f"{MORE_POLYPS_SOURCE}, whose first {len(ours)} sorted pairs are the subset")
+    if len(theirs) < len(ours):
+        raise ValueError(f"{Path(datasets) / 'Kvasir-SEG' / 'images'} holds fewer images than the shared subset")
+
+
+def cvc_clinicdb(datasets: Path) -> list[PromptSample]:
+    """Every polyp of the CVC-ClinicDB frames in ``datasets`` of a copy of :data:`MORE_POLYPS_SOURCE` (another
+    centre and camera than Kvasir's: a test of a new source, never trained on)."""
+    folder = Path(datasets) / "CVC-ClinicDB"
+    images = sorted(_require(folder / "images").glob("*.jpg"), key=lambda path: (len(path.stem), path.stem))
+    return _polyps(images, folder / "masks", "cvc")
 
 
 def isbi_cells(root: Path, part: str) -> list[PromptSample]:

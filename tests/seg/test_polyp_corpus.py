@@ -1,0 +1,76 @@
+"""The polyps beyond the shared Kvasir subset: which images train, which stay unseen, and refusing a wrong copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gnnseg.seg.sam.training.corpus import UNSEEN_POLYPS, check_polyp_copy, cvc_clinicdb, more_polyps
+
+
+def write_pair(images: Path, masks: Path, name: str, seed: int) -> None:
+    """A 32 x 32 colour frame and its mask: one 12 x 12 polyp (144 pixels) at a place set by ``seed``."""
+    images.mkdir(parents=True, exist_ok=True)
+    masks.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(images / name)
+    mask = np.zeros((32, 32), np.uint8)
+    top = int(rng.integers(0, 20))
+    mask[top:top + 12, 4:16] = 255
+    Image.fromarray(mask).save(masks / name)
+
+
+@pytest.fixture
+def copies(tmp_path: Path) -> tuple[Path, Path]:
+    """A shared root with a 3-image subset, and a copy whose 310 sorted Kvasir images begin with that subset."""
+    shared, copy = tmp_path / "shared", tmp_path / "copy"
+    names = [f"img{i:03d}.jpg" for i in range(310)]
+    for i, name in enumerate(names):
+        write_pair(copy / "Kvasir-SEG" / "images", copy / "Kvasir-SEG" / "masks", name, i)
+    for name in names[:3]:
+        for part in ("images", "masks"):
+            (shared / "kvasir_seg_subset" / part).mkdir(parents=True, exist_ok=True)
+            (shared / "kvasir_seg_subset" / part / name).write_bytes((copy / "Kvasir-SEG" / part / name).read_bytes())
+    return shared, copy
+
+
+def test_unseen_and_training_polyps_come_from_their_own_images(copies):
+    shared, copy = copies
+    check_polyp_copy(copy, shared)
+    unseen, train = more_polyps(copy, "unseen"), more_polyps(copy, "train")
+    assert [s.source for s in unseen] == [f"kvasir_more/img{i:03d}" for i in range(UNSEEN_POLYPS.start, 300)]
+    assert [s.source for s in train] == [f"kvasir_more/img{i:03d}" for i in range(300, 310)]
+    assert all(s.mask.sum() == 144 and s.image.shape == (32, 32, 3) for s in unseen + train)
+
+
+def test_a_copy_that_is_not_the_subsets_source_is_refused(copies):
+    shared, copy = copies
+    altered = shared / "kvasir_seg_subset" / "images" / "img001.jpg"
+    altered.write_bytes(altered.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="img001.jpg"):
+        check_polyp_copy(copy, shared)
+    altered.rename(altered.with_name("other.jpg"))
+    with pytest.raises(ValueError, match="not the shared subset"):
+        check_polyp_copy(copy, shared)
+
+
+def test_too_short_a_copy_and_an_unknown_part_are_refused(copies, tmp_path):
+    _, copy = copies
+    with pytest.raises(ValueError, match="'train' or 'unseen'"):
+        more_polyps(copy, "val")
+    short = tmp_path / "short"
+    for i in range(5):
+        write_pair(short / "Kvasir-SEG" / "images", short / "Kvasir-SEG" / "masks", f"{i}.jpg", i)
+    with pytest.raises(ValueError, match="holds 5 images"):
+        more_polyps(short, "unseen")
+    with pytest.raises(FileNotFoundError, match="CVC-ClinicDB"):
+        cvc_clinicdb(short)
+
+
+def test_cvc_frames_are_read_in_frame_order(tmp_path):
+    for number in (10, 2, 1):
+        write_pair(tmp_path / "CVC-ClinicDB" / "images", tmp_path / "CVC-ClinicDB" / "masks", f"{number}.jpg", number)
+    assert [s.source for s in cvc_clinicdb(tmp_path)] == ["cvc/1", "cvc/2", "cvc/10"]
