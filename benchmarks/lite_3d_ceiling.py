@@ -10,9 +10,10 @@ Volumes: the challenge-format CT case (``example_ct_sm``, 3 mm voxels, as ``benc
 and the two volumes the 3D settings were chosen on (the DICOM CT series and the MR volume of the TotalSegmentator
 examples); one tight 3D box per organ of at least 100 voxels. DSC per organ, then the mean over organs, each object
 alone and after painting all into one label map (the smaller object keeps a voxel, gnnseg's default). Writes
-``benchmarks/results/lite_3d_ceiling.{json,md}``::
+``benchmarks/results/lite_3d_ceiling.{json,md}``, keeping the earlier rows of models not measured now::
 
     python benchmarks/lite_3d_ceiling.py                 # the default, the distilled student and the released model
+    python benchmarks/lite_3d_ceiling.py --models vit_cpu_clicks        # the default alone, after new weights
 """
 
 from __future__ import annotations
@@ -111,11 +112,15 @@ def main() -> None:
         row["per_slice_alone"] = float(np.mean(row["per_slice_per_object"]))
         rows.append(row)
         print(name, case, {k: round(v, 3) for k, v in row.items() if k.endswith(("alone", "painted"))}, flush=True)
+    path = RESULTS / "lite_3d_ceiling.json"
+    names = args.models.split(",")
+    if path.is_file():  # rows of models not measured now are kept from the earlier run
+        rows += [row for row in json.loads(path.read_text())["rows"] if row["model"] not in names]
     truth = volumes[TEST_CASE][1]
     payload = {"benchmark": "lite_3d_ceiling", "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
                "machine": machine_info(), "margin": MARGIN, "organs": organ_names(args.data),
                "organ_voxels": [int(np.sum(truth == k)) for k in range(1, int(truth.max()) + 1)], "rows": rows}
-    write_json(RESULTS / "lite_3d_ceiling.json", payload)
+    write_json(path, payload)
     (RESULTS / "lite_3d_ceiling.md").write_text(markdown(payload))
     print(markdown(payload))
 

@@ -492,6 +492,18 @@ def table_lite_medsam(results: Results) -> str:
     return markdown_table(["model", "endoscopy", "EM", "fundus", "CT", "MR"], rows)
 
 
+def table_sam_more_polyps(results: Results) -> str:
+    """The default before and after the extra polyps, and the reference models, on held-out and new polyps."""
+    result = results["sam_more_polyps.json"]
+    columns = [*MODALITIES, "mean", "unseen Kvasir", "CVC-ClinicDB"]
+    before, after = result["initialised_from"], "taught on more polyps"
+    rows = [[label, *(format_number(result["scores"][name][c], ".3f") for c in columns)]
+            for name, label in ((before, f"`{before}` before"), (after, f"{after} (the default now)"))]
+    rows += [[f"`{name}`", *["-"] * (len(MODALITIES) + 1), format_number(row["unseen Kvasir"], ".3f"),
+              format_number(row["CVC-ClinicDB"], ".3f")] for name, row in result["reference"].items()]
+    return markdown_table(["model", *columns], rows)
+
+
 LATENCY_ROWS = [  # label; keys for ViT-B, Lite (PyTorch), Lite (onnxruntime), lite_medsam_fast, the default;
     # format; the target of lite_medsam_fast and of the default (s; None: none)
     ("2D, model loaded", ["vit_b_2d_case_s", "lite_torch_2d_case_s", "onnx_2d_case_s", "fast_onnx_2d_case_s",
@@ -650,6 +662,7 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "oversmoothing": table_oversmoothing,
     "sam_box_prompt": table_sam_box_prompt,
     "sam_test_time_augmentation": table_sam_test_time_augmentation,
+    "sam_more_polyps": table_sam_more_polyps,
     "lite_medsam": table_lite_medsam,
     "lite_latency": table_lite_latency,
     "lite_challenge": table_lite_challenge,

@@ -48,6 +48,7 @@ YY, XX = np.mgrid[:256, :256]
 DISC = (YY - 120) ** 2 + (XX - 130) ** 2 < 50 ** 2      # rows 71..169, columns 81..179
 LEFT = (YY - 128) ** 2 + (XX - 90) ** 2 < 40 ** 2
 RIGHT = (YY - 128) ** 2 + (XX - 175) ** 2 < 40 ** 2
+CORNER = (YY >= 4) & (YY < 16) & (XX >= 4) & (XX < 26)   # a small second object, in the disc image's corner
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def rectangle(y0: float, x0: float, y1: float, x1: float, z: int | None = None) 
 
 
 def test_a_box_drawn_on_a_disc_gives_its_label_with_the_default_model(qtbot, viewer, default_predictor):
-    viewer.add_image(np.where(DISC, 200.0, 40.0), name="disc", scale=(0.5, 0.5))
+    viewer.add_image(np.where(DISC, 200.0, np.where(CORNER, 150.0, 40.0)), name="disc", scale=(0.5, 0.5))
     widget = started(qtbot, viewer, "disc", default_predictor)
     assert [layer.name for layer in viewer.layers] == ["disc", "disc boxes", "disc add", "disc remove"]
 
@@ -117,6 +118,7 @@ def test_a_box_drawn_on_a_disc_gives_its_label_with_the_default_model(qtbot, vie
 
     answered(qtbot, widget, lambda: boxes.add_rectangles(rectangle(0, 0, 20, 30)))   # a second object: label 2
     assert set(np.unique(labels.data)) == {0, 1, 2} and dice(labels.data == 1, DISC) >= 0.95
+    assert dice(labels.data == 2, CORNER) >= 0.8
     assert not (labels.data[21:] == 2).any()
 
 

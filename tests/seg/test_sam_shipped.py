@@ -17,6 +17,7 @@ def test_the_default_is_the_click_tuned_cpu_model_small_and_in_half_precision():
     default = torch.load(SHIPPED_MODEL_PATH, weights_only=True)
     assert {tensor.dtype for tensor in default["model"].values()} == {torch.float16}
     assert default["meta"]["base_model"] == "vit_cpu" and default["meta"]["click_tuning"]["score_every_round"]
+    assert default["meta"]["more_polyps"]["extra_train_objects"] > 0
     base = torch.load(PACKAGED_MODELS["vit_cpu"], weights_only=True)
     assert set(base["meta"]["val_dice_margin5"]) == {"endoscopy", "EM", "fundus", "CT", "MR"}
     assert load_shipped_model().config == SAM_CONFIGS["vit_cpu"]
@@ -50,11 +51,9 @@ def test_packaged_lite_models_segment_held_out_polyps(name):
     assert np.mean(scores) > 0.85, scores
 
 
-def test_the_click_tuned_model_shares_vit_cpus_encoder_and_clicks_improve_held_out_polyps():
-    tuned, base = load_shipped_model("vit_cpu_clicks"), load_shipped_model("vit_cpu")
-    assert tuned.config == base.config
-    assert all(torch.equal(a, b) for a, b in zip(tuned.image_encoder.state_dict().values(),
-                                                 base.image_encoder.state_dict().values()))
+def test_clicks_improve_the_defaults_held_out_polyps():
+    tuned = load_shipped_model("vit_cpu_clicks")
+    assert tuned.config == load_shipped_model("vit_cpu").config
     require_dataset("kvasir_seg_subset/images")
     from gnnseg.seg.sam.inference.chain import make_predictor
     from gnnseg.seg.sam.inference.simulated_user import objects_summary
