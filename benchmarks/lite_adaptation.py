@@ -124,8 +124,8 @@ def tuned(model, prepared, cache, weights, seconds: float, base: DecoderTuningCo
     """A copy of ``model`` with its decoder tuned for as many iterations as fit in ``seconds``."""
     trial = copy.deepcopy(model)
     per_step = seconds_per_iteration(
-        lambda config: tune_decoder(trial, prepared, cache, config, weights=weights, show_progress=False),
-        replace(base, iterations=4, warmup_iterations=1), untimed=2)
+        lambda n: tune_decoder(trial, prepared, cache, replace(base, iterations=n, warmup_iterations=1),
+                               weights=weights, show_progress=False), steps=4, untimed=2)
     config = replace(base, iterations=max(20, int(seconds / per_step)))
     result = copy.deepcopy(model)
     log = tune_decoder(result, prepared, cache, config, weights=weights, show_progress=False)

@@ -47,7 +47,7 @@ from gnnseg.seg.sam.training.decoder_tuning import interpolated_model
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
 from gnnseg.seg.sam.training.prepared import PreparedSet
 from lite_adaptation import ALLOWED_DROP, ALPHAS, BOX_MARGIN, choose_alpha, pooled, training_samples
-from lite_medsam_train import SHARES
+from lite_medsam_train import SHARES, seconds_per_iteration
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROBE_STEPS = 10
@@ -68,15 +68,7 @@ def trained(released, prepared: PreparedSet, weights: np.ndarray, seconds: float
             finetune(model, prepared, [], config, scratch, weights=weights, show_progress=False, device=device)
 
         model = copy.deepcopy(released)
-        run(2, 1)  # warms the machine up
-        durations = []
-        for steps in (1, 1 + PROBE_STEPS):
-            timed = time.perf_counter()
-            run(steps, 1)
-            durations.append(time.perf_counter() - timed)
-        # the difference cancels what every finetune call does once (checkpoint, plot, model.pt), which on a GPU
-        # outweighs a few steps; floored at 1 ms a step
-        per_step = max(durations[1] - durations[0], 1e-3 * PROBE_STEPS) / PROBE_STEPS
+        per_step = seconds_per_iteration(lambda n: run(n, 1), steps=PROBE_STEPS, untimed=2)
         steps = max(1, int(seconds / per_step))
         model = copy.deepcopy(released)
         began = time.perf_counter()
