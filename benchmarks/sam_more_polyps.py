@@ -16,14 +16,20 @@ the default's click loop after each box (5 rounds, every round scored), the reci
 training otherwise (batch 16, lr 2e-4 after 100 warm-up steps, cosine decay, 0-20 px box jitter, flips and
 rotations). These settings were fixed before any score was seen.
 
+``--ct DIR`` adds more CT too: the 82 slices of the CT training scan that ``example_ct_sm`` leaves out (783 organs
+of the pelvis and lower abdomen; :func:`~gnnseg.seg.sam.training.corpus.more_ct`), from ``DIR`` holding two files
+of :data:`~gnnseg.seg.sam.training.corpus.MORE_CT_SOURCE`; the held-out CT is another patient's DICOM series.
+
 **Rule, fixed before measuring**: the result replaces the default if its mean held-out DSC over the five modalities
 (box alone, tight box + 5 px) is higher than the default's and it keeps the default's condition, a mean after five
 clicks at least its box-only mean (``sam_interactive.py --models OUT/model_half.pt``). The unseen and CVC figures
-are reported, not used to decide. Writes ``results/sam_more_polyps.json`` and ``.md``::
+are reported, not used to decide. Writes ``results/sam_more_polyps.json`` and ``.md`` (or ``--name``)::
 
     git clone https://github.com/ViniciusSimm/Colo-Retal-Induscon2023 /tmp/colorectal
     git -C /tmp/colorectal checkout f459d0c668838c383b5b09e2c89db4efa3cee03a
     python benchmarks/sam_more_polyps.py --polyps /tmp/colorectal/datasets --out runs/more_polyps
+    python benchmarks/sam_more_polyps.py --polyps /tmp/colorectal/datasets --ct /tmp/totalseg_ct \
+        --out runs/more_ct --name sam_more_ct     # after the first run made it the default
 """
 
 from __future__ import annotations
@@ -44,10 +50,12 @@ from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
 from gnnseg.seg.sam.shipped import DEFAULT_MODEL, PACKAGED_MODELS, load_model
 from gnnseg.seg.sam.training.corpus import (
     MODALITIES,
+    MORE_CT_SOURCE,
     MORE_POLYPS_SOURCE,
     check_polyp_copy,
     cvc_clinicdb,
     load_corpus,
+    more_ct,
     more_polyps,
 )
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
@@ -68,7 +76,9 @@ def scores(model, held_out: dict[str, list], unseen: list, cvc: list) -> dict[st
 
 def markdown(result: dict) -> str:
     columns = [*MODALITIES, "mean", "unseen Kvasir", "CVC-ClinicDB"]
-    lines = ["# The default taught on more polyps", "",
+    extra_ct = result.get("extra_ct_objects")
+    lines = [f"# The default taught on more {'polyps and CT' if extra_ct else 'polyps'}", "",
+             *([f"Extra CT training objects: {extra_ct} ({MORE_CT_SOURCE}, slices 0-81)."] if extra_ct else []),
              f"Held-out DSC, tight box + {MARGIN} px, box alone. Extra training polyps: "
              f"{result['extra_train_objects']} (Kvasir pairs 300-997 of {MORE_POLYPS_SOURCE}); *unseen Kvasir*: "
              f"pairs 200-299 ({result['unseen_objects']} polyps); *CVC-ClinicDB*: {result['cvc_objects']} polyps of "
@@ -107,6 +117,8 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/datasets")
     parser.add_argument("--polyps", type=Path, required=True,
                         help=f"the datasets folder of a copy of {MORE_POLYPS_SOURCE}")
+    parser.add_argument("--ct", type=Path, default=None,
+                        help=f"also the CT slices of a folder holding two files of {MORE_CT_SOURCE}")
     parser.add_argument("--init", default=DEFAULT_MODEL, help="the model to continue from (a name or checkpoint)")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--iterations", type=int, default=150, help="iterations per round")
@@ -129,6 +141,8 @@ def main() -> None:
     train_sets = load_corpus(args.data, "train")
     extra = more_polyps(args.polyps, "train")
     train_sets["endoscopy"] = train_sets["endoscopy"] + extra
+    extra_ct = more_ct(args.ct, Path(args.data)) if args.ct else []
+    train_sets["CT"] = train_sets["CT"] + extra_ct
     held_out = load_corpus(args.data, "val")
     unseen, cvc = more_polyps(args.polyps, "unseen"), cvc_clinicdb(args.polyps)
     train = [sample for modality in MODALITIES for sample in train_sets[modality]]
@@ -139,6 +153,7 @@ def main() -> None:
               "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), "source": MORE_POLYPS_SOURCE,
               "initialised_from": args.init, "train_objects": {m: len(train_sets[m]) for m in MODALITIES},
               "extra_train_objects": len(extra), "unseen_objects": len(unseen), "cvc_objects": len(cvc),
+              **({"extra_ct_objects": len(extra_ct), "ct_source": MORE_CT_SOURCE} if extra_ct else {}),
               "scores": {args.init: scores(model, held_out, unseen, cvc)}}
     print(result["scores"])
 
@@ -149,16 +164,19 @@ def main() -> None:
     started = time.perf_counter()
     finetune(model, train, validation_subset(held_out), config, args.out, weights=weights, resume=args.resume,
              meta={"trained_on": result["train_objects"], "initialised_from": args.init,
-                   "extra_polyps": MORE_POLYPS_SOURCE}, show_progress=True)
+                   "extra_polyps": MORE_POLYPS_SOURCE, **({"extra_ct": MORE_CT_SOURCE} if extra_ct else {})},
+             show_progress=True)
     train_seconds = time.perf_counter() - started
     model, _ = load_sam(args.out / "model.pt")
     lineage = load_sam(PACKAGED_MODELS.get(args.init, args.init))[1]
-    save_sam(model, args.out / "model_half.pt", half_precision=True, meta={**lineage, "more_polyps": {
-        "initialised_from": args.init, "source": MORE_POLYPS_SOURCE, "extra_train_objects": len(extra),
-        "finetune": config.__dict__, "train_seconds": round(train_seconds)}})
+    step = {"initialised_from": args.init, "source": MORE_POLYPS_SOURCE, "extra_train_objects": len(extra),
+            **({"ct_source": MORE_CT_SOURCE, "extra_ct_objects": len(extra_ct)} if extra_ct else {}),
+            "finetune": config.__dict__, "train_seconds": round(train_seconds)}
+    save_sam(model, args.out / "model_half.pt", half_precision=True,
+             meta={**lineage, ("more_ct" if extra_ct else "more_polyps"): step})
     model, _ = load_sam(args.out / "model_half.pt")  # scored as it would ship
     result.update(finetune=config.__dict__, iterations=config.iterations, train_seconds=train_seconds)
-    result["scores"]["taught on more polyps"] = scores(model, held_out, unseen, cvc)
+    result["scores"]["taught on more polyps" + (" and CT" if extra_ct else "")] = scores(model, held_out, unseen, cvc)
     write_json(RESULTS / f"{args.name}.json", result)
     (RESULTS / f"{args.name}.md").write_text(markdown(result))
     print(markdown(result))

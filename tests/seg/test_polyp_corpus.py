@@ -1,4 +1,5 @@
-"""The polyps beyond the shared Kvasir subset: which images train, which stay unseen, and refusing a wrong copy."""
+"""The data beyond the shared corpus: which polyps train and which stay unseen, the CT training scan's other slices,
+and refusing a copy that is not what it should be."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gnnseg.seg.sam.training.corpus import UNSEEN_POLYPS, check_polyp_copy, cvc_clinicdb, more_polyps
+from gnnseg.seg.io import MedicalImage, write_nifti
+from gnnseg.seg.sam.training.corpus import (
+    MORE_CT_SLICES,
+    UNSEEN_POLYPS,
+    check_polyp_copy,
+    cvc_clinicdb,
+    more_ct,
+    more_polyps,
+)
 
 
 def write_pair(images: Path, masks: Path, name: str, seed: int) -> None:
@@ -74,3 +83,24 @@ def test_cvc_frames_are_read_in_frame_order(tmp_path):
     for number in (10, 2, 1):
         write_pair(tmp_path / "CVC-ClinicDB" / "images", tmp_path / "CVC-ClinicDB" / "masks", f"{number}.jpg", number)
     assert [s.source for s in cvc_clinicdb(tmp_path)] == ["cvc/1", "cvc/2", "cvc/10"]
+
+
+def write_volume(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_nifti(MedicalImage(array, (3.0, 1.0, 1.0)), path)
+
+
+def test_more_ct_takes_the_slices_the_training_scan_leaves_out_and_refuses_another_scan(tmp_path):
+    depth = MORE_CT_SLICES.stop + 2
+    volume = np.random.default_rng(0).integers(-100, 200, (depth, 20, 20)).astype(np.int16)
+    labels = np.zeros((depth, 20, 20), np.uint8)
+    labels[:, 2:14, 3:15] = 5                                            # one 144-pixel organ on every slice
+    write_volume(tmp_path / "more" / "example_ct.nii.gz", volume)
+    write_volume(tmp_path / "more" / "example_seg_fast_force_split.nii.gz", labels)
+    write_volume(tmp_path / "shared" / "totalsegmentator_examples" / "example_ct_sm.nii.gz", volume[-2:])
+    samples = more_ct(tmp_path / "more", tmp_path / "shared")
+    assert len(samples) == MORE_CT_SLICES.stop and all(s.mask.sum() == 144 for s in samples)
+
+    write_volume(tmp_path / "other" / "totalsegmentator_examples" / "example_ct_sm.nii.gz", volume[-2:] + 1)
+    with pytest.raises(ValueError, match="not the whole scan of example_ct_sm"):
+        more_ct(tmp_path / "more", tmp_path / "other")

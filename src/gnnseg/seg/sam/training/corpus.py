@@ -18,7 +18,8 @@ between membranes.
 
 More polyps come from the public repository the Kvasir subset was cut from, where a copy of it is at hand
 (:func:`more_polyps`, :func:`cvc_clinicdb`): 698 further Kvasir images to train on, 100 that stay unseen, and the
-CVC-ClinicDB frames of another centre as a test of a new source.
+CVC-ClinicDB frames of another centre as a test of a new source. More CT comes from the whole scan that
+``example_ct_sm`` was cut from (:func:`more_ct`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,27 @@ def cvc_clinicdb(datasets: Path) -> list[PromptSample]:
     folder = Path(datasets) / "CVC-ClinicDB"
     images = sorted(_require(folder / "images").glob("*.jpg"), key=lambda path: (len(path.stem), path.stem))
     return _polyps(images, folder / "masks", "cvc")
+
+
+MORE_CT_SOURCE = "github.com/wasserth/TotalSegmentator at 0e65a448d557382b1e925276212b3bec7f5aff83"
+"""Where ``example_ct_sm`` (the CT training scan) comes from (``tests/reference_files``): the whole scan,
+``example_ct.nii.gz`` (112 slices, of which ``example_ct_sm`` keeps 82-111), and TotalSegmentator's labels of it all,
+``example_seg_fast_force_split.nii.gz``."""
+MORE_CT_SLICES = range(82)
+
+
+def more_ct(folder: Path, shared_root: Path) -> list[PromptSample]:
+    """Every organ on the slices of the CT training scan that ``example_ct_sm`` leaves out (:data:`MORE_CT_SLICES`:
+    pelvis and lower abdomen), from ``folder`` holding the two files of :data:`MORE_CT_SOURCE`. The scan's last 30
+    slices must be ``example_ct_sm`` in ``shared_root``, voxel for voxel (the same patient: the held-out DICOM series
+    stays unseen)."""
+    volume = read_nifti(_require(Path(folder) / "example_ct.nii.gz")).array
+    labels = read_nifti(_require(Path(folder) / "example_seg_fast_force_split.nii.gz")).array
+    known = read_nifti(_require(Path(shared_root) / "totalsegmentator_examples" / "example_ct_sm.nii.gz")).array
+    if volume.shape != labels.shape or not np.array_equal(volume[MORE_CT_SLICES.stop:], known):
+        raise ValueError(f"{folder}: example_ct.nii.gz {volume.shape} and its labels {labels.shape} are not the whole "
+                         f"scan of example_ct_sm {known.shape} with its labels ({MORE_CT_SOURCE})")
+    return samples_from_volume(volume, labels, "ct_full", modality="ct", slices=MORE_CT_SLICES)
 
 
 def isbi_cells(root: Path, part: str) -> list[PromptSample]:
