@@ -1,8 +1,9 @@
 """The default model (``vit_cpu_clicks``) taught on 4x more polyps, and tested on polyps no model here has seen.
 
 The default's weak modality was endoscopy: trained on the shared subset's 160 Kvasir images, it scored 0.895 on the
-subset's 40 held-out ones, where the released LiteMedSAM (1.5 million images) scores 0.970. The shared subset was cut from a public repository that holds 998 Kvasir-SEG pairs and 609
-CVC-ClinicDB frames (:data:`~gnnseg.seg.sam.training.corpus.MORE_POLYPS_SOURCE`); ``--polyps`` is that
+subset's 40 held-out ones, where the released LiteMedSAM (1.5 million images) scores 0.970. The shared subset was
+cut from a public repository that holds 998 Kvasir-SEG pairs and 609 CVC-ClinicDB frames
+(:data:`~gnnseg.seg.sam.training.corpus.MORE_POLYPS_SOURCE`); ``--polyps`` is that
 repository's ``datasets`` folder. Its splits (:mod:`gnnseg.seg.sam.training.corpus`):
 
 - **train**: the Kvasir pairs after the first 300 in sorted order (698 images, 746 polyps), added to the corpus's
