@@ -54,7 +54,7 @@ from gnnseg.seg.sam.checkpoint import save_mask_decoder
 from gnnseg.seg.sam.inference.augmented_predictor import symmetries
 from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
 from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model
-from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
+from gnnseg.seg.sam.training.corpus import MODALITIES, SHARES, load_corpus, pooled
 from gnnseg.seg.sam.training.decoder_tuning import (
     DecoderTuningConfig,
     cached_box_dice,
@@ -64,7 +64,7 @@ from gnnseg.seg.sam.training.decoder_tuning import (
 from gnnseg.seg.sam.training.distill import cache_teacher_embeddings
 from gnnseg.seg.sam.training.prepared import PreparedSet
 from gnnseg.seg.sam.training.samples import zoomed_samples
-from lite_medsam_train import SHARES, seconds_per_iteration
+from lite_medsam_train import seconds_per_iteration
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BOX_MARGIN = 5
@@ -110,14 +110,6 @@ def training_samples(train: dict, max_objects: int | None, zoom: float | None, i
             samples = [samples[i] for i in sorted(rng.permutation(len(samples))[:max_objects])]
         chosen[modality] = samples if zoom is None else zoomed_samples(samples, zoom, input_size, BOX_MARGIN)
     return chosen
-
-
-def pooled(train: dict) -> tuple[list, np.ndarray, np.ndarray]:
-    """The modalities' training objects in one list, each object's modality, and its draw weight (each modality's
-    share of :data:`SHARES` spread over its objects)."""
-    samples = [sample for modality in MODALITIES for sample in train[modality]]
-    modality_of = np.array([modality for modality in MODALITIES for _ in train[modality]])
-    return samples, modality_of, np.array([SHARES[m] / len(train[m]) for m in modality_of])
 
 
 def tuned(model, prepared, cache, weights, seconds: float, base: DecoderTuningConfig) -> tuple[object, dict]:

@@ -42,12 +42,12 @@ from gnnseg.core.devices import resolve_device
 from gnnseg.seg.sam.checkpoint import save_sam
 from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
 from gnnseg.seg.sam.shipped import RELEASED_MODELS, load_model
-from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
+from gnnseg.seg.sam.training.corpus import MODALITIES, SHARES, load_corpus, pooled
 from gnnseg.seg.sam.training.decoder_tuning import interpolated_model
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
 from gnnseg.seg.sam.training.prepared import PreparedSet
-from lite_adaptation import ALLOWED_DROP, ALPHAS, BOX_MARGIN, choose_alpha, pooled, training_samples
-from lite_medsam_train import SHARES, seconds_per_iteration
+from lite_adaptation import ALLOWED_DROP, ALPHAS, BOX_MARGIN, choose_alpha, training_samples
+from lite_medsam_train import seconds_per_iteration
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROBE_STEPS = 10

@@ -73,16 +73,11 @@ from gnnseg.seg.sam.training.distill import (
 from gnnseg.seg.sam.training.finetune import BatchSource, FinetuneConfig, finetune, prompted_loss
 from gnnseg.seg.sam.training.prepared import PreparedSet
 
-SHARES = {"endoscopy": 0.35, "EM": 0.2, "fundus": 0.05, "CT": 0.25, "MR": 0.15}
-"""Probability that a training object comes from each modality (as for the shipped box-centred model)."""
-
 
 def prepare(data: str, target: Path) -> None:
-    from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
+    from gnnseg.seg.sam.training.corpus import load_corpus, pooled
 
-    corpus = load_corpus(data, "train")
-    samples = [sample for modality in MODALITIES for sample in corpus[modality]]
-    weights = np.array([SHARES[m] / len(corpus[m]) for m in MODALITIES for _ in corpus[m]])
+    samples, _, weights = pooled(load_corpus(data, "train"))
     prepared = PreparedSet.from_samples(samples, build_sam("lite_medsam").config)
     prepared.save(target)
     np.save(target.with_suffix(".weights.npy"), weights)

@@ -57,21 +57,26 @@ from gnnseg.seg.sam.training.corpus import (
     load_corpus,
     more_ct,
     more_polyps,
+    pooled,
 )
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
-from sam_train_cpu_model import SHARES, validation_subset
+from sam_train_cpu_model import validation_subset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MARGIN = 5
+
+
+def new_polyp_scores(model, unseen: list, cvc: list) -> dict[str, float]:
+    """Mean DSC (tight box + 5 px) on the unseen Kvasir and the CVC-ClinicDB polyps."""
+    return {"unseen Kvasir": float(box_dice_scores(model, unseen, MARGIN).mean()),
+            "CVC-ClinicDB": float(box_dice_scores(model, cvc, MARGIN).mean())}
 
 
 def scores(model, held_out: dict[str, list], unseen: list, cvc: list) -> dict[str, float]:
     """Mean DSC (tight box + 5 px) per held-out modality, their mean, and on the unseen Kvasir and CVC polyps."""
     row = {m: float(box_dice_scores(model, held_out[m], MARGIN).mean()) for m in MODALITIES}
     row["mean"] = float(np.mean([row[m] for m in MODALITIES]))
-    row["unseen Kvasir"] = float(box_dice_scores(model, unseen, MARGIN).mean())
-    row["CVC-ClinicDB"] = float(box_dice_scores(model, cvc, MARGIN).mean())
-    return row
+    return {**row, **new_polyp_scores(model, unseen, cvc)}
 
 
 def markdown(result: dict) -> str:
@@ -103,10 +108,7 @@ def add_reference(models: list[str], polyps: Path, results: Path) -> None:
     result = json.loads(results.read_text())
     unseen, cvc = more_polyps(polyps, "unseen"), cvc_clinicdb(polyps)
     for name in models:
-        model = load_model(name)
-        result.setdefault("reference", {})[name] = {
-            "unseen Kvasir": float(box_dice_scores(model, unseen, MARGIN).mean()),
-            "CVC-ClinicDB": float(box_dice_scores(model, cvc, MARGIN).mean())}
+        result.setdefault("reference", {})[name] = new_polyp_scores(load_model(name), unseen, cvc)
         print(name, result["reference"][name])
     write_json(results, result)
     results.with_suffix(".md").write_text(markdown(result))
@@ -145,8 +147,7 @@ def main() -> None:
     train_sets["CT"] = train_sets["CT"] + extra_ct
     held_out = load_corpus(args.data, "val")
     unseen, cvc = more_polyps(args.polyps, "unseen"), cvc_clinicdb(args.polyps)
-    train = [sample for modality in MODALITIES for sample in train_sets[modality]]
-    weights = [SHARES[m] / len(train_sets[m]) for m in MODALITIES for _ in train_sets[m]]
+    train, _, weights = pooled(train_sets)
 
     model = load_model(args.init)
     result = {"benchmark": args.name, "machine": machine_info(),

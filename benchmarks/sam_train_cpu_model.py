@@ -30,13 +30,11 @@ from gnnseg.seg.sam.checkpoint import load_sam, save_sam
 from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
 from gnnseg.seg.sam.modeling.sam import build_sam
 from gnnseg.seg.sam.shipped import load_model
-from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
+from gnnseg.seg.sam.training.corpus import MODALITIES, SHARES, load_corpus, pooled
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "gnnseg" / "seg" / "sam" / "weights" / "medsam_cpu.pt"
-SHARES = {"endoscopy": 0.35, "EM": 0.2, "fundus": 0.05, "CT": 0.25, "MR": 0.15}
-"""Probability that a training sample comes from each modality."""
 VALIDATION_PER_MODALITY = 80
 """Held-out objects per modality scored after every round (all of them at the end)."""
 
@@ -74,8 +72,7 @@ def main() -> None:
 
     train_sets = load_corpus(args.data, "train")
     val_sets = load_corpus(args.data, "val")
-    train = [sample for modality in MODALITIES for sample in train_sets[modality]]
-    weights = [SHARES[m] / len(train_sets[m]) for m in MODALITIES for _ in train_sets[m]]
+    train, _, weights = pooled(train_sets)
     val = validation_subset(val_sets)
 
     config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
