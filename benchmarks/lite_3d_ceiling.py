@@ -30,6 +30,7 @@ import torch
 from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io.label_painter import paint_labels
 from gnnseg.seg.io.nifti import read_nifti
+from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
 from gnnseg.seg.sam.shipped import DEFAULT_MODEL
 from gnnseg.seg.sam.training.samples import MIN_OBJECT_PIXELS
@@ -57,6 +58,25 @@ def per_slice_box_masks(predictor, volume: np.ndarray, truth: np.ndarray, count:
     return masks
 
 
+def middle_slice_dsc(predictor, volume: np.ndarray, truth: np.ndarray, boxes: np.ndarray) -> tuple[list, list]:
+    """Per object, DSC on the 3D box's middle slice (where propagation starts) prompted with the box's rectangle,
+    as propagation prompts it (the mask kept inside the rectangle), and with the object's own tight box there
+    (+ ``MARGIN``)."""
+    rectangle_dsc, own_box_dsc = [], []
+    for k, box in enumerate(boxes, start=1):
+        z = int(box[2] + (box[5] - box[2]) // 2)
+        organ = truth[z] == k
+        x0, y0, x1, y1 = (int(v) for v in box[[0, 1, 3, 4]])
+        predictor.set_image(volume[z])
+        answer = predictor.predict(boxes=np.array([[x0, y0, x1, y1]], dtype=np.float64)).masks[0, 0]
+        inside = np.zeros_like(answer)
+        inside[y0:y1 + 1, x0:x1 + 1] = answer[y0:y1 + 1, x0:x1 + 1]
+        rectangle_dsc.append(dice(inside, organ))
+        own_box_dsc.append(dice(predictor.predict(boxes=boxes_from_mask(organ, MARGIN)).masks[0, 0], organ)
+                           if organ.any() else 0.0)
+    return rectangle_dsc, own_box_dsc
+
+
 def organ_names(data: Path) -> list[str]:
     """The challenge CT case's organs in label order (those of at least ``MIN_OBJECT_PIXELS`` voxels)."""
     folder = data / "totalsegmentator_examples"
@@ -72,14 +92,17 @@ def markdown(payload: dict) -> str:
              f"then each slice prompted by the box of the mask next to it (+{MARGIN} px). *Per-slice boxes*: every "
              f"slice the organ occupies prompted by its own tight box (+{MARGIN} px), the ceiling of any propagation "
              "with this 2D model. *Alone*: each object scored by itself; *painted*: all in one label map, the smaller "
-             "object keeping a voxel. The challenge CT case is the one the 3D target is set on; the other two "
-             "volumes are where the 3D settings were chosen.", "",
+             "object keeping a voxel. *Middle slice*: where propagation starts, the box's rectangle against the "
+             "organ's own box there (alone). The challenge CT case is the one the 3D target is set on; the other "
+             "two volumes are where the 3D settings were chosen.", "",
              "| model | volume | organs | propagated, alone | per-slice boxes, alone | propagated, painted | "
-             "per-slice boxes, painted | s propagated |", "|---|---|---|---|---|---|---|---|"]
+             "per-slice boxes, painted | middle slice: rectangle / own box | s propagated |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['model']} | {row['case']} | {row['objects']} | {row['propagated_alone']:.3f} | "
                      f"{row['per_slice_alone']:.3f} | {row['propagated_painted']:.3f} | "
-                     f"{row['per_slice_painted']:.3f} | {row['seconds_propagated']:.1f} |")
+                     f"{row['per_slice_painted']:.3f} | {row['middle_rectangle']:.3f} / {row['middle_own_box']:.3f} | "
+                     f"{row['seconds_propagated']:.1f} |")
     test = [row for row in rows if row["case"] == TEST_CASE]
     lines += ["", "Challenge CT case, per organ (DSC alone: propagated / per-slice boxes):", "",
               "| organ | voxels | " + " | ".join(row["model"] for row in test) + " |",
@@ -103,11 +126,13 @@ def main() -> None:
     for name, predictor, case, (volume, truth, boxes), (propagated, _), seconds in propagated_cases(
             args.models.split(","), volumes, MARGIN):
         per_slice = per_slice_box_masks(predictor, volume, truth, len(boxes))
+        rectangle_dsc, own_box_dsc = middle_slice_dsc(predictor, volume, truth, boxes)
         row = {"model": name, "case": case, "objects": len(boxes), "seconds_propagated": seconds,
                "propagated_per_object": object_dsc(propagated, truth),
                "per_slice_per_object": object_dsc(per_slice, truth),
                "propagated_painted": mean_dsc(paint_labels(list(propagated)), truth, len(boxes)),
-               "per_slice_painted": mean_dsc(paint_labels(list(per_slice)), truth, len(boxes))}
+               "per_slice_painted": mean_dsc(paint_labels(list(per_slice)), truth, len(boxes)),
+               "middle_rectangle": float(np.mean(rectangle_dsc)), "middle_own_box": float(np.mean(own_box_dsc))}
         row["propagated_alone"] = float(np.mean(row["propagated_per_object"]))
         row["per_slice_alone"] = float(np.mean(row["per_slice_per_object"]))
         rows.append(row)

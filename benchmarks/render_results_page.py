@@ -504,6 +504,29 @@ def table_sam_more_polyps(results: Results) -> str:
     return markdown_table(["model", *columns], rows)
 
 
+def table_sam_box_3d(results: Results) -> str:
+    """The default before and after training on 3D-box prompts: held-out 2D DSC and propagated 3D DSC."""
+    result = results["sam_box_3d.json"]
+    volumes = [("ct_dicom", "3D: DICOM CT"), ("mr", "3D: MR"), ("challenge_ct", "3D: challenge CT case")]
+    rows = []
+    for name, label in ((result["initialised_from"], f"`{result['initialised_from']}` (the default)"),
+                        ("taught on 3D boxes", "taught on 3D-box prompts (not shipped)")):
+        rows.append([label, *(format_number(result["scores"][name][c], ".3f") for c in [*MODALITIES, "mean"]),
+                     *(format_number(result["propagated"][name][v], ".3f") for v, _ in volumes)])
+    return markdown_table(["model", *MODALITIES, "2D mean", *(label for _, label in volumes)], rows)
+
+
+def table_sam_resolution_ceiling(results: Results) -> str:
+    """The best DSC each model's mask grid can draw per held-out modality."""
+    rows = []
+    for row in results["sam_resolution_ceiling.json"]["rows"]:
+        over = (f"a window {1 + 2 * row['crop_margin']:g} x the box" if row["crop_margin"] is not None
+                else "the image's longer side")
+        rows.append([f"`{row['model']}`", f"{row['mask_grid']} x {row['mask_grid']}", over,
+                     *(format_number(row[m], ".3f") for m in MODALITIES)])
+    return markdown_table(["model", "mask grid", "laid over", *MODALITIES], rows)
+
+
 LATENCY_ROWS = [  # label; keys for ViT-B, Lite (PyTorch), Lite (onnxruntime), lite_medsam_fast, the default;
     # format; the target of lite_medsam_fast and of the default (s; None: none)
     ("2D, model loaded", ["vit_b_2d_case_s", "lite_torch_2d_case_s", "onnx_2d_case_s", "fast_onnx_2d_case_s",
@@ -663,6 +686,8 @@ TABLES: dict[str, Callable[[Results], str]] = {
     "sam_box_prompt": table_sam_box_prompt,
     "sam_test_time_augmentation": table_sam_test_time_augmentation,
     "sam_more_polyps": table_sam_more_polyps,
+    "sam_resolution_ceiling": table_sam_resolution_ceiling,
+    "sam_box_3d": table_sam_box_3d,
     "lite_medsam": table_lite_medsam,
     "lite_latency": table_lite_latency,
     "lite_challenge": table_lite_challenge,
@@ -712,7 +737,14 @@ def zoom_scales_time_ratio(results: Results) -> float:
     return mean_seconds("d4 + zoom 0.5 x 2") / mean_seconds("d4 + zoom 0.5")
 
 
+def default_grid_ceiling_elsewhere(results: Results) -> float:
+    """The default's lowest resolution ceiling over the modalities other than fundus."""
+    row = results["sam_resolution_ceiling.json"]["rows"][0]
+    return min(row[m] for m in MODALITIES if m != "fundus")
+
+
 CALCULATIONS: dict[str, Callable[[Results], float | tuple[float, float]]] = {
+    "default_grid_ceiling_elsewhere": default_grid_ceiling_elsewhere,
     "gae_auc_standard_error": gae_auc_standard_error,
     "isbi_512_minutes_but_fold_2": isbi_512_minutes_but_fold_2,
     "isbi_bfloat16_cost": isbi_bfloat16_cost,

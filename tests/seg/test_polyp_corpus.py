@@ -12,7 +12,9 @@ from PIL import Image
 from gnnseg.seg.io import MedicalImage, write_nifti
 from gnnseg.seg.sam.training.corpus import (
     MORE_CT_SLICES,
+    MR_TRAINING_SLICES,
     UNSEEN_POLYPS,
+    box_3d_prompts,
     check_polyp_copy,
     cvc_clinicdb,
     more_ct,
@@ -104,3 +106,27 @@ def test_more_ct_takes_the_slices_the_training_scan_leaves_out_and_refuses_anoth
     write_volume(tmp_path / "other" / "totalsegmentator_examples" / "example_ct_sm.nii.gz", volume[-2:] + 1)
     with pytest.raises(ValueError, match="not the whole scan of example_ct_sm"):
         more_ct(tmp_path / "more", tmp_path / "other")
+
+
+def test_3d_box_prompts_come_from_the_scans_other_slices_and_the_mr_training_slices(tmp_path):
+    depth = MORE_CT_SLICES.stop + 2
+    volume = np.random.default_rng(0).integers(-100, 200, (depth, 20, 20)).astype(np.int16)
+    labels = np.zeros((depth, 20, 20), np.uint8)
+    labels[:MORE_CT_SLICES.stop, 2:14, 3:15] = 5
+    labels[MORE_CT_SLICES.stop:, 0:20, 0:20] = 5                      # the challenge case's slices: not used
+    write_volume(tmp_path / "more" / "example_ct.nii.gz", volume)
+    write_volume(tmp_path / "more" / "example_seg_fast_force_split.nii.gz", labels)
+    folder = tmp_path / "shared" / "totalsegmentator_examples"
+    write_volume(folder / "example_ct_sm.nii.gz", volume[-2:])
+    mr_depth = MR_TRAINING_SLICES.stop + 3
+    mr_labels = np.zeros((mr_depth, 20, 20), np.uint8)
+    mr_labels[:, 5:17, 5:17] = 2
+    mr_labels[MR_TRAINING_SLICES.stop:, 0:20, 0:20] = 2               # held-out slices: not used
+    write_volume(folder / "example_mr_sm.nii.gz", np.random.default_rng(1).random((mr_depth, 20, 20)) * 500)
+    write_volume(folder / "example_seg_mr.nii.gz", mr_labels)
+    samples = box_3d_prompts(tmp_path / "more", tmp_path / "shared")
+    ct = [s for s in samples if s.source.startswith("ct_full")]
+    mr = [s for s in samples if s.source.startswith("mr_sm")]
+    assert len(ct) == MORE_CT_SLICES.stop and len(mr) == MR_TRAINING_SLICES.stop
+    assert all(np.array_equal(s.prompt_box, [3, 2, 14, 13]) for s in ct)
+    assert all(np.array_equal(s.prompt_box, [5, 5, 16, 16]) for s in mr)

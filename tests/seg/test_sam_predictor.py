@@ -19,6 +19,7 @@ from gnnseg.seg.sam.inference.volume import (
 from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
 from gnnseg.seg.sam.training.samples import (
     PromptSample,
+    box_3d_samples,
     jittered_box,
     object_masks,
     samples_from_volume,
@@ -126,6 +127,40 @@ def test_jittered_boxes_grow_within_limits():
     assert (tight[0] - boxes[:, 0]).max() == 10   # x grows by at most 20, capped at 40 / 4
     assert (tight[1] - boxes[:, 1]).max() == 5    # y capped at 20 / 4
     assert len(np.unique(boxes, axis=0)) > 20
+
+
+def test_a_prompt_box_is_grown_instead_of_the_tight_box():
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[40:50, 40:50] = True
+    prompt = np.array([20.0, 30.0, 79.0, 69.0])                      # 60 x 40, around the 10 x 10 object
+    sample = PromptSample(np.zeros((100, 100, 3), np.uint8), mask, "test", prompt)
+    rng = np.random.default_rng(0)
+    assert np.array_equal(jittered_box(sample, rng, max_shift=0), prompt)
+    boxes = np.array([jittered_box(sample, rng, max_shift=20) for _ in range(200)])
+    assert (boxes[:, :2] <= prompt[:2]).all() and (boxes[:, 2:] >= prompt[2:]).all()
+    assert (prompt[0] - boxes[:, 0]).max() == 15 and (prompt[1] - boxes[:, 1]).max() == 10   # a quarter of 60, 40
+
+
+def test_a_3d_box_prompts_each_slice_of_its_organ_with_the_boxs_rectangle():
+    volume = np.random.default_rng(0).integers(-200, 200, (5, 40, 40)).astype(np.int16)
+    labels = np.zeros(volume.shape, np.uint8)
+    for z in range(4):                                                # an organ moving right, slice by slice
+        labels[z, 10:22, 2 + 5 * z : 14 + 5 * z] = 3
+    labels[4, 10:22, 30:34] = 3                                       # 48 pixels: left out on this slice
+    labels[1:3, 30:40, 0:12] = 7                                      # another organ on two slices
+    samples = box_3d_samples(volume, labels, "ct", modality="ct", slices=range(5))
+    moving = [s for s in samples if "label3" in s.source]
+    assert [s.source for s in moving] == [f"ct/z{z}/label3/box3d" for z in range(4)]
+    for z, sample in enumerate(moving):
+        assert np.array_equal(sample.mask, labels[z] == 3)
+        assert np.array_equal(sample.prompt_box, [2, 10, 33, 21])    # the 3D box's rectangle, all five slices
+    other = [s for s in samples if "label7" in s.source]
+    assert len(other) == 2 and np.array_equal(other[0].prompt_box, [0, 30, 11, 39])
+    assert other[0].image is moving[1].image                          # one image per slice, shared
+    only_first = box_3d_samples(volume, labels, "ct", modality="ct", slices=range(1))
+    assert len(only_first) == 1 and np.array_equal(only_first[0].prompt_box, [2, 10, 13, 21])
+    with pytest.raises(ValueError, match="differ in shape"):
+        box_3d_samples(volume, labels[:4], "ct", modality="ct", slices=range(4))
 
 
 def test_ct_slices_are_windowed_to_soft_tissue():

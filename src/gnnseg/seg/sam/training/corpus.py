@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from gnnseg.seg.io import read_dicom_series, read_image_2d, read_nifti, reorient_like
-from gnnseg.seg.sam.training.samples import PromptSample, samples_from_image, samples_from_volume
+from gnnseg.seg.sam.training.samples import PromptSample, box_3d_samples, samples_from_image, samples_from_volume
 
 MODALITIES = ("endoscopy", "EM", "fundus", "CT", "MR")
 SHARES = {"endoscopy": 0.35, "EM": 0.2, "fundus": 0.05, "CT": 0.25, "MR": 0.15}
@@ -110,18 +110,36 @@ MORE_CT_SOURCE = "github.com/wasserth/TotalSegmentator at 0e65a448d557382b1e9252
 MORE_CT_SLICES = range(82)
 
 
-def more_ct(folder: Path, shared_root: Path) -> list[PromptSample]:
-    """Every organ on the slices of the CT training scan that ``example_ct_sm`` leaves out (:data:`MORE_CT_SLICES`:
-    pelvis and lower abdomen), from ``folder`` holding the two files of :data:`MORE_CT_SOURCE`. The scan's last 30
-    slices must be ``example_ct_sm`` in ``shared_root``, voxel for voxel (the same patient: the held-out DICOM series
-    stays unseen)."""
+def _whole_ct_scan(folder: Path, shared_root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The CT training scan and its labels from ``folder`` holding the two files of :data:`MORE_CT_SOURCE`; its last
+    30 slices must be ``example_ct_sm`` in ``shared_root``, voxel for voxel."""
     volume = read_nifti(_require(Path(folder) / "example_ct.nii.gz")).array
     labels = read_nifti(_require(Path(folder) / "example_seg_fast_force_split.nii.gz")).array
     known = read_nifti(_require(Path(shared_root) / "totalsegmentator_examples" / "example_ct_sm.nii.gz")).array
     if volume.shape != labels.shape or not np.array_equal(volume[MORE_CT_SLICES.stop:], known):
         raise ValueError(f"{folder}: example_ct.nii.gz {volume.shape} and its labels {labels.shape} are not the whole "
                          f"scan of example_ct_sm {known.shape} with its labels ({MORE_CT_SOURCE})")
+    return volume, labels
+
+
+def more_ct(folder: Path, shared_root: Path) -> list[PromptSample]:
+    """Every organ on the slices of the CT training scan that ``example_ct_sm`` leaves out (:data:`MORE_CT_SLICES`:
+    pelvis and lower abdomen), from ``folder`` holding the two files of :data:`MORE_CT_SOURCE` (the same patient:
+    the held-out DICOM series stays unseen)."""
+    volume, labels = _whole_ct_scan(folder, shared_root)
     return samples_from_volume(volume, labels, "ct_full", modality="ct", slices=MORE_CT_SLICES)
+
+
+def box_3d_prompts(ct_folder: Path, shared_root: Path) -> list[PromptSample]:
+    """Organs prompted with their 3D box's rectangle on every slice they cross
+    (:func:`~gnnseg.seg.sam.training.samples.box_3d_samples`): on the CT slices :func:`more_ct` reads (3D boxes over
+    those slices; ``example_ct_sm``, the challenge-format 3D case, stays out) and on the MR training slices."""
+    volume, labels = _whole_ct_scan(ct_folder, shared_root)
+    ct = box_3d_samples(volume, labels, "ct_full", modality="ct", slices=MORE_CT_SLICES)
+    folder = Path(shared_root) / "totalsegmentator_examples"
+    mr_volume = read_nifti(_require(folder / "example_mr_sm.nii.gz")).array
+    mr_labels = read_nifti(_require(folder / "example_seg_mr.nii.gz")).array
+    return ct + box_3d_samples(mr_volume, mr_labels, "mr_sm", modality="mr", slices=MR_TRAINING_SLICES)
 
 
 def isbi_cells(root: Path, part: str) -> list[PromptSample]:
@@ -162,12 +180,15 @@ def ct_organs(root: Path, part: str) -> list[PromptSample]:
     return samples_from_volume(series.array, labels.array, "ct_dicom", modality="ct")
 
 
+MR_TRAINING_SLICES = range(14)
+
+
 def mr_organs(root: Path, part: str) -> list[PromptSample]:
     """MR organs of ``example_mr_sm``: slices 0-13 (train) or 14-19 (val)."""
     folder = root / "totalsegmentator_examples"
     volume = read_nifti(_require(folder / "example_mr_sm.nii.gz")).array
     labels = read_nifti(_require(folder / "example_seg_mr.nii.gz")).array
-    slices = range(14) if part == "train" else range(14, volume.shape[0])
+    slices = MR_TRAINING_SLICES if part == "train" else range(MR_TRAINING_SLICES.stop, volume.shape[0])
     return samples_from_volume(volume, labels, "mr_sm", modality="mr", slices=slices)
 
 

@@ -8,6 +8,10 @@ percentiles before they become 8-bit RGB, as at inference.
 Boxes are drawn when a sample is used: the object's tight box grown by a random 0-``max_shift`` pixels per side
 (MedSAM's ``bbox_shift``), so the model learns to tolerate loose boxes.
 
+A 3D box is looser still on most of its slices: its rectangle bounds the organ's widest extent, and on the slice
+where propagation starts the organ may fill a small part of it. :func:`box_3d_samples` gives each slice of an organ
+the rectangle of the organ's 3D box as its prompt (``prompt_box``), so a model can learn to answer that too.
+
 A whole-image model answered with zoom (:mod:`gnnseg.seg.sam.inference.zoom`) sees a window around each box, not the
 image; :func:`zoomed_samples` turns each sample into that window, so it can be trained on what it will be shown.
 """
@@ -31,11 +35,13 @@ MIN_OBJECT_PIXELS = 100
 
 @dataclass(frozen=True)
 class PromptSample:
-    """One object: ``image`` ``(H, W, 3)`` uint8 (shared between the objects of an image), ``mask`` ``(H, W)`` bool."""
+    """One object: ``image`` ``(H, W, 3)`` uint8 (shared between the objects of an image), ``mask`` ``(H, W)`` bool;
+    ``prompt_box``: the box it is prompted with (``x0, y0, x1, y1``) where that is not its own tight box."""
 
     image: np.ndarray
     mask: np.ndarray
     source: str
+    prompt_box: np.ndarray | None = None
 
     def tight_box(self) -> np.ndarray:
         """``x0, y0, x1, y1`` (inclusive pixel indices) of the object."""
@@ -63,6 +69,15 @@ def samples_from_image(image: np.ndarray, labels: np.ndarray, source: str,
     return [PromptSample(rgb, mask, source) for mask in object_masks(labels, min_pixels)]
 
 
+def _scaled_volume(volume: np.ndarray, labels: np.ndarray, source: str, modality: str) -> np.ndarray:
+    """The volume CT-windowed or MR-clipped as a whole (so all slices share one scale), once its labels match it."""
+    if volume.shape != labels.shape:
+        raise ValueError(f"{source}: volume {volume.shape} and labels {labels.shape} differ in shape")
+    if modality not in ("ct", "mr"):
+        raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
+    return scale_volume(volume, modality, "soft_tissue")
+
+
 def samples_from_volume(volume: np.ndarray, labels: np.ndarray, source: str, *, modality: str,
                         min_pixels: int = MIN_OBJECT_PIXELS, slices: Iterable[int] | None = None) -> list[PromptSample]:
     """Objects on the axial slices of a ``(Z, Y, X)`` volume; CT is soft-tissue windowed, MR percentile-clipped.
@@ -70,15 +85,30 @@ def samples_from_volume(volume: np.ndarray, labels: np.ndarray, source: str, *, 
     The intensity transform is applied to the whole volume (MedSAM's ``pre_CT_MR.py`` does the same), so all
     slices share one scale.
     """
-    if volume.shape != labels.shape:
-        raise ValueError(f"{source}: volume {volume.shape} and labels {labels.shape} differ in shape")
-    if modality not in ("ct", "mr"):
-        raise ValueError(f"modality must be 'ct' or 'mr', got {modality!r}")
-    scaled = scale_volume(volume, modality, "soft_tissue")
+    scaled = _scaled_volume(volume, labels, source, modality)
     samples = []
     for z in slices if slices is not None else range(volume.shape[0]):
         if labels[z].any():
             samples += samples_from_image(scaled[z], labels[z], f"{source}/z{z}", min_pixels)
+    return samples
+
+
+def box_3d_samples(volume: np.ndarray, labels: np.ndarray, source: str, *, modality: str,
+                   slices: Iterable[int], min_pixels: int = MIN_OBJECT_PIXELS) -> list[PromptSample]:
+    """Each organ on each of ``slices`` of a ``(Z, Y, X)`` volume (intensities as :func:`samples_from_volume`), the
+    label's whole region on the slice, prompted with the rectangle of the organ's 3D box over ``slices``: what a
+    3D box gives a 2D model on any slice it crosses. Organs on fewer than ``min_pixels`` pixels of a slice are left
+    out there."""
+    slices = list(slices)
+    scaled = _scaled_volume(volume, labels, source, modality)
+    images = {z: to_rgb_uint8(scaled[z]) for z in slices}    # one image per slice, shared by its organs
+    samples = []
+    for value in np.unique(labels[slices][labels[slices] > 0]):
+        organ = labels[slices] == value
+        rectangle = boxes_from_mask(organ.any(axis=0))[0].astype(np.float64)
+        for z, mask in zip(slices, organ):
+            if mask.sum() >= min_pixels:
+                samples.append(PromptSample(images[z], mask, f"{source}/z{z}/label{int(value)}/box3d", rectangle))
     return samples
 
 
@@ -102,12 +132,13 @@ def zoomed_samples(samples: Sequence[PromptSample], context: float, min_side: in
 
 
 def jittered_box(sample: PromptSample, rng: np.random.Generator, max_shift: int = 20) -> np.ndarray:
-    """The tight box grown by an independent random 0..``max_shift`` pixels per side, clipped to the image.
+    """The sample's box (its ``prompt_box``, else its tight box) grown by an independent random 0..``max_shift``
+    pixels per side, clipped to the image.
 
     The shift is capped at a quarter of the box's size along that axis: 20 pixels around a 30-pixel cell
     would otherwise make the box meaningless.
     """
-    box = sample.tight_box()
+    box = sample.tight_box() if sample.prompt_box is None else np.asarray(sample.prompt_box, dtype=np.float64)
     height, width = sample.mask.shape
     size = np.array([box[2] - box[0] + 1, box[3] - box[1] + 1])
     cap = np.minimum(max_shift, np.floor(size / 4)).astype(int)
