@@ -113,7 +113,7 @@ def test_a_box_drawn_on_a_disc_gives_its_label_with_the_default_model(qtbot, vie
     labels = viewer.layers["disc objects"]
     assert labels.data.shape == (256, 256) and tuple(labels.scale) == (0.5, 0.5)
     assert set(np.unique(labels.data)) == {0, 1}
-    assert dice(labels.data == 1, DISC) >= 0.95          # 0.983 measured on 2 CPU cores
+    assert dice(labels.data == 1, DISC) >= 0.95          # 0.988 measured on 2 CPU cores
     assert "object 1 answered" in widget.status.text()
 
     answered(qtbot, widget, lambda: boxes.add_rectangles(rectangle(0, 0, 20, 30)))   # a second object: label 2
