@@ -17,12 +17,14 @@ from gnnseg.seg.sam.inference.volume import (
     validate_boxes_3d,
 )
 from gnnseg.seg.sam.modeling.sam import SAM_CONFIGS, build_sam
+from gnnseg.seg.sam.training.prepared import PreparedSet
 from gnnseg.seg.sam.training.samples import (
     PromptSample,
     box_3d_samples,
     jittered_box,
     object_masks,
     samples_from_volume,
+    zoomed_samples,
 )
 
 
@@ -161,6 +163,16 @@ def test_a_3d_box_prompts_each_slice_of_its_organ_with_the_boxs_rectangle():
     assert len(only_first) == 1 and np.array_equal(only_first[0].prompt_box, [2, 10, 13, 21])
     with pytest.raises(ValueError, match="differ in shape"):
         box_3d_samples(volume, labels[:4], "ct", modality="ct", slices=range(4))
+
+
+def test_paths_that_draw_boxes_from_masks_refuse_samples_with_their_own_prompt_box():
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[10:20, 10:20] = True
+    loose = PromptSample(np.zeros((40, 40, 3), np.uint8), mask, "slice/z3/box3d", np.array([2.0, 2.0, 37.0, 37.0]))
+    with pytest.raises(ValueError, match="prompt boxes of 1 samples .first: slice/z3/box3d"):
+        PreparedSet.from_samples([loose], SAM_CONFIGS["lite_medsam"])
+    with pytest.raises(ValueError, match="zoom draws each box"):
+        zoomed_samples([loose], 0.5, 16)
 
 
 def test_ct_slices_are_windowed_to_soft_tissue():

@@ -25,7 +25,7 @@ from torch import Tensor
 from gnnseg.seg.sam.inference.model_input import pad_to_square, resize_image, resize_longest_side, resize_mask
 from gnnseg.seg.sam.inference.symmetry import Symmetry
 from gnnseg.seg.sam.modeling.sam import SamConfig, imagenet_normalize
-from gnnseg.seg.sam.training.samples import PromptSample
+from gnnseg.seg.sam.training.samples import PromptSample, refuse_prompt_boxes
 
 
 @dataclass
@@ -54,6 +54,7 @@ class PreparedSet:
         """Group the samples by the image they share and resize each image and its objects once."""
         if not samples:
             raise ValueError("no samples to prepare")
+        refuse_prompt_boxes(samples, "a whole-image model's prepared set")
         size, layout = config.image_size, config.layout
         by_image: dict[int, list[int]] = {}
         for index, sample in enumerate(samples):

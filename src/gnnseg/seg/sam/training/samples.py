@@ -112,6 +112,15 @@ def box_3d_samples(volume: np.ndarray, labels: np.ndarray, source: str, *, modal
     return samples
 
 
+def refuse_prompt_boxes(samples: Sequence[PromptSample], where: str) -> None:
+    """Refuse samples with their own ``prompt_box`` where boxes come from the masks alone (``where`` says which
+    path), so that a 3D box's loose prompt is never silently replaced by the tight box."""
+    carrying = [sample.source for sample in samples if sample.prompt_box is not None]
+    if carrying:
+        raise ValueError(f"{where} draws each box from its object's mask, so it cannot use the prompt boxes of "
+                         f"{len(carrying)} samples (first: {carrying[0]}); train them on a box-centred model")
+
+
 def zoomed_samples(samples: Sequence[PromptSample], context: float, min_side: int,
                    margin: int = 5) -> list[PromptSample]:
     """Each sample cut to the window that zoom answers its box on: the window around its tight box grown by
@@ -119,6 +128,7 @@ def zoomed_samples(samples: Sequence[PromptSample], context: float, min_side: in
     (:func:`~gnnseg.seg.sam.inference.zoom.zoom_window`). A sample whose window is its whole image keeps its image,
     shared with the image's other objects, so a whole-image model still encodes that image once."""
     context = check_zoom(context)
+    refuse_prompt_boxes(samples, "zoom")
     zoomed = []
     for sample in samples:
         rows, columns = zoom_window(grown_box(sample, margin), context, sample.mask.shape, min_side)
