@@ -61,8 +61,6 @@ from gnnseg.core import machine_info, write_json
 from gnnseg.seg.io.label_painter import paint_labels
 from gnnseg.seg.sam.checkpoint import load_sam, save_sam
 from gnnseg.seg.sam.inference.box_prompted import box_dice_scores
-from gnnseg.seg.sam.inference.predictor import SamPredictor
-from gnnseg.seg.sam.inference.volume import propagate_boxes_3d, validate_boxes_3d
 from gnnseg.seg.sam.shipped import DEFAULT_MODEL, PACKAGED_MODELS, load_model
 from gnnseg.seg.sam.training.corpus import (
     MODALITIES,
@@ -77,7 +75,7 @@ from gnnseg.seg.sam.training.corpus import (
     pooled,
 )
 from gnnseg.seg.sam.training.finetune import FinetuneConfig, finetune
-from sam_overlap_rules import cases, mean_dsc
+from sam_overlap_rules import cases, mean_dsc, propagated_cases
 from sam_train_cpu_model import validation_subset
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,14 +97,11 @@ def scores(model, held_out: dict[str, list], unseen: list, cvc: list) -> dict[st
     return {**row, **new_polyp_scores(model, unseen, cvc)}
 
 
-def propagated_scores(model, volumes: dict) -> dict[str, float]:
-    """Painted mean DSC over organs of propagation from one tight 3D box per organ, per volume."""
-    predictor = SamPredictor(model, cache_size=64)
-    row = {}
-    for case, (volume, truth, boxes) in volumes.items():
-        masks, _ = propagate_boxes_3d(predictor, volume, validate_boxes_3d(boxes, volume.shape))
-        row[case] = mean_dsc(paint_labels(list(masks)), truth, len(boxes))
-    return row
+def propagated_scores(model: str, volumes: dict) -> dict[str, float]:
+    """Painted mean DSC over organs of propagation from one tight 3D box per organ, per volume, for ``model`` (a
+    name or checkpoint path)."""
+    return {case: mean_dsc(paint_labels(list(masks)), truth, len(boxes))
+            for _, _, case, (_, truth, boxes), (masks, _), _ in propagated_cases([model], volumes)}
 
 
 def markdown(result: dict) -> str:
@@ -205,7 +200,7 @@ def main() -> None:
               **({"box_3d_objects": len(box_3d), "box_3d_share": BOX_3D_SHARE} if box_3d else {}),
               "scores": {args.init: scores(model, held_out, unseen, cvc)}}
     if box_3d:
-        result["propagated"] = {args.init: propagated_scores(model, volumes)}
+        result["propagated"] = {args.init: propagated_scores(args.init, volumes)}
     print(result["scores"], result.get("propagated"))
 
     config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
@@ -233,7 +228,7 @@ def main() -> None:
     taught = "taught on 3D boxes" if box_3d else "taught on more polyps" + (" and CT" if extra_ct else "")
     result["scores"][taught] = scores(model, held_out, unseen, cvc)
     if box_3d:
-        result["propagated"][taught] = propagated_scores(model, volumes)
+        result["propagated"][taught] = propagated_scores(str(args.out / "model_half.pt"), volumes)
     write_json(RESULTS / f"{args.name}.json", result)
     (RESULTS / f"{args.name}.md").write_text(markdown(result))
     print(markdown(result))
