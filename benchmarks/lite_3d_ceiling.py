@@ -32,6 +32,7 @@ from gnnseg.seg.io.label_painter import paint_labels
 from gnnseg.seg.io.nifti import read_nifti
 from gnnseg.seg.metrics import dice
 from gnnseg.seg.sam.inference.prompts import boxes_from_mask
+from gnnseg.seg.sam.inference.volume import inside_rectangle, middle_slices
 from gnnseg.seg.sam.shipped import DEFAULT_MODEL
 from gnnseg.seg.sam.training.samples import MIN_OBJECT_PIXELS
 from sam_overlap_rules import cases, mean_dsc, object_dsc, propagated_cases
@@ -63,15 +64,12 @@ def middle_slice_dsc(predictor, volume: np.ndarray, truth: np.ndarray, boxes: np
     as propagation prompts it (the mask kept inside the rectangle), and with the object's own tight box there
     (+ ``MARGIN``)."""
     rectangle_dsc, own_box_dsc = [], []
-    for k, box in enumerate(boxes, start=1):
-        z = int(box[2] + (box[5] - box[2]) // 2)
+    for k, (box, z) in enumerate(zip(boxes, middle_slices(boxes)), start=1):
         organ = truth[z] == k
-        x0, y0, x1, y1 = (int(v) for v in box[[0, 1, 3, 4]])
+        rectangle = box[[0, 1, 3, 4]].astype(np.float64)
         predictor.set_image(volume[z])
-        answer = predictor.predict(boxes=np.array([[x0, y0, x1, y1]], dtype=np.float64)).masks[0, 0]
-        inside = np.zeros_like(answer)
-        inside[y0:y1 + 1, x0:x1 + 1] = answer[y0:y1 + 1, x0:x1 + 1]
-        rectangle_dsc.append(dice(inside, organ))
+        rectangle_dsc.append(dice(inside_rectangle(predictor.predict(boxes=rectangle[None]).masks[0, 0], rectangle),
+                                  organ))
         own_box_dsc.append(dice(predictor.predict(boxes=boxes_from_mask(organ, MARGIN)).masks[0, 0], organ)
                            if organ.any() else 0.0)
     return rectangle_dsc, own_box_dsc

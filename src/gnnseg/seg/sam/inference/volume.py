@@ -82,6 +82,21 @@ def propagated_box(previous: np.ndarray | None, rectangle: np.ndarray, margin: i
     return box
 
 
+def inside_rectangle(mask: np.ndarray, rectangle: np.ndarray) -> np.ndarray:
+    """``mask`` with everything outside the 3D box's in-plane ``rectangle`` (``x0, y0, x1, y1``, inclusive) cleared:
+    where a slice's answer is kept."""
+    x0, y0, x1, y1 = (int(v) for v in rectangle)
+    kept = np.zeros_like(mask)
+    kept[y0:y1 + 1, x0:x1 + 1] = mask[y0:y1 + 1, x0:x1 + 1]
+    return kept
+
+
+def middle_slices(boxes: np.ndarray) -> np.ndarray:
+    """The slice each ``(N, 6)`` 3D box's propagation starts on: ``z_min + (z_max - z_min) // 2``."""
+    boxes = np.asarray(boxes).reshape(-1, 6)
+    return boxes[:, 2].astype(int) + (boxes[:, 5].astype(int) - boxes[:, 2].astype(int)) // 2
+
+
 def _propagate(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, rectangles: np.ndarray,
                masks: np.ndarray, slice_iou: np.ndarray, orders: Sequence[range],
                previous: Sequence[np.ndarray | None], margin: int) -> None:
@@ -97,9 +112,7 @@ def _propagate(predictor: SamPredictor | OnnxPredictor, volume: np.ndarray, rect
         prediction = predictor.predict(boxes=np.stack([propagated_box(last[k], rectangles[k], margin)
                                                        for k in here]))
         for row, k in enumerate(here):
-            x0, y0, x1, y1 = (int(v) for v in rectangles[k])
-            masks[k, z] = False
-            masks[k, z, y0:y1 + 1, x0:x1 + 1] = prediction.masks[row, 0, y0:y1 + 1, x0:x1 + 1]  # kept in its box
+            masks[k, z] = inside_rectangle(prediction.masks[row, 0], rectangles[k])
             slice_iou[k, z] = prediction.iou[row, 0]
             last[k] = masks[k, z]
 
@@ -121,7 +134,7 @@ def propagate_boxes_3d(predictor: SamPredictor | OnnxPredictor, volume: np.ndarr
     masks = np.zeros((len(boxes), *volume.shape[:3]), dtype=bool)
     slice_iou = np.zeros((len(boxes), volume.shape[0]))
     z0, z1 = boxes[:, 2].astype(int), boxes[:, 5].astype(int)
-    middles = z0 + (z1 - z0) // 2
+    middles = middle_slices(boxes)
     _propagate(predictor, volume, rectangles, masks, slice_iou, [range(m, top + 1) for m, top in zip(middles, z1)],
                [None] * len(boxes), margin)
     _propagate(predictor, volume, rectangles, masks, slice_iou,
@@ -182,8 +195,7 @@ def repropagate_from_slice(predictor: SamPredictor | OnnxPredictor, volume: np.n
     previous_logits = np.where(mask[z], 8.0, -8.0).astype(np.float32)    # the hard mask as confident logits
     prediction = predictor.predict(boxes=propagated_box(mask[z], rectangle, margin), points=np.asarray(points)[None],
                                    point_labels=np.asarray(labels)[None], mask_logits=previous_logits)
-    corrected[z] = False
-    corrected[z, y0:y1 + 1, x0:x1 + 1] = prediction.masks[0, 0, y0:y1 + 1, x0:x1 + 1]
+    corrected[z] = inside_rectangle(prediction.masks[0, 0], rectangle)
     corrected_iou[z] = prediction.iou[0, 0]
     for order in (range(z + 1, last + 1), range(z - 1, first - 1, -1)):
         _propagate(predictor, volume, rectangle[None], corrected[None], corrected_iou[None], [order], [corrected[z]],
