@@ -43,6 +43,8 @@ CVC figures, and the challenge-format CT case, are reported, not used to decide.
         --out runs/more_ct --name sam_more_ct     # after the first run made it the default
     python benchmarks/sam_more_polyps.py --polyps /tmp/colorectal/datasets --box-3d /tmp/totalseg_ct \
         --out runs/box_3d --name sam_box_3d
+    python benchmarks/sam_more_polyps.py --polyps /tmp/colorectal/datasets --box-3d /tmp/totalseg_ct \
+        --out runs/box_3d_seed1 --name sam_box_3d_seed1 --seed 1    # the same recipe again: how far a run moves
 """
 
 from __future__ import annotations
@@ -167,6 +169,9 @@ def main() -> None:
     parser.add_argument("--click-rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("runs/more_polyps"))
     parser.add_argument("--name", default="sam_more_polyps", help="results file name (without extension)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the draws, jitter and augmentation; another seed repeats the recipe, to see how far the "
+                             "figures move between runs of it")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--reference", default=None,
                         help="instead of training: score these models (comma-separated names or checkpoints) on the "
@@ -205,7 +210,7 @@ def main() -> None:
 
     config = FinetuneConfig(rounds=args.rounds, iterations_per_round=args.iterations, batch_size=args.batch_size,
                             lr=args.lr, warmup_iterations=args.warmup, click_rounds=args.click_rounds,
-                            freeze_prompt_encoder=False)
+                            freeze_prompt_encoder=False, seed=args.seed)
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     finetune(model, train, validation_subset(held_out), config, args.out, weights=weights, resume=args.resume,
@@ -225,7 +230,8 @@ def main() -> None:
     save_sam(model, args.out / "model_half.pt", half_precision=True, meta={**lineage, step_name: step})
     model, _ = load_sam(args.out / "model_half.pt")  # scored as it would ship
     result.update(finetune=config.__dict__, iterations=config.iterations, train_seconds=train_seconds)
-    taught = "taught on 3D boxes" if box_3d else "taught on more polyps" + (" and CT" if extra_ct else "")
+    taught = ("taught on 3D boxes" if box_3d else "taught on more polyps" + (" and CT" if extra_ct else "")) + (
+        f" (seed {args.seed})" if args.seed else "")
     result["scores"][taught] = scores(model, held_out, unseen, cvc)
     if box_3d:
         result["propagated"][taught] = propagated_scores(str(args.out / "model_half.pt"), volumes)
