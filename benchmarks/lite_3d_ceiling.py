@@ -1,10 +1,11 @@
 """How much of a 3D box case is lost to propagation, and how much to the 2D model itself?
 
 A 3D box gives a 2D model one rectangle on one slice; every other slice is prompted with the box of the mask next to
-it (:func:`gnnseg.seg.sam.inference.volume.propagate_boxes_3d`). The best any such propagation could do is to prompt
-every slice with the object's own tight 2D box there: that is what this benchmark also runs, on the slices the object
-occupies, with the same box margin propagation uses. The gap between the two is what propagation loses; the second
-is the ceiling of the 2D model on the case.
+it (:func:`gnnseg.seg.sam.inference.volume.propagate_boxes_3d`). What such propagation tries to reconstruct is every
+slice prompted with the object's own tight 2D box there: that is what this benchmark also runs, on the slices the
+object occupies, with the same box margin propagation uses. The gap between the two is what propagation loses; the
+second is what the 2D model gives with a tight box everywhere (not a strict bound: a model may answer a neighbour's
+grown box better than the tight one).
 
 Volumes: the challenge-format CT case (``example_ct_sm``, 3 mm voxels, as ``benchmarks/lite_challenge.py`` writes it)
 and the two volumes the 3D settings were chosen on (the DICOM CT series and the MR volume of the TotalSegmentator
@@ -62,16 +63,17 @@ def per_slice_box_masks(predictor, volume: np.ndarray, truth: np.ndarray, count:
 def middle_slice_dsc(predictor, volume: np.ndarray, truth: np.ndarray, boxes: np.ndarray) -> tuple[list, list]:
     """Per object, DSC on the 3D box's middle slice (where propagation starts) prompted with the box's rectangle,
     as propagation prompts it (the mask kept inside the rectangle), and with the object's own tight box there
-    (+ ``MARGIN``)."""
+    (+ ``MARGIN``). An object absent from its middle slice has no own box there, so it is left out of both."""
     rectangle_dsc, own_box_dsc = [], []
     for k, (box, z) in enumerate(zip(boxes, middle_slices(boxes)), start=1):
         organ = truth[z] == k
+        if not organ.any():
+            continue
         rectangle = box[[0, 1, 3, 4]].astype(np.float64)
         predictor.set_image(volume[z])
         rectangle_dsc.append(dice(inside_rectangle(predictor.predict(boxes=rectangle[None]).masks[0, 0], rectangle),
                                   organ))
-        own_box_dsc.append(dice(predictor.predict(boxes=boxes_from_mask(organ, MARGIN)).masks[0, 0], organ)
-                           if organ.any() else 0.0)
+        own_box_dsc.append(dice(predictor.predict(boxes=boxes_from_mask(organ, MARGIN)).masks[0, 0], organ))
     return rectangle_dsc, own_box_dsc
 
 
@@ -88,11 +90,11 @@ def markdown(payload: dict) -> str:
     lines = ["# 3D boxes: propagation against every slice's own box", "",
              f"Mean DSC over organs (one tight 3D box each). *Propagated*: the box's rectangle on its middle slice, "
              f"then each slice prompted by the box of the mask next to it (+{MARGIN} px). *Per-slice boxes*: every "
-             f"slice the organ occupies prompted by its own tight box (+{MARGIN} px), the ceiling of any propagation "
-             "with this 2D model. *Alone*: each object scored by itself; *painted*: all in one label map, the smaller "
-             "object keeping a voxel. *Middle slice*: where propagation starts, the box's rectangle against the "
-             "organ's own box there (alone). The challenge CT case is the one the 3D target is set on; the other "
-             "two volumes are where the 3D settings were chosen.", "",
+             f"slice the organ occupies prompted by its own tight box (+{MARGIN} px), what propagation tries to "
+             "reconstruct (not a strict bound). *Alone*: each object scored by itself; *painted*: all in one label "
+             "map, the smaller object keeping a voxel. *Middle slice*: where propagation starts, the box's "
+             "rectangle against the organ's own box there (alone). The challenge CT case is the one the 3D target is "
+             "set on; the other two volumes are where the 3D settings were chosen.", "",
              "| model | volume | organs | propagated, alone | per-slice boxes, alone | propagated, painted | "
              "per-slice boxes, painted | middle slice: rectangle / own box | s propagated |",
              "|---|---|---|---|---|---|---|---|---|"]

@@ -519,11 +519,13 @@ def table_sam_box_3d(results: Results) -> str:
 
 def table_sam_paired_bootstrap(results: Results) -> str:
     """Differences of two models' five-modality mean DSC, with their paired bootstrap intervals, in points."""
+    result = results["sam_paired_bootstrap.json"]
     rows = [[row["label"], format_number(row["difference"], "percent +.2f"),
              f"{format_number(row['low'], 'percent +.2f')} to {format_number(row['high'], 'percent +.2f')}",
              *(format_number(row["per_modality"][m], "percent +.2f") for m in MODALITIES)]
-            for row in results["sam_paired_bootstrap.json"]["comparisons"]]
-    return markdown_table(["comparison", "difference", "95 % interval", *MODALITIES], rows)
+            for row in result["comparisons"]]
+    interval = f"{format_number(result['confidence'], 'percent .0f')} % interval"
+    return markdown_table(["comparison", "difference", interval, *MODALITIES], rows)
 
 
 def table_sam_resolution_ceiling(results: Results) -> str:
@@ -750,7 +752,8 @@ def zoom_scales_time_ratio(results: Results) -> float:
 
 def default_grid_ceiling_elsewhere(results: Results) -> float:
     """The default's lowest resolution ceiling over the modalities other than fundus."""
-    row = results["sam_resolution_ceiling.json"]["rows"][0]
+    result = results["sam_resolution_ceiling.json"]
+    row = next(row for row in result["rows"] if row["model"] == result["default_model"])
     return min(row[m] for m in MODALITIES if m != "fundus")
 
 

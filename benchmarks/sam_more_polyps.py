@@ -177,6 +177,8 @@ def main() -> None:
                         help="instead of training: score these models (comma-separated names or checkpoints) on the "
                              "unseen Kvasir and CVC polyps and add them to the results of an earlier run")
     args = parser.parse_args()
+    if args.ct and args.box_3d:
+        parser.error("--ct and --box-3d are separate recipes (each run is named and judged as one): give one")
 
     check_polyp_copy(args.polyps, Path(args.data))
     if args.reference:

@@ -1,7 +1,7 @@
 """How sure are the default's adoption decisions? Paired bootstrap intervals of two models' five-modality mean.
 
 The default is replaced when a candidate's mean held-out DSC over the five modalities is higher than the default's
-(``sam_more_polyps.py``). That mean comes from one training run, scored on a few hundred objects, six of them fundus.
+(``sam_more_polyps.py``). That mean comes from one training run, scored on 1,160 objects, six of them fundus.
 This benchmark asks how much of a difference the objects' sampling alone could make: both models answer every
 held-out object (tight box + 5 px, box alone), and :func:`~gnnseg.core.paired_bootstrap.paired_bootstrap` resamples
 each modality's objects with replacement, the same draw for both models, 2,000 times. An interval that holds zero
@@ -12,10 +12,12 @@ Each ``--pair BASE CANDIDATE LABEL`` names two models (packaged names or checkpo
 ``results/sam_paired_bootstrap.{json,md}``::
 
     python benchmarks/sam_paired_bootstrap.py \\
-        --pair vit_cpu vit_cpu_clicks "the default against the model it replaced" \\
-        --pair vit_cpu_clicks runs/box_3d/model_half.pt "3D-box prompts, seed 0" \\
-        --pair vit_cpu_clicks runs/box_3d_seed1/model_half.pt "3D-box prompts, seed 1" \\
-        --pair runs/box_3d/model_half.pt runs/box_3d_seed1/model_half.pt "seed 1 against seed 0"
+        --pair vit_cpu vit_cpu_clicks "the default against vit_cpu, the default before it" \\
+        --pair vit_cpu_clicks runs/box_3d/model_half.pt "3D-box prompts, seed 0, against the default" \\
+        --pair vit_cpu_clicks runs/box_3d_seed1/model_half.pt "3D-box prompts, seed 1, against the default" \\
+        --pair runs/box_3d/model_half.pt runs/box_3d_seed1/model_half.pt "seed 1 against seed 0 of the same recipe"
+
+The labels are the ones docs/benchmarks.md looks the comparisons up by.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from gnnseg.seg.sam.training.corpus import MODALITIES, load_corpus
 RESULTS = Path(__file__).resolve().parent / "results"
 MARGIN = 5
 RESAMPLES = 2000
+CONFIDENCE = 0.95
 
 
 def markdown(result: dict) -> str:
@@ -67,11 +70,13 @@ def main() -> None:
     held_out = load_corpus(args.data, "val")
     scores: dict[str, dict[str, np.ndarray]] = {}
     for model in dict.fromkeys(name for base, candidate, _ in args.pair for name in (base, candidate)):
-        scores[model] = {m: box_dice_scores(load_model(model), held_out[m], MARGIN) for m in MODALITIES}
+        loaded = load_model(model)
+        scores[model] = {m: box_dice_scores(loaded, held_out[m], MARGIN) for m in MODALITIES}
         print(model, {m: round(float(s.mean()), 3) for m, s in scores[model].items()}, flush=True)
     comparisons = []
     for base, candidate, label in args.pair:
-        found = paired_bootstrap(scores[base], scores[candidate], resamples=RESAMPLES)
+        found = paired_bootstrap(scores[base], scores[candidate], resamples=RESAMPLES,
+                                 confidence=CONFIDENCE)
         comparisons.append({"label": label, "base": base, "candidate": candidate,
                             "base_mean": float(np.mean([scores[base][m].mean() for m in MODALITIES])),
                             "candidate_mean": float(np.mean([scores[candidate][m].mean() for m in MODALITIES])),
@@ -79,7 +84,7 @@ def main() -> None:
                             "per_modality": found.per_stratum})
     result = {"benchmark": args.name, "machine": machine_info(),
               "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])), "box_margin": MARGIN,
-              "resamples": RESAMPLES, "confidence": found.confidence,
+              "resamples": RESAMPLES, "confidence": CONFIDENCE,
               "objects": {m: len(held_out[m]) for m in MODALITIES},
               "mean_dsc": {model: {m: float(s.mean()) for m, s in per.items()} for model, per in scores.items()},
               "comparisons": comparisons}

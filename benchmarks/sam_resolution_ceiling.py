@@ -72,13 +72,15 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     payload = {"benchmark": "sam_resolution_ceiling", "machine": machine_info(), "margin": MARGIN,
+               "default_model": DEFAULT_MODEL,
                "command": " ".join(map(shlex.quote, [sys.executable, *sys.argv])),
                "objects": {m: len(held_out[m]) for m in MODALITIES}, "rows": rows}
     write_json(RESULTS / "sam_resolution_ceiling.json", payload)
     lines = ["# The resolution ceiling: the best DSC each model's mask grid can draw", "",
              f"Held-out objects, tight box + {MARGIN} px; mean over objects of the Dice of the ground truth averaged "
              "over the grid's cells, enlarged bilinearly and cut at 0.5.", "",
-             "| model | mask grid | laid over | " + " | ".join(MODALITIES) + " |", "|---|---|---|" + "---|" * 5]
+             "| model | mask grid | laid over | " + " | ".join(MODALITIES) + " |",
+             "|---|---|---|" + "---|" * len(MODALITIES)]
     for row in rows:
         over = (f"window {1 + 2 * row['crop_margin']:g} x the box" if row["crop_margin"] is not None
                 else "the image's longer side")

@@ -24,6 +24,24 @@ def test_strata_weigh_alike_whatever_their_size():
     assert paired_bootstrap(first, second, resamples=50).difference == pytest.approx(0.5)
 
 
+def test_resamples_keep_each_stratum_whole():
+    """A small stratum with a constant difference beside a large one with none: every stratified resample keeps both
+    (pooled resampling would let the small one's share vary, and the interval widen)."""
+    first = {"large": np.zeros(100), "small": np.zeros(2)}
+    second = {"large": np.zeros(100), "small": np.ones(2)}
+    result = paired_bootstrap(first, second, resamples=500)
+    assert result.low == pytest.approx(0.5) and result.high == pytest.approx(0.5)
+
+
+def test_the_order_strata_are_given_in_does_not_change_the_interval():
+    rng = np.random.default_rng(5)
+    first = {"a": rng.random(30), "b": rng.random(12)}
+    second = {"a": rng.random(30), "b": rng.random(12)}
+    forward = paired_bootstrap(first, second)
+    backward = paired_bootstrap(dict(reversed(first.items())), dict(reversed(second.items())))
+    assert (forward.low, forward.high) == (backward.low, backward.high)
+
+
 def test_the_interval_matches_normal_theory_on_many_items():
     rng = np.random.default_rng(2)
     first = rng.random(2000)
@@ -48,10 +66,9 @@ def test_pairing_removes_what_both_models_share():
 def test_the_same_seed_gives_the_same_interval_and_another_seed_another():
     rng = np.random.default_rng(4)
     first, second = {"a": rng.random(40)}, {"a": rng.random(40)}
-    one, again = paired_bootstrap(first, second, seed=5), paired_bootstrap(first, second, seed=5)
+    one, again, other = (paired_bootstrap(first, second, seed=seed) for seed in (5, 5, 6))
     assert (one.low, one.high) == (again.low, again.high)
-    assert (one.low, one.high) != (paired_bootstrap(first, second, seed=6).low,
-                                   paired_bootstrap(first, second, seed=6).high)
+    assert (one.low, one.high) != (other.low, other.high)
 
 
 @pytest.mark.parametrize(("first", "second", "message"), [

@@ -18,8 +18,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """``difference``: B's mean over strata minus A's; ``low`` / ``high``: the percentile interval of it over
-    ``resamples`` resamples at ``confidence``; ``per_stratum``: each stratum's own difference of means."""
+    """``difference``: the second model's mean over strata minus the first's; ``low`` / ``high``: the percentile
+    interval of it over ``resamples`` resamples at ``confidence``; ``per_stratum``: each stratum's own difference of
+    means (second minus first)."""
 
     difference: float
     low: float
@@ -36,7 +37,7 @@ def _paired_scores(first: Mapping[str, np.ndarray], second: Mapping[str, np.ndar
     if set(first) != set(second):
         raise ValueError(f"the two models were scored on different strata: {sorted(first)} vs {sorted(second)}")
     pairs = []
-    for name in first:
+    for name in sorted(first):      # the draws then follow the strata's names, not the order they were given in
         a = np.asarray(first[name], dtype=np.float64).ravel()
         b = np.asarray(second[name], dtype=np.float64).ravel()
         if a.shape != b.shape:

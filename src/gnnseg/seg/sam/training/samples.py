@@ -102,9 +102,10 @@ def box_3d_samples(volume: np.ndarray, labels: np.ndarray, source: str, *, modal
     slices = list(slices)
     scaled = _scaled_volume(volume, labels, source, modality)
     images = {z: to_rgb_uint8(scaled[z]) for z in slices}    # one image per slice, shared by its organs
+    crossed = labels[slices]
     samples = []
-    for value in np.unique(labels[slices][labels[slices] > 0]):
-        organ = labels[slices] == value
+    for value in np.unique(crossed[crossed > 0]):
+        organ = crossed == value
         rectangle = boxes_from_mask(organ.any(axis=0))[0].astype(np.float64)
         for z, mask in zip(slices, organ):
             if mask.sum() >= min_pixels:
