@@ -84,6 +84,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 MARGIN = 5
 BOX_3D_SHARE = 0.1
 """Share of the draws that ``--box-3d``'s organs get (fixed beforehand: CT and MR keep most of theirs)."""
+TAUGHT = {"more_polyps": "taught on more polyps", "more_ct": "taught on more polyps and CT",
+          "box_3d": "taught on 3D boxes"}
+"""Each recipe's name in the checkpoint's lineage, and its row in the results (the docs page looks rows up by it)."""
 
 
 def new_polyp_scores(model, unseen: list, cvc: list) -> dict[str, float]:
@@ -197,6 +200,7 @@ def main() -> None:
         train = train + box_3d
         weights = np.concatenate([weights * (1 - BOX_3D_SHARE), np.full(len(box_3d), BOX_3D_SHARE / len(box_3d))])
     volumes = cases(Path(args.data)) if box_3d else {}
+    recipe = "box_3d" if box_3d else "more_ct" if extra_ct else "more_polyps"
 
     model = load_model(args.init)
     result = {"benchmark": args.name, "machine": machine_info(),
@@ -228,12 +232,10 @@ def main() -> None:
             **({"box_3d_source": MORE_CT_SOURCE, "box_3d_objects": len(box_3d), "box_3d_share": BOX_3D_SHARE}
                if box_3d else {}),
             "finetune": config.__dict__, "train_seconds": round(train_seconds)}
-    step_name = "box_3d" if box_3d else "more_ct" if extra_ct else "more_polyps"
-    save_sam(model, args.out / "model_half.pt", half_precision=True, meta={**lineage, step_name: step})
+    save_sam(model, args.out / "model_half.pt", half_precision=True, meta={**lineage, recipe: step})
     model, _ = load_sam(args.out / "model_half.pt")  # scored as it would ship
     result.update(finetune=config.__dict__, iterations=config.iterations, train_seconds=train_seconds)
-    taught = ("taught on 3D boxes" if box_3d else "taught on more polyps" + (" and CT" if extra_ct else "")) + (
-        f" (seed {args.seed})" if args.seed else "")
+    taught = TAUGHT[recipe] + (f" (seed {args.seed})" if args.seed else "")
     result["scores"][taught] = scores(model, held_out, unseen, cvc)
     if box_3d:
         result["propagated"][taught] = propagated_scores(str(args.out / "model_half.pt"), volumes)
