@@ -47,7 +47,7 @@ def worker(rank: int, world: int, args: argparse.Namespace, port: int, out: str)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     exchange = AllToAll(rank, world)
     for transport in ("collectives", "rpc"):
-        requests = open_requests(transport, exchange, rpc_port=port + 1)
+        requests = open_requests(transport, exchange)
         requests.answer("rows", lambda local: table.index_select(0, local))
         requests.ready()
         results[transport] = {}

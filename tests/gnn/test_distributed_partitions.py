@@ -123,7 +123,7 @@ def training_worker(rank: int, world_size: int, port: int, transport: str, parts
     become_rank(rank, world_size, port)
     context = join_with_timeout(60)
     store = PartitionStore.open(parts, rank)
-    requests = open_requests(transport, AllToAll(rank, world_size, 60), rpc_port=port + 1)
+    requests = open_requests(transport, AllToAll(rank, world_size, 60))
     result = train_partitioned(store, EXACT, 0, requests, context)
     requests.close()
     torch.save({"test_acc": result.test_acc, "val_acc": result.val_acc, "loss": result.history["loss"],
@@ -174,7 +174,7 @@ def sampling_worker(rank: int, world_size: int, port: int, parts: str, out: str)
         sizes.append(blocks[0].num_edges)
         if draw < 20:
             first.append([b.source_nodes for b in blocks])
-    requests = open_requests("rpc", exchange, rpc_port=port + 1)
+    requests = open_requests("rpc", exchange)
     over_rpc = DistributedNeighborSampler(store, (3, 3), requests)
     requests.ready()
     again = [[b.source_nodes for b in over_rpc.sample(seeds, generator=1000 * draw + rank)] for draw in range(20)]
@@ -239,7 +239,7 @@ def owner_error_worker(rank: int, world_size: int, port: int, out: str) -> None:
 
     become_rank(rank, world_size, port)
     join_with_timeout(30)
-    requests = open_requests("rpc", AllToAll(rank, world_size, 30), rpc_port=port + 1)
+    requests = open_requests("rpc", AllToAll(rank, world_size, 30))
     requests.answer("rows", lambda ids: torch.arange(3.0)[ids])
     requests.ready()
     if rank == 0:
@@ -314,11 +314,18 @@ def wait_for_checkpoint(runs: Path, processes: list[subprocess.Popen], limit_s: 
 
 
 def finish(processes: list[subprocess.Popen]) -> list[dict]:
+    """Every rank's summary; a rank that failed fails the test, and no rank outlives it waiting for its peers."""
     results = []
-    for process in processes:
-        out, err = process.communicate(timeout=180)
-        assert process.returncode == 0, err[-2000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for rank, process in enumerate(processes):
+            out, err = process.communicate(timeout=180)
+            assert process.returncode == 0, f"rank {rank} ended with {process.returncode}: {err[-2000:]}"
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     return results
 
 

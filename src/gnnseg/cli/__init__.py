@@ -74,13 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _close_runs("failed")
         print(f"gnnseg: error: {exc}", file=sys.stderr)
         if _lost_a_rank(exc):
-            from gnnseg.core.distributed import end_after_lost_rank
-            end_after_lost_rank(2)
+            from gnnseg.core.distributed import exit_without_teardown
+            exit_without_teardown(2)
         return 2
     _close_runs("complete")
+    left_a_group = False
     if "torch.distributed" in sys.modules:      # only a command that imported torch can have joined a group
-        from gnnseg.core.distributed import leave_process_group
-        leave_process_group()      # under torchrun: every rank finishes before any rank closes its connections
+        from gnnseg.core.distributed import exit_without_teardown, leave_process_group
+        left_a_group = leave_process_group()   # under torchrun: every rank finishes before any closes its connections
     _print(result, args.json)
+    if left_a_group:
+        exit_without_teardown(0)
     return 0
 

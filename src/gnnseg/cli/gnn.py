@@ -209,8 +209,8 @@ def add_gnn_commands(halves: argparse._SubParsersAction) -> None:
                        help="--partitions: how requests reach other partitions: torch RPC, each owner answering as "
                             "requests arrive (default, the faster), or all-to-all collectives in lock-step")
     train.add_argument("--rpc-port", type=int, help="--partitions with RPC, ranks started without torchrun: the port "
-                                                     "the RPC agents meet at on MASTER_ADDR (default MASTER_PORT + 1; "
-                                                     "under torchrun they meet at torchrun's store)")
+                                                     "the RPC agents meet at on MASTER_ADDR (default MASTER_PORT, the "
+                                                     "process group's store; under torchrun always torchrun's store)")
     train.add_argument("--seeds", type=int, default=1, help="number of seeds to train (default 1)")
     train.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     train.add_argument("--epochs", type=int, help="override the preset's maximum epochs")

@@ -9,8 +9,9 @@ the others fail at their next exchange. Either way every rank stops with one lin
 
 Requests to other partitions go over ``transport``: ``rpc`` (the default, measured the faster:
 ``docs/gnn.md``) or ``collectives``. The RPC agents meet at torchrun's store (``MASTER_ADDR:MASTER_PORT``, where
-every rank is a client, as for the process group); ranks started without torchrun's agent meet at
-``MASTER_ADDR:rpc_port`` (default ``MASTER_PORT + 1``), served by rank 0.
+every rank is a client, as for the process group) or, for ranks started without torchrun's agent, at rank 0's
+store there, which the agents share with the process group (``--rpc-port`` names another port, served by rank 0).
+No second port is needed, so none can be taken by another program between the ranks' start and the agents' meeting.
 """
 
 from __future__ import annotations
@@ -45,17 +46,16 @@ def open_requests(transport: str, exchange: AllToAll, rpc_port: int | None = Non
         return CollectiveRequests(exchange)
     from gnnseg.gnn.distributed.rpc_requests import RpcRequests
 
-    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    if agent_store:            # torchrun: every rank meets at the agent's store, a client like for the process group
-        if rpc_port is not None and str(rpc_port) != os.environ.get("MASTER_PORT"):
-            raise ValueError("under torchrun the RPC agents meet at torchrun's own store (MASTER_PORT); leave "
-                             "--rpc-port out")
-        rpc_port = int(os.environ["MASTER_PORT"])
-    elif rpc_port is None:     # ranks started otherwise: rank 0 serves a store beside the process group's
-        if "MASTER_PORT" not in os.environ:
-            raise ValueError("the RPC transport needs --rpc-port or MASTER_PORT (it meets at MASTER_PORT + 1 by "
-                             "default)")
-        rpc_port = int(os.environ["MASTER_PORT"]) + 1
+    master_port = os.environ.get("MASTER_PORT")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and rpc_port is not None \
+            and str(rpc_port) != master_port:
+        raise ValueError("under torchrun the RPC agents meet at torchrun's own store (MASTER_PORT); leave "
+                         "--rpc-port out")
+    if rpc_port is None:       # the process group's store: torchrun's agent, or rank 0's, shared in-process
+        if master_port is None:
+            raise ValueError("the RPC transport needs --rpc-port or MASTER_PORT (the agents meet at the process "
+                             "group's store, MASTER_ADDR:MASTER_PORT, by default)")
+        rpc_port = int(master_port)
     return RpcRequests(exchange, os.environ.get("MASTER_ADDR", "127.0.0.1"), rpc_port)
 
 
