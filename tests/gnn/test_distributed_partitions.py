@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -257,6 +258,22 @@ def test_an_owners_own_error_comes_back_as_one_line_not_as_a_lost_rank(tmp_path)
     mp.spawn(owner_error_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "message.txt").read_text() == ("rank 1 could not answer a rows request: IndexError: index 7 "
                                                       "is out of bounds for dimension 0 with size 3")
+
+
+def test_the_rpc_agents_need_no_port_beside_the_process_groups(tmp_path):
+    """The agents meet at the process group's own store, so another program listening on the next port (once the
+    agents' default) cannot stop them."""
+    with socket.socket() as other_program:
+        while True:
+            port = free_port()
+            try:
+                other_program.bind(("127.0.0.1", port + 1))
+                break
+            except OSError:
+                continue
+        other_program.listen()
+        mp.spawn(owner_error_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "message.txt").read_text().startswith("rank 1 could not answer a rows request")
 
 
 def late_rank_worker(rank: int, world_size: int, port: int, late_s: float, timeout_s: float) -> None:
